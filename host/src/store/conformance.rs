@@ -1,0 +1,1 @@
+//! The behaviour every [`super::Store`] must show.
