@@ -1,6 +1,16 @@
 //! The Corral host: HTTP API, authentication, storage, chats, tickets and
 //! statistics.
 
+pub mod accounts;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
 pub mod model;
+pub mod openapi;
+pub mod policy;
+pub mod ratelimit;
+pub mod server;
+pub mod state;
 pub mod store;
 pub mod time;

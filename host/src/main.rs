@@ -1,1 +1,153 @@
-fn main() {}
+//! The `corral` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use corral_host::config::{Config, FileConfig, Overrides};
+use corral_sdk::Role;
+
+/// Corral: a self-hosted LLM studio.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage accounts from the command line.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+/// Where configuration and data come from (shared by `serve` and `admin`).
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "CORRAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of the embedded store and other data [default: ./data].
+    #[arg(long, env = "CORRAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A mongodb:// URL; the embedded SQLite store when absent.
+    #[arg(long, env = "CORRAL_DATABASE")]
+    database: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "CORRAL_BIND")]
+    bind: Option<SocketAddr>,
+    /// Log JSON lines instead of text.
+    #[arg(long, env = "CORRAL_LOG_JSON")]
+    log_json: Option<bool>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an account (prompts for the password when not given).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        username: String,
+        /// admin, technician or user.
+        #[arg(long)]
+        role: Role,
+        /// Prefer the prompt: a password on the command line can end up in
+        /// shell history.
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+}
+
+fn resolve(store: &StoreArgs, bind: Option<SocketAddr>, log_json: Option<bool>) -> anyhow::Result<Config> {
+    let file = match &store.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    Config::resolve(
+        file,
+        Overrides {
+            bind,
+            data_dir: store.data_dir.clone(),
+            database: store.database.clone(),
+            log_json,
+        },
+    )
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = resolve(&args.store, args.bind, args.log_json)?;
+            init_logging(config.log_json);
+            corral_host::server::serve(config).await
+        }
+        Command::Openapi => {
+            print!("{}", corral_host::openapi::spec_json());
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Create {
+                    store,
+                    username,
+                    role,
+                    password,
+                    display_name,
+                },
+        } => {
+            let config = resolve(&store, None, None)?;
+            let password = match password {
+                Some(p) => p,
+                None => prompt_password()?,
+            };
+            let store = corral_host::store::open(config.database.as_deref(), &config.data_dir).await?;
+            let user = corral_host::accounts::create_account(
+                store.as_ref(),
+                &username,
+                display_name.as_deref(),
+                role,
+                password,
+            )
+            .await?;
+            println!("Created {} `{}` (id {}).", user.role, user.username, user.id);
+            Ok(())
+        }
+    }
+}
+
+fn prompt_password() -> anyhow::Result<String> {
+    let first = rpassword::prompt_password("Password: ").context("reading the password")?;
+    let second = rpassword::prompt_password("Repeat: ").context("reading the password")?;
+    anyhow::ensure!(first == second, "the passwords differ");
+    Ok(first)
+}

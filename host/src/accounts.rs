@@ -1,0 +1,98 @@
+//! Accounts: the rules for usernames, passwords and display names, and
+//! account creation shared by the API and `corral admin create`.
+
+use corral_sdk::Role;
+
+use crate::auth::hash_password_async;
+use crate::error::{ApiResult, AppError, Validator};
+use crate::model::{new_id, User};
+use crate::store::{Store, StoreError};
+use crate::time::now;
+
+/// Lowercases and checks a username.
+pub fn normalize_username(v: &mut Validator, username: &str) -> String {
+    let name = username.trim().to_lowercase();
+    v.check(
+        (3..=32).contains(&name.chars().count())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')),
+        "username",
+        "must be 3 to 32 characters: letters, digits, `_`, `-` or `.`",
+    );
+    name
+}
+
+/// Checks a new password.
+pub fn check_password(v: &mut Validator, field: &str, password: &str) {
+    v.check(
+        (8..=128).contains(&password.chars().count()),
+        field,
+        "must be 8 to 128 characters",
+    );
+}
+
+/// Trims and checks a display name; empty means "use the username".
+pub fn normalize_display_name(v: &mut Validator, name: Option<&str>, username: &str) -> String {
+    let name = name.map(str::trim).unwrap_or("");
+    v.check(
+        name.chars().count() <= 64 && !name.chars().any(char::is_control),
+        "display_name",
+        "must be at most 64 characters, without control characters",
+    );
+    if name.is_empty() {
+        username.to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
+/// A new account of `role`, password hashed.
+pub async fn new_user(
+    username: String,
+    display_name: String,
+    role: Role,
+    password: String,
+) -> ApiResult<User> {
+    let at = now();
+    Ok(User {
+        id: new_id(),
+        username,
+        display_name,
+        role,
+        disabled: false,
+        password_hash: hash_password_async(password).await?,
+        token_version: 0,
+        created_at: at,
+        updated_at: at,
+        last_login_at: None,
+    })
+}
+
+/// Maps a unique-key clash on users to a clear message.
+pub fn username_taken(err: StoreError) -> AppError {
+    match err {
+        StoreError::Conflict(_) => {
+            AppError::Conflict("that username is taken".into())
+        }
+        other => other.into(),
+    }
+}
+
+/// Validates and creates an account.
+pub async fn create_account(
+    store: &dyn Store,
+    username: &str,
+    display_name: Option<&str>,
+    role: Role,
+    password: String,
+) -> ApiResult<User> {
+    let mut v = Validator::new();
+    let username = normalize_username(&mut v, username);
+    check_password(&mut v, "password", &password);
+    let display_name = normalize_display_name(&mut v, display_name, &username);
+    v.finish()?;
+    let user = new_user(username, display_name, role, password).await?;
+    store.create_user(&user).await.map_err(username_taken)?;
+    Ok(user)
+}

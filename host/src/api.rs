@@ -1,0 +1,212 @@
+//! The REST API: the route table (each route with its access rule), the
+//! router built from it, and types several handlers share.
+
+use axum::http::Method;
+use axum::routing::{self, MethodRouter};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use corral_sdk::Role;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiResult, Validator};
+use crate::model::{AuditEntry, User, UsageEvent};
+use crate::policy::{Access, Caller};
+use crate::state::AppState;
+use crate::time::{serde_millis, serde_millis_opt};
+
+pub mod admin;
+pub mod auth;
+pub mod chats;
+pub mod health;
+pub mod stats;
+pub mod tickets;
+pub mod users;
+
+/// One route: method, path (OpenAPI syntax, which axum shares), rule and
+/// handler.
+pub struct ApiRoute {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub handler: MethodRouter<AppState>,
+}
+
+fn route(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: MethodRouter<AppState>,
+) -> ApiRoute {
+    ApiRoute {
+        method,
+        path,
+        access,
+        handler,
+    }
+}
+
+/// Every API route. The OpenAPI document must list exactly these (checked
+/// at start and by a test).
+pub fn routes() -> Vec<ApiRoute> {
+    use Access::*;
+    use Method as M;
+    use routing::{delete, get, patch, post};
+    vec![
+        route(M::GET, "/healthz", Public, get(health::healthz)),
+        route(M::GET, "/readyz", Public, get(health::readyz)),
+        // Accounts and sessions.
+        route(M::POST, "/api/auth/register", Public, post(auth::register)),
+        route(M::POST, "/api/auth/login", Public, post(auth::login)),
+        route(M::POST, "/api/auth/refresh", Public, post(auth::refresh)),
+        route(M::POST, "/api/auth/logout", Public, post(auth::logout)),
+        route(M::GET, "/api/me", Signed, get(auth::me)),
+        route(M::PATCH, "/api/me", Signed, patch(auth::update_me)),
+        route(M::POST, "/api/me/password", Signed, post(auth::change_password)),
+        route(M::GET, "/api/me/keys", Signed, get(auth::list_keys)),
+        route(M::POST, "/api/me/keys", Signed, post(auth::create_key)),
+        route(M::DELETE, "/api/me/keys/{id}", Signed, delete(auth::delete_key)),
+        route(M::GET, "/api/me/stats", Signed, get(stats::mine)),
+        // User management.
+        route(M::GET, "/api/users", Staff, get(users::list)),
+        route(M::POST, "/api/users", Staff, post(users::create)),
+        route(M::GET, "/api/users/{id}", Staff, get(users::get_one)),
+        route(M::PATCH, "/api/users/{id}", Staff, patch(users::update)),
+        route(M::POST, "/api/users/{id}/password", Staff, post(users::reset_password)),
+        route(M::GET, "/api/audit", Staff, get(admin::audit)),
+        route(M::GET, "/api/settings", Staff, get(admin::get_settings)),
+        route(M::PATCH, "/api/settings", Staff, patch(admin::update_settings)),
+        route(M::GET, "/api/stats", Staff, get(stats::platform)),
+        // Chats.
+        route(M::GET, "/api/chats", Signed, get(chats::list)),
+        route(M::POST, "/api/chats", Signed, post(chats::create)),
+        route(M::GET, "/api/chats/{id}", Signed, get(chats::get_one)),
+        route(M::PATCH, "/api/chats/{id}", Signed, patch(chats::update)),
+        route(M::DELETE, "/api/chats/{id}", Signed, delete(chats::remove)),
+        route(M::GET, "/api/chats/{id}/export", Signed, get(chats::export)),
+        route(M::POST, "/api/chats/{id}/messages", Signed, post(chats::add_message)),
+        // Tickets.
+        route(M::GET, "/api/tickets", Signed, get(tickets::list)),
+        route(M::POST, "/api/tickets", Signed, post(tickets::create)),
+        route(M::GET, "/api/tickets/{id}", Signed, get(tickets::get_one)),
+        route(M::PATCH, "/api/tickets/{id}", Signed, patch(tickets::update)),
+        route(M::POST, "/api/tickets/{id}/comments", Signed, post(tickets::comment)),
+    ]
+}
+
+/// The API router: every route wrapped in its access rule.
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for r in routes() {
+        let layer = axum::middleware::from_fn_with_state((state.clone(), r.access), crate::policy::enforce);
+        router = router.route(r.path, r.handler.route_layer(layer));
+    }
+    router.with_state(state)
+}
+
+/// An account as the API shows it (no password hash).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    #[schema(example = "ada")]
+    pub username: String,
+    #[schema(example = "Ada Lovelace")]
+    pub display_name: String,
+    pub role: Role,
+    pub disabled: bool,
+    #[serde(with = "serde_millis")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "serde_millis_opt")]
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role,
+            disabled: u.disabled,
+            created_at: u.created_at,
+            last_login_at: u.last_login_at,
+        }
+    }
+}
+
+/// A page of results.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Paged<T: ToSchema> {
+    pub items: Vec<T>,
+    /// All matches, not only this page.
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// Paging parameters shared by list endpoints.
+#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Paging {
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// Matches to skip (default 0).
+    pub offset: Option<u64>,
+}
+
+/// The largest page and offset a list accepts.
+pub const MAX_LIMIT: u32 = 200;
+pub const MAX_OFFSET: u64 = 1_000_000_000;
+
+/// Checks paging values, returning `(limit, offset)`.
+pub fn paging(limit: Option<u32>, offset: Option<u64>) -> ApiResult<(u32, u64)> {
+    let limit = limit.unwrap_or(50);
+    let offset = offset.unwrap_or(0);
+    Validator::new()
+        .check((1..=MAX_LIMIT).contains(&limit), "limit", format!("must be 1 to {MAX_LIMIT}"))
+        .check(offset <= MAX_OFFSET, "offset", format!("must be at most {MAX_OFFSET}"))
+        .finish()?;
+    Ok((limit, offset))
+}
+
+/// Trims `search` and drops it when empty.
+pub fn search_term(search: Option<String>) -> Option<String> {
+    search
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// Writes an audit entry for an action of `actor`.
+pub async fn audit(
+    state: &AppState,
+    actor: &Caller,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) -> ApiResult<()> {
+    let entry = AuditEntry {
+        id: crate::model::new_id(),
+        at: crate::time::now(),
+        actor_id: actor.user.id.clone(),
+        actor_username: actor.user.username.clone(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        details,
+    };
+    state.store.append_audit(&entry).await?;
+    Ok(())
+}
+
+/// Records a usage event for the statistics. A failure here is logged, not
+/// returned: statistics never fail a user's request.
+pub async fn usage(state: &AppState, user_id: &str, kind: &str) {
+    let event = UsageEvent {
+        id: crate::model::new_id(),
+        user_id: user_id.to_owned(),
+        kind: kind.to_owned(),
+        at: crate::time::now(),
+    };
+    if let Err(err) = state.store.record_usage(&event).await {
+        tracing::warn!(%err, kind, "could not record a usage event");
+    }
+}

@@ -1,0 +1,95 @@
+//! Platform settings and the audit log.
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::auth::{registration_open, REGISTRATION_OPEN};
+use crate::api::{audit as write_audit, paging, Paged};
+use crate::error::{ApiResult, Json, Query};
+use crate::model::{AuditEntry, AuditQuery};
+use crate::policy::Caller;
+use crate::state::AppState;
+
+/// Filters for the audit log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Only entries by this user id.
+    pub actor: Option<String>,
+    /// Only this action, e.g. `user.role`.
+    pub action: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// Entries to skip.
+    pub offset: Option<u64>,
+}
+
+/// The audit log, newest first.
+#[utoipa::path(get, path = "/api/audit", tag = "admin",
+    params(AuditParams),
+    responses((status = 200, description = "A page of entries", body = Paged<AuditEntry>)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    Query(params): Query<AuditParams>,
+) -> ApiResult<Json<Paged<AuditEntry>>> {
+    let (limit, offset) = paging(params.limit, params.offset)?;
+    let page = state
+        .store
+        .list_audit(&AuditQuery {
+            actor_id: params.actor.filter(|s| !s.is_empty()),
+            action: params.action.filter(|s| !s.is_empty()),
+            limit,
+            offset,
+        })
+        .await?;
+    Ok(Json(Paged {
+        items: page.items,
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
+
+/// Platform settings.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Settings {
+    /// Whether anyone may create an account at `/api/auth/register`.
+    pub registration_open: bool,
+}
+
+/// Current platform settings.
+#[utoipa::path(get, path = "/api/settings", tag = "admin",
+    responses((status = 200, description = "Settings", body = Settings)))]
+pub async fn get_settings(State(state): State<AppState>) -> ApiResult<Json<Settings>> {
+    Ok(Json(Settings {
+        registration_open: registration_open(&state).await?,
+    }))
+}
+
+/// Settings to change; absent ones stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSettingsRequest {
+    pub registration_open: Option<bool>,
+}
+
+/// Change platform settings.
+#[utoipa::path(patch, path = "/api/settings", tag = "admin",
+    request_body = UpdateSettingsRequest,
+    responses((status = 200, description = "Settings after the change", body = Settings)))]
+pub async fn update_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<UpdateSettingsRequest>,
+) -> ApiResult<Json<Settings>> {
+    if let Some(open) = req.registration_open {
+        if open != registration_open(&state).await? {
+            state.store.put_setting(REGISTRATION_OPEN, &json!(open)).await?;
+            write_audit(&state, &caller, "settings.update", REGISTRATION_OPEN, json!({"to": open}))
+                .await?;
+        }
+    }
+    get_settings(State(state)).await
+}

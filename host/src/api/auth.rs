@@ -1,0 +1,515 @@
+//! Registration, sign-in, token refresh, sign-out, the caller's own account
+//! and personal API keys.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use corral_sdk::Role;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::accounts::{check_password, create_account, normalize_display_name};
+use crate::api::{usage, UserView};
+use crate::auth::{
+    hash_password_async, new_secret, token_hash, verify_password_async, API_KEY_PREFIX,
+    REFRESH_TOKEN_PREFIX,
+};
+use crate::error::{ApiResult, AppError, Json, Path, Validator};
+use crate::model::{new_id, usage_kind, ApiKey, Session, User};
+use crate::policy::Caller;
+use crate::state::AppState;
+use crate::time::{now, serde_millis, serde_millis_opt};
+
+/// Failed sign-ins allowed per account per window.
+const ACCOUNT_FAILURES: usize = 5;
+const ACCOUNT_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Sign-in and registration attempts allowed per client address per window.
+const ADDRESS_ATTEMPTS: usize = 30;
+const ADDRESS_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// Personal API keys one account may hold.
+const MAX_KEYS: usize = 50;
+/// Settings key: whether anyone may create an account.
+pub const REGISTRATION_OPEN: &str = "registration_open";
+
+/// The client's address when the server knows it.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+impl ClientIp {
+    fn key(&self) -> String {
+        match self.0 {
+            Some(ip) => format!("addr:{ip}"),
+            None => "addr:unknown".to_owned(),
+        }
+    }
+}
+
+/// Tokens handed out at sign-in and refresh.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// Short-lived JWT for `Authorization: Bearer …`.
+    pub access_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    #[schema(example = 900)]
+    pub expires_in: u64,
+    /// Single-use token for `/api/auth/refresh`; each use returns a new one.
+    pub refresh_token: String,
+    #[serde(with = "serde_millis")]
+    pub refresh_expires_at: DateTime<Utc>,
+    pub user: UserView,
+}
+
+/// Issues an access token and a refresh token (in `family`, or a new one).
+pub async fn issue_tokens(
+    state: &AppState,
+    user: &User,
+    family: Option<String>,
+) -> ApiResult<TokenResponse> {
+    let access_token = state.tokens.issue(&user.id, user.token_version)?;
+    let refresh_token = new_secret(REFRESH_TOKEN_PREFIX);
+    let created_at = now();
+    let expires_at = created_at + chrono::Duration::days(state.config.refresh_token_ttl_days as i64);
+    let session = Session {
+        id: new_id(),
+        user_id: user.id.clone(),
+        family_id: family.unwrap_or_else(new_id),
+        token_hash: token_hash(&refresh_token),
+        created_at,
+        expires_at,
+        used: false,
+        revoked: false,
+    };
+    state.store.create_session(&session).await?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer".into(),
+        expires_in: state.tokens.ttl_secs,
+        refresh_token,
+        refresh_expires_at: expires_at,
+        user: UserView::from(user),
+    })
+}
+
+/// Whether self-registration is open (it is unless an admin closed it).
+pub async fn registration_open(state: &AppState) -> ApiResult<bool> {
+    Ok(state
+        .store
+        .get_setting(REGISTRATION_OPEN)
+        .await?
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true))
+}
+
+/// A new account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[schema(example = "ada")]
+    pub username: String,
+    #[schema(example = "correct horse battery")]
+    pub password: String,
+    #[schema(example = "Ada Lovelace")]
+    pub display_name: Option<String>,
+}
+
+/// Create an account (role `user`) and sign in.
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created; signed in", body = TokenResponse),
+        (status = 403, description = "Self-registration is closed", body = corral_sdk::ErrorBody),
+        (status = 409, description = "The username is taken", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn register(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Json(req): Json<RegisterRequest>,
+) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
+    throttle_address(&state, &ip)?;
+    if !registration_open(&state).await? {
+        return Err(AppError::Forbidden(
+            "self-registration is closed; ask an admin for an account".into(),
+        ));
+    }
+    let user = create_account(
+        state.store.as_ref(),
+        &req.username,
+        req.display_name.as_deref(),
+        Role::User,
+        req.password,
+    )
+    .await?;
+    usage(&state, &user.id, usage_kind::USER_REGISTERED).await;
+    let tokens = issue_tokens(&state, &user, None).await?;
+    Ok((StatusCode::CREATED, Json(tokens)))
+}
+
+fn throttle_address(state: &AppState, ip: &ClientIp) -> ApiResult<()> {
+    let key = ip.key();
+    state
+        .limiter
+        .check(&key, ADDRESS_ATTEMPTS, ADDRESS_WINDOW)
+        .map_err(|retry_after| AppError::RateLimited { retry_after })?;
+    state.limiter.record(&key, ADDRESS_WINDOW);
+    Ok(())
+}
+
+/// Credentials.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[schema(example = "ada")]
+    pub username: String,
+    #[schema(example = "correct horse battery")]
+    pub password: String,
+}
+
+/// The hash of a random password: unknown usernames are checked against it
+/// so that they take as long to reject as known ones.
+fn dummy_hash() -> String {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        crate::auth::hash_password(&new_secret("")).unwrap_or_default()
+    })
+    .clone()
+}
+
+/// Sign in with username and password.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = TokenResponse),
+        (status = 401, description = "Wrong username or password", body = corral_sdk::ErrorBody),
+        (status = 403, description = "The account is disabled", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    Json(req): Json<LoginRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    throttle_address(&state, &ip)?;
+    let username = req.username.trim().to_lowercase();
+    let account_key = format!("account:{username}");
+    state
+        .limiter
+        .check(&account_key, ACCOUNT_FAILURES, ACCOUNT_WINDOW)
+        .map_err(|retry_after| AppError::RateLimited { retry_after })?;
+    let found = if username.is_empty() || username.len() > 64 {
+        None
+    } else {
+        state.store.get_user_by_username(&username).await?
+    };
+    let hash = found
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(dummy_hash);
+    let password_ok = verify_password_async(hash, req.password).await;
+    let mut user = match found {
+        Some(user) if password_ok => user,
+        _ => {
+            state.limiter.record(&account_key, ACCOUNT_WINDOW);
+            return Err(AppError::Unauthorized("wrong username or password".into()));
+        }
+    };
+    state.limiter.clear(&account_key);
+    if user.disabled {
+        return Err(AppError::AccountDisabled);
+    }
+    user.last_login_at = Some(now());
+    state.store.update_user(&user).await?;
+    usage(&state, &user.id, usage_kind::LOGIN).await;
+    Ok(Json(issue_tokens(&state, &user, None).await?))
+}
+
+/// A refresh token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// Exchange a refresh token for new tokens. Each refresh token works once;
+/// presenting a used one revokes every token of that sign-in.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens", body = TokenResponse),
+        (status = 401, description = "Invalid, expired, revoked or reused token", body = corral_sdk::ErrorBody),
+        (status = 403, description = "The account is disabled", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let invalid = || AppError::Unauthorized("the refresh token is invalid or expired".into());
+    let session = state
+        .store
+        .get_session_by_hash(&token_hash(&req.refresh_token))
+        .await?
+        .ok_or_else(invalid)?;
+    if session.used {
+        state.store.revoke_family(&session.family_id).await?;
+        tracing::warn!(user = %session.user_id, "refresh token reused; sign-in revoked");
+        return Err(AppError::Unauthorized(
+            "this refresh token was already used; sign in again".into(),
+        ));
+    }
+    if session.revoked || session.expires_at <= now() {
+        return Err(invalid());
+    }
+    if !state.store.mark_session_used(&session.id).await? {
+        // Lost a race with another refresh of the same token: that is reuse.
+        state.store.revoke_family(&session.family_id).await?;
+        return Err(invalid());
+    }
+    let user = state
+        .store
+        .get_user(&session.user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    if user.disabled {
+        return Err(AppError::AccountDisabled);
+    }
+    usage(&state, &user.id, usage_kind::REFRESH).await;
+    Ok(Json(
+        issue_tokens(&state, &user, Some(session.family_id)).await?,
+    ))
+}
+
+/// Sign out: revokes the refresh token and every token of its sign-in.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    request_body = RefreshRequest,
+    responses((status = 204, description = "Signed out (also when the token was unknown)")))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<StatusCode> {
+    if let Some(session) = state
+        .store
+        .get_session_by_hash(&token_hash(&req.refresh_token))
+        .await?
+    {
+        state.store.revoke_family(&session.family_id).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The signed-in account.
+#[utoipa::path(get, path = "/api/me", tag = "me",
+    responses((status = 200, description = "The caller's account", body = UserView)))]
+pub async fn me(caller: Caller) -> Json<UserView> {
+    Json(UserView::from(&caller.user))
+}
+
+/// Changes to the caller's own account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMeRequest {
+    #[schema(example = "Ada L.")]
+    pub display_name: Option<String>,
+}
+
+/// Change the caller's display name.
+#[utoipa::path(patch, path = "/api/me", tag = "me",
+    request_body = UpdateMeRequest,
+    responses((status = 200, description = "Updated account", body = UserView)))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<UpdateMeRequest>,
+) -> ApiResult<Json<UserView>> {
+    let mut user = caller.user;
+    if let Some(name) = req.display_name.as_deref() {
+        let mut v = Validator::new();
+        user.display_name = normalize_display_name(&mut v, Some(name), &user.username);
+        v.finish()?;
+        user.updated_at = now();
+        state.store.update_user(&user).await?;
+    }
+    Ok(Json(UserView::from(&user)))
+}
+
+/// A password change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Change the caller's password. Every other session and access token of
+/// the account stops working; the response carries fresh tokens.
+#[utoipa::path(post, path = "/api/me/password", tag = "me",
+    request_body = ChangePasswordRequest,
+    responses((status = 200, description = "Password changed; new tokens", body = TokenResponse)))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<ChangePasswordRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let mut v = Validator::new();
+    check_password(&mut v, "new_password", &req.new_password);
+    v.finish()?;
+    let mut user = caller.user;
+    if !verify_password_async(user.password_hash.clone(), req.current_password).await {
+        return Err(AppError::field("current_password", "is not the current password"));
+    }
+    user.password_hash = hash_password_async(req.new_password).await?;
+    user.token_version += 1;
+    user.updated_at = now();
+    state.store.update_user(&user).await?;
+    state.store.revoke_user_sessions(&user.id).await?;
+    Ok(Json(issue_tokens(&state, &user, None).await?))
+}
+
+/// A personal API key as listed (the key itself is shown only once).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    #[schema(example = "laptop scripts")]
+    pub name: String,
+    /// The key's first characters.
+    #[schema(example = "crl_Xk3v9QaB")]
+    pub prefix: String,
+    #[serde(with = "serde_millis")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "serde_millis_opt")]
+    pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(with = "serde_millis_opt")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ApiKey> for ApiKeyView {
+    fn from(k: &ApiKey) -> Self {
+        ApiKeyView {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            expires_at: k.expires_at,
+        }
+    }
+}
+
+/// The caller's API keys, newest first.
+#[utoipa::path(get, path = "/api/me/keys", tag = "me",
+    responses((status = 200, description = "API keys", body = Vec<ApiKeyView>)))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<ApiKeyView>>> {
+    let keys = state.store.list_api_keys(caller.id()).await?;
+    Ok(Json(keys.iter().map(ApiKeyView::from).collect()))
+}
+
+/// A new API key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    #[schema(example = "laptop scripts")]
+    pub name: String,
+    /// Days until the key expires (1 to 3650); never when absent.
+    #[schema(example = 90)]
+    pub expires_in_days: Option<u32>,
+}
+
+/// A key just created: `key` is shown this once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    /// Send as `Authorization: Bearer <key>`.
+    pub key: String,
+    #[serde(flatten)]
+    pub info: ApiKeyView,
+}
+
+/// Create a personal API key.
+#[utoipa::path(post, path = "/api/me/keys", tag = "me",
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, description = "The new key, shown once", body = CreatedKey),
+        (status = 409, description = "Too many keys", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<CreateKeyRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    let name = req.name.trim().to_owned();
+    Validator::new()
+        .check(
+            (1..=64).contains(&name.chars().count()) && !name.chars().any(char::is_control),
+            "name",
+            "must be 1 to 64 characters, without control characters",
+        )
+        .check(
+            req.expires_in_days.is_none_or(|d| (1..=3650).contains(&d)),
+            "expires_in_days",
+            "must be 1 to 3650",
+        )
+        .finish()?;
+    if state.store.list_api_keys(caller.id()).await?.len() >= MAX_KEYS {
+        return Err(AppError::Conflict(format!(
+            "an account may hold at most {MAX_KEYS} API keys; revoke one first"
+        )));
+    }
+    let key = new_secret(API_KEY_PREFIX);
+    let created_at = now();
+    let record = ApiKey {
+        id: new_id(),
+        user_id: caller.id().to_owned(),
+        name,
+        prefix: key.chars().take(12).collect(),
+        key_hash: token_hash(&key),
+        created_at,
+        last_used_at: None,
+        expires_at: req
+            .expires_in_days
+            .map(|d| created_at + chrono::Duration::days(d as i64)),
+    };
+    state.store.create_api_key(&record).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            key,
+            info: ApiKeyView::from(&record),
+        }),
+    ))
+}
+
+/// Revoke one of the caller's API keys.
+#[utoipa::path(delete, path = "/api/me/keys/{id}", tag = "me",
+    params(("id" = String, Path, description = "Key id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such key", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn delete_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    if state.store.delete_api_key(caller.id(), &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound("API key"))
+    }
+}

@@ -1,0 +1,440 @@
+//! A user's own chats: create, list and search, read, rename, pin, delete,
+//! export, and append messages. Another user's chat is always 404.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::{paging, search_term, usage, Paged};
+use crate::error::{ApiResult, AppError, Json, Path, Query, Validator};
+use crate::model::{
+    new_id, usage_kind, Chat, ChatQuery, Message, MessageRole, MessageStatus,
+};
+use crate::policy::Caller;
+use crate::state::AppState;
+use crate::time::now;
+
+/// Longest accepted message, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 100_000;
+/// Longest temporary-chat lifetime: 30 days.
+const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Title given to a chat until its first message names it.
+const UNTITLED: &str = "New chat";
+
+/// Filters for the chat list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListChatsParams {
+    /// Part of a title or of any message (case-insensitive).
+    pub q: Option<String>,
+    pub pinned: Option<bool>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// Matches to skip.
+    pub offset: Option<u64>,
+}
+
+/// The caller's chats: pinned first, then most recently active.
+#[utoipa::path(get, path = "/api/chats", tag = "chats",
+    params(ListChatsParams),
+    responses((status = 200, description = "A page of chats", body = Paged<Chat>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListChatsParams>,
+) -> ApiResult<Json<Paged<Chat>>> {
+    let (limit, offset) = paging(params.limit, params.offset)?;
+    let query = ChatQuery {
+        search: search_term(params.q),
+        pinned: params.pinned,
+        limit,
+        offset,
+    };
+    let page = state.store.list_chats(caller.id(), &query, now()).await?;
+    Ok(Json(Paged {
+        items: page.items,
+        total: page.total,
+        limit,
+        offset,
+    }))
+}
+
+/// A new chat.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChatRequest {
+    #[schema(example = "gemma-3-270m")]
+    pub model: String,
+    pub title: Option<String>,
+    #[schema(example = "You are a concise assistant.")]
+    pub system_prompt: Option<String>,
+    /// A temporary chat is deleted when `ttl_seconds` have passed.
+    #[serde(default)]
+    pub temporary: bool,
+    /// Lifetime of a temporary chat, 60 s to 30 days (default 24 h).
+    #[schema(example = 3600)]
+    pub ttl_seconds: Option<u64>,
+}
+
+fn check_title(v: &mut Validator, title: &str) {
+    v.check(
+        (1..=200).contains(&title.chars().count()) && !title.chars().any(char::is_control),
+        "title",
+        "must be 1 to 200 characters, without control characters",
+    );
+}
+
+fn check_system_prompt(v: &mut Validator, prompt: &str) {
+    v.check(
+        prompt.chars().count() <= 20_000,
+        "system_prompt",
+        "must be at most 20000 characters",
+    );
+}
+
+/// Start a chat.
+#[utoipa::path(post, path = "/api/chats", tag = "chats",
+    request_body = CreateChatRequest,
+    responses((status = 201, description = "Created", body = Chat)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<CreateChatRequest>,
+) -> ApiResult<(StatusCode, Json<Chat>)> {
+    let model = req.model.trim().to_owned();
+    let title = req.title.as_deref().map(str::trim).unwrap_or(UNTITLED).to_owned();
+    let mut v = Validator::new();
+    v.check(
+        (1..=200).contains(&model.chars().count()) && !model.chars().any(char::is_control),
+        "model",
+        "must be 1 to 200 characters",
+    );
+    check_title(&mut v, &title);
+    if let Some(prompt) = &req.system_prompt {
+        check_system_prompt(&mut v, prompt);
+    }
+    v.check(
+        req.temporary || req.ttl_seconds.is_none(),
+        "ttl_seconds",
+        "only temporary chats expire",
+    );
+    v.check(
+        req.ttl_seconds.is_none_or(|t| (60..=MAX_TTL_SECS).contains(&t)),
+        "ttl_seconds",
+        format!("must be 60 to {MAX_TTL_SECS}"),
+    );
+    v.finish()?;
+    let at = now();
+    let expires_at = req.temporary.then(|| {
+        at + chrono::Duration::seconds(req.ttl_seconds.unwrap_or(24 * 3600) as i64)
+    });
+    let chat = Chat {
+        id: new_id(),
+        owner_id: caller.id().to_owned(),
+        title,
+        model,
+        system_prompt: req.system_prompt.filter(|p| !p.trim().is_empty()),
+        pinned: false,
+        temporary: req.temporary,
+        created_at: at,
+        updated_at: at,
+        expires_at,
+    };
+    state.store.create_chat(&chat).await?;
+    usage(&state, caller.id(), usage_kind::CHAT_CREATED).await;
+    Ok((StatusCode::CREATED, Json(chat)))
+}
+
+/// A chat with its messages.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatWithMessages {
+    #[serde(flatten)]
+    pub chat: Chat,
+    pub messages: Vec<Message>,
+}
+
+async fn load(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Chat> {
+    state
+        .store
+        .get_chat(caller.id(), id, now())
+        .await?
+        .ok_or(AppError::NotFound("chat"))
+}
+
+/// One of the caller's chats with its messages, oldest first.
+#[utoipa::path(get, path = "/api/chats/{id}", tag = "chats",
+    params(("id" = String, Path, description = "Chat id")),
+    responses(
+        (status = 200, description = "The chat", body = ChatWithMessages),
+        (status = 404, description = "No such chat of the caller", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ChatWithMessages>> {
+    let chat = load(&state, &caller, &id).await?;
+    let messages = state.store.list_messages(&chat.id).await?;
+    Ok(Json(ChatWithMessages { chat, messages }))
+}
+
+/// Changes to a chat; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateChatRequest {
+    pub title: Option<String>,
+    pub pinned: Option<bool>,
+    pub system_prompt: Option<String>,
+}
+
+/// Rename, pin or unpin a chat, or change its system prompt.
+#[utoipa::path(patch, path = "/api/chats/{id}", tag = "chats",
+    params(("id" = String, Path, description = "Chat id")),
+    request_body = UpdateChatRequest,
+    responses(
+        (status = 200, description = "Updated", body = Chat),
+        (status = 404, description = "No such chat of the caller", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<UpdateChatRequest>,
+) -> ApiResult<Json<Chat>> {
+    let mut chat = load(&state, &caller, &id).await?;
+    let mut v = Validator::new();
+    if let Some(title) = &req.title {
+        check_title(&mut v, title.trim());
+        chat.title = title.trim().to_owned();
+    }
+    if let Some(prompt) = req.system_prompt {
+        check_system_prompt(&mut v, &prompt);
+        chat.system_prompt = Some(prompt).filter(|p| !p.trim().is_empty());
+    }
+    v.finish()?;
+    if let Some(pinned) = req.pinned {
+        chat.pinned = pinned;
+    }
+    chat.updated_at = now();
+    state.store.update_chat(&chat).await?;
+    Ok(Json(chat))
+}
+
+/// Delete a chat and its messages.
+#[utoipa::path(delete, path = "/api/chats/{id}", tag = "chats",
+    params(("id" = String, Path, description = "Chat id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such chat of the caller", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    if state.store.delete_chat(caller.id(), &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound("chat"))
+    }
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    #[default]
+    Json,
+    Markdown,
+}
+
+/// Export options.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportParams {
+    /// `json` (default) or `markdown`.
+    pub format: Option<ExportFormat>,
+}
+
+/// Download a chat as JSON or Markdown.
+#[utoipa::path(get, path = "/api/chats/{id}/export", tag = "chats",
+    params(("id" = String, Path, description = "Chat id"), ExportParams),
+    responses(
+        (status = 200, description = "The chat as a file",
+            content((ChatWithMessages = "application/json"), (String = "text/markdown"))),
+        (status = 404, description = "No such chat of the caller", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<ExportParams>,
+) -> ApiResult<Response> {
+    let chat = load(&state, &caller, &id).await?;
+    let messages = state.store.list_messages(&chat.id).await?;
+    let stem = file_stem(&chat.title);
+    let body = ChatWithMessages { chat, messages };
+    let (content_type, file, text) = match params.format.unwrap_or_default() {
+        ExportFormat::Json => (
+            "application/json",
+            format!("{stem}.json"),
+            serde_json::to_string_pretty(&body).map_err(anyhow::Error::from)?,
+        ),
+        ExportFormat::Markdown => (
+            "text/markdown; charset=utf-8",
+            format!("{stem}.md"),
+            to_markdown(&body),
+        ),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        text,
+    )
+        .into_response())
+}
+
+/// A file name made of the title's safe characters.
+fn file_stem(title: &str) -> String {
+    let stem: String = title
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .take(60)
+        .collect();
+    if stem.trim_matches('_').is_empty() {
+        "chat".to_owned()
+    } else {
+        stem
+    }
+}
+
+/// The chat as a Markdown document.
+pub fn to_markdown(chat: &ChatWithMessages) -> String {
+    let mut out = format!(
+        "# {}\n\n- Model: `{}`\n- Created: {}\n",
+        chat.chat.title,
+        chat.chat.model,
+        crate::time::format(&chat.chat.created_at)
+    );
+    if let Some(prompt) = &chat.chat.system_prompt {
+        out.push_str(&format!("\n## System\n\n{prompt}\n"));
+    }
+    for m in &chat.messages {
+        let who = match m.role {
+            MessageRole::System => "System",
+            MessageRole::User => "User",
+            MessageRole::Assistant => "Assistant",
+        };
+        let note = match m.status {
+            MessageStatus::Complete => String::new(),
+            MessageStatus::Pending => " (in progress)".into(),
+            MessageStatus::Cancelled => " (stopped)".into(),
+            MessageStatus::Failed => format!(
+                " (failed: {})",
+                m.error.as_deref().unwrap_or("unknown error")
+            ),
+        };
+        out.push_str(&format!(
+            "\n## {who}{note}\n\n_{}_\n\n{}\n",
+            crate::time::format(&m.created_at),
+            m.content
+        ));
+    }
+    out
+}
+
+/// A message from the user.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMessageRequest {
+    #[schema(example = "Tell me a short story about a fox.")]
+    pub content: String,
+}
+
+/// Append a user message to a chat. It is stored before anything else
+/// happens, so nothing typed is lost.
+#[utoipa::path(post, path = "/api/chats/{id}/messages", tag = "chats",
+    params(("id" = String, Path, description = "Chat id")),
+    request_body = NewMessageRequest,
+    responses(
+        (status = 201, description = "Stored", body = Message),
+        (status = 404, description = "No such chat of the caller", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn add_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<NewMessageRequest>,
+) -> ApiResult<(StatusCode, Json<Message>)> {
+    Validator::new()
+        .check(
+            !req.content.trim().is_empty() && req.content.chars().count() <= MAX_MESSAGE_CHARS,
+            "content",
+            format!("must be 1 to {MAX_MESSAGE_CHARS} characters"),
+        )
+        .finish()?;
+    let mut chat = load(&state, &caller, &id).await?;
+    let at = now();
+    let message = Message {
+        id: new_id(),
+        chat_id: chat.id.clone(),
+        role: MessageRole::User,
+        content: req.content,
+        status: MessageStatus::Complete,
+        error: None,
+        created_at: at,
+    };
+    state.store.add_message(&message).await?;
+    if chat.title == UNTITLED {
+        chat.title = title_from(&message.content);
+    }
+    chat.updated_at = at;
+    state.store.update_chat(&chat).await?;
+    usage(&state, caller.id(), usage_kind::MESSAGE_CREATED).await;
+    Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// A title from the first line of a message, at most 60 characters.
+fn title_from(content: &str) -> String {
+    let line = content.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let clean: String = line
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    let mut title: String = clean.chars().take(60).collect();
+    if clean.chars().count() > 60 {
+        title.push('…');
+    }
+    if title.is_empty() {
+        UNTITLED.to_owned()
+    } else {
+        title
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_come_from_the_first_line() {
+        assert_eq!(title_from("\n  Hello there\nsecond"), "Hello there");
+        let long = "x".repeat(80);
+        assert_eq!(title_from(&long).chars().count(), 61);
+        assert_eq!(title_from("   "), UNTITLED);
+    }
+
+    #[test]
+    fn file_stems_are_safe() {
+        assert_eq!(file_stem("Trip: Paris/Rome"), "Trip__Paris_Rome");
+        assert_eq!(file_stem("///"), "chat");
+    }
+}

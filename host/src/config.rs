@@ -1,0 +1,132 @@
+//! Host configuration: a TOML file, then `CORRAL_*` environment variables,
+//! then command-line flags, each overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// What `corral serve` runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `None`: the embedded SQLite store in `data_dir`.
+    pub database: Option<String>,
+    /// Lifetime of access tokens, in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of refresh tokens, in days.
+    pub refresh_token_ttl_days: u64,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Log as JSON lines instead of text.
+    pub log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_days: 30,
+            max_body_bytes: 1024 * 1024,
+            log_json: false,
+        }
+    }
+}
+
+/// The TOML file's shape; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
+    pub access_token_ttl_secs: Option<u64>,
+    pub refresh_token_ttl_days: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub log_json: Option<bool>,
+}
+
+impl FileConfig {
+    /// Reads a TOML config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+}
+
+/// Values from the environment or flags (clap merges those two: a flag wins
+/// over its `CORRAL_*` variable).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub bind: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database: Option<String>,
+    pub log_json: Option<bool>,
+}
+
+impl Config {
+    /// Defaults, then the file, then the overrides.
+    pub fn resolve(file: FileConfig, overrides: Overrides) -> anyhow::Result<Self> {
+        let d = Config::default();
+        let config = Config {
+            bind: overrides.bind.or(file.bind).unwrap_or(d.bind),
+            data_dir: overrides.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            database: overrides
+                .database
+                .or(file.database)
+                .filter(|s| !s.is_empty()),
+            access_token_ttl_secs: file.access_token_ttl_secs.unwrap_or(d.access_token_ttl_secs),
+            refresh_token_ttl_days: file
+                .refresh_token_ttl_days
+                .unwrap_or(d.refresh_token_ttl_days),
+            max_body_bytes: file.max_body_bytes.unwrap_or(d.max_body_bytes),
+            log_json: overrides.log_json.or(file.log_json).unwrap_or(d.log_json),
+        };
+        anyhow::ensure!(
+            config.access_token_ttl_secs >= 30,
+            "access_token_ttl_secs must be at least 30"
+        );
+        anyhow::ensure!(
+            config.refresh_token_ttl_days >= 1,
+            "refresh_token_ttl_days must be at least 1"
+        );
+        anyhow::ensure!(
+            config.max_body_bytes >= 1024,
+            "max_body_bytes must be at least 1024"
+        );
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_sources_override_earlier_ones() {
+        let file: FileConfig = toml::from_str(
+            "bind = \"0.0.0.0:9000\"\ndata_dir = \"/var/lib/corral\"\nmax_body_bytes = 2048",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            bind: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(file, overrides).unwrap();
+        assert_eq!(config.bind.port(), 9100);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/corral"));
+        assert_eq!(config.max_body_bytes, 2048);
+        assert_eq!(config.database, None);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("bnid = \"x\"").is_err());
+    }
+}

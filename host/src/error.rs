@@ -1,0 +1,281 @@
+//! The API's errors and how each maps to a status and the JSON error body.
+//!
+//! Every error the REST API sends, extractor rejections included, goes
+//! through [`AppError`], so clients see one shape: [`ErrorBody`].
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use corral_sdk::{ErrorBody, FieldError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// An error answered to an API client.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    MalformedJson(String),
+    #[error("the request is not valid")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("this account is disabled")]
+    AccountDisabled,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("too many attempts; try again in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    /// A validation error naming one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        AppError::Validation(vec![FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        }])
+    }
+
+    /// The HTTP status this error is sent with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) | AppError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) | AppError::AccountDisabled => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            AppError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
+            AppError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(StoreError::Corrupt(_)) | AppError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// The stable code clients can match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::BadRequest(_) => "bad_request",
+            AppError::MalformedJson(_) => "malformed_json",
+            AppError::Validation(_) => "validation_failed",
+            AppError::Unauthorized(_) => "unauthorized",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::AccountDisabled => "account_disabled",
+            AppError::NotFound(_) => "not_found",
+            AppError::Conflict(_) | AppError::Store(StoreError::Conflict(_)) => "conflict",
+            AppError::PayloadTooLarge(_) => "payload_too_large",
+            AppError::UnsupportedMediaType(_) => "unsupported_media_type",
+            AppError::RateLimited { .. } => "rate_limited",
+            AppError::Store(StoreError::NotFound) => "not_found",
+            AppError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            AppError::Store(StoreError::Corrupt(_)) | AppError::Internal(_) => "internal",
+        }
+    }
+
+    /// The body sent to the client. Internal details stay in the log.
+    pub fn body(&self) -> ErrorBody {
+        let message = match self {
+            AppError::Store(StoreError::Unavailable(_)) => "the store is unavailable".to_owned(),
+            AppError::Store(StoreError::Corrupt(_)) | AppError::Internal(_) => {
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let details = match self {
+            AppError::Validation(fields) => fields.clone(),
+            _ => Vec::new(),
+        };
+        ErrorBody {
+            code: self.code().to_owned(),
+            message,
+            details,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let AppError::RateLimited { retry_after } = self {
+            if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+/// Result of handlers.
+pub type ApiResult<T> = Result<T, AppError>;
+
+/// A JSON body whose rejections are [`AppError`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> AppError {
+    let text = rejection.body_text();
+    match rejection {
+        JsonRejection::JsonDataError(_) => AppError::Validation(vec![FieldError {
+            field: field_of(&text),
+            message: text,
+        }]),
+        JsonRejection::JsonSyntaxError(_) => AppError::MalformedJson(text),
+        JsonRejection::MissingJsonContentType(_) => {
+            AppError::UnsupportedMediaType("expected `Content-Type: application/json`".into())
+        }
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            AppError::PayloadTooLarge("the request body is too large".into())
+        }
+        _ => AppError::BadRequest(text),
+    }
+}
+
+/// Pulls the field path out of serde's message
+/// ("Failed to deserialize …: username: invalid type …").
+fn field_of(text: &str) -> String {
+    let rest = text.split_once(": ").map(|(_, r)| r).unwrap_or(text);
+    match rest.split_once(": ") {
+        Some((path, _)) if !path.contains(' ') && !path.is_empty() => path.to_owned(),
+        _ => "body".to_owned(),
+    }
+}
+
+/// Query parameters whose rejections are [`AppError`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|r: QueryRejection| AppError::BadRequest(r.body_text()))
+    }
+}
+
+/// Path parameters whose rejections are [`AppError`]s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|r: PathRejection| AppError::BadRequest(r.body_text()))
+    }
+}
+
+/// Collects field errors and turns them into one validation error.
+#[derive(Debug, Default)]
+pub struct Validator(Vec<FieldError>);
+
+impl Validator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `message` for `field` unless `ok`.
+    pub fn check(&mut self, ok: bool, field: &str, message: impl Into<String>) -> &mut Self {
+        if !ok {
+            self.0.push(FieldError {
+                field: field.to_owned(),
+                message: message.into(),
+            });
+        }
+        self
+    }
+
+    /// `Err` when any check failed.
+    pub fn finish(&mut self) -> ApiResult<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Validation(std::mem::take(&mut self.0)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_path_is_taken_from_serde_messages() {
+        assert_eq!(
+            field_of("Failed to deserialize the JSON body into the target type: username: invalid type: integer `5`, expected a string at line 1 column 14"),
+            "username"
+        );
+        assert_eq!(
+            field_of("Failed to deserialize the JSON body into the target type: missing field `password` at line 1 column 2"),
+            "body"
+        );
+    }
+
+    #[test]
+    fn internal_details_are_not_sent() {
+        let err = AppError::Internal(anyhow::anyhow!("secret path /etc/x"));
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(err.body().message, "internal error");
+    }
+}

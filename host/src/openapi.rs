@@ -1,0 +1,219 @@
+//! The OpenAPI document. Handlers describe themselves with
+//! `#[utoipa::path]`; [`Conventions`] then adds what follows from each
+//! route's access rule (security, 401/403) and the error responses every
+//! route can give, so those stay consistent.
+
+use axum::http::Method;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+use utoipa::{Modify, OpenApi};
+
+use crate::api::{self, admin, auth, chats, health, stats, tickets, users};
+use crate::policy::Access;
+
+/// Corral's REST API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Corral",
+        description = "Self-hosted LLM studio: accounts, chats, support tickets and statistics.\n\n\
+            Sign in at `/api/auth/login` and send the access token (or a personal API key) as \
+            `Authorization: Bearer <token>`. Every error has the body `ErrorBody`.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        health::healthz, health::readyz,
+        auth::register, auth::login, auth::refresh, auth::logout,
+        auth::me, auth::update_me, auth::change_password,
+        auth::list_keys, auth::create_key, auth::delete_key,
+        stats::mine, stats::platform,
+        users::list, users::create, users::get_one, users::update, users::reset_password,
+        admin::audit, admin::get_settings, admin::update_settings,
+        chats::list, chats::create, chats::get_one, chats::update, chats::remove,
+        chats::export, chats::add_message,
+        tickets::list, tickets::create, tickets::get_one, tickets::update, tickets::comment,
+    ),
+    components(schemas(corral_sdk::ErrorBody, corral_sdk::FieldError)),
+    modifiers(&Conventions),
+    tags(
+        (name = "auth", description = "Accounts and sessions"),
+        (name = "me", description = "The signed-in account"),
+        (name = "users", description = "User management (admin, technician)"),
+        (name = "admin", description = "Settings and audit log (admin, technician)"),
+        (name = "chats", description = "The caller's chats"),
+        (name = "tickets", description = "Support tickets"),
+        (name = "stats", description = "Usage statistics (admin, technician)"),
+        (name = "health", description = "Probes"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as served at `/openapi.json`.
+pub fn spec() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as committed in `openapi/openapi.json`.
+pub fn spec_json() -> String {
+    let mut text = spec().to_pretty_json().unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Shared error responses, referenced from operations.
+const ERRORS: &[(&str, &str)] = &[
+    ("BadRequest", "Malformed JSON, query or path"),
+    ("Unauthorized", "Not signed in, or the token is invalid or expired"),
+    ("Forbidden", "The account is disabled or its role may not do this"),
+    ("PayloadTooLarge", "The request body is over the size limit"),
+    ("UnsupportedMediaType", "The body is not `application/json`"),
+    ("ValidationFailed", "A field is invalid; `details` names it"),
+    ("RateLimited", "Too many attempts; see `Retry-After`"),
+    ("Unavailable", "The store is unavailable"),
+];
+
+struct Conventions;
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or API key")
+                    .description(Some("An access token from /api/auth/login, or a personal API key"))
+                    .build(),
+            ),
+        );
+        for (name, description) in ERRORS {
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build();
+            components.responses.insert((*name).to_owned(), RefOr::T(response));
+        }
+        for route in api::routes() {
+            let Some(item) = openapi.paths.paths.get_mut(route.path) else {
+                continue;
+            };
+            let Some(op) = operation_mut(item, &route.method) else {
+                continue;
+            };
+            let mut add = |status: &str, name: &str| {
+                op.responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+            };
+            add("400", "BadRequest");
+            add("422", "ValidationFailed");
+            add("503", "Unavailable");
+            if route.path == "/api/auth/login" || route.path == "/api/auth/register" {
+                add("429", "RateLimited");
+            }
+            if op.request_body.is_some() {
+                add("413", "PayloadTooLarge");
+                add("415", "UnsupportedMediaType");
+            }
+            if route.access.needs_sign_in() {
+                add("401", "Unauthorized");
+                add("403", "Forbidden");
+                op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+            }
+            if route.path == "/healthz" || route.path == "/readyz" {
+                op.responses.responses.retain(|s, _| s == "200" || s == "503");
+                if route.path == "/healthz" {
+                    op.responses.responses.remove("503");
+                }
+            }
+            if route.access == Access::Public {
+                op.security = Some(vec![SecurityRequirement::default()]);
+            }
+        }
+    }
+}
+
+fn operation_mut<'a>(item: &'a mut PathItem, method: &Method) -> Option<&'a mut Operation> {
+    match *method {
+        Method::GET => item.get.as_mut(),
+        Method::POST => item.post.as_mut(),
+        Method::PUT => item.put.as_mut(),
+        Method::PATCH => item.patch.as_mut(),
+        Method::DELETE => item.delete.as_mut(),
+        _ => None,
+    }
+}
+
+/// The `(METHOD, path)` pairs the document describes.
+pub fn documented_operations(doc: &utoipa::openapi::OpenApi) -> Vec<(Method, String)> {
+    let mut out = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        for (method, present) in [
+            (Method::GET, item.get.is_some()),
+            (Method::POST, item.post.is_some()),
+            (Method::PUT, item.put.is_some()),
+            (Method::PATCH, item.patch.is_some()),
+            (Method::DELETE, item.delete.is_some()),
+        ] {
+            if present {
+                out.push((method, path.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Checks that the routes and the document list the same operations, so
+/// no route goes undocumented and no documented route is missing.
+pub fn check_routes() -> Result<(), String> {
+    let documented = documented_operations(&spec());
+    let routed: Vec<(Method, String)> = api::routes()
+        .into_iter()
+        .map(|r| (r.method, r.path.to_owned()))
+        .collect();
+    let mut problems = Vec::new();
+    for op in &routed {
+        if !documented.contains(op) {
+            problems.push(format!("route {} {} is not in the OpenAPI document", op.0, op.1));
+        }
+    }
+    for op in &documented {
+        if !routed.contains(op) {
+            problems.push(format!("documented {} {} has no route", op.0, op.1));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_and_vice_versa() {
+        check_routes().unwrap();
+    }
+
+    #[test]
+    fn committed_spec_matches_the_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/openapi.json");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == spec_json(),
+            "openapi/openapi.json is out of date: run `cargo run -p corral-host -- openapi > openapi/openapi.json`"
+        );
+    }
+}

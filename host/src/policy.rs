@@ -1,0 +1,159 @@
+//! Who may call what. Every route is registered with an [`Access`] rule
+//! (see [`crate::api::routes`]: a route cannot be built without one) and
+//! [`enforce`] is the one place that checks it, on every request.
+//!
+//! The caller's account is read from the store on each request, so a
+//! disabled account, a changed role or a reset password takes effect at
+//! once, whatever tokens the user still holds.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use corral_sdk::Role;
+
+use crate::auth::{token_hash, API_KEY_PREFIX};
+use crate::error::AppError;
+use crate::model::User;
+use crate::state::AppState;
+
+/// The rule of one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// Any signed-in account.
+    Signed,
+    /// Admins and technicians.
+    Staff,
+    /// Technicians only.
+    Technician,
+}
+
+impl Access {
+    /// Whether an account with `role` passes this rule.
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Public | Access::Signed => true,
+            Access::Staff => role.is_staff(),
+            Access::Technician => role == Role::Technician,
+        }
+    }
+
+    pub fn needs_sign_in(self) -> bool {
+        self != Access::Public
+    }
+}
+
+/// The signed-in account making a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    /// Authenticated with a personal API key rather than a session.
+    pub api_key_id: Option<String>,
+}
+
+impl Caller {
+    pub fn id(&self) -> &str {
+        &self.user.id
+    }
+
+    pub fn is_staff(&self) -> bool {
+        self.user.is_staff()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| AppError::Unauthorized("sign in first".into()))
+    }
+}
+
+/// Middleware applied to each route with its rule.
+pub async fn enforce(
+    State((state, access)): State<(AppState, Access)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if access.needs_sign_in() {
+        match authorize(&state, access, request.headers()).await {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+            }
+            Err(err) => return err.into_response(),
+        }
+    }
+    next.run(request).await
+}
+
+async fn authorize(state: &AppState, access: Access, headers: &HeaderMap) -> Result<Caller, AppError> {
+    let token = bearer(headers).ok_or_else(|| {
+        AppError::Unauthorized("sign in: send `Authorization: Bearer <token>`".into())
+    })?;
+    let caller = resolve(state, token).await?;
+    if caller.user.disabled {
+        return Err(AppError::AccountDisabled);
+    }
+    if !access.allows(caller.user.role) {
+        return Err(AppError::Forbidden(match access {
+            Access::Technician => "this needs the technician role".into(),
+            _ => "this needs the admin or technician role".into(),
+        }));
+    }
+    Ok(caller)
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The account behind an access token or API key.
+pub async fn resolve(state: &AppState, token: &str) -> Result<Caller, AppError> {
+    let invalid = || AppError::Unauthorized("the token is invalid or expired".into());
+    if token.starts_with(API_KEY_PREFIX) {
+        let key = state
+            .store
+            .get_api_key_by_hash(&token_hash(token))
+            .await?
+            .ok_or_else(invalid)?;
+        let now = crate::time::now();
+        if key.expires_at.is_some_and(|t| t <= now) {
+            return Err(invalid());
+        }
+        let user = state.store.get_user(&key.user_id).await?.ok_or_else(invalid)?;
+        // Refreshing `last_used_at` at most once a minute keeps writes off
+        // the hot path of busy API clients.
+        if key
+            .last_used_at
+            .is_none_or(|t| (now - t).num_seconds() >= 60)
+        {
+            state.store.touch_api_key(&key.id, now).await?;
+        }
+        return Ok(Caller {
+            user,
+            api_key_id: Some(key.id),
+        });
+    }
+    let claims = state.tokens.verify(token).ok_or_else(invalid)?;
+    let user = state.store.get_user(&claims.sub).await?.ok_or_else(invalid)?;
+    if user.token_version != claims.ver {
+        return Err(invalid());
+    }
+    Ok(Caller {
+        user,
+        api_key_id: None,
+    })
+}

@@ -1,0 +1,130 @@
+//! The HTTP application and the `serve` command.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::Config;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store::Store;
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    crate::api::router(state)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::spec()))
+        .fallback(|| async { AppError::NotFound("route") })
+        .method_not_allowed_fallback(|| async {
+            let mut response = AppError::BadRequest("method not allowed on this route".into())
+                .into_response();
+            *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+            response
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+}
+
+fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!(panic = what, "a request handler panicked");
+    let mut response =
+        AppError::Internal(anyhow::anyhow!("handler panicked")).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Removes expired temporary chats and refresh sessions every minute.
+fn spawn_sweeper(store: Arc<dyn Store>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let now = crate::time::now();
+            match store.purge_expired_chats(now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(chats = n, "removed expired temporary chats"),
+                Err(err) => tracing::warn!(%err, "sweeping expired chats failed"),
+            }
+            if let Err(err) = store.purge_expired_sessions(now).await {
+                tracing::warn!(%err, "sweeping expired sessions failed");
+            }
+        }
+    });
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    crate::openapi::check_routes().map_err(|e| anyhow::anyhow!(e))?;
+    let store = crate::store::open(config.database.as_deref(), &config.data_dir).await?;
+    tracing::info!(store = store.kind(), "store opened");
+    if store.count_users().await? == 0 {
+        println!(
+            "No accounts yet. Create the first admin with:\n  corral admin create --username admin --role admin{}",
+            admin_hint_flags(&config)
+        );
+    }
+    let bind = config.bind;
+    let state = AppState::new(store.clone(), config).await?;
+    spawn_sweeper(store);
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "listening");
+    println!("Corral is listening on http://{local} (API docs at http://{local}/docs)");
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    Ok(())
+}
+
+/// The flags `admin create` needs to reach the same store as this server.
+fn admin_hint_flags(config: &Config) -> String {
+    match &config.database {
+        Some(_) => " --database <the same URL>".to_owned(),
+        None if config.data_dir != Config::default().data_dir => {
+            format!(" --data-dir {}", config.data_dir.display())
+        }
+        None => String::new(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,48 @@
+//! What every request handler can reach.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use rand::RngCore;
+
+use crate::auth::TokenKeys;
+use crate::config::Config;
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
+
+/// Settings key of the access-token signing secret. Kept in the store so
+/// that every host sharing a database accepts the same tokens.
+const JWT_SECRET_KEY: &str = "internal.jwt_secret";
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub tokens: Arc<TokenKeys>,
+    pub config: Arc<Config>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    /// Builds the state, creating the signing secret on first start.
+    pub async fn new(store: Arc<dyn Store>, config: Config) -> anyhow::Result<Self> {
+        let secret = match store.get_setting(JWT_SECRET_KEY).await? {
+            Some(serde_json::Value::String(s)) if s.len() >= 32 => s,
+            _ => {
+                let mut bytes = [0u8; 48];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                let s = base64::engine::general_purpose::STANDARD.encode(bytes);
+                store
+                    .put_setting(JWT_SECRET_KEY, &serde_json::Value::String(s.clone()))
+                    .await?;
+                s
+            }
+        };
+        Ok(AppState {
+            store,
+            tokens: Arc::new(TokenKeys::new(secret.as_bytes(), config.access_token_ttl_secs)),
+            config: Arc::new(config),
+            limiter: Arc::new(RateLimiter::new()),
+        })
+    }
+}
