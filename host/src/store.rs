@@ -93,8 +93,12 @@ pub trait ApiKeyRepo: Send + Sync {
 pub trait ChatRepo: Send + Sync {
     async fn create_chat(&self, chat: &Chat) -> StoreResult<()>;
     /// `None` if the chat does not exist, belongs to someone else or expired.
-    async fn get_chat(&self, owner_id: &str, id: &str, now: DateTime<Utc>)
-        -> StoreResult<Option<Chat>>;
+    async fn get_chat(
+        &self,
+        owner_id: &str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Chat>>;
     /// Replaces the chat with that id and owner.
     async fn update_chat(&self, chat: &Chat) -> StoreResult<()>;
     /// Deletes the chat and its messages; `false` if the owner has no such chat.
@@ -138,8 +142,11 @@ pub trait TicketRepo: Send + Sync {
 pub trait CommentRepo: Send + Sync {
     async fn add_comment(&self, comment: &Comment) -> StoreResult<()>;
     /// Oldest first; internal notes only when `include_internal`.
-    async fn list_comments(&self, ticket_id: &str, include_internal: bool)
-        -> StoreResult<Vec<Comment>>;
+    async fn list_comments(
+        &self,
+        ticket_id: &str,
+        include_internal: bool,
+    ) -> StoreResult<Vec<Comment>>;
 }
 
 /// Usage events behind the statistics.
@@ -199,16 +206,15 @@ pub async fn open(
 ) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     match database {
         Some(url) if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") => {
-            let _ = url;
-            anyhow::bail!("mongodb store not wired yet")
+            Ok(std::sync::Arc::new(mongo::MongoStore::connect(url).await?))
         }
         Some(other) => anyhow::bail!(
             "unsupported --database `{other}`: give a mongodb:// URL, or leave it out for the embedded store"
         ),
         None => {
             std::fs::create_dir_all(data_dir)?;
-            let _path = data_dir.join("corral.db");
-            anyhow::bail!("sqlite store not wired yet")
+            let store = sqlite::SqliteStore::open(&data_dir.join("corral.db"))?;
+            Ok(std::sync::Arc::new(store))
         }
     }
 }

@@ -1,1 +1,2295 @@
 //! The behaviour every [`super::Store`] must show.
+//!
+//! Each case is a `pub async fn` that takes a fresh, empty store and panics
+//! with a message naming what went wrong. [`run_all`] runs every case of
+//! [`CASES`] on its own fresh store and reports all failures at the end; the
+//! integration tests `store_sqlite` and `store_mongo` call it for the two
+//! implementations.
+//!
+//! All instants are fixed (built from text) so results are deterministic.
+//! They lie in the future of any plausible wall clock, so a store that also
+//! expires records by wall-clock time (a TTL index) cannot remove them while
+//! a case runs; every expiry decision in the contract is taken against the
+//! `now` passed in.
+//!
+//! Set `CORRAL_CONFORMANCE_CASES` to a comma-separated list of substrings to
+//! run only the matching cases.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use corral_sdk::Role;
+use futures::future::BoxFuture;
+use serde_json::json;
+
+use super::{Store, StoreError, StoreResult};
+use crate::model::*;
+use crate::time;
+
+/// A conformance case: takes a fresh, empty store; panics on failure.
+pub type CaseFn = for<'a> fn(&'a dyn Store) -> BoxFuture<'a, ()>;
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        /// Every conformance case, by name, in the order [`run_all`] runs them.
+        pub const CASES: &[(&str, CaseFn)] = &[
+            $((stringify!($name), |store| Box::pin($name(store)))),*
+        ];
+    };
+}
+
+cases![
+    ping_and_kind,
+    user_round_trip,
+    user_duplicate_username_conflicts,
+    user_update,
+    user_list_filters_and_pages,
+    user_search_is_literal,
+    user_counts,
+    session_round_trip,
+    session_mark_used_once,
+    session_revoked_cannot_be_used,
+    session_revoke_family,
+    session_revoke_user_sessions,
+    session_purge_expired,
+    api_key_round_trip_and_touch,
+    api_key_list_newest_first_own_only,
+    api_key_delete_own_only,
+    chat_round_trip_and_owner_scope,
+    chat_update,
+    chat_delete_removes_messages,
+    chat_list_order_filters_and_pages,
+    chat_search_title_and_messages,
+    chat_search_is_literal,
+    chat_expired_is_invisible,
+    chat_purge_expired,
+    message_order_and_update,
+    ticket_numbers_are_sequential,
+    ticket_numbers_are_distinct_under_concurrency,
+    ticket_update,
+    ticket_list_filters_and_order,
+    comment_order_and_internal,
+    usage_daily_counts,
+    audit_list,
+    settings_round_trip,
+];
+
+/// A per-case time limit, so a hung store fails the case instead of the run.
+const CASE_TIMEOUT: StdDuration = StdDuration::from_secs(180);
+
+/// Runs every case of [`CASES`], each on a fresh store from `make`, prints
+/// `conformance <kind> <case> ... ok|FAILED`, and panics at the end listing
+/// every failed case.
+pub async fn run_all<F, Fut>(mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let filter: Vec<String> = std::env::var("CORRAL_CONFORMANCE_CASES")
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut failed: Vec<String> = Vec::new();
+    let mut ran = 0usize;
+    for (name, case) in CASES {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        ran += 1;
+        let store = make().await;
+        let kind = store.kind();
+        let case = *case;
+        let mut handle = tokio::spawn(async move { case(&*store).await });
+        let outcome = match tokio::time::timeout(CASE_TIMEOUT, &mut handle).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.is_panic() => Err(panic_message(e.into_panic())),
+            Ok(Err(e)) => Err(format!("task failed: {e}")),
+            Err(_) => {
+                handle.abort();
+                Err(format!("timed out after {CASE_TIMEOUT:?}"))
+            }
+        };
+        match outcome {
+            Ok(()) => println!("conformance {kind} {name} ... ok"),
+            Err(why) => {
+                println!("conformance {kind} {name} ... FAILED: {why}");
+                failed.push(format!("{name}: {why}"));
+            }
+        }
+    }
+    println!(
+        "conformance: {} passed, {} failed",
+        ran - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        panic!(
+            "{} of {ran} conformance cases failed:\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        );
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// helpers
+
+/// Awaits a store call and panics, naming the call, if it fails.
+macro_rules! ok {
+    ($call:expr) => {
+        match $call.await {
+            Ok(v) => v,
+            Err(e) => panic!("`{}` failed: {e:?}", stringify!($call)),
+        }
+    };
+}
+
+/// An instant from its text form.
+fn t(s: &str) -> DateTime<Utc> {
+    time::parse(s).unwrap_or_else(|e| panic!("bad test instant {s}: {e}"))
+}
+
+/// The base instant of the cases plus `minutes`; milliseconds are non-zero
+/// so a store that drops them fails the round trips.
+fn ts(minutes: i64) -> DateTime<Utc> {
+    t("2031-03-01T10:00:00.123Z") + Duration::minutes(minutes)
+}
+
+fn day(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap_or_else(|e| panic!("bad test day {s}: {e}"))
+}
+
+fn expect_err<T: Debug>(
+    result: StoreResult<T>,
+    what: &str,
+    want: &str,
+    matches: fn(&StoreError) -> bool,
+) {
+    match result {
+        Err(e) if matches(&e) => {}
+        other => panic!("{what}: expected Err({want}), got {other:?}"),
+    }
+}
+
+fn expect_conflict<T: Debug>(result: StoreResult<T>, what: &str) {
+    expect_err(result, what, "Conflict", |e| {
+        matches!(e, StoreError::Conflict(_))
+    });
+}
+
+fn expect_not_found<T: Debug>(result: StoreResult<T>, what: &str) {
+    expect_err(result, what, "NotFound", |e| {
+        matches!(e, StoreError::NotFound)
+    });
+}
+
+fn user(username: &str, display_name: &str, role: Role, disabled: bool, minutes: i64) -> User {
+    User {
+        id: new_id(),
+        username: username.to_string(),
+        display_name: display_name.to_string(),
+        role,
+        disabled,
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${username}"),
+        token_version: 0,
+        created_at: ts(minutes),
+        updated_at: ts(minutes),
+        last_login_at: None,
+    }
+}
+
+fn usernames(users: &[User]) -> Vec<&str> {
+    users.iter().map(|u| u.username.as_str()).collect()
+}
+
+fn session(user_id: &str, family_id: &str, token_hash: &str, expires_at: DateTime<Utc>) -> Session {
+    Session {
+        id: new_id(),
+        user_id: user_id.to_string(),
+        family_id: family_id.to_string(),
+        token_hash: token_hash.to_string(),
+        created_at: ts(0),
+        expires_at,
+        used: false,
+        revoked: false,
+    }
+}
+
+fn api_key(user_id: &str, name: &str, minutes: i64) -> ApiKey {
+    ApiKey {
+        id: new_id(),
+        user_id: user_id.to_string(),
+        name: name.to_string(),
+        prefix: format!("crl_{name}"),
+        key_hash: format!("hash-{user_id}-{name}"),
+        created_at: ts(minutes),
+        last_used_at: None,
+        expires_at: None,
+    }
+}
+
+fn key_names(keys: &[ApiKey]) -> Vec<&str> {
+    keys.iter().map(|k| k.name.as_str()).collect()
+}
+
+fn chat(owner_id: &str, title: &str, pinned: bool, updated_minutes: i64) -> Chat {
+    Chat {
+        id: new_id(),
+        owner_id: owner_id.to_string(),
+        title: title.to_string(),
+        model: "gemma-3-270m".to_string(),
+        system_prompt: None,
+        pinned,
+        temporary: false,
+        created_at: ts(0),
+        updated_at: ts(updated_minutes),
+        expires_at: None,
+    }
+}
+
+fn titles(chats: &[Chat]) -> Vec<&str> {
+    chats.iter().map(|c| c.title.as_str()).collect()
+}
+
+fn message(chat_id: &str, role: MessageRole, content: &str, minutes: i64) -> Message {
+    Message {
+        id: new_id(),
+        chat_id: chat_id.to_string(),
+        role,
+        content: content.to_string(),
+        status: MessageStatus::Complete,
+        error: None,
+        created_at: ts(minutes),
+    }
+}
+
+fn contents(messages: &[Message]) -> Vec<&str> {
+    messages.iter().map(|m| m.content.as_str()).collect()
+}
+
+fn ticket(owner: &User, subject: &str, body: &str, minutes: i64) -> Ticket {
+    Ticket {
+        id: new_id(),
+        number: 0,
+        owner_id: owner.id.clone(),
+        owner_username: owner.username.clone(),
+        subject: subject.to_string(),
+        body: body.to_string(),
+        category: TicketCategory::Question,
+        priority: TicketPriority::Normal,
+        status: TicketStatus::Open,
+        assignee_id: None,
+        assignee_username: None,
+        chat_id: None,
+        created_at: ts(minutes),
+        updated_at: ts(minutes),
+        resolved_at: None,
+    }
+}
+
+fn subjects(tickets: &[Ticket]) -> Vec<&str> {
+    tickets.iter().map(|t| t.subject.as_str()).collect()
+}
+
+fn all_users() -> UserQuery {
+    UserQuery {
+        limit: 100,
+        ..Default::default()
+    }
+}
+
+fn all_chats() -> ChatQuery {
+    ChatQuery {
+        limit: 100,
+        ..Default::default()
+    }
+}
+
+fn all_tickets() -> TicketQuery {
+    TicketQuery {
+        limit: 100,
+        ..Default::default()
+    }
+}
+
+fn all_audit() -> AuditQuery {
+    AuditQuery {
+        limit: 100,
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// store
+
+/// `ping` succeeds and `kind` names the implementation.
+pub async fn ping_and_kind(s: &dyn Store) {
+    ok!(s.ping());
+    let kind = s.kind();
+    assert!(!kind.is_empty(), "kind() is empty");
+    assert!(
+        kind == "sqlite" || kind == "mongodb",
+        "kind() is {kind:?}; the contract says `sqlite` or `mongodb`"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// users
+
+/// A created user reads back identically by id and by username.
+pub async fn user_round_trip(s: &dyn Store) {
+    let mut alice = user("alice", "Alice Liddell", Role::Admin, false, 0);
+    alice.token_version = 3;
+    alice.last_login_at = Some(ts(5));
+    let bob = user("bob", "Bob", Role::User, true, 1);
+    ok!(s.create_user(&alice));
+    ok!(s.create_user(&bob));
+
+    assert_eq!(
+        ok!(s.get_user(&alice.id)),
+        Some(alice.clone()),
+        "get_user(alice)"
+    );
+    assert_eq!(ok!(s.get_user(&bob.id)), Some(bob.clone()), "get_user(bob)");
+    assert_eq!(
+        ok!(s.get_user_by_username("alice")),
+        Some(alice.clone()),
+        "get_user_by_username(alice)"
+    );
+    assert_eq!(
+        ok!(s.get_user_by_username("bob")),
+        Some(bob.clone()),
+        "get_user_by_username(bob)"
+    );
+    assert_eq!(ok!(s.get_user(&new_id())), None, "get_user(unknown id)");
+    assert_eq!(
+        ok!(s.get_user_by_username("nobody")),
+        None,
+        "get_user_by_username(unknown)"
+    );
+}
+
+/// A second user with a taken username is `Conflict`, and the first user is
+/// left as it was.
+pub async fn user_duplicate_username_conflicts(s: &dyn Store) {
+    let alice = user("alice", "Alice", Role::User, false, 0);
+    ok!(s.create_user(&alice));
+    let clash = user("alice", "Another Alice", Role::Admin, false, 1);
+    expect_conflict(
+        s.create_user(&clash).await,
+        "create_user with a taken username",
+    );
+    assert_eq!(
+        ok!(s.get_user(&clash.id)),
+        None,
+        "the clashing user was stored"
+    );
+    assert_eq!(
+        ok!(s.get_user_by_username("alice")),
+        Some(alice),
+        "the first user changed"
+    );
+    assert_eq!(ok!(s.count_users()), 1, "count_users after a conflict");
+}
+
+/// `update_user` replaces every field; a missing user is `NotFound`.
+pub async fn user_update(s: &dyn Store) {
+    let alice = user("alice", "Alice", Role::User, false, 0);
+    let bob = user("bob", "Bob", Role::User, false, 1);
+    ok!(s.create_user(&alice));
+    ok!(s.create_user(&bob));
+
+    let mut changed = alice.clone();
+    changed.username = "alicia".to_string();
+    changed.display_name = "Alicia Keys".to_string();
+    changed.role = Role::Technician;
+    changed.disabled = true;
+    changed.password_hash = "$argon2id$new".to_string();
+    changed.token_version = 7;
+    changed.updated_at = ts(60);
+    changed.last_login_at = Some(ts(59));
+    ok!(s.update_user(&changed));
+    assert_eq!(
+        ok!(s.get_user(&alice.id)),
+        Some(changed.clone()),
+        "user after update"
+    );
+    assert_eq!(
+        ok!(s.get_user_by_username("alicia")),
+        Some(changed.clone()),
+        "lookup by the new username"
+    );
+    assert_eq!(
+        ok!(s.get_user_by_username("alice")),
+        None,
+        "lookup by the old username after a rename"
+    );
+    assert_eq!(
+        ok!(s.get_user(&bob.id)),
+        Some(bob.clone()),
+        "another user changed"
+    );
+
+    // Clearing an optional field.
+    changed.last_login_at = None;
+    ok!(s.update_user(&changed));
+    assert_eq!(
+        ok!(s.get_user(&alice.id)),
+        Some(changed),
+        "user after clearing last_login_at"
+    );
+
+    let ghost = user("ghost", "Ghost", Role::User, false, 2);
+    expect_not_found(s.update_user(&ghost).await, "update_user of a missing user");
+    assert_eq!(
+        ok!(s.get_user(&ghost.id)),
+        None,
+        "update_user created a user"
+    );
+}
+
+/// Search on username and display name (case-insensitive), role and
+/// disabled filters, order by username, limit/offset with the total.
+pub async fn user_list_filters_and_pages(s: &dyn Store) {
+    // Created out of username order.
+    let dave = user("dave", "Dave Malik", Role::User, false, 0);
+    let bob = user("bob", "Robert Builder", Role::Admin, false, 1);
+    let erin = user("erin", "Erin Smith", Role::Technician, false, 2);
+    let alice = user("alice", "Alice Liddell", Role::User, false, 3);
+    let carol = user("carol", "Carol Danvers", Role::Technician, true, 4);
+    for u in [&dave, &bob, &erin, &alice, &carol] {
+        ok!(s.create_user(u));
+    }
+
+    let page = ok!(s.list_users(&all_users()));
+    assert_eq!(
+        usernames(&page.items),
+        ["alice", "bob", "carol", "dave", "erin"],
+        "list_users order"
+    );
+    assert_eq!(page.total, 5, "list_users total");
+    assert_eq!(
+        page.items,
+        vec![
+            alice.clone(),
+            bob.clone(),
+            carol.clone(),
+            dave.clone(),
+            erin.clone()
+        ],
+        "list_users records"
+    );
+
+    // "ALI" is in the username "alice" and the display name "Dave Malik".
+    let page = ok!(s.list_users(&UserQuery {
+        search: Some("ALI".into()),
+        ..all_users()
+    }));
+    assert_eq!(
+        usernames(&page.items),
+        ["alice", "dave"],
+        "search ALI (username or display name, any case)"
+    );
+    assert_eq!(page.total, 2, "search ALI total");
+
+    let page = ok!(s.list_users(&UserQuery {
+        search: Some("builder".into()),
+        ..all_users()
+    }));
+    assert_eq!(
+        usernames(&page.items),
+        ["bob"],
+        "search builder (display name)"
+    );
+
+    let page = ok!(s.list_users(&UserQuery {
+        role: Some(Role::Technician),
+        ..all_users()
+    }));
+    assert_eq!(usernames(&page.items), ["carol", "erin"], "role technician");
+    assert_eq!(page.total, 2, "role technician total");
+
+    let page = ok!(s.list_users(&UserQuery {
+        role: Some(Role::User),
+        ..all_users()
+    }));
+    assert_eq!(usernames(&page.items), ["alice", "dave"], "role user");
+
+    let page = ok!(s.list_users(&UserQuery {
+        disabled: Some(true),
+        ..all_users()
+    }));
+    assert_eq!(usernames(&page.items), ["carol"], "disabled=true");
+
+    let page = ok!(s.list_users(&UserQuery {
+        disabled: Some(false),
+        ..all_users()
+    }));
+    assert_eq!(
+        usernames(&page.items),
+        ["alice", "bob", "dave", "erin"],
+        "disabled=false"
+    );
+
+    let page = ok!(s.list_users(&UserQuery {
+        search: Some("r".into()),
+        role: Some(Role::Technician),
+        disabled: Some(false),
+        ..all_users()
+    }));
+    assert_eq!(
+        usernames(&page.items),
+        ["erin"],
+        "search r + technician + enabled"
+    );
+    assert_eq!(page.total, 1, "combined filters total");
+
+    let page = ok!(s.list_users(&UserQuery {
+        limit: 2,
+        offset: 1,
+        ..Default::default()
+    }));
+    assert_eq!(usernames(&page.items), ["bob", "carol"], "limit 2 offset 1");
+    assert_eq!(page.total, 5, "total with limit 2 offset 1");
+
+    let page = ok!(s.list_users(&UserQuery {
+        limit: 2,
+        offset: 4,
+        ..Default::default()
+    }));
+    assert_eq!(usernames(&page.items), ["erin"], "limit 2 offset 4");
+    assert_eq!(page.total, 5, "total on the last page");
+
+    let page = ok!(s.list_users(&UserQuery {
+        limit: 2,
+        offset: 10,
+        ..Default::default()
+    }));
+    assert!(
+        page.items.is_empty(),
+        "offset past the end: {:?}",
+        page.items
+    );
+    assert_eq!(page.total, 5, "total with offset past the end");
+
+    let page = ok!(s.list_users(&UserQuery {
+        search: Some("i".into()),
+        limit: 1,
+        offset: 1,
+        ..Default::default()
+    }));
+    // "i" is in alice, bob ("Robert Builder"), dave and erin, not in carol.
+    assert_eq!(
+        usernames(&page.items),
+        ["bob"],
+        "search i, limit 1 offset 1"
+    );
+    assert_eq!(page.total, 4, "search i total with a page");
+
+    let page = ok!(s.list_users(&UserQuery {
+        search: Some("zzz".into()),
+        ..all_users()
+    }));
+    assert!(
+        page.items.is_empty(),
+        "search without matches: {:?}",
+        page.items
+    );
+    assert_eq!(page.total, 0, "total without matches");
+}
+
+/// `%`, `_`, `.` and regex metacharacters in a user search match literally.
+pub async fn user_search_is_literal(s: &dyn Store) {
+    let a = user("a_b", "Plain", Role::User, false, 0);
+    let b = user("axb", "Plain", Role::User, false, 1);
+    let c = user("carl", "C. (Admin)+ 100%", Role::User, false, 2);
+    let d = user("dora", "Cx Admin 1000", Role::User, false, 3);
+    for u in [&a, &b, &c, &d] {
+        ok!(s.create_user(u));
+    }
+    for (search, want) in [
+        ("a_b", vec!["a_b"]),
+        ("_", vec!["a_b"]),
+        ("%", vec!["carl"]),
+        ("0%", vec!["carl"]),
+        ("c.", vec!["carl"]),
+        ("(admin)+", vec!["carl"]),
+        (".*", vec![]),
+    ] {
+        let page = ok!(s.list_users(&UserQuery {
+            search: Some(search.into()),
+            ..all_users()
+        }));
+        assert_eq!(
+            usernames(&page.items),
+            want,
+            "user search {search:?} must match literally"
+        );
+        assert_eq!(
+            page.total,
+            want.len() as u64,
+            "total for user search {search:?}"
+        );
+    }
+}
+
+/// `count_active_staff` counts enabled admins and technicians only;
+/// `count_users` counts everyone.
+pub async fn user_counts(s: &dyn Store) {
+    assert_eq!(ok!(s.count_users()), 0, "count_users on an empty store");
+    assert_eq!(
+        ok!(s.count_active_staff()),
+        0,
+        "count_active_staff on an empty store"
+    );
+    let users = [
+        user("admin1", "A", Role::Admin, false, 0),
+        user("admin2", "A", Role::Admin, true, 1),
+        user("tech1", "T", Role::Technician, false, 2),
+        user("tech2", "T", Role::Technician, true, 3),
+        user("user1", "U", Role::User, false, 4),
+        user("user2", "U", Role::User, true, 5),
+    ];
+    for u in &users {
+        ok!(s.create_user(u));
+    }
+    assert_eq!(ok!(s.count_users()), 6, "count_users");
+    assert_eq!(
+        ok!(s.count_active_staff()),
+        2,
+        "count_active_staff (one enabled admin, one enabled technician)"
+    );
+
+    let mut demoted = users[0].clone();
+    demoted.role = Role::User;
+    ok!(s.update_user(&demoted));
+    assert_eq!(
+        ok!(s.count_active_staff()),
+        1,
+        "count_active_staff after a demotion"
+    );
+    let mut disabled = users[2].clone();
+    disabled.disabled = true;
+    ok!(s.update_user(&disabled));
+    assert_eq!(
+        ok!(s.count_active_staff()),
+        0,
+        "count_active_staff after disabling"
+    );
+    assert_eq!(ok!(s.count_users()), 6, "count_users after updates");
+}
+
+// ---------------------------------------------------------------------------
+// sessions
+
+/// A created session reads back by its token hash.
+pub async fn session_round_trip(s: &dyn Store) {
+    let a = session("u1", "f1", "hash-a", ts(60 * 24));
+    let mut b = session("u1", "f1", "hash-b", ts(60 * 24 + 1));
+    b.used = true;
+    ok!(s.create_session(&a));
+    ok!(s.create_session(&b));
+    assert_eq!(ok!(s.get_session_by_hash("hash-a")), Some(a), "session a");
+    assert_eq!(ok!(s.get_session_by_hash("hash-b")), Some(b), "session b");
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-none")),
+        None,
+        "unknown token hash"
+    );
+}
+
+/// `mark_session_used` wins exactly once.
+pub async fn session_mark_used_once(s: &dyn Store) {
+    let a = session("u1", "f1", "hash-a", ts(60));
+    let b = session("u1", "f1", "hash-b", ts(60));
+    ok!(s.create_session(&a));
+    ok!(s.create_session(&b));
+    assert!(
+        ok!(s.mark_session_used(&a.id)),
+        "first mark_session_used must be true"
+    );
+    assert!(
+        !ok!(s.mark_session_used(&a.id)),
+        "second mark_session_used must be false"
+    );
+    let stored = ok!(s.get_session_by_hash("hash-a")).expect("session a is gone");
+    assert_eq!(
+        stored,
+        Session { used: true, ..a },
+        "session a after marking"
+    );
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-b")),
+        Some(b.clone()),
+        "marking a changed b"
+    );
+
+    // Concurrent marks: exactly one wins.
+    let results = futures::future::join_all((0..4).map(|_| s.mark_session_used(&b.id))).await;
+    let wins = results
+        .into_iter()
+        .map(|r| r.expect("concurrent mark_session_used failed"))
+        .filter(|won| *won)
+        .count();
+    assert_eq!(
+        wins, 1,
+        "concurrent mark_session_used: exactly one must win"
+    );
+}
+
+/// A revoked session cannot be marked used.
+pub async fn session_revoked_cannot_be_used(s: &dyn Store) {
+    let a = session("u1", "f1", "hash-a", ts(60));
+    ok!(s.create_session(&a));
+    ok!(s.revoke_family("f1"));
+    assert!(
+        !ok!(s.mark_session_used(&a.id)),
+        "mark_session_used of a revoked session must be false"
+    );
+    let stored = ok!(s.get_session_by_hash("hash-a")).expect("session a is gone");
+    assert!(stored.revoked, "session a is not revoked: {stored:?}");
+
+    let b = session("u2", "f2", "hash-b", ts(60));
+    ok!(s.create_session(&b));
+    ok!(s.revoke_user_sessions("u2"));
+    assert!(
+        !ok!(s.mark_session_used(&b.id)),
+        "mark_session_used after revoke_user_sessions must be false"
+    );
+}
+
+/// `revoke_family` revokes that family only.
+pub async fn session_revoke_family(s: &dyn Store) {
+    let a1 = session("u1", "fa", "hash-a1", ts(60));
+    let a2 = session("u1", "fa", "hash-a2", ts(61));
+    let b = session("u1", "fb", "hash-b", ts(62));
+    let c = session("u2", "fc", "hash-c", ts(63));
+    for x in [&a1, &a2, &b, &c] {
+        ok!(s.create_session(x));
+    }
+    ok!(s.revoke_family("fa"));
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-a1")),
+        Some(Session {
+            revoked: true,
+            ..a1
+        }),
+        "a1 after revoke_family(fa)"
+    );
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-a2")),
+        Some(Session {
+            revoked: true,
+            ..a2
+        }),
+        "a2 after revoke_family(fa)"
+    );
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-b")),
+        Some(b),
+        "another family of the same user was touched"
+    );
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-c")),
+        Some(c),
+        "another user's family was touched"
+    );
+    // Revoking an unknown family is not an error.
+    ok!(s.revoke_family("no-such-family"));
+}
+
+/// `revoke_user_sessions` revokes every session of that user only.
+pub async fn session_revoke_user_sessions(s: &dyn Store) {
+    let a = session("u1", "fa", "hash-a", ts(60));
+    let b = session("u1", "fb", "hash-b", ts(61));
+    let c = session("u2", "fc", "hash-c", ts(62));
+    for x in [&a, &b, &c] {
+        ok!(s.create_session(x));
+    }
+    ok!(s.revoke_user_sessions("u1"));
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-a")),
+        Some(Session { revoked: true, ..a }),
+        "a after revoke_user_sessions(u1)"
+    );
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-b")),
+        Some(Session { revoked: true, ..b }),
+        "b after revoke_user_sessions(u1)"
+    );
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-c")),
+        Some(c),
+        "another user's session was touched"
+    );
+    ok!(s.revoke_user_sessions("no-such-user"));
+}
+
+/// `purge_expired_sessions` deletes the sessions that expired before `now`.
+pub async fn session_purge_expired(s: &dyn Store) {
+    let now = ts(120);
+    let old1 = session("u1", "f1", "hash-old1", ts(10));
+    let old2 = session("u2", "f2", "hash-old2", now - Duration::milliseconds(1));
+    let live1 = session("u1", "f1", "hash-live1", now + Duration::minutes(1));
+    let live2 = session("u3", "f3", "hash-live2", ts(60 * 24 * 30));
+    for x in [&old1, &old2, &live1, &live2] {
+        ok!(s.create_session(x));
+    }
+    assert_eq!(ok!(s.purge_expired_sessions(now)), 2, "purged sessions");
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-old1")),
+        None,
+        "old1 survived"
+    );
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-old2")),
+        None,
+        "old2 survived"
+    );
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-live1")),
+        Some(live1),
+        "live1 after purge"
+    );
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-live2")),
+        Some(live2),
+        "live2 after purge"
+    );
+    assert_eq!(ok!(s.purge_expired_sessions(now)), 0, "second purge");
+}
+
+// ---------------------------------------------------------------------------
+// api keys
+
+/// A key reads back by hash; `touch_api_key` sets `last_used_at`.
+pub async fn api_key_round_trip_and_touch(s: &dyn Store) {
+    let mut a = api_key("u1", "laptop", 0);
+    a.expires_at = Some(ts(60 * 24 * 90));
+    let b = api_key("u1", "ci", 1);
+    ok!(s.create_api_key(&a));
+    ok!(s.create_api_key(&b));
+    assert_eq!(
+        ok!(s.get_api_key_by_hash(&a.key_hash)),
+        Some(a.clone()),
+        "key a"
+    );
+    assert_eq!(
+        ok!(s.get_api_key_by_hash(&b.key_hash)),
+        Some(b.clone()),
+        "key b"
+    );
+    assert_eq!(ok!(s.get_api_key_by_hash("nope")), None, "unknown key hash");
+
+    ok!(s.touch_api_key(&a.id, ts(30)));
+    let want = ApiKey {
+        last_used_at: Some(ts(30)),
+        ..a.clone()
+    };
+    assert_eq!(
+        ok!(s.get_api_key_by_hash(&a.key_hash)),
+        Some(want),
+        "key a after touch"
+    );
+    ok!(s.touch_api_key(&a.id, ts(45)));
+    assert_eq!(
+        ok!(s.get_api_key_by_hash(&a.key_hash)).and_then(|k| k.last_used_at),
+        Some(ts(45)),
+        "last_used_at after a second touch"
+    );
+    assert_eq!(
+        ok!(s.get_api_key_by_hash(&b.key_hash)),
+        Some(b),
+        "touching a changed b"
+    );
+}
+
+/// `list_api_keys` lists the user's own keys, newest first.
+pub async fn api_key_list_newest_first_own_only(s: &dyn Store) {
+    let k1 = api_key("u1", "first", 1);
+    let k3 = api_key("u1", "third", 3);
+    let k2 = api_key("u1", "second", 2);
+    let other = api_key("u2", "other", 4);
+    for k in [&k1, &k3, &k2, &other] {
+        ok!(s.create_api_key(k));
+    }
+    let keys = ok!(s.list_api_keys("u1"));
+    assert_eq!(
+        key_names(&keys),
+        ["third", "second", "first"],
+        "u1's keys, newest first"
+    );
+    assert_eq!(keys, vec![k3, k2, k1], "u1's key records");
+    assert_eq!(ok!(s.list_api_keys("u2")), vec![other], "u2's keys");
+    assert!(ok!(s.list_api_keys("u3")).is_empty(), "a user without keys");
+}
+
+/// `delete_api_key` deletes only the user's own key.
+pub async fn api_key_delete_own_only(s: &dyn Store) {
+    let mine = api_key("u1", "mine", 1);
+    let theirs = api_key("u2", "theirs", 2);
+    ok!(s.create_api_key(&mine));
+    ok!(s.create_api_key(&theirs));
+    assert!(
+        !ok!(s.delete_api_key("u1", &theirs.id)),
+        "deleting another user's key must be false"
+    );
+    assert_eq!(
+        ok!(s.get_api_key_by_hash(&theirs.key_hash)),
+        Some(theirs.clone()),
+        "another user's key was deleted"
+    );
+    assert!(ok!(s.delete_api_key("u1", &mine.id)), "deleting own key");
+    assert_eq!(
+        ok!(s.get_api_key_by_hash(&mine.key_hash)),
+        None,
+        "deleted key still found"
+    );
+    assert!(
+        ok!(s.list_api_keys("u1")).is_empty(),
+        "deleted key still listed"
+    );
+    assert!(
+        !ok!(s.delete_api_key("u1", &mine.id)),
+        "deleting twice must be false"
+    );
+    assert_eq!(ok!(s.list_api_keys("u2")), vec![theirs], "u2's keys");
+}
+
+// ---------------------------------------------------------------------------
+// chats
+
+/// A chat reads back identically for its owner and not for anyone else.
+pub async fn chat_round_trip_and_owner_scope(s: &dyn Store) {
+    let now = ts(10);
+    let mut a = chat("alice", "Trip ideas", true, 5);
+    a.system_prompt = Some("Be brief.".to_string());
+    let b = chat("bob", "Bob's chat", false, 6);
+    ok!(s.create_chat(&a));
+    ok!(s.create_chat(&b));
+    assert_eq!(
+        ok!(s.get_chat("alice", &a.id, now)),
+        Some(a.clone()),
+        "alice's chat"
+    );
+    assert_eq!(
+        ok!(s.get_chat("bob", &b.id, now)),
+        Some(b.clone()),
+        "bob's chat"
+    );
+    assert_eq!(
+        ok!(s.get_chat("bob", &a.id, now)),
+        None,
+        "bob must not see alice's chat"
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &new_id(), now)),
+        None,
+        "unknown chat"
+    );
+    let page = ok!(s.list_chats("bob", &all_chats(), now));
+    assert_eq!(page.items, vec![b.clone()], "bob's list");
+    assert_eq!(page.total, 1, "bob's total");
+
+    assert!(
+        !ok!(s.delete_chat("bob", &a.id)),
+        "bob deleting alice's chat must be false"
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &a.id, now)),
+        Some(a.clone()),
+        "alice's chat after bob's delete"
+    );
+    assert!(
+        !ok!(s.delete_chat("alice", &new_id())),
+        "deleting an unknown chat"
+    );
+}
+
+/// `update_chat` replaces the chat; it does not reach another owner's chat.
+pub async fn chat_update(s: &dyn Store) {
+    let now = ts(100);
+    let a = chat("alice", "Old title", false, 1);
+    ok!(s.create_chat(&a));
+    let mut changed = a.clone();
+    changed.title = "New title".to_string();
+    changed.model = "qwen3-0.6b".to_string();
+    changed.system_prompt = Some("You are terse.".to_string());
+    changed.pinned = true;
+    changed.updated_at = ts(50);
+    ok!(s.update_chat(&changed));
+    assert_eq!(
+        ok!(s.get_chat("alice", &a.id, now)),
+        Some(changed.clone()),
+        "chat after update"
+    );
+
+    let mut cleared = changed.clone();
+    cleared.system_prompt = None;
+    ok!(s.update_chat(&cleared));
+    assert_eq!(
+        ok!(s.get_chat("alice", &a.id, now)),
+        Some(cleared.clone()),
+        "chat after clearing system_prompt"
+    );
+
+    // The same id under another owner is not that chat.
+    let hijack = Chat {
+        owner_id: "mallory".to_string(),
+        title: "Hijacked".to_string(),
+        ..cleared.clone()
+    };
+    expect_not_found(
+        s.update_chat(&hijack).await,
+        "update_chat with the id of another owner's chat",
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &a.id, now)),
+        Some(cleared),
+        "another owner's update_chat changed the chat"
+    );
+    assert_eq!(
+        ok!(s.get_chat("mallory", &a.id, now)),
+        None,
+        "another owner's update_chat moved the chat"
+    );
+
+    let ghost = chat("alice", "Ghost", false, 2);
+    expect_not_found(s.update_chat(&ghost).await, "update_chat of a missing chat");
+    assert_eq!(
+        ok!(s.get_chat("alice", &ghost.id, now)),
+        None,
+        "update created a chat"
+    );
+}
+
+/// `delete_chat` removes the chat and its messages, and only those.
+pub async fn chat_delete_removes_messages(s: &dyn Store) {
+    let now = ts(100);
+    let a = chat("alice", "Doomed", false, 1);
+    let b = chat("alice", "Kept", false, 2);
+    ok!(s.create_chat(&a));
+    ok!(s.create_chat(&b));
+    let m1 = message(&a.id, MessageRole::User, "hello", 1);
+    let m2 = message(&a.id, MessageRole::Assistant, "hi there", 2);
+    let m3 = message(&b.id, MessageRole::User, "kept message", 3);
+    for m in [&m1, &m2, &m3] {
+        ok!(s.add_message(m));
+    }
+    assert!(
+        ok!(s.delete_chat("alice", &a.id)),
+        "delete_chat of an own chat"
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &a.id, now)),
+        None,
+        "deleted chat still found"
+    );
+    assert!(
+        ok!(s.list_messages(&a.id)).is_empty(),
+        "messages of a deleted chat remain"
+    );
+    assert!(
+        !ok!(s.delete_chat("alice", &a.id)),
+        "deleting twice must be false"
+    );
+    assert_eq!(
+        ok!(s.list_messages(&b.id)),
+        vec![m3],
+        "another chat's messages"
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &b.id, now)),
+        Some(b),
+        "another chat"
+    );
+}
+
+/// Pinned first, then most recently updated; pinned filter; pages.
+pub async fn chat_list_order_filters_and_pages(s: &dyn Store) {
+    let now = ts(1000);
+    let c1 = chat("alice", "c1 plain old", false, 1);
+    let c2 = chat("alice", "c2 pinned old", true, 2);
+    let c3 = chat("alice", "c3 plain new", false, 4);
+    let c4 = chat("alice", "c4 pinned new", true, 3);
+    let other = chat("bob", "bob's", true, 9);
+    for c in [&c1, &c2, &c3, &c4, &other] {
+        ok!(s.create_chat(c));
+    }
+    let page = ok!(s.list_chats("alice", &all_chats(), now));
+    assert_eq!(
+        titles(&page.items),
+        [
+            "c4 pinned new",
+            "c2 pinned old",
+            "c3 plain new",
+            "c1 plain old"
+        ],
+        "pinned first, then updated_at desc"
+    );
+    assert_eq!(page.total, 4, "total");
+    assert_eq!(
+        page.items,
+        vec![c4.clone(), c2.clone(), c3.clone(), c1.clone()],
+        "chat records"
+    );
+
+    let page = ok!(s.list_chats(
+        "alice",
+        &ChatQuery {
+            pinned: Some(true),
+            ..all_chats()
+        },
+        now
+    ));
+    assert_eq!(
+        titles(&page.items),
+        ["c4 pinned new", "c2 pinned old"],
+        "pinned=true"
+    );
+    assert_eq!(page.total, 2, "pinned=true total");
+
+    let page = ok!(s.list_chats(
+        "alice",
+        &ChatQuery {
+            pinned: Some(false),
+            ..all_chats()
+        },
+        now
+    ));
+    assert_eq!(
+        titles(&page.items),
+        ["c3 plain new", "c1 plain old"],
+        "pinned=false"
+    );
+
+    let page = ok!(s.list_chats(
+        "alice",
+        &ChatQuery {
+            limit: 2,
+            offset: 1,
+            ..Default::default()
+        },
+        now
+    ));
+    assert_eq!(
+        titles(&page.items),
+        ["c2 pinned old", "c3 plain new"],
+        "limit 2 offset 1"
+    );
+    assert_eq!(page.total, 4, "total with limit 2 offset 1");
+
+    let page = ok!(s.list_chats(
+        "alice",
+        &ChatQuery {
+            limit: 10,
+            offset: 4,
+            ..Default::default()
+        },
+        now
+    ));
+    assert!(page.items.is_empty(), "offset at the end: {:?}", page.items);
+    assert_eq!(page.total, 4, "total with offset at the end");
+
+    // Touching c1 moves it ahead of c3.
+    let touched = Chat {
+        updated_at: ts(10),
+        ..c1.clone()
+    };
+    ok!(s.update_chat(&touched));
+    let page = ok!(s.list_chats("alice", &all_chats(), now));
+    assert_eq!(
+        titles(&page.items),
+        [
+            "c4 pinned new",
+            "c2 pinned old",
+            "c1 plain old",
+            "c3 plain new"
+        ],
+        "order after updating c1"
+    );
+
+    let page = ok!(s.list_chats("carol", &all_chats(), now));
+    assert!(
+        page.items.is_empty(),
+        "a user without chats: {:?}",
+        page.items
+    );
+    assert_eq!(page.total, 0, "total of a user without chats");
+}
+
+/// Search matches the title or any message, case-insensitively, once per
+/// chat, and only the owner's chats.
+pub async fn chat_search_title_and_messages(s: &dyn Store) {
+    let now = ts(1000);
+    let trip = chat("alice", "Trip ideas to PARIS", false, 3);
+    let rust = chat("alice", "Rust lifetimes", false, 2);
+    let cooking = chat("alice", "Cooking", false, 1);
+    let bobs = chat("bob", "Bob cooks eggs", false, 4);
+    for c in [&trip, &rust, &cooking, &bobs] {
+        ok!(s.create_chat(c));
+    }
+    for m in [
+        message(
+            &cooking.id,
+            MessageRole::User,
+            "How long to boil an EGG?",
+            1,
+        ),
+        message(
+            &cooking.id,
+            MessageRole::Assistant,
+            "Boil the egg 7 minutes.",
+            2,
+        ),
+        message(
+            &rust.id,
+            MessageRole::User,
+            "What about borrowing in Paris?",
+            3,
+        ),
+        message(&bobs.id, MessageRole::User, "eggs and more eggs", 4),
+    ] {
+        ok!(s.add_message(&m));
+    }
+    for (search, want) in [
+        ("trip", vec!["Trip ideas to PARIS"]),
+        ("paris", vec!["Trip ideas to PARIS", "Rust lifetimes"]),
+        ("EgG", vec!["Cooking"]),
+        ("boil", vec!["Cooking"]),
+        ("LIFETIME", vec!["Rust lifetimes"]),
+        ("nothing like this", vec![]),
+    ] {
+        let page = ok!(s.list_chats(
+            "alice",
+            &ChatQuery {
+                search: Some(search.into()),
+                ..all_chats()
+            },
+            now
+        ));
+        assert_eq!(titles(&page.items), want, "chat search {search:?}");
+        assert_eq!(
+            page.total,
+            want.len() as u64,
+            "total of chat search {search:?}"
+        );
+    }
+
+    let page = ok!(s.list_chats(
+        "bob",
+        &ChatQuery {
+            search: Some("egg".into()),
+            ..all_chats()
+        },
+        now
+    ));
+    assert_eq!(titles(&page.items), ["Bob cooks eggs"], "bob's search egg");
+    assert_eq!(page.total, 1, "bob's search total");
+
+    let page = ok!(s.list_chats(
+        "alice",
+        &ChatQuery {
+            search: Some("paris".into()),
+            limit: 1,
+            offset: 1,
+            ..Default::default()
+        },
+        now
+    ));
+    assert_eq!(
+        titles(&page.items),
+        ["Rust lifetimes"],
+        "search paris, limit 1 offset 1"
+    );
+    assert_eq!(page.total, 2, "search paris total with a page");
+
+    let page = ok!(s.list_chats(
+        "alice",
+        &ChatQuery {
+            search: Some("paris".into()),
+            pinned: Some(true),
+            ..all_chats()
+        },
+        now
+    ));
+    assert!(
+        page.items.is_empty(),
+        "search paris + pinned: {:?}",
+        page.items
+    );
+    assert_eq!(page.total, 0, "search paris + pinned total");
+}
+
+/// `%`, `_`, `.`, `\` and regex metacharacters in a chat search match
+/// literally, in titles and in messages.
+pub async fn chat_search_is_literal(s: &dyn Store) {
+    let now = ts(1000);
+    let all_titles = [
+        "100% done",
+        "1000 done",
+        "a_b",
+        "axb",
+        "v1.2",
+        "v1x2",
+        "(x+y)*[z]",
+        "xxy z",
+        "C:\\temp\\x",
+        "C:temp",
+        "cost $5 ^ up|down",
+    ];
+    for (i, title) in all_titles.iter().enumerate() {
+        ok!(s.create_chat(&chat("alice", title, false, 100 - i as i64)));
+    }
+    let with_percent = chat("alice", "msg percent", false, 1);
+    let without = chat("alice", "msg plain", false, 0);
+    ok!(s.create_chat(&with_percent));
+    ok!(s.create_chat(&without));
+    ok!(s.add_message(&message(
+        &with_percent.id,
+        MessageRole::User,
+        "rate is 5% now",
+        1
+    )));
+    ok!(s.add_message(&message(&without.id, MessageRole::User, "rate is 5 now", 2)));
+
+    for (search, want) in [
+        ("0% d", vec!["100% done"]),
+        ("%", vec!["100% done", "msg percent"]),
+        ("a_b", vec!["a_b"]),
+        ("_", vec!["a_b"]),
+        ("1.2", vec!["v1.2"]),
+        ("(x+y)*[", vec!["(x+y)*[z]"]),
+        ("\\temp", vec!["C:\\temp\\x"]),
+        ("\\", vec!["C:\\temp\\x"]),
+        ("$5 ^ up|", vec!["cost $5 ^ up|down"]),
+        (".*", vec![]),
+        ("5% n", vec!["msg percent"]),
+    ] {
+        let page = ok!(s.list_chats(
+            "alice",
+            &ChatQuery {
+                search: Some(search.into()),
+                ..all_chats()
+            },
+            now
+        ));
+        assert_eq!(
+            titles(&page.items),
+            want,
+            "chat search {search:?} must match literally"
+        );
+        assert_eq!(
+            page.total,
+            want.len() as u64,
+            "total of chat search {search:?}"
+        );
+    }
+}
+
+/// A temporary chat disappears from every read at `expires_at`, before any
+/// sweep.
+pub async fn chat_expired_is_invisible(s: &dyn Store) {
+    let now = ts(100);
+    let permanent = chat("alice", "permanent", false, 1);
+    let mut expired = chat("alice", "expired", true, 5);
+    expired.temporary = true;
+    expired.expires_at = Some(now - Duration::minutes(1));
+    let mut at_now = chat("alice", "expires now", true, 4);
+    at_now.temporary = true;
+    at_now.expires_at = Some(now);
+    let mut live = chat("alice", "live temporary", false, 3);
+    live.temporary = true;
+    live.expires_at = Some(now + Duration::hours(1));
+    for c in [&permanent, &expired, &at_now, &live] {
+        ok!(s.create_chat(c));
+    }
+    ok!(s.add_message(&message(&expired.id, MessageRole::User, "needle", 1)));
+
+    assert_eq!(
+        ok!(s.get_chat("alice", &expired.id, now)),
+        None,
+        "an expired chat is visible to get_chat"
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &at_now.id, now)),
+        None,
+        "a chat is visible to get_chat at the instant it expires"
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &live.id, now)),
+        Some(live.clone()),
+        "a live temporary chat"
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &permanent.id, now)),
+        Some(permanent.clone()),
+        "a permanent chat"
+    );
+    let page = ok!(s.list_chats("alice", &all_chats(), now));
+    assert_eq!(
+        titles(&page.items),
+        ["live temporary", "permanent"],
+        "list_chats shows expired chats"
+    );
+    assert_eq!(page.total, 2, "list_chats total counts expired chats");
+    let page = ok!(s.list_chats(
+        "alice",
+        &ChatQuery {
+            search: Some("needle".into()),
+            ..all_chats()
+        },
+        now
+    ));
+    assert!(
+        page.items.is_empty(),
+        "search finds an expired chat: {:?}",
+        page.items
+    );
+    assert_eq!(page.total, 0, "search total counts an expired chat");
+
+    // Later, the temporary chat has expired too; earlier, the expired one
+    // was live. Expiry is judged against `now`, not the wall clock.
+    let later = now + Duration::hours(2);
+    assert_eq!(
+        ok!(s.get_chat("alice", &live.id, later)),
+        None,
+        "a temporary chat after its expiry"
+    );
+    let page = ok!(s.list_chats("alice", &all_chats(), later));
+    assert_eq!(titles(&page.items), ["permanent"], "list_chats later");
+    assert_eq!(page.total, 1, "list_chats total later");
+    let earlier = now - Duration::minutes(2);
+    assert_eq!(
+        ok!(s.get_chat("alice", &expired.id, earlier)),
+        Some(expired.clone()),
+        "a temporary chat before its expiry"
+    );
+}
+
+/// `purge_expired_chats` deletes expired chats and their messages only.
+pub async fn chat_purge_expired(s: &dyn Store) {
+    let now = ts(100);
+    let mut expired = chat("alice", "expired", false, 1);
+    expired.temporary = true;
+    expired.expires_at = Some(now - Duration::minutes(1));
+    let mut live = chat("alice", "live temporary", false, 2);
+    live.temporary = true;
+    live.expires_at = Some(now + Duration::minutes(1));
+    let permanent = chat("bob", "permanent", false, 3);
+    for c in [&expired, &live, &permanent] {
+        ok!(s.create_chat(c));
+    }
+    let m_expired = message(&expired.id, MessageRole::User, "gone soon", 1);
+    let m_live = message(&live.id, MessageRole::User, "still here", 2);
+    let m_perm = message(&permanent.id, MessageRole::User, "forever", 3);
+    for m in [&m_expired, &m_live, &m_perm] {
+        ok!(s.add_message(m));
+    }
+
+    assert_eq!(ok!(s.purge_expired_chats(now)), 1, "purged chats");
+    assert!(
+        ok!(s.list_messages(&expired.id)).is_empty(),
+        "messages of a purged chat remain"
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &expired.id, expired.created_at)),
+        None,
+        "a purged chat is still found (asked at a time it was live)"
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &live.id, now)),
+        Some(live.clone()),
+        "a live temporary chat after purge"
+    );
+    assert_eq!(
+        ok!(s.get_chat("bob", &permanent.id, now)),
+        Some(permanent.clone()),
+        "a permanent chat after purge"
+    );
+    assert_eq!(
+        ok!(s.list_messages(&live.id)),
+        vec![m_live],
+        "live chat's messages"
+    );
+    assert_eq!(
+        ok!(s.list_messages(&permanent.id)),
+        vec![m_perm],
+        "permanent chat's messages"
+    );
+    assert_eq!(ok!(s.purge_expired_chats(now)), 0, "second purge");
+}
+
+// ---------------------------------------------------------------------------
+// messages
+
+/// Messages list oldest first; `update_message` replaces one.
+pub async fn message_order_and_update(s: &dyn Store) {
+    let a = chat("alice", "a", false, 1);
+    let b = chat("alice", "b", false, 2);
+    ok!(s.create_chat(&a));
+    ok!(s.create_chat(&b));
+    // Added out of order.
+    let m3 = message(&a.id, MessageRole::Assistant, "third", 3);
+    let m1 = message(&a.id, MessageRole::System, "first", 1);
+    let m2 = message(&a.id, MessageRole::User, "second", 2);
+    let other = message(&b.id, MessageRole::User, "other chat", 0);
+    for m in [&m3, &m1, &m2, &other] {
+        ok!(s.add_message(m));
+    }
+    let list = ok!(s.list_messages(&a.id));
+    assert_eq!(
+        contents(&list),
+        ["first", "second", "third"],
+        "oldest first"
+    );
+    assert_eq!(
+        list,
+        vec![m1.clone(), m2.clone(), m3.clone()],
+        "message records"
+    );
+    assert_eq!(
+        ok!(s.list_messages(&b.id)),
+        vec![other],
+        "other chat's messages"
+    );
+    assert!(ok!(s.list_messages(&new_id())).is_empty(), "unknown chat");
+
+    let mut pending = message(&a.id, MessageRole::Assistant, "", 4);
+    pending.status = MessageStatus::Pending;
+    ok!(s.add_message(&pending));
+    let failed = Message {
+        content: "partial answer".to_string(),
+        status: MessageStatus::Failed,
+        error: Some("backend went away".to_string()),
+        ..pending.clone()
+    };
+    ok!(s.update_message(&failed));
+    assert_eq!(
+        ok!(s.list_messages(&a.id)),
+        vec![m1.clone(), m2.clone(), m3.clone(), failed.clone()],
+        "messages after update_message"
+    );
+    let done = Message {
+        content: "full answer".to_string(),
+        status: MessageStatus::Complete,
+        error: None,
+        ..failed
+    };
+    ok!(s.update_message(&done));
+    let cancelled = Message {
+        status: MessageStatus::Cancelled,
+        ..m3.clone()
+    };
+    ok!(s.update_message(&cancelled));
+    assert_eq!(
+        ok!(s.list_messages(&a.id)),
+        vec![m1, m2, cancelled, done],
+        "messages after more updates"
+    );
+
+    let ghost = message(&a.id, MessageRole::User, "ghost", 9);
+    expect_not_found(
+        s.update_message(&ghost).await,
+        "update_message of a missing message",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// tickets
+
+/// Tickets get numbers 1, 2, 3 and read back by id and by number.
+pub async fn ticket_numbers_are_sequential(s: &dyn Store) {
+    let owner = user("alice", "Alice", Role::User, false, 0);
+    let mut stored = Vec::new();
+    for (i, subject) in ["one", "two", "three"].into_iter().enumerate() {
+        let mut t = ticket(&owner, subject, "body", i as i64);
+        t.number = 99; // ignored
+        let created = ok!(s.create_ticket(&t));
+        assert_eq!(created.number, i as i64 + 1, "number of ticket {subject}");
+        assert_eq!(
+            created,
+            Ticket {
+                number: i as i64 + 1,
+                ..t
+            },
+            "create_ticket must return the ticket as stored"
+        );
+        stored.push(created);
+    }
+    for t in &stored {
+        assert_eq!(
+            ok!(s.get_ticket(&t.id)),
+            Some(t.clone()),
+            "get_ticket #{}",
+            t.number
+        );
+        assert_eq!(
+            ok!(s.get_ticket_by_number(t.number)),
+            Some(t.clone()),
+            "get_ticket_by_number({})",
+            t.number
+        );
+    }
+    assert_eq!(ok!(s.get_ticket(&new_id())), None, "unknown ticket id");
+    assert_eq!(
+        ok!(s.get_ticket_by_number(4)),
+        None,
+        "unknown ticket number"
+    );
+    assert_eq!(ok!(s.get_ticket_by_number(0)), None, "ticket number 0");
+}
+
+/// Concurrently created tickets get distinct numbers 1..=8.
+pub async fn ticket_numbers_are_distinct_under_concurrency(s: &dyn Store) {
+    let owner = user("alice", "Alice", Role::User, false, 0);
+    let tickets: Vec<Ticket> = (0..8)
+        .map(|i| ticket(&owner, &format!("concurrent {i}"), "body", i))
+        .collect();
+    let results = futures::future::join_all(tickets.iter().map(|t| s.create_ticket(t))).await;
+    let created: Vec<Ticket> = results
+        .into_iter()
+        .map(|r| r.expect("concurrent create_ticket failed"))
+        .collect();
+    let numbers: Vec<i64> = created.iter().map(|t| t.number).collect();
+    let distinct: BTreeSet<i64> = numbers.iter().copied().collect();
+    assert_eq!(
+        distinct,
+        (1..=8).collect::<BTreeSet<i64>>(),
+        "concurrent create_ticket numbers {numbers:?}"
+    );
+    for t in &created {
+        assert_eq!(
+            ok!(s.get_ticket_by_number(t.number)),
+            Some(t.clone()),
+            "get_ticket_by_number({})",
+            t.number
+        );
+    }
+    let next = ok!(s.create_ticket(&ticket(&owner, "after", "body", 10)));
+    assert_eq!(next.number, 9, "the ticket after eight concurrent ones");
+}
+
+/// `update_ticket` replaces the ticket; a missing ticket is `NotFound`.
+pub async fn ticket_update(s: &dyn Store) {
+    let owner = user("alice", "Alice", Role::User, false, 0);
+    let created = ok!(s.create_ticket(&ticket(&owner, "Broken", "It broke", 0)));
+    let other = ok!(s.create_ticket(&ticket(&owner, "Other", "Untouched", 1)));
+    let changed = Ticket {
+        subject: "Broken badly".to_string(),
+        body: "It broke twice".to_string(),
+        category: TicketCategory::Bug,
+        priority: TicketPriority::Urgent,
+        status: TicketStatus::Resolved,
+        assignee_id: Some("staff-1".to_string()),
+        assignee_username: Some("sam".to_string()),
+        chat_id: Some(new_id()),
+        updated_at: ts(30),
+        resolved_at: Some(ts(30)),
+        ..created.clone()
+    };
+    ok!(s.update_ticket(&changed));
+    assert_eq!(
+        ok!(s.get_ticket(&created.id)),
+        Some(changed.clone()),
+        "ticket after update"
+    );
+    assert_eq!(
+        ok!(s.get_ticket_by_number(created.number)),
+        Some(changed.clone()),
+        "ticket by number after update"
+    );
+    let reopened = Ticket {
+        status: TicketStatus::Open,
+        assignee_id: None,
+        assignee_username: None,
+        chat_id: None,
+        resolved_at: None,
+        updated_at: ts(40),
+        ..changed
+    };
+    ok!(s.update_ticket(&reopened));
+    assert_eq!(
+        ok!(s.get_ticket(&created.id)),
+        Some(reopened),
+        "ticket after clearing optional fields"
+    );
+    assert_eq!(
+        ok!(s.get_ticket(&other.id)),
+        Some(other),
+        "another ticket changed"
+    );
+
+    let ghost = Ticket {
+        number: 77,
+        ..ticket(&owner, "Ghost", "none", 5)
+    };
+    expect_not_found(
+        s.update_ticket(&ghost).await,
+        "update_ticket of a missing ticket",
+    );
+    assert_eq!(
+        ok!(s.get_ticket(&ghost.id)),
+        None,
+        "update created a ticket"
+    );
+}
+
+/// Filters by status, category, assignee (and unassigned), owner and search;
+/// most recently updated first; pages with the total.
+pub async fn ticket_list_filters_and_order(s: &dyn Store) {
+    let alice = user("alice", "Alice", Role::User, false, 0);
+    let bob = user("bob", "Bob", Role::User, false, 0);
+    let spec = |owner: &User,
+                subject: &str,
+                body: &str,
+                status: TicketStatus,
+                category: TicketCategory,
+                assignee: Option<&str>,
+                minutes: i64| {
+        let mut t = ticket(owner, subject, body, 0);
+        t.status = status;
+        t.category = category;
+        t.assignee_id = assignee.map(str::to_string);
+        t.assignee_username = assignee.map(|a| format!("staff-{a}"));
+        t.updated_at = ts(minutes);
+        t
+    };
+    use TicketCategory as C;
+    use TicketStatus as S;
+    let specs = [
+        spec(
+            &alice,
+            "Login fails",
+            "password rejected",
+            S::Open,
+            C::Account,
+            None,
+            10,
+        ),
+        spec(
+            &alice,
+            "Model slow",
+            "answers take a MINUTE",
+            S::InProgress,
+            C::Model,
+            Some("s1"),
+            30,
+        ),
+        spec(
+            &bob,
+            "Crash on start",
+            "stack trace attached",
+            S::Open,
+            C::Bug,
+            Some("s2"),
+            20,
+        ),
+        spec(
+            &bob,
+            "Dark mode",
+            "please add a dark mode",
+            S::Closed,
+            C::FeatureRequest,
+            Some("s1"),
+            50,
+        ),
+        spec(
+            &alice,
+            "100% cpu",
+            "fan is loud",
+            S::Resolved,
+            C::Bug,
+            None,
+            40,
+        ),
+    ];
+    let mut created = Vec::new();
+    for t in &specs {
+        created.push(ok!(s.create_ticket(t)));
+    }
+    let by_subject = |subject: &str| {
+        created
+            .iter()
+            .find(|t| t.subject == subject)
+            .cloned()
+            .expect("known subject")
+    };
+
+    let page = ok!(s.list_tickets(&all_tickets()));
+    assert_eq!(
+        subjects(&page.items),
+        [
+            "Dark mode",
+            "100% cpu",
+            "Model slow",
+            "Crash on start",
+            "Login fails"
+        ],
+        "all tickets, updated_at desc"
+    );
+    assert_eq!(page.total, 5, "total");
+    let want: Vec<Ticket> = [
+        "Dark mode",
+        "100% cpu",
+        "Model slow",
+        "Crash on start",
+        "Login fails",
+    ]
+    .into_iter()
+    .map(by_subject)
+    .collect();
+    assert_eq!(page.items, want, "ticket records");
+
+    let cases: Vec<(&str, TicketQuery, Vec<&str>)> = vec![
+        (
+            "status open",
+            TicketQuery {
+                status: Some(TicketStatus::Open),
+                ..all_tickets()
+            },
+            vec!["Crash on start", "Login fails"],
+        ),
+        (
+            "category bug",
+            TicketQuery {
+                category: Some(TicketCategory::Bug),
+                ..all_tickets()
+            },
+            vec!["100% cpu", "Crash on start"],
+        ),
+        (
+            "assignee s1",
+            TicketQuery {
+                assignee_id: Some(Some("s1".into())),
+                ..all_tickets()
+            },
+            vec!["Dark mode", "Model slow"],
+        ),
+        (
+            "unassigned",
+            TicketQuery {
+                assignee_id: Some(None),
+                ..all_tickets()
+            },
+            vec!["100% cpu", "Login fails"],
+        ),
+        (
+            "owner bob",
+            TicketQuery {
+                owner_id: Some(bob.id.clone()),
+                ..all_tickets()
+            },
+            vec!["Dark mode", "Crash on start"],
+        ),
+        (
+            "search subject, any case",
+            TicketQuery {
+                search: Some("mODEL".into()),
+                ..all_tickets()
+            },
+            vec!["Model slow"],
+        ),
+        (
+            "search body, any case",
+            TicketQuery {
+                search: Some("minute".into()),
+                ..all_tickets()
+            },
+            vec!["Model slow"],
+        ),
+        (
+            "search subject or body",
+            TicketQuery {
+                search: Some("dark".into()),
+                ..all_tickets()
+            },
+            vec!["Dark mode"],
+        ),
+        (
+            "search % literally",
+            TicketQuery {
+                search: Some("0%".into()),
+                ..all_tickets()
+            },
+            vec!["100% cpu"],
+        ),
+        (
+            "search . literally",
+            TicketQuery {
+                search: Some("a.".into()),
+                ..all_tickets()
+            },
+            vec![],
+        ),
+        (
+            "owner alice + status open",
+            TicketQuery {
+                owner_id: Some(alice.id.clone()),
+                status: Some(TicketStatus::Open),
+                ..all_tickets()
+            },
+            vec!["Login fails"],
+        ),
+        (
+            "owner alice + unassigned + bug",
+            TicketQuery {
+                owner_id: Some(alice.id.clone()),
+                assignee_id: Some(None),
+                category: Some(TicketCategory::Bug),
+                ..all_tickets()
+            },
+            vec!["100% cpu"],
+        ),
+        (
+            "status closed + owner alice",
+            TicketQuery {
+                owner_id: Some(alice.id.clone()),
+                status: Some(TicketStatus::Closed),
+                ..all_tickets()
+            },
+            vec![],
+        ),
+    ];
+    for (what, query, want) in cases {
+        let page = ok!(s.list_tickets(&query));
+        assert_eq!(subjects(&page.items), want, "list_tickets {what}");
+        assert_eq!(
+            page.total,
+            want.len() as u64,
+            "total of list_tickets {what}"
+        );
+    }
+
+    let page = ok!(s.list_tickets(&TicketQuery {
+        limit: 2,
+        offset: 2,
+        ..Default::default()
+    }));
+    assert_eq!(
+        subjects(&page.items),
+        ["Model slow", "Crash on start"],
+        "limit 2 offset 2"
+    );
+    assert_eq!(page.total, 5, "total with limit 2 offset 2");
+
+    let page = ok!(s.list_tickets(&TicketQuery {
+        owner_id: Some(alice.id.clone()),
+        limit: 1,
+        offset: 1,
+        ..Default::default()
+    }));
+    assert_eq!(
+        subjects(&page.items),
+        ["Model slow"],
+        "alice, limit 1 offset 1"
+    );
+    assert_eq!(page.total, 3, "alice's total with a page");
+}
+
+// ---------------------------------------------------------------------------
+// comments
+
+/// Comments list oldest first; internal notes only when asked.
+pub async fn comment_order_and_internal(s: &dyn Store) {
+    let owner = user("alice", "Alice", Role::User, false, 0);
+    let t1 = ok!(s.create_ticket(&ticket(&owner, "first", "body", 0)));
+    let t2 = ok!(s.create_ticket(&ticket(&owner, "second", "body", 1)));
+    let t3 = ok!(s.create_ticket(&ticket(&owner, "third", "body", 2)));
+    let comment = |ticket_id: &str, body: &str, internal: bool, minutes: i64| Comment {
+        id: new_id(),
+        ticket_id: ticket_id.to_string(),
+        author_id: if internal { "staff" } else { "alice" }.to_string(),
+        author_username: if internal { "sam" } else { "alice" }.to_string(),
+        author_is_staff: internal,
+        body: body.to_string(),
+        internal,
+        created_at: ts(minutes),
+    };
+    let c1 = comment(&t1.id, "first public", false, 1);
+    let c2 = comment(&t1.id, "internal note", true, 3);
+    let c3 = comment(&t1.id, "second public", false, 2);
+    let c4 = comment(&t1.id, "last public", false, 4);
+    let other = comment(&t2.id, "other ticket", false, 0);
+    // Added out of order.
+    for c in [&c4, &c1, &c2, &c3, &other] {
+        ok!(s.add_comment(c));
+    }
+    assert_eq!(
+        ok!(s.list_comments(&t1.id, false)),
+        vec![c1.clone(), c3.clone(), c4.clone()],
+        "public comments, oldest first"
+    );
+    assert_eq!(
+        ok!(s.list_comments(&t1.id, true)),
+        vec![c1, c3, c2, c4],
+        "all comments, oldest first"
+    );
+    assert_eq!(
+        ok!(s.list_comments(&t2.id, true)),
+        vec![other],
+        "another ticket"
+    );
+    assert!(
+        ok!(s.list_comments(&t3.id, true)).is_empty(),
+        "a ticket without comments"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// usage
+
+/// Per-day counts by kind and distinct active users, over an inclusive
+/// range, optionally for one user.
+pub async fn usage_daily_counts(s: &dyn Store) {
+    use usage_kind::{CHAT_CREATED, LOGIN, MESSAGE_CREATED};
+    let events = [
+        // Just outside the range on both sides.
+        ("u1", LOGIN, "2031-02-28T23:59:59.999Z"),
+        ("u1", LOGIN, "2031-03-04T00:00:00.000Z"),
+        // 2031-03-01
+        ("u1", LOGIN, "2031-03-01T00:00:00.000Z"),
+        ("u1", LOGIN, "2031-03-01T10:00:00.000Z"),
+        ("u2", LOGIN, "2031-03-01T11:00:00.000Z"),
+        ("u1", CHAT_CREATED, "2031-03-01T12:00:00.000Z"),
+        // 2031-03-02
+        ("u2", MESSAGE_CREATED, "2031-03-02T08:00:00.000Z"),
+        ("u2", MESSAGE_CREATED, "2031-03-02T23:59:59.999Z"),
+        // 2031-03-03
+        ("u3", LOGIN, "2031-03-03T12:30:00.000Z"),
+        ("u1", MESSAGE_CREATED, "2031-03-03T23:59:59.999Z"),
+    ];
+    for (user_id, kind, at) in events {
+        ok!(s.record_usage(&UsageEvent {
+            id: new_id(),
+            user_id: user_id.to_string(),
+            kind: kind.to_string(),
+            at: t(at),
+        }));
+    }
+    let count = |d: &str, kind: &str, count: u64| DailyCount {
+        day: day(d),
+        kind: kind.to_string(),
+        count,
+    };
+
+    let all = ok!(s.usage_daily(day("2031-03-01"), day("2031-03-03"), None));
+    assert_eq!(
+        all.counts,
+        vec![
+            count("2031-03-01", LOGIN, 3),
+            count("2031-03-01", CHAT_CREATED, 1),
+            count("2031-03-02", MESSAGE_CREATED, 2),
+            count("2031-03-03", LOGIN, 1),
+            count("2031-03-03", MESSAGE_CREATED, 1),
+        ],
+        "counts over 03-01..=03-03, by day then kind"
+    );
+    assert_eq!(
+        all.active_users,
+        vec![
+            (day("2031-03-01"), 2),
+            (day("2031-03-02"), 1),
+            (day("2031-03-03"), 2),
+        ],
+        "distinct active users per day"
+    );
+
+    let u1 = ok!(s.usage_daily(day("2031-03-01"), day("2031-03-03"), Some("u1")));
+    assert_eq!(
+        u1,
+        UsageDaily {
+            counts: vec![
+                count("2031-03-01", LOGIN, 2),
+                count("2031-03-01", CHAT_CREATED, 1),
+                count("2031-03-03", MESSAGE_CREATED, 1),
+            ],
+            active_users: vec![(day("2031-03-01"), 1), (day("2031-03-03"), 1)],
+        },
+        "usage of u1"
+    );
+
+    let one_day = ok!(s.usage_daily(day("2031-03-02"), day("2031-03-02"), None));
+    assert_eq!(
+        one_day,
+        UsageDaily {
+            counts: vec![count("2031-03-02", MESSAGE_CREATED, 2)],
+            active_users: vec![(day("2031-03-02"), 1)],
+        },
+        "a one-day range includes the whole day"
+    );
+
+    let edges = ok!(s.usage_daily(day("2031-02-28"), day("2031-02-28"), None));
+    assert_eq!(
+        edges,
+        UsageDaily {
+            counts: vec![count("2031-02-28", LOGIN, 1)],
+            active_users: vec![(day("2031-02-28"), 1)],
+        },
+        "the last millisecond of a day belongs to that day"
+    );
+
+    let none = ok!(s.usage_daily(day("2031-04-01"), day("2031-04-30"), None));
+    assert_eq!(none, UsageDaily::default(), "a range without events");
+    let nobody = ok!(s.usage_daily(day("2031-03-01"), day("2031-03-03"), Some("u9")));
+    assert_eq!(nobody, UsageDaily::default(), "a user without events");
+}
+
+// ---------------------------------------------------------------------------
+// audit
+
+/// The audit log lists newest first, filters by actor and action, pages.
+pub async fn audit_list(s: &dyn Store) {
+    let entry = |minutes: i64, actor: &str, action: &str, target: &str| AuditEntry {
+        id: new_id(),
+        at: ts(minutes),
+        actor_id: format!("id-{actor}"),
+        actor_username: actor.to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+        details: json!({ "minutes": minutes, "nested": { "list": [1, "two", null, true] } }),
+    };
+    let e1 = entry(1, "root", "user.create", "u1");
+    let e2 = entry(2, "root", "user.role", "u1");
+    let e3 = entry(3, "ada", "user.create", "u2");
+    let e4 = entry(4, "ada", "settings.update", "registration");
+    let e5 = entry(5, "root", "user.disable", "u2");
+    // Appended out of order.
+    for e in [&e3, &e1, &e5, &e2, &e4] {
+        ok!(s.append_audit(e));
+    }
+    let page = ok!(s.list_audit(&all_audit()));
+    assert_eq!(
+        page.items,
+        vec![e5.clone(), e4.clone(), e3.clone(), e2.clone(), e1.clone()],
+        "audit newest first"
+    );
+    assert_eq!(page.total, 5, "audit total");
+
+    let page = ok!(s.list_audit(&AuditQuery {
+        actor_id: Some("id-root".into()),
+        ..all_audit()
+    }));
+    assert_eq!(
+        page.items,
+        vec![e5.clone(), e2.clone(), e1.clone()],
+        "actor root"
+    );
+    assert_eq!(page.total, 3, "actor root total");
+
+    let page = ok!(s.list_audit(&AuditQuery {
+        action: Some("user.create".into()),
+        ..all_audit()
+    }));
+    assert_eq!(
+        page.items,
+        vec![e3.clone(), e1.clone()],
+        "action user.create"
+    );
+    assert_eq!(page.total, 2, "action user.create total");
+
+    let page = ok!(s.list_audit(&AuditQuery {
+        actor_id: Some("id-ada".into()),
+        action: Some("user.create".into()),
+        ..all_audit()
+    }));
+    assert_eq!(
+        page.items,
+        vec![e3.clone()],
+        "actor ada + action user.create"
+    );
+    assert_eq!(page.total, 1, "actor ada + action user.create total");
+
+    let page = ok!(s.list_audit(&AuditQuery {
+        action: Some("user".into()),
+        ..all_audit()
+    }));
+    assert!(
+        page.items.is_empty(),
+        "the action filter is exact, not a substring: {:?}",
+        page.items
+    );
+
+    let page = ok!(s.list_audit(&AuditQuery {
+        limit: 2,
+        offset: 1,
+        ..Default::default()
+    }));
+    assert_eq!(page.items, vec![e4, e3], "audit limit 2 offset 1");
+    assert_eq!(page.total, 5, "audit total with a page");
+
+    let page = ok!(s.list_audit(&AuditQuery {
+        actor_id: Some("id-root".into()),
+        limit: 2,
+        offset: 2,
+        ..Default::default()
+    }));
+    assert_eq!(page.items, vec![e1], "actor root, limit 2 offset 2");
+    assert_eq!(page.total, 3, "actor root total with a page");
+}
+
+// ---------------------------------------------------------------------------
+// settings
+
+/// Settings round-trip any JSON value; a put overwrites.
+pub async fn settings_round_trip(s: &dyn Store) {
+    assert_eq!(ok!(s.get_setting("missing")), None, "a missing setting");
+    let values = [
+        ("flag", json!(true)),
+        ("off", json!(false)),
+        ("int", json!(42)),
+        ("negative", json!(-7)),
+        ("float", json!(1.5)),
+        ("text", json!("hello, world")),
+        ("array", json!([1, "two", null])),
+        (
+            "object",
+            json!({ "registration": "open", "limits": { "chats": 10, "ratio": 0.25 }, "tags": ["a", "b"], "none": null }),
+        ),
+    ];
+    for (key, value) in &values {
+        ok!(s.put_setting(key, value));
+    }
+    for (key, value) in &values {
+        assert_eq!(
+            ok!(s.get_setting(key)).as_ref(),
+            Some(value),
+            "setting {key} round trip"
+        );
+    }
+    ok!(s.put_setting("flag", &json!({ "now": "an object" })));
+    assert_eq!(
+        ok!(s.get_setting("flag")),
+        Some(json!({ "now": "an object" })),
+        "overwritten setting"
+    );
+    ok!(s.put_setting("text", &json!("second")));
+    assert_eq!(
+        ok!(s.get_setting("text")),
+        Some(json!("second")),
+        "overwritten text"
+    );
+    assert_eq!(
+        ok!(s.get_setting("int")),
+        Some(json!(42)),
+        "other settings kept"
+    );
+}

@@ -1,12 +1,1406 @@
 //! The production store: MongoDB through the `mongodb` driver.
+//!
+//! Each record is stored as its serde form with `_id` set to the record's
+//! id. Timestamps are therefore fixed-width RFC 3339 strings, which sort and
+//! compare like the instants they stand for. Sessions, temporary chats and
+//! their messages also carry a BSON date `expire_at` for the TTL indexes;
+//! reads never rely on the TTL sweep.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::{self, doc, Bson, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, FindOptions, IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::*;
+use crate::time;
+
+const DEFAULT_DATABASE: &str = "corral";
+const DUPLICATE_KEY: i32 = 11000;
+/// Name of the TTL field (a BSON date) on sessions, chats and messages.
+const EXPIRE_AT: &str = "expire_at";
+const TICKET_COUNTER: &str = "tickets";
 
 /// MongoDB-backed [`super::Store`].
-pub struct MongoStore {}
+pub struct MongoStore {
+    db: Database,
+    users: Collection<Document>,
+    sessions: Collection<Document>,
+    api_keys: Collection<Document>,
+    chats: Collection<Document>,
+    messages: Collection<Document>,
+    tickets: Collection<Document>,
+    comments: Collection<Document>,
+    counters: Collection<Document>,
+    usage: Collection<Document>,
+    audit: Collection<Document>,
+    settings: Collection<Document>,
+}
 
 impl MongoStore {
     /// Connects, picks the database named in the URL path (default
     /// `corral`) and creates the indexes.
-    pub async fn connect(_url: &str) -> anyhow::Result<Self> {
-        todo!()
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = ClientOptions::parse(url).await?;
+        let database = options
+            .default_database
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+        Self::open(options, &database).await
+    }
+
+    /// Like [`Self::connect`], but in the named database whatever the URL
+    /// says (tests use a fresh one each).
+    pub async fn connect_database(url: &str, database: &str) -> anyhow::Result<Self> {
+        let options = ClientOptions::parse(url).await?;
+        Self::open(options, database).await
+    }
+
+    async fn open(options: ClientOptions, database: &str) -> anyhow::Result<Self> {
+        let client = Client::with_options(options)?;
+        let db = client.database(database);
+        db.run_command(doc! { "ping": 1 }).await?;
+        let store = Self {
+            users: db.collection("users"),
+            sessions: db.collection("sessions"),
+            api_keys: db.collection("api_keys"),
+            chats: db.collection("chats"),
+            messages: db.collection("messages"),
+            tickets: db.collection("tickets"),
+            comments: db.collection("comments"),
+            counters: db.collection("counters"),
+            usage: db.collection("usage_events"),
+            audit: db.collection("audit"),
+            settings: db.collection("settings"),
+            db,
+        };
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    async fn create_indexes(&self) -> anyhow::Result<()> {
+        self.users
+            .create_indexes([unique(doc! { "username": 1 })])
+            .await?;
+        self.sessions
+            .create_indexes([
+                unique(doc! { "token_hash": 1 }),
+                plain(doc! { "family_id": 1 }),
+                plain(doc! { "user_id": 1 }),
+                ttl(),
+            ])
+            .await?;
+        self.api_keys
+            .create_indexes([unique(doc! { "key_hash": 1 }), plain(doc! { "user_id": 1 })])
+            .await?;
+        self.chats
+            .create_indexes([
+                plain(doc! { "owner_id": 1, "pinned": 1, "updated_at": 1 }),
+                ttl(),
+            ])
+            .await?;
+        self.messages
+            .create_indexes([plain(doc! { "chat_id": 1, "created_at": 1 }), ttl()])
+            .await?;
+        self.tickets
+            .create_indexes([
+                unique(doc! { "number": 1 }),
+                plain(doc! { "updated_at": 1 }),
+                plain(doc! { "owner_id": 1 }),
+            ])
+            .await?;
+        self.comments
+            .create_indexes([plain(doc! { "ticket_id": 1, "created_at": 1 })])
+            .await?;
+        self.usage
+            .create_indexes([
+                plain(doc! { "at": 1 }),
+                plain(doc! { "user_id": 1, "at": 1 }),
+            ])
+            .await?;
+        self.audit.create_indexes([plain(doc! { "at": 1 })]).await?;
+        Ok(())
+    }
+}
+
+fn plain(keys: Document) -> IndexModel {
+    IndexModel::builder().keys(keys).build()
+}
+
+fn unique(keys: Document) -> IndexModel {
+    IndexModel::builder()
+        .keys(keys)
+        .options(IndexOptions::builder().unique(true).build())
+        .build()
+}
+
+fn ttl() -> IndexModel {
+    IndexModel::builder()
+        .keys(doc! { EXPIRE_AT: 1 })
+        .options(
+            IndexOptions::builder()
+                .expire_after(Duration::from_secs(0))
+                .build(),
+        )
+        .build()
+}
+
+/// Maps a driver error; duplicate keys become `Conflict` naming the field.
+fn db_err(err: mongodb::error::Error) -> StoreError {
+    let duplicate = match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == DUPLICATE_KEY => {
+            Some((e.details.as_ref(), e.message.as_str()))
+        }
+        ErrorKind::Command(e) if e.code == DUPLICATE_KEY => Some((None, e.message.as_str())),
+        _ => None,
+    };
+    match duplicate {
+        Some((details, message)) => StoreError::Conflict(duplicate_field(details, message)),
+        None => StoreError::Unavailable(err.to_string()),
+    }
+}
+
+/// The field behind a duplicate-key error: the first key of the index's
+/// `keyPattern` when the server reports it, else read from the index name in
+/// the message (`... index: username_1 dup key: ...`).
+fn duplicate_field(details: Option<&Document>, message: &str) -> String {
+    let from_pattern = details
+        .and_then(|d| d.get_document("keyPattern").ok())
+        .and_then(|p| p.keys().next().cloned());
+    let from_message = || {
+        let index = message.split("index: ").nth(1)?.split_whitespace().next()?;
+        let field = match index.rsplit_once('_') {
+            Some((field, _)) if !field.is_empty() => field,
+            _ => index,
+        };
+        Some(field.to_string())
+    };
+    let field = from_pattern
+        .or_else(from_message)
+        .unwrap_or_else(|| "record".to_string());
+    match field.as_str() {
+        "_id" | "_id_" => "id".to_string(),
+        _ => field,
+    }
+}
+
+fn to_doc<T: Serialize>(record: &T, id: &str) -> StoreResult<Document> {
+    let mut document = bson::to_document(record)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))?;
+    document.insert("_id", id);
+    Ok(document)
+}
+
+fn from_doc<T: DeserializeOwned>(document: Document) -> StoreResult<T> {
+    bson::from_document(document).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn to_bson<T: Serialize>(value: &T) -> StoreResult<Bson> {
+    bson::to_bson(value).map_err(|e| StoreError::Corrupt(format!("cannot encode value: {e}")))
+}
+
+fn bson_date(t: &DateTime<Utc>) -> Bson {
+    Bson::DateTime(bson::DateTime::from_millis(t.timestamp_millis()))
+}
+
+/// Case-insensitive literal substring match.
+fn contains(text: &str) -> Document {
+    doc! { "$regex": escape_regex(text), "$options": "i" }
+}
+
+fn escape_regex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '^' | '$' | '.' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn search_term(search: &Option<String>) -> Option<&str> {
+    search.as_deref().filter(|s| !s.is_empty())
+}
+
+/// Chats that have not expired at `now`.
+fn live(now: &DateTime<Utc>) -> Document {
+    doc! { "$or": [
+        { "expires_at": Bson::Null },
+        { "expires_at": { "$gt": time::format(now) } },
+    ] }
+}
+
+fn and(conditions: Vec<Document>) -> Document {
+    if conditions.is_empty() {
+        Document::new()
+    } else {
+        doc! { "$and": conditions }
+    }
+}
+
+fn as_u64(value: Option<&Bson>) -> StoreResult<u64> {
+    let n = match value {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) if n.fract() == 0.0 => *n as i64,
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "expected a count, got {other:?}"
+            )))
+        }
+    };
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+}
+
+fn parse_day(text: &str) -> StoreResult<NaiveDate> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|e| StoreError::Corrupt(format!("bad day `{text}`: {e}")))
+}
+
+async fn find_one<T: DeserializeOwned>(
+    coll: &Collection<Document>,
+    filter: Document,
+) -> StoreResult<Option<T>> {
+    coll.find_one(filter)
+        .await
+        .map_err(db_err)?
+        .map(from_doc)
+        .transpose()
+}
+
+async fn find_all<T: DeserializeOwned>(
+    coll: &Collection<Document>,
+    filter: Document,
+    options: FindOptions,
+) -> StoreResult<Vec<T>> {
+    let docs: Vec<Document> = coll
+        .find(filter)
+        .with_options(options)
+        .await
+        .map_err(db_err)?
+        .try_collect()
+        .await
+        .map_err(db_err)?;
+    docs.into_iter().map(from_doc).collect()
+}
+
+async fn find_page<T: DeserializeOwned>(
+    coll: &Collection<Document>,
+    filter: Document,
+    sort: Document,
+    limit: u32,
+    offset: u64,
+) -> StoreResult<Page<T>> {
+    let total = coll.count_documents(filter.clone()).await.map_err(db_err)?;
+    // The driver reads a zero limit as "no limit".
+    if limit == 0 {
+        return Ok(Page {
+            items: Vec::new(),
+            total,
+        });
+    }
+    let options = FindOptions::builder()
+        .sort(sort)
+        .skip(offset)
+        .limit(i64::from(limit))
+        .build();
+    let items = find_all(coll, filter, options).await?;
+    Ok(Page { items, total })
+}
+
+async fn insert(coll: &Collection<Document>, document: Document) -> StoreResult<()> {
+    coll.insert_one(document).await.map_err(db_err)?;
+    Ok(())
+}
+
+/// Replaces the matching document; `NotFound` when there is none.
+async fn replace(
+    coll: &Collection<Document>,
+    filter: Document,
+    document: Document,
+) -> StoreResult<()> {
+    let result = coll.replace_one(filter, document).await.map_err(db_err)?;
+    if result.matched_count == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+fn sorted(sort: Document) -> FindOptions {
+    FindOptions::builder().sort(sort).build()
+}
+
+#[async_trait]
+impl UserRepo for MongoStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        insert(&self.users, to_doc(user, &user.id)?).await
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        find_one(&self.users, doc! { "_id": id }).await
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        find_one(&self.users, doc! { "username": username }).await
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<()> {
+        replace(
+            &self.users,
+            doc! { "_id": &user.id },
+            to_doc(user, &user.id)?,
+        )
+        .await
+    }
+
+    async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<User>> {
+        let mut conditions = Vec::new();
+        if let Some(search) = search_term(&query.search) {
+            conditions.push(doc! { "$or": [
+                { "username": contains(search) },
+                { "display_name": contains(search) },
+            ] });
+        }
+        if let Some(role) = query.role {
+            conditions.push(doc! { "role": to_bson(&role)? });
+        }
+        if let Some(disabled) = query.disabled {
+            conditions.push(doc! { "disabled": disabled });
+        }
+        find_page(
+            &self.users,
+            and(conditions),
+            doc! { "username": 1, "_id": 1 },
+            query.limit,
+            query.offset,
+        )
+        .await
+    }
+
+    async fn count_active_staff(&self) -> StoreResult<u64> {
+        let staff = corral_sdk::Role::ALL
+            .into_iter()
+            .filter(|r| r.is_staff())
+            .map(|r| to_bson(&r))
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.users
+            .count_documents(doc! { "role": { "$in": staff }, "disabled": false })
+            .await
+            .map_err(db_err)
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        self.users
+            .count_documents(Document::new())
+            .await
+            .map_err(db_err)
+    }
+}
+
+#[async_trait]
+impl SessionRepo for MongoStore {
+    async fn create_session(&self, session: &Session) -> StoreResult<()> {
+        let mut document = to_doc(session, &session.id)?;
+        document.insert(EXPIRE_AT, bson_date(&session.expires_at));
+        insert(&self.sessions, document).await
+    }
+
+    async fn get_session_by_hash(&self, token_hash: &str) -> StoreResult<Option<Session>> {
+        find_one(&self.sessions, doc! { "token_hash": token_hash }).await
+    }
+
+    async fn mark_session_used(&self, id: &str) -> StoreResult<bool> {
+        let result = self
+            .sessions
+            .update_one(
+                doc! { "_id": id, "used": false, "revoked": false },
+                doc! { "$set": { "used": true } },
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(result.modified_count == 1)
+    }
+
+    async fn revoke_family(&self, family_id: &str) -> StoreResult<()> {
+        self.sessions
+            .update_many(
+                doc! { "family_id": family_id },
+                doc! { "$set": { "revoked": true } },
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+        self.sessions
+            .update_many(
+                doc! { "user_id": user_id },
+                doc! { "$set": { "revoked": true } },
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn purge_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let result = self
+            .sessions
+            .delete_many(doc! { "expires_at": { "$lt": time::format(&now) } })
+            .await
+            .map_err(db_err)?;
+        Ok(result.deleted_count)
+    }
+}
+
+#[async_trait]
+impl ApiKeyRepo for MongoStore {
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        insert(&self.api_keys, to_doc(key, &key.id)?).await
+    }
+
+    async fn get_api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+        find_one(&self.api_keys, doc! { "key_hash": key_hash }).await
+    }
+
+    async fn list_api_keys(&self, user_id: &str) -> StoreResult<Vec<ApiKey>> {
+        find_all(
+            &self.api_keys,
+            doc! { "user_id": user_id },
+            sorted(doc! { "created_at": -1, "_id": -1 }),
+        )
+        .await
+    }
+
+    async fn delete_api_key(&self, user_id: &str, id: &str) -> StoreResult<bool> {
+        let result = self
+            .api_keys
+            .delete_one(doc! { "_id": id, "user_id": user_id })
+            .await
+            .map_err(db_err)?;
+        Ok(result.deleted_count == 1)
+    }
+
+    async fn touch_api_key(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        // A key deleted while in use is not an error worth reporting.
+        self.api_keys
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "last_used_at": time::format(&at) } },
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+impl MongoStore {
+    fn chat_doc(chat: &Chat) -> StoreResult<Document> {
+        let mut document = to_doc(chat, &chat.id)?;
+        if let Some(expires_at) = &chat.expires_at {
+            document.insert(EXPIRE_AT, bson_date(expires_at));
+        }
+        Ok(document)
+    }
+
+    /// Gives the chat's messages the chat's TTL date (or removes it).
+    async fn set_messages_expiry(
+        &self,
+        chat_id: &str,
+        expires_at: Option<&DateTime<Utc>>,
+    ) -> StoreResult<()> {
+        let update = match expires_at {
+            Some(t) => doc! { "$set": { EXPIRE_AT: bson_date(t) } },
+            None => doc! { "$unset": { EXPIRE_AT: "" } },
+        };
+        self.messages
+            .update_many(doc! { "chat_id": chat_id }, update)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn delete_chats(&self, ids: Vec<String>) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.messages
+            .delete_many(doc! { "chat_id": { "$in": &ids } })
+            .await
+            .map_err(db_err)?;
+        let result = self
+            .chats
+            .delete_many(doc! { "_id": { "$in": &ids } })
+            .await
+            .map_err(db_err)?;
+        Ok(result.deleted_count)
+    }
+}
+
+#[async_trait]
+impl ChatRepo for MongoStore {
+    async fn create_chat(&self, chat: &Chat) -> StoreResult<()> {
+        insert(&self.chats, Self::chat_doc(chat)?).await
+    }
+
+    async fn get_chat(
+        &self,
+        owner_id: &str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Chat>> {
+        let filter = and(vec![doc! { "_id": id, "owner_id": owner_id }, live(&now)]);
+        find_one(&self.chats, filter).await
+    }
+
+    async fn update_chat(&self, chat: &Chat) -> StoreResult<()> {
+        let before = self
+            .chats
+            .find_one_and_replace(
+                doc! { "_id": &chat.id, "owner_id": &chat.owner_id },
+                Self::chat_doc(chat)?,
+            )
+            .return_document(ReturnDocument::Before)
+            .await
+            .map_err(db_err)?
+            .ok_or(StoreError::NotFound)?;
+        let new_expiry = chat.expires_at.as_ref().map(time::format);
+        let old_expiry = before.get_str("expires_at").ok();
+        if old_expiry != new_expiry.as_deref() {
+            self.set_messages_expiry(&chat.id, chat.expires_at.as_ref())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_chat(&self, owner_id: &str, id: &str) -> StoreResult<bool> {
+        let result = self
+            .chats
+            .delete_one(doc! { "_id": id, "owner_id": owner_id })
+            .await
+            .map_err(db_err)?;
+        if result.deleted_count == 0 {
+            return Ok(false);
+        }
+        self.messages
+            .delete_many(doc! { "chat_id": id })
+            .await
+            .map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn list_chats(
+        &self,
+        owner_id: &str,
+        query: &ChatQuery,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Page<Chat>> {
+        let mut conditions = vec![doc! { "owner_id": owner_id }, live(&now)];
+        if let Some(pinned) = query.pinned {
+            conditions.push(doc! { "pinned": pinned });
+        }
+        if let Some(search) = search_term(&query.search) {
+            let owned = self
+                .chats
+                .distinct("_id", doc! { "owner_id": owner_id })
+                .await
+                .map_err(db_err)?;
+            let matching = self
+                .messages
+                .distinct(
+                    "chat_id",
+                    doc! { "chat_id": { "$in": owned }, "content": contains(search) },
+                )
+                .await
+                .map_err(db_err)?;
+            conditions.push(doc! { "$or": [
+                { "title": contains(search) },
+                { "_id": { "$in": matching } },
+            ] });
+        }
+        find_page(
+            &self.chats,
+            and(conditions),
+            doc! { "pinned": -1, "updated_at": -1, "_id": -1 },
+            query.limit,
+            query.offset,
+        )
+        .await
+    }
+
+    async fn purge_expired_chats(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let expired = self
+            .chats
+            .distinct("_id", doc! { "expires_at": { "$lte": time::format(&now) } })
+            .await
+            .map_err(db_err)?;
+        let ids = expired
+            .into_iter()
+            .map(|id| match id {
+                Bson::String(id) => Ok(id),
+                other => Err(StoreError::Corrupt(format!("chat id {other}"))),
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.delete_chats(ids).await
+    }
+}
+
+#[async_trait]
+impl MessageRepo for MongoStore {
+    async fn add_message(&self, message: &Message) -> StoreResult<()> {
+        let mut document = to_doc(message, &message.id)?;
+        let chat = self
+            .chats
+            .find_one(doc! { "_id": &message.chat_id })
+            .projection(doc! { EXPIRE_AT: 1 })
+            .await
+            .map_err(db_err)?;
+        if let Some(expire_at) = chat.as_ref().and_then(|c| c.get(EXPIRE_AT)) {
+            document.insert(EXPIRE_AT, expire_at.clone());
+        }
+        insert(&self.messages, document).await
+    }
+
+    async fn update_message(&self, message: &Message) -> StoreResult<()> {
+        // `$set` rather than a replacement, so the TTL date stays.
+        let result = self
+            .messages
+            .update_one(
+                doc! { "_id": &message.id },
+                doc! { "$set": to_doc(message, &message.id)? },
+            )
+            .await
+            .map_err(db_err)?;
+        if result.matched_count == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn list_messages(&self, chat_id: &str) -> StoreResult<Vec<Message>> {
+        let now = time::format(&time::now());
+        let chat = self
+            .chats
+            .find_one(doc! { "_id": chat_id })
+            .projection(doc! { "expires_at": 1 })
+            .await
+            .map_err(db_err)?;
+        let expired = chat
+            .as_ref()
+            .and_then(|c| c.get_str("expires_at").ok())
+            .is_some_and(|expires_at| expires_at <= now.as_str());
+        if expired {
+            return Ok(Vec::new());
+        }
+        find_all(
+            &self.messages,
+            doc! { "chat_id": chat_id },
+            sorted(doc! { "created_at": 1, "_id": 1 }),
+        )
+        .await
+    }
+}
+
+impl MongoStore {
+    async fn next_ticket_number(&self) -> StoreResult<i64> {
+        let mut attempt = 0;
+        let counter = loop {
+            let result = self
+                .counters
+                .find_one_and_update(
+                    doc! { "_id": TICKET_COUNTER },
+                    doc! { "$inc": { "seq": 1_i64 } },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await
+                .map_err(db_err);
+            match result {
+                // Two first-ever upserts can race on the counter's `_id`;
+                // the loser retries and finds the winner's document.
+                Err(StoreError::Conflict(_)) if attempt == 0 => attempt += 1,
+                other => break other?,
+            }
+        };
+        let counter =
+            counter.ok_or_else(|| StoreError::Unavailable("ticket counter missing".to_string()))?;
+        let seq = as_u64(counter.get("seq"))?;
+        i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("ticket counter {seq}")))
+    }
+}
+
+#[async_trait]
+impl TicketRepo for MongoStore {
+    async fn create_ticket(&self, ticket: &Ticket) -> StoreResult<Ticket> {
+        let stored = Ticket {
+            number: self.next_ticket_number().await?,
+            ..ticket.clone()
+        };
+        insert(&self.tickets, to_doc(&stored, &stored.id)?).await?;
+        Ok(stored)
+    }
+
+    async fn get_ticket(&self, id: &str) -> StoreResult<Option<Ticket>> {
+        find_one(&self.tickets, doc! { "_id": id }).await
+    }
+
+    async fn get_ticket_by_number(&self, number: i64) -> StoreResult<Option<Ticket>> {
+        find_one(&self.tickets, doc! { "number": number }).await
+    }
+
+    async fn update_ticket(&self, ticket: &Ticket) -> StoreResult<()> {
+        replace(
+            &self.tickets,
+            doc! { "_id": &ticket.id },
+            to_doc(ticket, &ticket.id)?,
+        )
+        .await
+    }
+
+    async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Page<Ticket>> {
+        let mut conditions = Vec::new();
+        if let Some(owner_id) = &query.owner_id {
+            conditions.push(doc! { "owner_id": owner_id });
+        }
+        if let Some(status) = query.status {
+            conditions.push(doc! { "status": to_bson(&status)? });
+        }
+        if let Some(category) = query.category {
+            conditions.push(doc! { "category": to_bson(&category)? });
+        }
+        if let Some(assignee_id) = &query.assignee_id {
+            let value = match assignee_id {
+                Some(id) => Bson::String(id.clone()),
+                None => Bson::Null,
+            };
+            conditions.push(doc! { "assignee_id": value });
+        }
+        if let Some(search) = search_term(&query.search) {
+            conditions.push(doc! { "$or": [
+                { "subject": contains(search) },
+                { "body": contains(search) },
+            ] });
+        }
+        find_page(
+            &self.tickets,
+            and(conditions),
+            doc! { "updated_at": -1, "_id": -1 },
+            query.limit,
+            query.offset,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl CommentRepo for MongoStore {
+    async fn add_comment(&self, comment: &Comment) -> StoreResult<()> {
+        insert(&self.comments, to_doc(comment, &comment.id)?).await
+    }
+
+    async fn list_comments(
+        &self,
+        ticket_id: &str,
+        include_internal: bool,
+    ) -> StoreResult<Vec<Comment>> {
+        let mut filter = doc! { "ticket_id": ticket_id };
+        if !include_internal {
+            filter.insert("internal", false);
+        }
+        find_all(
+            &self.comments,
+            filter,
+            sorted(doc! { "created_at": 1, "_id": 1 }),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl UsageRepo for MongoStore {
+    async fn record_usage(&self, event: &UsageEvent) -> StoreResult<()> {
+        insert(&self.usage, to_doc(event, &event.id)?).await
+    }
+
+    async fn usage_daily(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        user_id: Option<&str>,
+    ) -> StoreResult<UsageDaily> {
+        let mut at = doc! { "$gte": time::format(&time::start_of(from)) };
+        if let Some(end) = time::start_of(to).checked_add_signed(chrono::TimeDelta::days(1)) {
+            at.insert("$lt", time::format(&end));
+        }
+        let mut matched = doc! { "at": at };
+        if let Some(user_id) = user_id {
+            matched.insert("user_id", user_id);
+        }
+        let day = doc! { "$substrBytes": ["$at", 0, 10] };
+
+        let counts_pipeline = [
+            doc! { "$match": matched.clone() },
+            doc! { "$group": {
+                "_id": { "day": day.clone(), "kind": "$kind" },
+                "count": { "$sum": 1 },
+            } },
+            doc! { "$sort": { "_id.day": 1, "_id.kind": 1 } },
+        ];
+        let groups: Vec<Document> = self
+            .usage
+            .aggregate(counts_pipeline)
+            .await
+            .map_err(db_err)?
+            .try_collect()
+            .await
+            .map_err(db_err)?;
+        let counts = groups
+            .iter()
+            .map(|group| {
+                let key = group
+                    .get_document("_id")
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let text = |field: &str| {
+                    key.get_str(field)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                };
+                Ok(DailyCount {
+                    day: parse_day(text("day")?)?,
+                    kind: text("kind")?.to_string(),
+                    count: as_u64(group.get("count"))?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+
+        let users_pipeline = [
+            doc! { "$match": matched },
+            doc! { "$group": { "_id": day, "users": { "$addToSet": "$user_id" } } },
+            doc! { "$project": { "users": { "$size": "$users" } } },
+            doc! { "$sort": { "_id": 1 } },
+        ];
+        let days: Vec<Document> = self
+            .usage
+            .aggregate(users_pipeline)
+            .await
+            .map_err(db_err)?
+            .try_collect()
+            .await
+            .map_err(db_err)?;
+        let active_users = days
+            .iter()
+            .map(|group| {
+                let day = group
+                    .get_str("_id")
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok((parse_day(day)?, as_u64(group.get("users"))?))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+
+        Ok(UsageDaily {
+            counts,
+            active_users,
+        })
+    }
+}
+
+#[async_trait]
+impl AuditRepo for MongoStore {
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        insert(&self.audit, to_doc(entry, &entry.id)?).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Page<AuditEntry>> {
+        let mut filter = Document::new();
+        if let Some(actor_id) = &query.actor_id {
+            filter.insert("actor_id", actor_id);
+        }
+        if let Some(action) = &query.action {
+            filter.insert("action", action);
+        }
+        find_page(
+            &self.audit,
+            filter,
+            doc! { "at": -1, "_id": -1 },
+            query.limit,
+            query.offset,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl SettingsRepo for MongoStore {
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<serde_json::Value>> {
+        let Some(document) = self
+            .settings
+            .find_one(doc! { "_id": key })
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        let value = document.get("value").cloned().unwrap_or(Bson::Null);
+        bson::from_bson(value)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    async fn put_setting(&self, key: &str, value: &serde_json::Value) -> StoreResult<()> {
+        self.settings
+            .replace_one(
+                doc! { "_id": key },
+                doc! { "_id": key, "value": to_bson(value)? },
+            )
+            .upsert(true)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    fn kind(&self) -> &'static str {
+        "mongodb"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.db
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use corral_sdk::Role;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A store in a fresh database, or `None` when no server is configured.
+    async fn store() -> Option<MongoStore> {
+        let url = std::env::var("CORRAL_TEST_MONGODB_URL").ok()?;
+        let database = format!("corral_smoke_{}", new_id().replace('-', ""));
+        Some(
+            MongoStore::connect_database(&url, &database)
+                .await
+                .expect("connect"),
+        )
+    }
+
+    fn user(name: &str, role: Role, at: DateTime<Utc>) -> User {
+        User {
+            id: new_id(),
+            username: name.to_string(),
+            display_name: format!("{name} display"),
+            role,
+            disabled: false,
+            password_hash: "hash".to_string(),
+            token_version: 0,
+            created_at: at,
+            updated_at: at,
+            last_login_at: None,
+        }
+    }
+
+    fn chat(owner_id: &str, title: &str, at: DateTime<Utc>) -> Chat {
+        Chat {
+            id: new_id(),
+            owner_id: owner_id.to_string(),
+            title: title.to_string(),
+            model: "m".to_string(),
+            system_prompt: None,
+            pinned: false,
+            temporary: false,
+            created_at: at,
+            updated_at: at,
+            expires_at: None,
+        }
+    }
+
+    fn message(chat_id: &str, content: &str, at: DateTime<Utc>) -> Message {
+        Message {
+            id: new_id(),
+            chat_id: chat_id.to_string(),
+            role: MessageRole::User,
+            content: content.to_string(),
+            status: MessageStatus::Complete,
+            error: None,
+            created_at: at,
+        }
+    }
+
+    #[test]
+    fn regex_input_is_escaped() {
+        assert_eq!(escape_regex("a.b(c)*"), r"a\.b\(c\)\*");
+    }
+
+    #[test]
+    fn duplicate_field_from_message() {
+        let message = "E11000 duplicate key error collection: c.users index: username_1 dup key";
+        assert_eq!(duplicate_field(None, message), "username");
+        assert_eq!(duplicate_field(None, "index: _id_ dup key"), "id");
+    }
+
+    #[tokio::test]
+    async fn smoke() {
+        let Some(store) = store().await else {
+            return;
+        };
+        let now = time::now();
+        store.ping().await.unwrap();
+        assert_eq!(store.kind(), "mongodb");
+
+        // Users.
+        let alice = user("alice", Role::Admin, now);
+        store.create_user(&alice).await.unwrap();
+        let clash = user("alice", Role::User, now);
+        assert!(matches!(
+            store.create_user(&clash).await,
+            Err(StoreError::Conflict(f)) if f == "username"
+        ));
+        store
+            .create_user(&user("a.b", Role::User, now))
+            .await
+            .unwrap();
+        store
+            .create_user(&user("axb", Role::Technician, now))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_user(&alice.id).await.unwrap(),
+            Some(alice.clone())
+        );
+        assert_eq!(
+            store.get_user_by_username("alice").await.unwrap(),
+            Some(alice.clone())
+        );
+        let page = store
+            .list_users(&UserQuery {
+                search: Some("A.B".to_string()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.total, 1);
+        assert_eq!(page.items[0].username, "a.b");
+        let page = store
+            .list_users(&UserQuery {
+                limit: 2,
+                offset: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.total, 3);
+        let names: Vec<_> = page.items.iter().map(|u| u.username.as_str()).collect();
+        assert_eq!(names, ["alice", "axb"]);
+        assert_eq!(store.count_active_staff().await.unwrap(), 2);
+        assert_eq!(store.count_users().await.unwrap(), 3);
+        let mut ghost = alice.clone();
+        ghost.id = new_id();
+        ghost.username = "ghost".to_string();
+        assert!(matches!(
+            store.update_user(&ghost).await,
+            Err(StoreError::NotFound)
+        ));
+        let mut renamed = alice.clone();
+        renamed.display_name = "Alice".to_string();
+        renamed.last_login_at = Some(now);
+        store.update_user(&renamed).await.unwrap();
+        assert_eq!(store.get_user(&alice.id).await.unwrap(), Some(renamed));
+
+        // Sessions.
+        let session = Session {
+            id: new_id(),
+            user_id: alice.id.clone(),
+            family_id: new_id(),
+            token_hash: "h1".to_string(),
+            created_at: now,
+            expires_at: now + TimeDelta::days(1),
+            used: false,
+            revoked: false,
+        };
+        store.create_session(&session).await.unwrap();
+        assert!(store.mark_session_used(&session.id).await.unwrap());
+        assert!(!store.mark_session_used(&session.id).await.unwrap());
+        store.revoke_family(&session.family_id).await.unwrap();
+        let stored = store.get_session_by_hash("h1").await.unwrap().unwrap();
+        assert!(stored.used && stored.revoked);
+        assert_eq!(
+            store
+                .purge_expired_sessions(now + TimeDelta::days(2))
+                .await
+                .unwrap(),
+            1
+        );
+
+        // Chats and messages.
+        let older = chat(&alice.id, "Older", now - TimeDelta::minutes(5));
+        let mut pinned = chat(&alice.id, "Pinned", now - TimeDelta::minutes(10));
+        pinned.pinned = true;
+        let mut temp = chat(&alice.id, "Temp", now);
+        temp.temporary = true;
+        temp.expires_at = Some(now + TimeDelta::hours(1));
+        let mut gone = chat(&alice.id, "Gone", now);
+        gone.expires_at = Some(now - TimeDelta::seconds(1));
+        for c in [&older, &pinned, &temp, &gone] {
+            store.create_chat(c).await.unwrap();
+        }
+        store
+            .add_message(&message(&older.id, "About Rust.lang", now))
+            .await
+            .unwrap();
+        let mut answer = message(&temp.id, "pending", now);
+        store.add_message(&answer).await.unwrap();
+        answer.content = "done".to_string();
+        answer.status = MessageStatus::Complete;
+        store.update_message(&answer).await.unwrap();
+        assert_eq!(store.list_messages(&temp.id).await.unwrap(), [answer]);
+        let raw = store
+            .messages
+            .find_one(doc! { "chat_id": &temp.id })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(raw.get_datetime(EXPIRE_AT).is_ok());
+
+        let page = store
+            .list_chats(
+                &alice.id,
+                &ChatQuery {
+                    limit: 10,
+                    ..Default::default()
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let titles: Vec<_> = page.items.iter().map(|c| c.title.as_str()).collect();
+        assert_eq!(titles, ["Pinned", "Temp", "Older"]);
+        assert_eq!(page.total, 3);
+        let page = store
+            .list_chats(
+                &alice.id,
+                &ChatQuery {
+                    search: Some("RUST.L".to_string()),
+                    limit: 10,
+                    ..Default::default()
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items, std::slice::from_ref(&older));
+        let page = store
+            .list_chats(
+                &alice.id,
+                &ChatQuery {
+                    search: Some("rust.x".to_string()),
+                    limit: 10,
+                    ..Default::default()
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.total, 0);
+        assert!(store
+            .get_chat(&alice.id, &gone.id, now)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .get_chat("someone", &older.id, now)
+            .await
+            .unwrap()
+            .is_none());
+        let mut kept = temp.clone();
+        kept.temporary = false;
+        kept.expires_at = None;
+        store.update_chat(&kept).await.unwrap();
+        let raw = store
+            .messages
+            .find_one(doc! { "chat_id": &temp.id })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(raw.get(EXPIRE_AT).is_none());
+        assert_eq!(store.purge_expired_chats(now).await.unwrap(), 1);
+        assert!(store.delete_chat(&alice.id, &older.id).await.unwrap());
+        assert!(!store.delete_chat(&alice.id, &older.id).await.unwrap());
+        assert!(store.list_messages(&older.id).await.unwrap().is_empty());
+
+        // Tickets and comments.
+        let ticket = Ticket {
+            id: new_id(),
+            number: 0,
+            owner_id: alice.id.clone(),
+            owner_username: "alice".to_string(),
+            subject: "It (broke)".to_string(),
+            body: "body".to_string(),
+            category: TicketCategory::Bug,
+            priority: TicketPriority::High,
+            status: TicketStatus::Open,
+            assignee_id: None,
+            assignee_username: None,
+            chat_id: None,
+            created_at: now,
+            updated_at: now,
+            resolved_at: None,
+        };
+        let first = store.create_ticket(&ticket).await.unwrap();
+        let second = store
+            .create_ticket(&Ticket {
+                id: new_id(),
+                assignee_id: Some("tech".to_string()),
+                updated_at: now + TimeDelta::seconds(1),
+                ..ticket.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!((first.number, second.number), (1, 2));
+        assert_eq!(
+            store.get_ticket_by_number(2).await.unwrap(),
+            Some(second.clone())
+        );
+        let unassigned = store
+            .list_tickets(&TicketQuery {
+                assignee_id: Some(None),
+                search: Some("(BROKE)".to_string()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(unassigned.items, std::slice::from_ref(&first));
+        let all = store
+            .list_tickets(&TicketQuery {
+                status: Some(TicketStatus::Open),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.items, [second, first.clone()]);
+        let comment = Comment {
+            id: new_id(),
+            ticket_id: first.id.clone(),
+            author_id: alice.id.clone(),
+            author_username: "alice".to_string(),
+            author_is_staff: true,
+            body: "note".to_string(),
+            internal: true,
+            created_at: now,
+        };
+        store.add_comment(&comment).await.unwrap();
+        assert!(store
+            .list_comments(&first.id, false)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.list_comments(&first.id, true).await.unwrap(),
+            [comment]
+        );
+
+        // Usage.
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 3, d).unwrap();
+        let at = |d: u32, h: u32| time::start_of(day(d)) + TimeDelta::hours(i64::from(h));
+        for (user_id, kind, when) in [
+            ("u1", "chat.created", at(1, 1)),
+            ("u2", "chat.created", at(1, 23)),
+            ("u1", "auth.login", at(1, 2)),
+            ("u1", "auth.login", at(2, 0)),
+            ("u1", "auth.login", at(3, 0)),
+        ] {
+            store
+                .record_usage(&UsageEvent {
+                    id: new_id(),
+                    user_id: user_id.to_string(),
+                    kind: kind.to_string(),
+                    at: when,
+                })
+                .await
+                .unwrap();
+        }
+        let daily = store.usage_daily(day(1), day(2), None).await.unwrap();
+        let counts: Vec<_> = daily
+            .counts
+            .iter()
+            .map(|c| (c.day, c.kind.as_str(), c.count))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                (day(1), "auth.login", 1),
+                (day(1), "chat.created", 2),
+                (day(2), "auth.login", 1),
+            ]
+        );
+        assert_eq!(daily.active_users, [(day(1), 2), (day(2), 1)]);
+        let daily = store.usage_daily(day(1), day(3), Some("u2")).await.unwrap();
+        assert_eq!(daily.active_users, [(day(1), 1)]);
+
+        // Audit.
+        for (i, action) in ["user.create", "user.role"].into_iter().enumerate() {
+            store
+                .append_audit(&AuditEntry {
+                    id: new_id(),
+                    at: now + TimeDelta::seconds(i as i64),
+                    actor_id: alice.id.clone(),
+                    actor_username: "alice".to_string(),
+                    action: action.to_string(),
+                    target: "x".to_string(),
+                    details: json!({ "n": 1, "list": [true, "s"] }),
+                })
+                .await
+                .unwrap();
+        }
+        let audit = store
+            .list_audit(&AuditQuery {
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(audit.total, 2);
+        assert_eq!(audit.items[0].action, "user.role");
+        assert_eq!(
+            audit.items[0].details,
+            json!({ "n": 1, "list": [true, "s"] })
+        );
+
+        // Settings.
+        assert_eq!(store.get_setting("k").await.unwrap(), None);
+        for value in [
+            json!(42),
+            json!(-7),
+            json!(1.5),
+            json!(true),
+            json!("text"),
+            json!(null),
+            json!({ "a": { "b": [1, "two", false] }, "big": 9_007_199_254_740_993_i64 }),
+        ] {
+            store.put_setting("k", &value).await.unwrap();
+            assert_eq!(store.get_setting("k").await.unwrap(), Some(value));
+        }
+
+        store.db.drop().await.unwrap();
     }
 }

@@ -2,12 +2,1648 @@
 
 use std::path::Path;
 
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use r2d2::Pool;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::types::{Type, Value};
+use rusqlite::{
+    ffi, params_from_iter, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::*;
+use crate::time;
+
+/// Settings applied to every connection, before anything else runs on it.
+const CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout=5000;
+PRAGMA journal_mode=WAL;
+PRAGMA foreign_keys=ON;
+PRAGMA synchronous=NORMAL;";
+
+/// Schema migrations; after applying entry `i` the database is at
+/// `user_version` `i + 1`. Never edit an entry once released: append.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE users (
+    id TEXT PRIMARY KEY NOT NULL,
+    username TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    disabled INTEGER NOT NULL,
+    password_hash TEXT NOT NULL,
+    token_version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_login_at TEXT
+);
+CREATE UNIQUE INDEX users_username ON users (username);
+CREATE INDEX users_role ON users (role, disabled);
+
+CREATE TABLE sessions (
+    id TEXT PRIMARY KEY NOT NULL,
+    user_id TEXT NOT NULL,
+    family_id TEXT NOT NULL,
+    token_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used INTEGER NOT NULL,
+    revoked INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX sessions_token_hash ON sessions (token_hash);
+CREATE INDEX sessions_family ON sessions (family_id);
+CREATE INDEX sessions_user ON sessions (user_id);
+CREATE INDEX sessions_expires ON sessions (expires_at);
+
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY NOT NULL,
+    user_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    key_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    last_used_at TEXT,
+    expires_at TEXT
+);
+CREATE UNIQUE INDEX api_keys_hash ON api_keys (key_hash);
+CREATE INDEX api_keys_user ON api_keys (user_id, created_at);
+
+CREATE TABLE chats (
+    id TEXT PRIMARY KEY NOT NULL,
+    owner_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    model TEXT NOT NULL,
+    system_prompt TEXT,
+    pinned INTEGER NOT NULL,
+    temporary INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    expires_at TEXT
+);
+CREATE INDEX chats_owner ON chats (owner_id, pinned, updated_at, id);
+CREATE INDEX chats_expires ON chats (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY NOT NULL,
+    chat_id TEXT NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX messages_chat ON messages (chat_id, created_at, id);
+
+CREATE TABLE tickets (
+    id TEXT PRIMARY KEY NOT NULL,
+    number INTEGER NOT NULL,
+    owner_id TEXT NOT NULL,
+    owner_username TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    category TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    status TEXT NOT NULL,
+    assignee_id TEXT,
+    assignee_username TEXT,
+    chat_id TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    resolved_at TEXT
+);
+CREATE UNIQUE INDEX tickets_number ON tickets (number);
+CREATE INDEX tickets_updated ON tickets (updated_at, id);
+CREATE INDEX tickets_owner ON tickets (owner_id, updated_at);
+CREATE INDEX tickets_status ON tickets (status, updated_at);
+CREATE INDEX tickets_assignee ON tickets (assignee_id, updated_at);
+
+-- No foreign key to tickets: tickets are never deleted, so a cascade would
+-- never fire, and the contract does not require the ticket to exist.
+CREATE TABLE comments (
+    id TEXT PRIMARY KEY NOT NULL,
+    ticket_id TEXT NOT NULL,
+    author_id TEXT NOT NULL,
+    author_username TEXT NOT NULL,
+    author_is_staff INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    internal INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX comments_ticket ON comments (ticket_id, created_at, id);
+
+CREATE TABLE usage_events (
+    id TEXT PRIMARY KEY NOT NULL,
+    user_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX usage_at ON usage_events (at, kind);
+CREATE INDEX usage_user ON usage_events (user_id, at);
+
+CREATE TABLE audit_log (
+    id TEXT PRIMARY KEY NOT NULL,
+    at TEXT NOT NULL,
+    actor_id TEXT NOT NULL,
+    actor_username TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit_log (at, id);
+CREATE INDEX audit_actor ON audit_log (actor_id, at);
+CREATE INDEX audit_action ON audit_log (action, at);
+
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+);
+"];
+
+/// A table and its columns, in the order the row codecs below use.
+struct Table {
+    name: &'static str,
+    cols: &'static [&'static str],
+}
+
+impl Table {
+    fn columns(&self) -> String {
+        self.cols.join(", ")
+    }
+
+    fn insert_sql(&self) -> String {
+        let slots: Vec<String> = (1..=self.cols.len()).map(|i| format!("?{i}")).collect();
+        format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            self.name,
+            self.columns(),
+            slots.join(", ")
+        )
+    }
+
+    /// `UPDATE` that matches on `keys`, leaves `frozen` alone and sets every
+    /// other column; its numbered parameters are the full row, as for insert.
+    fn update_sql(&self, keys: &[&str], frozen: &[&str]) -> String {
+        let mut set = Vec::new();
+        let mut matches = Vec::new();
+        for (i, col) in self.cols.iter().enumerate() {
+            let clause = format!("{col} = ?{}", i + 1);
+            if keys.contains(col) {
+                matches.push(clause);
+            } else if !frozen.contains(col) {
+                set.push(clause);
+            }
+        }
+        format!(
+            "UPDATE {} SET {} WHERE {}",
+            self.name,
+            set.join(", "),
+            matches.join(" AND ")
+        )
+    }
+}
+
+const USERS: Table = Table {
+    name: "users",
+    cols: &[
+        "id",
+        "username",
+        "display_name",
+        "role",
+        "disabled",
+        "password_hash",
+        "token_version",
+        "created_at",
+        "updated_at",
+        "last_login_at",
+    ],
+};
+
+const SESSIONS: Table = Table {
+    name: "sessions",
+    cols: &[
+        "id",
+        "user_id",
+        "family_id",
+        "token_hash",
+        "created_at",
+        "expires_at",
+        "used",
+        "revoked",
+    ],
+};
+
+const API_KEYS: Table = Table {
+    name: "api_keys",
+    cols: &[
+        "id",
+        "user_id",
+        "name",
+        "prefix",
+        "key_hash",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+    ],
+};
+
+const CHATS: Table = Table {
+    name: "chats",
+    cols: &[
+        "id",
+        "owner_id",
+        "title",
+        "model",
+        "system_prompt",
+        "pinned",
+        "temporary",
+        "created_at",
+        "updated_at",
+        "expires_at",
+    ],
+};
+
+const MESSAGES: Table = Table {
+    name: "messages",
+    cols: &[
+        "id",
+        "chat_id",
+        "role",
+        "content",
+        "status",
+        "error",
+        "created_at",
+    ],
+};
+
+const TICKETS: Table = Table {
+    name: "tickets",
+    cols: &[
+        "id",
+        "number",
+        "owner_id",
+        "owner_username",
+        "subject",
+        "body",
+        "category",
+        "priority",
+        "status",
+        "assignee_id",
+        "assignee_username",
+        "chat_id",
+        "created_at",
+        "updated_at",
+        "resolved_at",
+    ],
+};
+
+const COMMENTS: Table = Table {
+    name: "comments",
+    cols: &[
+        "id",
+        "ticket_id",
+        "author_id",
+        "author_username",
+        "author_is_staff",
+        "body",
+        "internal",
+        "created_at",
+    ],
+};
+
+const USAGE: Table = Table {
+    name: "usage_events",
+    cols: &["id", "user_id", "kind", "at"],
+};
+
+const AUDIT: Table = Table {
+    name: "audit_log",
+    cols: &[
+        "id",
+        "at",
+        "actor_id",
+        "actor_username",
+        "action",
+        "target",
+        "details",
+    ],
+};
+
 /// SQLite-backed [`super::Store`].
-pub struct SqliteStore {}
+pub struct SqliteStore {
+    pool: Pool<SqliteConnectionManager>,
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
-    pub fn open(_path: &Path) -> anyhow::Result<Self> {
-        todo!()
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        // Migrate on a lone connection first so the pool's connections do
+        // not race each other switching a fresh file to WAL.
+        {
+            let mut conn = Connection::open(path)?;
+            conn.execute_batch(CONNECTION_PRAGMAS)?;
+            migrate(&mut conn)?;
+        }
+        let manager =
+            SqliteConnectionManager::file(path).with_init(|c| c.execute_batch(CONNECTION_PRAGMAS));
+        let pool = Pool::builder().max_size(8).build(manager)?;
+        Ok(Self { pool })
+    }
+
+    /// Runs `f` on a pooled connection on the blocking thread pool.
+    async fn call<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            f(&mut conn).map_err(store_error)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
+    async fn execute(&self, sql: String, params: Vec<Value>) -> StoreResult<usize> {
+        self.call(move |c| c.prepare_cached(&sql)?.execute(params_from_iter(params)))
+            .await
+    }
+
+    async fn query_one<T, M>(
+        &self,
+        sql: String,
+        params: Vec<Value>,
+        map: M,
+    ) -> StoreResult<Option<T>>
+    where
+        T: Send + 'static,
+        M: FnOnce(&Row<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.call(move |c| {
+            c.prepare_cached(&sql)?
+                .query_row(params_from_iter(params), map)
+                .optional()
+        })
+        .await
+    }
+
+    async fn query_all<T, M>(&self, sql: String, params: Vec<Value>, map: M) -> StoreResult<Vec<T>>
+    where
+        T: Send + 'static,
+        M: FnMut(&Row<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.call(move |c| {
+            c.prepare_cached(&sql)?
+                .query_map(params_from_iter(params), map)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn page<T, M>(
+        &self,
+        table: &'static Table,
+        filter: Filter,
+        order: &'static str,
+        limit: u32,
+        offset: u64,
+        map: M,
+    ) -> StoreResult<Page<T>>
+    where
+        T: Send + 'static,
+        M: FnMut(&Row<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.call(move |c| {
+            // One read transaction, so the total and the page agree.
+            let tx = c.transaction()?;
+            let where_sql = filter.where_sql();
+            let total: i64 = tx.query_row(
+                &format!("SELECT COUNT(*) FROM {}{where_sql}", table.name),
+                params_from_iter(&filter.params),
+                |r| r.get(0),
+            )?;
+            let mut params = filter.params;
+            // LIMIT -1 is SQLite for "no limit".
+            params.push(Value::Integer(if limit == 0 { -1 } else { limit.into() }));
+            params.push(Value::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
+            let sql = format!(
+                "SELECT {} FROM {}{where_sql} ORDER BY {order} LIMIT ? OFFSET ?",
+                table.columns(),
+                table.name
+            );
+            let items = tx
+                .prepare(&sql)?
+                .query_map(params_from_iter(params), map)?
+                .collect::<rusqlite::Result<Vec<T>>>()?;
+            tx.commit()?;
+            Ok(Page {
+                items,
+                total: count(total),
+            })
+        })
+        .await
+    }
+}
+
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let applied = usize::try_from(version)?;
+    anyhow::ensure!(
+        applied <= MIGRATIONS.len(),
+        "the database has schema version {version}, newer than this build knows ({})",
+        MIGRATIONS.len()
+    );
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i64::try_from(i + 1)?)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Maps a driver error onto the store's error kinds.
+fn store_error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg)
+            if f.code == ErrorCode::ConstraintViolation
+                && (f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY) =>
+        {
+            StoreError::Conflict(conflicting_column(msg.as_deref()))
+        }
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// The column named by "UNIQUE constraint failed: users.username".
+fn conflicting_column(msg: Option<&str>) -> String {
+    msg.and_then(|m| m.split_once(": "))
+        .and_then(|(_, cols)| cols.split(", ").next())
+        .and_then(|col| col.rsplit('.').next())
+        .filter(|col| !col.is_empty())
+        .unwrap_or("key")
+        .to_owned()
+}
+
+fn is_foreign_key_error(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(m) if m.contains("FOREIGN KEY constraint failed"))
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// `%needle%` for `LIKE … ESCAPE '\'`, with the wildcards of `needle` taken
+/// literally.
+fn like_pattern(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for ch in needle.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(ch);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// `WHERE` clauses and their positional parameters, built up per query.
+#[derive(Default)]
+struct Filter {
+    clauses: Vec<String>,
+    params: Vec<Value>,
+}
+
+impl Filter {
+    fn eq(&mut self, col: &str, value: Value) {
+        self.clauses.push(format!("{col} = ?"));
+        self.params.push(value);
+    }
+
+    fn clause(&mut self, clause: &str, params: impl IntoIterator<Item = Value>) {
+        self.clauses.push(clause.to_owned());
+        self.params.extend(params);
+    }
+
+    /// Case-insensitive substring match of `needle` in any of `cols`.
+    fn search(&mut self, cols: &[&str], needle: &str) {
+        let pattern = like_pattern(needle);
+        let any: Vec<String> = cols
+            .iter()
+            .map(|col| format!("{col} LIKE ? ESCAPE '\\'"))
+            .collect();
+        self.clause(
+            &format!("({})", any.join(" OR ")),
+            cols.iter().map(|_| Value::Text(pattern.clone())),
+        );
+    }
+
+    fn where_sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
+fn opt_text(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, text)
+}
+
+fn at(t: &DateTime<Utc>) -> Value {
+    Value::Text(time::format(t))
+}
+
+fn opt_at(t: Option<&DateTime<Utc>>) -> Value {
+    t.map_or(Value::Null, at)
+}
+
+/// The serde (snake_case) name of a unit enum variant.
+fn enum_text<T: Serialize>(value: &T) -> StoreResult<Value> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Ok(Value::Text(s)),
+        _ => Err(StoreError::Corrupt(
+            "enum value has no text form".to_owned(),
+        )),
+    }
+}
+
+fn conversion<E>(idx: usize, e: E) -> rusqlite::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e))
+}
+
+fn get_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
+    let s: String = row.get(idx)?;
+    time::parse(&s).map_err(|e| conversion(idx, e))
+}
+
+fn get_opt_at(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    let s: Option<String> = row.get(idx)?;
+    s.map(|s| time::parse(&s).map_err(|e| conversion(idx, e)))
+        .transpose()
+}
+
+fn get_enum<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let s: String = row.get(idx)?;
+    serde_json::from_value(serde_json::Value::String(s)).map_err(|e| conversion(idx, e))
+}
+
+fn get_json(row: &Row<'_>, idx: usize) -> rusqlite::Result<serde_json::Value> {
+    let s: String = row.get(idx)?;
+    serde_json::from_str(&s).map_err(|e| conversion(idx, e))
+}
+
+fn user_values(u: &User) -> StoreResult<Vec<Value>> {
+    Ok(vec![
+        text(&u.id),
+        text(&u.username),
+        text(&u.display_name),
+        enum_text(&u.role)?,
+        u.disabled.into(),
+        text(&u.password_hash),
+        u.token_version.into(),
+        at(&u.created_at),
+        at(&u.updated_at),
+        opt_at(u.last_login_at.as_ref()),
+    ])
+}
+
+fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        display_name: r.get(2)?,
+        role: get_enum(r, 3)?,
+        disabled: r.get(4)?,
+        password_hash: r.get(5)?,
+        token_version: r.get(6)?,
+        created_at: get_at(r, 7)?,
+        updated_at: get_at(r, 8)?,
+        last_login_at: get_opt_at(r, 9)?,
+    })
+}
+
+fn session_values(s: &Session) -> Vec<Value> {
+    vec![
+        text(&s.id),
+        text(&s.user_id),
+        text(&s.family_id),
+        text(&s.token_hash),
+        at(&s.created_at),
+        at(&s.expires_at),
+        s.used.into(),
+        s.revoked.into(),
+    ]
+}
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        family_id: r.get(2)?,
+        token_hash: r.get(3)?,
+        created_at: get_at(r, 4)?,
+        expires_at: get_at(r, 5)?,
+        used: r.get(6)?,
+        revoked: r.get(7)?,
+    })
+}
+
+fn api_key_values(k: &ApiKey) -> Vec<Value> {
+    vec![
+        text(&k.id),
+        text(&k.user_id),
+        text(&k.name),
+        text(&k.prefix),
+        text(&k.key_hash),
+        at(&k.created_at),
+        opt_at(k.last_used_at.as_ref()),
+        opt_at(k.expires_at.as_ref()),
+    ]
+}
+
+fn api_key_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        key_hash: r.get(4)?,
+        created_at: get_at(r, 5)?,
+        last_used_at: get_opt_at(r, 6)?,
+        expires_at: get_opt_at(r, 7)?,
+    })
+}
+
+fn chat_values(c: &Chat) -> Vec<Value> {
+    vec![
+        text(&c.id),
+        text(&c.owner_id),
+        text(&c.title),
+        text(&c.model),
+        opt_text(c.system_prompt.as_deref()),
+        c.pinned.into(),
+        c.temporary.into(),
+        at(&c.created_at),
+        at(&c.updated_at),
+        opt_at(c.expires_at.as_ref()),
+    ]
+}
+
+fn chat_row(r: &Row<'_>) -> rusqlite::Result<Chat> {
+    Ok(Chat {
+        id: r.get(0)?,
+        owner_id: r.get(1)?,
+        title: r.get(2)?,
+        model: r.get(3)?,
+        system_prompt: r.get(4)?,
+        pinned: r.get(5)?,
+        temporary: r.get(6)?,
+        created_at: get_at(r, 7)?,
+        updated_at: get_at(r, 8)?,
+        expires_at: get_opt_at(r, 9)?,
+    })
+}
+
+fn message_values(m: &Message) -> StoreResult<Vec<Value>> {
+    Ok(vec![
+        text(&m.id),
+        text(&m.chat_id),
+        enum_text(&m.role)?,
+        text(&m.content),
+        enum_text(&m.status)?,
+        opt_text(m.error.as_deref()),
+        at(&m.created_at),
+    ])
+}
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: r.get(0)?,
+        chat_id: r.get(1)?,
+        role: get_enum(r, 2)?,
+        content: r.get(3)?,
+        status: get_enum(r, 4)?,
+        error: r.get(5)?,
+        created_at: get_at(r, 6)?,
+    })
+}
+
+fn ticket_values(t: &Ticket) -> StoreResult<Vec<Value>> {
+    Ok(vec![
+        text(&t.id),
+        t.number.into(),
+        text(&t.owner_id),
+        text(&t.owner_username),
+        text(&t.subject),
+        text(&t.body),
+        enum_text(&t.category)?,
+        enum_text(&t.priority)?,
+        enum_text(&t.status)?,
+        opt_text(t.assignee_id.as_deref()),
+        opt_text(t.assignee_username.as_deref()),
+        opt_text(t.chat_id.as_deref()),
+        at(&t.created_at),
+        at(&t.updated_at),
+        opt_at(t.resolved_at.as_ref()),
+    ])
+}
+
+fn ticket_row(r: &Row<'_>) -> rusqlite::Result<Ticket> {
+    Ok(Ticket {
+        id: r.get(0)?,
+        number: r.get(1)?,
+        owner_id: r.get(2)?,
+        owner_username: r.get(3)?,
+        subject: r.get(4)?,
+        body: r.get(5)?,
+        category: get_enum(r, 6)?,
+        priority: get_enum(r, 7)?,
+        status: get_enum(r, 8)?,
+        assignee_id: r.get(9)?,
+        assignee_username: r.get(10)?,
+        chat_id: r.get(11)?,
+        created_at: get_at(r, 12)?,
+        updated_at: get_at(r, 13)?,
+        resolved_at: get_opt_at(r, 14)?,
+    })
+}
+
+fn comment_values(c: &Comment) -> Vec<Value> {
+    vec![
+        text(&c.id),
+        text(&c.ticket_id),
+        text(&c.author_id),
+        text(&c.author_username),
+        c.author_is_staff.into(),
+        text(&c.body),
+        c.internal.into(),
+        at(&c.created_at),
+    ]
+}
+
+fn comment_row(r: &Row<'_>) -> rusqlite::Result<Comment> {
+    Ok(Comment {
+        id: r.get(0)?,
+        ticket_id: r.get(1)?,
+        author_id: r.get(2)?,
+        author_username: r.get(3)?,
+        author_is_staff: r.get(4)?,
+        body: r.get(5)?,
+        internal: r.get(6)?,
+        created_at: get_at(r, 7)?,
+    })
+}
+
+fn audit_values(a: &AuditEntry) -> StoreResult<Vec<Value>> {
+    let details = serde_json::to_string(&a.details)
+        .map_err(|e| StoreError::Unavailable(format!("cannot encode audit details: {e}")))?;
+    Ok(vec![
+        text(&a.id),
+        at(&a.at),
+        text(&a.actor_id),
+        text(&a.actor_username),
+        text(&a.action),
+        text(&a.target),
+        Value::Text(details),
+    ])
+}
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        id: r.get(0)?,
+        at: get_at(r, 1)?,
+        actor_id: r.get(2)?,
+        actor_username: r.get(3)?,
+        action: r.get(4)?,
+        target: r.get(5)?,
+        details: get_json(r, 6)?,
+    })
+}
+
+/// `NotFound` when an update touched no row.
+fn updated(rows: usize) -> StoreResult<()> {
+    if rows == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+/// Visible chats: not expired at `now`.
+const LIVE_CHAT: &str = "(expires_at IS NULL OR expires_at > ?)";
+
+#[async_trait]
+impl UserRepo for SqliteStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        self.execute(USERS.insert_sql(), user_values(user)?).await?;
+        Ok(())
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        let sql = format!("SELECT {} FROM users WHERE id = ?", USERS.columns());
+        self.query_one(sql, vec![text(id)], user_row).await
+    }
+
+    async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        let sql = format!("SELECT {} FROM users WHERE username = ?", USERS.columns());
+        self.query_one(sql, vec![text(username)], user_row).await
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<()> {
+        let rows = self
+            .execute(USERS.update_sql(&["id"], &[]), user_values(user)?)
+            .await?;
+        updated(rows)
+    }
+
+    async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<User>> {
+        let mut filter = Filter::default();
+        if let Some(search) = &query.search {
+            filter.search(&["username", "display_name"], search);
+        }
+        if let Some(role) = &query.role {
+            filter.eq("role", enum_text(role)?);
+        }
+        if let Some(disabled) = query.disabled {
+            filter.eq("disabled", disabled.into());
+        }
+        self.page(
+            &USERS,
+            filter,
+            "username",
+            query.limit,
+            query.offset,
+            user_row,
+        )
+        .await
+    }
+
+    async fn count_active_staff(&self) -> StoreResult<u64> {
+        let sql = "SELECT COUNT(*) FROM users WHERE role IN (?, ?) AND disabled = 0".to_owned();
+        let params = vec![
+            enum_text(&corral_sdk::Role::Admin)?,
+            enum_text(&corral_sdk::Role::Technician)?,
+        ];
+        let n = self.query_one(sql, params, |r| r.get::<_, i64>(0)).await?;
+        Ok(count(n.unwrap_or(0)))
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        let sql = "SELECT COUNT(*) FROM users".to_owned();
+        let n = self.query_one(sql, vec![], |r| r.get::<_, i64>(0)).await?;
+        Ok(count(n.unwrap_or(0)))
+    }
+}
+
+#[async_trait]
+impl SessionRepo for SqliteStore {
+    async fn create_session(&self, session: &Session) -> StoreResult<()> {
+        self.execute(SESSIONS.insert_sql(), session_values(session))
+            .await?;
+        Ok(())
+    }
+
+    async fn get_session_by_hash(&self, token_hash: &str) -> StoreResult<Option<Session>> {
+        let sql = format!(
+            "SELECT {} FROM sessions WHERE token_hash = ?",
+            SESSIONS.columns()
+        );
+        self.query_one(sql, vec![text(token_hash)], session_row)
+            .await
+    }
+
+    async fn mark_session_used(&self, id: &str) -> StoreResult<bool> {
+        let sql =
+            "UPDATE sessions SET used = 1 WHERE id = ? AND used = 0 AND revoked = 0".to_owned();
+        Ok(self.execute(sql, vec![text(id)]).await? > 0)
+    }
+
+    async fn revoke_family(&self, family_id: &str) -> StoreResult<()> {
+        let sql = "UPDATE sessions SET revoked = 1 WHERE family_id = ?".to_owned();
+        self.execute(sql, vec![text(family_id)]).await?;
+        Ok(())
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+        let sql = "UPDATE sessions SET revoked = 1 WHERE user_id = ?".to_owned();
+        self.execute(sql, vec![text(user_id)]).await?;
+        Ok(())
+    }
+
+    async fn purge_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let sql = "DELETE FROM sessions WHERE expires_at <= ?".to_owned();
+        let rows = self.execute(sql, vec![at(&now)]).await?;
+        Ok(rows as u64)
+    }
+}
+
+#[async_trait]
+impl ApiKeyRepo for SqliteStore {
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        self.execute(API_KEYS.insert_sql(), api_key_values(key))
+            .await?;
+        Ok(())
+    }
+
+    async fn get_api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<ApiKey>> {
+        let sql = format!(
+            "SELECT {} FROM api_keys WHERE key_hash = ?",
+            API_KEYS.columns()
+        );
+        self.query_one(sql, vec![text(key_hash)], api_key_row).await
+    }
+
+    async fn list_api_keys(&self, user_id: &str) -> StoreResult<Vec<ApiKey>> {
+        let sql = format!(
+            "SELECT {} FROM api_keys WHERE user_id = ? ORDER BY created_at DESC, id DESC",
+            API_KEYS.columns()
+        );
+        self.query_all(sql, vec![text(user_id)], api_key_row).await
+    }
+
+    async fn delete_api_key(&self, user_id: &str, id: &str) -> StoreResult<bool> {
+        let sql = "DELETE FROM api_keys WHERE id = ? AND user_id = ?".to_owned();
+        Ok(self.execute(sql, vec![text(id), text(user_id)]).await? > 0)
+    }
+
+    async fn touch_api_key(&self, id: &str, when: DateTime<Utc>) -> StoreResult<()> {
+        let sql = "UPDATE api_keys SET last_used_at = ? WHERE id = ?".to_owned();
+        self.execute(sql, vec![at(&when), text(id)]).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChatRepo for SqliteStore {
+    async fn create_chat(&self, chat: &Chat) -> StoreResult<()> {
+        self.execute(CHATS.insert_sql(), chat_values(chat)).await?;
+        Ok(())
+    }
+
+    async fn get_chat(
+        &self,
+        owner_id: &str,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Chat>> {
+        let sql = format!(
+            "SELECT {} FROM chats WHERE id = ? AND owner_id = ? AND {LIVE_CHAT}",
+            CHATS.columns()
+        );
+        self.query_one(sql, vec![text(id), text(owner_id), at(&now)], chat_row)
+            .await
+    }
+
+    async fn update_chat(&self, chat: &Chat) -> StoreResult<()> {
+        let rows = self
+            .execute(
+                CHATS.update_sql(&["id", "owner_id"], &[]),
+                chat_values(chat),
+            )
+            .await?;
+        updated(rows)
+    }
+
+    async fn delete_chat(&self, owner_id: &str, id: &str) -> StoreResult<bool> {
+        let sql = "DELETE FROM chats WHERE id = ? AND owner_id = ?".to_owned();
+        Ok(self.execute(sql, vec![text(id), text(owner_id)]).await? > 0)
+    }
+
+    async fn list_chats(
+        &self,
+        owner_id: &str,
+        query: &ChatQuery,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Page<Chat>> {
+        let mut filter = Filter::default();
+        filter.eq("owner_id", text(owner_id));
+        filter.clause(LIVE_CHAT, [at(&now)]);
+        if let Some(pinned) = query.pinned {
+            filter.eq("pinned", pinned.into());
+        }
+        if let Some(search) = &query.search {
+            let pattern = like_pattern(search);
+            filter.clause(
+                "(title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m \
+                 WHERE m.chat_id = chats.id AND m.content LIKE ? ESCAPE '\\'))",
+                [Value::Text(pattern.clone()), Value::Text(pattern)],
+            );
+        }
+        self.page(
+            &CHATS,
+            filter,
+            "pinned DESC, updated_at DESC, id DESC",
+            query.limit,
+            query.offset,
+            chat_row,
+        )
+        .await
+    }
+
+    async fn purge_expired_chats(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let sql = "DELETE FROM chats WHERE expires_at IS NOT NULL AND expires_at <= ?".to_owned();
+        let rows = self.execute(sql, vec![at(&now)]).await?;
+        Ok(rows as u64)
+    }
+}
+
+#[async_trait]
+impl MessageRepo for SqliteStore {
+    async fn add_message(&self, message: &Message) -> StoreResult<()> {
+        match self
+            .execute(MESSAGES.insert_sql(), message_values(message)?)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_foreign_key_error(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update_message(&self, message: &Message) -> StoreResult<()> {
+        let result = self
+            .execute(MESSAGES.update_sql(&["id"], &[]), message_values(message)?)
+            .await;
+        match result {
+            Ok(rows) => updated(rows),
+            Err(e) if is_foreign_key_error(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_messages(&self, chat_id: &str) -> StoreResult<Vec<Message>> {
+        let sql = format!(
+            "SELECT {} FROM messages WHERE chat_id = ? ORDER BY created_at, id",
+            MESSAGES.columns()
+        );
+        self.query_all(sql, vec![text(chat_id)], message_row).await
+    }
+}
+
+#[async_trait]
+impl TicketRepo for SqliteStore {
+    async fn create_ticket(&self, ticket: &Ticket) -> StoreResult<Ticket> {
+        let mut values = ticket_values(ticket)?;
+        let sql = TICKETS.insert_sql();
+        let number = self
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let number: i64 = tx.query_row(
+                    "SELECT COALESCE(MAX(number), 0) + 1 FROM tickets",
+                    [],
+                    |r| r.get(0),
+                )?;
+                values[1] = Value::Integer(number);
+                tx.execute(&sql, params_from_iter(values))?;
+                tx.commit()?;
+                Ok(number)
+            })
+            .await?;
+        Ok(Ticket {
+            number,
+            ..ticket.clone()
+        })
+    }
+
+    async fn get_ticket(&self, id: &str) -> StoreResult<Option<Ticket>> {
+        let sql = format!("SELECT {} FROM tickets WHERE id = ?", TICKETS.columns());
+        self.query_one(sql, vec![text(id)], ticket_row).await
+    }
+
+    async fn get_ticket_by_number(&self, number: i64) -> StoreResult<Option<Ticket>> {
+        let sql = format!("SELECT {} FROM tickets WHERE number = ?", TICKETS.columns());
+        self.query_one(sql, vec![number.into()], ticket_row).await
+    }
+
+    async fn update_ticket(&self, ticket: &Ticket) -> StoreResult<()> {
+        // The number is the store's to assign; an update never changes it.
+        let rows = self
+            .execute(
+                TICKETS.update_sql(&["id"], &["number"]),
+                ticket_values(ticket)?,
+            )
+            .await?;
+        updated(rows)
+    }
+
+    async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Page<Ticket>> {
+        let mut filter = Filter::default();
+        if let Some(owner_id) = &query.owner_id {
+            filter.eq("owner_id", text(owner_id));
+        }
+        if let Some(status) = &query.status {
+            filter.eq("status", enum_text(status)?);
+        }
+        if let Some(category) = &query.category {
+            filter.eq("category", enum_text(category)?);
+        }
+        match &query.assignee_id {
+            Some(Some(assignee)) => filter.eq("assignee_id", text(assignee)),
+            Some(None) => filter.clause("assignee_id IS NULL", []),
+            None => {}
+        }
+        if let Some(search) = &query.search {
+            filter.search(&["subject", "body"], search);
+        }
+        self.page(
+            &TICKETS,
+            filter,
+            "updated_at DESC, id DESC",
+            query.limit,
+            query.offset,
+            ticket_row,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl CommentRepo for SqliteStore {
+    async fn add_comment(&self, comment: &Comment) -> StoreResult<()> {
+        self.execute(COMMENTS.insert_sql(), comment_values(comment))
+            .await?;
+        Ok(())
+    }
+
+    async fn list_comments(
+        &self,
+        ticket_id: &str,
+        include_internal: bool,
+    ) -> StoreResult<Vec<Comment>> {
+        let internal = if include_internal {
+            ""
+        } else {
+            " AND internal = 0"
+        };
+        let sql = format!(
+            "SELECT {} FROM comments WHERE ticket_id = ?{internal} ORDER BY created_at, id",
+            COMMENTS.columns()
+        );
+        self.query_all(sql, vec![text(ticket_id)], comment_row)
+            .await
+    }
+}
+
+#[async_trait]
+impl UsageRepo for SqliteStore {
+    async fn record_usage(&self, event: &UsageEvent) -> StoreResult<()> {
+        let values = vec![
+            text(&event.id),
+            text(&event.user_id),
+            text(&event.kind),
+            at(&event.at),
+        ];
+        self.execute(USAGE.insert_sql(), values).await?;
+        Ok(())
+    }
+
+    async fn usage_daily(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        user_id: Option<&str>,
+    ) -> StoreResult<UsageDaily> {
+        if from > to {
+            return Ok(UsageDaily::default());
+        }
+        let mut filter = Filter::default();
+        filter.clause("at >= ?", [at(&time::start_of(from))]);
+        if let Some(next) = to.succ_opt() {
+            filter.clause("at < ?", [at(&time::start_of(next))]);
+        }
+        if let Some(user_id) = user_id {
+            filter.eq("user_id", text(user_id));
+        }
+        self.call(move |c| {
+            let where_sql = filter.where_sql();
+            let tx = c.transaction()?;
+            let counts = tx
+                .prepare(&format!(
+                    "SELECT substr(at, 1, 10) AS day, kind, COUNT(*) FROM usage_events{where_sql} \
+                     GROUP BY day, kind ORDER BY day, kind"
+                ))?
+                .query_map(params_from_iter(&filter.params), |r| {
+                    Ok(DailyCount {
+                        day: get_day(r, 0)?,
+                        kind: r.get(1)?,
+                        count: count(r.get(2)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let active_users = tx
+                .prepare(&format!(
+                    "SELECT substr(at, 1, 10) AS day, COUNT(DISTINCT user_id) FROM usage_events\
+                     {where_sql} GROUP BY day ORDER BY day"
+                ))?
+                .query_map(params_from_iter(&filter.params), |r| {
+                    Ok((get_day(r, 0)?, count(r.get(1)?)))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.commit()?;
+            Ok(UsageDaily {
+                counts,
+                active_users,
+            })
+        })
+        .await
+    }
+}
+
+fn get_day(row: &Row<'_>, idx: usize) -> rusqlite::Result<NaiveDate> {
+    let s: String = row.get(idx)?;
+    NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|e| conversion(idx, e))
+}
+
+#[async_trait]
+impl AuditRepo for SqliteStore {
+    async fn append_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        self.execute(AUDIT.insert_sql(), audit_values(entry)?)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Page<AuditEntry>> {
+        let mut filter = Filter::default();
+        if let Some(actor_id) = &query.actor_id {
+            filter.eq("actor_id", text(actor_id));
+        }
+        if let Some(action) = &query.action {
+            filter.eq("action", text(action));
+        }
+        self.page(
+            &AUDIT,
+            filter,
+            "at DESC, id DESC",
+            query.limit,
+            query.offset,
+            audit_row,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl SettingsRepo for SqliteStore {
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<serde_json::Value>> {
+        let sql = "SELECT value FROM settings WHERE key = ?".to_owned();
+        self.query_one(sql, vec![text(key)], |r| get_json(r, 0))
+            .await
+    }
+
+    async fn put_setting(&self, key: &str, value: &serde_json::Value) -> StoreResult<()> {
+        let json = serde_json::to_string(value)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode setting: {e}")))?;
+        let sql = "INSERT INTO settings (key, value) VALUES (?, ?) \
+                   ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            .to_owned();
+        self.execute(sql, vec![text(key), Value::Text(json)])
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.query_one("SELECT 1".to_owned(), vec![], |r| r.get::<_, i64>(0))
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::new_id;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        time::parse(s).unwrap()
+    }
+
+    fn user(username: &str) -> User {
+        User {
+            id: new_id(),
+            username: username.to_owned(),
+            display_name: username.to_uppercase(),
+            role: corral_sdk::Role::User,
+            disabled: false,
+            password_hash: "hash".to_owned(),
+            token_version: 0,
+            created_at: t("2026-01-01T00:00:00Z"),
+            updated_at: t("2026-01-01T00:00:00Z"),
+            last_login_at: None,
+        }
+    }
+
+    fn chat(owner_id: &str, title: &str) -> Chat {
+        Chat {
+            id: new_id(),
+            owner_id: owner_id.to_owned(),
+            title: title.to_owned(),
+            model: "m".to_owned(),
+            system_prompt: None,
+            pinned: false,
+            temporary: false,
+            created_at: t("2026-01-01T00:00:00Z"),
+            updated_at: t("2026-01-01T00:00:00Z"),
+            expires_at: None,
+        }
+    }
+
+    fn ticket(subject: &str) -> Ticket {
+        Ticket {
+            id: new_id(),
+            number: 0,
+            owner_id: "o".to_owned(),
+            owner_username: "owner".to_owned(),
+            subject: subject.to_owned(),
+            body: "body".to_owned(),
+            category: TicketCategory::FeatureRequest,
+            priority: TicketPriority::Normal,
+            status: TicketStatus::InProgress,
+            assignee_id: None,
+            assignee_username: None,
+            chat_id: None,
+            created_at: t("2026-01-01T00:00:00Z"),
+            updated_at: t("2026-01-01T00:00:00Z"),
+            resolved_at: None,
+        }
+    }
+
+    fn all<T: Default>() -> T {
+        T::default()
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_data_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corral.db");
+        let alice = user("alice");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.create_user(&alice).await.unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.get_user(&alice.id).await.unwrap(), Some(alice));
+        let version = store
+            .call(|c| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)))
+            .await
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(store.kind(), "sqlite");
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn username_clash_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        store.create_user(&user("bob")).await.unwrap();
+        let err = store.create_user(&user("bob")).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref k) if k == "username"),
+            "{err:?}"
+        );
+        let mut carol = user("carol");
+        store.create_user(&carol).await.unwrap();
+        carol.username = "bob".to_owned();
+        let err = store.update_user(&carol).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref k) if k == "username"),
+            "{err:?}"
+        );
+        let err = store.update_user(&user("nobody")).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn search_takes_wildcards_literally() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        for name in ["a%b", "axb", "a_c", "a\\d", "plain"] {
+            store.create_user(&user(name)).await.unwrap();
+        }
+        let names = |page: Page<User>| -> Vec<String> {
+            page.items.into_iter().map(|u| u.username).collect()
+        };
+        for (needle, expected) in [("%", "a%b"), ("_", "a_c"), ("\\", "a\\d"), ("A%B", "a%b")] {
+            let query = UserQuery {
+                search: Some(needle.to_owned()),
+                ..all()
+            };
+            let page = store.list_users(&query).await.unwrap();
+            assert_eq!(page.total, 1, "{needle}");
+            assert_eq!(names(page), [expected], "{needle}");
+        }
+        // Display names are upper case: the search ignores case.
+        let query = UserQuery {
+            search: Some("lai".to_owned()),
+            ..all()
+        };
+        assert_eq!(names(store.list_users(&query).await.unwrap()), ["plain"]);
+        let query = UserQuery {
+            limit: 2,
+            offset: 1,
+            ..all()
+        };
+        let page = store.list_users(&query).await.unwrap();
+        assert_eq!(page.total, 5);
+        assert_eq!(names(page), ["a\\d", "a_c"]);
+    }
+
+    #[tokio::test]
+    async fn chats_expire_search_messages_and_cascade() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        let now = t("2026-02-01T00:00:00Z");
+        let kept = chat("u", "Trip ideas");
+        let mut gone = chat("u", "Temporary");
+        gone.temporary = true;
+        gone.expires_at = Some(now);
+        store.create_chat(&kept).await.unwrap();
+        store.create_chat(&gone).await.unwrap();
+        let message = Message {
+            id: new_id(),
+            chat_id: kept.id.clone(),
+            role: MessageRole::Assistant,
+            content: "Try 100% LISBON".to_owned(),
+            status: MessageStatus::Complete,
+            error: None,
+            created_at: now,
+        };
+        store.add_message(&message).await.unwrap();
+
+        assert!(store.get_chat("u", &gone.id, now).await.unwrap().is_none());
+        assert!(store
+            .get_chat("other", &kept.id, now)
+            .await
+            .unwrap()
+            .is_none());
+        let page = store.list_chats("u", &all(), now).await.unwrap();
+        assert_eq!(page.total, 1);
+
+        let query = ChatQuery {
+            search: Some("lisbon".to_owned()),
+            ..all()
+        };
+        let page = store.list_chats("u", &query, now).await.unwrap();
+        assert_eq!(page.items, std::slice::from_ref(&kept));
+
+        assert_eq!(store.purge_expired_chats(now).await.unwrap(), 1);
+        assert!(store.delete_chat("u", &kept.id).await.unwrap());
+        assert!(!store.delete_chat("u", &kept.id).await.unwrap());
+        assert!(store.list_messages(&kept.id).await.unwrap().is_empty());
+        let err = store.add_message(&message).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn tickets_number_up_under_concurrency() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("c.db")).unwrap());
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.create_ticket(&ticket(&format!("t{i}"))).await })
+            })
+            .collect();
+        let mut numbers = Vec::new();
+        for task in tasks {
+            numbers.push(task.await.unwrap().unwrap().number);
+        }
+        numbers.sort_unstable();
+        assert_eq!(numbers, (1..=10).collect::<Vec<i64>>());
+        let stored = store.get_ticket_by_number(3).await.unwrap().unwrap();
+        assert_eq!(stored.category, TicketCategory::FeatureRequest);
+        let query = TicketQuery {
+            assignee_id: Some(None),
+            status: Some(TicketStatus::InProgress),
+            ..all()
+        };
+        assert_eq!(store.list_tickets(&query).await.unwrap().total, 10);
+        let query = TicketQuery {
+            assignee_id: Some(Some("x".to_owned())),
+            ..all()
+        };
+        assert_eq!(store.list_tickets(&query).await.unwrap().total, 0);
+    }
+
+    #[tokio::test]
+    async fn a_session_is_used_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        let session = Session {
+            id: new_id(),
+            user_id: "u".to_owned(),
+            family_id: "f".to_owned(),
+            token_hash: "h".to_owned(),
+            created_at: t("2026-01-01T00:00:00Z"),
+            expires_at: t("2026-01-02T00:00:00Z"),
+            used: false,
+            revoked: false,
+        };
+        store.create_session(&session).await.unwrap();
+        assert!(store.mark_session_used(&session.id).await.unwrap());
+        assert!(!store.mark_session_used(&session.id).await.unwrap());
+        let stored = store.get_session_by_hash("h").await.unwrap().unwrap();
+        assert!(stored.used);
+    }
+
+    #[tokio::test]
+    async fn usage_days_are_inclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        for (user_id, kind, when) in [
+            ("a", "chat.created", "2026-03-01T23:59:59.999Z"),
+            ("a", "auth.login", "2026-03-02T00:00:00Z"),
+            ("b", "auth.login", "2026-03-02T12:00:00Z"),
+            ("a", "auth.login", "2026-03-03T23:59:59.999Z"),
+            ("a", "auth.login", "2026-03-04T00:00:00Z"),
+        ] {
+            let event = UsageEvent {
+                id: new_id(),
+                user_id: user_id.to_owned(),
+                kind: kind.to_owned(),
+                at: t(when),
+            };
+            store.record_usage(&event).await.unwrap();
+        }
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let daily = store
+            .usage_daily(day("2026-03-02"), day("2026-03-03"), None)
+            .await
+            .unwrap();
+        let counts: Vec<_> = daily
+            .counts
+            .iter()
+            .map(|c| (c.day.to_string(), c.kind.as_str(), c.count))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("2026-03-02".to_owned(), "auth.login", 2),
+                ("2026-03-03".to_owned(), "auth.login", 1)
+            ]
+        );
+        assert_eq!(
+            daily.active_users,
+            [(day("2026-03-02"), 2), (day("2026-03-03"), 1)]
+        );
+        let daily = store
+            .usage_daily(day("2026-03-01"), day("2026-03-04"), Some("b"))
+            .await
+            .unwrap();
+        assert_eq!(daily.active_users, [(day("2026-03-02"), 1)]);
+    }
+
+    #[tokio::test]
+    async fn settings_and_audit_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+        assert_eq!(store.get_setting("k").await.unwrap(), None);
+        store
+            .put_setting("k", &serde_json::json!({"a": 1}))
+            .await
+            .unwrap();
+        store
+            .put_setting("k", &serde_json::json!([2]))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_setting("k").await.unwrap(),
+            Some(serde_json::json!([2]))
+        );
+        let entry = AuditEntry {
+            id: new_id(),
+            at: t("2026-01-01T00:00:00.123Z"),
+            actor_id: "a".to_owned(),
+            actor_username: "admin".to_owned(),
+            action: "user.role".to_owned(),
+            target: "u".to_owned(),
+            details: serde_json::json!({"role": "admin"}),
+        };
+        store.append_audit(&entry).await.unwrap();
+        let page = store.list_audit(&all()).await.unwrap();
+        assert_eq!(page.items, [entry]);
     }
 }
