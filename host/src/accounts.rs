@@ -72,9 +72,7 @@ pub async fn new_user(
 /// Maps a unique-key clash on users to a clear message.
 pub fn username_taken(err: StoreError) -> AppError {
     match err {
-        StoreError::Conflict(_) => {
-            AppError::Conflict("that username is taken".into())
-        }
+        StoreError::Conflict(_) => AppError::Conflict("that username is taken".into()),
         other => other.into(),
     }
 }

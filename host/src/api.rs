@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiResult, Validator};
-use crate::model::{AuditEntry, User, UsageEvent};
+use crate::model::{AuditEntry, UsageEvent, User};
 use crate::policy::{Access, Caller};
 use crate::state::AppState;
 use crate::time::{serde_millis, serde_millis_opt};
@@ -49,9 +49,9 @@ fn route(
 /// Every API route. The OpenAPI document must list exactly these (checked
 /// at start and by a test).
 pub fn routes() -> Vec<ApiRoute> {
+    use routing::{delete, get, patch, post};
     use Access::*;
     use Method as M;
-    use routing::{delete, get, patch, post};
     vec![
         route(M::GET, "/healthz", Public, get(health::healthz)),
         route(M::GET, "/readyz", Public, get(health::readyz)),
@@ -62,20 +62,40 @@ pub fn routes() -> Vec<ApiRoute> {
         route(M::POST, "/api/auth/logout", Public, post(auth::logout)),
         route(M::GET, "/api/me", Signed, get(auth::me)),
         route(M::PATCH, "/api/me", Signed, patch(auth::update_me)),
-        route(M::POST, "/api/me/password", Signed, post(auth::change_password)),
+        route(
+            M::POST,
+            "/api/me/password",
+            Signed,
+            post(auth::change_password),
+        ),
         route(M::GET, "/api/me/keys", Signed, get(auth::list_keys)),
         route(M::POST, "/api/me/keys", Signed, post(auth::create_key)),
-        route(M::DELETE, "/api/me/keys/{id}", Signed, delete(auth::delete_key)),
+        route(
+            M::DELETE,
+            "/api/me/keys/{id}",
+            Signed,
+            delete(auth::delete_key),
+        ),
         route(M::GET, "/api/me/stats", Signed, get(stats::mine)),
         // User management.
         route(M::GET, "/api/users", Staff, get(users::list)),
         route(M::POST, "/api/users", Staff, post(users::create)),
         route(M::GET, "/api/users/{id}", Staff, get(users::get_one)),
         route(M::PATCH, "/api/users/{id}", Staff, patch(users::update)),
-        route(M::POST, "/api/users/{id}/password", Staff, post(users::reset_password)),
+        route(
+            M::POST,
+            "/api/users/{id}/password",
+            Staff,
+            post(users::reset_password),
+        ),
         route(M::GET, "/api/audit", Staff, get(admin::audit)),
         route(M::GET, "/api/settings", Staff, get(admin::get_settings)),
-        route(M::PATCH, "/api/settings", Staff, patch(admin::update_settings)),
+        route(
+            M::PATCH,
+            "/api/settings",
+            Staff,
+            patch(admin::update_settings),
+        ),
         route(M::GET, "/api/stats", Staff, get(stats::platform)),
         // Chats.
         route(M::GET, "/api/chats", Signed, get(chats::list)),
@@ -84,13 +104,28 @@ pub fn routes() -> Vec<ApiRoute> {
         route(M::PATCH, "/api/chats/{id}", Signed, patch(chats::update)),
         route(M::DELETE, "/api/chats/{id}", Signed, delete(chats::remove)),
         route(M::GET, "/api/chats/{id}/export", Signed, get(chats::export)),
-        route(M::POST, "/api/chats/{id}/messages", Signed, post(chats::add_message)),
+        route(
+            M::POST,
+            "/api/chats/{id}/messages",
+            Signed,
+            post(chats::add_message),
+        ),
         // Tickets.
         route(M::GET, "/api/tickets", Signed, get(tickets::list)),
         route(M::POST, "/api/tickets", Signed, post(tickets::create)),
         route(M::GET, "/api/tickets/{id}", Signed, get(tickets::get_one)),
-        route(M::PATCH, "/api/tickets/{id}", Signed, patch(tickets::update)),
-        route(M::POST, "/api/tickets/{id}/comments", Signed, post(tickets::comment)),
+        route(
+            M::PATCH,
+            "/api/tickets/{id}",
+            Signed,
+            patch(tickets::update),
+        ),
+        route(
+            M::POST,
+            "/api/tickets/{id}/comments",
+            Signed,
+            post(tickets::comment),
+        ),
     ]
 }
 
@@ -98,7 +133,8 @@ pub fn routes() -> Vec<ApiRoute> {
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for r in routes() {
-        let layer = axum::middleware::from_fn_with_state((state.clone(), r.access), crate::policy::enforce);
+        let layer =
+            axum::middleware::from_fn_with_state((state.clone(), r.access), crate::policy::enforce);
         router = router.route(r.path, r.handler.route_layer(layer));
     }
     router.with_state(state)
@@ -163,8 +199,16 @@ pub fn paging(limit: Option<u32>, offset: Option<u64>) -> ApiResult<(u32, u64)> 
     let limit = limit.unwrap_or(50);
     let offset = offset.unwrap_or(0);
     Validator::new()
-        .check((1..=MAX_LIMIT).contains(&limit), "limit", format!("must be 1 to {MAX_LIMIT}"))
-        .check(offset <= MAX_OFFSET, "offset", format!("must be at most {MAX_OFFSET}"))
+        .check(
+            (1..=MAX_LIMIT).contains(&limit),
+            "limit",
+            format!("must be 1 to {MAX_LIMIT}"),
+        )
+        .check(
+            offset <= MAX_OFFSET,
+            "offset",
+            format!("must be at most {MAX_OFFSET}"),
+        )
         .finish()?;
     Ok((limit, offset))
 }

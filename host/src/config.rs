@@ -81,7 +81,9 @@ impl Config {
                 .database
                 .or(file.database)
                 .filter(|s| !s.is_empty()),
-            access_token_ttl_secs: file.access_token_ttl_secs.unwrap_or(d.access_token_ttl_secs),
+            access_token_ttl_secs: file
+                .access_token_ttl_secs
+                .unwrap_or(d.access_token_ttl_secs),
             refresh_token_ttl_days: file
                 .refresh_token_ttl_days
                 .unwrap_or(d.refresh_token_ttl_days),

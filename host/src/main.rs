@@ -75,7 +75,11 @@ enum AdminCommand {
     },
 }
 
-fn resolve(store: &StoreArgs, bind: Option<SocketAddr>, log_json: Option<bool>) -> anyhow::Result<Config> {
+fn resolve(
+    store: &StoreArgs,
+    bind: Option<SocketAddr>,
+    log_json: Option<bool>,
+) -> anyhow::Result<Config> {
     let file = match &store.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -130,7 +134,8 @@ async fn main() -> anyhow::Result<()> {
                 Some(p) => p,
                 None => prompt_password()?,
             };
-            let store = corral_host::store::open(config.database.as_deref(), &config.data_dir).await?;
+            let store =
+                corral_host::store::open(config.database.as_deref(), &config.data_dir).await?;
             let user = corral_host::accounts::create_account(
                 store.as_ref(),
                 &username,
@@ -139,7 +144,10 @@ async fn main() -> anyhow::Result<()> {
                 password,
             )
             .await?;
-            println!("Created {} `{}` (id {}).", user.role, user.username, user.id);
+            println!(
+                "Created {} `{}` (id {}).",
+                user.role, user.username, user.id
+            );
             Ok(())
         }
     }

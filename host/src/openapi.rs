@@ -65,8 +65,14 @@ pub fn spec_json() -> String {
 /// Shared error responses, referenced from operations.
 const ERRORS: &[(&str, &str)] = &[
     ("BadRequest", "Malformed JSON, query or path"),
-    ("Unauthorized", "Not signed in, or the token is invalid or expired"),
-    ("Forbidden", "The account is disabled or its role may not do this"),
+    (
+        "Unauthorized",
+        "Not signed in, or the token is invalid or expired",
+    ),
+    (
+        "Forbidden",
+        "The account is disabled or its role may not do this",
+    ),
     ("PayloadTooLarge", "The request body is over the size limit"),
     ("UnsupportedMediaType", "The body is not `application/json`"),
     ("ValidationFailed", "A field is invalid; `details` names it"),
@@ -85,7 +91,9 @@ impl Modify for Conventions {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT or API key")
-                    .description(Some("An access token from /api/auth/login, or a personal API key"))
+                    .description(Some(
+                        "An access token from /api/auth/login, or a personal API key",
+                    ))
                     .build(),
             ),
         );
@@ -99,7 +107,9 @@ impl Modify for Conventions {
                         .build(),
                 )
                 .build();
-            components.responses.insert((*name).to_owned(), RefOr::T(response));
+            components
+                .responses
+                .insert((*name).to_owned(), RefOr::T(response));
         }
         for route in api::routes() {
             let Some(item) = openapi.paths.paths.get_mut(route.path) else {
@@ -127,10 +137,15 @@ impl Modify for Conventions {
             if route.access.needs_sign_in() {
                 add("401", "Unauthorized");
                 add("403", "Forbidden");
-                op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                op.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
             }
             if route.path == "/healthz" || route.path == "/readyz" {
-                op.responses.responses.retain(|s, _| s == "200" || s == "503");
+                op.responses
+                    .responses
+                    .retain(|s, _| s == "200" || s == "503");
                 if route.path == "/healthz" {
                     op.responses.responses.remove("503");
                 }
@@ -183,7 +198,10 @@ pub fn check_routes() -> Result<(), String> {
     let mut problems = Vec::new();
     for op in &routed {
         if !documented.contains(op) {
-            problems.push(format!("route {} {} is not in the OpenAPI document", op.0, op.1));
+            problems.push(format!(
+                "route {} {} is not in the OpenAPI document",
+                op.0, op.1
+            ));
         }
     }
     for op in &documented {

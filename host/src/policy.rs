@@ -93,7 +93,11 @@ pub async fn enforce(
     next.run(request).await
 }
 
-async fn authorize(state: &AppState, access: Access, headers: &HeaderMap) -> Result<Caller, AppError> {
+async fn authorize(
+    state: &AppState,
+    access: Access,
+    headers: &HeaderMap,
+) -> Result<Caller, AppError> {
     let token = bearer(headers).ok_or_else(|| {
         AppError::Unauthorized("sign in: send `Authorization: Bearer <token>`".into())
     })?;
@@ -133,7 +137,11 @@ pub async fn resolve(state: &AppState, token: &str) -> Result<Caller, AppError> 
         if key.expires_at.is_some_and(|t| t <= now) {
             return Err(invalid());
         }
-        let user = state.store.get_user(&key.user_id).await?.ok_or_else(invalid)?;
+        let user = state
+            .store
+            .get_user(&key.user_id)
+            .await?
+            .ok_or_else(invalid)?;
         // Refreshing `last_used_at` at most once a minute keeps writes off
         // the hot path of busy API clients.
         if key
@@ -148,7 +156,11 @@ pub async fn resolve(state: &AppState, token: &str) -> Result<Caller, AppError> 
         });
     }
     let claims = state.tokens.verify(token).ok_or_else(invalid)?;
-    let user = state.store.get_user(&claims.sub).await?.ok_or_else(invalid)?;
+    let user = state
+        .store
+        .get_user(&claims.sub)
+        .await?
+        .ok_or_else(invalid)?;
     if user.token_version != claims.ver {
         return Err(invalid());
     }

@@ -26,7 +26,10 @@ impl RateLimiter {
         let Some(times) = map.get_mut(key) else {
             return Ok(());
         };
-        while times.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
             times.pop_front();
         }
         if times.len() < max {
@@ -42,7 +45,11 @@ impl RateLimiter {
         let now = Instant::now();
         let mut map = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= PRUNE_AT {
-            map.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < window));
+            map.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now.duration_since(*t) < window)
+            });
         }
         map.entry(key.to_owned()).or_default().push_back(now);
     }

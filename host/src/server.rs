@@ -25,8 +25,8 @@ pub fn app(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::spec()))
         .fallback(|| async { AppError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
-            let mut response = AppError::BadRequest("method not allowed on this route".into())
-                .into_response();
+            let mut response =
+                AppError::BadRequest("method not allowed on this route".into()).into_response();
             *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
             response
         })
@@ -42,11 +42,11 @@ fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     tracing::error!(panic = what, "a request handler panicked");
-    let mut response =
-        AppError::Internal(anyhow::anyhow!("handler panicked")).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    let mut response = AppError::Internal(anyhow::anyhow!("handler panicked")).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     response
 }
 

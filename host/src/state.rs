@@ -40,7 +40,10 @@ impl AppState {
         };
         Ok(AppState {
             store,
-            tokens: Arc::new(TokenKeys::new(secret.as_bytes(), config.access_token_ttl_secs)),
+            tokens: Arc::new(TokenKeys::new(
+                secret.as_bytes(),
+                config.access_token_ttl_secs,
+            )),
             config: Arc::new(config),
             limiter: Arc::new(RateLimiter::new()),
         })

@@ -25,9 +25,7 @@ pub fn parse(s: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
 
 /// Midnight UTC at the start of `day`.
 pub fn start_of(day: NaiveDate) -> DateTime<Utc> {
-    day.and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc()
+    day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
 }
 
 /// Serde helpers for `DateTime<Utc>` fields.

@@ -86,9 +86,18 @@ pub async fn update_settings(
 ) -> ApiResult<Json<Settings>> {
     if let Some(open) = req.registration_open {
         if open != registration_open(&state).await? {
-            state.store.put_setting(REGISTRATION_OPEN, &json!(open)).await?;
-            write_audit(&state, &caller, "settings.update", REGISTRATION_OPEN, json!({"to": open}))
+            state
+                .store
+                .put_setting(REGISTRATION_OPEN, &json!(open))
                 .await?;
+            write_audit(
+                &state,
+                &caller,
+                "settings.update",
+                REGISTRATION_OPEN,
+                json!({"to": open}),
+            )
+            .await?;
         }
     }
     get_settings(State(state)).await

@@ -86,7 +86,8 @@ pub async fn issue_tokens(
     let access_token = state.tokens.issue(&user.id, user.token_version)?;
     let refresh_token = new_secret(REFRESH_TOKEN_PREFIX);
     let created_at = now();
-    let expires_at = created_at + chrono::Duration::days(state.config.refresh_token_ttl_days as i64);
+    let expires_at =
+        created_at + chrono::Duration::days(state.config.refresh_token_ttl_days as i64);
     let session = Session {
         id: new_id(),
         user_id: user.id.clone(),
@@ -186,10 +187,8 @@ pub struct LoginRequest {
 /// so that they take as long to reject as known ones.
 fn dummy_hash() -> String {
     static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        crate::auth::hash_password(&new_secret("")).unwrap_or_default()
-    })
-    .clone()
+    HASH.get_or_init(|| crate::auth::hash_password(&new_secret("")).unwrap_or_default())
+        .clone()
 }
 
 /// Sign in with username and password.
@@ -370,7 +369,10 @@ pub async fn change_password(
     v.finish()?;
     let mut user = caller.user;
     if !verify_password_async(user.password_hash.clone(), req.current_password).await {
-        return Err(AppError::field("current_password", "is not the current password"));
+        return Err(AppError::field(
+            "current_password",
+            "is not the current password",
+        ));
     }
     user.password_hash = hash_password_async(req.new_password).await?;
     user.token_version += 1;

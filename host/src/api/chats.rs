@@ -9,9 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{paging, search_term, usage, Paged};
 use crate::error::{ApiResult, AppError, Json, Path, Query, Validator};
-use crate::model::{
-    new_id, usage_kind, Chat, ChatQuery, Message, MessageRole, MessageStatus,
-};
+use crate::model::{new_id, usage_kind, Chat, ChatQuery, Message, MessageRole, MessageStatus};
 use crate::policy::Caller;
 use crate::state::AppState;
 use crate::time::now;
@@ -104,7 +102,12 @@ pub async fn create(
     Json(req): Json<CreateChatRequest>,
 ) -> ApiResult<(StatusCode, Json<Chat>)> {
     let model = req.model.trim().to_owned();
-    let title = req.title.as_deref().map(str::trim).unwrap_or(UNTITLED).to_owned();
+    let title = req
+        .title
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or(UNTITLED)
+        .to_owned();
     let mut v = Validator::new();
     v.check(
         (1..=200).contains(&model.chars().count()) && !model.chars().any(char::is_control),
@@ -121,15 +124,16 @@ pub async fn create(
         "only temporary chats expire",
     );
     v.check(
-        req.ttl_seconds.is_none_or(|t| (60..=MAX_TTL_SECS).contains(&t)),
+        req.ttl_seconds
+            .is_none_or(|t| (60..=MAX_TTL_SECS).contains(&t)),
         "ttl_seconds",
         format!("must be 60 to {MAX_TTL_SECS}"),
     );
     v.finish()?;
     let at = now();
-    let expires_at = req.temporary.then(|| {
-        at + chrono::Duration::seconds(req.ttl_seconds.unwrap_or(24 * 3600) as i64)
-    });
+    let expires_at = req
+        .temporary
+        .then(|| at + chrono::Duration::seconds(req.ttl_seconds.unwrap_or(24 * 3600) as i64));
     let chat = Chat {
         id: new_id(),
         owner_id: caller.id().to_owned(),
@@ -305,7 +309,13 @@ pub async fn export(
 fn file_stem(title: &str) -> String {
     let stem: String = title
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(60)
         .collect();
     if stem.trim_matches('_').is_empty() {
@@ -404,11 +414,7 @@ pub async fn add_message(
 /// A title from the first line of a message, at most 60 characters.
 fn title_from(content: &str) -> String {
     let line = content.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let clean: String = line
-        .trim()
-        .chars()
-        .filter(|c| !c.is_control())
-        .collect();
+    let clean: String = line.trim().chars().filter(|c| !c.is_control()).collect();
     let mut title: String = clean.chars().take(60).collect();
     if clean.chars().count() > 60 {
         title.push('…');

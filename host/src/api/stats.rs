@@ -89,10 +89,20 @@ fn fill_days(from: NaiveDate, to: NaiveDate, daily: &UsageDaily) -> Vec<Platform
     let mut days: BTreeMap<NaiveDate, PlatformDay> = from
         .iter_days()
         .take_while(|d| *d <= to)
-        .map(|day| (day, PlatformDay { day, ..PlatformDay::default() }))
+        .map(|day| {
+            (
+                day,
+                PlatformDay {
+                    day,
+                    ..PlatformDay::default()
+                },
+            )
+        })
         .collect();
     for c in &daily.counts {
-        let Some(day) = days.get_mut(&c.day) else { continue };
+        let Some(day) = days.get_mut(&c.day) else {
+            continue;
+        };
         let slot = match c.kind.as_str() {
             usage_kind::USER_REGISTERED => &mut day.new_users,
             usage_kind::CHAT_CREATED => &mut day.chats,
@@ -205,8 +215,16 @@ mod tests {
         let d = |s: &str| s.parse::<NaiveDate>().unwrap();
         let daily = UsageDaily {
             counts: vec![
-                DailyCount { day: d("2026-01-02"), kind: "chat.created".into(), count: 3 },
-                DailyCount { day: d("2026-01-09"), kind: "chat.created".into(), count: 9 },
+                DailyCount {
+                    day: d("2026-01-02"),
+                    kind: "chat.created".into(),
+                    count: 3,
+                },
+                DailyCount {
+                    day: d("2026-01-09"),
+                    kind: "chat.created".into(),
+                    count: 9,
+                },
             ],
             active_users: vec![(d("2026-01-02"), 2)],
         };
@@ -220,8 +238,20 @@ mod tests {
     #[test]
     fn ranges_are_checked() {
         let d = |s: &str| Some(s.parse::<NaiveDate>().unwrap());
-        assert!(range(&RangeParams { from: d("2026-02-01"), to: d("2026-01-01") }).is_err());
-        assert!(range(&RangeParams { from: d("2024-01-01"), to: d("2026-01-01") }).is_err());
-        assert!(range(&RangeParams { from: d("2026-01-01"), to: d("2026-01-01") }).is_ok());
+        assert!(range(&RangeParams {
+            from: d("2026-02-01"),
+            to: d("2026-01-01")
+        })
+        .is_err());
+        assert!(range(&RangeParams {
+            from: d("2024-01-01"),
+            to: d("2026-01-01")
+        })
+        .is_err());
+        assert!(range(&RangeParams {
+            from: d("2026-01-01"),
+            to: d("2026-01-01")
+        })
+        .is_ok());
     }
 }

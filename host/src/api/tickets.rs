@@ -11,8 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::{audit, paging, search_term, usage, Paged};
 use crate::error::{ApiResult, AppError, Json, Path, Query, Validator};
 use crate::model::{
-    new_id, usage_kind, Comment, Ticket, TicketCategory, TicketPriority, TicketQuery,
-    TicketStatus,
+    new_id, usage_kind, Comment, Ticket, TicketCategory, TicketPriority, TicketQuery, TicketStatus,
 };
 use crate::policy::Caller;
 use crate::state::AppState;
@@ -114,7 +113,12 @@ pub async fn create(
     check_text(&mut v, "body", &req.body);
     v.finish()?;
     if let Some(chat_id) = &req.chat_id {
-        if state.store.get_chat(caller.id(), chat_id, now()).await?.is_none() {
+        if state
+            .store
+            .get_chat(caller.id(), chat_id, now())
+            .await?
+            .is_none()
+        {
             return Err(AppError::field("chat_id", "is not one of your chats"));
         }
     }
@@ -329,10 +333,14 @@ pub async fn comment(
     v.finish()?;
     let mut ticket = load(&state, &caller, &id).await?;
     if req.internal && !caller.is_staff() {
-        return Err(AppError::Forbidden("only staff can write internal notes".into()));
+        return Err(AppError::Forbidden(
+            "only staff can write internal notes".into(),
+        ));
     }
     if ticket.status == TicketStatus::Closed {
-        return Err(AppError::Conflict("the ticket is closed; open a new one".into()));
+        return Err(AppError::Conflict(
+            "the ticket is closed; open a new one".into(),
+        ));
     }
     let at = now();
     let comment = Comment {

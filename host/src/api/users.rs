@@ -185,8 +185,19 @@ pub async fn update(
         audit(&state, &caller, "user.role", &id, details).await?;
     }
     if before.disabled != user.disabled {
-        let action = if user.disabled { "user.disable" } else { "user.enable" };
-        audit(&state, &caller, action, &id, json!({"username": user.username})).await?;
+        let action = if user.disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        };
+        audit(
+            &state,
+            &caller,
+            action,
+            &id,
+            json!({"username": user.username}),
+        )
+        .await?;
     }
     Ok(Json(UserView::from(&user)))
 }
@@ -221,7 +232,14 @@ pub async fn reset_password(
     user.updated_at = now();
     state.store.update_user(&user).await?;
     state.store.revoke_user_sessions(&user.id).await?;
-    audit(&state, &caller, "user.password_reset", &id, json!({"username": user.username})).await?;
+    audit(
+        &state,
+        &caller,
+        "user.password_reset",
+        &id,
+        json!({"username": user.username}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -250,8 +268,16 @@ mod tests {
         let admin = user(Role::Admin, false);
         assert!(removes_last_staff(&admin, &user(Role::User, false), 1));
         assert!(removes_last_staff(&admin, &user(Role::Admin, true), 1));
-        assert!(!removes_last_staff(&admin, &user(Role::Technician, false), 1));
+        assert!(!removes_last_staff(
+            &admin,
+            &user(Role::Technician, false),
+            1
+        ));
         assert!(!removes_last_staff(&admin, &user(Role::User, false), 2));
-        assert!(!removes_last_staff(&user(Role::User, false), &user(Role::User, true), 1));
+        assert!(!removes_last_staff(
+            &user(Role::User, false),
+            &user(Role::User, true),
+            1
+        ));
     }
 }
