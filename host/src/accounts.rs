@@ -5,7 +5,7 @@ use corral_sdk::Role;
 
 use crate::auth::hash_password_async;
 use crate::error::{ApiResult, AppError, Validator};
-use crate::model::{new_id, User};
+use crate::model::{new_id, usage_kind, UsageEvent, User};
 use crate::store::{Store, StoreError};
 use crate::time::now;
 
@@ -77,7 +77,7 @@ pub fn username_taken(err: StoreError) -> AppError {
     }
 }
 
-/// Validates and creates an account.
+/// Validates and creates an account, counting it in the statistics.
 pub async fn create_account(
     store: &dyn Store,
     username: &str,
@@ -92,5 +92,14 @@ pub async fn create_account(
     v.finish()?;
     let user = new_user(username, display_name, role, password).await?;
     store.create_user(&user).await.map_err(username_taken)?;
+    let event = UsageEvent {
+        id: new_id(),
+        user_id: user.id.clone(),
+        kind: usage_kind::USER_REGISTERED.to_owned(),
+        at: user.created_at,
+    };
+    if let Err(err) = store.record_usage(&event).await {
+        tracing::warn!(%err, "could not record a usage event");
+    }
     Ok(user)
 }

@@ -158,7 +158,6 @@ pub async fn register(
         req.password,
     )
     .await?;
-    usage(&state, &user.id, usage_kind::USER_REGISTERED).await;
     let tokens = issue_tokens(&state, &user, None).await?;
     Ok((StatusCode::CREATED, Json(tokens)))
 }
