@@ -24,12 +24,7 @@ pub fn app(state: AppState) -> Router {
     crate::api::router(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::spec()))
         .fallback(|| async { AppError::NotFound("route") })
-        .method_not_allowed_fallback(|| async {
-            let mut response =
-                AppError::BadRequest("method not allowed on this route".into()).into_response();
-            *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
-            response
-        })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())

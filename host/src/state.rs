@@ -21,6 +21,11 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     pub config: Arc<Config>,
     pub limiter: Arc<RateLimiter>,
+    /// Held while a change that could remove the last active admin or
+    /// technician is checked and written, so two such changes cannot both
+    /// pass the check. (It serialises within one host process; hosts that
+    /// share a database rely on such changes being rare and human-paced.)
+    pub staff_changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
@@ -46,6 +51,7 @@ impl AppState {
             )),
             config: Arc::new(config),
             limiter: Arc::new(RateLimiter::new()),
+            staff_changes: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 }

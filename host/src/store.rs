@@ -85,6 +85,8 @@ pub trait ApiKeyRepo: Send + Sync {
     async fn list_api_keys(&self, user_id: &str) -> StoreResult<Vec<ApiKey>>;
     /// Deletes one of the user's keys; `false` if the user has no such key.
     async fn delete_api_key(&self, user_id: &str, id: &str) -> StoreResult<bool>;
+    /// Deletes every key of the user; returns how many.
+    async fn delete_user_api_keys(&self, user_id: &str) -> StoreResult<u64>;
     async fn touch_api_key(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()>;
 }
 

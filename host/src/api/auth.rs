@@ -273,18 +273,20 @@ pub async fn refresh(
     if session.revoked || session.expires_at <= now() {
         return Err(invalid());
     }
-    if !state.store.mark_session_used(&session.id).await? {
-        // Lost a race with another refresh of the same token: that is reuse.
-        state.store.revoke_family(&session.family_id).await?;
-        return Err(invalid());
-    }
     let user = state
         .store
         .get_user(&session.user_id)
         .await?
         .ok_or_else(invalid)?;
+    // Checked before the token is spent, so a disabled account keeps a
+    // usable token for when it is enabled again.
     if user.disabled {
         return Err(AppError::AccountDisabled);
+    }
+    if !state.store.mark_session_used(&session.id).await? {
+        // Lost a race with another refresh of the same token: that is reuse.
+        state.store.revoke_family(&session.family_id).await?;
+        return Err(invalid());
     }
     usage(&state, &user.id, usage_kind::REFRESH).await;
     Ok(Json(

@@ -285,7 +285,7 @@ pub async fn update(
     ticket.updated_at = now();
     state.store.update_ticket(&ticket).await?;
     if ticket.status == TicketStatus::Resolved && before.status != TicketStatus::Resolved {
-        usage(&state, &ticket.owner_id, usage_kind::TICKET_RESOLVED).await;
+        usage(&state, caller.id(), usage_kind::TICKET_RESOLVED).await;
     }
     if staff {
         let details = json!({

@@ -73,6 +73,7 @@ pub struct CreateUserRequest {
     request_body = CreateUserRequest,
     responses(
         (status = 201, description = "Created", body = UserView),
+        (status = 403, description = "Only technicians can create technicians", body = corral_sdk::ErrorBody),
         (status = 409, description = "The username is taken", body = corral_sdk::ErrorBody),
     ))]
 pub async fn create(
@@ -80,6 +81,7 @@ pub async fn create(
     caller: Caller,
     Json(req): Json<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
+    may_grant(&caller, req.role)?;
     let user = create_account(
         state.store.as_ref(),
         &req.username,
@@ -97,6 +99,17 @@ pub async fn create(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
+}
+
+/// Only technicians may make or unmake technicians: an admin could
+/// otherwise give anyone (themselves included) rights admins do not have.
+fn may_grant(caller: &Caller, role: Role) -> ApiResult<()> {
+    if role == Role::Technician && caller.user.role != Role::Technician {
+        return Err(AppError::Forbidden(
+            "only a technician can grant or take away the technician role".into(),
+        ));
+    }
+    Ok(())
 }
 
 async fn load(state: &AppState, id: &str) -> ApiResult<User> {
@@ -144,6 +157,7 @@ fn removes_last_staff(before: &User, after: &User, active_staff: u64) -> bool {
     request_body = UpdateUserRequest,
     responses(
         (status = 200, description = "Updated", body = UserView),
+        (status = 403, description = "Only technicians can grant or take away the technician role", body = corral_sdk::ErrorBody),
         (status = 404, description = "No such user", body = corral_sdk::ErrorBody),
         (status = 409, description = "Would leave no active admin or technician", body = corral_sdk::ErrorBody),
     ))]
@@ -153,6 +167,7 @@ pub async fn update(
     Path(id): Path<String>,
     Json(req): Json<UpdateUserRequest>,
 ) -> ApiResult<Json<UserView>> {
+    let _guard = state.staff_changes.lock().await;
     let before = load(&state, &id).await?;
     let mut user = before.clone();
     let mut v = Validator::new();
@@ -162,6 +177,10 @@ pub async fn update(
     v.finish()?;
     if let Some(role) = req.role {
         user.role = role;
+    }
+    if user.role != before.role {
+        may_grant(&caller, before.role)?;
+        may_grant(&caller, user.role)?;
     }
     if let Some(disabled) = req.disabled {
         user.disabled = disabled;
@@ -209,7 +228,8 @@ pub struct ResetPasswordRequest {
     pub new_password: String,
 }
 
-/// Reset an account's password. All its sessions and tokens stop working.
+/// Reset an account's password. All its sessions, access tokens and API
+/// keys stop working.
 #[utoipa::path(post, path = "/api/users/{id}/password", tag = "users",
     params(("id" = String, Path, description = "User id")),
     request_body = ResetPasswordRequest,
@@ -232,12 +252,13 @@ pub async fn reset_password(
     user.updated_at = now();
     state.store.update_user(&user).await?;
     state.store.revoke_user_sessions(&user.id).await?;
+    let keys = state.store.delete_user_api_keys(&user.id).await?;
     audit(
         &state,
         &caller,
         "user.password_reset",
         &id,
-        json!({"username": user.username}),
+        json!({"username": user.username, "api_keys_revoked": keys}),
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -59,6 +59,7 @@ cases![
     api_key_round_trip_and_touch,
     api_key_list_newest_first_own_only,
     api_key_delete_own_only,
+    api_key_delete_all_of_user,
     chat_round_trip_and_owner_scope,
     chat_update,
     chat_delete_removes_messages,
@@ -940,6 +941,29 @@ pub async fn api_key_list_newest_first_own_only(s: &dyn Store) {
     assert_eq!(keys, vec![k3, k2, k1], "u1's key records");
     assert_eq!(ok!(s.list_api_keys("u2")), vec![other], "u2's keys");
     assert!(ok!(s.list_api_keys("u3")).is_empty(), "a user without keys");
+}
+
+/// `delete_user_api_keys` deletes all of one user's keys and nobody else's.
+pub async fn api_key_delete_all_of_user(s: &dyn Store) {
+    let a = api_key("u1", "a", 1);
+    let b = api_key("u1", "b", 2);
+    let theirs = api_key("u2", "theirs", 3);
+    for k in [&a, &b, &theirs] {
+        ok!(s.create_api_key(k));
+    }
+    assert_eq!(ok!(s.delete_user_api_keys("u1")), 2, "u1 had two keys");
+    assert!(ok!(s.list_api_keys("u1")).is_empty(), "u1's keys remain");
+    assert_eq!(
+        ok!(s.get_api_key_by_hash(&a.key_hash)),
+        None,
+        "a still found"
+    );
+    assert_eq!(
+        ok!(s.list_api_keys("u2")),
+        vec![theirs],
+        "u2's key was touched"
+    );
+    assert_eq!(ok!(s.delete_user_api_keys("u3")), 0, "nobody's keys");
 }
 
 /// `delete_api_key` deletes only the user's own key.

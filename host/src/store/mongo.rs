@@ -491,6 +491,15 @@ impl ApiKeyRepo for MongoStore {
         Ok(result.deleted_count == 1)
     }
 
+    async fn delete_user_api_keys(&self, user_id: &str) -> StoreResult<u64> {
+        let result = self
+            .api_keys
+            .delete_many(doc! { "user_id": user_id })
+            .await
+            .map_err(db_err)?;
+        Ok(result.deleted_count)
+    }
+
     async fn touch_api_key(&self, id: &str, at: DateTime<Utc>) -> StoreResult<()> {
         // A key deleted while in use is not an error worth reporting.
         self.api_keys

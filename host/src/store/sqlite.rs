@@ -343,8 +343,10 @@ impl SqliteStore {
             conn.execute_batch(CONNECTION_PRAGMAS)?;
             migrate(&mut conn)?;
         }
-        let manager =
-            SqliteConnectionManager::file(path).with_init(|c| c.execute_batch(CONNECTION_PRAGMAS));
+        let manager = SqliteConnectionManager::file(path).with_init(|c| {
+            c.execute_batch(CONNECTION_PRAGMAS)?;
+            register_fold(c)
+        });
         let pool = Pool::builder().max_size(8).build(manager)?;
         Ok(Self { pool })
     }
@@ -499,19 +501,28 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// `%needle%` for `LIKE … ESCAPE '\'`, with the wildcards of `needle` taken
-/// literally.
-fn like_pattern(needle: &str) -> String {
-    let mut pattern = String::with_capacity(needle.len() + 2);
-    pattern.push('%');
-    for ch in needle.chars() {
-        if matches!(ch, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(ch);
-    }
-    pattern.push('%');
-    pattern
+/// Name of the SQL function registered on every connection that lowercases
+/// text with Unicode rules (SQLite's own `lower()` and `LIKE` fold ASCII
+/// only, so "Äpfel" would not match "äpfel").
+const FOLD: &str = "corral_fold";
+
+fn register_fold(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        FOLD,
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let value: Option<String> = ctx.get(0)?;
+            Ok(value.map(|v| v.to_lowercase()))
+        },
+    )
+}
+
+/// SQL that is true when `needle_param` (already folded) occurs in `col`,
+/// taken literally: `instr` has no wildcards to escape.
+fn contains_sql(col: &str) -> String {
+    format!("instr({FOLD}({col}), ?) > 0")
 }
 
 /// `WHERE` clauses and their positional parameters, built up per query.
@@ -534,14 +545,11 @@ impl Filter {
 
     /// Case-insensitive substring match of `needle` in any of `cols`.
     fn search(&mut self, cols: &[&str], needle: &str) {
-        let pattern = like_pattern(needle);
-        let any: Vec<String> = cols
-            .iter()
-            .map(|col| format!("{col} LIKE ? ESCAPE '\\'"))
-            .collect();
+        let folded = needle.to_lowercase();
+        let any: Vec<String> = cols.iter().map(|col| contains_sql(col)).collect();
         self.clause(
             &format!("({})", any.join(" OR ")),
-            cols.iter().map(|_| Value::Text(pattern.clone())),
+            cols.iter().map(|_| Value::Text(folded.clone())),
         );
     }
 
@@ -982,6 +990,11 @@ impl ApiKeyRepo for SqliteStore {
         Ok(self.execute(sql, vec![text(id), text(user_id)]).await? > 0)
     }
 
+    async fn delete_user_api_keys(&self, user_id: &str) -> StoreResult<u64> {
+        let sql = "DELETE FROM api_keys WHERE user_id = ?".to_owned();
+        Ok(self.execute(sql, vec![text(user_id)]).await? as u64)
+    }
+
     async fn touch_api_key(&self, id: &str, when: DateTime<Utc>) -> StoreResult<()> {
         let sql = "UPDATE api_keys SET last_used_at = ? WHERE id = ?".to_owned();
         self.execute(sql, vec![at(&when), text(id)]).await?;
@@ -1038,12 +1051,13 @@ impl ChatRepo for SqliteStore {
             filter.eq("pinned", pinned.into());
         }
         if let Some(search) = &query.search {
-            let pattern = like_pattern(search);
-            filter.clause(
-                "(title LIKE ? ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m \
-                 WHERE m.chat_id = chats.id AND m.content LIKE ? ESCAPE '\\'))",
-                [Value::Text(pattern.clone()), Value::Text(pattern)],
+            let folded = search.to_lowercase();
+            let sql = format!(
+                "({} OR EXISTS (SELECT 1 FROM messages m WHERE m.chat_id = chats.id AND {}))",
+                contains_sql("title"),
+                contains_sql("m.content")
             );
+            filter.clause(&sql, [Value::Text(folded.clone()), Value::Text(folded)]);
         }
         self.page(
             &CHATS,

@@ -1,0 +1,323 @@
+//! Shared helpers of the HTTP-level tests: a fresh SQLite store in a
+//! temporary directory behind the real application router, accounts, and
+//! small request helpers. Requests go through `tower::ServiceExt::oneshot`;
+//! no socket is opened.
+//!
+//! Included by each test file with `#[path = "support.rs"] mod support;`.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use corral_host::accounts::create_account;
+use corral_host::config::Config;
+use corral_host::model::User;
+use corral_host::state::AppState;
+use corral_host::store::sqlite::SqliteStore;
+use corral_host::store::Store;
+use corral_sdk::Role;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+/// The password of every account the helpers create.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A signed-in account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub username: String,
+    pub role: Role,
+    pub access: String,
+    pub refresh: String,
+}
+
+/// A whole response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    /// The body as JSON: `Null` when empty, a JSON string when not JSON.
+    pub fn json(&self) -> Value {
+        if self.body.is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into_owned()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: header::HeaderName) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// The application over a fresh store.
+pub struct TestApp {
+    pub state: AppState,
+    pub app: Router,
+    pub store: Arc<dyn Store>,
+    _dir: TempDir,
+}
+
+/// An argon2 hash of [`PASSWORD`], computed once per test binary, for
+/// accounts inserted straight into the store.
+fn password_hash() -> String {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| corral_host::auth::hash_password(PASSWORD).expect("hashing"))
+        .clone()
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with_config(Config::default()).await
+    }
+
+    pub async fn with_config(config: Config) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("corral.db");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&path)
+                .unwrap_or_else(|e| panic!("opening {}: {e:#}", path.display())),
+        );
+        let state = AppState::new(store.clone(), config)
+            .await
+            .expect("application state");
+        let app = corral_host::server::app(state.clone());
+        TestApp {
+            state,
+            app,
+            store,
+            _dir: dir,
+        }
+    }
+
+    /// Creates an account with [`PASSWORD`] the way `corral admin create`
+    /// does (argon2: slow-ish, so once per account and test).
+    pub async fn create(&self, username: &str, role: Role) -> User {
+        create_account(
+            self.store.as_ref(),
+            username,
+            None,
+            role,
+            PASSWORD.to_owned(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating {username}: {e:?}"))
+    }
+
+    /// Inserts an account straight into the store, reusing one password
+    /// hash (fast; for throwaway fixtures).
+    pub async fn insert_user(&self, username: &str, role: Role) -> User {
+        let at = corral_host::time::now();
+        let user = User {
+            id: corral_host::model::new_id(),
+            username: username.to_owned(),
+            display_name: username.to_owned(),
+            role,
+            disabled: false,
+            password_hash: password_hash(),
+            token_version: 0,
+            created_at: at,
+            updated_at: at,
+            last_login_at: None,
+        };
+        self.store.create_user(&user).await.expect("inserting user");
+        user
+    }
+
+    /// Tokens for `user` issued directly (no API call, no argon2).
+    pub async fn issue(&self, user: &User) -> Account {
+        let tokens = corral_host::api::auth::issue_tokens(&self.state, user, None)
+            .await
+            .expect("issuing tokens");
+        Account {
+            id: user.id.clone(),
+            username: user.username.clone(),
+            role: user.role,
+            access: tokens.access_token,
+            refresh: tokens.refresh_token,
+        }
+    }
+
+    /// Signs in through the API; panics unless it answers 200.
+    pub async fn login(&self, username: &str, password: &str) -> Account {
+        let (status, body) = self
+            .post(
+                "/api/auth/login",
+                None,
+                &json!({"username": username, "password": password}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login of {username}: {body}");
+        account_from_tokens(&body)
+    }
+
+    /// Creates an account and signs in through the API.
+    pub async fn signed_in(&self, username: &str, role: Role) -> Account {
+        self.create(username, role).await;
+        self.login(username, PASSWORD).await
+    }
+
+    /// Sends a request as it is.
+    pub async fn send(&self, request: Request<Body>) -> Resp {
+        let response = self
+            .app
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("reading the body")
+            .to_bytes();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A request with an optional bearer token and optional JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Resp {
+        self.send(request(method, path, token, body)).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let r = self.call(Method::GET, path, token, None).await;
+        (r.status, r.json())
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let r = self.call(Method::POST, path, token, Some(body)).await;
+        (r.status, r.json())
+    }
+
+    pub async fn patch(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let r = self.call(Method::PATCH, path, token, Some(body)).await;
+        (r.status, r.json())
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let r = self.call(Method::DELETE, path, token, None).await;
+        (r.status, r.json())
+    }
+
+    /// Creates a chat of the token's owner; returns it.
+    pub async fn chat(&self, token: &str, title: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/api/chats",
+                Some(token),
+                &json!({"model": "gemma-3-270m", "title": title}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "creating chat: {body}");
+        body
+    }
+
+    /// Opens a ticket of the token's owner; returns it.
+    pub async fn ticket(&self, token: &str, subject: &str, category: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/api/tickets",
+                Some(token),
+                &json!({"subject": subject, "body": "Details of the problem.", "category": category}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "opening ticket: {body}");
+        body
+    }
+}
+
+/// Builds a request; a body is sent as `application/json`.
+pub fn request(
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    match body {
+        Some(body) => builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string())),
+        None => builder.body(Body::empty()),
+    }
+    .expect("valid request")
+}
+
+/// The account in a `TokenResponse`.
+pub fn account_from_tokens(body: &Value) -> Account {
+    let s = |v: &Value| {
+        v.as_str()
+            .unwrap_or_else(|| panic!("not a token response: {body}"))
+            .to_owned()
+    };
+    Account {
+        id: s(&body["user"]["id"]),
+        username: s(&body["user"]["username"]),
+        role: serde_json::from_value(body["user"]["role"].clone()).expect("a role"),
+        access: s(&body["access_token"]),
+        refresh: s(&body["refresh_token"]),
+    }
+}
+
+/// Asserts the shape of an error answer: `{code, message}` with `code`.
+#[track_caller]
+pub fn assert_error(status: StatusCode, body: &Value, want_status: StatusCode, want_code: &str) {
+    assert_eq!(status, want_status, "unexpected status; body: {body}");
+    assert_eq!(
+        body["code"], want_code,
+        "unexpected error code; body: {body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error without a message: {body}"
+    );
+}
+
+/// The `items` of a page.
+pub fn items(body: &Value) -> &Vec<Value> {
+    body["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a page: {body}"))
+}
+
+/// One field of each item of a page.
+pub fn field_of_items(body: &Value, field: &str) -> Vec<Value> {
+    items(body).iter().map(|i| i[field].clone()).collect()
+}
