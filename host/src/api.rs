@@ -7,7 +7,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use corral_sdk::Role;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::error::{ApiResult, Validator};
 use crate::model::{AuditEntry, UsageEvent, User};
@@ -178,16 +178,6 @@ pub struct Paged<T: ToSchema> {
     pub total: u64,
     pub limit: u32,
     pub offset: u64,
-}
-
-/// Paging parameters shared by list endpoints.
-#[derive(Debug, Clone, Copy, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Paging {
-    /// Page size, 1 to 200 (default 50).
-    pub limit: Option<u32>,
-    /// Matches to skip (default 0).
-    pub offset: Option<u64>,
 }
 
 /// The largest page and offset a list accepts.

@@ -3,10 +3,11 @@
 //! Every error the REST API sends, extractor rejections included, goes
 //! through [`AppError`], so clients see one shape: [`ErrorBody`].
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use corral_sdk::{ErrorBody, FieldError};
 use serde::de::DeserializeOwned;
@@ -151,10 +152,19 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !is_json(req.headers()) {
+            return Err(AppError::UnsupportedMediaType(
+                "expected `Content-Type: application/json`".into(),
+            ));
         }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge("the request body is too large".into())
+            } else {
+                AppError::BadRequest(r.body_text())
+            }
+        })?;
+        parse_object(&bytes).map(Json)
     }
 }
 
@@ -164,32 +174,51 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> AppError {
-    let text = rejection.body_text();
-    match rejection {
-        JsonRejection::JsonDataError(_) => AppError::Validation(vec![FieldError {
-            field: field_of(&text),
-            message: text,
-        }]),
-        JsonRejection::JsonSyntaxError(_) => AppError::MalformedJson(text),
-        JsonRejection::MissingJsonContentType(_) => {
-            AppError::UnsupportedMediaType("expected `Content-Type: application/json`".into())
-        }
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            AppError::PayloadTooLarge("the request body is too large".into())
-        }
-        _ => AppError::BadRequest(text),
-    }
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Pulls the field path out of serde's message
-/// ("Failed to deserialize …: username: invalid type …").
-fn field_of(text: &str) -> String {
-    let rest = text.split_once(": ").map(|(_, r)| r).unwrap_or(text);
-    match rest.split_once(": ") {
-        Some((path, _)) if !path.contains(' ') && !path.is_empty() => path.to_owned(),
-        _ => "body".to_owned(),
+/// Parses a request body that must be one JSON object. (serde would also
+/// fill a struct from an array, by position; the API does not accept that.)
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let malformed =
+        |e: serde_json::Error| AppError::MalformedJson(format!("the body is not valid JSON: {e}"));
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => AppError::field("body", "must be a JSON object"),
+                Err(e) => malformed(e),
+            },
+        );
     }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => AppError::Validation(vec![FieldError {
+                field: if path == "." { "body".into() } else { path },
+                message: inner.to_string(),
+            }]),
+            _ => malformed(inner),
+        }
+    })?;
+    de.end().map_err(malformed)?;
+    Ok(value)
 }
 
 /// Query parameters whose rejections are [`AppError`]s.
@@ -264,16 +293,33 @@ impl Validator {
 mod tests {
     use super::*;
 
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Login {
+        username: String,
+        password: String,
+    }
+
     #[test]
-    fn field_path_is_taken_from_serde_messages() {
-        assert_eq!(
-            field_of("Failed to deserialize the JSON body into the target type: username: invalid type: integer `5`, expected a string at line 1 column 14"),
-            "username"
-        );
-        assert_eq!(
-            field_of("Failed to deserialize the JSON body into the target type: missing field `password` at line 1 column 2"),
-            "body"
-        );
+    fn bodies_must_be_objects_with_fields_named_on_error() {
+        assert!(parse_object::<Login>(br#"{"username":"a","password":"b"}"#).is_ok());
+        let err = parse_object::<Login>(br#"["a","b"]"#).unwrap_err();
+        assert_eq!(err.code(), "validation_failed");
+        assert_eq!(err.body().details[0].field, "body");
+        let err = parse_object::<Login>(br#"{"username":5,"password":"b"}"#).unwrap_err();
+        assert_eq!(err.body().details[0].field, "username");
+        let err = parse_object::<Login>(br#"{"username":"a"}"#).unwrap_err();
+        assert_eq!(err.code(), "validation_failed");
+        for bad in [
+            &b"{"[..],
+            b"{\"username\":",
+            b"",
+            b"nope",
+            br#"{"username":"a","password":"b"} {}"#,
+        ] {
+            let err = parse_object::<Login>(bad).unwrap_err();
+            assert_eq!(err.code(), "malformed_json", "{bad:?}");
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::policy::Access;
         chats::export, chats::add_message,
         tickets::list, tickets::create, tickets::get_one, tickets::update, tickets::comment,
     ),
-    components(schemas(corral_sdk::ErrorBody, corral_sdk::FieldError)),
+    components(schemas(corral_sdk::ErrorBody, corral_sdk::FieldError, chats::ExportFormat)),
     modifiers(&Conventions),
     tags(
         (name = "auth", description = "Accounts and sessions"),

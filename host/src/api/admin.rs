@@ -21,8 +21,10 @@ pub struct AuditParams {
     /// Only this action, e.g. `user.role`.
     pub action: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Entries to skip.
+    #[param(maximum = 1_000_000_000)]
     pub offset: Option<u64>,
 }
 

@@ -123,11 +123,22 @@ pub async fn registration_open(state: &AppState) -> ApiResult<bool> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[schema(example = "ada")]
+    /// 3 to 32 letters, digits, `_`, `-` or `.`; stored lowercase.
+    #[schema(
+        example = "ada",
+        min_length = 3,
+        max_length = 32,
+        pattern = r"^[A-Za-z0-9_.-]+$"
+    )]
     pub username: String,
-    #[schema(example = "correct horse battery")]
+    #[schema(example = "correct horse battery", min_length = 8, max_length = 128)]
     pub password: String,
-    #[schema(example = "Ada Lovelace")]
+    /// Defaults to the username.
+    #[schema(
+        example = "Ada Lovelace",
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub display_name: Option<String>,
 }
 
@@ -323,7 +334,11 @@ pub async fn me(caller: Caller) -> Json<UserView> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
-    #[schema(example = "Ada L.")]
+    #[schema(
+        example = "Ada L.",
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub display_name: Option<String>,
 }
 
@@ -352,6 +367,7 @@ pub async fn update_me(
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     pub current_password: String,
+    #[schema(min_length = 8, max_length = 128)]
     pub new_password: String,
 }
 
@@ -428,10 +444,15 @@ pub async fn list_keys(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    #[schema(example = "laptop scripts")]
+    #[schema(
+        example = "laptop scripts",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// Days until the key expires (1 to 3650); never when absent.
-    #[schema(example = 90)]
+    #[schema(example = 90, minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
 }
 

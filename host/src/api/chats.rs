@@ -29,8 +29,10 @@ pub struct ListChatsParams {
     pub q: Option<String>,
     pub pinned: Option<bool>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Matches to skip.
+    #[param(maximum = 1_000_000_000)]
     pub offset: Option<u64>,
 }
 
@@ -63,16 +65,27 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChatRequest {
-    #[schema(example = "gemma-3-270m")]
+    #[schema(
+        example = "gemma-3-270m",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub model: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub title: Option<String>,
-    #[schema(example = "You are a concise assistant.")]
+    #[schema(example = "You are a concise assistant.", max_length = 20000)]
     pub system_prompt: Option<String>,
     /// A temporary chat is deleted when `ttl_seconds` have passed.
     #[serde(default)]
     pub temporary: bool,
-    /// Lifetime of a temporary chat, 60 s to 30 days (default 24 h).
-    #[schema(example = 3600)]
+    /// Lifetime of a temporary chat, 60 s to 30 days (default 24 h); only
+    /// with `temporary`.
+    #[schema(example = 3600, minimum = 60, maximum = 2592000)]
     pub ttl_seconds: Option<u64>,
 }
 
@@ -188,8 +201,14 @@ pub async fn get_one(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateChatRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub title: Option<String>,
     pub pinned: Option<bool>,
+    #[schema(max_length = 20000)]
     pub system_prompt: Option<String>,
 }
 
@@ -364,7 +383,12 @@ pub fn to_markdown(chat: &ChatWithMessages) -> String {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMessageRequest {
-    #[schema(example = "Tell me a short story about a fox.")]
+    #[schema(
+        example = "Tell me a short story about a fox.",
+        min_length = 1,
+        max_length = 100000,
+        pattern = r"\S"
+    )]
     pub content: String,
 }
 

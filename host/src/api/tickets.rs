@@ -28,8 +28,10 @@ pub struct ListTicketsParams {
     /// Part of the subject or body (case-insensitive).
     pub q: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Matches to skip.
+    #[param(maximum = 1_000_000_000)]
     pub offset: Option<u64>,
 }
 
@@ -71,9 +73,19 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTicketRequest {
-    #[schema(example = "Answers stop mid-sentence")]
+    #[schema(
+        example = "Answers stop mid-sentence",
+        min_length = 3,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub subject: String,
-    #[schema(example = "Since this morning every answer ends after a few words.")]
+    #[schema(
+        example = "Since this morning every answer ends after a few words.",
+        min_length = 1,
+        max_length = 20000,
+        pattern = r"\S"
+    )]
     pub body: String,
     pub category: TicketCategory,
     /// Default `normal`.
@@ -304,7 +316,12 @@ pub async fn update(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCommentRequest {
-    #[schema(example = "Could you tell us which model you were using?")]
+    #[schema(
+        example = "Could you tell us which model you were using?",
+        min_length = 1,
+        max_length = 20000,
+        pattern = r"\S"
+    )]
     pub body: String,
     /// Staff only: a note the ticket's owner never sees.
     #[serde(default)]

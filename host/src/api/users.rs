@@ -25,8 +25,10 @@ pub struct ListUsersParams {
     pub role: Option<Role>,
     pub disabled: Option<bool>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
     /// Matches to skip.
+    #[param(maximum = 1_000_000_000)]
     pub offset: Option<u64>,
 }
 
@@ -61,10 +63,18 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
-    #[schema(example = "grace")]
+    /// 3 to 32 letters, digits, `_`, `-` or `.`; stored lowercase.
+    #[schema(
+        example = "grace",
+        min_length = 3,
+        max_length = 32,
+        pattern = r"^[A-Za-z0-9_.-]+$"
+    )]
     pub username: String,
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
     pub role: Role,
+    #[schema(max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub display_name: Option<String>,
 }
 
@@ -138,6 +148,7 @@ pub async fn get_one(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
+    #[schema(max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub display_name: Option<String>,
     pub role: Option<Role>,
     /// `true` disables the account at once (its tokens stop working).
@@ -225,6 +236,7 @@ pub async fn update(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetPasswordRequest {
+    #[schema(min_length = 8, max_length = 128)]
     pub new_password: String,
 }
 

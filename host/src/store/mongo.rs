@@ -81,6 +81,16 @@ impl MongoStore {
             db,
         };
         store.create_indexes().await?;
+        // Creating the ticket counter up front keeps concurrent first
+        // tickets from racing to create it.
+        store
+            .counters
+            .update_one(
+                doc! { "_id": TICKET_COUNTER },
+                doc! { "$setOnInsert": { "seq": 0_i64 } },
+            )
+            .upsert(true)
+            .await?;
         Ok(store)
     }
 
@@ -735,9 +745,10 @@ impl MongoStore {
                 .await
                 .map_err(db_err);
             match result {
-                // Two first-ever upserts can race on the counter's `_id`;
-                // the loser retries and finds the winner's document.
-                Err(StoreError::Conflict(_)) if attempt == 0 => attempt += 1,
+                // Concurrent first-ever upserts can race on the counter's
+                // `_id`: the loser sees a duplicate key, or (on some servers)
+                // no document. Either way the counter exists now; go again.
+                Err(StoreError::Conflict(_)) | Ok(None) if attempt < 5 => attempt += 1,
                 other => break other?,
             }
         };
