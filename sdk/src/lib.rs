@@ -1,6 +1,11 @@
-//! Types that Corral's host and the programs talking to it share: the roles
-//! an account can have and the JSON body of every error the REST API returns.
-#![deny(missing_docs)]
+//! What Corral's host and its extensions share: the roles an account can
+//! have, the JSON body of every error the REST API returns, and the backend
+//! interface ([`backend`]) with its C ABI ([`abi`]) and chat templates
+//! ([`chat_template`]).
+
+pub mod abi;
+pub mod backend;
+pub mod chat_template;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

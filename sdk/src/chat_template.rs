@@ -1,0 +1,171 @@
+//! Chat templates: the Jinja templates that GGUF files carry (as Hugging
+//! Face defines them), rendered in Rust, plus a default per architecture for
+//! files that carry none.
+
+use minijinja::{context, Environment, Error, ErrorKind};
+
+use crate::backend::ChatMessage;
+
+/// Gemma's turn format. Gemma has no system role: system text goes in front
+/// of the next user turn.
+pub const GEMMA: &str = "{{ bos_token }}{% set ns = namespace(system='') %}\
+{% for m in messages %}\
+{% if m.role == 'system' %}{% set ns.system = ns.system + m.content + '\n\n' %}\
+{% else %}{{ '<start_of_turn>' + ('model' if m.role == 'assistant' else 'user') + '\n' }}\
+{% if m.role == 'user' %}{{ ns.system + m.content }}{% set ns.system = '' %}\
+{% else %}{{ m.content }}{% endif %}{{ '<end_of_turn>\n' }}{% endif %}\
+{% endfor %}\
+{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+
+/// ChatML, used by Qwen and as the fallback for unknown architectures.
+pub const CHATML: &str = "{% for m in messages %}\
+{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}\
+{% endfor %}\
+{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+/// Llama 3's header format.
+pub const LLAMA3: &str = "{{ bos_token }}{% for m in messages %}\
+{{ '<|start_header_id|>' + m.role + '<|end_header_id|>\n\n' + (m.content | trim) + '<|eot_id|>' }}\
+{% endfor %}\
+{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+
+/// Phi-3's format.
+pub const PHI3: &str = "{% for m in messages %}\
+{{ '<|' + m.role + '|>\n' + m.content + '<|end|>\n' }}\
+{% endfor %}\
+{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
+
+/// The template for a model whose file has none, by GGUF
+/// `general.architecture`. `None` for models that do not chat (BERT).
+pub fn default_template(architecture: &str) -> Option<&'static str> {
+    let arch = architecture.to_ascii_lowercase();
+    if arch.starts_with("gemma") {
+        Some(GEMMA)
+    } else if arch.starts_with("bert") || arch.contains("embed") {
+        None
+    } else if arch.starts_with("phi3") {
+        Some(PHI3)
+    } else {
+        Some(CHATML)
+    }
+}
+
+/// Bounds the work of one render: templates come from model files and
+/// technicians, and a loop in one must not hang a request.
+const FUEL: u64 = 2_000_000;
+
+/// Renders `template` over `messages`, as Hugging Face's
+/// `apply_chat_template` does (variables `messages`, `add_generation_prompt`,
+/// `bos_token`, `eos_token`; `raise_exception(msg)` fails the render).
+pub fn render(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    bos_token: &str,
+    eos_token: &str,
+) -> Result<String, String> {
+    let mut env = Environment::new();
+    env.set_fuel(Some(FUEL));
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
+        Err(Error::new(ErrorKind::InvalidOperation, msg))
+    });
+    env.add_template("chat", template)
+        .map_err(|e| format!("the chat template does not parse: {e}"))?;
+    let tmpl = env
+        .get_template("chat")
+        .map_err(|e| format!("the chat template does not parse: {e}"))?;
+    tmpl.render(context! {
+        messages => messages,
+        add_generation_prompt => add_generation_prompt,
+        bos_token => bos_token,
+        eos_token => eos_token,
+    })
+    .map_err(|e| format!("the chat template failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: &str) -> ChatMessage {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn gemma_folds_the_system_prompt_into_the_first_user_turn() {
+        let out = render(
+            GEMMA,
+            &[
+                msg("system", "Be brief."),
+                msg("user", "Hi"),
+                msg("assistant", "Hello!"),
+                msg("user", "Bye"),
+            ],
+            true,
+            "<bos>",
+            "<eos>",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n\
+             <start_of_turn>model\nHello!<end_of_turn>\n\
+             <start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+        );
+    }
+
+    #[test]
+    fn chatml_and_llama3_render() {
+        let msgs = [msg("user", "Hi")];
+        assert_eq!(
+            render(CHATML, &msgs, true, "", "").unwrap(),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert_eq!(
+            render(LLAMA3, &msgs, false, "<s>", "").unwrap(),
+            "<s><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        );
+    }
+
+    #[test]
+    fn hugging_face_style_templates_work() {
+        // The shape of many GGUF templates: Python string methods,
+        // raise_exception, loop variables.
+        let tmpl = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}\
+            {% for message in messages %}{{ '[' + message['role'].upper() + '] ' + message['content'].strip() }}\
+            {% if not loop.last %}\n{% endif %}{% endfor %}";
+        assert_eq!(
+            render(
+                tmpl,
+                &[msg("user", "  a "), msg("assistant", "b")],
+                false,
+                "",
+                ""
+            )
+            .unwrap(),
+            "[USER] a\n[ASSISTANT] b"
+        );
+        let err = render(tmpl, &[msg("system", "x")], false, "", "").unwrap_err();
+        assert!(err.contains("no system"), "{err}");
+    }
+
+    #[test]
+    fn broken_and_runaway_templates_fail_cleanly() {
+        assert!(render("{% for %}", &[], false, "", "").is_err());
+        let runaway =
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        assert!(render(runaway, &[], false, "", "").is_err());
+    }
+
+    #[test]
+    fn defaults_by_architecture() {
+        assert_eq!(default_template("gemma3"), Some(GEMMA));
+        assert_eq!(default_template("qwen2"), Some(CHATML));
+        assert_eq!(default_template("bert"), None);
+    }
+}
