@@ -19,6 +19,7 @@ pub mod admin;
 pub mod auth;
 pub mod chats;
 pub mod health;
+pub mod models;
 pub mod stats;
 pub mod tickets;
 pub mod users;
@@ -110,6 +111,29 @@ pub fn routes() -> Vec<ApiRoute> {
             Signed,
             post(chats::add_message),
         ),
+        // Models.
+        route(M::GET, "/api/models", Signed, get(models::list)),
+        route(M::POST, "/api/models", Technician, post(models::create)),
+        route(M::GET, "/api/models/{id}", Signed, get(models::get_one)),
+        route(
+            M::PATCH,
+            "/api/models/{id}",
+            Technician,
+            patch(models::update),
+        ),
+        route(
+            M::DELETE,
+            "/api/models/{id}",
+            Technician,
+            delete(models::remove),
+        ),
+        route(
+            M::GET,
+            "/api/models/{id}/progress",
+            Technician,
+            get(models::progress),
+        ),
+        route(M::GET, "/api/events", Technician, get(models::events)),
         // Tickets.
         route(M::GET, "/api/tickets", Signed, get(tickets::list)),
         route(M::POST, "/api/tickets", Signed, post(tickets::create)),

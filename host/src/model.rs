@@ -322,3 +322,123 @@ pub struct Page<T> {
     /// All matches, not only this page.
     pub total: u64,
 }
+
+/// What a model is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Generates text in chats and completions.
+    #[default]
+    Chat,
+    /// Turns text into vectors.
+    Embedding,
+}
+
+/// Where a model's file stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelStatus {
+    /// The file for `source` is being fetched or checked.
+    Downloading,
+    /// `file_path` holds the file for `source`.
+    Ready,
+    /// Fetching or checking `source` failed; `error` says why.
+    Failed,
+}
+
+/// Who may use a model (technicians always may).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ModelAccess {
+    /// Every signed-in account.
+    pub everyone: bool,
+    /// Accounts with one of these roles.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// These accounts, by user id.
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+impl Default for ModelAccess {
+    fn default() -> Self {
+        ModelAccess {
+            everyone: true,
+            roles: Vec::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+impl ModelAccess {
+    pub fn allows(&self, user: &User) -> bool {
+        self.everyone || self.roles.contains(&user.role) || self.users.contains(&user.id)
+    }
+}
+
+/// A model in the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelRecord {
+    pub id: String,
+    /// Unique; what chats and API clients name.
+    #[schema(example = "gemma-3-270m", pattern = r"^[A-Za-z0-9._:-]{1,100}$")]
+    pub name: String,
+    /// The backend that runs it.
+    #[schema(example = "llama")]
+    pub backend: String,
+    pub kind: ModelKind,
+    /// An http(s) URL or an absolute path on the server.
+    #[schema(
+        example = "https://huggingface.co/unsloth/gemma-3-270m-it-GGUF/resolve/main/gemma-3-270m-it-Q4_K_M.gguf"
+    )]
+    pub source: String,
+    /// Expected sha256 of the file, lowercase hex.
+    pub sha256: Option<String>,
+    /// The file (or directory) in use. During a re-download after `source`
+    /// changed, this still names the previous file until the new one is ready.
+    pub file_path: Option<String>,
+    pub size_bytes: Option<u64>,
+    /// The state of the file for `source`.
+    pub status: ModelStatus,
+    /// Why the last download or check failed.
+    pub error: Option<String>,
+    pub description: String,
+    /// Context window in tokens; 0 = the model's own.
+    pub context_length: u32,
+    /// CPU threads; 0 = automatic.
+    pub threads: u32,
+    /// Requests served at once.
+    #[schema(minimum = 1, maximum = 64)]
+    pub slots: u32,
+    /// Default sampling for requests that do not set it.
+    #[schema(value_type = Object)]
+    pub sampling: corral_sdk::backend::SamplingParams,
+    /// Overrides the chat template that comes with the model.
+    pub chat_template: Option<String>,
+    pub access: ModelAccess,
+    #[serde(with = "serde_millis")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "serde_millis")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ModelRecord {
+    /// Whether `user` may see and use the model: technicians always; others
+    /// when access allows them and a file is ready to serve (which, during a
+    /// re-download, is the previous one).
+    pub fn usable_by(&self, user: &User) -> bool {
+        if user.role == Role::Technician {
+            return true;
+        }
+        self.is_servable() && self.access.allows(user)
+    }
+
+    /// Whether a file is in place to load.
+    pub fn is_servable(&self) -> bool {
+        self.file_path.is_some()
+    }
+
+    /// Whether `source` is a local path rather than a URL.
+    pub fn is_local(&self) -> bool {
+        !(self.source.starts_with("http://") || self.source.starts_with("https://"))
+    }
+}

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{self, admin, auth, chats, health, stats, tickets, users};
+use crate::api::{self, admin, auth, chats, health, models, stats, tickets, users};
 use crate::policy::Access;
 
 /// Corral's REST API.
@@ -34,6 +34,8 @@ use crate::policy::Access;
         chats::list, chats::create, chats::get_one, chats::update, chats::remove,
         chats::export, chats::add_message,
         tickets::list, tickets::create, tickets::get_one, tickets::update, tickets::comment,
+        models::list, models::create, models::get_one, models::update, models::remove,
+        models::progress, models::events,
     ),
     components(schemas(corral_sdk::ErrorBody, corral_sdk::FieldError, chats::ExportFormat)),
     modifiers(&Conventions),
@@ -45,6 +47,7 @@ use crate::policy::Access;
         (name = "chats", description = "The caller's chats"),
         (name = "tickets", description = "Support tickets"),
         (name = "stats", description = "Usage statistics (admin, technician)"),
+        (name = "models", description = "The model registry: everyone lists the models they may use; technicians manage them"),
         (name = "health", description = "Probes"),
     )
 )]

@@ -78,6 +78,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let bind = config.bind;
     let state = AppState::new(store.clone(), config).await?;
     spawn_sweeper(store);
+    match state.downloads.resume_all().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(downloads = n, "resumed model downloads"),
+        Err(err) => tracing::warn!(%err, "could not resume model downloads"),
+    }
     let listener = tokio::net::TcpListener::bind(bind).await?;
     let local = listener.local_addr()?;
     tracing::info!(%local, "listening");

@@ -7,6 +7,8 @@ use rand::RngCore;
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
+use crate::download::Downloads;
+use crate::events::EventBus;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 
@@ -26,6 +28,11 @@ pub struct AppState {
     /// pass the check. (It serialises within one host process; hosts that
     /// share a database rely on such changes being rare and human-paced.)
     pub staff_changes: Arc<tokio::sync::Mutex<()>>,
+    /// Background events (downloads, status changes), relayed at
+    /// `/api/events`.
+    pub events: EventBus,
+    /// Model file downloads.
+    pub downloads: Arc<Downloads>,
 }
 
 impl AppState {
@@ -43,6 +50,12 @@ impl AppState {
                 s
             }
         };
+        let events = EventBus::default();
+        let downloads = Arc::new(Downloads::new(
+            store.clone(),
+            events.clone(),
+            &config.data_dir,
+        )?);
         Ok(AppState {
             store,
             tokens: Arc::new(TokenKeys::new(
@@ -52,6 +65,8 @@ impl AppState {
             config: Arc::new(config),
             limiter: Arc::new(RateLimiter::new()),
             staff_changes: Arc::new(tokio::sync::Mutex::new(())),
+            events,
+            downloads,
         })
     }
 }

@@ -180,6 +180,23 @@ pub trait SettingsRepo: Send + Sync {
     async fn put_setting(&self, key: &str, value: &serde_json::Value) -> StoreResult<()>;
 }
 
+/// The model registry.
+#[async_trait]
+pub trait ModelRepo: Send + Sync {
+    /// Inserts a model; `Conflict("name")` when the name is taken.
+    async fn create_model(&self, model: &ModelRecord) -> StoreResult<()>;
+    async fn get_model(&self, id: &str) -> StoreResult<Option<ModelRecord>>;
+    /// `name` is compared exactly.
+    async fn get_model_by_name(&self, name: &str) -> StoreResult<Option<ModelRecord>>;
+    /// Replaces every field of the model with that id; `Conflict("name")`
+    /// when renamed onto another model's name.
+    async fn update_model(&self, model: &ModelRecord) -> StoreResult<()>;
+    /// `false` if there was no such model.
+    async fn delete_model(&self, id: &str) -> StoreResult<bool>;
+    /// Every model, ordered by name.
+    async fn list_models(&self) -> StoreResult<Vec<ModelRecord>>;
+}
+
 /// Everything the host stores.
 #[async_trait]
 pub trait Store:
@@ -193,6 +210,7 @@ pub trait Store:
     + UsageRepo
     + AuditRepo
     + SettingsRepo
+    + ModelRepo
 {
     /// `sqlite` or `mongodb`.
     fn kind(&self) -> &'static str;

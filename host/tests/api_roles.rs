@@ -9,6 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use axum::http::Method;
+use corral_host::model::{ModelAccess, ModelKind, ModelRecord, ModelStatus};
 use corral_sdk::Role;
 use serde_json::{json, Value};
 use support::{Account, TestApp, PASSWORD};
@@ -41,6 +42,10 @@ enum Id {
     OtherTicket,
     /// Another user's ticket, by its number.
     OtherTicketNumber,
+    /// A ready model everyone may use (the call may change it).
+    Model,
+    /// A ready model no one but technicians may use.
+    TechnicianModel,
 }
 
 /// The request body.
@@ -79,6 +84,8 @@ struct Row {
     id: Id,
     body: Body,
     who: Who,
+    /// A success answer is an endless stream: only its head is read.
+    stream: bool,
 }
 
 const ALL_200: [u16; 4] = [200, 200, 200, 200];
@@ -89,6 +96,17 @@ const SIGNED_404: [u16; 4] = [401, 404, 404, 404];
 const STAFF_200: [u16; 4] = [401, 403, 200, 200];
 const STAFF_201: [u16; 4] = [401, 403, 201, 201];
 const STAFF_204: [u16; 4] = [401, 403, 204, 204];
+const TECH_200: [u16; 4] = [401, 403, 403, 200];
+const TECH_202: [u16; 4] = [401, 403, 403, 202];
+const TECH_204: [u16; 4] = [401, 403, 403, 204];
+/// A model only technicians may use: hidden from everyone else.
+const TECH_200_NOT_FOUND: [u16; 4] = [401, 404, 404, 200];
+/// Adds the crate's directory as a local model (a directory is ready at once).
+const LOCAL_MODEL: &str = concat!(
+    r#"{"name":"matrix-local","backend":"candle","kind":"embedding","source":""#,
+    env!("CARGO_MANIFEST_DIR"),
+    r#""}"#
+);
 /// Another user's ticket: hidden from users, visible to staff.
 const STAFF_200_NOT_FOUND: [u16; 4] = [401, 404, 200, 200];
 
@@ -108,6 +126,7 @@ fn row(
         id,
         body,
         who: Who::Main,
+        stream: false,
     }
 }
 
@@ -173,6 +192,18 @@ fn rows() -> Vec<Row> {
         row("POST", "/api/tickets/{id}/comments", "own ticket", SIGNED_201, Id::OwnTicket, Json(r#"{"body":"More details."}"#)),
         row("POST", "/api/tickets/{id}/comments", "own ticket, internal note", STAFF_201, Id::OwnTicket, Json(r#"{"body":"Note.","internal":true}"#)),
         row("POST", "/api/tickets/{id}/comments", "another user's ticket", [401, 404, 201, 201], Id::OtherTicket, Json(r#"{"body":"Hello."}"#)),
+        // Models: everyone lists what they may use; technicians manage.
+        row("GET", "/api/models", "usable models", SIGNED_200, Id::None, none),
+        row("POST", "/api/models", "local directory", TECH_202, Id::None, Json(LOCAL_MODEL)),
+        row("GET", "/api/models/{id}", "model for everyone", SIGNED_200, Id::Model, none),
+        row("GET", "/api/models/{id}", "technicians-only model", TECH_200_NOT_FOUND, Id::TechnicianModel, none),
+        row("PATCH", "/api/models/{id}", "description", TECH_200, Id::Model, Json(r#"{"description":"Changed"}"#)),
+        row("DELETE", "/api/models/{id}", "a model", TECH_204, Id::Model, none),
+        row("GET", "/api/models/{id}/progress", "a model", TECH_200, Id::Model, none),
+        Row {
+            stream: true,
+            ..row("GET", "/api/events", "event stream", TECH_200, Id::None, none)
+        },
     ]
 }
 
@@ -247,7 +278,45 @@ impl Ctx {
                 .as_i64()
                 .expect("ticket number")
                 .to_string(),
+            Id::Model => self.model(true).await,
+            Id::TechnicianModel => self.model(false).await,
         })
+    }
+
+    /// A ready model straight in the store; returns its id.
+    async fn model(&mut self, everyone: bool) -> String {
+        let at = corral_host::time::now();
+        let model = ModelRecord {
+            id: corral_host::model::new_id(),
+            name: self.unique("fixture-model-"),
+            backend: "llama".to_owned(),
+            kind: ModelKind::Chat,
+            source: "/nonexistent/fixture.gguf".to_owned(),
+            sha256: None,
+            file_path: Some("/nonexistent/fixture.gguf".to_owned()),
+            size_bytes: Some(1),
+            status: ModelStatus::Ready,
+            error: None,
+            description: String::new(),
+            context_length: 0,
+            threads: 0,
+            slots: 4,
+            sampling: Default::default(),
+            chat_template: None,
+            access: ModelAccess {
+                everyone,
+                roles: Vec::new(),
+                users: Vec::new(),
+            },
+            created_at: at,
+            updated_at: at,
+        };
+        self.t
+            .store
+            .create_model(&model)
+            .await
+            .expect("model fixture");
+        model.id
     }
 
     async fn body(&mut self, body: Body) -> Option<Value> {
@@ -350,7 +419,11 @@ async fn every_operation_answers_each_role_as_specified() {
             let body = ctx.body(row.body).await;
             let method = Method::from_bytes(row.method.as_bytes()).expect("a method");
             let token = account.as_ref().map(|a| a.access.as_str());
-            let resp = ctx.t.call(method, &path, token, body.as_ref()).await;
+            let resp = if row.stream {
+                ctx.t.call_stream(method, &path, token).await
+            } else {
+                ctx.t.call(method, &path, token, body.as_ref()).await
+            };
             let got = resp.status.as_u16();
             let want = row.expect[i];
             let json = resp.json();

@@ -197,6 +197,34 @@ impl TestApp {
         }
     }
 
+    /// Sends a request whose success answer is an endless stream: the body
+    /// is read only when the status is not a success (then it is an error).
+    pub async fn call_stream(&self, method: Method, path: &str, token: Option<&str>) -> Resp {
+        let response = self
+            .app
+            .clone()
+            .oneshot(request(method, path, token, None))
+            .await
+            .expect("the router is infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = if status.is_success() {
+            Bytes::new()
+        } else {
+            response
+                .into_body()
+                .collect()
+                .await
+                .expect("reading the body")
+                .to_bytes()
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// A request with an optional bearer token and optional JSON body.
     pub async fn call(
         &self,

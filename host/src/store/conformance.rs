@@ -77,6 +77,8 @@ cases![
     usage_daily_counts,
     audit_list,
     settings_round_trip,
+    model_round_trip_and_name_conflict,
+    model_update_delete_and_order,
 ];
 
 /// A per-case time limit, so a hung store fails the case instead of the run.
@@ -2315,5 +2317,113 @@ pub async fn settings_round_trip(s: &dyn Store) {
         ok!(s.get_setting("int")),
         Some(json!(42)),
         "other settings kept"
+    );
+}
+
+fn model(name: &str, minutes: i64) -> ModelRecord {
+    ModelRecord {
+        id: new_id(),
+        name: name.to_string(),
+        backend: "llama".to_string(),
+        kind: ModelKind::Chat,
+        source: format!("https://example.com/{name}.gguf"),
+        sha256: Some("ab".repeat(32)),
+        file_path: None,
+        size_bytes: None,
+        status: ModelStatus::Downloading,
+        error: None,
+        description: "A test model — ünïcode".to_string(),
+        context_length: 4096,
+        threads: 0,
+        slots: 4,
+        sampling: corral_sdk::backend::SamplingParams {
+            temperature: 0.3,
+            top_p: 0.95,
+            seed: Some(u64::from(u32::MAX) + 7),
+            stop: vec!["</s>".to_string()],
+            ..Default::default()
+        },
+        chat_template: Some("{{ messages }}".to_string()),
+        access: ModelAccess {
+            everyone: false,
+            roles: vec![Role::Admin],
+            users: vec!["u1".to_string(), "u2".to_string()],
+        },
+        created_at: ts(minutes),
+        updated_at: ts(minutes),
+    }
+}
+
+fn model_names(models: &[ModelRecord]) -> Vec<&str> {
+    models.iter().map(|m| m.name.as_str()).collect()
+}
+
+/// Models round-trip every field; names are unique.
+pub async fn model_round_trip_and_name_conflict(s: &dyn Store) {
+    let m = model("gemma-3-270m:q4", 0);
+    ok!(s.create_model(&m));
+    assert_eq!(ok!(s.get_model(&m.id)).as_ref(), Some(&m), "by id");
+    assert_eq!(
+        ok!(s.get_model_by_name("gemma-3-270m:q4")).as_ref(),
+        Some(&m),
+        "by name"
+    );
+    assert_eq!(ok!(s.get_model("missing")), None, "a missing id");
+    assert_eq!(
+        ok!(s.get_model_by_name("GEMMA-3-270M:Q4")),
+        None,
+        "names compare exactly"
+    );
+    let clash = model("gemma-3-270m:q4", 1);
+    expect_conflict(s.create_model(&clash).await, "a second model with the name");
+    assert_eq!(ok!(s.list_models()).len(), 1, "the clash was not stored");
+}
+
+/// Updates replace the record, renames keep names unique, deletes report
+/// whether they removed something, lists are ordered by name.
+pub async fn model_update_delete_and_order(s: &dyn Store) {
+    let b = model("b-model", 0);
+    let a = model("a-model", 1);
+    let c = model("c-model", 2);
+    for m in [&b, &a, &c] {
+        ok!(s.create_model(m));
+    }
+    assert_eq!(
+        model_names(&ok!(s.list_models())),
+        ["a-model", "b-model", "c-model"],
+        "ordered by name"
+    );
+    let mut ready = b.clone();
+    ready.status = ModelStatus::Ready;
+    ready.file_path = Some("/data/models/b/b-model.gguf".to_string());
+    ready.size_bytes = Some(5_000_000_000);
+    ready.sha256 = None;
+    ready.chat_template = None;
+    ready.access = ModelAccess::default();
+    ready.updated_at = ts(10);
+    ok!(s.update_model(&ready));
+    assert_eq!(ok!(s.get_model(&b.id)), Some(ready.clone()), "updated");
+    let mut renamed = ready.clone();
+    renamed.name = "a-model".to_string();
+    expect_conflict(s.update_model(&renamed).await, "a rename onto a taken name");
+    assert_eq!(ok!(s.get_model(&b.id)), Some(ready.clone()), "kept");
+    renamed.name = "z-model".to_string();
+    ok!(s.update_model(&renamed));
+    assert_eq!(
+        model_names(&ok!(s.list_models())),
+        ["a-model", "c-model", "z-model"],
+        "after the rename"
+    );
+    assert_eq!(ok!(s.get_model_by_name("b-model")), None, "old name free");
+    expect_not_found(
+        s.update_model(&model("ghost", 3)).await,
+        "an update of a missing model",
+    );
+    assert!(ok!(s.delete_model(&a.id)), "a delete");
+    assert!(!ok!(s.delete_model(&a.id)), "a second delete");
+    assert_eq!(
+        model_names(&ok!(s.list_models())),
+        ["c-model", "z-model"],
+        "after the delete"
     );
 }

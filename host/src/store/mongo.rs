@@ -41,6 +41,7 @@ pub struct MongoStore {
     usage: Collection<Document>,
     audit: Collection<Document>,
     settings: Collection<Document>,
+    models: Collection<Document>,
 }
 
 impl MongoStore {
@@ -78,6 +79,7 @@ impl MongoStore {
             usage: db.collection("usage_events"),
             audit: db.collection("audit"),
             settings: db.collection("settings"),
+            models: db.collection("models"),
             db,
         };
         store.create_indexes().await?;
@@ -135,6 +137,9 @@ impl MongoStore {
             ])
             .await?;
         self.audit.create_indexes([plain(doc! { "at": 1 })]).await?;
+        self.models
+            .create_indexes([unique(doc! { "name": 1 })])
+            .await?;
         Ok(())
     }
 }
@@ -985,6 +990,48 @@ impl SettingsRepo for MongoStore {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ModelRepo for MongoStore {
+    async fn create_model(&self, model: &ModelRecord) -> StoreResult<()> {
+        insert(&self.models, to_doc(model, &model.id)?).await
+    }
+
+    async fn get_model(&self, id: &str) -> StoreResult<Option<ModelRecord>> {
+        find_one(&self.models, doc! { "_id": id }).await
+    }
+
+    async fn get_model_by_name(&self, name: &str) -> StoreResult<Option<ModelRecord>> {
+        find_one(&self.models, doc! { "name": name }).await
+    }
+
+    async fn update_model(&self, model: &ModelRecord) -> StoreResult<()> {
+        replace(
+            &self.models,
+            doc! { "_id": &model.id },
+            to_doc(model, &model.id)?,
+        )
+        .await
+    }
+
+    async fn delete_model(&self, id: &str) -> StoreResult<bool> {
+        let result = self
+            .models
+            .delete_one(doc! { "_id": id })
+            .await
+            .map_err(db_err)?;
+        Ok(result.deleted_count > 0)
+    }
+
+    async fn list_models(&self) -> StoreResult<Vec<ModelRecord>> {
+        find_all(
+            &self.models,
+            Document::new(),
+            sorted(doc! { "name": 1, "_id": 1 }),
+        )
+        .await
     }
 }
 

@@ -24,7 +24,8 @@ PRAGMA synchronous=NORMAL;";
 
 /// Schema migrations; after applying entry `i` the database is at
 /// `user_version` `i + 1`. Never edit an entry once released: append.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE users (
     id TEXT PRIMARY KEY NOT NULL,
     username TEXT NOT NULL,
@@ -157,7 +158,19 @@ CREATE TABLE settings (
     key TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
 );
-"];
+",
+    r"
+-- The model registry. `data` holds the whole record as JSON (its nested
+-- access and sampling settings are only ever read as a whole); `name` is
+-- repeated as a column for its unique index.
+CREATE TABLE models (
+    id TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE UNIQUE INDEX models_name ON models (name);
+",
+];
 
 /// A table and its columns, in the order the row codecs below use.
 struct Table {
@@ -326,6 +339,11 @@ const AUDIT: Table = Table {
         "target",
         "details",
     ],
+};
+
+const MODELS: Table = Table {
+    name: "models",
+    cols: &["id", "name", "data"],
 };
 
 /// SQLite-backed [`super::Store`].
@@ -1329,6 +1347,55 @@ impl SettingsRepo for SqliteStore {
         self.execute(sql, vec![text(key), Value::Text(json)])
             .await?;
         Ok(())
+    }
+}
+
+fn model_values(m: &ModelRecord) -> StoreResult<Vec<Value>> {
+    let data = serde_json::to_string(m)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode model: {e}")))?;
+    Ok(vec![text(&m.id), text(&m.name), Value::Text(data)])
+}
+
+fn model_row(r: &Row<'_>) -> rusqlite::Result<ModelRecord> {
+    let data: String = r.get(2)?;
+    serde_json::from_str(&data).map_err(|e| conversion(2, e))
+}
+
+#[async_trait]
+impl ModelRepo for SqliteStore {
+    async fn create_model(&self, model: &ModelRecord) -> StoreResult<()> {
+        self.execute(MODELS.insert_sql(), model_values(model)?)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_model(&self, id: &str) -> StoreResult<Option<ModelRecord>> {
+        let sql = format!("SELECT {} FROM models WHERE id = ?", MODELS.columns());
+        self.query_one(sql, vec![text(id)], model_row).await
+    }
+
+    async fn get_model_by_name(&self, name: &str) -> StoreResult<Option<ModelRecord>> {
+        let sql = format!("SELECT {} FROM models WHERE name = ?", MODELS.columns());
+        self.query_one(sql, vec![text(name)], model_row).await
+    }
+
+    async fn update_model(&self, model: &ModelRecord) -> StoreResult<()> {
+        let rows = self
+            .execute(MODELS.update_sql(&["id"], &[]), model_values(model)?)
+            .await?;
+        updated(rows)
+    }
+
+    async fn delete_model(&self, id: &str) -> StoreResult<bool> {
+        let rows = self
+            .execute("DELETE FROM models WHERE id = ?".to_owned(), vec![text(id)])
+            .await?;
+        Ok(rows > 0)
+    }
+
+    async fn list_models(&self) -> StoreResult<Vec<ModelRecord>> {
+        let sql = format!("SELECT {} FROM models ORDER BY name, id", MODELS.columns());
+        self.query_all(sql, vec![], model_row).await
     }
 }
 

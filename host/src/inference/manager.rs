@@ -1,0 +1,236 @@
+//! Loaded models: loaded on first use, shared by every request, unloaded
+//! when idle, and evicted least-recently-used first when the memory budget
+//! or the cap on loaded models would be exceeded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use corral_sdk::backend::{LoadRequest, Model, ModelInfo};
+
+use super::backends::BackendSet;
+use super::InferenceError;
+
+/// What to load, and under which key it is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadSpec {
+    /// The registry's model id.
+    pub key: String,
+    /// The model's name, for messages.
+    pub name: String,
+    pub backend: String,
+    pub request: LoadRequest,
+    /// Bytes on disk; the first guess of the memory it needs.
+    pub file_bytes: u64,
+}
+
+/// Limits of the manager.
+#[derive(Debug, Clone, Copy)]
+pub struct ManagerLimits {
+    /// Unload a model unused this long.
+    pub idle_unload: Duration,
+    /// Bytes all loaded models may hold together; 0 means no limit.
+    pub memory_budget: u64,
+    /// Models loaded at once; 0 means no limit.
+    pub max_loaded: usize,
+}
+
+impl Default for ManagerLimits {
+    fn default() -> Self {
+        ManagerLimits {
+            idle_unload: Duration::from_secs(15 * 60),
+            memory_budget: 0,
+            max_loaded: 0,
+        }
+    }
+}
+
+/// A model in memory.
+pub struct LoadedModel {
+    pub spec: LoadSpec,
+    pub model: Arc<dyn Model>,
+    pub info: ModelInfo,
+    pub load_time: Duration,
+    last_used: Mutex<Instant>,
+}
+
+impl LoadedModel {
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        self.last_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    /// Memory the model holds, as the backend reports it (or the file size).
+    pub fn memory_bytes(&self) -> u64 {
+        if self.info.memory_bytes > 0 {
+            self.info.memory_bytes
+        } else {
+            self.spec.file_bytes
+        }
+    }
+}
+
+type Cell = Arc<tokio::sync::OnceCell<Arc<LoadedModel>>>;
+
+/// The loaded models.
+#[derive(Clone)]
+pub struct ModelManager {
+    backends: Arc<BackendSet>,
+    limits: ManagerLimits,
+    cells: Arc<Mutex<HashMap<String, (LoadSpec, Cell)>>>,
+}
+
+impl ModelManager {
+    pub fn new(backends: Arc<BackendSet>, limits: ManagerLimits) -> Self {
+        ModelManager {
+            backends,
+            limits,
+            cells: Arc::default(),
+        }
+    }
+
+    pub fn backends(&self) -> &BackendSet {
+        &self.backends
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, (LoadSpec, Cell)>> {
+        self.cells.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The model, loading it first if needed. Concurrent callers share one
+    /// load. A spec that differs from the loaded one (new file, new
+    /// parameters) replaces it.
+    pub async fn get(&self, spec: &LoadSpec) -> Result<Arc<LoadedModel>, InferenceError> {
+        let cell = {
+            let mut cells = self.lock();
+            match cells.get(&spec.key) {
+                Some((loaded_spec, cell)) if loaded_spec == spec => cell.clone(),
+                _ => {
+                    let cell: Cell = Arc::default();
+                    cells.insert(spec.key.clone(), (spec.clone(), cell.clone()));
+                    cell
+                }
+            }
+        };
+        let loaded = cell
+            .get_or_try_init(|| async {
+                self.make_room(spec)?;
+                self.load(spec).await
+            })
+            .await?
+            .clone();
+        loaded.touch();
+        Ok(loaded)
+    }
+
+    async fn load(&self, spec: &LoadSpec) -> Result<Arc<LoadedModel>, InferenceError> {
+        let backend = self
+            .backends
+            .get(&spec.backend)
+            .ok_or_else(|| InferenceError::BackendMissing(spec.backend.clone()))?
+            .backend
+            .clone();
+        let request = spec.request.clone();
+        let name = spec.name.clone();
+        let started = Instant::now();
+        let model = tokio::task::spawn_blocking(move || {
+            backend.load(&request, &mut |progress| {
+                tracing::debug!(model = %name, progress, "loading");
+                true
+            })
+        })
+        .await
+        .map_err(|e| InferenceError::Internal(format!("the load task failed: {e}")))?
+        .map_err(|e| InferenceError::Load {
+            model: spec.name.clone(),
+            reason: e.to_string(),
+        })?;
+        let model: Arc<dyn Model> = Arc::from(model);
+        let info = {
+            let model = model.clone();
+            tokio::task::spawn_blocking(move || model.info())
+                .await
+                .map_err(|e| InferenceError::Internal(e.to_string()))?
+        };
+        let load_time = started.elapsed();
+        tracing::info!(model = %spec.name, backend = %spec.backend, secs = load_time.as_secs_f64(), "model loaded");
+        Ok(Arc::new(LoadedModel {
+            spec: spec.clone(),
+            model,
+            info,
+            load_time,
+            last_used: Mutex::new(Instant::now()),
+        }))
+    }
+
+    /// Loaded models, most recently used first.
+    pub fn loaded(&self) -> Vec<Arc<LoadedModel>> {
+        let mut out: Vec<Arc<LoadedModel>> = self
+            .lock()
+            .values()
+            .filter_map(|(_, cell)| cell.get().cloned())
+            .collect();
+        out.sort_by_key(|m| m.idle_for());
+        out
+    }
+
+    /// Whether a model is held by anyone but the manager.
+    fn in_use(model: &Arc<LoadedModel>) -> bool {
+        // The manager's cell holds one reference and `loaded()` one more.
+        Arc::strong_count(model) > 2
+    }
+
+    /// Evicts idle models, least recently used first, until `spec` fits.
+    fn make_room(&self, spec: &LoadSpec) -> Result<(), InferenceError> {
+        let needed = spec.file_bytes;
+        loop {
+            let loaded: Vec<Arc<LoadedModel>> = self
+                .loaded()
+                .into_iter()
+                .filter(|m| m.spec.key != spec.key)
+                .collect();
+            let used: u64 = loaded.iter().map(|m| m.memory_bytes()).sum();
+            let over_memory =
+                self.limits.memory_budget > 0 && used + needed > self.limits.memory_budget;
+            let over_count = self.limits.max_loaded > 0 && loaded.len() >= self.limits.max_loaded;
+            if !over_memory && !over_count {
+                return Ok(());
+            }
+            let victim = loaded.iter().rev().find(|m| !Self::in_use(m)).cloned();
+            let Some(victim) = victim else {
+                return Err(InferenceError::Capacity(format!(
+                    "no room to load `{}`: every loaded model is busy (memory budget {} MiB, {} loaded)",
+                    spec.name,
+                    self.limits.memory_budget / (1024 * 1024),
+                    loaded.len()
+                )));
+            };
+            tracing::info!(model = %victim.spec.name, "evicting the least recently used model");
+            self.unload(&victim.spec.key);
+        }
+    }
+
+    /// Forgets a model; it is freed once its running requests finish.
+    pub fn unload(&self, key: &str) -> bool {
+        self.lock().remove(key).is_some()
+    }
+
+    /// Unloads models idle longer than the limit; returns their names.
+    pub fn unload_idle(&self) -> Vec<String> {
+        let idle: Vec<Arc<LoadedModel>> = self
+            .loaded()
+            .into_iter()
+            .filter(|m| m.idle_for() >= self.limits.idle_unload && !Self::in_use(m))
+            .collect();
+        idle.iter()
+            .filter(|m| self.unload(&m.spec.key))
+            .map(|m| m.spec.name.clone())
+            .collect()
+    }
+}

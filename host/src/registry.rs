@@ -1,0 +1,491 @@
+//! The model registry: which models exist, who may use them, and the rules
+//! for adding, changing and removing them. Files are fetched by
+//! [`crate::download::Downloads`]; the runtime asks this module which model
+//! a user means ([`find_usable`]).
+
+use std::path::Path;
+
+use corral_sdk::backend::SamplingParams;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::download::is_url;
+use crate::error::{ApiResult, AppError, Validator};
+use crate::events::Event;
+use crate::model::{new_id, ModelAccess, ModelKind, ModelRecord, ModelStatus, User};
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::time::now;
+
+/// The backends a model can name.
+pub const BACKENDS: &[&str] = &["llama", "candle"];
+pub const MAX_CONTEXT_LENGTH: u32 = 1 << 20;
+pub const MAX_THREADS: u32 = 1024;
+pub const MAX_SLOTS: u32 = 64;
+pub const DEFAULT_SLOTS: u32 = 4;
+const MAX_DESCRIPTION: usize = 2000;
+const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+const MAX_SOURCE_BYTES: usize = 2048;
+const MAX_ACCESS_USERS: usize = 1000;
+
+/// The models `user` may use, by name.
+pub async fn usable_models(state: &AppState, user: &User) -> ApiResult<Vec<ModelRecord>> {
+    let models = state.store.list_models().await?;
+    Ok(models.into_iter().filter(|m| m.usable_by(user)).collect())
+}
+
+/// The model called `name`, if `user` may use it; "model not found"
+/// otherwise, so a user cannot tell a hidden model from a missing one.
+pub async fn find_usable(state: &AppState, user: &User, name: &str) -> ApiResult<ModelRecord> {
+    state
+        .store
+        .get_model_by_name(name)
+        .await?
+        .filter(|m| m.usable_by(user))
+        .ok_or(AppError::NotFound("model"))
+}
+
+/// The model with id `id`, if `user` may use it.
+pub async fn get_usable(state: &AppState, user: &User, id: &str) -> ApiResult<ModelRecord> {
+    state
+        .store
+        .get_model(id)
+        .await?
+        .filter(|m| m.usable_by(user))
+        .ok_or(AppError::NotFound("model"))
+}
+
+/// A model to add.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewModel {
+    #[schema(example = "gemma-3-270m", pattern = r"^[A-Za-z0-9._:-]{1,100}$")]
+    pub name: String,
+    /// `llama` or `candle`.
+    #[schema(example = "llama")]
+    pub backend: String,
+    /// Default `chat`.
+    pub kind: Option<ModelKind>,
+    /// An http(s) URL to download, or an absolute path on the server (a
+    /// file, or a directory for models made of several files).
+    #[schema(
+        example = "https://huggingface.co/unsloth/gemma-3-270m-it-GGUF/resolve/main/gemma-3-270m-it-Q4_K_M.gguf"
+    )]
+    pub source: String,
+    /// Expected sha256 of the file (hex); the download fails on a mismatch.
+    pub sha256: Option<String>,
+    pub description: Option<String>,
+    /// Tokens; 0 or absent = the model's own.
+    pub context_length: Option<u32>,
+    /// 0 or absent = automatic.
+    pub threads: Option<u32>,
+    /// Requests served at once, 1 to 64 (default 4).
+    pub slots: Option<u32>,
+    /// Default sampling; absent fields take the usual defaults.
+    #[schema(value_type = Option<Object>)]
+    pub sampling: Option<SamplingParams>,
+    /// Overrides the model's own chat template.
+    pub chat_template: Option<String>,
+    /// Default: everyone.
+    pub access: Option<ModelAccess>,
+}
+
+/// Changes to a model; absent fields stay as they are. A new `source` or
+/// `sha256` fetches the file again; the current file stays in use until
+/// the new one is ready.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelChanges {
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,100}$")]
+    pub name: Option<String>,
+    pub backend: Option<String>,
+    pub kind: Option<ModelKind>,
+    /// A new source; the same source again retries a failed download.
+    pub source: Option<String>,
+    /// `""` removes the expected hash.
+    pub sha256: Option<String>,
+    pub description: Option<String>,
+    pub context_length: Option<u32>,
+    pub threads: Option<u32>,
+    pub slots: Option<u32>,
+    #[schema(value_type = Option<Object>)]
+    pub sampling: Option<SamplingParams>,
+    /// `""` goes back to the model's own template.
+    pub chat_template: Option<String>,
+    pub access: Option<ModelAccess>,
+}
+
+pub fn valid_name(name: &str) -> bool {
+    (1..=100).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+}
+
+/// What a local source turned out to be.
+struct LocalSource {
+    size: u64,
+    is_dir: bool,
+}
+
+/// Checks every field of `m` and, when `check_source`, what a local source
+/// is. (An edit that keeps the source does not look at it again: a missing
+/// local file must not stop a technician from fixing a description.)
+async fn validate(
+    state: &AppState,
+    m: &mut ModelRecord,
+    check_source: bool,
+) -> ApiResult<Option<LocalSource>> {
+    let mut v = Validator::new();
+    v.check(
+        valid_name(&m.name),
+        "name",
+        "must be 1 to 100 characters: letters, digits, `.`, `_`, `:`, `-`",
+    );
+    v.check(
+        BACKENDS.contains(&m.backend.as_str()),
+        "backend",
+        format!("must be one of: {}", BACKENDS.join(", ")),
+    );
+    if let Some(sha) = &mut m.sha256 {
+        *sha = sha.trim().to_ascii_lowercase();
+        v.check(
+            sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()),
+            "sha256",
+            "must be 64 hexadecimal characters",
+        );
+    }
+    v.check(
+        m.description.chars().count() <= MAX_DESCRIPTION,
+        "description",
+        format!("must be at most {MAX_DESCRIPTION} characters"),
+    );
+    v.check(
+        m.context_length <= MAX_CONTEXT_LENGTH,
+        "context_length",
+        format!("must be 0 (the model's own) to {MAX_CONTEXT_LENGTH}"),
+    );
+    v.check(
+        m.threads <= MAX_THREADS,
+        "threads",
+        format!("must be 0 (automatic) to {MAX_THREADS}"),
+    );
+    v.check(
+        (1..=MAX_SLOTS).contains(&m.slots),
+        "slots",
+        format!("must be 1 to {MAX_SLOTS}"),
+    );
+    if let Err(message) = m.sampling.validate() {
+        v.check(false, "sampling", message);
+    }
+    if let Some(template) = &m.chat_template {
+        v.check(
+            template.len() <= MAX_TEMPLATE_BYTES,
+            "chat_template",
+            format!("must be at most {MAX_TEMPLATE_BYTES} bytes"),
+        );
+    }
+    m.access.roles.sort_by_key(|r| *r as u8);
+    m.access.roles.dedup();
+    m.access.users.sort();
+    m.access.users.dedup();
+    v.check(
+        m.access.users.len() <= MAX_ACCESS_USERS,
+        "access.users",
+        format!("may list at most {MAX_ACCESS_USERS} users"),
+    );
+    m.source = m.source.trim().to_owned();
+    let source_ok = check_source_syntax(&m.source);
+    if let Err(message) = &source_ok {
+        v.check(false, "source", message.clone());
+    }
+    v.finish()?;
+
+    for user_id in &m.access.users {
+        if state.store.get_user(user_id).await?.is_none() {
+            return Err(AppError::field(
+                "access.users",
+                format!("no account has the id `{user_id}`"),
+            ));
+        }
+    }
+    if !check_source || is_url(&m.source) {
+        return Ok(None);
+    }
+    let path = Path::new(&m.source);
+    let meta = tokio::fs::metadata(path).await.map_err(|e| {
+        AppError::field(
+            "source",
+            format!("no file or directory readable at `{}`: {e}", m.source),
+        )
+    })?;
+    if meta.is_dir() {
+        if m.sha256.is_some() {
+            return Err(AppError::field(
+                "sha256",
+                "applies to a single file, not to a directory",
+            ));
+        }
+        return Ok(Some(LocalSource {
+            size: dir_size(path).await,
+            is_dir: true,
+        }));
+    }
+    if m.source.to_ascii_lowercase().ends_with(".gguf") && !crate::download::is_gguf(path).await {
+        return Err(AppError::field(
+            "source",
+            format!("`{}` is not a GGUF file", m.source),
+        ));
+    }
+    Ok(Some(LocalSource {
+        size: meta.len(),
+        is_dir: false,
+    }))
+}
+
+fn check_source_syntax(source: &str) -> Result<(), String> {
+    if source.is_empty() || source.len() > MAX_SOURCE_BYTES {
+        return Err(format!(
+            "must be an http(s) URL or an absolute path of at most {MAX_SOURCE_BYTES} bytes"
+        ));
+    }
+    if is_url(source) {
+        let url = reqwest::Url::parse(source).map_err(|e| format!("is not a valid URL: {e}"))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("the URL has no host".into());
+        }
+        return Ok(());
+    }
+    if source.contains("://") {
+        return Err("only http:// and https:// URLs can be downloaded".into());
+    }
+    if !Path::new(source).is_absolute() {
+        return Err("must be an http(s) URL or an absolute path on the server".into());
+    }
+    Ok(())
+}
+
+/// Total size of the files under `dir`.
+async fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(mut entries) = tokio::fs::read_dir(&d).await else {
+            continue;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            match entry.metadata().await {
+                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
+                Ok(meta) => total += meta.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Points the record at a local source, or marks it for download. Returns
+/// whether a background job must run.
+fn prepare_source(m: &mut ModelRecord, local: Option<&LocalSource>) -> bool {
+    m.error = None;
+    match local {
+        Some(local) if local.is_dir || m.sha256.is_none() => {
+            m.status = ModelStatus::Ready;
+            m.file_path = Some(m.source.clone());
+            m.size_bytes = Some(local.size);
+            false
+        }
+        _ => {
+            m.status = ModelStatus::Downloading;
+            true
+        }
+    }
+}
+
+fn name_conflict(e: StoreError) -> AppError {
+    match e {
+        StoreError::Conflict(_) => {
+            AppError::Conflict("a model with this name already exists".into())
+        }
+        other => other.into(),
+    }
+}
+
+/// Adds a model and starts fetching its file.
+pub async fn create(state: &AppState, req: NewModel) -> ApiResult<ModelRecord> {
+    let at = now();
+    let mut model = ModelRecord {
+        id: new_id(),
+        name: req.name.trim().to_owned(),
+        backend: req.backend.trim().to_owned(),
+        kind: req.kind.unwrap_or_default(),
+        source: req.source,
+        sha256: req.sha256.filter(|s| !s.trim().is_empty()),
+        file_path: None,
+        size_bytes: None,
+        status: ModelStatus::Downloading,
+        error: None,
+        description: req.description.unwrap_or_default().trim().to_owned(),
+        context_length: req.context_length.unwrap_or(0),
+        threads: req.threads.unwrap_or(0),
+        slots: req.slots.unwrap_or(DEFAULT_SLOTS),
+        sampling: req.sampling.unwrap_or_default(),
+        chat_template: req.chat_template.filter(|t| !t.trim().is_empty()),
+        access: req.access.unwrap_or_default(),
+        created_at: at,
+        updated_at: at,
+    };
+    let local = validate(state, &mut model, true).await?;
+    let fetch = prepare_source(&mut model, local.as_ref());
+    {
+        let _guard = state.downloads.records.lock().await;
+        state
+            .store
+            .create_model(&model)
+            .await
+            .map_err(name_conflict)?;
+    }
+    if fetch {
+        state.downloads.start(&model).await;
+    }
+    publish_status(state, &model);
+    Ok(model)
+}
+
+/// Applies `changes`; returns the record before and after.
+pub async fn update(
+    state: &AppState,
+    id: &str,
+    changes: ModelChanges,
+) -> ApiResult<(ModelRecord, ModelRecord)> {
+    let guard = state.downloads.records.lock().await;
+    let before = state
+        .store
+        .get_model(id)
+        .await?
+        .ok_or(AppError::NotFound("model"))?;
+    let mut model = before.clone();
+    let mut refetch = false;
+    if let Some(name) = changes.name {
+        model.name = name.trim().to_owned();
+    }
+    if let Some(backend) = changes.backend {
+        model.backend = backend.trim().to_owned();
+    }
+    if let Some(kind) = changes.kind {
+        model.kind = kind;
+    }
+    if let Some(source) = changes.source {
+        refetch = source.trim() != before.source || before.status == ModelStatus::Failed;
+        model.source = source;
+    }
+    if let Some(sha) = changes.sha256 {
+        let sha = Some(sha.trim().to_ascii_lowercase()).filter(|s| !s.is_empty());
+        refetch |= sha != before.sha256;
+        model.sha256 = sha;
+    }
+    if let Some(description) = changes.description {
+        model.description = description.trim().to_owned();
+    }
+    if let Some(n) = changes.context_length {
+        model.context_length = n;
+    }
+    if let Some(n) = changes.threads {
+        model.threads = n;
+    }
+    if let Some(n) = changes.slots {
+        model.slots = n;
+    }
+    if let Some(sampling) = changes.sampling {
+        model.sampling = sampling;
+    }
+    if let Some(template) = changes.chat_template {
+        model.chat_template = Some(template).filter(|t| !t.trim().is_empty());
+    }
+    if let Some(access) = changes.access {
+        model.access = access;
+    }
+    let local = validate(state, &mut model, refetch).await?;
+    // Trimming or lowercasing may have turned a "change" into none.
+    refetch = refetch
+        && (model.source != before.source
+            || model.sha256 != before.sha256
+            || before.status == ModelStatus::Failed);
+    if refetch {
+        if prepare_source(&mut model, local.as_ref()) {
+            // Keeps `file_path` and `size_bytes`: the old file serves until
+            // the new one is ready.
+        } else {
+            state.downloads.cancel(&model.id).await;
+        }
+    }
+    if model == before {
+        return Ok((before, model));
+    }
+    model.updated_at = now();
+    state
+        .store
+        .update_model(&model)
+        .await
+        .map_err(name_conflict)?;
+    drop(guard);
+    if refetch {
+        if model.status == ModelStatus::Downloading {
+            state.downloads.start(&model).await;
+        } else {
+            state.downloads.remove_files(&model.id).await;
+        }
+        publish_status(state, &model);
+    }
+    Ok((before, model))
+}
+
+/// Removes a model: stops its download and deletes the files the host
+/// downloaded for it (a local source is left alone). Chats that used it
+/// keep its name.
+pub async fn delete(state: &AppState, id: &str) -> ApiResult<ModelRecord> {
+    let model = state
+        .store
+        .get_model(id)
+        .await?
+        .ok_or(AppError::NotFound("model"))?;
+    state.downloads.cancel(id).await;
+    {
+        let _guard = state.downloads.records.lock().await;
+        if !state.store.delete_model(id).await? {
+            return Err(AppError::NotFound("model"));
+        }
+    }
+    state.downloads.remove_files(id).await;
+    state.events.publish(Event::ModelDeleted {
+        model_id: id.to_owned(),
+    });
+    Ok(model)
+}
+
+fn publish_status(state: &AppState, model: &ModelRecord) {
+    state.events.publish(Event::ModelStatus {
+        model_id: model.id.clone(),
+        status: model.status,
+        error: model.error.clone(),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_sources() {
+        assert!(valid_name("gemma-3-270m:Q4_K_M.v1"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("has space"));
+        assert!(!valid_name(&"x".repeat(101)));
+        assert!(check_source_syntax("https://huggingface.co/a/b/resolve/main/c.gguf").is_ok());
+        assert!(check_source_syntax("http://127.0.0.1:9/x").is_ok());
+        assert!(check_source_syntax("ftp://x/y").is_err());
+        assert!(check_source_syntax("relative/path.gguf").is_err());
+        assert!(check_source_syntax("https://").is_err());
+        assert!(check_source_syntax("/abs/path.gguf").is_ok());
+    }
+}
