@@ -20,6 +20,7 @@ pub mod auth;
 pub mod chats;
 pub mod health;
 pub mod models;
+pub mod openai;
 pub mod stats;
 pub mod tickets;
 pub mod users;
@@ -110,6 +111,14 @@ pub fn routes() -> Vec<ApiRoute> {
             "/api/chats/{id}/messages",
             Signed,
             post(chats::add_message),
+        ),
+        // OpenAI-compatible API.
+        route(M::GET, "/v1/models", Signed, get(openai::models)),
+        route(
+            M::POST,
+            "/v1/chat/completions",
+            Signed,
+            post(openai::chat_completions),
         ),
         // Models.
         route(M::GET, "/api/models", Signed, get(models::list)),

@@ -22,6 +22,19 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Log as JSON lines instead of text.
     pub log_json: bool,
+    /// Where backend libraries (`libcorral_*.so`) are; default: the
+    /// directory of the `corral` executable.
+    pub backends_dir: Option<PathBuf>,
+    /// Unload a model unused for this many seconds.
+    pub idle_unload_secs: u64,
+    /// Memory all loaded models may use together, in MiB; 0 = no limit.
+    pub memory_budget_mb: u64,
+    /// Models loaded at once; 0 = no limit.
+    pub max_loaded_models: usize,
+    /// Requests that may wait per model.
+    pub queue_max_waiting: usize,
+    /// Generations one user may have running or waiting.
+    pub per_user_generations: usize,
 }
 
 impl Default for Config {
@@ -34,6 +47,12 @@ impl Default for Config {
             refresh_token_ttl_days: 30,
             max_body_bytes: 1024 * 1024,
             log_json: false,
+            backends_dir: None,
+            idle_unload_secs: 15 * 60,
+            memory_budget_mb: 0,
+            max_loaded_models: 0,
+            queue_max_waiting: 64,
+            per_user_generations: 4,
         }
     }
 }
@@ -49,6 +68,12 @@ pub struct FileConfig {
     pub refresh_token_ttl_days: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub log_json: Option<bool>,
+    pub backends_dir: Option<PathBuf>,
+    pub idle_unload_secs: Option<u64>,
+    pub memory_budget_mb: Option<u64>,
+    pub max_loaded_models: Option<usize>,
+    pub queue_max_waiting: Option<usize>,
+    pub per_user_generations: Option<usize>,
 }
 
 impl FileConfig {
@@ -68,6 +93,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub database: Option<String>,
     pub log_json: Option<bool>,
+    pub backends_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -89,6 +115,12 @@ impl Config {
                 .unwrap_or(d.refresh_token_ttl_days),
             max_body_bytes: file.max_body_bytes.unwrap_or(d.max_body_bytes),
             log_json: overrides.log_json.or(file.log_json).unwrap_or(d.log_json),
+            backends_dir: overrides.backends_dir.or(file.backends_dir),
+            idle_unload_secs: file.idle_unload_secs.unwrap_or(d.idle_unload_secs),
+            memory_budget_mb: file.memory_budget_mb.unwrap_or(d.memory_budget_mb),
+            max_loaded_models: file.max_loaded_models.unwrap_or(d.max_loaded_models),
+            queue_max_waiting: file.queue_max_waiting.unwrap_or(d.queue_max_waiting),
+            per_user_generations: file.per_user_generations.unwrap_or(d.per_user_generations),
         };
         anyhow::ensure!(
             config.access_token_ttl_secs >= 30,
@@ -102,7 +134,21 @@ impl Config {
             config.max_body_bytes >= 1024,
             "max_body_bytes must be at least 1024"
         );
+        anyhow::ensure!(
+            config.queue_max_waiting >= 1 && config.per_user_generations >= 1,
+            "queue_max_waiting and per_user_generations must be at least 1"
+        );
         Ok(config)
+    }
+
+    /// The backends directory in use.
+    pub fn backends_dir(&self) -> PathBuf {
+        self.backends_dir.clone().unwrap_or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|exe| exe.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from("."))
+        })
     }
 }
 

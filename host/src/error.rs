@@ -42,6 +42,12 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("too many attempts; try again in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// A queue or allowance is full; `message` says which.
+    #[error("{message}")]
+    Busy { retry_after: u64, message: String },
+    /// A part the request needs (a backend, a model) is not available.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -69,7 +75,8 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } | AppError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             AppError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
             AppError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -94,6 +101,8 @@ impl AppError {
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::RateLimited { .. } => "rate_limited",
+            AppError::Busy { .. } => "busy",
+            AppError::Unavailable(_) => "unavailable",
             AppError::Store(StoreError::NotFound) => "not_found",
             AppError::Store(StoreError::Unavailable(_)) => "store_unavailable",
             AppError::Store(StoreError::Corrupt(_)) | AppError::Internal(_) => "internal",
@@ -128,7 +137,7 @@ impl IntoResponse for AppError {
             tracing::error!(error = ?self, "request failed");
         }
         let mut response = (status, axum::Json(self.body())).into_response();
-        if let AppError::RateLimited { retry_after } = self {
+        if let AppError::RateLimited { retry_after } | AppError::Busy { retry_after, .. } = self {
             if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }

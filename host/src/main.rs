@@ -53,6 +53,9 @@ struct ServeArgs {
     /// Log JSON lines instead of text.
     #[arg(long, env = "CORRAL_LOG_JSON")]
     log_json: Option<bool>,
+    /// Directory of backend libraries [default: the executable's directory].
+    #[arg(long, env = "CORRAL_BACKENDS_DIR")]
+    backends_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +82,7 @@ fn resolve(
     store: &StoreArgs,
     bind: Option<SocketAddr>,
     log_json: Option<bool>,
+    backends_dir: Option<PathBuf>,
 ) -> anyhow::Result<Config> {
     let file = match &store.config {
         Some(path) => FileConfig::load(path)?,
@@ -91,6 +95,7 @@ fn resolve(
             data_dir: store.data_dir.clone(),
             database: store.database.clone(),
             log_json,
+            backends_dir,
         },
     )
 }
@@ -114,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = resolve(&args.store, args.bind, args.log_json)?;
+            let config = resolve(&args.store, args.bind, args.log_json, args.backends_dir)?;
             init_logging(config.log_json);
             corral_host::server::serve(config).await
         }
@@ -132,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
                     display_name,
                 },
         } => {
-            let config = resolve(&store, None, None)?;
+            let config = resolve(&store, None, None, None)?;
             let password = match password {
                 Some(p) => p,
                 None => prompt_password()?,

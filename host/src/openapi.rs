@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{self, admin, auth, chats, health, models, stats, tickets, users};
+use crate::api::{self, admin, auth, chats, health, models, openai, stats, tickets, users};
 use crate::policy::Access;
 
 /// Corral's REST API.
@@ -33,11 +33,17 @@ use crate::policy::Access;
         admin::audit, admin::get_settings, admin::update_settings,
         chats::list, chats::create, chats::get_one, chats::update, chats::remove,
         chats::export, chats::add_message,
+        openai::models, openai::chat_completions,
         tickets::list, tickets::create, tickets::get_one, tickets::update, tickets::comment,
         models::list, models::create, models::get_one, models::update, models::remove,
         models::progress, models::events,
     ),
-    components(schemas(corral_sdk::ErrorBody, corral_sdk::FieldError, chats::ExportFormat)),
+    components(schemas(
+        corral_sdk::ErrorBody,
+        corral_sdk::FieldError,
+        chats::ExportFormat,
+        openai::OpenAiErrorBody
+    )),
     modifiers(&Conventions),
     tags(
         (name = "auth", description = "Accounts and sessions"),
@@ -49,6 +55,7 @@ use crate::policy::Access;
         (name = "stats", description = "Usage statistics (admin, technician)"),
         (name = "models", description = "The model registry: everyone lists the models they may use; technicians manage them"),
         (name = "health", description = "Probes"),
+        (name = "openai", description = "OpenAI-compatible API; send a personal API key as the Bearer token"),
     )
 )]
 pub struct ApiDoc;
@@ -100,19 +107,23 @@ impl Modify for Conventions {
                     .build(),
             ),
         );
-        for (name, description) in ERRORS {
-            let response = ResponseBuilder::new()
-                .description(*description)
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("ErrorBody")))
-                        .build(),
-                )
-                .build();
-            components
-                .responses
-                .insert((*name).to_owned(), RefOr::T(response));
+        // The same responses twice: in Corral's error shape, and in
+        // OpenAI's for the `/v1` API (named `OpenAi…`).
+        for (prefix, schema) in [("", "ErrorBody"), ("OpenAi", "OpenAiErrorBody")] {
+            for (name, description) in ERRORS {
+                let response = ResponseBuilder::new()
+                    .description(*description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name(schema)))
+                            .build(),
+                    )
+                    .build();
+                components
+                    .responses
+                    .insert(format!("{prefix}{name}"), RefOr::T(response));
+            }
         }
         for route in api::routes() {
             let Some(item) = openapi.paths.paths.get_mut(route.path) else {
@@ -121,11 +132,18 @@ impl Modify for Conventions {
             let Some(op) = operation_mut(item, &route.method) else {
                 continue;
             };
+            let prefix = if route.path.starts_with("/v1/") {
+                "OpenAi"
+            } else {
+                ""
+            };
             let mut add = |status: &str, name: &str| {
                 op.responses
                     .responses
                     .entry(status.to_owned())
-                    .or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
+                    .or_insert_with(|| {
+                        RefOr::Ref(Ref::from_response_name(format!("{prefix}{name}")))
+                    });
             };
             add("400", "BadRequest");
             add("422", "ValidationFailed");

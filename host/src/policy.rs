@@ -87,6 +87,10 @@ pub async fn enforce(
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
             }
+            // OpenAI clients expect their own error shape.
+            Err(err) if request.uri().path().starts_with("/v1/") => {
+                return crate::api::openai::openai_error_response(err)
+            }
             Err(err) => return err.into_response(),
         }
     }

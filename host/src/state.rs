@@ -9,6 +9,10 @@ use crate::auth::TokenKeys;
 use crate::config::Config;
 use crate::download::Downloads;
 use crate::events::EventBus;
+use crate::inference::backends::BackendSet;
+use crate::inference::manager::{ManagerLimits, ModelManager};
+use crate::inference::scheduler::{QueueLimits, Scheduler};
+use crate::inference::Inference;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 
@@ -33,6 +37,8 @@ pub struct AppState {
     pub events: EventBus,
     /// Model file downloads.
     pub downloads: Arc<Downloads>,
+    /// Backends, loaded models and their queues.
+    pub inference: Inference,
 }
 
 impl AppState {
@@ -56,6 +62,21 @@ impl AppState {
             events.clone(),
             &config.data_dir,
         )?);
+        let backends = Arc::new(BackendSet::discover(&config.backends_dir()));
+        let inference = Inference::new(
+            ModelManager::new(
+                backends,
+                ManagerLimits {
+                    idle_unload: std::time::Duration::from_secs(config.idle_unload_secs),
+                    memory_budget: config.memory_budget_mb * 1024 * 1024,
+                    max_loaded: config.max_loaded_models,
+                },
+            ),
+            Scheduler::new(QueueLimits {
+                max_waiting: config.queue_max_waiting,
+                per_user: config.per_user_generations,
+            }),
+        );
         Ok(AppState {
             store,
             tokens: Arc::new(TokenKeys::new(
@@ -67,6 +88,7 @@ impl AppState {
             staff_changes: Arc::new(tokio::sync::Mutex::new(())),
             events,
             downloads,
+            inference,
         })
     }
 }

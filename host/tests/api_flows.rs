@@ -1741,3 +1741,39 @@ async fn only_technicians_grant_the_technician_role() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["role"], "technician");
 }
+
+#[tokio::test]
+async fn the_openai_api_answers_errors_in_openai_shape() {
+    let t = TestApp::new().await;
+    let user = t.signed_in("oliver", Role::User).await;
+    let r = t
+        .send(raw_post(
+            "/v1/chat/completions",
+            &user.access,
+            Some("application/json"),
+            "{\"model\": ",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let body = r.json();
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(body["error"]["code"], "malformed_json", "{body}");
+
+    let (status, body) = t
+        .post(
+            "/v1/chat/completions",
+            Some(&user.access),
+            &json!({"model": "no-such-model", "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["type"], "not_found_error", "{body}");
+
+    let (status, body) = t.get("/v1/models", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+
+    let (status, body) = t.get("/v1/models", Some(&user.access)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["object"], "list");
+}

@@ -192,6 +192,9 @@ fn rows() -> Vec<Row> {
         row("POST", "/api/tickets/{id}/comments", "own ticket", SIGNED_201, Id::OwnTicket, Json(r#"{"body":"More details."}"#)),
         row("POST", "/api/tickets/{id}/comments", "own ticket, internal note", STAFF_201, Id::OwnTicket, Json(r#"{"body":"Note.","internal":true}"#)),
         row("POST", "/api/tickets/{id}/comments", "another user's ticket", [401, 404, 201, 201], Id::OtherTicket, Json(r#"{"body":"Hello."}"#)),
+        // OpenAI-compatible API (errors in OpenAI's shape).
+        row("GET", "/v1/models", "usable models", SIGNED_200, Id::None, none),
+        row("POST", "/v1/chat/completions", "an unknown model", [401, 404, 404, 404], Id::None, Json(r#"{"model":"no-such-model","messages":[{"role":"user","content":"Hi"}]}"#)),
         // Models: everyone lists what they may use; technicians manage.
         row("GET", "/api/models", "usable models", SIGNED_200, Id::None, none),
         row("POST", "/api/models", "local directory", TECH_202, Id::None, Json(LOCAL_MODEL)),
@@ -433,6 +436,12 @@ async fn every_operation_answers_each_role_as_specified() {
                 continue;
             }
             if let Some(codes) = code_for(got) {
+                // The OpenAI-compatible API nests its error body.
+                let json = if row.path.starts_with("/v1/") {
+                    &json["error"]
+                } else {
+                    &json
+                };
                 let code = json["code"].as_str().unwrap_or("");
                 if !codes.contains(&code) || !json["message"].is_string() {
                     problems.push(format!("{what}: {got} without a proper error body: {json}"));
