@@ -15,7 +15,7 @@ bin="$(target_dir)/release/corral"
 if [[ ! -x "$bin" ]]; then
     "$CORRAL_ROOT/scripts/setup.sh" >&2
 else
-    (cd "$CORRAL_ROOT" && cargo build --release -p corral-host --locked --quiet) >&2
+    (cd "$CORRAL_ROOT" && cargo build --release -p corral-host -p corral-llama -p corral-candle --locked --quiet) >&2
 fi
 [[ -x "$bin" ]] || die "the build did not produce $bin"
 exec "$bin" "$@"

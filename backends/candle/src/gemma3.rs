@@ -1,0 +1,550 @@
+//! Gemma 3 text model over llama.cpp GGUF weights, written for Corral.
+//!
+//! candle-transformers' `quantized_gemma3` (0.11.1) disagrees with llama.cpp
+//! in ways that ruin the text (see MODELS.md); this one follows llama.cpp:
+//! GELU-tanh feed-forward, a sliding window of exactly `sliding_window` keys
+//! in prefill and decode, RoPE tables only as long as the context in use,
+//! the embedding table kept quantized, and prefill in chunks at any position.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::gguf::{Gguf, LoadError};
+
+/// Hyperparameters read from the GGUF metadata.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub block_count: usize,
+    pub embedding_length: usize,
+    pub feed_forward_length: usize,
+    pub head_count: usize,
+    pub head_count_kv: usize,
+    pub head_dim: usize,
+    pub rms_eps: f64,
+    pub sliding_window: usize,
+    /// Every `sliding_window_pattern`-th layer attends globally.
+    pub sliding_window_pattern: usize,
+    pub rope_base_global: f32,
+    pub rope_base_local: f32,
+    /// Linear RoPE scaling of the global layers (1 when absent).
+    pub rope_scale_global: f32,
+    pub final_logit_softcap: Option<f32>,
+    pub attention_scale: f64,
+    pub vocab_size: usize,
+}
+
+impl Config {
+    pub fn from_gguf(g: &Gguf) -> Result<Self, LoadError> {
+        let a = g.architecture.as_str();
+        let key = |k: &str| format!("{a}.{k}");
+        let head_count = g.u32(&key("attention.head_count"))? as usize;
+        let embedding_length = g.u32(&key("embedding_length"))? as usize;
+        let head_dim = g
+            .u32_opt(&key("attention.key_length"))?
+            .map(|v| v as usize)
+            .unwrap_or(embedding_length / head_count.max(1));
+        let config = Config {
+            block_count: g.u32(&key("block_count"))? as usize,
+            embedding_length,
+            feed_forward_length: g.u32(&key("feed_forward_length"))? as usize,
+            head_count,
+            head_count_kv: g
+                .u32_opt(&key("attention.head_count_kv"))?
+                .map(|v| v as usize)
+                .unwrap_or(head_count),
+            head_dim,
+            rms_eps: g
+                .f32_opt(&key("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-6) as f64,
+            sliding_window: g.u32(&key("attention.sliding_window"))? as usize,
+            sliding_window_pattern: g
+                .u32_opt(&key("attention.sliding_window_pattern"))?
+                .map(|v| v as usize)
+                .unwrap_or(6),
+            rope_base_global: g.f32_opt(&key("rope.freq_base"))?.unwrap_or(1_000_000.0),
+            rope_base_local: g.f32_opt(&key("rope.local_freq_base"))?.unwrap_or(10_000.0),
+            rope_scale_global: g.f32_opt(&key("rope.scaling.factor"))?.unwrap_or(1.0),
+            final_logit_softcap: g.f32_opt(&key("final_logit_softcapping"))?,
+            attention_scale: 1.0 / (head_dim as f64).sqrt(),
+            vocab_size: g.vocab_size(),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), LoadError> {
+        let bad = |what: &str| Err(LoadError::Invalid(format!("bad hyperparameter: {what}")));
+        if self.block_count == 0 || self.block_count > 1024 {
+            return bad("block_count");
+        }
+        if self.head_count == 0 || self.head_count_kv == 0 {
+            return bad("attention.head_count");
+        }
+        if self.head_count % self.head_count_kv != 0 {
+            return bad("attention.head_count is not a multiple of attention.head_count_kv");
+        }
+        if self.head_dim == 0 || self.head_dim % 2 != 0 || self.head_dim > 4096 {
+            return bad("attention.key_length");
+        }
+        if self.embedding_length == 0 || self.feed_forward_length == 0 {
+            return bad("embedding_length");
+        }
+        if self.sliding_window == 0 || self.sliding_window_pattern == 0 {
+            return bad("attention.sliding_window");
+        }
+        if !(self.rope_base_global > 0.0 && self.rope_base_local > 0.0) {
+            return bad("rope.freq_base");
+        }
+        if !(self.rope_scale_global.is_finite() && self.rope_scale_global > 0.0) {
+            return bad("rope.scaling.factor");
+        }
+        Ok(())
+    }
+
+    fn is_sliding(&self, layer: usize) -> bool {
+        (layer + 1) % self.sliding_window_pattern != 0
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    post_attn_norm: Tensor,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+    post_ffn_norm: Tensor,
+    sliding: bool,
+}
+
+/// cos/sin tables for positions `0..len`.
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(head_dim: usize, base: f32, scale: f32, len: usize) -> candle_core::Result<Self> {
+        let inv_freq: Vec<f32> = (0..head_dim / 2)
+            .map(|i| 1.0 / base.powf(2.0 * i as f32 / head_dim as f32))
+            .collect();
+        let mut angles = Vec::with_capacity(len * inv_freq.len());
+        for pos in 0..len {
+            let p = pos as f32 / scale;
+            angles.extend(inv_freq.iter().map(|f| p * f));
+        }
+        let angles = Tensor::from_vec(angles, (len, head_dim / 2), &Device::Cpu)?;
+        Ok(Rope {
+            cos: angles.cos()?,
+            sin: angles.sin()?,
+        })
+    }
+
+    fn apply(&self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        let len = x.dim(2)?;
+        let cos = self.cos.narrow(0, pos, len)?;
+        let sin = self.sin.narrow(0, pos, len)?;
+        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
+    }
+}
+
+/// Weights and tables shared by every sequence slot.
+pub struct Weights {
+    config: Config,
+    /// Kept quantized: rows are dequantized on lookup.
+    embed: Arc<QTensor>,
+    output: QMatMul,
+    output_norm: Tensor,
+    layers: Vec<Layer>,
+    rope_local: Rope,
+    rope_global: Rope,
+    context_length: usize,
+}
+
+impl Weights {
+    /// Reads the weights, calling `progress` with the fraction done; a
+    /// `progress` that returns false abandons the load.
+    pub fn load(
+        g: &mut Gguf,
+        config: Config,
+        context_length: usize,
+        progress: &mut dyn FnMut(f32) -> bool,
+    ) -> Result<Self, LoadError> {
+        let c = &config;
+        let (d, hd) = (c.embedding_length, c.head_dim);
+        let embed = g.qtensor("token_embd.weight", &[c.vocab_size, d])?;
+        let embed = Arc::new(requantize(embed)?);
+        let output = if g.has_tensor("output.weight") {
+            QMatMul::from_arc(Arc::new(requantize(
+                g.qtensor("output.weight", &[c.vocab_size, d])?,
+            )?))?
+        } else {
+            QMatMul::from_arc(embed.clone())?
+        };
+        let output_norm = g.vector("output_norm.weight", d)?;
+        let mut layers = Vec::with_capacity(c.block_count);
+        for i in 0..c.block_count {
+            let mut mm = |name: &str, shape: &[usize]| -> Result<QMatMul, LoadError> {
+                let t = g.qtensor(&format!("blk.{i}.{name}.weight"), shape)?;
+                Ok(QMatMul::from_arc(Arc::new(requantize(t)?))?)
+            };
+            let wq = mm("attn_q", &[c.head_count * hd, d])?;
+            let wk = mm("attn_k", &[c.head_count_kv * hd, d])?;
+            let wv = mm("attn_v", &[c.head_count_kv * hd, d])?;
+            let wo = mm("attn_output", &[d, c.head_count * hd])?;
+            let gate = mm("ffn_gate", &[c.feed_forward_length, d])?;
+            let up = mm("ffn_up", &[c.feed_forward_length, d])?;
+            let down = mm("ffn_down", &[d, c.feed_forward_length])?;
+            let mut v = |name: &str, len: usize| g.vector(&format!("blk.{i}.{name}.weight"), len);
+            layers.push(Layer {
+                attn_norm: v("attn_norm", d)?,
+                q_norm: v("attn_q_norm", hd)?,
+                k_norm: v("attn_k_norm", hd)?,
+                post_attn_norm: v("post_attention_norm", d)?,
+                ffn_norm: v("ffn_norm", d)?,
+                post_ffn_norm: v("post_ffw_norm", d)?,
+                wq,
+                wk,
+                wv,
+                wo,
+                gate,
+                up,
+                down,
+                sliding: c.is_sliding(i),
+            });
+            if !progress(0.1 + 0.85 * (i + 1) as f32 / c.block_count as f32) {
+                return Err(LoadError::Cancelled);
+            }
+        }
+        let rope_local = Rope::new(hd, c.rope_base_local, 1.0, context_length)?;
+        let rope_global = Rope::new(hd, c.rope_base_global, c.rope_scale_global, context_length)?;
+        Ok(Weights {
+            config,
+            embed,
+            output,
+            output_norm,
+            layers,
+            rope_local,
+            rope_global,
+            context_length,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Approximate bytes held by the weights and tables.
+    pub fn memory_bytes(&self) -> u64 {
+        let tensor = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+        let qmm = |m: &QMatMul| match m {
+            QMatMul::QTensor(q) => q.storage_size_in_bytes() as u64,
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => tensor(t),
+        };
+        let mut total = self.embed.storage_size_in_bytes() as u64;
+        if !matches!(&self.output, QMatMul::QTensor(q) if Arc::ptr_eq(q, &self.embed)) {
+            total += qmm(&self.output);
+        }
+        for l in &self.layers {
+            total += [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
+                .iter()
+                .map(|m| qmm(m))
+                .sum::<u64>();
+        }
+        total + 2 * (tensor(&self.rope_local.cos) + tensor(&self.rope_global.cos))
+    }
+}
+
+/// Q5_0, Q5_1 and Q4_1 have only scalar kernels in candle on x86; Q8_0
+/// computes several times faster at a small cost in precision.
+fn requantize(t: QTensor) -> Result<QTensor, LoadError> {
+    match t.dtype() {
+        GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q4_1 => {
+            let f = t.dequantize(&Device::Cpu)?;
+            Ok(QTensor::quantize(&f, GgmlDType::Q8_0)?)
+        }
+        _ => Ok(t),
+    }
+}
+
+/// One layer's keys and values of a sequence.
+struct LayerCache {
+    /// `(1, kv_heads, capacity, head_dim)`; only `len` positions are valid.
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+    len: usize,
+    /// Absolute position of the first cached key.
+    start: usize,
+}
+
+impl LayerCache {
+    fn new() -> Self {
+        LayerCache {
+            k: None,
+            v: None,
+            len: 0,
+            start: 0,
+        }
+    }
+
+    /// Appends new keys and values; returns all cached ones.
+    fn append(&mut self, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let add = k.dim(2)?;
+        let need = self.len + add;
+        let capacity = self.k.as_ref().map(|t| t.dim(2)).transpose()?.unwrap_or(0);
+        if need > capacity {
+            let new_capacity = need.max(capacity * 2).max(64);
+            let (_, h, _, d) = k.dims4()?;
+            let grow = |old: &Option<Tensor>| -> candle_core::Result<Tensor> {
+                let t = Tensor::zeros((1, h, new_capacity, d), DType::F32, &Device::Cpu)?;
+                if let Some(old) = old {
+                    if self.len > 0 {
+                        t.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                    }
+                }
+                Ok(t)
+            };
+            self.k = Some(grow(&self.k)?);
+            self.v = Some(grow(&self.v)?);
+        }
+        let (kc, vc) = match (&self.k, &self.v) {
+            (Some(kc), Some(vc)) => (kc, vc),
+            _ => candle_core::bail!("kv cache missing"),
+        };
+        kc.slice_set(&k.contiguous()?, 2, self.len)?;
+        vc.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len = need;
+        Ok((kc.narrow(2, 0, need)?, vc.narrow(2, 0, need)?))
+    }
+
+    /// Drops all but the last `keep` positions (sliding-window layers).
+    fn keep_last(&mut self, keep: usize) -> candle_core::Result<()> {
+        if self.len <= keep {
+            return Ok(());
+        }
+        let drop = self.len - keep;
+        for t in [&mut self.k, &mut self.v].into_iter().flatten() {
+            let kept = t.narrow(2, drop, keep)?.contiguous()?;
+            t.slice_set(&kept, 2, 0)?;
+        }
+        self.len = keep;
+        self.start += drop;
+        Ok(())
+    }
+}
+
+/// One sequence: shared weights plus its own key/value cache.
+pub struct Gemma3 {
+    w: Arc<Weights>,
+    caches: Vec<LayerCache>,
+    /// Tokens already in the cache.
+    pos: usize,
+}
+
+/// Longest chunk read in one forward pass during prefill.
+const PREFILL_CHUNK: usize = 512;
+
+impl Gemma3 {
+    pub fn new(w: Arc<Weights>) -> Self {
+        let caches = (0..w.layers.len()).map(|_| LayerCache::new()).collect();
+        Gemma3 { w, caches, pos: 0 }
+    }
+
+    pub fn reset(&mut self) {
+        for c in &mut self.caches {
+            *c = LayerCache::new();
+        }
+        self.pos = 0;
+    }
+
+    /// Feeds `tokens` after those already cached and returns the logits
+    /// (`vocab_size`, f32) after the last one.
+    pub fn forward(&mut self, tokens: &[u32]) -> candle_core::Result<Tensor> {
+        if tokens.is_empty() {
+            candle_core::bail!("no tokens to read");
+        }
+        if self.pos + tokens.len() > self.w.context_length {
+            candle_core::bail!(
+                "{} tokens exceed the context of {}",
+                self.pos + tokens.len(),
+                self.w.context_length
+            );
+        }
+        let vocab = self.w.config.vocab_size as u32;
+        if let Some(bad) = tokens.iter().find(|&&t| t >= vocab) {
+            candle_core::bail!("token id {bad} is outside the vocabulary");
+        }
+        let mut logits = None;
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            logits = Some(self.forward_chunk(chunk)?);
+        }
+        logits.ok_or_else(|| candle_core::Error::Msg("no tokens".into()))
+    }
+
+    fn forward_chunk(&mut self, tokens: &[u32]) -> candle_core::Result<Tensor> {
+        let w = self.w.clone();
+        let c = &w.config;
+        let n = tokens.len();
+        let ids = Tensor::new(tokens, &Device::Cpu)?;
+        let mut x = w
+            .embed
+            .embedding(&ids)?
+            .reshape((1, n, c.embedding_length))?;
+        x = (x * (c.embedding_length as f64).sqrt())?;
+        for (layer, cache) in w.layers.iter().zip(self.caches.iter_mut()) {
+            let h = rms_norm(&x, &layer.attn_norm, c.rms_eps)?;
+            let h = attention(c, &w, layer, cache, &h, self.pos)?;
+            let h = rms_norm(&h, &layer.post_attn_norm, c.rms_eps)?;
+            x = (x + h)?;
+            let h = rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
+            let gate = layer.gate.forward(&h)?.gelu()?;
+            let h = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
+            let h = rms_norm(&h, &layer.post_ffn_norm, c.rms_eps)?;
+            x = (x + h)?;
+        }
+        self.pos += n;
+        let last = x.narrow(1, n - 1, 1)?;
+        let last = rms_norm(&last, &w.output_norm, c.rms_eps)?;
+        let mut logits = w.output.forward(&last)?.flatten_all()?;
+        if let Some(cap) = c.final_logit_softcap {
+            logits = ((logits / cap as f64)?.tanh()? * cap as f64)?;
+        }
+        Ok(logits)
+    }
+}
+
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)
+}
+
+fn attention(
+    c: &Config,
+    w: &Weights,
+    layer: &Layer,
+    cache: &mut LayerCache,
+    x: &Tensor,
+    pos: usize,
+) -> candle_core::Result<Tensor> {
+    let n = x.dim(1)?;
+    let (h, kvh, hd) = (c.head_count, c.head_count_kv, c.head_dim);
+    let group = h / kvh;
+    let q = layer.wq.forward(x)?.reshape((1, n, h, hd))?;
+    let k = layer.wk.forward(x)?.reshape((1, n, kvh, hd))?;
+    let v = layer.wv.forward(x)?.reshape((1, n, kvh, hd))?;
+    let q = rms_norm(&q, &layer.q_norm, c.rms_eps)?.transpose(1, 2)?;
+    let k = rms_norm(&k, &layer.k_norm, c.rms_eps)?.transpose(1, 2)?;
+    let v = v.transpose(1, 2)?.contiguous()?;
+    let rope = if layer.sliding {
+        &w.rope_local
+    } else {
+        &w.rope_global
+    };
+    let q = (rope.apply(&q, pos)? * c.attention_scale)?;
+    let k = rope.apply(&k, pos)?;
+
+    let key_start = cache.start;
+    let (k, v) = cache.append(&k, &v)?;
+    let keys = k.dim(2)?;
+
+    // Query heads that share a key head are stacked, so no copy of the keys
+    // per head is needed: (1, kvh, group * n, hd).
+    let q = q.reshape((1, kvh, group * n, hd))?;
+    let scores = q.matmul(&k.t()?)?;
+    let scores = if n > 1 {
+        let mask = mask(
+            n,
+            pos,
+            key_start,
+            keys,
+            layer.sliding.then_some(c.sliding_window),
+        )?;
+        scores
+            .reshape((1, kvh, group, n, keys))?
+            .broadcast_add(&mask)?
+            .reshape((1, kvh, group * n, keys))?
+    } else {
+        scores
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let out = probs.matmul(&v.contiguous()?)?;
+    let out = out
+        .reshape((1, h, n, hd))?
+        .transpose(1, 2)?
+        .reshape((1, n, h * hd))?;
+    if layer.sliding {
+        // The next query at position p needs keys p - window + 1 .. p - 1.
+        cache.keep_last(c.sliding_window.saturating_sub(1))?;
+    }
+    layer.wo.forward(&out)
+}
+
+/// Additive mask `(n, keys)`: query `i` sits at `pos + i`, key `j` at
+/// `key_start + j`; a key is visible when it is not in the future and, in a
+/// sliding layer, fewer than `window` positions back (llama.cpp's rule).
+fn mask(
+    n: usize,
+    pos: usize,
+    key_start: usize,
+    keys: usize,
+    window: Option<usize>,
+) -> candle_core::Result<Tensor> {
+    let mut m = Vec::with_capacity(n * keys);
+    for i in 0..n {
+        let qp = pos + i;
+        for j in 0..keys {
+            let kp = key_start + j;
+            let visible = kp <= qp && window.is_none_or(|w| qp - kp < w);
+            m.push(if visible { 0f32 } else { f32::NEG_INFINITY });
+        }
+    }
+    Tensor::from_vec(m, (n, keys), &Device::Cpu)
+}
+
+/// Reads hyperparameters and weights of a `gemma3` GGUF.
+pub fn load(
+    g: &mut Gguf,
+    context_length: usize,
+    progress: &mut dyn FnMut(f32) -> bool,
+) -> Result<Arc<Weights>, LoadError> {
+    let config = Config::from_gguf(g)?;
+    Ok(Arc::new(Weights::load(
+        g,
+        config,
+        context_length,
+        progress,
+    )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_mask_admits_exactly_window_keys() {
+        let m = mask(4, 0, 0, 4, Some(2)).unwrap();
+        let m: Vec<Vec<f32>> = m.to_vec2().unwrap();
+        let visible: Vec<usize> = m
+            .iter()
+            .map(|row| row.iter().filter(|v| **v == 0.0).count())
+            .collect();
+        assert_eq!(visible, vec![1, 2, 2, 2]);
+        assert_eq!(m[3][2], 0.0);
+        assert_eq!(m[3][1], f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn mask_at_nonzero_position_sees_the_cache() {
+        let m: Vec<Vec<f32>> = mask(2, 5, 3, 4, None).unwrap().to_vec2().unwrap();
+        // keys at 3,4,5,6; queries at 5,6
+        assert_eq!(m[0], vec![0.0, 0.0, 0.0, f32::NEG_INFINITY]);
+        assert_eq!(m[1], vec![0.0; 4]);
+    }
+}

@@ -1,0 +1,528 @@
+//! Text generation over a GGUF model: a pool of sequence slots sharing one
+//! copy of the weights, sampling, stop strings and UTF-8-safe streaming.
+
+use std::path::Path;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
+use corral_sdk::backend::{
+    BackendError, BackendResult, CancelToken, Capabilities, ChatMessage, FinishReason,
+    GenerateRequest, GenerateSummary, LoadRequest, Model, ModelInfo, TokenEvent, Truncation,
+};
+use corral_sdk::chat_template;
+
+use crate::gemma3::{self, Gemma3};
+use crate::gguf::{Gguf, LoadError};
+use crate::gguf_tokenizer::GgufTokenizer;
+use crate::sampling::Sampler;
+
+/// One sequence's model state. The stock candle-transformers models cannot
+/// read several tokens at a non-zero position, so they are fed the whole
+/// prompt in one pass from position 0.
+enum Engine {
+    Gemma3(Gemma3),
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
+}
+
+impl Engine {
+    fn reset(&mut self) {
+        match self {
+            Engine::Gemma3(m) => m.reset(),
+            Engine::Llama(m) => m.clear_kv_cache(),
+            Engine::Qwen2(m) => m.clear_kv_cache(),
+            Engine::Qwen3(m) => m.clear_kv_cache(),
+        }
+    }
+
+    /// How many prompt tokens one forward pass may take.
+    fn chunk(&self) -> usize {
+        match self {
+            Engine::Gemma3(_) => 512,
+            _ => usize::MAX,
+        }
+    }
+
+    /// Reads `tokens` at position `pos` and returns the last logits.
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> candle_core::Result<Vec<f32>> {
+        let logits = match self {
+            Engine::Gemma3(m) => m.forward(tokens)?,
+            other => {
+                let x = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+                match other {
+                    Engine::Llama(m) => m.forward(&x, pos)?,
+                    Engine::Qwen2(m) => m.forward(&x, pos)?,
+                    Engine::Qwen3(m) => m.forward(&x, pos)?,
+                    Engine::Gemma3(_) => unreachable!(),
+                }
+            }
+        };
+        logits.flatten_all()?.to_vec1::<f32>()
+    }
+}
+
+/// A free-slot list that waits without missing a cancellation.
+struct Pool {
+    free: Mutex<Vec<Engine>>,
+    returned: Condvar,
+}
+
+struct Lease<'a> {
+    pool: &'a Pool,
+    engine: Option<Engine>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = self.engine.take() {
+            lock(&self.pool.free).push(e);
+            self.pool.returned.notify_one();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pool {
+    fn acquire(&self, cancel: &CancelToken) -> Option<Lease<'_>> {
+        let mut free = lock(&self.free);
+        loop {
+            if cancel.is_cancelled() {
+                return None;
+            }
+            if let Some(engine) = free.pop() {
+                return Some(Lease {
+                    pool: self,
+                    engine: Some(engine),
+                });
+            }
+            free = self
+                .returned
+                .wait_timeout(free, Duration::from_millis(20))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+}
+
+pub struct TextModel {
+    pool: Pool,
+    tokenizer: GgufTokenizer,
+    info: ModelInfo,
+    bos_text: String,
+    eos_text: String,
+}
+
+fn internal(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Internal(e.to_string())
+}
+
+impl TextModel {
+    pub fn load(
+        path: &Path,
+        request: &LoadRequest,
+        progress: &mut dyn FnMut(f32) -> bool,
+    ) -> Result<Self, LoadError> {
+        let mut g = Gguf::open(path)?;
+        if !progress(0.02) {
+            return Err(LoadError::Cancelled);
+        }
+        let tokenizer = GgufTokenizer::from_gguf(&g)?;
+        if !progress(0.1) {
+            return Err(LoadError::Cancelled);
+        }
+        let arch = g.architecture.clone();
+        let trained = g.u32_opt(&format!("{arch}.context_length"))?;
+        let context_length = match request.context_length {
+            0 => trained.unwrap_or(4096) as usize,
+            n => n as usize,
+        };
+        let slots = request.slots.clamp(1, 64) as usize;
+        let file_template = g.string_opt("tokenizer.chat_template").map(str::to_string);
+
+        let mut engines = Vec::with_capacity(slots);
+        let memory_bytes = match arch.as_str() {
+            "gemma3" => {
+                let w = gemma3::load(&mut g, context_length, progress)?;
+                if w.config().vocab_size != tokenizer.vocab_size() {
+                    return Err(LoadError::Invalid(
+                        "the vocabulary and the embedding table differ in size".into(),
+                    ));
+                }
+                for _ in 0..slots {
+                    engines.push(Engine::Gemma3(Gemma3::new(w.clone())));
+                }
+                w.memory_bytes()
+            }
+            "llama" | "qwen2" | "qwen3" => {
+                drop(g);
+                for _ in 0..slots {
+                    let (content, mut reader) = Gguf::open(path)?.into_parts();
+                    let reader = &mut reader;
+                    let engine = match arch.as_str() {
+                        "llama" => Engine::Llama(quantized_llama::ModelWeights::from_gguf(
+                            content,
+                            reader,
+                            &Device::Cpu,
+                        )?),
+                        "qwen2" => Engine::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
+                            content,
+                            reader,
+                            &Device::Cpu,
+                        )?),
+                        _ => Engine::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
+                            content,
+                            reader,
+                            &Device::Cpu,
+                        )?),
+                    };
+                    engines.push(engine);
+                    if !progress(0.1 + 0.85 * engines.len() as f32 / slots as f32) {
+                        return Err(LoadError::Cancelled);
+                    }
+                }
+                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) * slots as u64
+            }
+            other => {
+                return Err(LoadError::Invalid(format!(
+                    "architecture `{other}` is not supported by the candle backend \
+                     (gemma3, llama, qwen2, qwen3 are)"
+                )))
+            }
+        };
+
+        let (chat_template, source) = match (&request.chat_template, file_template) {
+            (Some(t), _) => (Some(t.clone()), Some("override")),
+            (None, Some(t)) => (Some(t), Some("file")),
+            (None, None) => match chat_template::default_template(&arch) {
+                Some(t) => (Some(t.to_string()), Some("default")),
+                None => (None, None),
+            },
+        };
+        let token_text = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.inner().id_to_token(i))
+                .unwrap_or_default()
+        };
+        let bos_text = token_text(tokenizer.bos);
+        let eos_text = token_text(tokenizer.eos);
+        let info = ModelInfo {
+            architecture: arch,
+            capabilities: Capabilities {
+                chat: chat_template.is_some(),
+                completion: true,
+                embeddings: false,
+            },
+            context_length: context_length as u32,
+            trained_context_length: trained,
+            slots: slots as u32,
+            vocab_size: tokenizer.vocab_size() as u32,
+            embedding_length: None,
+            chat_template,
+            chat_template_source: source.map(str::to_string),
+            memory_bytes,
+        };
+        progress(1.0);
+        Ok(TextModel {
+            pool: Pool {
+                free: Mutex::new(engines),
+                returned: Condvar::new(),
+            },
+            tokenizer,
+            info,
+            bos_text,
+            eos_text,
+        })
+    }
+
+    /// Applies the request's truncation policy; returns the tokens to read
+    /// and how many were dropped.
+    fn fit(
+        &self,
+        mut tokens: Vec<u32>,
+        request: &GenerateRequest,
+    ) -> BackendResult<(Vec<u32>, u32)> {
+        let ctx = self.info.context_length as usize;
+        let max_tokens = request.sampling.max_tokens as usize;
+        match request.truncation {
+            Truncation::Error => {
+                if tokens.len() >= ctx {
+                    return Err(BackendError::ContextOverflow(format!(
+                        "the prompt has {} tokens; the context holds {ctx}",
+                        tokens.len()
+                    )));
+                }
+                Ok((tokens, 0))
+            }
+            Truncation::KeepEnd => {
+                // Room for max_tokens, but never below half the context: the
+                // answer then stops at the context's end instead.
+                let target = ctx.saturating_sub(max_tokens).max(ctx / 2).max(1);
+                if tokens.len() <= target {
+                    return Ok((tokens, 0));
+                }
+                let dropped = tokens.len() - target;
+                let keep_first = usize::from(request.add_bos && self.tokenizer.bos.is_some());
+                let head: Vec<u32> = tokens[..keep_first].to_vec();
+                let tail = tokens.split_off(tokens.len() - (target - keep_first));
+                Ok(([head, tail].concat(), dropped as u32))
+            }
+        }
+    }
+}
+
+/// Turns token bytes into whole-UTF-8 text and holds back what might be the
+/// start of a stop string.
+struct TextStream<'a> {
+    stops: &'a [String],
+    pending: Vec<u8>,
+    held: String,
+}
+
+enum Pushed {
+    Emit(String),
+    Stop(String),
+}
+
+impl<'a> TextStream<'a> {
+    fn new(stops: &'a [String]) -> Self {
+        TextStream {
+            stops,
+            pending: Vec::new(),
+            held: String::new(),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Pushed {
+        self.pending.extend_from_slice(bytes);
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    self.held.push_str(s);
+                    self.pending.clear();
+                    break;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    // Valid by construction of `valid_up_to`.
+                    self.held
+                        .push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    match e.error_len() {
+                        Some(bad) => {
+                            self.held.push('\u{FFFD}');
+                            self.pending.drain(..valid + bad);
+                        }
+                        None => {
+                            self.pending.drain(..valid);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
+            let text = self.held[..at].to_string();
+            self.held.clear();
+            return Pushed::Stop(text);
+        }
+        // Keep the longest tail that is a proper prefix of a stop string.
+        let mut cut = self.held.len();
+        for (i, _) in self.held.char_indices() {
+            let tail = &self.held[i..];
+            if self.stops.iter().any(|s| s.starts_with(tail)) {
+                cut = i;
+                break;
+            }
+        }
+        let out = self.held[..cut].to_string();
+        self.held.drain(..cut);
+        Pushed::Emit(out)
+    }
+
+    fn finish(&mut self) -> String {
+        let mut out = std::mem::take(&mut self.held);
+        out.push_str(&String::from_utf8_lossy(&self.pending));
+        self.pending.clear();
+        out
+    }
+}
+
+impl Model for TextModel {
+    fn info(&self) -> ModelInfo {
+        self.info.clone()
+    }
+
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut dyn FnMut(TokenEvent),
+        cancel: &CancelToken,
+    ) -> BackendResult<GenerateSummary> {
+        let started = Instant::now();
+        request
+            .sampling
+            .validate()
+            .map_err(BackendError::InvalidRequest)?;
+        let tokens = self
+            .tokenizer
+            .encode(&request.prompt, request.add_bos)
+            .map_err(BackendError::InvalidRequest)?;
+        if tokens.is_empty() {
+            return Err(BackendError::InvalidRequest("the prompt is empty".into()));
+        }
+        let (tokens, truncated) = self.fit(tokens, request)?;
+        let prompt_tokens = tokens.len() as u32;
+        let ctx = self.info.context_length as usize;
+        let summary = |finish_reason, completion_tokens, ttft: Option<f64>| GenerateSummary {
+            finish_reason,
+            prompt_tokens,
+            completion_tokens,
+            truncated_tokens: truncated,
+            time_to_first_token: ttft.unwrap_or_else(|| started.elapsed().as_secs_f64()),
+            total_time: started.elapsed().as_secs_f64(),
+        };
+
+        let Some(mut lease) = self.pool.acquire(cancel) else {
+            return Ok(summary(FinishReason::Cancelled, 0, None));
+        };
+        let Some(engine) = lease.engine.as_mut() else {
+            return Err(internal("no sequence slot"));
+        };
+        sink(TokenEvent::Started { prompt_tokens });
+        engine.reset();
+
+        let mut logits = Vec::new();
+        let mut pos = 0;
+        for chunk in tokens.chunks(engine.chunk()) {
+            if cancel.is_cancelled() {
+                return Ok(summary(FinishReason::Cancelled, 0, None));
+            }
+            logits = engine.forward(chunk, pos).map_err(internal)?;
+            pos += chunk.len();
+        }
+
+        let mut sampler = Sampler::new(&request.sampling);
+        let mut history = tokens;
+        let mut stream = TextStream::new(&request.sampling.stop);
+        let mut ttft = None;
+        let mut completion = 0u32;
+        let finish = loop {
+            let next = sampler.sample(&mut logits, &history);
+            if ttft.is_none() {
+                ttft = Some(started.elapsed().as_secs_f64());
+            }
+            if self.tokenizer.end_of_generation.contains(&next) {
+                break FinishReason::Stop;
+            }
+            completion += 1;
+            history.push(next);
+            match stream.push(self.tokenizer.piece(next)) {
+                Pushed::Emit(text) => {
+                    if !text.is_empty() {
+                        sink(TokenEvent::Text { text });
+                    }
+                }
+                Pushed::Stop(text) => {
+                    if !text.is_empty() {
+                        sink(TokenEvent::Text { text });
+                    }
+                    break FinishReason::StopSequence;
+                }
+            }
+            if completion >= request.sampling.max_tokens || pos >= ctx {
+                break FinishReason::Length;
+            }
+            if cancel.is_cancelled() {
+                break FinishReason::Cancelled;
+            }
+            logits = engine.forward(&[next], pos).map_err(internal)?;
+            pos += 1;
+        };
+        if finish != FinishReason::StopSequence {
+            let rest = stream.finish();
+            if !rest.is_empty() {
+                sink(TokenEvent::Text { text: rest });
+            }
+        }
+        Ok(summary(finish, completion, ttft))
+    }
+
+    fn tokenize(&self, text: &str, add_bos: bool) -> BackendResult<Vec<u32>> {
+        self.tokenizer
+            .encode(text, add_bos)
+            .map_err(BackendError::InvalidRequest)
+    }
+
+    fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> BackendResult<String> {
+        let Some(template) = &self.info.chat_template else {
+            return Err(BackendError::Unsupported(
+                "this model has no chat template".into(),
+            ));
+        };
+        chat_template::render(
+            template,
+            messages,
+            add_generation_prompt,
+            &self.bos_text,
+            &self.eos_text,
+        )
+        .map_err(BackendError::InvalidRequest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], pieces: &[&[u8]]) -> (Vec<String>, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut s = TextStream::new(&stops);
+        let mut out = Vec::new();
+        for p in pieces {
+            match s.push(p) {
+                Pushed::Emit(t) => out.push(t),
+                Pushed::Stop(t) => {
+                    out.push(t);
+                    return (out, true);
+                }
+            }
+        }
+        out.push(s.finish());
+        (out, false)
+    }
+
+    #[test]
+    fn split_utf8_is_held_until_whole() {
+        let euro = "€".as_bytes();
+        let (out, stopped) = run(&[], &[b"a", &euro[..1], &euro[1..], b"b"]);
+        assert!(!stopped);
+        assert_eq!(out, vec!["a", "", "€", "b", ""]);
+    }
+
+    #[test]
+    fn stop_string_across_tokens_is_not_emitted() {
+        let (out, stopped) = run(&["END"], &[b"hello E", b"N", b"D more"]);
+        assert!(stopped);
+        assert_eq!(out.concat(), "hello ");
+    }
+
+    #[test]
+    fn false_start_of_stop_string_is_released() {
+        let (out, stopped) = run(&["END"], &[b"E", b"N", b"x"]);
+        assert!(!stopped);
+        assert_eq!(out.concat(), "ENx");
+    }
+}

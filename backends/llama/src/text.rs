@@ -1,0 +1,153 @@
+//! Turning token bytes into streamed text: whole UTF-8 characters only, and
+//! nothing that could turn out to be the start of a stop string.
+
+/// Collects token bytes and hands out the longest complete UTF-8 prefix.
+#[derive(Debug, Default)]
+pub(crate) struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    /// Adds bytes; returns the text that is now complete. Invalid bytes
+    /// become U+FFFD; an incomplete character at the end waits.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        let mut start = 0;
+        loop {
+            match std::str::from_utf8(&self.pending[start..]) {
+                Ok(s) => {
+                    out.push_str(s);
+                    start = self.pending.len();
+                    break;
+                }
+                Err(e) => {
+                    let valid = start + e.valid_up_to();
+                    out.push_str(&String::from_utf8_lossy(&self.pending[start..valid]));
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            start = valid + bad;
+                        }
+                        None => {
+                            start = valid;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.pending.drain(..start);
+        out
+    }
+
+    /// Whatever is left, with an incomplete character as U+FFFD.
+    pub fn finish(&mut self) -> String {
+        let out = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        out
+    }
+}
+
+/// Holds back text that may be the beginning of a stop string.
+#[derive(Debug, Default)]
+pub(crate) struct StopMatcher {
+    stops: Vec<String>,
+    held: String,
+}
+
+/// What [`StopMatcher::push`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum StopOutcome {
+    /// Text safe to emit now.
+    Continue(String),
+    /// A stop string was found: emit this text (everything before it) and end.
+    Stopped(String),
+}
+
+impl StopMatcher {
+    pub fn new(stops: Vec<String>) -> Self {
+        StopMatcher {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            held: String::new(),
+        }
+    }
+
+    pub fn push(&mut self, text: &str) -> StopOutcome {
+        self.held.push_str(text);
+        if self.stops.is_empty() {
+            return StopOutcome::Continue(std::mem::take(&mut self.held));
+        }
+        let first_match = self
+            .stops
+            .iter()
+            .filter_map(|stop| self.held.find(stop.as_str()))
+            .min();
+        if let Some(at) = first_match {
+            let mut before = std::mem::take(&mut self.held);
+            before.truncate(at);
+            return StopOutcome::Stopped(before);
+        }
+        let keep = self.longest_stop_prefix_suffix();
+        let emit_len = self.held.len() - keep;
+        let rest = self.held.split_off(emit_len);
+        StopOutcome::Continue(std::mem::replace(&mut self.held, rest))
+    }
+
+    /// Text still held back, for when generation ends another way.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+
+    /// Length in bytes of the longest end of `held` that begins a stop string.
+    fn longest_stop_prefix_suffix(&self) -> usize {
+        let held = self.held.as_str();
+        held.char_indices()
+            .map(|(i, _)| i)
+            .find(|&i| {
+                let tail = &held[i..];
+                self.stops.iter().any(|stop| stop.starts_with(tail))
+            })
+            .map_or(0, |i| held.len() - i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multibyte_characters_wait_until_complete() {
+        let mut s = Utf8Stream::default();
+        let euro = "€".as_bytes();
+        assert_eq!(s.push(&[b'a', euro[0]]), "a");
+        assert_eq!(s.push(&euro[1..2]), "");
+        assert_eq!(s.push(&euro[2..]), "€");
+        assert_eq!(s.push(&[0xff, b'b']), "\u{fffd}b");
+        assert_eq!(s.push(&euro[..1]), "");
+        assert_eq!(s.finish(), "\u{fffd}");
+    }
+
+    #[test]
+    fn stop_strings_are_cut_and_prefixes_held() {
+        let mut m = StopMatcher::new(vec!["END".into(), "\n\n".into()]);
+        assert_eq!(m.push("Hello E"), StopOutcome::Continue("Hello ".into()));
+        assert_eq!(m.push("N"), StopOutcome::Continue(String::new()));
+        assert_eq!(m.push("x world"), StopOutcome::Continue("ENx world".into()));
+        assert_eq!(m.push("!\n"), StopOutcome::Continue("!".into()));
+        assert_eq!(m.push("\nmore"), StopOutcome::Stopped(String::new()));
+
+        let mut m = StopMatcher::new(vec!["stop".into()]);
+        assert_eq!(m.push("a stop b"), StopOutcome::Stopped("a ".into()));
+
+        let mut m = StopMatcher::new(vec!["ab".into()]);
+        assert_eq!(m.push("xa"), StopOutcome::Continue("x".into()));
+        assert_eq!(m.finish(), "a");
+    }
+
+    #[test]
+    fn without_stops_everything_passes() {
+        let mut m = StopMatcher::new(Vec::new());
+        assert_eq!(m.push("abc"), StopOutcome::Continue("abc".into()));
+    }
+}
