@@ -17,7 +17,11 @@
 #   CORRAL_FUZZ_MAX_EXAMPLES test cases per operation (default 30)
 #   CORRAL_FUZZ_SEED         random seed (default a fixed one, for repeatable
 #                            runs; set `random` for a new one each run)
-#   CORRAL_FUZZ_WORKERS      concurrent workers (default 2)
+#   CORRAL_FUZZ_WORKERS      concurrent workers (default 1: schemathesis runs
+#                            extra workers as threads, and CPython 3.11 before
+#                            3.11.8 can raise a spurious "AST constructor
+#                            recursion depth mismatch" SystemError when
+#                            threads parse source at once)
 #   CORRAL_FUZZ_TIMEOUT      hard limit for schemathesis, seconds (default 480)
 #   CORRAL_FUZZ_REPORT_DIR   if set, JUnit and HAR reports are written there
 # Extra arguments are passed on to `st run`.
@@ -32,7 +36,7 @@ command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install curl)"
 
 max_examples="${CORRAL_FUZZ_MAX_EXAMPLES:-30}"
 seed="${CORRAL_FUZZ_SEED:-20251121}"
-workers="${CORRAL_FUZZ_WORKERS:-2}"
+workers="${CORRAL_FUZZ_WORKERS:-1}"
 st_timeout="${CORRAL_FUZZ_TIMEOUT:-480}"
 
 if [[ -n "${CORRAL_BIN:-}" ]]; then
