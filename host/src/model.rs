@@ -156,8 +156,74 @@ pub struct Message {
     pub content: String,
     pub status: MessageStatus,
     pub error: Option<String>,
+    /// The model that wrote an answer, by name (kept after the model is
+    /// removed).
+    #[serde(default)]
+    #[schema(example = "gemma-3-270m")]
+    pub model: Option<String>,
+    /// What generating an answer took; absent for a user's message and
+    /// for an answer that failed before it started.
+    #[serde(default)]
+    pub usage: Option<MessageUsage>,
     #[serde(with = "serde_millis")]
     pub created_at: DateTime<Utc>,
+}
+
+/// What one generated answer cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MessageUsage {
+    /// Tokens of the prompt the answer was generated from (the template,
+    /// the system prompt and the history that fitted the context).
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// From the start of the generation to its first token.
+    pub time_to_first_token_ms: u64,
+    /// Completion tokens per second of decoding (after the first token).
+    pub tokens_per_second: f64,
+}
+
+/// Where a generation came from.
+pub mod generation_source {
+    /// An answer in a chat.
+    pub const CHAT: &str = "chat";
+    /// The OpenAI-compatible API.
+    pub const OPENAI: &str = "openai";
+}
+
+/// One finished, stopped or failed generation, for statistics and quotas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    pub id: String,
+    pub user_id: String,
+    /// The model's name at the time.
+    pub model: String,
+    /// See [`generation_source`].
+    pub source: String,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// Milliseconds to the first token; absent when none came.
+    pub time_to_first_token_ms: Option<u64>,
+    /// Milliseconds the whole generation took.
+    pub duration_ms: u64,
+    /// `complete`, `cancelled` or `failed`.
+    pub status: MessageStatus,
+    #[serde(with = "serde_millis")]
+    pub at: DateTime<Utc>,
+}
+
+/// Generations of one model on one day, summed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GenerationTotals {
+    pub day: NaiveDate,
+    pub model: String,
+    pub generations: u64,
+    pub failed: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Sum and count of the times to first token that were measured.
+    pub ttft_sum_ms: u64,
+    pub ttft_count: u64,
+    pub duration_ms: u64,
 }
 
 /// Ticket category.

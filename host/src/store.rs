@@ -163,6 +163,15 @@ pub trait UsageRepo: Send + Sync {
         to: NaiveDate,
         user_id: Option<&str>,
     ) -> StoreResult<UsageDaily>;
+    async fn record_generation(&self, generation: &Generation) -> StoreResult<()>;
+    /// Generations summed per day and model for days `from..=to` (UTC),
+    /// optionally for one user. Ordered by day, then model.
+    async fn generation_totals(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        user_id: Option<&str>,
+    ) -> StoreResult<Vec<GenerationTotals>>;
 }
 
 /// The audit log (append only).

@@ -423,6 +423,8 @@ pub async fn add_message(
         content: req.content,
         status: MessageStatus::Complete,
         error: None,
+        model: None,
+        usage: None,
         created_at: at,
     };
     state.store.add_message(&message).await?;

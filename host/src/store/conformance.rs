@@ -75,6 +75,7 @@ cases![
     ticket_list_filters_and_order,
     comment_order_and_internal,
     usage_daily_counts,
+    generation_totals_per_day_and_model,
     audit_list,
     settings_round_trip,
     model_round_trip_and_name_conflict,
@@ -280,6 +281,8 @@ fn message(chat_id: &str, role: MessageRole, content: &str, minutes: i64) -> Mes
         content: content.to_string(),
         status: MessageStatus::Complete,
         error: None,
+        model: None,
+        usage: None,
         created_at: ts(minutes),
     }
 }
@@ -1618,6 +1621,13 @@ pub async fn message_order_and_update(s: &dyn Store) {
         content: "full answer".to_string(),
         status: MessageStatus::Complete,
         error: None,
+        model: Some("gemma-3-270m".to_string()),
+        usage: Some(MessageUsage {
+            prompt_tokens: 31,
+            completion_tokens: 12,
+            time_to_first_token_ms: 87,
+            tokens_per_second: 41.25,
+        }),
         ..failed
     };
     ok!(s.update_message(&done));
@@ -2183,6 +2193,94 @@ pub async fn usage_daily_counts(s: &dyn Store) {
 // audit
 
 /// The audit log lists newest first, filters by actor and action, pages.
+pub async fn generation_totals_per_day_and_model(s: &dyn Store) {
+    let generations = [
+        // (user, model, status, prompt, completion, ttft, duration, at)
+        ("u1", "m-a", MessageStatus::Complete, 10, 5, Some(100), 1_000, "2031-02-28T23:59:59.999Z"),
+        ("u1", "m-a", MessageStatus::Complete, 10, 20, Some(200), 2_000, "2031-03-01T00:00:00.000Z"),
+        ("u2", "m-a", MessageStatus::Cancelled, 7, 3, Some(50), 500, "2031-03-01T09:00:00.000Z"),
+        ("u2", "m-a", MessageStatus::Failed, 0, 0, None, 10, "2031-03-01T10:00:00.000Z"),
+        ("u1", "m-b", MessageStatus::Complete, 4, 8, Some(30), 400, "2031-03-01T23:59:59.999Z"),
+        ("u1", "m-a", MessageStatus::Complete, 1, 2, Some(10), 100, "2031-03-02T12:00:00.000Z"),
+    ];
+    for (user_id, model, status, prompt, completion, ttft, duration, at) in generations {
+        ok!(s.record_generation(&Generation {
+            id: new_id(),
+            user_id: user_id.to_string(),
+            model: model.to_string(),
+            source: generation_source::CHAT.to_string(),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            time_to_first_token_ms: ttft,
+            duration_ms: duration,
+            status,
+            at: t(at),
+        }));
+    }
+    let all = ok!(s.generation_totals(day("2031-03-01"), day("2031-03-02"), None));
+    let want = vec![
+        GenerationTotals {
+            day: day("2031-03-01"),
+            model: "m-a".to_string(),
+            generations: 3,
+            failed: 1,
+            prompt_tokens: 17,
+            completion_tokens: 23,
+            ttft_sum_ms: 250,
+            ttft_count: 2,
+            duration_ms: 2_510,
+        },
+        GenerationTotals {
+            day: day("2031-03-01"),
+            model: "m-b".to_string(),
+            generations: 1,
+            failed: 0,
+            prompt_tokens: 4,
+            completion_tokens: 8,
+            ttft_sum_ms: 30,
+            ttft_count: 1,
+            duration_ms: 400,
+        },
+        GenerationTotals {
+            day: day("2031-03-02"),
+            model: "m-a".to_string(),
+            generations: 1,
+            failed: 0,
+            prompt_tokens: 1,
+            completion_tokens: 2,
+            ttft_sum_ms: 10,
+            ttft_count: 1,
+            duration_ms: 100,
+        },
+    ];
+    assert_eq!(all, want, "all users");
+
+    let u2 = ok!(s.generation_totals(day("2031-03-01"), day("2031-03-01"), Some("u2")));
+    assert_eq!(
+        u2,
+        vec![GenerationTotals {
+            day: day("2031-03-01"),
+            model: "m-a".to_string(),
+            generations: 2,
+            failed: 1,
+            prompt_tokens: 7,
+            completion_tokens: 3,
+            ttft_sum_ms: 50,
+            ttft_count: 1,
+            duration_ms: 510,
+        }],
+        "one user, one day"
+    );
+    assert!(
+        ok!(s.generation_totals(day("2031-03-03"), day("2031-03-09"), None)).is_empty(),
+        "days without generations"
+    );
+    assert!(
+        ok!(s.generation_totals(day("2031-03-02"), day("2031-03-01"), None)).is_empty(),
+        "an empty range"
+    );
+}
+
 pub async fn audit_list(s: &dyn Store) {
     let entry = |minutes: i64, actor: &str, action: &str, target: &str| AuditEntry {
         id: new_id(),

@@ -39,6 +39,7 @@ pub struct MongoStore {
     comments: Collection<Document>,
     counters: Collection<Document>,
     usage: Collection<Document>,
+    generations: Collection<Document>,
     audit: Collection<Document>,
     settings: Collection<Document>,
     models: Collection<Document>,
@@ -77,6 +78,7 @@ impl MongoStore {
             comments: db.collection("comments"),
             counters: db.collection("counters"),
             usage: db.collection("usage_events"),
+            generations: db.collection("generations"),
             audit: db.collection("audit"),
             settings: db.collection("settings"),
             models: db.collection("models"),
@@ -119,6 +121,9 @@ impl MongoStore {
             .await?;
         self.messages
             .create_indexes([plain(doc! { "chat_id": 1, "created_at": 1 }), ttl()])
+            .await?;
+        self.generations
+            .create_indexes([plain(doc! { "at": 1 }), plain(doc! { "user_id": 1, "at": 1 })])
             .await?;
         self.tickets
             .create_indexes([
@@ -936,6 +941,79 @@ impl UsageRepo for MongoStore {
             active_users,
         })
     }
+
+    async fn record_generation(&self, g: &Generation) -> StoreResult<()> {
+        let mut document = to_doc(g, &g.id)?;
+        // Counters for the `$group` in `generation_totals`, which then needs
+        // no conditional expressions.
+        document.insert("n_failed", i64::from(g.status == MessageStatus::Failed));
+        document.insert("n_ttft", i64::from(g.time_to_first_token_ms.is_some()));
+        insert(&self.generations, document).await
+    }
+
+    async fn generation_totals(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        user_id: Option<&str>,
+    ) -> StoreResult<Vec<GenerationTotals>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let mut at = doc! { "$gte": time::format(&time::start_of(from)) };
+        if let Some(end) = time::start_of(to).checked_add_signed(chrono::TimeDelta::days(1)) {
+            at.insert("$lt", time::format(&end));
+        }
+        let mut matched = doc! { "at": at };
+        if let Some(user_id) = user_id {
+            matched.insert("user_id", user_id);
+        }
+        let pipeline = [
+            doc! { "$match": matched },
+            doc! { "$group": {
+                "_id": { "day": { "$substrBytes": ["$at", 0, 10] }, "model": "$model" },
+                "generations": { "$sum": 1 },
+                "failed": { "$sum": "$n_failed" },
+                "prompt_tokens": { "$sum": "$prompt_tokens" },
+                "completion_tokens": { "$sum": "$completion_tokens" },
+                "ttft_sum_ms": { "$sum": "$time_to_first_token_ms" },
+                "ttft_count": { "$sum": "$n_ttft" },
+                "duration_ms": { "$sum": "$duration_ms" },
+            } },
+            doc! { "$sort": { "_id.day": 1, "_id.model": 1 } },
+        ];
+        let groups: Vec<Document> = self
+            .generations
+            .aggregate(pipeline)
+            .await
+            .map_err(db_err)?
+            .try_collect()
+            .await
+            .map_err(db_err)?;
+        groups
+            .iter()
+            .map(|group| {
+                let key = group
+                    .get_document("_id")
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let text = |field: &str| {
+                    key.get_str(field)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                };
+                Ok(GenerationTotals {
+                    day: parse_day(text("day")?)?,
+                    model: text("model")?.to_string(),
+                    generations: as_u64(group.get("generations"))?,
+                    failed: as_u64(group.get("failed"))?,
+                    prompt_tokens: as_u64(group.get("prompt_tokens"))?,
+                    completion_tokens: as_u64(group.get("completion_tokens"))?,
+                    ttft_sum_ms: as_u64(group.get("ttft_sum_ms"))?,
+                    ttft_count: as_u64(group.get("ttft_count"))?,
+                    duration_ms: as_u64(group.get("duration_ms"))?,
+                })
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -1107,6 +1185,8 @@ mod tests {
             content: content.to_string(),
             status: MessageStatus::Complete,
             error: None,
+            model: None,
+            usage: None,
             created_at: at,
         }
     }

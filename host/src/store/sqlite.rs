@@ -170,6 +170,27 @@ CREATE TABLE models (
 );
 CREATE UNIQUE INDEX models_name ON models (name);
 ",
+    r"
+-- Answers remember their model and what generating them took (`usage` is
+-- JSON); `generations` keeps every generation for statistics and quotas.
+ALTER TABLE messages ADD COLUMN model TEXT;
+ALTER TABLE messages ADD COLUMN usage TEXT;
+
+CREATE TABLE generations (
+    id TEXT PRIMARY KEY NOT NULL,
+    user_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    source TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    ttft_ms INTEGER,
+    duration_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX generations_at ON generations (at);
+CREATE INDEX generations_user_at ON generations (user_id, at);
+",
 ];
 
 /// A table and its columns, in the order the row codecs below use.
@@ -285,6 +306,8 @@ const MESSAGES: Table = Table {
         "status",
         "error",
         "created_at",
+        "model",
+        "usage",
     ],
 };
 
@@ -326,6 +349,22 @@ const COMMENTS: Table = Table {
 const USAGE: Table = Table {
     name: "usage_events",
     cols: &["id", "user_id", "kind", "at"],
+};
+
+const GENERATIONS: Table = Table {
+    name: "generations",
+    cols: &[
+        "id",
+        "user_id",
+        "model",
+        "source",
+        "prompt_tokens",
+        "completion_tokens",
+        "ttft_ms",
+        "duration_ms",
+        "status",
+        "at",
+    ],
 };
 
 const AUDIT: Table = Table {
@@ -755,6 +794,13 @@ fn message_values(m: &Message) -> StoreResult<Vec<Value>> {
         enum_text(&m.status)?,
         opt_text(m.error.as_deref()),
         at(&m.created_at),
+        opt_text(m.model.as_deref()),
+        match &m.usage {
+            Some(usage) => Value::Text(
+                serde_json::to_string(usage).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            ),
+            None => Value::Null,
+        },
     ])
 }
 
@@ -767,6 +813,13 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
         status: get_enum(r, 4)?,
         error: r.get(5)?,
         created_at: get_at(r, 6)?,
+        model: r.get(7)?,
+        usage: {
+            let usage: Option<String> = r.get(8)?;
+            usage
+                .map(|u| serde_json::from_str(&u).map_err(|e| conversion(8, e)))
+                .transpose()?
+        },
     })
 }
 
@@ -1254,11 +1307,7 @@ impl UsageRepo for SqliteStore {
         if from > to {
             return Ok(UsageDaily::default());
         }
-        let mut filter = Filter::default();
-        filter.clause("at >= ?", [at(&time::start_of(from))]);
-        if let Some(next) = to.succ_opt() {
-            filter.clause("at < ?", [at(&time::start_of(next))]);
-        }
+        let mut filter = day_range(from, to);
         if let Some(user_id) = user_id {
             filter.eq("user_id", text(user_id));
         }
@@ -1295,6 +1344,71 @@ impl UsageRepo for SqliteStore {
         })
         .await
     }
+
+    async fn record_generation(&self, g: &Generation) -> StoreResult<()> {
+        let values = vec![
+            text(&g.id),
+            text(&g.user_id),
+            text(&g.model),
+            text(&g.source),
+            g.prompt_tokens.into(),
+            g.completion_tokens.into(),
+            g.time_to_first_token_ms
+                .map_or(Value::Null, |ms| i64::try_from(ms).unwrap_or(i64::MAX).into()),
+            i64::try_from(g.duration_ms).unwrap_or(i64::MAX).into(),
+            enum_text(&g.status)?,
+            at(&g.at),
+        ];
+        self.execute(GENERATIONS.insert_sql(), values).await?;
+        Ok(())
+    }
+
+    async fn generation_totals(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        user_id: Option<&str>,
+    ) -> StoreResult<Vec<GenerationTotals>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let mut filter = day_range(from, to);
+        if let Some(user_id) = user_id {
+            filter.eq("user_id", text(user_id));
+        }
+        let sql = format!(
+            "SELECT substr(at, 1, 10) AS day, model, COUNT(*), \
+             COALESCE(SUM(status = 'failed'), 0), COALESCE(SUM(prompt_tokens), 0), \
+             COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(ttft_ms), 0), COUNT(ttft_ms), \
+             COALESCE(SUM(duration_ms), 0) FROM generations{} \
+             GROUP BY day, model ORDER BY day, model",
+            filter.where_sql()
+        );
+        self.query_all(sql, filter.params, |r| {
+            Ok(GenerationTotals {
+                day: get_day(r, 0)?,
+                model: r.get(1)?,
+                generations: count(r.get(2)?),
+                failed: count(r.get(3)?),
+                prompt_tokens: count(r.get(4)?),
+                completion_tokens: count(r.get(5)?),
+                ttft_sum_ms: count(r.get(6)?),
+                ttft_count: count(r.get(7)?),
+                duration_ms: count(r.get(8)?),
+            })
+        })
+        .await
+    }
+}
+
+/// A range of days as a filter on the `at` column.
+fn day_range(from: NaiveDate, to: NaiveDate) -> Filter {
+    let mut filter = Filter::default();
+    filter.clause("at >= ?", [at(&time::start_of(from))]);
+    if let Some(next) = to.succ_opt() {
+        filter.clause("at < ?", [at(&time::start_of(next))]);
+    }
+    filter
 }
 
 fn get_day(row: &Row<'_>, idx: usize) -> rusqlite::Result<NaiveDate> {
@@ -1570,6 +1684,8 @@ mod tests {
             content: "Try 100% LISBON".to_owned(),
             status: MessageStatus::Complete,
             error: None,
+            model: None,
+            usage: None,
             created_at: now,
         };
         store.add_message(&message).await.unwrap();
