@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiResult, Json, Query, Validator};
-use crate::model::{usage_kind, UsageDaily};
+use crate::model::{usage_kind, GenerationTotals, UsageDaily};
 use crate::policy::Caller;
 use crate::state::AppState;
 
@@ -59,6 +59,62 @@ pub struct PlatformDay {
     pub tickets_resolved: u64,
 }
 
+/// Generations of one model over one day, or over the whole range.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ModelUsage {
+    /// The day; absent in the totals over the range.
+    #[schema(value_type = Option<String>, format = Date, example = "2026-01-15")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<NaiveDate>,
+    #[schema(example = "gemma-3-270m")]
+    pub model: String,
+    /// Chat answers and API completions, stopped and failed ones included.
+    pub generations: u64,
+    pub failed: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Mean time to first token, over the generations that had one.
+    pub avg_time_to_first_token_ms: Option<f64>,
+    /// Completion tokens over the time spent generating.
+    pub tokens_per_second: Option<f64>,
+}
+
+/// Per-day rows and per-model totals from the store's sums.
+fn model_usage(rows: &[GenerationTotals]) -> (Vec<ModelUsage>, Vec<ModelUsage>) {
+    let days = rows.iter().map(|t| usage_of(Some(t.day), t)).collect();
+    let mut sums: BTreeMap<&str, GenerationTotals> = BTreeMap::new();
+    for t in rows {
+        let sum = sums.entry(&t.model).or_insert_with(|| GenerationTotals {
+            model: t.model.clone(),
+            ..GenerationTotals::default()
+        });
+        sum.generations += t.generations;
+        sum.failed += t.failed;
+        sum.prompt_tokens += t.prompt_tokens;
+        sum.completion_tokens += t.completion_tokens;
+        sum.ttft_sum_ms += t.ttft_sum_ms;
+        sum.ttft_count += t.ttft_count;
+        sum.duration_ms += t.duration_ms;
+    }
+    let totals = sums.values().map(|t| usage_of(None, t)).collect();
+    (days, totals)
+}
+
+fn usage_of(day: Option<NaiveDate>, t: &GenerationTotals) -> ModelUsage {
+    ModelUsage {
+        day,
+        model: t.model.clone(),
+        generations: t.generations,
+        failed: t.failed,
+        prompt_tokens: t.prompt_tokens,
+        completion_tokens: t.completion_tokens,
+        avg_time_to_first_token_ms: (t.ttft_count > 0)
+            .then(|| t.ttft_sum_ms as f64 / t.ttft_count as f64),
+        tokens_per_second: (t.duration_ms > 0)
+            .then(|| t.completion_tokens as f64 * 1000.0 / t.duration_ms as f64),
+    }
+}
+
 /// Sums of a range (active users are not summed: one person on many days
 /// is still one person).
 #[derive(Debug, Default, Clone, PartialEq, Serialize, ToSchema)]
@@ -82,6 +138,10 @@ pub struct PlatformStats {
     pub totals: PlatformTotals,
     /// Accounts that exist now.
     pub users_total: u64,
+    /// Tokens and latency per model and day (days with generations only).
+    pub model_days: Vec<ModelUsage>,
+    /// The same per model over the whole range.
+    pub models: Vec<ModelUsage>,
 }
 
 /// Every day of `from..=to` with its counts, zero where nothing happened.
@@ -143,12 +203,15 @@ pub async fn platform(
     let (from, to) = range(&params)?;
     let daily = state.store.usage_daily(from, to, None).await?;
     let days = fill_days(from, to, &daily);
+    let (model_days, models) = model_usage(&state.store.generation_totals(from, to, None).await?);
     Ok(Json(PlatformStats {
         from,
         to,
         totals: totals(&days),
         days,
         users_total: state.store.count_users().await?,
+        model_days,
+        models,
     }))
 }
 
@@ -173,6 +236,10 @@ pub struct MyStats {
     pub chats: u64,
     pub messages: u64,
     pub tickets_opened: u64,
+    /// The caller's tokens and latency per model and day.
+    pub model_days: Vec<ModelUsage>,
+    /// The same per model over the whole range.
+    pub models: Vec<ModelUsage>,
 }
 
 /// The caller's own activity per day.
@@ -195,7 +262,15 @@ pub async fn mine(
             tickets_opened: d.tickets_opened,
         })
         .collect();
+    let (model_days, models) = model_usage(
+        &state
+            .store
+            .generation_totals(from, to, Some(caller.id()))
+            .await?,
+    );
     Ok(Json(MyStats {
+        model_days,
+        models,
         from,
         to,
         chats: days.iter().map(|d| d.chats).sum(),
@@ -233,6 +308,40 @@ mod tests {
         assert_eq!(days[1].chats, 3);
         assert_eq!(days[1].active_users, 2);
         assert_eq!(totals(&days).chats, 3);
+    }
+
+    #[test]
+    fn model_usage_sums_days_per_model() {
+        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+        let row =
+            |day: &str, model: &str, completion: u64, ttft: (u64, u64), ms: u64| GenerationTotals {
+                day: d(day),
+                model: model.into(),
+                generations: 2,
+                failed: 1,
+                prompt_tokens: 10,
+                completion_tokens: completion,
+                ttft_sum_ms: ttft.0,
+                ttft_count: ttft.1,
+                duration_ms: ms,
+            };
+        let rows = [
+            row("2026-01-01", "a", 100, (300, 2), 2_000),
+            row("2026-01-01", "b", 0, (0, 0), 0),
+            row("2026-01-02", "a", 50, (100, 1), 3_000),
+        ];
+        let (days, totals) = model_usage(&rows);
+        assert_eq!(days.len(), 3);
+        assert_eq!(days[0].tokens_per_second, Some(50.0));
+        assert_eq!(days[0].avg_time_to_first_token_ms, Some(150.0));
+        assert_eq!(days[1].avg_time_to_first_token_ms, None);
+        assert_eq!(days[1].tokens_per_second, None);
+        assert_eq!(totals.len(), 2);
+        let a = &totals[0];
+        assert_eq!((a.model.as_str(), a.day), ("a", None));
+        assert_eq!((a.generations, a.failed, a.completion_tokens), (4, 2, 150));
+        assert_eq!(a.tokens_per_second, Some(30.0));
+        assert_eq!(a.avg_time_to_first_token_ms, Some(400.0 / 3.0));
     }
 
     #[test]
