@@ -17,6 +17,7 @@ use crate::time::{serde_millis, serde_millis_opt};
 
 pub mod admin;
 pub mod auth;
+pub mod chat_stream;
 pub mod chats;
 pub mod health;
 pub mod models;
@@ -51,7 +52,7 @@ fn route(
 /// Every API route. The OpenAPI document must list exactly these (checked
 /// at start and by a test).
 pub fn routes() -> Vec<ApiRoute> {
-    use routing::{delete, get, patch, post};
+    use routing::{delete, get, patch, post, put};
     use Access::*;
     use Method as M;
     vec![
@@ -79,6 +80,7 @@ pub fn routes() -> Vec<ApiRoute> {
             delete(auth::delete_key),
         ),
         route(M::GET, "/api/me/stats", Signed, get(stats::mine)),
+        route(M::GET, "/api/me/quota", Signed, get(crate::quota::my_quota)),
         // User management.
         route(M::GET, "/api/users", Staff, get(users::list)),
         route(M::POST, "/api/users", Staff, post(users::create)),
@@ -98,6 +100,8 @@ pub fn routes() -> Vec<ApiRoute> {
             Staff,
             patch(admin::update_settings),
         ),
+        route(M::GET, "/api/quotas", Staff, get(crate::quota::get_quotas)),
+        route(M::PUT, "/api/quotas", Staff, put(crate::quota::put_quotas)),
         route(M::GET, "/api/stats", Staff, get(stats::platform)),
         // Chats.
         route(M::GET, "/api/chats", Signed, get(chats::list)),
@@ -112,6 +116,25 @@ pub fn routes() -> Vec<ApiRoute> {
             Signed,
             post(chats::add_message),
         ),
+        route(
+            M::POST,
+            "/api/chats/{id}/stream",
+            Signed,
+            post(chat_stream::stream),
+        ),
+        route(
+            M::POST,
+            "/api/chats/{id}/regenerate",
+            Signed,
+            post(chat_stream::regenerate),
+        ),
+        route(
+            M::POST,
+            "/api/chats/{id}/stop",
+            Signed,
+            post(chat_stream::stop),
+        ),
+        route(M::GET, "/api/chats/ws", Signed, get(chat_stream::websocket)),
         // OpenAI-compatible API.
         route(M::GET, "/v1/models", Signed, get(openai::models)),
         route(

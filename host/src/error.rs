@@ -45,6 +45,9 @@ pub enum AppError {
     /// A queue or allowance is full; `message` says which.
     #[error("{message}")]
     Busy { retry_after: u64, message: String },
+    /// The caller's daily token allowance is used up.
+    #[error("{message}")]
+    QuotaExceeded { retry_after: u64, message: String },
     /// A part the request needs (a backend, a model) is not available.
     #[error("{0}")]
     Unavailable(String),
@@ -75,7 +78,9 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::RateLimited { .. } | AppError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. }
+            | AppError::Busy { .. }
+            | AppError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             AppError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
@@ -102,6 +107,7 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Busy { .. } => "busy",
+            AppError::QuotaExceeded { .. } => "quota_exceeded",
             AppError::Unavailable(_) => "unavailable",
             AppError::Store(StoreError::NotFound) => "not_found",
             AppError::Store(StoreError::Unavailable(_)) => "store_unavailable",
@@ -137,7 +143,10 @@ impl IntoResponse for AppError {
             tracing::error!(error = ?self, "request failed");
         }
         let mut response = (status, axum::Json(self.body())).into_response();
-        if let AppError::RateLimited { retry_after } | AppError::Busy { retry_after, .. } = self {
+        if let AppError::RateLimited { retry_after }
+        | AppError::Busy { retry_after, .. }
+        | AppError::QuotaExceeded { retry_after, .. } = self
+        {
             if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }

@@ -13,8 +13,8 @@ pub mod scheduler;
 use std::sync::Arc;
 
 use corral_sdk::backend::{
-    BackendError, CancelToken, ChatMessage, GenerateRequest, GenerateSummary, SamplingParams,
-    TokenEvent, Truncation,
+    BackendError, CancelToken, ChatMessage, GenerateRequest, GenerateSummary, Model,
+    SamplingParams, TokenEvent, Truncation,
 };
 use tokio::sync::mpsc;
 
@@ -45,6 +45,10 @@ pub enum Prompt {
     Chat(Vec<ChatMessage>),
     /// Raw text, with the model's BOS token in front.
     Text(String),
+    /// A stored conversation, rendered with the chat template after
+    /// dropping its oldest turns (never a system message, never the last
+    /// message) until prompt and `max_tokens` fit the context.
+    History(Vec<ChatMessage>),
 }
 
 /// One generation.
@@ -83,6 +87,18 @@ impl Inference {
     /// Queues a job and returns its events. Fails at once when the queue
     /// or the user's allowance is full. Dropping the receiver cancels.
     pub fn submit(&self, job: Job) -> Result<mpsc::UnboundedReceiver<JobEvent>, InferenceError> {
+        self.submit_with_cancel(job, CancelToken::new())
+    }
+
+    /// Like [`Self::submit`], with a token that stops the generation while
+    /// its events keep coming: a cancelled job still ends with `Done`,
+    /// whose finish reason says it was cancelled. (A job cancelled while
+    /// it waits in the queue starts and stops at once.)
+    pub fn submit_with_cancel(
+        &self,
+        job: Job,
+        cancel: CancelToken,
+    ) -> Result<mpsc::UnboundedReceiver<JobEvent>, InferenceError> {
         let capacity = job.spec.request.slots.max(1) as usize;
         let ticket = self
             .scheduler
@@ -105,7 +121,7 @@ impl Inference {
                 }
             };
             let result = match manager.get(&job.spec).await {
-                Ok(loaded) => run(loaded, job, tx.clone()).await,
+                Ok(loaded) => run(loaded, job, cancel, tx.clone()).await,
                 Err(err) => Err(err),
             };
             drop(permit);
@@ -122,9 +138,9 @@ impl Inference {
 async fn run(
     loaded: Arc<LoadedModel>,
     job: Job,
+    cancel: CancelToken,
     tx: mpsc::UnboundedSender<JobEvent>,
 ) -> Result<GenerateSummary, InferenceError> {
-    let cancel = CancelToken::new();
     let watcher = {
         let cancel = cancel.clone();
         let tx = tx.clone();
@@ -138,6 +154,9 @@ async fn run(
         let (prompt, add_bos) = match job.prompt {
             Prompt::Chat(messages) => (model.apply_chat_template(&messages, true)?, false),
             Prompt::Text(text) => (text, true),
+            Prompt::History(messages) => {
+                (fit_history(model.as_ref(), messages, &job.sampling)?, false)
+            }
         };
         let request = GenerateRequest {
             prompt,
@@ -164,5 +183,37 @@ async fn run(
         Err(err) => Err(InferenceError::Internal(format!(
             "the generation task failed: {err}"
         ))),
+    }
+}
+
+/// Renders `messages` with the chat template, first dropping the oldest
+/// turns that do not fit the context along with `max_tokens` of answer.
+/// System messages and the last message always stay; if even they do not
+/// fit, the backend's own context check reports it.
+fn fit_history(
+    model: &dyn Model,
+    mut messages: Vec<ChatMessage>,
+    sampling: &SamplingParams,
+) -> Result<String, BackendError> {
+    let budget = model.info().context_length as usize;
+    loop {
+        let prompt = model.apply_chat_template(&messages, true)?;
+        let needed = model.tokenize(&prompt, false)?.len() + sampling.max_tokens as usize;
+        if needed <= budget {
+            return Ok(prompt);
+        }
+        let last = messages.len().saturating_sub(1);
+        match messages[..last].iter().position(|m| m.role != "system") {
+            // Drop the oldest turn; an assistant answer left at the front
+            // without its question goes with it.
+            Some(i) => {
+                messages.remove(i);
+                if messages.get(i).is_some_and(|m| m.role == "assistant") && i < messages.len() - 1
+                {
+                    messages.remove(i);
+                }
+            }
+            None => return Ok(prompt),
+        }
     }
 }

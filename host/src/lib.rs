@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod download;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod inference;
 pub mod model;
 pub mod openapi;
 pub mod policy;
+pub mod quota;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;

@@ -10,8 +10,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{self, admin, auth, chats, health, models, openai, stats, tickets, users};
+use crate::api::{
+    self, admin, auth, chat_stream, chats, health, models, openai, stats, tickets, users,
+};
 use crate::policy::Access;
+use crate::quota;
 
 /// Corral's REST API.
 #[derive(OpenApi)]
@@ -33,6 +36,8 @@ use crate::policy::Access;
         admin::audit, admin::get_settings, admin::update_settings,
         chats::list, chats::create, chats::get_one, chats::update, chats::remove,
         chats::export, chats::add_message,
+        chat_stream::stream, chat_stream::regenerate, chat_stream::stop, chat_stream::websocket,
+        quota::get_quotas, quota::put_quotas, quota::my_quota,
         openai::models, openai::chat_completions,
         tickets::list, tickets::create, tickets::get_one, tickets::update, tickets::comment,
         models::list, models::create, models::get_one, models::update, models::remove,
@@ -42,6 +47,8 @@ use crate::policy::Access;
         corral_sdk::ErrorBody,
         corral_sdk::FieldError,
         chats::ExportFormat,
+        crate::chat::ChatEvent,
+        chat_stream::ClientFrame,
         openai::OpenAiErrorBody
     )),
     modifiers(&Conventions),
@@ -49,7 +56,7 @@ use crate::policy::Access;
         (name = "auth", description = "Accounts and sessions"),
         (name = "me", description = "The signed-in account"),
         (name = "users", description = "User management (admin, technician)"),
-        (name = "admin", description = "Settings and audit log (admin, technician)"),
+        (name = "admin", description = "Settings, token quotas and audit log (admin, technician)"),
         (name = "chats", description = "The caller's chats"),
         (name = "tickets", description = "Support tickets"),
         (name = "stats", description = "Usage statistics (admin, technician)"),

@@ -83,7 +83,10 @@ pub async fn enforce(
     next: Next,
 ) -> Response {
     if access.needs_sign_in() {
-        match authorize(&state, access, request.headers()).await {
+        let token = bearer(request.headers())
+            .map(str::to_owned)
+            .or_else(|| websocket_token(&request));
+        match authorize(&state, access, token.as_deref()).await {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
             }
@@ -97,12 +100,27 @@ pub async fn enforce(
     next.run(request).await
 }
 
+/// The `access_token` query parameter of a WebSocket handshake: browsers
+/// cannot set headers on one. Other requests must use the header, which
+/// stays out of URLs and logs.
+fn websocket_token(request: &Request) -> Option<String> {
+    let upgrade = request.headers().get(header::UPGRADE)?.to_str().ok()?;
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return None;
+    }
+    let axum::extract::Query(mut query) = axum::extract::Query::<
+        std::collections::HashMap<String, String>,
+    >::try_from_uri(request.uri())
+    .ok()?;
+    query.remove("access_token").filter(|t| !t.is_empty())
+}
+
 async fn authorize(
     state: &AppState,
     access: Access,
-    headers: &HeaderMap,
+    token: Option<&str>,
 ) -> Result<Caller, AppError> {
-    let token = bearer(headers).ok_or_else(|| {
+    let token = token.ok_or_else(|| {
         AppError::Unauthorized("sign in: send `Authorization: Bearer <token>`".into())
     })?;
     let caller = resolve(state, token).await?;

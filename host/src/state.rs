@@ -6,6 +6,7 @@ use base64::Engine;
 use rand::RngCore;
 
 use crate::auth::TokenKeys;
+use crate::chat::ChatRuns;
 use crate::config::Config;
 use crate::download::Downloads;
 use crate::events::EventBus;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub downloads: Arc<Downloads>,
     /// Backends, loaded models and their queues.
     pub inference: Inference,
+    /// Answers being written in chats.
+    pub chat_runs: Arc<ChatRuns>,
 }
 
 impl AppState {
@@ -89,6 +92,7 @@ impl AppState {
             events,
             downloads,
             inference,
+            chat_runs: Arc::new(ChatRuns::default()),
         })
     }
 }

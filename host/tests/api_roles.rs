@@ -154,6 +154,7 @@ fn rows() -> Vec<Row> {
         row("DELETE", "/api/me/keys/{id}", "own key", SIGNED_204, Id::OwnKey, none),
         row("DELETE", "/api/me/keys/{id}", "another user's key", SIGNED_404, Id::OtherKey, none),
         row("GET", "/api/me/stats", "own statistics", SIGNED_200, Id::None, none),
+        row("GET", "/api/me/quota", "own allowance", SIGNED_200, Id::None, none),
         // User management: staff.
         row("GET", "/api/users", "list", STAFF_200, Id::None, none),
         row("POST", "/api/users", "new account", STAFF_201, Id::None, Body::NewUser),
@@ -166,6 +167,8 @@ fn rows() -> Vec<Row> {
         row("GET", "/api/settings", "read", STAFF_200, Id::None, none),
         row("PATCH", "/api/settings", "change", STAFF_200, Id::None, Json(r#"{"registration_open":true}"#)),
         row("GET", "/api/stats", "platform", STAFF_200, Id::None, none),
+        row("GET", "/api/quotas", "read", STAFF_200, Id::None, none),
+        row("PUT", "/api/quotas", "replace", STAFF_200, Id::None, Json(r#"{"roles":{"user":1000000}}"#)),
         // Chats: private to their owner, admins included.
         row("GET", "/api/chats", "own list", SIGNED_200, Id::None, none),
         row("POST", "/api/chats", "new chat", SIGNED_201, Id::None, Json(r#"{"model":"gemma-3-270m"}"#)),
@@ -179,6 +182,15 @@ fn rows() -> Vec<Row> {
         row("GET", "/api/chats/{id}/export", "another user's chat", SIGNED_404, Id::OtherChat, none),
         row("POST", "/api/chats/{id}/messages", "own chat", SIGNED_201, Id::OwnChat, Json(r#"{"content":"Hello"}"#)),
         row("POST", "/api/chats/{id}/messages", "another user's chat", SIGNED_404, Id::OtherChat, Json(r#"{"content":"Hello"}"#)),
+        // Streamed answers: the fixtures' chats name a model that is not
+        // installed, so an allowed caller gets as far as "model not found".
+        row("POST", "/api/chats/{id}/stream", "own chat, model not installed", SIGNED_404, Id::OwnChat, Json(r#"{"content":"Hello"}"#)),
+        row("POST", "/api/chats/{id}/stream", "another user's chat", SIGNED_404, Id::OtherChat, Json(r#"{"content":"Hello"}"#)),
+        row("POST", "/api/chats/{id}/regenerate", "own chat, model not installed", SIGNED_404, Id::OwnChat, Json("{}")),
+        row("POST", "/api/chats/{id}/regenerate", "another user's chat", SIGNED_404, Id::OtherChat, Json("{}")),
+        row("POST", "/api/chats/{id}/stop", "own chat, nothing running", SIGNED_200, Id::OwnChat, none),
+        row("POST", "/api/chats/{id}/stop", "another user's chat", SIGNED_404, Id::OtherChat, none),
+        row("GET", "/api/chats/ws", "not a WebSocket handshake", [401, 400, 400, 400], Id::None, none),
         // Tickets: a user sees their own; staff see all.
         row("GET", "/api/tickets", "list", SIGNED_200, Id::None, none),
         row("POST", "/api/tickets", "new ticket", SIGNED_201, Id::None, Json(r#"{"subject":"It broke","body":"Details.","category":"bug"}"#)),

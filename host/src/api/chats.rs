@@ -19,7 +19,7 @@ pub const MAX_MESSAGE_CHARS: usize = 100_000;
 /// Longest temporary-chat lifetime: 30 days.
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Title given to a chat until its first message names it.
-const UNTITLED: &str = "New chat";
+pub const UNTITLED: &str = "New chat";
 
 /// Filters for the chat list.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -172,7 +172,8 @@ pub struct ChatWithMessages {
     pub messages: Vec<Message>,
 }
 
-async fn load(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Chat> {
+/// One of the caller's chats; another user's is "not found".
+pub async fn load_chat(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Chat> {
     state
         .store
         .get_chat(caller.id(), id, now())
@@ -192,7 +193,7 @@ pub async fn get_one(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ChatWithMessages>> {
-    let chat = load(&state, &caller, &id).await?;
+    let chat = load_chat(&state, &caller, &id).await?;
     let messages = state.store.list_messages(&chat.id).await?;
     Ok(Json(ChatWithMessages { chat, messages }))
 }
@@ -226,7 +227,7 @@ pub async fn update(
     Path(id): Path<String>,
     Json(req): Json<UpdateChatRequest>,
 ) -> ApiResult<Json<Chat>> {
-    let mut chat = load(&state, &caller, &id).await?;
+    let mut chat = load_chat(&state, &caller, &id).await?;
     let mut v = Validator::new();
     if let Some(title) = &req.title {
         check_title(&mut v, title.trim());
@@ -295,7 +296,7 @@ pub async fn export(
     Path(id): Path<String>,
     Query(params): Query<ExportParams>,
 ) -> ApiResult<Response> {
-    let chat = load(&state, &caller, &id).await?;
+    let chat = load_chat(&state, &caller, &id).await?;
     let messages = state.store.list_messages(&chat.id).await?;
     let stem = file_stem(&chat.title);
     let body = ChatWithMessages { chat, messages };
@@ -414,7 +415,7 @@ pub async fn add_message(
             format!("must be 1 to {MAX_MESSAGE_CHARS} characters"),
         )
         .finish()?;
-    let mut chat = load(&state, &caller, &id).await?;
+    let mut chat = load_chat(&state, &caller, &id).await?;
     let at = now();
     let message = Message {
         id: new_id(),
@@ -438,7 +439,7 @@ pub async fn add_message(
 }
 
 /// A title from the first line of a message, at most 60 characters.
-fn title_from(content: &str) -> String {
+pub fn title_from(content: &str) -> String {
     let line = content.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let clean: String = line.trim().chars().filter(|c| !c.is_control()).collect();
     let mut title: String = clean.chars().take(60).collect();

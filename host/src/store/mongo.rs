@@ -123,7 +123,10 @@ impl MongoStore {
             .create_indexes([plain(doc! { "chat_id": 1, "created_at": 1 }), ttl()])
             .await?;
         self.generations
-            .create_indexes([plain(doc! { "at": 1 }), plain(doc! { "user_id": 1, "at": 1 })])
+            .create_indexes([
+                plain(doc! { "at": 1 }),
+                plain(doc! { "user_id": 1, "at": 1 }),
+            ])
             .await?;
         self.tickets
             .create_indexes([

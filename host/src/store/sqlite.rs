@@ -797,7 +797,7 @@ fn message_values(m: &Message) -> StoreResult<Vec<Value>> {
         opt_text(m.model.as_deref()),
         match &m.usage {
             Some(usage) => Value::Text(
-                serde_json::to_string(usage).map_err(|e| StoreError::Corrupt(e.to_string()))?
+                serde_json::to_string(usage).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             ),
             None => Value::Null,
         },
@@ -1353,8 +1353,9 @@ impl UsageRepo for SqliteStore {
             text(&g.source),
             g.prompt_tokens.into(),
             g.completion_tokens.into(),
-            g.time_to_first_token_ms
-                .map_or(Value::Null, |ms| i64::try_from(ms).unwrap_or(i64::MAX).into()),
+            g.time_to_first_token_ms.map_or(Value::Null, |ms| {
+                i64::try_from(ms).unwrap_or(i64::MAX).into()
+            }),
             i64::try_from(g.duration_ms).unwrap_or(i64::MAX).into(),
             enum_text(&g.status)?,
             at(&g.at),

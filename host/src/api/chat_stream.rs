@@ -1,0 +1,286 @@
+//! Answers in chats, streamed: over SSE (one request per answer) or over a
+//! WebSocket that carries any number of the caller's chats. Both send the
+//! same [`ChatEvent`] objects.
+
+use std::convert::Infallible;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, StreamExt};
+use futures::SinkExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use utoipa::ToSchema;
+
+use crate::api::chats::load_chat;
+use crate::chat::{self, Action, ChatEvent, SamplingOverrides};
+use crate::error::{ApiResult, AppError, Json, Path};
+use crate::policy::Caller;
+use crate::state::AppState;
+
+/// A message to send and answer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    #[schema(
+        example = "What is the capital of France?",
+        min_length = 1,
+        max_length = 100000
+    )]
+    pub content: String,
+    /// Changes to the model's sampling defaults for this answer.
+    pub sampling: Option<SamplingOverrides>,
+}
+
+/// Options of a regenerated answer.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegenerateRequest {
+    pub sampling: Option<SamplingOverrides>,
+}
+
+fn sse(events: mpsc::UnboundedReceiver<ChatEvent>) -> Response {
+    let stream = stream::unfold(events, |mut events| async move {
+        let event = events.recv().await?;
+        Some((to_sse(event), events))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn to_sse(event: ChatEvent) -> Result<Event, Infallible> {
+    let name = match &event {
+        ChatEvent::UserMessage { .. } => "user_message",
+        ChatEvent::AssistantMessage { .. } => "assistant_message",
+        ChatEvent::Queued { .. } => "queued",
+        ChatEvent::Started { .. } => "started",
+        ChatEvent::Delta { .. } => "delta",
+        ChatEvent::Done { .. } => "done",
+        ChatEvent::Error { .. } => "error",
+    };
+    let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
+    Ok(Event::default().event(name).data(data))
+}
+
+/// Send a message and stream the answer as server-sent events.
+///
+/// Each event is named after its `type` and carries a `ChatEvent` as JSON:
+/// `user_message`, `assistant_message`, `queued` (while waiting), `started`,
+/// `delta`s, then `done` or `error`. Closing the connection stops the
+/// answer; what was written so far is stored as `cancelled`.
+#[utoipa::path(post, path = "/api/chats/{id}/stream", tag = "chats",
+    params(("id" = String, Path, description = "Chat id")),
+    request_body = SendRequest,
+    responses(
+        (status = 200, description = "A stream of `ChatEvent`s", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such chat of the caller, or its model is gone", body = corral_sdk::ErrorBody),
+        (status = 409, description = "An answer is already being written in this chat", body = corral_sdk::ErrorBody),
+        (status = 429, description = "The model's queue, the caller's concurrent answers or the daily token allowance is full", body = corral_sdk::ErrorBody),
+        (status = 503, description = "The model is not downloaded or its backend is missing", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<SendRequest>,
+) -> ApiResult<Response> {
+    let sampling = req.sampling.unwrap_or_default();
+    let events = chat::start(&state, &caller, &id, Action::Send(req.content), &sampling).await?;
+    Ok(sse(events))
+}
+
+/// Write the last answer again (or answer the last message if it has no
+/// answer), streamed like `/stream` but without `user_message`.
+#[utoipa::path(post, path = "/api/chats/{id}/regenerate", tag = "chats",
+    params(("id" = String, Path, description = "Chat id")),
+    request_body = RegenerateRequest,
+    responses(
+        (status = 200, description = "A stream of `ChatEvent`s", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such chat of the caller, or its model is gone", body = corral_sdk::ErrorBody),
+        (status = 409, description = "An answer is being written, or there is nothing to answer", body = corral_sdk::ErrorBody),
+        (status = 429, description = "The model's queue, the caller's concurrent answers or the daily token allowance is full", body = corral_sdk::ErrorBody),
+        (status = 503, description = "The model is not downloaded or its backend is missing", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn regenerate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<RegenerateRequest>,
+) -> ApiResult<Response> {
+    let sampling = req.sampling.unwrap_or_default();
+    let events = chat::start(&state, &caller, &id, Action::Regenerate, &sampling).await?;
+    Ok(sse(events))
+}
+
+/// Whether a running answer was stopped.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StopResult {
+    pub stopped: bool,
+}
+
+/// Stop the answer being written in a chat. Its stream ends with `done`,
+/// the answer stored as `cancelled` with what was written so far.
+#[utoipa::path(post, path = "/api/chats/{id}/stop", tag = "chats",
+    params(("id" = String, Path, description = "Chat id")),
+    responses(
+        (status = 200, description = "`stopped` is false when no answer was running", body = StopResult),
+        (status = 404, description = "No such chat of the caller", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn stop(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<StopResult>> {
+    let chat = load_chat(&state, &caller, &id).await?;
+    Ok(Json(StopResult {
+        stopped: state.chat_runs.stop(&chat.id),
+    }))
+}
+
+/// A frame a WebSocket client sends.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Send a message to a chat and stream its answer.
+    Send {
+        chat_id: String,
+        content: String,
+        sampling: Option<SamplingOverrides>,
+    },
+    /// Write the chat's last answer again.
+    Regenerate {
+        chat_id: String,
+        sampling: Option<SamplingOverrides>,
+    },
+    /// Stop the chat's running answer.
+    Stop { chat_id: String },
+}
+
+/// Largest frame a client may send.
+const MAX_FRAME_BYTES: usize = 512 * 1024;
+
+/// Chat over a WebSocket.
+///
+/// The client sends JSON text frames (`ClientFrame`): `send`, `regenerate`
+/// and `stop`, each naming a chat. The server answers with `ChatEvent`
+/// objects, each carrying its `chat_id`, for any number of chats at once.
+/// A frame that cannot be read gets an `error` event and the socket stays
+/// open. Closing the socket stops its running answers. Browsers, which
+/// cannot set headers on the handshake, may pass the token as the
+/// `access_token` query parameter.
+#[utoipa::path(get, path = "/api/chats/ws", tag = "chats",
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket handshake", body = corral_sdk::ErrorBody),
+    ))]
+pub async fn websocket(
+    State(state): State<AppState>,
+    caller: Caller,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let upgrade = upgrade.map_err(|r| {
+        AppError::BadRequest(format!(
+            "this endpoint speaks WebSocket; send a WebSocket handshake ({})",
+            r.body_text()
+        ))
+    })?;
+    Ok(upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| session(socket, state, caller))
+        .into_response())
+}
+
+async fn session(socket: WebSocket, state: AppState, caller: Caller) {
+    let (mut sink, mut incoming) = socket.split();
+    let (out, mut outgoing) = mpsc::unbounded_channel::<ChatEvent>();
+    let writer = tokio::spawn(async move {
+        while let Some(event) = outgoing.recv().await {
+            let Ok(text) = serde_json::to_string(&event) else {
+                continue;
+            };
+            if sink.send(WsMessage::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    while let Some(Ok(frame)) = incoming.next().await {
+        let text = match frame {
+            WsMessage::Text(text) => text,
+            WsMessage::Close(_) => break,
+            WsMessage::Binary(_) => {
+                refuse(
+                    &out,
+                    None,
+                    AppError::BadRequest("send JSON text frames".into()),
+                );
+                continue;
+            }
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+        };
+        let frame = match serde_json::from_str::<ClientFrame>(text.as_str()) {
+            Ok(frame) => frame,
+            Err(err) => {
+                refuse(
+                    &out,
+                    None,
+                    AppError::MalformedJson(format!("the frame is not a valid command: {err}")),
+                );
+                continue;
+            }
+        };
+        let (chat_id, action, sampling) = match frame {
+            ClientFrame::Stop { chat_id } => {
+                if let Err(err) = load_chat(&state, &caller, &chat_id).await {
+                    refuse(&out, Some(chat_id), err);
+                } else {
+                    state.chat_runs.stop(&chat_id);
+                }
+                continue;
+            }
+            ClientFrame::Send {
+                chat_id,
+                content,
+                sampling,
+            } => (chat_id, Action::Send(content), sampling),
+            ClientFrame::Regenerate { chat_id, sampling } => {
+                (chat_id, Action::Regenerate, sampling)
+            }
+        };
+        let sampling = sampling.unwrap_or_default();
+        match chat::start(&state, &caller, &chat_id, action, &sampling).await {
+            Ok(mut events) => {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    // Ends when the answer ends, or when the socket is gone
+                    // (dropping `events` then stops the answer).
+                    loop {
+                        tokio::select! {
+                            event = events.recv() => {
+                                let Some(event) = event else { break };
+                                if out.send(event).is_err() {
+                                    break;
+                                }
+                            }
+                            () = out.closed() => break,
+                        }
+                    }
+                });
+            }
+            Err(err) => refuse(&out, Some(chat_id), err),
+        }
+    }
+    drop(out);
+    writer.abort();
+}
+
+fn refuse(out: &mpsc::UnboundedSender<ChatEvent>, chat_id: Option<String>, err: AppError) {
+    let _ = out.send(ChatEvent::Error {
+        chat_id,
+        error: err.body(),
+        message: None,
+    });
+}

@@ -1,0 +1,619 @@
+//! Answers in chats. Sending a message stores it, queues a generation over
+//! the chat's stored history and streams [`ChatEvent`]s to whoever asked
+//! (SSE or WebSocket); the answer is stored when it ends, with its usage,
+//! as complete, cancelled or failed. One answer runs per chat at a time;
+//! it stops when asked to or when its client goes away.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use corral_sdk::backend::{ChatMessage, FinishReason, GenerateSummary, SamplingParams, Truncation};
+use corral_sdk::ErrorBody;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Notify};
+use utoipa::ToSchema;
+
+use crate::api::chats::{load_chat, title_from, MAX_MESSAGE_CHARS, UNTITLED};
+use crate::api::openai::{inference_error, load_spec};
+use crate::api::usage;
+use crate::error::{ApiResult, AppError, Validator};
+use crate::inference::{InferenceError, Job, JobEvent, Prompt};
+use crate::model::{
+    generation_source, new_id, usage_kind, Chat, Generation, Message, MessageRole, MessageStatus,
+    MessageUsage,
+};
+use crate::policy::Caller;
+use crate::quota;
+use crate::registry;
+use crate::state::AppState;
+use crate::time::now;
+
+pub use corral_sdk::backend::CancelToken;
+
+/// Sampling settings a request may change for one answer; the model's
+/// defaults fill in the rest.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingOverrides {
+    /// 0 is greedy.
+    #[schema(minimum = 0.0, maximum = 5.0, example = 0.7)]
+    pub temperature: Option<f32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub top_p: Option<f32>,
+    pub top_k: Option<u32>,
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub min_p: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    /// Most tokens in the answer.
+    #[schema(minimum = 1, example = 256)]
+    pub max_tokens: Option<u32>,
+    /// Same seed, same history, same answer.
+    pub seed: Option<u64>,
+    /// The answer ends before any of these strings.
+    pub stop: Option<Vec<String>>,
+}
+
+impl SamplingOverrides {
+    /// `defaults` with these changes, checked.
+    pub fn apply(&self, defaults: &SamplingParams) -> Result<SamplingParams, AppError> {
+        let mut s = defaults.clone();
+        if let Some(v) = self.temperature {
+            s.temperature = v;
+        }
+        if let Some(v) = self.top_p {
+            s.top_p = v;
+        }
+        if let Some(v) = self.top_k {
+            s.top_k = v;
+        }
+        if let Some(v) = self.min_p {
+            s.min_p = v;
+        }
+        if let Some(v) = self.repeat_penalty {
+            s.repeat_penalty = v;
+        }
+        if let Some(v) = self.max_tokens {
+            s.max_tokens = v;
+        }
+        if self.seed.is_some() {
+            s.seed = self.seed;
+        }
+        if let Some(stop) = &self.stop {
+            s.stop = stop.clone();
+        }
+        s.validate().map_err(|m| AppError::field("sampling", m))?;
+        Ok(s)
+    }
+}
+
+/// What an answer's client receives, in order: `user_message` (when a
+/// message was sent), `assistant_message` (the pending answer), `queued`
+/// while it waits, `started`, `delta`s, then exactly one of `done` or
+/// `error`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChatEvent {
+    /// The message just sent, as stored.
+    UserMessage { chat_id: String, message: Message },
+    /// The answer being written, stored as `pending`.
+    AssistantMessage { chat_id: String, message: Message },
+    /// Generations ahead in the model's queue (1 is next).
+    Queued { chat_id: String, position: usize },
+    /// The model read the prompt.
+    Started { chat_id: String, prompt_tokens: u32 },
+    /// More text of the answer.
+    Delta { chat_id: String, text: String },
+    /// The answer as stored: `complete`, or `cancelled` when stopped, with
+    /// its usage.
+    Done { chat_id: String, message: Message },
+    /// The answer failed (stored as `failed` when `message` is present),
+    /// or a WebSocket frame was refused (no `chat_id` when the frame did
+    /// not name one).
+    Error {
+        chat_id: Option<String>,
+        error: ErrorBody,
+        message: Option<Message>,
+    },
+}
+
+/// What to answer.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Store this user message and answer it.
+    Send(String),
+    /// Answer the last user message again, replacing the answer after it.
+    Regenerate,
+}
+
+/// The answers running now, by chat.
+#[derive(Default)]
+pub struct ChatRuns {
+    active: Mutex<HashMap<String, RunHandle>>,
+}
+
+#[derive(Clone)]
+struct RunHandle {
+    /// Stops a generation that has started.
+    cancel: CancelToken,
+    /// Wakes an answer still waiting in the queue.
+    stop: Arc<Notify>,
+}
+
+impl RunHandle {
+    fn stop(&self) {
+        self.cancel.cancel();
+        self.stop.notify_one();
+    }
+}
+
+impl ChatRuns {
+    /// Marks `chat_id` busy; the guard frees it.
+    fn claim(self: &Arc<Self>, chat_id: &str) -> ApiResult<(RunGuard, RunHandle)> {
+        let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        if active.contains_key(chat_id) {
+            return Err(AppError::Conflict(
+                "an answer is being written in this chat: stop it first".into(),
+            ));
+        }
+        let handle = RunHandle {
+            cancel: CancelToken::new(),
+            stop: Arc::new(Notify::new()),
+        };
+        active.insert(chat_id.to_owned(), handle.clone());
+        Ok((
+            RunGuard {
+                runs: self.clone(),
+                chat_id: chat_id.to_owned(),
+            },
+            handle,
+        ))
+    }
+
+    /// Stops the chat's running answer; false if none runs.
+    pub fn stop(&self, chat_id: &str) -> bool {
+        let active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        match active.get(chat_id) {
+            Some(handle) => {
+                handle.stop();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Answers running now.
+    pub fn running(&self) -> usize {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+struct RunGuard {
+    runs: Arc<ChatRuns>,
+    chat_id: String,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.runs
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.chat_id);
+    }
+}
+
+/// Starts an answer in one of the caller's chats and returns its events.
+/// Errors that come before anything is stored (no such chat or model, a
+/// full queue, a spent quota, an answer already running) are returned
+/// here; later ones arrive as an `error` event.
+pub async fn start(
+    state: &AppState,
+    caller: &Caller,
+    chat_id: &str,
+    action: Action,
+    overrides: &SamplingOverrides,
+) -> ApiResult<mpsc::UnboundedReceiver<ChatEvent>> {
+    if let Action::Send(content) = &action {
+        Validator::new()
+            .check(
+                !content.trim().is_empty() && content.chars().count() <= MAX_MESSAGE_CHARS,
+                "content",
+                format!("must be 1 to {MAX_MESSAGE_CHARS} characters"),
+            )
+            .finish()?;
+    }
+    let mut chat = load_chat(state, caller, chat_id).await?;
+    let record = registry::find_usable(state, &caller.user, &chat.model).await?;
+    let spec = load_spec(&record)?;
+    let sampling = overrides.apply(&record.sampling)?;
+    quota::check(state, &caller.user).await?;
+    let (guard, handle) = state.chat_runs.claim(&chat.id)?;
+
+    let stored = state.store.list_messages(&chat.id).await?;
+    let (history, replaced) = match &action {
+        Action::Send(_) => (stored.as_slice(), None),
+        Action::Regenerate => match stored.last() {
+            Some(last) if last.role == MessageRole::Assistant => {
+                (&stored[..stored.len() - 1], Some(last.clone()))
+            }
+            Some(_) => (stored.as_slice(), None),
+            None => {
+                return Err(AppError::Conflict(
+                    "the chat has no message to answer".into(),
+                ))
+            }
+        },
+    };
+    let mut prompt = Vec::with_capacity(history.len() + 2);
+    if let Some(system) = chat.system_prompt.as_ref().filter(|s| !s.trim().is_empty()) {
+        prompt.push(ChatMessage {
+            role: "system".into(),
+            content: system.clone(),
+        });
+    }
+    prompt.extend(history.iter().filter_map(turn));
+    if let Action::Send(content) = &action {
+        prompt.push(ChatMessage {
+            role: "user".into(),
+            content: content.clone(),
+        });
+    }
+    if prompt.last().is_none_or(|m| m.role != "user") {
+        return Err(AppError::Conflict(
+            "the chat has no message to answer".into(),
+        ));
+    }
+
+    let job = Job {
+        spec,
+        user_id: caller.id().to_owned(),
+        prompt: Prompt::History(prompt),
+        sampling,
+        truncation: Truncation::Error,
+    };
+    let events = state
+        .inference
+        .submit_with_cancel(job, handle.cancel.clone())
+        .map_err(inference_error)?;
+
+    let (out, rx) = mpsc::unbounded_channel();
+    let at = now();
+    if let Action::Send(content) = action {
+        let message = Message {
+            id: new_id(),
+            chat_id: chat.id.clone(),
+            role: MessageRole::User,
+            content,
+            status: MessageStatus::Complete,
+            error: None,
+            model: None,
+            usage: None,
+            created_at: at,
+        };
+        state.store.add_message(&message).await?;
+        if chat.title == UNTITLED {
+            chat.title = title_from(&message.content);
+        }
+        usage(state, caller.id(), usage_kind::MESSAGE_CREATED).await;
+        let _ = out.send(ChatEvent::UserMessage {
+            chat_id: chat.id.clone(),
+            message,
+        });
+    }
+    let answer = match replaced {
+        Some(old) => {
+            let answer = Message {
+                content: String::new(),
+                status: MessageStatus::Pending,
+                error: None,
+                model: Some(record.name.clone()),
+                usage: None,
+                ..old
+            };
+            state.store.update_message(&answer).await?;
+            answer
+        }
+        None => {
+            let answer = Message {
+                id: new_id(),
+                chat_id: chat.id.clone(),
+                role: MessageRole::Assistant,
+                content: String::new(),
+                status: MessageStatus::Pending,
+                error: None,
+                model: Some(record.name.clone()),
+                usage: None,
+                // After the user message, also within the same millisecond.
+                created_at: at + chrono::TimeDelta::milliseconds(1),
+            };
+            state.store.add_message(&answer).await?;
+            answer
+        }
+    };
+    chat.updated_at = at;
+    state.store.update_chat(&chat).await?;
+    let _ = out.send(ChatEvent::AssistantMessage {
+        chat_id: chat.id.clone(),
+        message: answer.clone(),
+    });
+
+    let run = Run {
+        state: state.clone(),
+        chat,
+        answer,
+        user_id: caller.id().to_owned(),
+        handle,
+        out,
+    };
+    tokio::spawn(async move {
+        run.drive(events).await;
+        drop(guard);
+    });
+    Ok(rx)
+}
+
+/// A stored message as a turn of the prompt; failed answers and empty
+/// ones are left out.
+fn turn(m: &Message) -> Option<ChatMessage> {
+    let role = match (m.role, m.status) {
+        (MessageRole::System, _) => "system",
+        (MessageRole::User, _) => "user",
+        (MessageRole::Assistant, MessageStatus::Complete | MessageStatus::Cancelled) => "assistant",
+        (MessageRole::Assistant, _) => return None,
+    };
+    (!m.content.is_empty()).then(|| ChatMessage {
+        role: role.into(),
+        content: m.content.clone(),
+    })
+}
+
+/// How an answer ended.
+enum Outcome {
+    Finished(GenerateSummary),
+    Failed(InferenceError),
+    /// Stopped (or its client left) before the model started on it.
+    StoppedEarly,
+}
+
+struct Run {
+    state: AppState,
+    chat: Chat,
+    answer: Message,
+    user_id: String,
+    handle: RunHandle,
+    out: mpsc::UnboundedSender<ChatEvent>,
+}
+
+impl Run {
+    fn send(&self, event: ChatEvent) -> bool {
+        self.out.send(event).is_ok()
+    }
+
+    async fn drive(mut self, mut events: mpsc::UnboundedReceiver<JobEvent>) {
+        let begun = Instant::now();
+        let chat_id = self.chat.id.clone();
+        let mut started = false;
+        let mut client_gone = false;
+        let mut text = String::new();
+        let outcome = loop {
+            let delivered = tokio::select! {
+                event = events.recv() => match event {
+                    Some(JobEvent::Queued { position }) => self.send(ChatEvent::Queued {
+                        chat_id: chat_id.clone(),
+                        position,
+                    }),
+                    Some(JobEvent::Started { prompt_tokens }) => {
+                        started = true;
+                        self.send(ChatEvent::Started {
+                            chat_id: chat_id.clone(),
+                            prompt_tokens,
+                        })
+                    }
+                    Some(JobEvent::Text(delta)) => {
+                        text.push_str(&delta);
+                        self.send(ChatEvent::Delta {
+                            chat_id: chat_id.clone(),
+                            text: delta,
+                        })
+                    }
+                    Some(JobEvent::Done(summary)) => break Outcome::Finished(summary),
+                    Some(JobEvent::Failed(err)) => break Outcome::Failed(err),
+                    None => break Outcome::Failed(InferenceError::Internal(
+                        "the generation ended without a result".into(),
+                    )),
+                },
+                () = self.handle.stop.notified(), if !started => break Outcome::StoppedEarly,
+                () = self.out.closed(), if !client_gone => false,
+            };
+            if !delivered && !client_gone {
+                // Nobody is listening any more: stop, and store what came.
+                client_gone = true;
+                self.handle.cancel.cancel();
+                if !started {
+                    break Outcome::StoppedEarly;
+                }
+            }
+        };
+        drop(events);
+        self.finish(outcome, text, begun).await;
+    }
+
+    async fn finish(&mut self, outcome: Outcome, text: String, begun: Instant) {
+        let elapsed_ms = u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut answer = self.answer.clone();
+        answer.content = text;
+        let mut error = None;
+        let mut generation = Generation {
+            id: new_id(),
+            user_id: self.user_id.clone(),
+            model: answer.model.clone().unwrap_or_default(),
+            source: generation_source::CHAT.into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            time_to_first_token_ms: None,
+            duration_ms: elapsed_ms,
+            status: MessageStatus::Cancelled,
+            at: now(),
+        };
+        match outcome {
+            Outcome::Finished(summary) => {
+                answer.status = if summary.finish_reason == FinishReason::Cancelled {
+                    MessageStatus::Cancelled
+                } else {
+                    MessageStatus::Complete
+                };
+                let usage = usage_of(&summary);
+                generation.prompt_tokens = summary.prompt_tokens;
+                generation.completion_tokens = summary.completion_tokens;
+                generation.time_to_first_token_ms =
+                    (summary.completion_tokens > 0).then_some(usage.time_to_first_token_ms);
+                generation.duration_ms = seconds_to_ms(summary.total_time);
+                answer.usage = Some(usage);
+            }
+            Outcome::Failed(err) => {
+                let err = inference_error(err);
+                answer.status = MessageStatus::Failed;
+                answer.error = Some(err.body().message.clone());
+                error = Some(err.body());
+            }
+            Outcome::StoppedEarly => answer.status = MessageStatus::Cancelled,
+        }
+        generation.status = answer.status;
+
+        let state = &self.state;
+        if let Err(err) = state.store.update_message(&answer).await {
+            tracing::error!(%err, chat = %self.chat.id, "could not store an answer");
+        }
+        self.chat.updated_at = now();
+        if let Err(err) = state.store.update_chat(&self.chat).await {
+            // A chat deleted while it was answered ends up here.
+            tracing::debug!(%err, chat = %self.chat.id, "could not touch the chat");
+        }
+        if answer.status != MessageStatus::Cancelled || generation.completion_tokens > 0 {
+            if let Err(err) = state.store.record_generation(&generation).await {
+                tracing::warn!(%err, "could not record a generation");
+            }
+        }
+        let chat_id = self.chat.id.clone();
+        self.send(match error {
+            Some(error) => ChatEvent::Error {
+                chat_id: Some(chat_id),
+                error,
+                message: Some(answer),
+            },
+            None => ChatEvent::Done {
+                chat_id,
+                message: answer,
+            },
+        });
+    }
+}
+
+fn seconds_to_ms(seconds: f64) -> u64 {
+    (seconds.max(0.0) * 1000.0).round() as u64
+}
+
+/// Usage of a finished generation; tokens per second count the decoding
+/// after the first token (all of the time when there was only one).
+fn usage_of(summary: &GenerateSummary) -> MessageUsage {
+    let decode = summary.total_time - summary.time_to_first_token;
+    let tokens_per_second = if summary.completion_tokens > 1 && decode > 0.0 {
+        f64::from(summary.completion_tokens - 1) / decode
+    } else if summary.total_time > 0.0 {
+        f64::from(summary.completion_tokens) / summary.total_time
+    } else {
+        0.0
+    };
+    MessageUsage {
+        prompt_tokens: summary.prompt_tokens,
+        completion_tokens: summary.completion_tokens,
+        time_to_first_token_ms: seconds_to_ms(summary.time_to_first_token),
+        tokens_per_second: (tokens_per_second * 100.0).round() / 100.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(role: MessageRole, status: MessageStatus, content: &str) -> Message {
+        Message {
+            id: new_id(),
+            chat_id: "c".into(),
+            role,
+            content: content.into(),
+            status,
+            error: None,
+            model: None,
+            usage: None,
+            created_at: now(),
+        }
+    }
+
+    #[test]
+    fn failed_and_empty_answers_are_not_history() {
+        use MessageRole::*;
+        use MessageStatus::*;
+        assert!(turn(&message(Assistant, Failed, "half")).is_none());
+        assert!(turn(&message(Assistant, Pending, "")).is_none());
+        assert!(turn(&message(Assistant, Cancelled, "")).is_none());
+        assert_eq!(
+            turn(&message(Assistant, Cancelled, "part")).map(|t| t.role),
+            Some("assistant".into())
+        );
+        assert_eq!(
+            turn(&message(User, Complete, "hi")).map(|t| t.content),
+            Some("hi".into())
+        );
+    }
+
+    #[test]
+    fn overrides_change_only_what_they_name() {
+        let defaults = SamplingParams::default();
+        let s = SamplingOverrides {
+            temperature: Some(0.0),
+            max_tokens: Some(7),
+            ..Default::default()
+        }
+        .apply(&defaults)
+        .unwrap();
+        assert_eq!((s.temperature, s.max_tokens), (0.0, 7));
+        assert_eq!(s.top_k, defaults.top_k);
+        let bad = SamplingOverrides {
+            top_p: Some(2.0),
+            ..Default::default()
+        };
+        assert!(bad.apply(&defaults).is_err());
+    }
+
+    #[test]
+    fn decode_speed_leaves_out_the_first_token() {
+        let summary = GenerateSummary {
+            finish_reason: FinishReason::Length,
+            prompt_tokens: 10,
+            completion_tokens: 11,
+            truncated_tokens: 0,
+            time_to_first_token: 0.5,
+            total_time: 1.5,
+        };
+        let usage = usage_of(&summary);
+        assert_eq!(usage.time_to_first_token_ms, 500);
+        assert_eq!(usage.tokens_per_second, 10.0);
+    }
+
+    #[test]
+    fn a_chat_runs_one_answer_at_a_time() {
+        let runs = Arc::new(ChatRuns::default());
+        let (guard, _) = runs.claim("c1").unwrap();
+        assert!(runs.claim("c1").is_err());
+        assert!(runs.claim("c2").is_ok());
+        assert!(runs.stop("c1"));
+        drop(guard);
+        assert!(!runs.stop("c1"));
+        assert!(runs.claim("c1").is_ok());
+    }
+}

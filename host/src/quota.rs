@@ -1,0 +1,211 @@
+//! Daily token allowances. Staff set a limit per role and, above it, per
+//! user; prompt and completion tokens of every generation (chat answers and
+//! the OpenAI-compatible API) count against the day (UTC) they ran on. A
+//! user without a limit is unlimited.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use chrono::{DateTime, Days, Utc};
+use corral_sdk::Role;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::api::audit;
+use crate::error::{ApiResult, AppError, Json, Validator};
+use crate::model::User;
+use crate::policy::Caller;
+use crate::state::AppState;
+use crate::time::{now, start_of};
+
+/// Settings key of the stored [`Quotas`].
+const QUOTAS: &str = "quotas";
+
+/// Most user entries one quota table holds.
+const MAX_USER_QUOTAS: usize = 10_000;
+
+/// Tokens per day by role; absent means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleQuotas {
+    #[schema(example = 200000)]
+    pub user: Option<u64>,
+    pub admin: Option<u64>,
+    pub technician: Option<u64>,
+}
+
+/// Daily token allowances.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    #[serde(default)]
+    pub roles: RoleQuotas,
+    /// By user id; wins over the user's role. 0 blocks generation.
+    #[serde(default)]
+    pub users: BTreeMap<String, u64>,
+}
+
+impl Quotas {
+    /// The daily limit that applies to `user`, if any.
+    pub fn limit_for(&self, user: &User) -> Option<u64> {
+        self.users.get(&user.id).copied().or(match user.role {
+            Role::User => self.roles.user,
+            Role::Admin => self.roles.admin,
+            Role::Technician => self.roles.technician,
+        })
+    }
+}
+
+async fn load(state: &AppState) -> ApiResult<Quotas> {
+    Ok(match state.store.get_setting(QUOTAS).await? {
+        Some(value) => serde_json::from_value(value).map_err(|e| {
+            AppError::Internal(anyhow::anyhow!("the stored quotas are unreadable: {e}"))
+        })?,
+        None => Quotas::default(),
+    })
+}
+
+/// Where one user stands today.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Allowance {
+    /// Tokens per day; absent when unlimited.
+    pub limit: Option<u64>,
+    /// Prompt and completion tokens used today (UTC).
+    pub used: u64,
+    /// What is left today; absent when unlimited.
+    pub remaining: Option<u64>,
+    /// When the count starts again (next midnight UTC).
+    #[serde(with = "crate::time::serde_millis")]
+    #[schema(value_type = String, format = DateTime)]
+    pub resets_at: DateTime<Utc>,
+}
+
+/// `user`'s allowance today.
+pub async fn allowance(state: &AppState, user: &User) -> ApiResult<Allowance> {
+    let limit = load(state).await?.limit_for(user);
+    let today = now().date_naive();
+    let resets_at = start_of(today.checked_add_days(Days::new(1)).unwrap_or(today));
+    let used = state
+        .store
+        .generation_totals(today, today, Some(&user.id))
+        .await?
+        .iter()
+        .map(|t| t.prompt_tokens + t.completion_tokens)
+        .sum();
+    Ok(Allowance {
+        limit,
+        used,
+        remaining: limit.map(|l| l.saturating_sub(used)),
+        resets_at,
+    })
+}
+
+/// Refuses a generation when `user` has used up today's allowance.
+pub async fn check(state: &AppState, user: &User) -> ApiResult<()> {
+    let allowance = allowance(state, user).await?;
+    match allowance.limit {
+        Some(limit) if allowance.used >= limit => {
+            let wait = (allowance.resets_at - Utc::now()).num_seconds().max(1);
+            Err(AppError::QuotaExceeded {
+                retry_after: u64::try_from(wait).unwrap_or(1),
+                message: format!(
+                    "the daily allowance of {limit} tokens is used up ({} used); it renews at \
+                     00:00 UTC",
+                    allowance.used
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Token quotas per role and per user.
+#[utoipa::path(get, path = "/api/quotas", tag = "admin",
+    responses((status = 200, description = "The quotas", body = Quotas)))]
+pub async fn get_quotas(State(state): State<AppState>) -> ApiResult<Json<Quotas>> {
+    Ok(Json(load(&state).await?))
+}
+
+/// Replace the token quotas. Users named must exist.
+#[utoipa::path(put, path = "/api/quotas", tag = "admin",
+    request_body = Quotas,
+    responses((status = 200, description = "The quotas now", body = Quotas)))]
+pub async fn put_quotas(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(quotas): Json<Quotas>,
+) -> ApiResult<Json<Quotas>> {
+    let mut v = Validator::new();
+    v.check(
+        quotas.users.len() <= MAX_USER_QUOTAS,
+        "users",
+        format!("at most {MAX_USER_QUOTAS} entries"),
+    );
+    v.finish()?;
+    for id in quotas.users.keys() {
+        if state.store.get_user(id).await?.is_none() {
+            return Err(AppError::field(
+                "users",
+                format!("no user has the id `{id}`"),
+            ));
+        }
+    }
+    let before = load(&state).await?;
+    let value = serde_json::to_value(&quotas)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot encode the quotas: {e}")))?;
+    state.store.put_setting(QUOTAS, &value).await?;
+    audit(
+        &state,
+        &caller,
+        "quotas.update",
+        QUOTAS,
+        json!({ "from": before, "to": quotas }),
+    )
+    .await?;
+    Ok(Json(quotas))
+}
+
+/// The caller's token allowance today.
+#[utoipa::path(get, path = "/api/me/quota", tag = "me",
+    responses((status = 200, description = "Limit, use and what is left", body = Allowance)))]
+pub async fn my_quota(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Allowance>> {
+    Ok(Json(allowance(&state, &caller.user).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, role: Role) -> User {
+        User {
+            id: id.into(),
+            username: id.into(),
+            display_name: id.into(),
+            role,
+            disabled: false,
+            password_hash: String::new(),
+            token_version: 0,
+            created_at: now(),
+            updated_at: now(),
+            last_login_at: None,
+        }
+    }
+
+    #[test]
+    fn a_user_entry_wins_over_the_role() {
+        let quotas = Quotas {
+            roles: RoleQuotas {
+                user: Some(100),
+                admin: None,
+                technician: Some(5),
+            },
+            users: BTreeMap::from([("u2".to_string(), 0), ("a1".to_string(), 7)]),
+        };
+        assert_eq!(quotas.limit_for(&user("u1", Role::User)), Some(100));
+        assert_eq!(quotas.limit_for(&user("u2", Role::User)), Some(0));
+        assert_eq!(quotas.limit_for(&user("a1", Role::Admin)), Some(7));
+        assert_eq!(quotas.limit_for(&user("a2", Role::Admin)), None);
+        assert_eq!(quotas.limit_for(&user("t1", Role::Technician)), Some(5));
+    }
+}
