@@ -35,6 +35,9 @@ pub struct Config {
     pub queue_max_waiting: usize,
     /// Generations one user may have running or waiting.
     pub per_user_generations: usize,
+    /// A GGUF file registered as the demo model on the first start that
+    /// has one (a technician may remove it afterwards for good).
+    pub demo_model: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             max_loaded_models: 0,
             queue_max_waiting: 64,
             per_user_generations: 4,
+            demo_model: None,
         }
     }
 }
@@ -74,6 +78,7 @@ pub struct FileConfig {
     pub max_loaded_models: Option<usize>,
     pub queue_max_waiting: Option<usize>,
     pub per_user_generations: Option<usize>,
+    pub demo_model: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -94,6 +99,7 @@ pub struct Overrides {
     pub database: Option<String>,
     pub log_json: Option<bool>,
     pub backends_dir: Option<PathBuf>,
+    pub demo_model: Option<PathBuf>,
 }
 
 impl Config {
@@ -121,6 +127,7 @@ impl Config {
             max_loaded_models: file.max_loaded_models.unwrap_or(d.max_loaded_models),
             queue_max_waiting: file.queue_max_waiting.unwrap_or(d.queue_max_waiting),
             per_user_generations: file.per_user_generations.unwrap_or(d.per_user_generations),
+            demo_model: overrides.demo_model.or(file.demo_model),
         };
         anyhow::ensure!(
             config.access_token_ttl_secs >= 30,

@@ -56,6 +56,10 @@ struct ServeArgs {
     /// Directory of backend libraries [default: the executable's directory].
     #[arg(long, env = "CORRAL_BACKENDS_DIR")]
     backends_dir: Option<PathBuf>,
+    /// A GGUF file to register as the demo model `gemma-3-270m` on the
+    /// first start that has one (scripts/run.sh passes the fetched file).
+    #[arg(long, env = "CORRAL_SERVE_DEMO_MODEL")]
+    demo_model: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +87,7 @@ fn resolve(
     bind: Option<SocketAddr>,
     log_json: Option<bool>,
     backends_dir: Option<PathBuf>,
+    demo_model: Option<PathBuf>,
 ) -> anyhow::Result<Config> {
     let file = match &store.config {
         Some(path) => FileConfig::load(path)?,
@@ -96,6 +101,7 @@ fn resolve(
             database: store.database.clone(),
             log_json,
             backends_dir,
+            demo_model,
         },
     )
 }
@@ -119,7 +125,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = resolve(&args.store, args.bind, args.log_json, args.backends_dir)?;
+            let config = resolve(
+                &args.store,
+                args.bind,
+                args.log_json,
+                args.backends_dir,
+                args.demo_model,
+            )?;
             init_logging(config.log_json);
             corral_host::server::serve(config).await
         }
@@ -137,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
                     display_name,
                 },
         } => {
-            let config = resolve(&store, None, None, None)?;
+            let config = resolve(&store, None, None, None, None)?;
             let password = match password {
                 Some(p) => p,
                 None => prompt_password()?,

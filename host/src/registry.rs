@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use anyhow::Context;
 use corral_sdk::backend::SamplingParams;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -349,6 +350,65 @@ pub async fn create(state: &AppState, req: NewModel) -> ApiResult<ModelRecord> {
         state.downloads.start(&model).await;
     }
     publish_status(state, &model);
+    Ok(model)
+}
+
+/// Name the demo model is registered under.
+pub const DEMO_MODEL_NAME: &str = "gemma-3-270m";
+
+/// Settings key recording that the demo model was registered once.
+const DEMO_REGISTERED: &str = "internal.demo_model_registered";
+
+/// Registers `config.demo_model` as [`DEMO_MODEL_NAME`] (llama backend, for
+/// everyone) on the first start that names one, so that a new install can
+/// chat at once. Later starts leave the registry alone, also when a
+/// technician has removed the model.
+pub async fn register_demo_model(state: &AppState) -> anyhow::Result<Option<ModelRecord>> {
+    let Some(path) = state.config.demo_model.clone() else {
+        return Ok(None);
+    };
+    if state.store.get_setting(DEMO_REGISTERED).await?.is_some() {
+        return Ok(None);
+    }
+    let path = std::fs::canonicalize(&path)
+        .with_context(|| format!("the demo model {} is not readable", path.display()))?;
+    let model = match state.store.get_model_by_name(DEMO_MODEL_NAME).await? {
+        Some(_) => None,
+        None => {
+            let sampling = SamplingParams {
+                temperature: 0.7,
+                max_tokens: 256,
+                ..SamplingParams::default()
+            };
+            let model = create(
+                state,
+                NewModel {
+                    name: DEMO_MODEL_NAME.into(),
+                    backend: "llama".into(),
+                    kind: None,
+                    source: path.to_string_lossy().into_owned(),
+                    sha256: None,
+                    description: Some(
+                        "Demo model: Gemma 3 270M (Q4_K_M), a small base model to try Corral with"
+                            .into(),
+                    ),
+                    context_length: Some(4096),
+                    threads: None,
+                    slots: None,
+                    sampling: Some(sampling),
+                    chat_template: None,
+                    access: None,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the demo model: {}", e.body().message))?;
+            Some(model)
+        }
+    };
+    state
+        .store
+        .put_setting(DEMO_REGISTERED, &serde_json::Value::Bool(true))
+        .await?;
     Ok(model)
 }
 

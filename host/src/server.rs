@@ -77,6 +77,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let bind = config.bind;
     let state = AppState::new(store.clone(), config).await?;
+    match crate::registry::register_demo_model(&state).await {
+        Ok(Some(model)) => println!("Registered the demo model `{}`.", model.name),
+        Ok(None) => {}
+        Err(err) => tracing::warn!("{err:#}"),
+    }
     spawn_sweeper(store);
     match state.downloads.resume_all().await {
         Ok(0) => {}
