@@ -6,6 +6,7 @@
 pub mod abi;
 pub mod backend;
 pub mod chat_template;
+pub mod text;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

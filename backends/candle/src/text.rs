@@ -12,6 +12,7 @@ use corral_sdk::backend::{
     GenerateRequest, GenerateSummary, LoadRequest, Model, ModelInfo, TokenEvent, Truncation,
 };
 use corral_sdk::chat_template;
+use corral_sdk::text::{StopOutcome, TokenText};
 
 use crate::gemma3::{self, Gemma3};
 use crate::gguf::{Gguf, LoadError};
@@ -275,87 +276,6 @@ impl TextModel {
     }
 }
 
-/// Turns token bytes into whole-UTF-8 text and holds back what might be the
-/// start of a stop string.
-struct TextStream<'a> {
-    stops: &'a [String],
-    pending: Vec<u8>,
-    held: String,
-}
-
-enum Pushed {
-    Emit(String),
-    Stop(String),
-}
-
-impl<'a> TextStream<'a> {
-    fn new(stops: &'a [String]) -> Self {
-        TextStream {
-            stops,
-            pending: Vec::new(),
-            held: String::new(),
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) -> Pushed {
-        self.pending.extend_from_slice(bytes);
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(s) => {
-                    self.held.push_str(s);
-                    self.pending.clear();
-                    break;
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    // Valid by construction of `valid_up_to`.
-                    self.held
-                        .push_str(&String::from_utf8_lossy(&self.pending[..valid]));
-                    match e.error_len() {
-                        Some(bad) => {
-                            self.held.push('\u{FFFD}');
-                            self.pending.drain(..valid + bad);
-                        }
-                        None => {
-                            self.pending.drain(..valid);
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(at) = self
-            .stops
-            .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
-        {
-            let text = self.held[..at].to_string();
-            self.held.clear();
-            return Pushed::Stop(text);
-        }
-        // Keep the longest tail that is a proper prefix of a stop string.
-        let mut cut = self.held.len();
-        for (i, _) in self.held.char_indices() {
-            let tail = &self.held[i..];
-            if self.stops.iter().any(|s| s.starts_with(tail)) {
-                cut = i;
-                break;
-            }
-        }
-        let out = self.held[..cut].to_string();
-        self.held.drain(..cut);
-        Pushed::Emit(out)
-    }
-
-    fn finish(&mut self) -> String {
-        let mut out = std::mem::take(&mut self.held);
-        out.push_str(&String::from_utf8_lossy(&self.pending));
-        self.pending.clear();
-        out
-    }
-}
-
 impl Model for TextModel {
     fn info(&self) -> ModelInfo {
         self.info.clone()
@@ -412,7 +332,7 @@ impl Model for TextModel {
 
         let mut sampler = Sampler::new(&request.sampling);
         let mut history = tokens;
-        let mut stream = TextStream::new(&request.sampling.stop);
+        let mut stream = TokenText::new(request.sampling.stop.clone());
         let mut ttft = None;
         let mut completion = 0u32;
         let finish = loop {
@@ -426,12 +346,12 @@ impl Model for TextModel {
             completion += 1;
             history.push(next);
             match stream.push(self.tokenizer.piece(next)) {
-                Pushed::Emit(text) => {
+                StopOutcome::Continue(text) => {
                     if !text.is_empty() {
                         sink(TokenEvent::Text { text });
                     }
                 }
-                Pushed::Stop(text) => {
+                StopOutcome::Stopped(text) => {
                     if !text.is_empty() {
                         sink(TokenEvent::Text { text });
                     }
@@ -447,12 +367,23 @@ impl Model for TextModel {
             logits = engine.forward(&[next], pos).map_err(internal)?;
             pos += 1;
         };
-        if finish != FinishReason::StopSequence {
-            let rest = stream.finish();
-            if !rest.is_empty() {
-                sink(TokenEvent::Text { text: rest });
-            }
-        }
+        let finish = match finish {
+            FinishReason::StopSequence => finish,
+            _ => match stream.finish() {
+                StopOutcome::Continue(text) => {
+                    if !text.is_empty() {
+                        sink(TokenEvent::Text { text });
+                    }
+                    finish
+                }
+                StopOutcome::Stopped(text) => {
+                    if !text.is_empty() {
+                        sink(TokenEvent::Text { text });
+                    }
+                    FinishReason::StopSequence
+                }
+            },
+        };
         Ok(summary(finish, completion, ttft))
     }
 
@@ -480,49 +411,5 @@ impl Model for TextModel {
             &self.eos_text,
         )
         .map_err(BackendError::InvalidRequest)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(stops: &[&str], pieces: &[&[u8]]) -> (Vec<String>, bool) {
-        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
-        let mut s = TextStream::new(&stops);
-        let mut out = Vec::new();
-        for p in pieces {
-            match s.push(p) {
-                Pushed::Emit(t) => out.push(t),
-                Pushed::Stop(t) => {
-                    out.push(t);
-                    return (out, true);
-                }
-            }
-        }
-        out.push(s.finish());
-        (out, false)
-    }
-
-    #[test]
-    fn split_utf8_is_held_until_whole() {
-        let euro = "€".as_bytes();
-        let (out, stopped) = run(&[], &[b"a", &euro[..1], &euro[1..], b"b"]);
-        assert!(!stopped);
-        assert_eq!(out, vec!["a", "", "€", "b", ""]);
-    }
-
-    #[test]
-    fn stop_string_across_tokens_is_not_emitted() {
-        let (out, stopped) = run(&["END"], &[b"hello E", b"N", b"D more"]);
-        assert!(stopped);
-        assert_eq!(out.concat(), "hello ");
-    }
-
-    #[test]
-    fn false_start_of_stop_string_is_released() {
-        let (out, stopped) = run(&["END"], &[b"E", b"N", b"x"]);
-        assert!(!stopped);
-        assert_eq!(out.concat(), "ENx");
     }
 }

@@ -25,7 +25,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::log;
-use crate::text::{StopMatcher, StopOutcome, Utf8Stream};
+use corral_sdk::text::{StopOutcome, TokenText};
 
 /// Largest number of tokens decoded in one step. Bigger batches read long
 /// prompts a little faster but stall the streams of other sequences longer.
@@ -212,8 +212,7 @@ struct Seq {
     /// The index in this step's batch whose logits belong to this sequence.
     logits_at: Option<i32>,
     sampler: LlamaSampler,
-    utf8: Utf8Stream,
-    stop: StopMatcher,
+    text: TokenText,
     completion_tokens: u32,
     first_token_at: Option<Instant>,
 }
@@ -312,7 +311,7 @@ impl<'m> Scheduler<'m> {
             *slot = Some(Seq {
                 seq_id: index as i32,
                 admitted: self.admitted,
-                stop: StopMatcher::new(job.sampling.stop.clone()),
+                text: TokenText::new(job.sampling.stop.clone()),
                 job,
                 prompt_fed: 0,
                 n_past: 0,
@@ -320,7 +319,6 @@ impl<'m> Scheduler<'m> {
                 in_batch: false,
                 logits_at: None,
                 sampler,
-                utf8: Utf8Stream::default(),
                 completion_tokens: 0,
                 first_token_at: None,
             });
@@ -436,8 +434,7 @@ impl<'m> Scheduler<'m> {
         seq.completion_tokens += 1;
         self.piece.clear();
         vocab.token_to_piece_into(token, &mut self.piece, false, None);
-        let text = seq.utf8.push(&self.piece);
-        match seq.stop.push(&text) {
+        match seq.text.push(&self.piece) {
             StopOutcome::Continue(text) => send_text(seq, text),
             StopOutcome::Stopped(text) => {
                 send_text(seq, text);
@@ -460,14 +457,12 @@ fn send_text(seq: &Seq, text: String) {
 
 /// Emits what was held back, when generation ends other than by a stop string.
 fn flush(seq: &mut Seq, reason: FinishReason) -> FinishReason {
-    let tail = seq.utf8.finish();
-    match seq.stop.push(&tail) {
+    match seq.text.finish() {
         StopOutcome::Stopped(text) => {
             send_text(seq, text);
             FinishReason::StopSequence
         }
-        StopOutcome::Continue(mut text) => {
-            text.push_str(&seq.stop.finish());
+        StopOutcome::Continue(text) => {
             send_text(seq, text);
             reason
         }

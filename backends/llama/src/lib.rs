@@ -8,7 +8,6 @@ mod backend;
 mod engine;
 mod log;
 mod model;
-mod text;
 
 pub use backend::LlamaBackend;
 pub use model::LlamaModel;

@@ -1,9 +1,10 @@
 //! Turning token bytes into streamed text: whole UTF-8 characters only, and
-//! nothing that could turn out to be the start of a stop string.
+//! nothing that could turn out to be the start of a stop string. Backends
+//! feed each token's bytes to a [`TokenText`] and send what it lets out.
 
 /// Collects token bytes and hands out the longest complete UTF-8 prefix.
 #[derive(Debug, Default)]
-pub(crate) struct Utf8Stream {
+pub struct Utf8Stream {
     pending: Vec<u8>,
 }
 
@@ -51,14 +52,14 @@ impl Utf8Stream {
 
 /// Holds back text that may be the beginning of a stop string.
 #[derive(Debug, Default)]
-pub(crate) struct StopMatcher {
+pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
 }
 
 /// What [`StopMatcher::push`] decided.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum StopOutcome {
+pub enum StopOutcome {
     /// Text safe to emit now.
     Continue(String),
     /// A stop string was found: emit this text (everything before it) and end.
@@ -112,6 +113,42 @@ impl StopMatcher {
     }
 }
 
+/// Token bytes in, text to stream out: [`Utf8Stream`] then [`StopMatcher`].
+#[derive(Debug, Default)]
+pub struct TokenText {
+    utf8: Utf8Stream,
+    stop: StopMatcher,
+}
+
+impl TokenText {
+    /// Text that ends before any of `stops` (empty ones are ignored).
+    pub fn new(stops: Vec<String>) -> Self {
+        TokenText {
+            utf8: Utf8Stream::default(),
+            stop: StopMatcher::new(stops),
+        }
+    }
+
+    /// The bytes of one more token.
+    pub fn push(&mut self, bytes: &[u8]) -> StopOutcome {
+        let text = self.utf8.push(bytes);
+        self.stop.push(&text)
+    }
+
+    /// Everything held back, for when generation ends other than by a
+    /// stop string (a stop string can still complete in the last bytes).
+    pub fn finish(&mut self) -> StopOutcome {
+        let tail = self.utf8.finish();
+        match self.stop.push(&tail) {
+            StopOutcome::Continue(mut text) => {
+                text.push_str(&self.stop.finish());
+                StopOutcome::Continue(text)
+            }
+            stopped => stopped,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +186,39 @@ mod tests {
     fn without_stops_everything_passes() {
         let mut m = StopMatcher::new(Vec::new());
         assert_eq!(m.push("abc"), StopOutcome::Continue("abc".into()));
+    }
+
+    fn run(stops: &[&str], pieces: &[&[u8]]) -> (String, bool) {
+        let mut t = TokenText::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out = String::new();
+        for p in pieces {
+            match t.push(p) {
+                StopOutcome::Continue(s) => out.push_str(&s),
+                StopOutcome::Stopped(s) => {
+                    out.push_str(&s);
+                    return (out, true);
+                }
+            }
+        }
+        match t.finish() {
+            StopOutcome::Continue(s) => (out + &s, false),
+            StopOutcome::Stopped(s) => (out + &s, true),
+        }
+    }
+
+    #[test]
+    fn token_text_joins_bytes_and_cuts_stops() {
+        let euro = "€".as_bytes();
+        assert_eq!(
+            run(&[], &[b"a", &euro[..1], &euro[1..], b"b"]),
+            ("a€b".into(), false)
+        );
+        assert_eq!(
+            run(&["END"], &[b"hello E", b"N", b"D more"]),
+            ("hello ".into(), true)
+        );
+        assert_eq!(run(&["END"], &[b"E", b"N", b"x"]), ("ENx".into(), false));
+        // Held back to the end, then released.
+        assert_eq!(run(&["END"], &[b"x E", b"N"]), ("x EN".into(), false));
     }
 }
