@@ -78,6 +78,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let bind = config.bind;
     let state = AppState::new(store.clone(), config).await?;
     spawn_sweeper(store);
+    state.inference.manager.spawn_idle_sweeper();
     match state.downloads.resume_all().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(downloads = n, "resumed model downloads"),
