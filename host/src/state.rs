@@ -13,6 +13,7 @@ use crate::inference::backends::BackendSet;
 use crate::inference::manager::{ManagerLimits, ModelManager};
 use crate::inference::scheduler::{QueueLimits, Scheduler};
 use crate::inference::Inference;
+use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub downloads: Arc<Downloads>,
     /// Backends, loaded models and their queues.
     pub inference: Inference,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -89,6 +92,7 @@ impl AppState {
             events,
             downloads,
             inference,
+            metrics: Metrics::default(),
         })
     }
 }
