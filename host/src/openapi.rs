@@ -10,7 +10,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{self, admin, auth, chats, health, models, openai, stats, tickets, users};
+use crate::api::{
+    self, admin, auth, chats, health, models, openai, runtime, stats, tickets, users,
+};
 use crate::policy::Access;
 
 /// Corral's REST API.
@@ -33,10 +35,11 @@ use crate::policy::Access;
         admin::audit, admin::get_settings, admin::update_settings,
         chats::list, chats::create, chats::get_one, chats::update, chats::remove,
         chats::export, chats::add_message,
-        openai::models, openai::chat_completions,
+        openai::models, openai::chat_completions, openai::completions, openai::embeddings,
         tickets::list, tickets::create, tickets::get_one, tickets::update, tickets::comment,
         models::list, models::create, models::get_one, models::update, models::remove,
         models::progress, models::events,
+        runtime::status, runtime::load, runtime::unload, runtime::metrics,
     ),
     components(schemas(
         corral_sdk::ErrorBody,
@@ -54,6 +57,7 @@ use crate::policy::Access;
         (name = "tickets", description = "Support tickets"),
         (name = "stats", description = "Usage statistics (admin, technician)"),
         (name = "models", description = "The model registry: everyone lists the models they may use; technicians manage them"),
+        (name = "runtime", description = "The inference runtime: backends, loaded models, queues, load and unload (technicians), metrics (admin, technician)"),
         (name = "health", description = "Probes"),
         (name = "openai", description = "OpenAI-compatible API; send a personal API key as the Bearer token"),
     )
