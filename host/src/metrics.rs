@@ -160,6 +160,10 @@ impl Metrics {
                 *n as f64,
             );
         }
+        // Generation series only for models that generated, embedding
+        // series only for models that embedded: a text model shows no
+        // embeddings at 0 and an embedding model no latencies.
+        let generated = |m: &&ModelCounters| m.generations > 0;
         let counters: [(&str, &str, CounterOf); 4] = [
             (
                 "corral_generations_total",
@@ -168,7 +172,7 @@ impl Metrics {
             ),
             (
                 "corral_prompt_tokens_total",
-                "Prompt tokens read per model.",
+                "Prompt tokens read per model (generations and embeddings).",
                 |m| m.prompt_tokens,
             ),
             (
@@ -185,7 +189,10 @@ impl Metrics {
         for (name, help, get) in counters {
             page.family(name, "counter", help);
             for (model, m) in &inner.models {
-                page.sample(name, &[("model", model)], get(m) as f64);
+                let value = get(m);
+                if value > 0 || name == "corral_prompt_tokens_total" {
+                    page.sample(name, &[("model", model)], value as f64);
+                }
             }
         }
         let histograms: [(&str, &str, HistogramOf); 2] = [
@@ -202,7 +209,7 @@ impl Metrics {
         ];
         for (name, help, get) in histograms {
             page.family(name, "histogram", help);
-            for (model, m) in &inner.models {
+            for (model, m) in inner.models.iter().filter(|(_, m)| generated(m)) {
                 page.histogram(name, &[("model", model)], get(m));
             }
         }
@@ -211,7 +218,7 @@ impl Metrics {
             "gauge",
             "Generation speed of the last generation per model, in tokens per second.",
         );
-        for (model, m) in &inner.models {
+        for (model, m) in inner.models.iter().filter(|(_, m)| generated(m)) {
             page.sample(
                 "corral_last_tokens_per_second",
                 &[("model", model)],
@@ -352,6 +359,7 @@ mod tests {
                 total_secs: 1.2,
             },
         );
+        metrics.record_embedding("minilm", 3, 12);
         metrics.record_http("GET", "/api/models/{id}", 404);
         let mut page = Page::new();
         metrics.render_counters(&mut page);
@@ -365,8 +373,19 @@ mod tests {
             "corral_generation_duration_seconds_bucket{model=\"gemma\",le=\"+Inf\"} 1",
             "corral_last_tokens_per_second{model=\"gemma\"} 10",
             "corral_http_requests_total{method=\"GET\",route=\"/api/models/{id}\",status=\"4xx\"} 1",
+            "corral_embedded_inputs_total{model=\"minilm\"} 3",
+            "corral_prompt_tokens_total{model=\"minilm\"} 12",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        // An embedding model has no generation series, a text model no
+        // embedding series.
+        for absent in [
+            "corral_time_to_first_token_seconds_count{model=\"minilm\"}",
+            "corral_generations_total{model=\"minilm\"}",
+            "corral_embedded_inputs_total{model=\"gemma\"}",
+        ] {
+            assert!(!text.contains(absent), "`{absent}` in:\n{text}");
         }
         // Each family is declared once.
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
