@@ -87,6 +87,17 @@ pub struct Generation {
     pub total_secs: f64,
 }
 
+impl From<&corral_sdk::backend::GenerateSummary> for Generation {
+    fn from(s: &corral_sdk::backend::GenerateSummary) -> Self {
+        Generation {
+            prompt_tokens: s.prompt_tokens,
+            completion_tokens: s.completion_tokens,
+            ttft_secs: s.time_to_first_token,
+            total_secs: s.total_time,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     /// `(method, route, status class)` → requests.
@@ -116,7 +127,9 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// Counts one finished generation of `model` (its name).
+    /// Counts one finished generation of `model` (its name); every path
+    /// that generates calls it once per `Done`, e.g.
+    /// `state.metrics.record_generation(&record.name, (&summary).into())`.
     pub fn record_generation(&self, model: &str, g: Generation) {
         let mut inner = self.lock();
         let m = inner.models.entry(model.to_owned()).or_default();

@@ -582,6 +582,10 @@ async fn the_demo_model_completes_text_plain_and_streamed() {
     assert_eq!(loaded["backend"], "llama");
     assert_eq!(loaded["slots"], 2);
     assert_eq!(loaded["in_flight"], 0);
+    assert_eq!(
+        status["queues"],
+        json!([{"model_id": id, "name": "demo", "running": 0, "waiting": 0}])
+    );
     assert!(
         loaded["memory_bytes"].as_u64().is_some_and(|n| n > 0),
         "{status}"

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use crate::error::{AppError, Json};
 use crate::inference::manager::LoadSpec;
 use crate::inference::{InferenceError, Job, JobEvent, Prompt};
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::model::{ModelKind, ModelRecord};
 use crate::policy::Caller;
 use crate::registry;
@@ -491,7 +491,7 @@ async fn generate(
         match event {
             JobEvent::Text(t) => text.push_str(&t),
             JobEvent::Done(summary) => {
-                record_generation(&metrics, &meta.model, &summary);
+                metrics.record_generation(&meta.model, (&summary).into());
                 let usage = usage_of(&summary);
                 let finish = finish_reason(summary.finish_reason).to_owned();
                 let response = match meta.shape {
@@ -541,19 +541,6 @@ fn usage_of(summary: &GenerateSummary) -> OaUsage {
         completion_tokens: summary.completion_tokens,
         total_tokens: summary.prompt_tokens + summary.completion_tokens,
     }
-}
-
-/// Counts a finished generation of `model` in the metrics.
-fn record_generation(metrics: &Metrics, model: &str, summary: &GenerateSummary) {
-    metrics.record_generation(
-        model,
-        metrics::Generation {
-            prompt_tokens: summary.prompt_tokens,
-            completion_tokens: summary.completion_tokens,
-            ttft_secs: summary.time_to_first_token,
-            total_secs: summary.total_time,
-        },
-    );
 }
 
 /// What every chunk of one streamed completion repeats.
@@ -609,7 +596,7 @@ fn chunks(
                 vec![Event::default().data(meta.chunk(json!({"content": text}), None).to_string())]
             }
             JobEvent::Done(summary) => {
-                record_generation(&metrics, &meta.model, &summary);
+                metrics.record_generation(&meta.model, (&summary).into());
                 let mut out = vec![Event::default().data(
                     meta.chunk(json!({}), Some(finish_reason(summary.finish_reason)))
                         .to_string(),

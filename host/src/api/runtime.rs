@@ -118,7 +118,8 @@ pub struct RuntimeStatus {
     pub backends_dir: String,
     /// Most recently used first.
     pub loaded: Vec<LoadedModelView>,
-    /// Models with running or waiting generations.
+    /// The queue of every registered model that has had a request, and of
+    /// removed ones while requests still run or wait.
     pub queues: Vec<QueueView>,
     pub limits: RuntimeLimits,
 }
@@ -191,7 +192,7 @@ pub async fn status(State(state): State<AppState>) -> ApiResult<Json<RuntimeStat
             .scheduler
             .depths()
             .into_iter()
-            .filter(|(_, running, waiting)| running + waiting > 0)
+            .filter(|(key, running, waiting)| names.contains_key(key) || running + waiting > 0)
             .map(|(key, running, waiting)| QueueView {
                 name: names.get(&key).cloned(),
                 model_id: key,
