@@ -593,6 +593,33 @@ async fn the_demo_model_completes_text_plain_and_streamed() {
     assert!(status["backends"]
         .as_array()
         .is_some_and(|b| b.iter().any(|b| b["name"] == "llama")));
+
+    // Registered as an embedding model, a text model is found out once
+    // loaded: it lacks the capability.
+    let path = std::env::var("CORRAL_DEMO_MODEL").expect("set above");
+    c.register(
+        json!({"name": "not-an-embedder", "backend": "llama", "kind": "embedding", "source": path}),
+    )
+    .await;
+    let (status, body) =
+        c.t.post(
+            "/v1/embeddings",
+            token,
+            &json!({"model": "not-an-embedder", "input": "Hello"}),
+        )
+        .await;
+    assert_openai_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not make embeddings")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
