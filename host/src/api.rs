@@ -22,6 +22,7 @@ pub mod chats;
 pub mod health;
 pub mod models;
 pub mod openai;
+pub mod runtime;
 pub mod stats;
 pub mod tickets;
 pub mod users;
@@ -143,6 +144,13 @@ pub fn routes() -> Vec<ApiRoute> {
             Signed,
             post(openai::chat_completions),
         ),
+        route(
+            M::POST,
+            "/v1/completions",
+            Signed,
+            post(openai::completions),
+        ),
+        route(M::POST, "/v1/embeddings", Signed, post(openai::embeddings)),
         // Models.
         route(M::GET, "/api/models", Signed, get(models::list)),
         route(M::POST, "/api/models", Technician, post(models::create)),
@@ -166,6 +174,21 @@ pub fn routes() -> Vec<ApiRoute> {
             get(models::progress),
         ),
         route(M::GET, "/api/events", Technician, get(models::events)),
+        // The inference runtime.
+        route(
+            M::POST,
+            "/api/models/{id}/load",
+            Technician,
+            post(runtime::load),
+        ),
+        route(
+            M::POST,
+            "/api/models/{id}/unload",
+            Technician,
+            post(runtime::unload),
+        ),
+        route(M::GET, "/api/status", Technician, get(runtime::status)),
+        route(M::GET, "/metrics", Staff, get(runtime::metrics)),
         // Tickets.
         route(M::GET, "/api/tickets", Signed, get(tickets::list)),
         route(M::POST, "/api/tickets", Signed, post(tickets::create)),

@@ -447,42 +447,43 @@ impl Run {
         let mut answer = self.answer.clone();
         answer.content = text;
         let mut error = None;
-        let mut generation = Generation {
-            id: new_id(),
-            user_id: self.user_id.clone(),
-            model: answer.model.clone().unwrap_or_default(),
-            source: generation_source::CHAT.into(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            time_to_first_token_ms: None,
-            duration_ms: elapsed_ms,
-            status: MessageStatus::Cancelled,
-            at: now(),
-        };
-        match outcome {
+        let model = answer.model.clone().unwrap_or_default();
+        let generation = match outcome {
             Outcome::Finished(summary) => {
+                self.state
+                    .metrics
+                    .record_generation(&model, (&summary).into());
                 answer.status = if summary.finish_reason == FinishReason::Cancelled {
                     MessageStatus::Cancelled
                 } else {
                     MessageStatus::Complete
                 };
-                let usage = usage_of(&summary);
-                generation.prompt_tokens = summary.prompt_tokens;
-                generation.completion_tokens = summary.completion_tokens;
-                generation.time_to_first_token_ms =
-                    (summary.completion_tokens > 0).then_some(usage.time_to_first_token_ms);
-                generation.duration_ms = seconds_to_ms(summary.total_time);
-                answer.usage = Some(usage);
+                answer.usage = Some(usage_of(&summary));
+                Some(Generation::finished(
+                    &self.user_id,
+                    &model,
+                    generation_source::CHAT,
+                    &summary,
+                ))
             }
             Outcome::Failed(err) => {
                 let err = inference_error(err);
                 answer.status = MessageStatus::Failed;
                 answer.error = Some(err.body().message.clone());
                 error = Some(err.body());
+                Some(Generation::failed(
+                    &self.user_id,
+                    &model,
+                    generation_source::CHAT,
+                    elapsed_ms,
+                ))
             }
-            Outcome::StoppedEarly => answer.status = MessageStatus::Cancelled,
-        }
-        generation.status = answer.status;
+            // Nothing ran: nothing to count.
+            Outcome::StoppedEarly => {
+                answer.status = MessageStatus::Cancelled;
+                None
+            }
+        };
 
         let state = &self.state;
         if let Err(err) = state.store.update_message(&answer).await {
@@ -493,7 +494,7 @@ impl Run {
             // A chat deleted while it was answered ends up here.
             tracing::debug!(%err, chat = %self.chat.id, "could not touch the chat");
         }
-        if answer.status != MessageStatus::Cancelled || generation.completion_tokens > 0 {
+        if let Some(generation) = generation {
             if let Err(err) = state.store.record_generation(&generation).await {
                 tracing::warn!(%err, "could not record a generation");
             }

@@ -10,6 +10,7 @@ pub mod download;
 pub mod error;
 pub mod events;
 pub mod inference;
+pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod policy;

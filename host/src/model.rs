@@ -4,6 +4,7 @@
 //! users, sessions and API keys have separate views in the API layer.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use corral_sdk::backend::{FinishReason, GenerateSummary};
 use corral_sdk::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -209,6 +210,46 @@ pub struct Generation {
     pub status: MessageStatus,
     #[serde(with = "serde_millis")]
     pub at: DateTime<Utc>,
+}
+
+impl Generation {
+    /// A generation that ran to its end (or was stopped: `cancelled`).
+    pub fn finished(user_id: &str, model: &str, source: &str, summary: &GenerateSummary) -> Self {
+        let ms = |seconds: f64| (seconds.max(0.0) * 1000.0).round() as u64;
+        Generation {
+            id: new_id(),
+            user_id: user_id.to_owned(),
+            model: model.to_owned(),
+            source: source.to_owned(),
+            prompt_tokens: summary.prompt_tokens,
+            completion_tokens: summary.completion_tokens,
+            time_to_first_token_ms: (summary.completion_tokens > 0)
+                .then(|| ms(summary.time_to_first_token)),
+            duration_ms: ms(summary.total_time),
+            status: if summary.finish_reason == FinishReason::Cancelled {
+                MessageStatus::Cancelled
+            } else {
+                MessageStatus::Complete
+            },
+            at: crate::time::now(),
+        }
+    }
+
+    /// A generation that failed after `duration_ms`.
+    pub fn failed(user_id: &str, model: &str, source: &str, duration_ms: u64) -> Self {
+        Generation {
+            id: new_id(),
+            user_id: user_id.to_owned(),
+            model: model.to_owned(),
+            source: source.to_owned(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            time_to_first_token_ms: None,
+            duration_ms,
+            status: MessageStatus::Failed,
+            at: crate::time::now(),
+        }
+    }
 }
 
 /// Generations of one model on one day, summed.

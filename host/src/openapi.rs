@@ -11,7 +11,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    self, admin, auth, chat_stream, chats, health, models, openai, stats, tickets, users,
+    self, admin, auth, chat_stream, chats, health, models, openai, runtime, stats, tickets, users,
 };
 use crate::policy::Access;
 use crate::quota;
@@ -38,10 +38,11 @@ use crate::quota;
         chats::export, chats::add_message,
         chat_stream::stream, chat_stream::regenerate, chat_stream::stop, chat_stream::websocket,
         quota::get_quotas, quota::put_quotas, quota::my_quota,
-        openai::models, openai::chat_completions,
+        openai::models, openai::chat_completions, openai::completions, openai::embeddings,
         tickets::list, tickets::create, tickets::get_one, tickets::update, tickets::comment,
         models::list, models::create, models::get_one, models::update, models::remove,
         models::progress, models::events,
+        runtime::status, runtime::load, runtime::unload, runtime::metrics,
     ),
     components(schemas(
         corral_sdk::ErrorBody,
@@ -61,6 +62,7 @@ use crate::quota;
         (name = "tickets", description = "Support tickets"),
         (name = "stats", description = "Usage statistics (admin, technician)"),
         (name = "models", description = "The model registry: everyone lists the models they may use; technicians manage them"),
+        (name = "runtime", description = "The inference runtime: backends, loaded models, queues, load and unload (technicians), metrics (admin, technician)"),
         (name = "health", description = "Probes"),
         (name = "openai", description = "OpenAI-compatible API; send a personal API key as the Bearer token"),
     )

@@ -489,6 +489,9 @@ pub async fn update(
         .await
         .map_err(name_conflict)?;
     drop(guard);
+    if load_changed(&before, &model) && state.inference.manager.unload(&model.id) {
+        tracing::info!(model = %model.name, "unloaded: its file or load parameters changed");
+    }
     if refetch {
         if model.status == ModelStatus::Downloading {
             state.downloads.start(&model).await;
@@ -516,11 +519,25 @@ pub async fn delete(state: &AppState, id: &str) -> ApiResult<ModelRecord> {
             return Err(AppError::NotFound("model"));
         }
     }
+    state.inference.manager.unload(id);
     state.downloads.remove_files(id).await;
     state.events.publish(Event::ModelDeleted {
         model_id: id.to_owned(),
     });
     Ok(model)
+}
+
+/// Whether an edit changes how the model loads (its file, backend or load
+/// parameters): a loaded copy is then stale.
+fn load_changed(before: &ModelRecord, after: &ModelRecord) -> bool {
+    before.file_path != after.file_path
+        || before.source != after.source
+        || before.backend != after.backend
+        || before.kind != after.kind
+        || before.context_length != after.context_length
+        || before.threads != after.threads
+        || before.slots != after.slots
+        || before.chat_template != after.chat_template
 }
 
 fn publish_status(state: &AppState, model: &ModelRecord) {

@@ -21,10 +21,15 @@ use crate::store::Store;
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
+    let metrics = state.metrics.clone();
     crate::api::router(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::spec()))
         .fallback(|| async { AppError::NotFound("route") })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track_http,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
@@ -83,6 +88,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Err(err) => tracing::warn!("{err:#}"),
     }
     spawn_sweeper(store);
+    state.inference.manager.spawn_idle_sweeper();
     match state.downloads.resume_all().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(downloads = n, "resumed model downloads"),

@@ -14,6 +14,7 @@ use crate::inference::backends::BackendSet;
 use crate::inference::manager::{ManagerLimits, ModelManager};
 use crate::inference::scheduler::{QueueLimits, Scheduler};
 use crate::inference::Inference;
+use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub inference: Inference,
     /// Answers being written in chats.
     pub chat_runs: Arc<ChatRuns>,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -93,6 +96,7 @@ impl AppState {
             downloads,
             inference,
             chat_runs: Arc::new(ChatRuns::default()),
+            metrics: Metrics::default(),
         })
     }
 }

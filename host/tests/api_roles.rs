@@ -207,6 +207,8 @@ fn rows() -> Vec<Row> {
         // OpenAI-compatible API (errors in OpenAI's shape).
         row("GET", "/v1/models", "usable models", SIGNED_200, Id::None, none),
         row("POST", "/v1/chat/completions", "an unknown model", [401, 404, 404, 404], Id::None, Json(r#"{"model":"no-such-model","messages":[{"role":"user","content":"Hi"}]}"#)),
+        row("POST", "/v1/completions", "an unknown model", [401, 404, 404, 404], Id::None, Json(r#"{"model":"no-such-model","prompt":"Hi"}"#)),
+        row("POST", "/v1/embeddings", "an unknown model", [401, 404, 404, 404], Id::None, Json(r#"{"model":"no-such-model","input":"Hi"}"#)),
         // Models: everyone lists what they may use; technicians manage.
         row("GET", "/api/models", "usable models", SIGNED_200, Id::None, none),
         row("POST", "/api/models", "local directory", TECH_202, Id::None, Json(LOCAL_MODEL)),
@@ -219,6 +221,11 @@ fn rows() -> Vec<Row> {
             stream: true,
             ..row("GET", "/api/events", "event stream", TECH_200, Id::None, none)
         },
+        // The inference runtime: technicians; metrics for staff.
+        row("GET", "/api/status", "runtime status", TECH_200, Id::None, none),
+        row("POST", "/api/models/{id}/load", "a model whose file is missing", [401, 403, 403, 503], Id::Model, none),
+        row("POST", "/api/models/{id}/unload", "a model not loaded", TECH_204, Id::Model, none),
+        row("GET", "/metrics", "Prometheus text", STAFF_200, Id::None, none),
     ]
 }
 

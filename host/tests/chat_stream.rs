@@ -33,28 +33,6 @@ fn demo_model() -> Option<PathBuf> {
     }
 }
 
-/// The folder with `libcorral_llama.so`: next to the test binary (cargo
-/// puts cdylibs of the workspace in `deps/`) or one level up.
-fn backends_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let deps = exe.parent().expect("deps folder").to_path_buf();
-    let name = format!(
-        "{}corral_llama{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    [deps.clone(), deps.join("..")]
-        .into_iter()
-        .find(|dir| dir.join(&name).is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} is not built next to {}: run `cargo test --workspace` (or `cargo build \
-                 -p corral-llama`)",
-                exe.display()
-            )
-        })
-}
-
 struct Ctx {
     t: TestApp,
     admin: Account,
@@ -69,7 +47,7 @@ impl Ctx {
 
     async fn with_context(model: PathBuf, context_length: u32) -> Self {
         let t = TestApp::with_config(Config {
-            backends_dir: Some(backends_dir()),
+            backends_dir: Some(support::backends_dir(&["llama"])),
             ..Config::default()
         })
         .await;
@@ -326,17 +304,28 @@ async fn answers_stream_are_stored_and_continue_the_history() {
     assert_eq!(stored.len(), 4, "regenerate adds no message");
     assert_eq!(&stored[3], regenerated);
 
-    // Statistics count the three answers for the model.
+    // The OpenAI-compatible API counts too.
+    let (status, body) = c
+        .t
+        .post(
+            "/v1/chat/completions",
+            Some(&c.user.access),
+            &json!({"model": "demo", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Statistics count the four generations for the model.
     let (status, mine) = c.t.get("/api/me/stats", Some(&c.user.access)).await;
     assert_eq!(status, StatusCode::OK);
     let models = mine["models"].as_array().expect("models");
     assert_eq!(models.len(), 1, "{mine}");
     assert_eq!(models[0]["model"], "demo");
-    assert_eq!(models[0]["generations"], 3);
+    assert_eq!(models[0]["generations"], 4);
     assert!(models[0]["completion_tokens"].as_u64().expect("tokens") >= completion);
     assert!(models[0]["avg_time_to_first_token_ms"].is_number());
     let (_, platform) = c.t.get("/api/stats", Some(&c.admin.access)).await;
-    assert_eq!(platform["models"][0]["generations"], 3, "{platform}");
+    assert_eq!(platform["models"][0]["generations"], 4, "{platform}");
     assert_eq!(platform["model_days"].as_array().map(Vec::len), Some(1));
 }
 
@@ -520,6 +509,18 @@ async fn quotas_bad_input_and_missing_things_get_clear_errors() {
         "quota_exceeded",
     );
     assert!(refused.header(header::RETRY_AFTER).is_some());
+    let (status, json) =
+        c.t.post(
+            "/v1/chat/completions",
+            user,
+            &json!({"model": "demo", "messages": [{"role": "user", "content": "Hi"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{json}");
+    assert_eq!(
+        json["error"]["code"], "quota_exceeded",
+        "OpenAI's shape: {json}"
+    );
     assert_eq!(
         c.stored(&chat).await.len(),
         2,

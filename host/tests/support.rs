@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use axum::body::{Body, Bytes};
@@ -348,4 +349,68 @@ pub fn items(body: &Value) -> &Vec<Value> {
 /// One field of each item of a page.
 pub fn field_of_items(body: &Value, field: &str) -> Vec<Value> {
     items(body).iter().map(|i| i[field].clone()).collect()
+}
+
+/// The file name of backend library `name` (`libcorral_llama.so` on Linux).
+pub fn backend_file(name: &str) -> String {
+    format!(
+        "{}corral_{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// The directory with the freshest build of every backend library in
+/// `names`: `cargo test` leaves them in `target/<profile>/deps` (next to
+/// the test executable), `cargo build` in `target/<profile>` (its parent).
+/// Panics with what to build when none has them all.
+pub fn backends_dir(names: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(Path::to_path_buf)
+        .collect();
+    if let Some(dir) = std::env::var_os("CORRAL_BACKENDS_DIR") {
+        candidates.insert(0, PathBuf::from(dir));
+    }
+    let newest = |dir: &Path| {
+        names
+            .iter()
+            .map(|n| std::fs::metadata(dir.join(backend_file(n))).and_then(|m| m.modified()))
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .and_then(|times| times.into_iter().min())
+    };
+    candidates
+        .iter()
+        .filter_map(|dir| newest(dir).map(|t| (t, dir.clone())))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, dir)| dir)
+        .unwrap_or_else(|| {
+            panic!(
+                "no directory among {candidates:?} holds the backend libraries {names:?}: \
+                 build them with `cargo build -p corral-llama -p corral-candle` (or run \
+                 `cargo test --workspace`), or set CORRAL_BACKENDS_DIR"
+            )
+        })
+}
+
+/// The path in environment variable `var`, or `None` (with the reason
+/// printed) when it is not set: tests that need a real model skip then.
+pub fn model_from_env(var: &str, how: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(path) if !path.is_empty() => {
+            assert!(
+                Path::new(&path).exists(),
+                "{var} names {path}, which does not exist"
+            );
+            Some(path)
+        }
+        _ => {
+            eprintln!("{var} is not set; skipping (set it to {how})");
+            None
+        }
+    }
 }

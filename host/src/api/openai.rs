@@ -7,7 +7,8 @@ use std::convert::Infallible;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use corral_sdk::backend::{ChatMessage, FinishReason, SamplingParams, Truncation};
+use base64::Engine;
+use corral_sdk::backend::{ChatMessage, FinishReason, GenerateSummary, SamplingParams, Truncation};
 use futures::stream::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -16,7 +17,7 @@ use utoipa::ToSchema;
 use crate::error::{AppError, Json};
 use crate::inference::manager::LoadSpec;
 use crate::inference::{InferenceError, Job, JobEvent, Prompt};
-use crate::model::ModelRecord;
+use crate::model::{generation_source, ModelKind, ModelRecord};
 use crate::policy::Caller;
 use crate::registry;
 use crate::state::AppState;
@@ -292,11 +293,35 @@ fn finish_reason(reason: FinishReason) -> &'static str {
     }
 }
 
+/// The sampling fields both completion endpoints take.
+struct SamplingFields<'a> {
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<u32>,
+    min_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+    max_tokens: Option<u32>,
+    stop: Option<&'a OaStop>,
+    seed: Option<u64>,
+}
+
+impl ChatCompletionRequest {
+    fn sampling_fields(&self) -> SamplingFields<'_> {
+        SamplingFields {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            stop: self.stop.as_ref(),
+            seed: self.seed,
+        }
+    }
+}
+
 /// Sampling from the model's defaults overridden by the request.
-fn sampling(
-    defaults: &SamplingParams,
-    req: &ChatCompletionRequest,
-) -> Result<SamplingParams, AppError> {
+fn sampling(defaults: &SamplingParams, req: &SamplingFields) -> Result<SamplingParams, AppError> {
     let mut s = defaults.clone();
     if let Some(v) = req.temperature {
         s.temperature = v;
@@ -313,13 +338,13 @@ fn sampling(
     if let Some(v) = req.repeat_penalty {
         s.repeat_penalty = v;
     }
-    if let Some(v) = req.max_completion_tokens.or(req.max_tokens) {
+    if let Some(v) = req.max_tokens {
         s.max_tokens = v;
     }
     if req.seed.is_some() {
         s.seed = req.seed;
     }
-    match &req.stop {
+    match req.stop {
         Some(OaStop::One(one)) => s.stop = vec![one.clone()],
         Some(OaStop::Many(many)) => s.stop = many.clone(),
         None => {}
@@ -383,99 +408,263 @@ pub async fn chat_completions(
         return Err(AppError::field("n", "only n = 1 is supported").into());
     }
     let record = registry::find_usable(&state, &caller.user, &req.model).await?;
+    let generation = Generation {
+        shape: Shape::Chat,
+        prompt: Prompt::Chat(chat_messages(&req.messages)?),
+        sampling: sampling(&record.sampling, &req.sampling_fields())?,
+        stream: req.stream,
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+        echo: None,
+    };
+    generate(&state, &caller, record, generation).await
+}
+
+/// Which OpenAI API a generation answers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `/v1/chat/completions`: `chat.completion` and its chunks.
+    Chat,
+    /// `/v1/completions`: `text_completion`.
+    Text,
+}
+
+/// A generation as either completion endpoint asks for it.
+struct Generation {
+    shape: Shape,
+    prompt: Prompt,
+    sampling: SamplingParams,
+    stream: bool,
+    include_usage: bool,
+    /// Text sent ahead of the generated text (`echo` of the prompt).
+    echo: Option<String>,
+}
+
+/// Queues a generation on `record` and answers it whole or, with
+/// `stream`, as Server-Sent Events; counts it in the metrics when done.
+async fn generate(
+    state: &AppState,
+    caller: &Caller,
+    record: ModelRecord,
+    g: Generation,
+) -> Result<Response, OpenAiError> {
+    if record.kind == ModelKind::Embedding {
+        return Err(AppError::BadRequest(format!(
+            "model `{}` is an embedding model; use /v1/embeddings",
+            record.name
+        ))
+        .into());
+    }
     let job = Job {
         spec: load_spec(&record)?,
         user_id: caller.id().to_owned(),
-        prompt: Prompt::Chat(chat_messages(&req.messages)?),
-        sampling: sampling(&record.sampling, &req)?,
+        prompt: g.prompt,
+        sampling: g.sampling,
         truncation: Truncation::Error,
     };
+    crate::quota::check(state, &caller.user).await?;
     let events = state.inference.submit(job).map_err(inference_error)?;
-    let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
-    let created = chrono::Utc::now().timestamp();
-    if req.stream {
-        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-        let stream = chunks(events, id, created, record.name, include_usage);
-        return Ok(Sse::new(stream)
-            .keep_alive(KeepAlive::default())
+    let recorder = Recorder {
+        state: state.clone(),
+        user_id: caller.id().to_owned(),
+        model: record.name.clone(),
+        begun: std::time::Instant::now(),
+    };
+    let prefix = match g.shape {
+        Shape::Chat => "chatcmpl",
+        Shape::Text => "cmpl",
+    };
+    let meta = ChunkMeta {
+        id: format!("{prefix}-{}", uuid::Uuid::now_v7().simple()),
+        created: chrono::Utc::now().timestamp(),
+        model: record.name,
+        shape: g.shape,
+    };
+    if g.stream {
+        let stream = chunks(events, meta, g.include_usage, g.echo, recorder);
+        return Ok((
+            [(
+                axum::http::HeaderName::from_static("x-accel-buffering"),
+                axum::http::HeaderValue::from_static("no"),
+            )],
+            Sse::new(stream).keep_alive(KeepAlive::default()),
+        )
             .into_response());
     }
     let mut events = events;
-    let mut text = String::new();
+    let mut text = g.echo.unwrap_or_default();
     while let Some(event) = events.recv().await {
         match event {
             JobEvent::Text(t) => text.push_str(&t),
             JobEvent::Done(summary) => {
-                return Ok(Json(ChatCompletion {
-                    id,
-                    object: "chat.completion".into(),
-                    created,
-                    model: record.name,
-                    choices: vec![OaChoice {
-                        index: 0,
-                        message: OaAnswer {
-                            role: "assistant".into(),
-                            content: text,
-                        },
-                        finish_reason: finish_reason(summary.finish_reason).into(),
-                    }],
-                    usage: OaUsage {
-                        prompt_tokens: summary.prompt_tokens,
-                        completion_tokens: summary.completion_tokens,
-                        total_tokens: summary.prompt_tokens + summary.completion_tokens,
-                    },
-                })
-                .into_response());
+                recorder.store(recorder.finished(&summary)).await;
+                let usage = usage_of(&summary);
+                let finish = finish_reason(summary.finish_reason).to_owned();
+                let response = match meta.shape {
+                    Shape::Chat => Json(ChatCompletion {
+                        id: meta.id,
+                        object: "chat.completion".into(),
+                        created: meta.created,
+                        model: meta.model,
+                        choices: vec![OaChoice {
+                            index: 0,
+                            message: OaAnswer {
+                                role: "assistant".into(),
+                                content: text,
+                            },
+                            finish_reason: finish,
+                        }],
+                        usage,
+                    })
+                    .into_response(),
+                    Shape::Text => Json(TextCompletion {
+                        id: meta.id,
+                        object: "text_completion".into(),
+                        created: meta.created,
+                        model: meta.model,
+                        choices: vec![OaTextChoice {
+                            index: 0,
+                            text,
+                            logprobs: None,
+                            finish_reason: finish,
+                        }],
+                        usage,
+                    })
+                    .into_response(),
+                };
+                return Ok(response);
             }
-            JobEvent::Failed(err) => return Err(inference_error(err).into()),
+            JobEvent::Failed(err) => {
+                recorder.store(recorder.failed()).await;
+                return Err(inference_error(err).into());
+            }
             JobEvent::Queued { .. } | JobEvent::Started { .. } => {}
         }
     }
     Err(AppError::Internal(anyhow::anyhow!("the generation ended without a result")).into())
 }
 
-/// The SSE chunks of a streamed completion.
-fn chunks(
-    events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
+/// Counts what a generation of the API used: in the metrics, and in the
+/// store for the statistics and the quotas (written in the background, so
+/// a stream's last chunk is not held up).
+struct Recorder {
+    state: AppState,
+    user_id: String,
+    model: String,
+    begun: std::time::Instant,
+}
+
+impl Recorder {
+    fn finished(&self, summary: &GenerateSummary) -> crate::model::Generation {
+        self.state
+            .metrics
+            .record_generation(&self.model, summary.into());
+        crate::model::Generation::finished(
+            &self.user_id,
+            &self.model,
+            generation_source::OPENAI,
+            summary,
+        )
+    }
+
+    fn failed(&self) -> crate::model::Generation {
+        let ms = u64::try_from(self.begun.elapsed().as_millis()).unwrap_or(u64::MAX);
+        crate::model::Generation::failed(&self.user_id, &self.model, generation_source::OPENAI, ms)
+    }
+
+    async fn store(&self, generation: crate::model::Generation) {
+        if let Err(err) = self.state.store.record_generation(&generation).await {
+            tracing::warn!(%err, "could not record a generation");
+        }
+    }
+
+    /// For streams, whose chunks are made synchronously.
+    fn store_later(&self, generation: crate::model::Generation) {
+        let store = self.state.store.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store.record_generation(&generation).await {
+                tracing::warn!(%err, "could not record a generation");
+            }
+        });
+    }
+}
+
+fn usage_of(summary: &GenerateSummary) -> OaUsage {
+    OaUsage {
+        prompt_tokens: summary.prompt_tokens,
+        completion_tokens: summary.completion_tokens,
+        total_tokens: summary.prompt_tokens + summary.completion_tokens,
+    }
+}
+
+/// What every chunk of one streamed completion repeats.
+struct ChunkMeta {
     id: String,
     created: i64,
     model: String,
-    include_usage: bool,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let chunk = move |delta: serde_json::Value, finish: Option<&str>| {
+    shape: Shape,
+}
+
+impl ChunkMeta {
+    /// A chunk carrying `text` (chat: as `delta`) and a finish reason.
+    fn chunk(&self, delta: serde_json::Value, finish: Option<&str>) -> serde_json::Value {
+        let choice = match self.shape {
+            Shape::Chat => json!({"index": 0, "delta": delta, "finish_reason": finish}),
+            Shape::Text => json!({
+                "index": 0,
+                "text": delta.get("content").cloned().unwrap_or_else(|| json!("")),
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+        };
         json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "id": self.id,
+            "object": match self.shape {
+                Shape::Chat => "chat.completion.chunk",
+                Shape::Text => "text_completion",
+            },
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
         })
+    }
+}
+
+/// The SSE chunks of a streamed completion.
+fn chunks(
+    events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
+    meta: ChunkMeta,
+    include_usage: bool,
+    echo: Option<String>,
+    recorder: Recorder,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let first = match (meta.shape, echo) {
+        (Shape::Chat, _) => Some(meta.chunk(json!({"role": "assistant", "content": ""}), None)),
+        (Shape::Text, Some(echo)) => Some(meta.chunk(json!({"content": echo}), None)),
+        (Shape::Text, None) => None,
     };
-    let first = chunk(json!({"role": "assistant", "content": ""}), None);
-    let head = futures::stream::once(async move { Ok(Event::default().data(first.to_string())) });
+    let head = futures::stream::iter(first.map(|c| Ok(Event::default().data(c.to_string()))));
     let body = tokio_stream_from(events).flat_map(move |event| {
         let items: Vec<Event> = match event {
             JobEvent::Text(text) => {
-                vec![Event::default().data(chunk(json!({"content": text}), None).to_string())]
+                vec![Event::default().data(meta.chunk(json!({"content": text}), None).to_string())]
             }
             JobEvent::Done(summary) => {
+                recorder.store_later(recorder.finished(&summary));
                 let mut out = vec![Event::default().data(
-                    chunk(json!({}), Some(finish_reason(summary.finish_reason))).to_string(),
+                    meta.chunk(json!({}), Some(finish_reason(summary.finish_reason)))
+                        .to_string(),
                 )];
                 if include_usage {
-                    let mut usage = chunk(json!({}), None);
+                    let mut usage = meta.chunk(json!({}), None);
                     usage["choices"] = json!([]);
-                    usage["usage"] = json!({
-                        "prompt_tokens": summary.prompt_tokens,
-                        "completion_tokens": summary.completion_tokens,
-                        "total_tokens": summary.prompt_tokens + summary.completion_tokens,
-                    });
+                    usage["usage"] = json!(usage_of(&summary));
                     out.push(Event::default().data(usage.to_string()));
                 }
                 out.push(Event::default().data("[DONE]"));
                 out
             }
             JobEvent::Failed(err) => {
+                recorder.store_later(recorder.failed());
                 let body = OpenAiErrorBody::from_app(&inference_error(err));
                 vec![Event::default().data(serde_json::to_string(&body).unwrap_or_default())]
             }
@@ -484,6 +673,302 @@ fn chunks(
         futures::stream::iter(items.into_iter().map(Ok))
     });
     head.chain(body)
+}
+
+/// A prompt: one string, or a list holding one string.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum OaPrompt {
+    One(String),
+    /// Exactly one string: Corral answers one prompt per request.
+    Many(Vec<String>),
+}
+
+/// A (legacy) text completion request: the prompt is continued as it is,
+/// without a chat template. The sampling fields are those of
+/// [`ChatCompletionRequest`]; absent ones take the model's defaults.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CompletionRequest {
+    pub model: String,
+    #[schema(example = "Once upon a time")]
+    pub prompt: OaPrompt,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<OaStreamOptions>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    /// Corral extension.
+    pub top_k: Option<u32>,
+    /// Corral extension.
+    pub min_p: Option<f32>,
+    /// Corral extension.
+    pub repeat_penalty: Option<f32>,
+    /// Default: the model's (not OpenAI's 16).
+    pub max_tokens: Option<u32>,
+    pub stop: Option<OaStop>,
+    pub seed: Option<u64>,
+    /// Send the prompt back in front of the completion.
+    #[serde(default)]
+    pub echo: bool,
+    /// Only 1 is supported.
+    pub n: Option<u32>,
+    /// Only 1 is supported.
+    pub best_of: Option<u32>,
+}
+
+impl CompletionRequest {
+    fn sampling_fields(&self) -> SamplingFields<'_> {
+        SamplingFields {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            max_tokens: self.max_tokens,
+            stop: self.stop.as_ref(),
+            seed: self.seed,
+        }
+    }
+
+    /// The one prompt of the request.
+    fn prompt_text(&self) -> Result<String, AppError> {
+        match &self.prompt {
+            OaPrompt::One(text) => Ok(text.clone()),
+            OaPrompt::Many(list) if list.len() == 1 => Ok(list[0].clone()),
+            OaPrompt::Many(_) => Err(AppError::field(
+                "prompt",
+                "must be a string or a list of exactly one string",
+            )),
+        }
+    }
+}
+
+/// One choice of a text completion.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OaTextChoice {
+    pub index: u32,
+    pub text: String,
+    /// Always `null`: log probabilities are not reported.
+    #[schema(value_type = Option<Object>)]
+    pub logprobs: Option<serde_json::Value>,
+    pub finish_reason: String,
+}
+
+/// A text completion.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TextCompletion {
+    pub id: String,
+    #[schema(example = "text_completion")]
+    pub object: String,
+    pub created: i64,
+    pub model: String,
+    pub choices: Vec<OaTextChoice>,
+    pub usage: OaUsage,
+}
+
+/// Continue a prompt as it is (no chat template; the model's BOS token
+/// goes in front), whole or streamed as Server-Sent Events with
+/// `stream: true`.
+#[utoipa::path(post, path = "/v1/completions", tag = "openai",
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "The completion, or with `stream` a stream of `text_completion` events ending with `[DONE]`",
+            content((TextCompletion = "application/json"), (String = "text/event-stream"))),
+        (status = 404, description = "No such model for the caller", body = OpenAiErrorBody),
+        (status = 429, description = "The queue or the caller's allowance is full", body = OpenAiErrorBody),
+    ))]
+pub async fn completions(
+    State(state): State<AppState>,
+    caller: Caller,
+    OaJson(req): OaJson<CompletionRequest>,
+) -> Result<Response, OpenAiError> {
+    if req.n.is_some_and(|n| n != 1) {
+        return Err(AppError::field("n", "only n = 1 is supported").into());
+    }
+    if req.best_of.is_some_and(|n| n != 1) {
+        return Err(AppError::field("best_of", "only best_of = 1 is supported").into());
+    }
+    let prompt = req.prompt_text()?;
+    let record = registry::find_usable(&state, &caller.user, &req.model).await?;
+    let generation = Generation {
+        shape: Shape::Text,
+        sampling: sampling(&record.sampling, &req.sampling_fields())?,
+        stream: req.stream,
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+        echo: req.echo.then(|| prompt.clone()),
+        prompt: Prompt::Text(prompt),
+    };
+    generate(&state, &caller, record, generation).await
+}
+
+/// The most inputs one embeddings request may carry (OpenAI's limit too).
+pub const MAX_EMBEDDING_INPUTS: usize = 2048;
+
+/// Text to embed: one string or a list of strings.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum OaInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// An embeddings request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EmbeddingRequest {
+    #[schema(example = "all-minilm-l6-v2")]
+    pub model: String,
+    /// 1 to 2048 non-empty strings.
+    pub input: OaInput,
+    /// `float` (default) or `base64` (little-endian 32-bit floats).
+    #[schema(example = "float")]
+    pub encoding_format: Option<String>,
+}
+
+/// A vector: numbers, or base64 of little-endian `f32`s.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum OaVector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+/// One embedding, in the order of the inputs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OaEmbedding {
+    #[schema(example = "embedding")]
+    pub object: String,
+    pub index: u32,
+    pub embedding: OaVector,
+}
+
+/// Tokens read by an embeddings request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OaEmbeddingUsage {
+    pub prompt_tokens: u32,
+    pub total_tokens: u32,
+}
+
+/// The answer of `/v1/embeddings`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingList {
+    #[schema(example = "list")]
+    pub object: String,
+    pub data: Vec<OaEmbedding>,
+    pub model: String,
+    pub usage: OaEmbeddingUsage,
+}
+
+/// Maps errors of an embedding run: a bad input names `input`.
+fn embedding_error(err: InferenceError) -> AppError {
+    use corral_sdk::backend::BackendError as B;
+    match err {
+        InferenceError::Backend(B::InvalidRequest(m))
+        | InferenceError::Backend(B::ContextOverflow(m)) => AppError::field("input", m),
+        other => inference_error(other),
+    }
+}
+
+/// Turn text into vectors with an embedding model (loaded on first use).
+#[utoipa::path(post, path = "/v1/embeddings", tag = "openai",
+    request_body = EmbeddingRequest,
+    responses(
+        (status = 200, description = "One vector per input, in order", body = EmbeddingList),
+        (status = 400, description = "Empty input, or the model does not make embeddings", body = OpenAiErrorBody),
+        (status = 404, description = "No such model for the caller", body = OpenAiErrorBody),
+        (status = 429, description = "The queue or the caller's allowance is full", body = OpenAiErrorBody),
+    ))]
+pub async fn embeddings(
+    State(state): State<AppState>,
+    caller: Caller,
+    OaJson(req): OaJson<EmbeddingRequest>,
+) -> Result<Json<EmbeddingList>, OpenAiError> {
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(_) => {
+            return Err(AppError::field("encoding_format", "must be `float` or `base64`").into())
+        }
+    };
+    let inputs = match req.input {
+        OaInput::One(text) => vec![text],
+        OaInput::Many(list) => list,
+    };
+    if inputs.is_empty() {
+        return Err(AppError::BadRequest("`input` must not be empty".into()).into());
+    }
+    if inputs.len() > MAX_EMBEDDING_INPUTS {
+        return Err(AppError::BadRequest(format!(
+            "`input` may hold at most {MAX_EMBEDDING_INPUTS} strings"
+        ))
+        .into());
+    }
+    if inputs.iter().any(String::is_empty) {
+        return Err(AppError::BadRequest("`input` must not hold empty strings".into()).into());
+    }
+    let record = registry::find_usable(&state, &caller.user, &req.model).await?;
+    let not_embedding =
+        || AppError::BadRequest(format!("model `{}` does not make embeddings", record.name));
+    if record.kind != ModelKind::Embedding {
+        return Err(not_embedding().into());
+    }
+    // Embeddings wait in the model's queue like generations: the same
+    // slots, the same per-user allowance. Leaving (a client that goes
+    // away) drops the ticket or the permit.
+    let spec = load_spec(&record)?;
+    let mut ticket = state
+        .inference
+        .scheduler
+        .enqueue(&spec.key, spec.request.slots.max(1) as usize, caller.id())
+        .map_err(|r| inference_error(r.into()))?;
+    let permit = ticket.admitted().await;
+    let loaded = state
+        .inference
+        .manager
+        .get(&spec)
+        .await
+        .map_err(inference_error)?;
+    if !loaded.info.capabilities.embeddings {
+        return Err(not_embedding().into());
+    }
+    let (vectors, tokens) = tokio::task::spawn_blocking(move || {
+        let mut tokens = 0usize;
+        for input in &inputs {
+            tokens += loaded.model.tokenize(input, true)?.len();
+        }
+        let vectors = loaded.model.embed(&inputs)?;
+        Ok::<_, corral_sdk::backend::BackendError>((vectors, tokens))
+    })
+    .await
+    .map_err(|e| AppError::Internal(anyhow::anyhow!("the embedding task failed: {e}")))?
+    .map_err(|e| embedding_error(e.into()))?;
+    drop(permit);
+    let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
+    state
+        .metrics
+        .record_embedding(&record.name, vectors.len(), tokens);
+    let data = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, vector)| OaEmbedding {
+            object: "embedding".into(),
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            embedding: if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+                OaVector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                OaVector::Float(vector)
+            },
+        })
+        .collect();
+    Ok(Json(EmbeddingList {
+        object: "list".into(),
+        data,
+        model: record.name,
+        usage: OaEmbeddingUsage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    }))
 }
 
 /// A stream over an unbounded receiver.

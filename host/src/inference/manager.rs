@@ -51,6 +51,8 @@ pub struct LoadedModel {
     pub model: Arc<dyn Model>,
     pub info: ModelInfo,
     pub load_time: Duration,
+    /// When the load finished.
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
     last_used: Mutex<Instant>,
 }
 
@@ -64,6 +66,12 @@ impl LoadedModel {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .elapsed()
+    }
+
+    /// When the model was last handed to a request (or loaded).
+    pub fn last_used_at(&self) -> chrono::DateTime<chrono::Utc> {
+        let idle = chrono::Duration::from_std(self.idle_for()).unwrap_or_default();
+        chrono::Utc::now() - idle
     }
 
     /// Memory the model holds, as the backend reports it (or the file size).
@@ -97,6 +105,10 @@ impl ModelManager {
 
     pub fn backends(&self) -> &BackendSet {
         &self.backends
+    }
+
+    pub fn limits(&self) -> ManagerLimits {
+        self.limits
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, (LoadSpec, Cell)>> {
@@ -165,6 +177,7 @@ impl ModelManager {
             model,
             info,
             load_time,
+            loaded_at: chrono::Utc::now(),
             last_used: Mutex::new(Instant::now()),
         }))
     }
@@ -232,5 +245,46 @@ impl ModelManager {
             .filter(|m| self.unload(&m.spec.key))
             .map(|m| m.spec.name.clone())
             .collect()
+    }
+
+    /// Starts a task that unloads idle models (see
+    /// [`ModelManager::unload_idle`]) for as long as the runtime runs.
+    pub fn spawn_idle_sweeper(&self) -> tokio::task::JoinHandle<()> {
+        let manager = self.clone();
+        let period = sweep_period(self.limits.idle_unload);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for name in manager.unload_idle() {
+                    tracing::info!(model = %name, "unloaded an idle model");
+                }
+            }
+        })
+    }
+}
+
+/// How often the idle sweeper looks: a quarter of the idle limit, so a
+/// model goes at most a quarter late, between 1 s and 1 min.
+pub fn sweep_period(idle_unload: Duration) -> Duration {
+    (idle_unload / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweeper_looks_often_enough_but_not_too_often() {
+        assert_eq!(sweep_period(Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(
+            sweep_period(Duration::from_secs(20)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            sweep_period(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
     }
 }
