@@ -1,0 +1,93 @@
+"""Eight concurrent chats on one model (llama backend) all finish; prints
+the aggregate completion tokens per second of eight streams against one.
+No timing is asserted: the machines are shared."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from openai import OpenAI
+
+MAX_TOKENS = 48
+STREAMS = 8
+# A prompt a base model continues at length.
+PROMPT = "Count from 1 to 200, separated by commas: 1, 2, 3, 4, 5,"
+
+
+def stream_once(client: OpenAI, model: str, prompt: str) -> dict:
+    began = time.monotonic()
+    first = None
+    parts, usage = [], None
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        seed=1,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                if first is None:
+                    first = time.monotonic()
+                parts.append(choice.delta.content)
+    ended = time.monotonic()
+    return {
+        "text": "".join(parts),
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "began": began,
+        "first": first,
+        "ended": ended,
+    }
+
+
+def test_eight_concurrent_streams_finish(server, api_key, models):
+    name = models["llama"]["name"]
+    client = OpenAI(base_url=server.base + "/v1", api_key=api_key, timeout=300, max_retries=0)
+
+    stream_once(client, name, PROMPT)  # warm up: load and page in the weights
+
+    one = stream_once(client, name, PROMPT)
+    assert one["completion_tokens"] > 0, one
+    single_rate = one["completion_tokens"] / (one["ended"] - one["began"])
+
+    results: list = [None] * STREAMS
+    errors: list = []
+    start = threading.Barrier(STREAMS)
+
+    def worker(i: int):
+        try:
+            start.wait(timeout=30)
+            results[i] = stream_once(client, name, PROMPT)
+        except Exception as err:  # reported below
+            errors.append((i, repr(err)))
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(STREAMS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    server.check_alive()
+    assert not errors, errors
+    assert all(r is not None for r in results), "a stream did not finish within 600 s"
+    for i, r in enumerate(results):
+        assert r["completion_tokens"] > 0 and r["text"].strip(), (i, r)
+
+    began = min(r["began"] for r in results)
+    ended = max(r["ended"] for r in results)
+    total = sum(r["completion_tokens"] for r in results)
+    aggregate = total / (ended - began)
+    ttft = sorted(r["first"] - r["began"] for r in results)
+    print(
+        f"\n[concurrency] 1 stream: {one['completion_tokens']} tokens in "
+        f"{one['ended'] - one['began']:.2f} s = {single_rate:.1f} tok/s; "
+        f"{STREAMS} streams: {total} tokens in {ended - began:.2f} s = {aggregate:.1f} tok/s; "
+        f"ratio {aggregate / single_rate:.2f}x; "
+        f"time to first token {ttft[0]:.2f}-{ttft[-1]:.2f} s"
+    )
