@@ -8,6 +8,7 @@ added by URL through the REST API, as a technician would.
 Environment:
   CORRAL_BIN         the corral binary (backend libraries beside it)
   CORRAL_DEMO_MODEL  gemma-3-270m-q4_k_m.gguf (scripts/fetch-demo-model.sh)
+  CORRAL_BACKENDS_DIR  where libcorral_*.so are, when not beside CORRAL_BIN
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def demo_model() -> str:
 def server(corral_bin, tmp_path_factory):
     work = tmp_path_factory.mktemp("corral")
     srv = CorralServer(corral_bin, work, SERVER_CONFIG)
-    srv.start()
+    srv.start(backends_dir=os.environ.get("CORRAL_BACKENDS_DIR") or None)
     pytest.corral_server = srv  # for the failure report hook
     yield srv
     srv.stop()

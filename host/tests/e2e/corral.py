@@ -29,6 +29,8 @@ def clean_env() -> dict:
     """The environment without any CORRAL_* setting, so only our flags count."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
     env.setdefault("RUST_LOG", "info")
+    # A panic in the server log comes with its backtrace.
+    env.setdefault("RUST_BACKTRACE", "1")
     return env
 
 
@@ -52,19 +54,22 @@ class CorralServer:
         self.proc: subprocess.Popen | None = None
         self._log = None
 
-    def start(self, ready_within: float = 60.0):
+    def start(self, ready_within: float = 60.0, backends_dir: str | None = None):
         self._log = open(self.log_path, "ab")
+        args = [
+            self.binary,
+            "serve",
+            "--config",
+            str(self.config),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--data-dir",
+            str(self.data),
+        ]
+        if backends_dir:
+            args += ["--backends-dir", backends_dir]
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "serve",
-                "--config",
-                str(self.config),
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--data-dir",
-                str(self.data),
-            ],
+            args,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

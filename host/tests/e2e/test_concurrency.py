@@ -47,15 +47,20 @@ def stream_once(client: OpenAI, model: str, prompt: str) -> dict:
     }
 
 
-def test_eight_concurrent_streams_finish(server, api_key, models):
+def test_eight_concurrent_streams_finish(server, api_key, models, capsys):
     name = models["llama"]["name"]
     client = OpenAI(base_url=server.base + "/v1", api_key=api_key, timeout=300, max_retries=0)
 
     stream_once(client, name, PROMPT)  # warm up: load and page in the weights
 
-    one = stream_once(client, name, PROMPT)
-    assert one["completion_tokens"] > 0, one
-    single_rate = one["completion_tokens"] / (one["ended"] - one["began"])
+    # One stream, three times (the cores are shared: take the median).
+    singles = []
+    for _ in range(3):
+        r = stream_once(client, name, PROMPT)
+        assert r["completion_tokens"] > 0, r
+        singles.append((r["completion_tokens"] / (r["ended"] - r["began"]), r))
+    singles.sort(key=lambda x: x[0])
+    single_rate, one = singles[1]
 
     results: list = [None] * STREAMS
     errors: list = []
@@ -84,10 +89,13 @@ def test_eight_concurrent_streams_finish(server, api_key, models):
     total = sum(r["completion_tokens"] for r in results)
     aggregate = total / (ended - began)
     ttft = sorted(r["first"] - r["began"] for r in results)
-    print(
-        f"\n[concurrency] 1 stream: {one['completion_tokens']} tokens in "
-        f"{one['ended'] - one['began']:.2f} s = {single_rate:.1f} tok/s; "
+    line = (
+        f"[concurrency] 1 stream: {one['completion_tokens']} tokens in "
+        f"{one['ended'] - one['began']:.2f} s = {single_rate:.1f} tok/s "
+        f"(median of {', '.join(f'{x:.1f}' for x, _ in singles)}); "
         f"{STREAMS} streams: {total} tokens in {ended - began:.2f} s = {aggregate:.1f} tok/s; "
         f"ratio {aggregate / single_rate:.2f}x; "
         f"time to first token {ttft[0]:.2f}-{ttft[-1]:.2f} s"
     )
+    with capsys.disabled():  # shown even when the test passes
+        print("\n" + line)
