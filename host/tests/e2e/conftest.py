@@ -34,6 +34,10 @@ CUT_AFTER = 48 * 1024 * 1024
 # Bytes per second of the throttled download, so that progress can be seen.
 THROTTLE = 64 * 1024 * 1024
 
+# The models' default sampling: requests that set none (a regenerate over
+# the WebSocket) stay short.
+DEFAULT_SAMPLING = {"max_tokens": 64}
+
 SERVER_CONFIG = """\
 # Written by the end-to-end tests.
 access_token_ttl_secs = 7200
@@ -143,6 +147,7 @@ def llama_model(server, files, technician, demo_model) -> Download:
             slots=8,
             threads=2,
             context_length=4096,
+            sampling=DEFAULT_SAMPLING,
         )
         assert created["status"] == "downloading", created
         model, samples = wait_for_model(technician, created["id"], every=0.1)
@@ -175,6 +180,7 @@ def candle_model(server, files, technician, demo_model) -> Download:
         description="demo model, candle",
         slots=2,
         context_length=4096,
+        sampling=DEFAULT_SAMPLING,
     )
     model, samples = wait_for_model(technician, created["id"])
     return Download(model, route, samples, [], files.requests(route), time.monotonic() - began)

@@ -162,7 +162,7 @@ def test_sse_regenerate_replaces_the_last_answer(user, models):
     assert messages[-1]["content"] == text
     assert answer["id"] == final["id"] or answer["id"] not in {m["id"] for m in messages}
 
-    # Without a body, too.
+    # The body is optional: none at all (no Content-Type) works too.
     again = sse_stream(user, chat_id, "regenerate", None)
     _, final = check_events(again, with_user=False)
     check_stored(user, chat_id, final)
@@ -209,7 +209,7 @@ def test_sse_errors_before_streaming_are_json(user, technician, models):
     r = user.post(f"/api/chats/{chat_id}/regenerate", json={"sampling": {"temperature": "hot"}})
     assert r.status_code in (400, 422), r.text
     # Regenerating a chat without an answer is an error, not a stream.
-    r = user.post(f"/api/chats/{chat_id}/regenerate", json=None)
+    r = user.post(f"/api/chats/{chat_id}/regenerate", json={})
     assert r.status_code in (400, 404, 409, 422), r.text
     assert r.headers["content-type"].startswith("application/json")
     # Without a token.

@@ -88,3 +88,40 @@ def test_bad_key_and_unknown_model(server, client):
         client.chat.completions.create(
             model="no-such-model", messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
+
+
+def counting(upto: int) -> list:
+    numbers = ", ".join(str(i) for i in range(1, upto + 1))
+    return [{"role": "user", "content": f"Count from 1 to 1000, separated by commas: {numbers},"}]
+
+
+def test_prompt_longer_than_512_tokens(client, models, backend):
+    """A prompt past 512 tokens (Gemma 3's sliding attention window) is
+    answered."""
+    name = models[backend]["name"]
+    answer = client.chat.completions.create(
+        model=name, messages=counting(150), max_tokens=8, temperature=0
+    )
+    assert answer.usage.prompt_tokens > 512, answer.usage
+    assert answer.usage.completion_tokens > 0
+    assert answer.choices[0].message.content
+
+
+def test_answer_past_512_positions(client, models, backend):
+    """An answer whose prompt and completion together pass 512 tokens
+    still finishes."""
+    name = models[backend]["name"]
+    messages = counting(80)
+    probe = client.chat.completions.create(model=name, messages=messages, max_tokens=1, temperature=0)
+    prompt_tokens = probe.usage.prompt_tokens
+    assert prompt_tokens < 480, prompt_tokens
+    max_tokens = 560 - prompt_tokens
+    answer = client.chat.completions.create(
+        model=name, messages=messages, max_tokens=max_tokens, temperature=0
+    )
+    usage = answer.usage
+    assert usage.prompt_tokens == prompt_tokens
+    assert answer.choices[0].message.content
+    if answer.choices[0].finish_reason == "length":
+        assert usage.completion_tokens == max_tokens
+        assert usage.prompt_tokens + usage.completion_tokens > 512
