@@ -191,10 +191,12 @@ class Api:
 
 def sse_events(response: requests.Response):
     """Yields `(event name, data)` for each event of a text/event-stream
-    answer; data is parsed as JSON when it is JSON."""
+    answer; data is parsed as JSON when it is JSON. The stream is UTF-8
+    whatever the Content-Type says (requests takes text/* without a charset
+    for ISO-8859-1)."""
     name, data = None, []
-    for raw in response.iter_lines(decode_unicode=True):
-        line = raw if raw is not None else ""
+    for raw in response.iter_lines():
+        line = raw.decode("utf-8") if raw else ""
         if line == "":
             if data:
                 text = "\n".join(data)

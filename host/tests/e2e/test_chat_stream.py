@@ -162,11 +162,75 @@ def test_sse_regenerate_replaces_the_last_answer(user, models):
     assert messages[-1]["content"] == text
     assert answer["id"] == final["id"] or answer["id"] not in {m["id"] for m in messages}
 
-    # The body is optional: none at all (no Content-Type) works too.
+
+def test_sse_regenerate_without_a_body(user, models):
+    """The body of regenerate is optional: none at all (so no Content-Type)
+    regenerates with the model's default sampling."""
+    chat_id = new_chat(user, models["llama"]["name"])
+    first = sse_stream(user, chat_id, "stream", {"content": "Say something about dogs.", "sampling": GREEDY})
+    check_events(first, with_user=True)
     again = sse_stream(user, chat_id, "regenerate", None)
     _, final = check_events(again, with_user=False)
+    messages = check_stored(user, chat_id, final)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+
+
+def test_sse_one_answer_at_a_time_per_chat(user, models):
+    """A second send or regenerate while an answer is being written is
+    refused before streaming (a JSON error); the running answer goes on."""
+    chat_id = new_chat(user, models["llama"]["name"])
+    refusals = []
+
+    def on_event(event):
+        if event["type"] == "delta" and not refusals:
+            for path, body in (("stream", {"content": "again", "sampling": GREEDY}), ("regenerate", {})):
+                r = user.post(f"/api/chats/{chat_id}/{path}", json=body, stream=True)
+                ctype = r.headers.get("content-type", "")
+                refusals.append((path, r.status_code, ctype, r.text[:300] if "json" in ctype else ""))
+                r.close()
+
+    events = sse_stream(
+        user, chat_id, "stream", {"content": LONG_PROMPT, "sampling": {**GREEDY, "max_tokens": 48}}, on_event
+    )
+    _, final = check_events(events, with_user=True)
+    assert final["status"] == "complete", final
+    assert len(refusals) == 2, refusals
+    for path, status, ctype, text in refusals:
+        assert 400 <= status < 500 and ctype.startswith("application/json"), (path, status, ctype, text)
+    messages = check_stored(user, chat_id, final)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+
+
+def test_sse_client_that_goes_away_leaves_no_pending_answer(user, models):
+    """A client that disconnects mid-answer: the stored answer ends up
+    complete or cancelled, never left pending, and the chat takes the next
+    message."""
+    chat_id = new_chat(user, models["llama"]["name"])
+    r = user.session.post(
+        f"{user.base}/api/chats/{chat_id}/stream",
+        json={"content": LONG_PROMPT, "sampling": LONG},
+        stream=True,
+        timeout=STREAM_TIMEOUT,
+    )
+    assert r.status_code == 200, r.text
+    deltas = 0
+    for name, _ in sse_events(r):
+        if name == "delta":
+            deltas += 1
+            if deltas == 3:
+                break
+    r.close()
+    deadline = time.monotonic() + 60
+    while True:
+        answer = stored(user, chat_id)[-1]
+        if answer["status"] != "pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert answer["role"] == "assistant"
+    assert answer["status"] in ("complete", "cancelled"), answer
+    events = sse_stream(user, chat_id, "stream", {"content": "Hello!", "sampling": GREEDY})
+    _, final = check_events(events, with_user=True)
     check_stored(user, chat_id, final)
-    assert len(stored(user, chat_id)) == len(before)
 
 
 def test_sse_stop_cancels_the_answer(user, models):
