@@ -5,6 +5,8 @@
 #     conformance test (host/tests/store_mongo.rs runs .venv-test/bin/secantusd-py)
 #   - schemathesis: fuzzes the HTTP API (scripts/fuzz-api.sh)
 #   - openai, pymongo: real clients for end-to-end checks
+#   - pytest, requests, websocket-client: the end-to-end tests in
+#     host/tests/e2e (scripts/e2e.sh)
 # Every version is pinned; nothing is reinstalled while the venv's stamp
 # matches the pins.
 set -euo pipefail
@@ -16,6 +18,9 @@ PINS=(
     "schemathesis==4.32.5"
     "openai==3.54.0"
     "pymongo==4.20.0"
+    "pytest==9.2.0"
+    "requests==2.34.2"
+    "websocket-client==1.9.2"
 )
 
 venv="${CORRAL_TEST_VENV:-$CORRAL_ROOT/.venv-test}"
@@ -43,7 +48,7 @@ rm -f "$stamp"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 "$venv/bin/python" -m pip install --quiet "${PINS[@]}"
 "$venv/bin/python" -m pip check >/dev/null || info "warning: pip check reports conflicts: $("$venv/bin/python" -m pip check 2>&1 | head -5)"
-for tool in secantusd-py st; do
+for tool in secantusd-py st pytest; do
     [[ -x "$venv/bin/$tool" ]] || die "$tool is missing from $venv/bin after the install"
 done
 printf '%s\n' "$want" >"$stamp"

@@ -4,7 +4,11 @@
 #   2. cargo fmt --check, clippy with -D warnings
 #   3. cargo test for the whole workspace (the SQLite store, and the Mongo
 #      store against a SecantusDB server the test starts from .venv-test)
-#   4. schemathesis against a real server (scripts/fuzz-api.sh)
+#   4. end-to-end tests (scripts/e2e.sh, pytest in host/tests/e2e) against
+#      a real server built with the backends: models added by URL from a
+#      local file server (resume, progress, rejected files), the openai
+#      client, chat answers over SSE and WebSocket, eight concurrent streams
+#   5. schemathesis against a real server (scripts/fuzz-api.sh)
 # Stops at the first failure.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -49,11 +53,16 @@ read -r passed failed ignored < <(
 [[ "$passed" -gt 0 ]] || die "cargo test ran no test"
 [[ "$failed" -eq 0 ]] || die "cargo test reported $failed failures"
 
+section "End-to-end tests"
+# The whole workspace, so that the backend libraries sit beside the binary.
+cargo build --workspace --locked
+CORRAL_BIN="$(target_dir)/debug/corral" scripts/e2e.sh
+
 section "API fuzzing (schemathesis)"
 # Builds the debug binary (already built by cargo test) unless CORRAL_BIN is set.
 scripts/fuzz-api.sh
 
 section "Summary"
-echo "cargo fmt, clippy, cargo test and the API fuzzing passed: all checks passed."
+echo "cargo fmt, clippy, cargo test, the end-to-end tests and the API fuzzing passed: all checks passed."
 # The totals of cargo test (ignored tests count as skipped), last on purpose.
 echo "tests: $passed passed, $failed failed, $ignored skipped"

@@ -1,0 +1,214 @@
+"""Fixtures of the end-to-end suite.
+
+One `corral serve` for the whole session, on a free port of 127.0.0.1 with
+a fresh data directory, plus a local file server that serves the demo model
+to it. Accounts are created with `corral admin create`; the models are
+added by URL through the REST API, as a technician would.
+
+Environment:
+  CORRAL_BIN         the corral binary (backend libraries beside it)
+  CORRAL_DEMO_MODEL  gemma-3-270m-q4_k_m.gguf (scripts/fetch-demo-model.sh)
+  CORRAL_BACKENDS_DIR  where libcorral_*.so are, when not beside CORRAL_BIN
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from corral import Api, CorralServer, EventListener, wait_for_model
+from fileserver import FileServer
+
+DEMO_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+DEMO_SIZE = 253_113_024
+DEMO_FILE = "gemma-3-270m-q4_k_m.gguf"
+
+# The first request of the resumed download breaks off after this many bytes.
+CUT_AFTER = 48 * 1024 * 1024
+# Bytes per second of the throttled download, so that progress can be seen.
+THROTTLE = 64 * 1024 * 1024
+
+# The models' default sampling: requests that set none (a regenerate over
+# the WebSocket) stay short.
+DEFAULT_SAMPLING = {"max_tokens": 64}
+
+SERVER_CONFIG = """\
+# Written by the end-to-end tests.
+access_token_ttl_secs = 7200
+idle_unload_secs = 3600
+queue_max_waiting = 64
+# Eight concurrent chats of one user must not be refused.
+per_user_generations = 16
+"""
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def corral_bin() -> str:
+    path = os.environ.get("CORRAL_BIN")
+    assert path, "set CORRAL_BIN to the corral binary (scripts/e2e.sh does)"
+    assert os.access(path, os.X_OK), f"CORRAL_BIN={path} is not an executable file"
+    return os.path.abspath(path)
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> str:
+    path = os.environ.get("CORRAL_DEMO_MODEL")
+    assert path, "set CORRAL_DEMO_MODEL (scripts/fetch-demo-model.sh | tail -1)"
+    assert os.path.getsize(path) == DEMO_SIZE, f"{path} is not the demo model (size)"
+    return os.path.abspath(path)
+
+
+@pytest.fixture(scope="session")
+def server(corral_bin, tmp_path_factory):
+    work = tmp_path_factory.mktemp("corral")
+    srv = CorralServer(corral_bin, work, SERVER_CONFIG)
+    srv.start(backends_dir=os.environ.get("CORRAL_BACKENDS_DIR") or None)
+    pytest.corral_server = srv  # for the failure report hook
+    yield srv
+    srv.stop()
+    pytest.corral_server = None
+    shutil.rmtree(srv.data / "models", ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def files():
+    fs = FileServer()
+    yield fs
+    fs.close()
+
+
+@pytest.fixture(scope="session")
+def technician(server) -> Api:
+    password = server.create_account("tech", "technician")
+    return Api.login(server, "tech", password)
+
+
+@pytest.fixture(scope="session")
+def user(server) -> Api:
+    password = server.create_account("ada", "user")
+    return Api.login(server, "ada", password)
+
+
+@pytest.fixture(scope="session")
+def api_key(user) -> str:
+    """A personal API key of `user`, made through the REST API."""
+    created = user.ok("POST", "/api/me/keys", json={"name": "e2e openai client"}, expect=(201,))
+    assert created["key"]
+    return created["key"]
+
+
+@dataclass
+class Download:
+    """A model added by URL, and what was seen while it downloaded."""
+
+    model: dict
+    route: str
+    samples: list
+    events: list
+    requests: list
+    seconds: float
+
+
+def add_model(technician: Api, **body) -> dict:
+    return technician.ok("POST", "/api/models", json=body, expect=(202,))
+
+
+@pytest.fixture(scope="session")
+def llama_model(server, files, technician, demo_model) -> Download:
+    """The demo model for the llama backend, downloaded over a connection
+    that breaks off once (so the download must resume), throttled so that
+    its progress can be watched."""
+    route = f"/resume/{DEMO_FILE}"
+    url = files.add(route, demo_model, cut_after=CUT_AFTER, rate=THROTTLE)
+    listener = EventListener(technician)
+    try:
+        began = time.monotonic()
+        created = add_model(
+            technician,
+            name="gemma-llama",
+            backend="llama",
+            source=url,
+            sha256=DEMO_SHA256,
+            description="demo model, llama.cpp",
+            slots=8,
+            threads=2,
+            context_length=4096,
+            sampling=DEFAULT_SAMPLING,
+        )
+        assert created["status"] == "downloading", created
+        model, samples = wait_for_model(technician, created["id"], every=0.1)
+        seconds = time.monotonic() - began
+        time.sleep(0.5)  # the last events
+    finally:
+        listener.close()
+    return Download(
+        model=model,
+        route=route,
+        samples=samples,
+        events=listener.of(created["id"]),
+        requests=files.requests(route),
+        seconds=seconds,
+    )
+
+
+@pytest.fixture(scope="session")
+def candle_model(server, files, technician, demo_model) -> Download:
+    """The same file for the candle backend, by its own URL."""
+    route = f"/plain/{DEMO_FILE}"
+    url = files.add(route, demo_model)
+    began = time.monotonic()
+    created = add_model(
+        technician,
+        name="gemma-candle",
+        backend="candle",
+        source=url,
+        sha256=DEMO_SHA256,
+        description="demo model, candle",
+        slots=2,
+        context_length=4096,
+        sampling=DEFAULT_SAMPLING,
+    )
+    model, samples = wait_for_model(technician, created["id"])
+    return Download(model, route, samples, [], files.requests(route), time.monotonic() - began)
+
+
+@pytest.fixture(scope="session")
+def models(llama_model, candle_model) -> dict:
+    """Both backends' models, ready: backend name → model record."""
+    out = {}
+    for backend, d in (("llama", llama_model), ("candle", candle_model)):
+        assert d.model["status"] == "ready", f"{backend} model did not download: {d.model}"
+        out[backend] = d.model
+    return out
+
+
+@pytest.fixture(params=["llama", "candle"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test shows the end of the server log, and says so when the
+    server is gone."""
+    outcome = yield
+    report = outcome.get_result()
+    srv = getattr(pytest, "corral_server", None)
+    if report.failed and srv is not None:
+        alive = srv.proc is not None and srv.proc.poll() is None
+        state = "running" if alive else f"EXITED with status {srv.proc.returncode}"
+        report.sections.append(("corral server", f"server {state}\n{srv.log_tail(40)}"))

@@ -1,0 +1,270 @@
+"""Helpers for the end-to-end tests: a `corral serve` process, a small REST
+client, and a Server-Sent Events reader. Every HTTP call has a timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+# Seconds for ordinary REST calls (connect, read).
+TIMEOUT = (5, 60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env() -> dict:
+    """The environment without any CORRAL_* setting, so only our flags count."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env.setdefault("RUST_LOG", "info")
+    # A panic in the server log comes with its backtrace.
+    env.setdefault("RUST_BACKTRACE", "1")
+    return env
+
+
+class ServerDied(AssertionError):
+    pass
+
+
+class CorralServer:
+    """`corral serve` on 127.0.0.1:<free port> with its own data directory."""
+
+    def __init__(self, binary: str, work: Path, config: str = ""):
+        self.binary = binary
+        self.work = work
+        self.data = work / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.config = work / "corral.toml"
+        self.config.write_text(config)
+        self.log_path = work / "server.log"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self, ready_within: float = 60.0, backends_dir: str | None = None):
+        self._log = open(self.log_path, "ab")
+        args = [
+            self.binary,
+            "serve",
+            "--config",
+            str(self.config),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--data-dir",
+            str(self.data),
+        ]
+        if backends_dir:
+            args += ["--backends-dir", backends_dir]
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+        )
+        deadline = time.monotonic() + ready_within
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if requests.get(self.base + "/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(
+            f"corral was not ready within {ready_within:.0f} s\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no server log)"
+        return f"--- last {lines} lines of {self.log_path} ---\n" + "\n".join(text[-lines:])
+
+    def check_alive(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            raise ServerDied(
+                f"corral exited early with status {self.proc.returncode}\n{self.log_tail()}"
+            )
+
+    def create_account(self, username: str, role: str, password: str | None = None) -> str:
+        password = password or "e2e-" + secrets.token_urlsafe(18)
+        out = subprocess.run(
+            [
+                self.binary,
+                "admin",
+                "create",
+                "--config",
+                str(self.config),
+                "--data-dir",
+                str(self.data),
+                "--username",
+                username,
+                "--role",
+                role,
+                "--password",
+                password,
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
+        )
+        assert out.returncode == 0, f"admin create failed: {out.stdout}\n{out.stderr}"
+        return password
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._log:
+            self._log.close()
+
+
+class Api:
+    """REST calls as one account, with a Bearer token."""
+
+    def __init__(self, server: CorralServer, token: str | None = None):
+        self.server = server
+        self.base = server.base
+        self.session = requests.Session()
+        self.token = token
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    @classmethod
+    def login(cls, server: CorralServer, username: str, password: str) -> "Api":
+        r = requests.post(
+            server.base + "/api/auth/login",
+            json={"username": username, "password": password},
+            timeout=TIMEOUT,
+        )
+        assert r.status_code == 200, f"login as {username}: {r.status_code} {r.text}"
+        return cls(server, r.json()["access_token"])
+
+    def request(self, method: str, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", TIMEOUT)
+        try:
+            return self.session.request(method, self.base + path, **kw)
+        except requests.RequestException:
+            self.server.check_alive()
+            raise
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, json=None, **kw):  # noqa: A002
+        return self.request("POST", path, json=json, **kw)
+
+    def patch(self, path, json=None, **kw):  # noqa: A002
+        return self.request("PATCH", path, json=json, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+    def ok(self, method: str, path: str, expect=(200, 201, 202, 204), **kw):
+        r = self.request(method, path, **kw)
+        assert r.status_code in expect, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json() if r.content else None
+
+
+def sse_events(response: requests.Response):
+    """Yields `(event name, data)` for each event of a text/event-stream
+    answer; data is parsed as JSON when it is JSON. The stream is UTF-8
+    whatever the Content-Type says (requests takes text/* without a charset
+    for ISO-8859-1)."""
+    name, data = None, []
+    for raw in response.iter_lines():
+        line = raw.decode("utf-8") if raw else ""
+        if line == "":
+            if data:
+                text = "\n".join(data)
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    value = text
+                yield (name or "message", value)
+            name, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if key == "event":
+            name = value
+        elif key == "data":
+            data.append(value)
+
+
+class EventListener:
+    """Collects `/api/events` in a background thread."""
+
+    def __init__(self, api: Api):
+        self.events: list[tuple[float, str, dict]] = []
+        self.error: Exception | None = None
+        self._response = api.session.get(
+            api.base + "/api/events", stream=True, timeout=(5, 120)
+        )
+        assert self._response.status_code == 200, self._response.text
+        assert self._response.headers["content-type"].startswith("text/event-stream")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            for name, data in sse_events(self._response):
+                self.events.append((time.monotonic(), name, data))
+        except Exception as err:  # closed by close(), or the server went away
+            self.error = err
+
+    def of(self, model_id: str, name: str | None = None) -> list[dict]:
+        return [
+            d
+            for _, n, d in list(self.events)
+            if isinstance(d, dict) and d.get("model_id") == model_id and (name is None or n == name)
+        ]
+
+    def close(self):
+        try:
+            self._response.close()
+        except Exception:
+            pass
+        self._thread.join(timeout=5)
+
+
+def wait_for_model(api: Api, model_id: str, timeout: float = 300.0, every: float = 0.2):
+    """Polls the model until it leaves `downloading`; returns the final
+    record and the progress samples seen meanwhile."""
+    samples = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        api.server.check_alive()
+        model = api.ok("GET", f"/api/models/{model_id}")
+        progress = api.ok("GET", f"/api/models/{model_id}/progress")
+        samples.append(progress)
+        if model["status"] != "downloading":
+            return model, samples
+        time.sleep(every)
+    raise AssertionError(f"model {model_id} still downloading after {timeout:.0f} s: {samples[-1:]}")
