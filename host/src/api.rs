@@ -323,3 +323,19 @@ pub async fn usage(state: &AppState, user_id: &str, kind: &str) {
         tracing::warn!(%err, kind, "could not record a usage event");
     }
 }
+
+/// An SSE response that names its charset (clients that guess decode
+/// non-ASCII text wrongly) and asks proxies not to buffer it.
+pub fn event_stream(sse: impl axum::response::IntoResponse) -> axum::response::Response {
+    let mut response = sse.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(
+        axum::http::HeaderName::from_static("x-accel-buffering"),
+        axum::http::HeaderValue::from_static("no"),
+    );
+    response
+}

@@ -467,6 +467,7 @@ impl Run {
                 ))
             }
             Outcome::Failed(err) => {
+                registry::note_failure(&self.state, &model, &err).await;
                 let err = inference_error(err);
                 answer.status = MessageStatus::Failed;
                 answer.error = Some(err.body().message.clone());

@@ -26,8 +26,14 @@ use self::scheduler::{Rejected, Scheduler, Update};
 pub enum InferenceError {
     #[error("no `{0}` backend is installed on this host")]
     BackendMissing(String),
+    /// `bad_file` when the backend found the file itself unusable (not a
+    /// passing shortage such as memory).
     #[error("model `{model}` could not be loaded: {reason}")]
-    Load { model: String, reason: String },
+    Load {
+        model: String,
+        reason: String,
+        bad_file: bool,
+    },
     #[error("{0}")]
     Capacity(String),
     #[error(transparent)]

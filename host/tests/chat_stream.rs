@@ -141,6 +141,10 @@ impl Ctx {
 /// whose `type` must equal the event's name.
 async fn read_all(response: axum::response::Response) -> Vec<Value> {
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream; charset=utf-8"
+    );
     let mut events = EventReader::new(response.into_body());
     let mut all = Vec::new();
     while let Some(event) = events.next().await {
@@ -287,9 +291,18 @@ async fn answers_stream_are_stored_and_continue_the_history() {
 
     // Regenerating replaces the last answer in place; greedy sampling
     // writes the same text again.
+    // (The body may be left out.)
     let again = read_all(
-        c.open(&format!("/api/chats/{chat}/regenerate"), &json!({}))
-            .await,
+        c.t.app
+            .clone()
+            .oneshot(request(
+                Method::POST,
+                &format!("/api/chats/{chat}/regenerate"),
+                Some(&c.user.access),
+                None,
+            ))
+            .await
+            .expect("the router is infallible"),
     )
     .await;
     assert_eq!(
@@ -591,4 +604,77 @@ async fn a_history_longer_than_the_context_keeps_its_newest_turns() {
         10,
         "the stored history stays whole"
     );
+}
+
+#[tokio::test]
+async fn a_file_the_backend_cannot_load_fails_the_model_with_its_reason() {
+    let Some(model) = demo_model() else { return };
+    let c = Ctx::new(model.clone()).await;
+    // The first half of the demo model: a GGUF header, then nothing.
+    let dir = tempfile::tempdir().expect("dir");
+    let broken = dir.path().join("half.gguf");
+    let data = std::fs::read(&model).expect("demo model");
+    std::fs::write(&broken, &data[..data.len() / 2]).expect("half a model");
+    let tech = c.t.signed_in("tech3", Role::Technician).await;
+    let (status, added) =
+        c.t.post(
+            "/api/models",
+            Some(&tech.access),
+            &json!({"name": "half", "backend": "llama", "source": broken}),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {added}");
+    let (_, chat) =
+        c.t.post(
+            "/api/chats",
+            Some(&c.user.access),
+            &json!({"model": "half"}),
+        )
+        .await;
+    let chat = chat["id"].as_str().expect("chat id").to_owned();
+
+    let events = c.send(&chat, json!({"content": "Hello"})).await;
+    let last = events.last().expect("an event");
+    assert_eq!(last["type"], "error", "{events:#?}");
+    assert_eq!(last["error"]["code"], "unavailable", "{last}");
+    let message = last["error"]["message"].as_str().expect("message");
+    assert!(message.contains("half.gguf"), "names the file: {message}");
+    let dir_text = dir.path().to_string_lossy();
+    assert!(
+        !message.contains(dir_text.as_ref()),
+        "no server path: {message}"
+    );
+    assert_eq!(last["message"]["status"], "failed");
+
+    // The model is marked failed with the reason, and leaves the lists.
+    let id = added["id"].as_str().expect("id");
+    let (_, record) =
+        c.t.get(&format!("/api/models/{id}"), Some(&tech.access))
+            .await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert!(
+        record["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("half.gguf")),
+        "{record}"
+    );
+    let (_, listed) = c.t.get("/v1/models", Some(&c.user.access)).await;
+    let names: Vec<&str> = listed["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(names, ["demo"], "{listed}");
+    // The next try is refused before anything is stored or loaded: for a
+    // user the model is gone, like one that is still downloading.
+    let (status, json) =
+        c.t.post(
+            &format!("/api/chats/{chat}/stream"),
+            Some(&c.user.access),
+            &json!({"content": "Again"}),
+        )
+        .await;
+    assert_error(status, &json, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(c.stored(&chat).await.len(), 2);
 }

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use crate::api::chats::load_chat;
+use crate::api::event_stream;
 use crate::chat::{self, Action, ChatEvent, SamplingOverrides};
-use crate::error::{ApiResult, AppError, Json, Path};
+use crate::error::{ApiResult, AppError, Json, OptionalJson, Path};
 use crate::policy::Caller;
 use crate::state::AppState;
 
@@ -46,9 +47,7 @@ fn sse(events: mpsc::UnboundedReceiver<ChatEvent>) -> Response {
         let event = events.recv().await?;
         Some((to_sse(event), events))
     });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    event_stream(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 fn to_sse(event: ChatEvent) -> Result<Event, Infallible> {
@@ -93,10 +92,11 @@ pub async fn stream(
 }
 
 /// Write the last answer again (or answer the last message if it has no
-/// answer), streamed like `/stream` but without `user_message`.
+/// answer), streamed like `/stream` but without `user_message`. The body
+/// may be left out.
 #[utoipa::path(post, path = "/api/chats/{id}/regenerate", tag = "chats",
     params(("id" = String, Path, description = "Chat id")),
-    request_body = RegenerateRequest,
+    request_body(content = Option<RegenerateRequest>, description = "Optional"),
     responses(
         (status = 200, description = "A stream of `ChatEvent`s", content_type = "text/event-stream", body = String),
         (status = 404, description = "No such chat of the caller, or its model is gone", body = corral_sdk::ErrorBody),
@@ -108,7 +108,7 @@ pub async fn regenerate(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(req): Json<RegenerateRequest>,
+    OptionalJson(req): OptionalJson<RegenerateRequest>,
 ) -> ApiResult<Response> {
     let sampling = req.sampling.unwrap_or_default();
     let events = chat::start(&state, &caller, &id, Action::Regenerate, &sampling).await?;

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use futures::Stream;
@@ -194,11 +194,7 @@ fn sse<S>(stream: S) -> impl IntoResponse
 where
     S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static,
 {
-    (
-        [(
-            HeaderName::from_static("x-accel-buffering"),
-            HeaderValue::from_static("no"),
-        )],
+    crate::api::event_stream(
         Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
     )
 }

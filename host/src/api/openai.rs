@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use crate::error::{AppError, Json};
 use crate::inference::manager::LoadSpec;
 use crate::inference::{InferenceError, Job, JobEvent, Prompt};
-use crate::model::{generation_source, ModelKind, ModelRecord};
+use crate::model::{generation_source, ModelKind, ModelRecord, ModelStatus};
 use crate::policy::Caller;
 use crate::registry;
 use crate::state::AppState;
@@ -128,9 +128,15 @@ where
 
 /// What the runtime needs to load a registered model.
 pub fn load_spec(record: &ModelRecord) -> Result<LoadSpec, AppError> {
-    let path = record.file_path.clone().ok_or_else(|| {
-        AppError::Unavailable(format!("model `{}` is not downloaded yet", record.name))
-    })?;
+    let path = record
+        .file_path
+        .clone()
+        .ok_or_else(|| match &record.error {
+            Some(error) if record.status == ModelStatus::Failed => {
+                AppError::Unavailable(format!("model `{}` is unavailable: {error}", record.name))
+            }
+            _ => AppError::Unavailable(format!("model `{}` is not downloaded yet", record.name)),
+        })?;
     Ok(LoadSpec {
         key: record.id.clone(),
         name: record.name.clone(),
@@ -481,14 +487,9 @@ async fn generate(
     };
     if g.stream {
         let stream = chunks(events, meta, g.include_usage, g.echo, recorder);
-        return Ok((
-            [(
-                axum::http::HeaderName::from_static("x-accel-buffering"),
-                axum::http::HeaderValue::from_static("no"),
-            )],
+        return Ok(crate::api::event_stream(
             Sse::new(stream).keep_alive(KeepAlive::default()),
-        )
-            .into_response());
+        ));
     }
     let mut events = events;
     let mut text = g.echo.unwrap_or_default();
@@ -535,6 +536,7 @@ async fn generate(
             }
             JobEvent::Failed(err) => {
                 recorder.store(recorder.failed()).await;
+                registry::note_failure(state, &recorder.model, &err).await;
                 return Err(inference_error(err).into());
             }
             JobEvent::Queued { .. } | JobEvent::Started { .. } => {}
@@ -575,6 +577,14 @@ impl Recorder {
         if let Err(err) = self.state.store.record_generation(&generation).await {
             tracing::warn!(%err, "could not record a generation");
         }
+    }
+
+    /// [`registry::note_failure`], for streams.
+    fn note_failure_later(&self, err: &InferenceError) {
+        let state = self.state.clone();
+        let model = self.model.clone();
+        let err = err.clone();
+        tokio::spawn(async move { registry::note_failure(&state, &model, &err).await });
     }
 
     /// For streams, whose chunks are made synchronously.
@@ -665,6 +675,7 @@ fn chunks(
             }
             JobEvent::Failed(err) => {
                 recorder.store_later(recorder.failed());
+                recorder.note_failure_later(&err);
                 let body = OpenAiErrorBody::from_app(&inference_error(err));
                 vec![Event::default().data(serde_json::to_string(&body).unwrap_or_default())]
             }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use corral_sdk::backend::{LoadRequest, Model, ModelInfo};
+use corral_sdk::backend::{BackendError, LoadRequest, Model, ModelInfo};
 
 use super::backends::BackendSet;
 use super::InferenceError;
@@ -161,7 +161,9 @@ impl ModelManager {
         .map_err(|e| InferenceError::Internal(format!("the load task failed: {e}")))?
         .map_err(|e| InferenceError::Load {
             model: spec.name.clone(),
-            reason: e.to_string(),
+            // The server's paths are none of the client's business.
+            reason: without_path(&e.to_string(), &spec.request.path),
+            bad_file: matches!(e, BackendError::InvalidModel(_)),
         })?;
         let model: Arc<dyn Model> = Arc::from(model);
         let info = {
@@ -269,6 +271,14 @@ impl ModelManager {
 /// model goes at most a quarter late, between 1 s and 1 min.
 pub fn sweep_period(idle_unload: Duration) -> Duration {
     (idle_unload / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// `message` with `path` shortened to its file name.
+fn without_path(message: &str, path: &str) -> String {
+    match std::path::Path::new(path).file_name() {
+        Some(name) if !path.is_empty() => message.replace(path, &name.to_string_lossy()),
+        _ => message.to_owned(),
+    }
 }
 
 #[cfg(test)]
