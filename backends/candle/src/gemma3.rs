@@ -300,10 +300,9 @@ impl LayerCache {
     /// with `keep` (sliding-window layers) only the last `keep` cached
     /// positions are carried over, so the buffer stays bounded.
     ///
-    /// The old buffer is never written in place once handed out: views of it
-    /// returned by an earlier call stay valid, and a copy never reads from
-    /// the storage it writes to (with one key head, a narrowed cache is
-    /// contiguous and would share its storage).
+    /// Kept positions are copied into a new buffer, never shifted within the
+    /// old one: with one key head a narrowed cache is contiguous and shares
+    /// its storage, which `slice_set` refuses to read from and write to.
     fn append(
         &mut self,
         k: &Tensor,
@@ -326,7 +325,7 @@ impl LayerCache {
                 let t = Tensor::zeros((1, h, new_capacity, d), DType::F32, &Device::Cpu)?;
                 if let Some(old) = old {
                     if kept > 0 {
-                        t.slice_set(&old.narrow(2, drop, kept)?.copy()?, 2, 0)?;
+                        t.slice_set(&old.narrow(2, drop, kept)?.contiguous()?, 2, 0)?;
                     }
                 }
                 Ok(t)
@@ -550,6 +549,48 @@ mod tests {
         assert_eq!(visible, vec![1, 2, 2, 2]);
         assert_eq!(m[3][2], 0.0);
         assert_eq!(m[3][1], f32::NEG_INFINITY);
+    }
+
+    /// `(1, heads, n, 3)` keys whose values are their positions.
+    fn positions(heads: usize, from: usize, n: usize) -> Tensor {
+        let v: Vec<f32> = (0..heads)
+            .flat_map(|_| (from..from + n).flat_map(|p| [p as f32; 3]))
+            .collect();
+        Tensor::from_vec(v, (1, heads, n, 3), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn sliding_cache_keeps_the_positions_still_in_view() {
+        for heads in [1, 2] {
+            let mut cache = LayerCache::new();
+            let mut pos = 0;
+            for n in [40, 30, 1, 1, 50, 1, 1, 100, 1] {
+                let t = positions(heads, pos, n);
+                let (k, v) = cache.append(&t, &t, Some(7)).unwrap();
+                // Every cached position from `start`, in order, in each head,
+                // and at least the 7 before this chunk.
+                assert!(
+                    cache.start <= pos.saturating_sub(7),
+                    "{heads} heads at {pos}"
+                );
+                pos += n;
+                let want: Vec<f32> = (cache.start..pos).map(|p| p as f32).collect();
+                for t in [&k, &v] {
+                    let got: Vec<f32> = t
+                        .narrow(1, heads - 1, 1)
+                        .unwrap()
+                        .narrow(3, 2, 1)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap();
+                    assert_eq!(got, want, "{heads} heads at {pos}");
+                }
+            }
+            let capacity = cache.k.as_ref().unwrap().dim(2).unwrap();
+            assert!(capacity <= 2 * (7 + 100), "capacity {capacity}");
+        }
     }
 
     #[test]
