@@ -12,6 +12,7 @@ use corral_sdk::backend::{
 };
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use crate::error::describe;
 use crate::gguf::LoadError;
 
 /// Inputs per forward pass.
@@ -70,8 +71,9 @@ impl EmbeddingModel {
                 &Device::Cpu,
             )
         }
-        .map_err(|e| invalid("bad model.safetensors", &e))?;
-        let model = BertModel::load(vb, &config).map_err(|e| invalid("bad BERT weights", &e))?;
+        .map_err(|e| invalid("bad model.safetensors", &describe(&e)))?;
+        let model =
+            BertModel::load(vb, &config).map_err(|e| invalid("bad BERT weights", &describe(&e)))?;
         let memory_bytes = std::fs::metadata(dir.join("model.safetensors"))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -144,10 +146,9 @@ impl Model for EmbeddingModel {
     fn embed(&self, inputs: &[String]) -> BackendResult<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(inputs.len());
         for batch in inputs.chunks(BATCH) {
-            out.extend(
-                self.embed_batch(batch)
-                    .map_err(|e| BackendError::Internal(e.to_string()))?,
-            );
+            out.extend(self.embed_batch(batch).map_err(|e| {
+                BackendError::Internal(format!("embedding failed: {}", describe(&e)))
+            })?);
         }
         Ok(out)
     }

@@ -295,25 +295,46 @@ impl LayerCache {
         }
     }
 
-    /// Appends new keys and values; returns all cached ones.
-    fn append(&mut self, k: &Tensor, v: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    /// Appends new keys and values and returns all cached ones, the first at
+    /// absolute position `start`. When the buffer is full it is reallocated;
+    /// with `keep` (sliding-window layers) only the last `keep` cached
+    /// positions are carried over, so the buffer stays bounded.
+    ///
+    /// Kept positions are copied into a new buffer, never shifted within the
+    /// old one: with one key head a narrowed cache is contiguous and shares
+    /// its storage, which `slice_set` refuses to read from and write to.
+    fn append(
+        &mut self,
+        k: &Tensor,
+        v: &Tensor,
+        keep: Option<usize>,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let add = k.dim(2)?;
-        let need = self.len + add;
         let capacity = self.k.as_ref().map(|t| t.dim(2)).transpose()?.unwrap_or(0);
-        if need > capacity {
-            let new_capacity = need.max(capacity * 2).max(64);
+        if self.len + add > capacity {
+            let drop = keep.map_or(0, |keep| self.len.saturating_sub(keep));
+            let kept = self.len - drop;
+            let need = kept + add;
+            let new_capacity = if need > capacity {
+                need.max(capacity * 2).max(64)
+            } else {
+                capacity
+            };
             let (_, h, _, d) = k.dims4()?;
-            let grow = |old: &Option<Tensor>| -> candle_core::Result<Tensor> {
+            let moved = |old: &Option<Tensor>| -> candle_core::Result<Tensor> {
                 let t = Tensor::zeros((1, h, new_capacity, d), DType::F32, &Device::Cpu)?;
                 if let Some(old) = old {
-                    if self.len > 0 {
-                        t.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                    if kept > 0 {
+                        t.slice_set(&old.narrow(2, drop, kept)?.contiguous()?, 2, 0)?;
                     }
                 }
                 Ok(t)
             };
-            self.k = Some(grow(&self.k)?);
-            self.v = Some(grow(&self.v)?);
+            let (nk, nv) = (moved(&self.k)?, moved(&self.v)?);
+            self.k = Some(nk);
+            self.v = Some(nv);
+            self.len = kept;
+            self.start += drop;
         }
         let (kc, vc) = match (&self.k, &self.v) {
             (Some(kc), Some(vc)) => (kc, vc),
@@ -321,23 +342,8 @@ impl LayerCache {
         };
         kc.slice_set(&k.contiguous()?, 2, self.len)?;
         vc.slice_set(&v.contiguous()?, 2, self.len)?;
-        self.len = need;
-        Ok((kc.narrow(2, 0, need)?, vc.narrow(2, 0, need)?))
-    }
-
-    /// Drops all but the last `keep` positions (sliding-window layers).
-    fn keep_last(&mut self, keep: usize) -> candle_core::Result<()> {
-        if self.len <= keep {
-            return Ok(());
-        }
-        let drop = self.len - keep;
-        for t in [&mut self.k, &mut self.v].into_iter().flatten() {
-            let kept = t.narrow(2, drop, keep)?.contiguous()?;
-            t.slice_set(&kept, 2, 0)?;
-        }
-        self.len = keep;
-        self.start += drop;
-        Ok(())
+        self.len += add;
+        Ok((kc.narrow(2, 0, self.len)?, vc.narrow(2, 0, self.len)?))
     }
 }
 
@@ -450,9 +456,18 @@ fn attention(
     let q = (rope.apply(&q, pos)? * c.attention_scale)?;
     let k = rope.apply(&k, pos)?;
 
-    let key_start = cache.start;
-    let (k, v) = cache.append(&k, &v)?;
-    let keys = k.dim(2)?;
+    // A sliding layer's query at position p sees keys p - window + 1 ..= p:
+    // the chunk's first query needs the `window - 1` positions before it.
+    let keep = layer.sliding.then(|| c.sliding_window - 1);
+    let (k, v) = cache.append(&k, &v, keep)?;
+    let first = match keep {
+        Some(keep) => pos.saturating_sub(keep).max(cache.start),
+        None => cache.start,
+    };
+    let skip = first - cache.start;
+    let keys = k.dim(2)? - skip;
+    let (k, v) = (k.narrow(2, skip, keys)?, v.narrow(2, skip, keys)?);
+    let key_start = first;
 
     // Query heads that share a key head are stacked, so no copy of the keys
     // per head is needed: (1, kvh, group * n, hd).
@@ -479,10 +494,6 @@ fn attention(
         .reshape((1, h, n, hd))?
         .transpose(1, 2)?
         .reshape((1, n, h * hd))?;
-    if layer.sliding {
-        // The next query at position p needs keys p - window + 1 .. p - 1.
-        cache.keep_last(c.sliding_window.saturating_sub(1))?;
-    }
     layer.wo.forward(&out)
 }
 
@@ -538,6 +549,48 @@ mod tests {
         assert_eq!(visible, vec![1, 2, 2, 2]);
         assert_eq!(m[3][2], 0.0);
         assert_eq!(m[3][1], f32::NEG_INFINITY);
+    }
+
+    /// `(1, heads, n, 3)` keys whose values are their positions.
+    fn positions(heads: usize, from: usize, n: usize) -> Tensor {
+        let v: Vec<f32> = (0..heads)
+            .flat_map(|_| (from..from + n).flat_map(|p| [p as f32; 3]))
+            .collect();
+        Tensor::from_vec(v, (1, heads, n, 3), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn sliding_cache_keeps_the_positions_still_in_view() {
+        for heads in [1, 2] {
+            let mut cache = LayerCache::new();
+            let mut pos = 0;
+            for n in [40, 30, 1, 1, 50, 1, 1, 100, 1] {
+                let t = positions(heads, pos, n);
+                let (k, v) = cache.append(&t, &t, Some(7)).unwrap();
+                // Every cached position from `start`, in order, in each head,
+                // and at least the 7 before this chunk.
+                assert!(
+                    cache.start <= pos.saturating_sub(7),
+                    "{heads} heads at {pos}"
+                );
+                pos += n;
+                let want: Vec<f32> = (cache.start..pos).map(|p| p as f32).collect();
+                for t in [&k, &v] {
+                    let got: Vec<f32> = t
+                        .narrow(1, heads - 1, 1)
+                        .unwrap()
+                        .narrow(3, 2, 1)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap();
+                    assert_eq!(got, want, "{heads} heads at {pos}");
+                }
+            }
+            let capacity = cache.k.as_ref().unwrap().dim(2).unwrap();
+            assert!(capacity <= 2 * (7 + 100), "capacity {capacity}");
+        }
     }
 
     #[test]

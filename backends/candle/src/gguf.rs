@@ -9,6 +9,8 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
+use crate::error::describe;
+
 /// Why a load failed.
 #[derive(Debug)]
 pub enum LoadError {
@@ -20,7 +22,7 @@ pub enum LoadError {
 
 impl From<candle_core::Error> for LoadError {
     fn from(e: candle_core::Error) -> Self {
-        LoadError::Invalid(e.to_string())
+        LoadError::Invalid(crate::error::describe(&e))
     }
 }
 
@@ -45,7 +47,7 @@ impl Gguf {
             .map_err(|e| LoadError::Invalid(format!("cannot open {}: {e}", path.display())))?;
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader)
-            .map_err(|e| LoadError::Invalid(format!("not a valid GGUF file: {e}")))?;
+            .map_err(|e| LoadError::Invalid(format!("not a valid GGUF file: {}", describe(&e))))?;
         let architecture = match content.metadata.get("general.architecture") {
             Some(Value::String(a)) => a.clone(),
             _ => {
@@ -136,7 +138,7 @@ impl Gguf {
         }
         self.content
             .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(|e| LoadError::Invalid(format!("tensor `{name}`: {e}")))
+            .map_err(|e| LoadError::Invalid(format!("tensor `{name}`: {}", describe(&e))))
     }
 
     /// Reads a one-dimensional tensor (a norm's weights) as f32.

@@ -15,6 +15,7 @@ use corral_sdk::backend::{
 };
 
 mod embedding;
+mod error;
 mod gemma3;
 mod gguf;
 mod gguf_tokenizer;
@@ -90,7 +91,8 @@ fn load_model(
                 .or_else(|| panic.downcast_ref::<&str>().copied())
                 .unwrap_or("the loader panicked");
             Err(BackendError::InvalidModel(format!(
-                "the file is malformed ({why})"
+                "the file is malformed ({})",
+                error::one_line(why)
             )))
         }
     }

@@ -14,6 +14,7 @@ use corral_sdk::backend::{
 use corral_sdk::chat_template;
 use corral_sdk::text::{StopOutcome, TokenText};
 
+use crate::error::describe;
 use crate::gemma3::{self, Gemma3};
 use crate::gguf::{Gguf, LoadError};
 use crate::gguf_tokenizer::GgufTokenizer;
@@ -119,8 +120,9 @@ pub struct TextModel {
     eos_text: String,
 }
 
-fn internal(e: impl std::fmt::Display) -> BackendError {
-    BackendError::Internal(e.to_string())
+/// An internal error naming the operation that failed, on one line.
+fn internal(what: &str, e: &candle_core::Error) -> BackendError {
+    BackendError::Internal(format!("{what}: {}", describe(e)))
 }
 
 impl TextModel {
@@ -315,7 +317,7 @@ impl Model for TextModel {
             return Ok(summary(FinishReason::Cancelled, 0, None));
         };
         let Some(engine) = lease.engine.as_mut() else {
-            return Err(internal("no sequence slot"));
+            return Err(BackendError::Internal("no sequence slot".into()));
         };
         sink(TokenEvent::Started { prompt_tokens });
         engine.reset();
@@ -326,7 +328,12 @@ impl Model for TextModel {
             if cancel.is_cancelled() {
                 return Ok(summary(FinishReason::Cancelled, 0, None));
             }
-            logits = engine.forward(chunk, pos).map_err(internal)?;
+            logits = engine.forward(chunk, pos).map_err(|e| {
+                internal(
+                    &format!("reading prompt tokens {pos}..{} failed", pos + chunk.len()),
+                    &e,
+                )
+            })?;
             pos += chunk.len();
         }
 
@@ -364,7 +371,9 @@ impl Model for TextModel {
             if cancel.is_cancelled() {
                 break FinishReason::Cancelled;
             }
-            logits = engine.forward(&[next], pos).map_err(internal)?;
+            logits = engine
+                .forward(&[next], pos)
+                .map_err(|e| internal(&format!("decoding at position {pos} failed"), &e))?;
             pos += 1;
         };
         let finish = match finish {

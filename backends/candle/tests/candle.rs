@@ -260,6 +260,57 @@ fn context_overflow_errors_or_keeps_the_end() {
     assert_eq!(s.completion_tokens, 4);
 }
 
+/// A prompt counting up to `last`: greedy decoding should go on counting.
+fn counting_prompt(last: u32) -> String {
+    let numbers: String = (1..=last).map(|i| format!("{i}, ")).collect();
+    format!("Count from 1 to 1000, separated by commas: {numbers}")
+}
+
+/// Gemma 3's sliding-window layers attend to the last 512 positions (the
+/// demo model's `gemma3.attention.sliding_window`); decoding must go on past
+/// them, up to the end of the context.
+#[test]
+fn decoding_runs_past_the_sliding_window_to_the_context_end() {
+    let model = load(&demo_path(), 1, 640).unwrap();
+    let prompt = "Count from 1 to 1000, separated by commas: 1, 2, 3, 4, 5,";
+    let (text, _, s) = run(
+        model.as_ref(),
+        prompt,
+        greedy(1000),
+        Truncation::Error,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert!(text.starts_with(" 6, 7, 8, 9, 10"), "{text:?}");
+    assert_eq!(s.finish_reason, FinishReason::Length, "{s:?}");
+    let positions = s.prompt_tokens + s.completion_tokens;
+    assert!((640..=641).contains(&positions), "{s:?}");
+    assert!(!text.trim().is_empty());
+}
+
+/// Prompts longer than the sliding window are read in chunks; the sliding
+/// layers must keep the keys the next chunk still sees.
+#[test]
+fn prompts_longer_than_the_sliding_window_are_read() {
+    let model = demo();
+    // ~700 tokens (two chunks) and ~1200 tokens (three chunks).
+    for (last, min_tokens) in [(160, 650), (260, 1100)] {
+        let prompt = counting_prompt(last);
+        let (text, _, s) = run(
+            model,
+            &prompt,
+            greedy(16),
+            Truncation::Error,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        assert!(s.prompt_tokens >= min_tokens, "{s:?}");
+        assert_eq!(s.completion_tokens, 16);
+        let want = format!("{}, {}, {}", last + 1, last + 2, last + 3);
+        assert!(text.starts_with(&want), "after {last}: {text:?}");
+    }
+}
+
 #[test]
 fn concurrent_requests_share_the_slots() {
     let model = demo();
