@@ -52,6 +52,9 @@ pub struct SamplingOverrides {
     pub seed: Option<u64>,
     /// The answer ends before any of these strings.
     pub stop: Option<Vec<String>>,
+    /// Keep generating past the model's end-of-generation token, up to
+    /// `max_tokens`.
+    pub ignore_eos: Option<bool>,
 }
 
 impl SamplingOverrides {
@@ -81,6 +84,9 @@ impl SamplingOverrides {
         }
         if let Some(stop) = &self.stop {
             s.stop = stop.clone();
+        }
+        if let Some(v) = self.ignore_eos {
+            s.ignore_eos = v;
         }
         s.validate().map_err(|m| AppError::field("sampling", m))?;
         Ok(s)

@@ -100,6 +100,9 @@ pub struct SamplingParams {
     pub max_tokens: u32,
     /// Generation stops before any of these strings.
     pub stop: Vec<String>,
+    /// Never end by the model's end-of-generation tokens (they are not
+    /// sampled), only by `max_tokens` or a stop string; for benchmarks.
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingParams {
@@ -114,6 +117,7 @@ impl Default for SamplingParams {
             seed: None,
             max_tokens: 512,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }

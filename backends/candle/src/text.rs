@@ -343,6 +343,13 @@ impl Model for TextModel {
         let mut ttft = None;
         let mut completion = 0u32;
         let finish = loop {
+            if request.sampling.ignore_eos {
+                for &t in &self.tokenizer.end_of_generation {
+                    if let Some(l) = logits.get_mut(t as usize) {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+            }
             let next = sampler.sample(&mut logits, &history);
             if ttft.is_none() {
                 ttft = Some(started.elapsed().as_secs_f64());

@@ -22,6 +22,7 @@ use llama_cpp_2::llama_backend::LlamaBackend as RawBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel as RawModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 
 use crate::log;
@@ -220,6 +221,8 @@ struct Seq {
 struct Scheduler<'m> {
     model: &'m RawModel,
     n_vocab: i32,
+    /// End-of-generation tokens, banned for `ignore_eos` requests.
+    eog: Vec<LlamaToken>,
     n_ctx_seq: u32,
     n_batch: usize,
     slots: Vec<Option<Seq>>,
@@ -235,6 +238,13 @@ impl<'m> Scheduler<'m> {
         Scheduler {
             model,
             n_vocab: model.n_vocab(),
+            eog: {
+                let vocab = model.vocab();
+                (0..model.n_vocab())
+                    .map(LlamaToken)
+                    .filter(|t| vocab.is_eog(*t))
+                    .collect()
+            },
             n_ctx_seq,
             n_batch,
             slots: (0..slots).map(|_| None).collect(),
@@ -306,7 +316,7 @@ impl<'m> Scheduler<'m> {
             if job.events.send(Event::Started).is_err() {
                 continue;
             }
-            let sampler = build_sampler(&job.sampling, self.n_vocab, &job.tokens);
+            let sampler = build_sampler(&job.sampling, self.n_vocab, &self.eog, &job.tokens);
             self.admitted += 1;
             *slot = Some(Seq {
                 seq_id: index as i32,
@@ -480,8 +490,20 @@ fn finish(ctx: &mut LlamaContext<'_>, seq: Seq, result: BackendResult<FinishReas
     let _ = seq.job.events.send(Event::Done(done));
 }
 
-fn build_sampler(params: &SamplingParams, n_vocab: i32, prompt: &[LlamaToken]) -> LlamaSampler {
+fn build_sampler(
+    params: &SamplingParams,
+    n_vocab: i32,
+    eog: &[LlamaToken],
+    prompt: &[LlamaToken],
+) -> LlamaSampler {
     let mut chain = Vec::new();
+    if params.ignore_eos && !eog.is_empty() {
+        let bans: Vec<LlamaLogitBias> = eog
+            .iter()
+            .map(|t| LlamaLogitBias::new(*t, f32::NEG_INFINITY))
+            .collect();
+        chain.push(LlamaSampler::logit_bias(n_vocab, &bans));
+    }
     let penalize = params.repeat_penalty != 1.0 && params.repeat_last_n > 0;
     if penalize {
         let last_n = params.repeat_last_n.min(i32::MAX as u32) as i32;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
+use crate::chat::SamplingOverrides;
 use crate::error::{AppError, Json};
 use crate::inference::manager::LoadSpec;
 use crate::inference::{InferenceError, Job, JobEvent, Prompt};
@@ -253,6 +254,9 @@ pub struct ChatCompletionRequest {
     pub max_completion_tokens: Option<u32>,
     pub stop: Option<OaStop>,
     pub seed: Option<u64>,
+    /// Corral extension (as llama.cpp's server): keep generating past the
+    /// end-of-generation token, up to `max_tokens`.
+    pub ignore_eos: Option<bool>,
     /// Only 1 is supported.
     pub n: Option<u32>,
 }
@@ -299,64 +303,24 @@ fn finish_reason(reason: FinishReason) -> &'static str {
     }
 }
 
-/// The sampling fields both completion endpoints take.
-struct SamplingFields<'a> {
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    top_k: Option<u32>,
-    min_p: Option<f32>,
-    repeat_penalty: Option<f32>,
-    max_tokens: Option<u32>,
-    stop: Option<&'a OaStop>,
-    seed: Option<u64>,
-}
-
 impl ChatCompletionRequest {
-    fn sampling_fields(&self) -> SamplingFields<'_> {
-        SamplingFields {
+    fn sampling_fields(&self) -> SamplingOverrides {
+        SamplingOverrides {
             temperature: self.temperature,
             top_p: self.top_p,
             top_k: self.top_k,
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
-            stop: self.stop.as_ref(),
             seed: self.seed,
+            stop: match &self.stop {
+                Some(OaStop::One(one)) => Some(vec![one.clone()]),
+                Some(OaStop::Many(many)) => Some(many.clone()),
+                None => None,
+            },
+            ignore_eos: self.ignore_eos,
         }
     }
-}
-
-/// Sampling from the model's defaults overridden by the request.
-fn sampling(defaults: &SamplingParams, req: &SamplingFields) -> Result<SamplingParams, AppError> {
-    let mut s = defaults.clone();
-    if let Some(v) = req.temperature {
-        s.temperature = v;
-    }
-    if let Some(v) = req.top_p {
-        s.top_p = v;
-    }
-    if let Some(v) = req.top_k {
-        s.top_k = v;
-    }
-    if let Some(v) = req.min_p {
-        s.min_p = v;
-    }
-    if let Some(v) = req.repeat_penalty {
-        s.repeat_penalty = v;
-    }
-    if let Some(v) = req.max_tokens {
-        s.max_tokens = v;
-    }
-    if req.seed.is_some() {
-        s.seed = req.seed;
-    }
-    match req.stop {
-        Some(OaStop::One(one)) => s.stop = vec![one.clone()],
-        Some(OaStop::Many(many)) => s.stop = many.clone(),
-        None => {}
-    }
-    s.validate().map_err(|m| AppError::field("sampling", m))?;
-    Ok(s)
 }
 
 fn chat_messages(messages: &[OaMessage]) -> Result<Vec<ChatMessage>, AppError> {
@@ -417,7 +381,7 @@ pub async fn chat_completions(
     let generation = Generation {
         shape: Shape::Chat,
         prompt: Prompt::Chat(chat_messages(&req.messages)?),
-        sampling: sampling(&record.sampling, &req.sampling_fields())?,
+        sampling: req.sampling_fields().apply(&record.sampling)?,
         stream: req.stream,
         include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         echo: None,
@@ -718,6 +682,9 @@ pub struct CompletionRequest {
     pub max_tokens: Option<u32>,
     pub stop: Option<OaStop>,
     pub seed: Option<u64>,
+    /// Corral extension (as llama.cpp's server): keep generating past the
+    /// end-of-generation token, up to `max_tokens`.
+    pub ignore_eos: Option<bool>,
     /// Send the prompt back in front of the completion.
     #[serde(default)]
     pub echo: bool,
@@ -728,16 +695,21 @@ pub struct CompletionRequest {
 }
 
 impl CompletionRequest {
-    fn sampling_fields(&self) -> SamplingFields<'_> {
-        SamplingFields {
+    fn sampling_fields(&self) -> SamplingOverrides {
+        SamplingOverrides {
             temperature: self.temperature,
             top_p: self.top_p,
             top_k: self.top_k,
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             max_tokens: self.max_tokens,
-            stop: self.stop.as_ref(),
             seed: self.seed,
+            stop: match &self.stop {
+                Some(OaStop::One(one)) => Some(vec![one.clone()]),
+                Some(OaStop::Many(many)) => Some(many.clone()),
+                None => None,
+            },
+            ignore_eos: self.ignore_eos,
         }
     }
 
@@ -803,7 +775,7 @@ pub async fn completions(
     let record = registry::find_usable(&state, &caller.user, &req.model).await?;
     let generation = Generation {
         shape: Shape::Text,
-        sampling: sampling(&record.sampling, &req.sampling_fields())?,
+        sampling: req.sampling_fields().apply(&record.sampling)?,
         stream: req.stream,
         include_usage: req.stream_options.is_some_and(|o| o.include_usage),
         echo: req.echo.then(|| prompt.clone()),
