@@ -25,8 +25,8 @@ Targets:
       http://127.0.0.1:8080; "/v1" is added unless the URL ends with it).
 
 Results: a summary on stderr, a JSON object on stdout (and in --json FILE).
-`bench.py --compare BASE.json OTHER.json` prints a side-by-side table with
-the ratios OTHER / BASE.
+`bench.py --compare BASE.json OTHER.json ...` prints a side-by-side table
+with the ratios OTHER / BASE.
 
 Only the Python standard library is needed.
 """
@@ -483,16 +483,18 @@ def dig(d, path):
     return d
 
 
-def table(base: dict, other: dict | None) -> str:
+def table(base: dict, others: list[dict]) -> str:
     b_name = base.get("target", "base")
-    o_name = other.get("target", "other") if other else None
-    head = ["metric", "better", b_name] + ([o_name, f"{o_name} / {b_name}"] if other else [])
+    head = ["metric", "better", b_name]
+    for o in others:
+        o_name = o.get("target", "other")
+        head += [o_name, f"{o_name} / {b_name}"]
     lines = [head]
     for label, path, lower in ROWS:
         bv = dig(base, path)
         row = [label, "lower" if lower else "higher", fmt(bv)]
-        if other:
-            ov = dig(other, path)
+        for o in others:
+            ov = dig(o, path)
             ratio = f"{ov / bv:.2f}×" if isinstance(bv, (int, float)) and isinstance(ov, (int, float)) and bv else "n/a"
             row += [fmt(ov), ratio]
         lines.append(row)
@@ -543,18 +545,17 @@ def main() -> None:
     p.add_argument("--request-timeout", type=float, default=300)
     p.add_argument("--ready-timeout", type=float, default=120)
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--label", help="the target's name in results and tables (default: the target)")
     p.add_argument("--compare", nargs="+", metavar="RESULT.json",
-                   help="print the table for BASE.json [OTHER.json] and exit")
+                   help="print the table for BASE.json [OTHER.json ...] and exit")
     args = p.parse_args()
 
     if args.compare:
-        if len(args.compare) > 2:
-            p.error("--compare takes BASE.json [OTHER.json]")
         docs = []
         for path in args.compare:
             with open(path, encoding="utf-8") as f:
                 docs.append(json.load(f))
-        print(table(docs[0], docs[1] if len(docs) > 1 else None))
+        print(table(docs[0], docs[1:]))
         return
 
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x.strip()]
@@ -580,7 +581,8 @@ def main() -> None:
                                   ("--model-name", args.model_name)) if not v]
         if missing:
             p.error("--target corral needs " + ", ".join(missing))
-        target = CorralTarget("corral", normalise_base(args.url), args.api_key, args.model_name, pid=args.server_pid)
+        target = CorralTarget(args.label or "corral", normalise_base(args.url), args.api_key, args.model_name,
+                              pid=args.server_pid)
 
     log(f"==> benchmarking {target.name}")
     try:
@@ -597,7 +599,7 @@ def main() -> None:
     finally:
         target.stop()
 
-    log(table(result, None))
+    log(table(result, []))
     doc = json.dumps(result, indent=2)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
 # The benchmark, end to end (usage: scripts/bench/run.sh):
-#   1. builds llama.cpp's llama-server (build-llama-server.sh; cached),
+#   1. builds llama.cpp's llama-server (build-llama-server.sh; cached) and
+#      Corral with its backends in release mode,
 #   2. fetches the demo model (../fetch-demo-model.sh; cached),
-#   3. benchmarks llama-server on it (bench.py --target llama-server),
-#   4. when CORRAL_BENCH_URL and CORRAL_BENCH_KEY are set, benchmarks that
-#      running Corral the same way (bench.py --target corral) and prints the
-#      two side by side with the ratios Corral / llama-server.
+#   3. benchmarks llama-server on it (bench.py --target llama-server: 8
+#      slots, 8192 tokens of context shared by them, N threads),
+#   4. starts Corral on a free port with a scratch data directory, registers
+#      the same file twice with the same threads, 8 slots and 1024 tokens of
+#      context per slot (`bench-llama`, llama.cpp backend; `bench-candle`,
+#      candle backend), benchmarks both through /v1/chat/completions, and
+#      stops it,
+#   5. prints the three side by side with the ratios to llama-server.
 #
 # Environment:
-#   CORRAL_BENCH_THREADS   llama-server threads (default 2, never more than
-#                          the cores; give Corral the same number)
-#   CORRAL_BENCH_URL       Corral's base URL, e.g. http://127.0.0.1:8080
-#   CORRAL_BENCH_KEY       a Corral API key (sent as Bearer)
-#   CORRAL_BENCH_MODEL     the demo model's name in Corral's API
-#                          (default gemma-3-270m-q4_k_m)
-#   CORRAL_BENCH_PID       Corral's PID, to report its peak RSS (optional)
+#   CORRAL_BENCH_THREADS   threads for every server (default 2, never more
+#                          than the cores)
 #   CORRAL_BENCH_OUT       where results go (default
 #                          ${CORRAL_BENCH_DIR:-$HOME/.cache/corral/bench}/results/<time>)
-#   CORRAL_BENCH_ARGS      extra bench.py arguments for both runs, e.g.
+#   CORRAL_BENCH_ARGS      extra bench.py arguments for every run, e.g.
 #                          "--runs 3 --agg-runs 1"
-# Both servers should run alone on the machine: ggml threads busy-wait, and
+#   CORRAL_BENCH_CANDLE_ARGS  extra bench.py arguments for the candle run
+#                          only (default "--runs 3 --agg-runs 1": it is slower)
+#   CORRAL_BENCH_NO_CANDLE=1  skip the candle run
+# All servers should run alone on the machine: ggml threads busy-wait, and
 # anything else on the cores makes the numbers meaningless.
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
@@ -47,20 +50,69 @@ info "load average now: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)
 "$python" "$here/bench.py" --target llama-server --server-bin "$bin/llama-server" \
     --model "$model" --threads "$threads" --json "$out/llama-server.json" "${extra[@]}" >/dev/null
 
-if [[ -n "${CORRAL_BENCH_URL:-}" || -n "${CORRAL_BENCH_KEY:-}" ]]; then
-    [[ -n "${CORRAL_BENCH_URL:-}" && -n "${CORRAL_BENCH_KEY:-}" ]] ||
-        die "set both CORRAL_BENCH_URL and CORRAL_BENCH_KEY to benchmark Corral"
-    section "Benchmark: Corral at $CORRAL_BENCH_URL"
-    pid_args=()
-    [[ -n "${CORRAL_BENCH_PID:-}" ]] && pid_args=(--server-pid "$CORRAL_BENCH_PID")
-    "$python" "$here/bench.py" --target corral --url "$CORRAL_BENCH_URL" \
-        --api-key "$CORRAL_BENCH_KEY" --model-name "${CORRAL_BENCH_MODEL:-gemma-3-270m-q4_k_m}" \
-        "${pid_args[@]}" --json "$out/corral.json" "${extra[@]}" >/dev/null
-    section "Corral vs llama-server (demo model, $threads threads)"
-    "$python" "$here/bench.py" --compare "$out/llama-server.json" "$out/corral.json" | tee "$out/table.md"
-else
-    section "llama-server (demo model, $threads threads)"
-    "$python" "$here/bench.py" --compare "$out/llama-server.json" | tee "$out/table.md"
-    info "set CORRAL_BENCH_URL and CORRAL_BENCH_KEY (and start Corral with the same model and threads) to compare"
+section "Building Corral (release)"
+(cd "$CORRAL_ROOT" && cargo build --release --locked -p corral-host -p corral-llama -p corral-candle)
+corral="$(target_dir)/release/corral"
+[[ -x "$corral" ]] || die "the build did not produce $corral"
+
+data="$(mktemp -d "${TMPDIR:-/tmp}/corral-bench.XXXXXX")"
+corral_pid=""
+cleanup() {
+    if [[ -n "$corral_pid" ]] && kill -0 "$corral_pid" 2>/dev/null; then
+        kill -TERM "$corral_pid" 2>/dev/null || true
+        wait "$corral_pid" 2>/dev/null || true
+    fi
+    rm -rf "$data"
+}
+trap cleanup EXIT
+port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+url="http://127.0.0.1:$port"
+
+section "Starting Corral on $url"
+# Enough concurrent generations per user for 8 streams from one API key.
+printf 'per_user_generations = 16\nqueue_max_waiting = 64\n' >"$data/corral.toml"
+RUST_LOG="${RUST_LOG:-warn}" "$corral" serve --config "$data/corral.toml" --bind "127.0.0.1:$port" \
+    --data-dir "$data" </dev/null >"$out/corral.log" 2>&1 &
+corral_pid=$!
+for _ in $(seq 300); do
+    curl -fsS -o /dev/null --max-time 2 "$url/readyz" 2>/dev/null && break
+    kill -0 "$corral_pid" 2>/dev/null || die "Corral exited: see $out/corral.log"
+    sleep 0.1
+done
+password="$("$python" -c 'import secrets; print("bench-" + secrets.token_urlsafe(18))')"
+"$corral" admin create --data-dir "$data" --username bench --role technician --password "$password" >/dev/null
+key="$("$python" - "$url" "$password" "$model" "$threads" <<'PY'
+import json, sys, urllib.request
+url, password, model, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+def call(path, body, token=None):
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.load(r)
+token = call("/api/auth/login", {"username": "bench", "password": password})["access_token"]
+for name, backend in (("bench-llama", "llama"), ("bench-candle", "candle")):
+    call("/api/models", {"name": name, "backend": backend, "source": model, "threads": threads,
+                         "slots": 8, "context_length": 1024,
+                         "sampling": {"temperature": 0, "repeat_penalty": 1.0}}, token)
+print(call("/api/me/keys", {"name": "bench"}, token)["key"])
+PY
+)"
+[[ -n "$key" ]] || die "could not set Corral up for the benchmark"
+
+section "Benchmark: Corral, llama.cpp backend, $threads threads"
+"$python" "$here/bench.py" --target corral --label "corral-llama" --url "$url" --api-key "$key" \
+    --model-name bench-llama --server-pid "$corral_pid" --json "$out/corral-llama.json" "${extra[@]}" >/dev/null
+results=("$out/llama-server.json" "$out/corral-llama.json")
+if [[ -z "${CORRAL_BENCH_NO_CANDLE:-}" ]]; then
+    read -r -a candle_extra <<<"${CORRAL_BENCH_CANDLE_ARGS:---runs 3 --agg-runs 1}"
+    section "Benchmark: Corral, candle backend, $threads threads"
+    "$python" "$here/bench.py" --target corral --label "corral-candle" --url "$url" --api-key "$key" \
+        --model-name bench-candle --json "$out/corral-candle.json" "${extra[@]}" "${candle_extra[@]}" >/dev/null
+    results+=("$out/corral-candle.json")
 fi
+
+section "Corral vs llama-server (demo model, $threads threads)"
+"$python" "$here/bench.py" --compare "${results[@]}" | tee "$out/table.md"
 info "results: $out"
