@@ -5,6 +5,17 @@
 CORRAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CORRAL_ROOT
 
+# llama.cpp picks its SIMD kernels at compile time from the C/C++ compiler
+# flags, and llama-cpp-sys-2 passes on only what Rust's target enables (SSE2
+# on x86-64). Build the C and C++ dependencies with AVX2, FMA and F16C, as
+# llama.cpp's own release builds are (any x86-64 CPU since 2013); set
+# CORRAL_C_ARCH_FLAGS="" for an older CPU, or other flags to taste.
+if [[ "$(uname -m)" == "x86_64" ]]; then
+    corral_arch_flags="${CORRAL_C_ARCH_FLAGS--mavx2 -mfma -mf16c}"
+    export CFLAGS_x86_64_unknown_linux_gnu="${CFLAGS_x86_64_unknown_linux_gnu:-$corral_arch_flags}"
+    export CXXFLAGS_x86_64_unknown_linux_gnu="${CXXFLAGS_x86_64_unknown_linux_gnu:-$corral_arch_flags}"
+fi
+
 # A section header, on stderr so it never mixes into captured output.
 section() {
     printf '\n==> %s\n' "$*" >&2
