@@ -311,7 +311,7 @@ async fn download_reports_progress_and_lands_whole() {
     assert_eq!(sse.status(), StatusCode::OK);
     assert_eq!(
         sse.headers()[header::CONTENT_TYPE],
-        "text/event-stream",
+        "text/event-stream; charset=utf-8",
         "SSE content type"
     );
     assert_eq!(sse.headers()["x-accel-buffering"], "no");

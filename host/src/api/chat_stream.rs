@@ -193,7 +193,7 @@ pub async fn websocket(
         .into_response())
 }
 
-async fn session(socket: WebSocket, state: AppState, caller: Caller) {
+async fn session(socket: WebSocket, state: AppState, mut caller: Caller) {
     let (mut sink, mut incoming) = socket.split();
     let (out, mut outgoing) = mpsc::unbounded_channel::<ChatEvent>();
     let writer = tokio::spawn(async move {
@@ -221,6 +221,19 @@ async fn session(socket: WebSocket, state: AppState, caller: Caller) {
             }
             WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
         };
+        // The account is read again for every command, as for every HTTP
+        // request: a disabled account's socket is closed.
+        match state.store.get_user(caller.id()).await {
+            Ok(Some(user)) if !user.disabled => caller.user = user,
+            Ok(_) => {
+                refuse(&out, None, AppError::AccountDisabled);
+                break;
+            }
+            Err(err) => {
+                refuse(&out, None, err.into());
+                continue;
+            }
+        }
         let frame = match serde_json::from_str::<ClientFrame>(text.as_str()) {
             Ok(frame) => frame,
             Err(err) => {
@@ -273,8 +286,16 @@ async fn session(socket: WebSocket, state: AppState, caller: Caller) {
             Err(err) => refuse(&out, Some(chat_id), err),
         }
     }
+    // Let what is queued (a last error) go out; answers still running keep
+    // the writer alive, and stop when it is aborted.
     drop(out);
-    writer.abort();
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(std::time::Duration::from_millis(200), writer)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }
 
 fn refuse(out: &mpsc::UnboundedSender<ChatEvent>, chat_id: Option<String>, err: AppError) {

@@ -21,7 +21,7 @@ import pytest
 import requests
 import websocket
 
-from corral import TIMEOUT, sse_events
+from corral import TIMEOUT, Api, sse_events
 
 GREEDY = {"max_tokens": 24, "temperature": 0, "seed": 1}
 # Long enough to stop it in the middle.
@@ -436,5 +436,26 @@ def test_ws_two_chats_at_once_on_one_socket(user, models):
         for chat_id, events in by_chat.items():
             _, final = check_events(events, with_user=True, content="Hi!")
             check_stored(user, chat_id, final)
+    finally:
+        ws.close()
+
+
+def test_ws_a_disabled_account_is_shut_out_at_its_next_frame(server, technician, models):
+    """The account is read again for each frame, as for each HTTP request."""
+    password = server.create_account("wsleaver", "user")
+    leaver = Api.login(server, "wsleaver", password)
+    chat_id = new_chat(leaver, models["llama"]["name"])
+    me = leaver.ok("GET", "/api/me")
+    ws = ws_connect(leaver)
+    try:
+        technician.ok("PATCH", f"/api/users/{me['id']}", json={"disabled": True})
+        ws.send(json.dumps({"type": "send", "chat_id": chat_id, "content": "Hello?"}))
+        reply = json.loads(ws.recv())
+        assert reply["type"] == "error" and reply["error"]["code"] == "account_disabled", reply
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError, OSError)):
+            # The server closes the socket after the error.
+            for _ in range(3):
+                if ws.recv() in ("", None):
+                    raise websocket.WebSocketConnectionClosedException("closed")
     finally:
         ws.close()
