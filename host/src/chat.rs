@@ -14,14 +14,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use utoipa::ToSchema;
 
-use crate::api::chats::{load_chat, title_from, MAX_MESSAGE_CHARS, UNTITLED};
+use crate::api::chats::{load_chat, store_user_message, MAX_MESSAGE_CHARS};
 use crate::api::openai::{inference_error, load_spec};
-use crate::api::usage;
 use crate::error::{ApiResult, AppError, Validator};
 use crate::inference::{InferenceError, Job, JobEvent, Prompt};
 use crate::model::{
-    generation_source, new_id, usage_kind, Chat, Generation, Message, MessageRole, MessageStatus,
-    MessageUsage,
+    generation_source, new_id, Chat, Generation, Message, MessageRole, MessageStatus, MessageUsage,
 };
 use crate::policy::Caller;
 use crate::quota;
@@ -287,24 +285,10 @@ pub async fn start(
         .map_err(inference_error)?;
 
     let (out, rx) = mpsc::unbounded_channel();
-    let at = now();
+    let mut at = now();
     if let Action::Send(content) = action {
-        let message = Message {
-            id: new_id(),
-            chat_id: chat.id.clone(),
-            role: MessageRole::User,
-            content,
-            status: MessageStatus::Complete,
-            error: None,
-            model: None,
-            usage: None,
-            created_at: at,
-        };
-        state.store.add_message(&message).await?;
-        if chat.title == UNTITLED {
-            chat.title = title_from(&message.content);
-        }
-        usage(state, caller.id(), usage_kind::MESSAGE_CREATED).await;
+        let message = store_user_message(state, caller, &mut chat, content).await?;
+        at = message.created_at;
         let _ = out.send(ChatEvent::UserMessage {
             chat_id: chat.id.clone(),
             message,

@@ -171,18 +171,9 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(req.headers()) {
-            return Err(AppError::UnsupportedMediaType(
-                "expected `Content-Type: application/json`".into(),
-            ));
+            return Err(not_json());
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge("the request body is too large".into())
-            } else {
-                AppError::BadRequest(r.body_text())
-            }
-        })?;
-        parse_object(&bytes).map(Json)
+        parse_object(&body_bytes(req, state).await?).map(Json)
     }
 }
 
@@ -200,20 +191,12 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let declared_json = is_json(req.headers());
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge("the request body is too large".into())
-            } else {
-                AppError::BadRequest(r.body_text())
-            }
-        })?;
+        let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
         if !declared_json {
-            return Err(AppError::UnsupportedMediaType(
-                "expected `Content-Type: application/json`".into(),
-            ));
+            return Err(not_json());
         }
         parse_object(&bytes).map(OptionalJson)
     }
@@ -223,6 +206,21 @@ impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
+}
+
+fn not_json() -> AppError {
+    AppError::UnsupportedMediaType("expected `Content-Type: application/json`".into())
+}
+
+/// The whole body, within the size limit.
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, AppError> {
+    Bytes::from_request(req, state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge("the request body is too large".into())
+        } else {
+            AppError::BadRequest(r.body_text())
+        }
+    })
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

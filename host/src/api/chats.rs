@@ -416,26 +416,37 @@ pub async fn add_message(
         )
         .finish()?;
     let mut chat = load_chat(&state, &caller, &id).await?;
-    let at = now();
+    let message = store_user_message(&state, &caller, &mut chat, req.content).await?;
+    chat.updated_at = message.created_at;
+    state.store.update_chat(&chat).await?;
+    Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// Stores a message of the caller in `chat`, names an untitled chat after
+/// it and counts it; the caller then stores the chat.
+pub async fn store_user_message(
+    state: &AppState,
+    caller: &Caller,
+    chat: &mut Chat,
+    content: String,
+) -> ApiResult<Message> {
     let message = Message {
         id: new_id(),
         chat_id: chat.id.clone(),
         role: MessageRole::User,
-        content: req.content,
+        content,
         status: MessageStatus::Complete,
         error: None,
         model: None,
         usage: None,
-        created_at: at,
+        created_at: now(),
     };
     state.store.add_message(&message).await?;
     if chat.title == UNTITLED {
         chat.title = title_from(&message.content);
     }
-    chat.updated_at = at;
-    state.store.update_chat(&chat).await?;
-    usage(&state, caller.id(), usage_kind::MESSAGE_CREATED).await;
-    Ok((StatusCode::CREATED, Json(message)))
+    usage(state, caller.id(), usage_kind::MESSAGE_CREATED).await;
+    Ok(message)
 }
 
 /// A title from the first line of a message, at most 60 characters.

@@ -285,6 +285,41 @@ fn as_u64(value: Option<&Bson>) -> StoreResult<u64> {
     u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
 }
 
+/// Documents whose `at` falls on the days `from..=to` (UTC), optionally of
+/// one user.
+fn days_match(from: NaiveDate, to: NaiveDate, user_id: Option<&str>) -> Document {
+    let mut at = doc! { "$gte": time::format(&time::start_of(from)) };
+    if let Some(end) = time::start_of(to).checked_add_signed(chrono::TimeDelta::days(1)) {
+        at.insert("$lt", time::format(&end));
+    }
+    let mut matched = doc! { "at": at };
+    if let Some(user_id) = user_id {
+        matched.insert("user_id", user_id);
+    }
+    matched
+}
+
+async fn aggregate_all(
+    collection: &Collection<Document>,
+    pipeline: impl IntoIterator<Item = Document>,
+) -> StoreResult<Vec<Document>> {
+    collection
+        .aggregate(pipeline)
+        .await
+        .map_err(db_err)?
+        .try_collect()
+        .await
+        .map_err(db_err)
+}
+
+/// A text field of a `$group` result's `_id`.
+fn group_key<'a>(group: &'a Document, field: &str) -> StoreResult<&'a str> {
+    group
+        .get_document("_id")
+        .and_then(|key| key.get_str(field))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 fn parse_day(text: &str) -> StoreResult<NaiveDate> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .map_err(|e| StoreError::Corrupt(format!("bad day `{text}`: {e}")))
@@ -871,14 +906,7 @@ impl UsageRepo for MongoStore {
         to: NaiveDate,
         user_id: Option<&str>,
     ) -> StoreResult<UsageDaily> {
-        let mut at = doc! { "$gte": time::format(&time::start_of(from)) };
-        if let Some(end) = time::start_of(to).checked_add_signed(chrono::TimeDelta::days(1)) {
-            at.insert("$lt", time::format(&end));
-        }
-        let mut matched = doc! { "at": at };
-        if let Some(user_id) = user_id {
-            matched.insert("user_id", user_id);
-        }
+        let matched = days_match(from, to, user_id);
         let day = doc! { "$substrBytes": ["$at", 0, 10] };
 
         let counts_pipeline = [
@@ -889,24 +917,11 @@ impl UsageRepo for MongoStore {
             } },
             doc! { "$sort": { "_id.day": 1, "_id.kind": 1 } },
         ];
-        let groups: Vec<Document> = self
-            .usage
-            .aggregate(counts_pipeline)
-            .await
-            .map_err(db_err)?
-            .try_collect()
-            .await
-            .map_err(db_err)?;
+        let groups: Vec<Document> = aggregate_all(&self.usage, counts_pipeline).await?;
         let counts = groups
             .iter()
             .map(|group| {
-                let key = group
-                    .get_document("_id")
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let text = |field: &str| {
-                    key.get_str(field)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))
-                };
+                let text = |field: &str| group_key(group, field);
                 Ok(DailyCount {
                     day: parse_day(text("day")?)?,
                     kind: text("kind")?.to_string(),
@@ -921,14 +936,7 @@ impl UsageRepo for MongoStore {
             doc! { "$project": { "users": { "$size": "$users" } } },
             doc! { "$sort": { "_id": 1 } },
         ];
-        let days: Vec<Document> = self
-            .usage
-            .aggregate(users_pipeline)
-            .await
-            .map_err(db_err)?
-            .try_collect()
-            .await
-            .map_err(db_err)?;
+        let days: Vec<Document> = aggregate_all(&self.usage, users_pipeline).await?;
         let active_users = days
             .iter()
             .map(|group| {
@@ -963,14 +971,7 @@ impl UsageRepo for MongoStore {
         if from > to {
             return Ok(Vec::new());
         }
-        let mut at = doc! { "$gte": time::format(&time::start_of(from)) };
-        if let Some(end) = time::start_of(to).checked_add_signed(chrono::TimeDelta::days(1)) {
-            at.insert("$lt", time::format(&end));
-        }
-        let mut matched = doc! { "at": at };
-        if let Some(user_id) = user_id {
-            matched.insert("user_id", user_id);
-        }
+        let matched = days_match(from, to, user_id);
         let pipeline = [
             doc! { "$match": matched },
             doc! { "$group": {
@@ -985,24 +986,11 @@ impl UsageRepo for MongoStore {
             } },
             doc! { "$sort": { "_id.day": 1, "_id.model": 1 } },
         ];
-        let groups: Vec<Document> = self
-            .generations
-            .aggregate(pipeline)
-            .await
-            .map_err(db_err)?
-            .try_collect()
-            .await
-            .map_err(db_err)?;
+        let groups: Vec<Document> = aggregate_all(&self.generations, pipeline).await?;
         groups
             .iter()
             .map(|group| {
-                let key = group
-                    .get_document("_id")
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let text = |field: &str| {
-                    key.get_str(field)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))
-                };
+                let text = |field: &str| group_key(group, field);
                 Ok(GenerationTotals {
                     day: parse_day(text("day")?)?,
                     model: text("model")?.to_string(),
