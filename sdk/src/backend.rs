@@ -163,6 +163,49 @@ pub enum Truncation {
     KeepEnd,
 }
 
+impl Truncation {
+    /// Applies the policy to the prompt `tokens` of a sequence that holds
+    /// `context` tokens. `KeepEnd` leaves room for `max_tokens` of answer,
+    /// but never more than half the context (the answer then ends at the
+    /// context's end), and keeps the first token when `keep_first` (a BOS).
+    /// Returns how many tokens were dropped.
+    pub fn apply<T>(
+        self,
+        tokens: &mut Vec<T>,
+        keep_first: bool,
+        context: u32,
+        max_tokens: u32,
+    ) -> Result<u32, BackendError> {
+        let n_ctx = context as usize;
+        match self {
+            Truncation::Error => {
+                if tokens.len() >= n_ctx {
+                    return Err(BackendError::ContextOverflow(format!(
+                        "the prompt has {} tokens but the context holds {n_ctx}: \
+                         at most {} prompt tokens leave room for an answer",
+                        tokens.len(),
+                        n_ctx.saturating_sub(1)
+                    )));
+                }
+                Ok(0)
+            }
+            Truncation::KeepEnd => {
+                let answer = (max_tokens as usize).min(n_ctx / 2);
+                let keep = n_ctx
+                    .saturating_sub(answer)
+                    .clamp(1, n_ctx.saturating_sub(1).max(1));
+                if tokens.len() <= keep {
+                    return Ok(0);
+                }
+                let drop = tokens.len() - keep;
+                let first = usize::from(keep_first && !tokens.is_empty());
+                tokens.drain(first..first + drop);
+                Ok(drop as u32)
+            }
+        }
+    }
+}
+
 /// A generation request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerateRequest {
@@ -357,4 +400,35 @@ pub trait Model: Send + Sync {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> BackendResult<String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_keeps_the_end_and_the_first_token() {
+        let mut tokens: Vec<u32> = (0..100).collect();
+        let err = Truncation::Error
+            .apply(&mut tokens, true, 64, 8)
+            .unwrap_err();
+        assert!(matches!(err, BackendError::ContextOverflow(m) if m.contains("64")));
+        assert_eq!(Truncation::Error.apply(&mut tokens, true, 128, 8), Ok(0));
+
+        // Room for 8 answer tokens in 64: 56 stay, the first among them.
+        let dropped = Truncation::KeepEnd.apply(&mut tokens, true, 64, 8).unwrap();
+        assert_eq!(dropped, 44);
+        assert_eq!(tokens.len(), 56);
+        assert_eq!(tokens[..2], [0, 45]);
+        assert_eq!(tokens.last(), Some(&99));
+
+        // A long answer gets at most half the context.
+        let mut tokens: Vec<u32> = (0..100).collect();
+        Truncation::KeepEnd
+            .apply(&mut tokens, false, 64, 1000)
+            .unwrap();
+        assert_eq!(tokens.len(), 32);
+        assert_eq!(tokens[0], 68);
+        assert_eq!(Truncation::KeepEnd.apply(&mut tokens, false, 64, 8), Ok(0));
+    }
 }

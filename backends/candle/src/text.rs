@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
 use corral_sdk::backend::{
     BackendError, BackendResult, CancelToken, Capabilities, ChatMessage, FinishReason,
-    GenerateRequest, GenerateSummary, LoadRequest, Model, ModelInfo, TokenEvent, Truncation,
+    GenerateRequest, GenerateSummary, LoadRequest, Model, ModelInfo, TokenEvent,
 };
 use corral_sdk::chat_template;
 use corral_sdk::text::{StopOutcome, TokenText};
@@ -241,41 +241,6 @@ impl TextModel {
             eos_text,
         })
     }
-
-    /// Applies the request's truncation policy; returns the tokens to read
-    /// and how many were dropped.
-    fn fit(
-        &self,
-        mut tokens: Vec<u32>,
-        request: &GenerateRequest,
-    ) -> BackendResult<(Vec<u32>, u32)> {
-        let ctx = self.info.context_length as usize;
-        let max_tokens = request.sampling.max_tokens as usize;
-        match request.truncation {
-            Truncation::Error => {
-                if tokens.len() >= ctx {
-                    return Err(BackendError::ContextOverflow(format!(
-                        "the prompt has {} tokens; the context holds {ctx}",
-                        tokens.len()
-                    )));
-                }
-                Ok((tokens, 0))
-            }
-            Truncation::KeepEnd => {
-                // Room for max_tokens, but never below half the context: the
-                // answer then stops at the context's end instead.
-                let target = ctx.saturating_sub(max_tokens).max(ctx / 2).max(1);
-                if tokens.len() <= target {
-                    return Ok((tokens, 0));
-                }
-                let dropped = tokens.len() - target;
-                let keep_first = usize::from(request.add_bos && self.tokenizer.bos.is_some());
-                let head: Vec<u32> = tokens[..keep_first].to_vec();
-                let tail = tokens.split_off(tokens.len() - (target - keep_first));
-                Ok(([head, tail].concat(), dropped as u32))
-            }
-        }
-    }
 }
 
 impl Model for TextModel {
@@ -301,7 +266,13 @@ impl Model for TextModel {
         if tokens.is_empty() {
             return Err(BackendError::InvalidRequest("the prompt is empty".into()));
         }
-        let (tokens, truncated) = self.fit(tokens, request)?;
+        let mut tokens = tokens;
+        let truncated = request.truncation.apply(
+            &mut tokens,
+            request.add_bos && self.tokenizer.bos.is_some(),
+            self.info.context_length,
+            request.sampling.max_tokens,
+        )?;
         let prompt_tokens = tokens.len() as u32;
         let ctx = self.info.context_length as usize;
         let summary = |finish_reason, completion_tokens, ttft: Option<f64>| GenerateSummary {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use corral_sdk::backend::{
     BackendError, BackendResult, CancelToken, Capabilities, ChatMessage, GenerateRequest,
-    GenerateSummary, Model, ModelInfo, TokenEvent, Truncation,
+    GenerateSummary, Model, ModelInfo, TokenEvent,
 };
 use corral_sdk::chat_template;
 use llama_cpp_2::model::LlamaModel as RawModel;
@@ -110,44 +110,6 @@ impl LlamaModel {
         }
         Ok(tokens)
     }
-
-    /// Fits the prompt into a sequence's context; returns how many tokens
-    /// were dropped.
-    fn fit(
-        &self,
-        tokens: &mut Vec<LlamaToken>,
-        max_tokens: u32,
-        truncation: Truncation,
-    ) -> BackendResult<u32> {
-        let n_ctx = self.info.context_length as usize;
-        match truncation {
-            Truncation::Error => {
-                if tokens.len() >= n_ctx {
-                    return Err(BackendError::ContextOverflow(format!(
-                        "the prompt has {} tokens but the context holds {n_ctx}: \
-                         at most {} prompt tokens leave room for an answer",
-                        tokens.len(),
-                        n_ctx.saturating_sub(1)
-                    )));
-                }
-                Ok(0)
-            }
-            Truncation::KeepEnd => {
-                // Room for the answer, but never more than half the window.
-                let answer = (max_tokens as usize).min(n_ctx / 2);
-                let keep = n_ctx
-                    .saturating_sub(answer)
-                    .clamp(1, n_ctx.saturating_sub(1).max(1));
-                if tokens.len() <= keep {
-                    return Ok(0);
-                }
-                let drop = tokens.len() - keep;
-                let first = usize::from(tokens.first() == Some(&self.raw.vocab().bos()));
-                tokens.drain(first..first + drop);
-                Ok(drop as u32)
-            }
-        }
-    }
 }
 
 /// Raises the job's `abandoned` flag when `generate` returns or unwinds (a
@@ -183,8 +145,13 @@ impl Model for LlamaModel {
             ));
         }
         let prompt_tokens = tokens.len() as u32;
-        let truncated_tokens =
-            self.fit(&mut tokens, request.sampling.max_tokens, request.truncation)?;
+        let keep_first = tokens.first() == Some(&self.raw.vocab().bos());
+        let truncated_tokens = request.truncation.apply(
+            &mut tokens,
+            keep_first,
+            self.info.context_length,
+            request.sampling.max_tokens,
+        )?;
         let (events_tx, events) = mpsc::channel();
         let abandoned = AbandonOnDrop(CancelToken::new());
         self.engine.submit(Job {
