@@ -457,7 +457,6 @@ impl Run {
                 ))
             }
             Outcome::Failed(err) => {
-                registry::note_failure(&self.state, &model, &err).await;
                 let err = inference_error(err);
                 answer.status = MessageStatus::Failed;
                 answer.error = Some(err.body().message.clone());

@@ -181,6 +181,36 @@ pub struct Downloads {
 }
 
 impl Downloads {
+    /// Marks a ready model whose file the backend cannot load at all as
+    /// `failed` with the reason, so that it leaves the pickers and
+    /// technicians see why (a new source fetches it again). The file stays
+    /// until the model is edited or deleted.
+    pub async fn mark_unloadable(&self, model_id: &str, reason: &str) {
+        let _guard = self.records.lock().await;
+        let mut model = match self.store.get_model(model_id).await {
+            Ok(Some(model)) if model.status == ModelStatus::Ready => model,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(%err, "could not read a model to mark it failed");
+                return;
+            }
+        };
+        model.status = ModelStatus::Failed;
+        model.error = Some(format!("the backend cannot load the file: {reason}"));
+        model.file_path = None;
+        model.updated_at = crate::time::now();
+        if let Err(err) = self.store.update_model(&model).await {
+            tracing::warn!(%err, "could not mark a model failed");
+            return;
+        }
+        tracing::warn!(model = %model.name, %reason, "marked failed: its file cannot be loaded");
+        self.events.publish(Event::ModelStatus {
+            model_id: model.id,
+            status: model.status,
+            error: model.error,
+        });
+    }
+
     pub fn new(store: Arc<dyn Store>, events: EventBus, data_dir: &Path) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))

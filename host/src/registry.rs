@@ -13,7 +13,6 @@ use utoipa::ToSchema;
 use crate::download::is_url;
 use crate::error::{ApiResult, AppError, Validator};
 use crate::events::Event;
-use crate::inference::InferenceError;
 use crate::model::{new_id, ModelAccess, ModelKind, ModelRecord, ModelStatus, User};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -539,43 +538,6 @@ fn load_changed(before: &ModelRecord, after: &ModelRecord) -> bool {
         || before.threads != after.threads
         || before.slots != after.slots
         || before.chat_template != after.chat_template
-}
-
-/// After a failed generation: a model whose file the backend cannot load
-/// at all is marked `failed` with the reason, so that it leaves the
-/// pickers and technicians see why (a new source fetches it again).
-/// Other failures change nothing.
-pub async fn note_failure(state: &AppState, model_name: &str, err: &InferenceError) {
-    let InferenceError::Load {
-        reason,
-        bad_file: true,
-        ..
-    } = err
-    else {
-        return;
-    };
-    let _guard = state.downloads.records.lock().await;
-    let mut model = match state.store.get_model_by_name(model_name).await {
-        Ok(Some(model)) if model.status == ModelStatus::Ready => model,
-        Ok(_) => return,
-        Err(err) => {
-            tracing::warn!(%err, "could not read a model to mark it failed");
-            return;
-        }
-    };
-    model.status = ModelStatus::Failed;
-    model.error = Some(format!("the backend cannot load the file: {reason}"));
-    // Not offered any more; the file stays until the model is edited or
-    // deleted.
-    model.file_path = None;
-    model.updated_at = now();
-    match state.store.update_model(&model).await {
-        Ok(()) => {
-            tracing::warn!(model = %model.name, %reason, "marked failed: its file cannot be loaded");
-            publish_status(state, &model);
-        }
-        Err(err) => tracing::warn!(%err, "could not mark a model failed"),
-    }
 }
 
 fn publish_status(state: &AppState, model: &ModelRecord) {

@@ -77,7 +77,14 @@ impl AppState {
                     memory_budget: config.memory_budget_mb * 1024 * 1024,
                     max_loaded: config.max_loaded_models,
                 },
-            ),
+            )
+            .on_bad_file({
+                let downloads = downloads.clone();
+                Arc::new(move |model_id, reason| {
+                    let downloads = downloads.clone();
+                    Box::pin(async move { downloads.mark_unloadable(&model_id, &reason).await })
+                })
+            }),
             Scheduler::new(QueueLimits {
                 max_waiting: config.queue_max_waiting,
                 per_user: config.per_user_generations,

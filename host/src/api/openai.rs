@@ -500,7 +500,6 @@ async fn generate(
             }
             JobEvent::Failed(err) => {
                 recorder.store(recorder.failed()).await;
-                registry::note_failure(state, &recorder.model, &err).await;
                 return Err(inference_error(err).into());
             }
             JobEvent::Queued { .. } | JobEvent::Started { .. } => {}
@@ -541,14 +540,6 @@ impl Recorder {
         if let Err(err) = self.state.store.record_generation(&generation).await {
             tracing::warn!(%err, "could not record a generation");
         }
-    }
-
-    /// [`registry::note_failure`], for streams.
-    fn note_failure_later(&self, err: &InferenceError) {
-        let state = self.state.clone();
-        let model = self.model.clone();
-        let err = err.clone();
-        tokio::spawn(async move { registry::note_failure(&state, &model, &err).await });
     }
 
     /// For streams, whose chunks are made synchronously.
@@ -639,7 +630,6 @@ fn chunks(
             }
             JobEvent::Failed(err) => {
                 recorder.store_later(recorder.failed());
-                recorder.note_failure_later(&err);
                 let body = OpenAiErrorBody::from_app(&inference_error(err));
                 vec![Event::default().data(serde_json::to_string(&body).unwrap_or_default())]
             }

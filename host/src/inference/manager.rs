@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use corral_sdk::backend::{BackendError, LoadRequest, Model, ModelInfo};
+use futures::future::BoxFuture;
 
 use super::backends::BackendSet;
 use super::InferenceError;
@@ -86,12 +87,17 @@ impl LoadedModel {
 
 type Cell = Arc<tokio::sync::OnceCell<Arc<LoadedModel>>>;
 
+/// Told the key of a model whose file the backend found unusable, and
+/// why; awaited before the load's error is returned.
+pub type BadFileHook = Arc<dyn Fn(String, String) -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// The loaded models.
 #[derive(Clone)]
 pub struct ModelManager {
     backends: Arc<BackendSet>,
     limits: ManagerLimits,
     cells: Arc<Mutex<HashMap<String, (LoadSpec, Cell)>>>,
+    on_bad_file: Option<BadFileHook>,
 }
 
 impl ModelManager {
@@ -100,7 +106,14 @@ impl ModelManager {
             backends,
             limits,
             cells: Arc::default(),
+            on_bad_file: None,
         }
+    }
+
+    /// Calls `hook` when a load fails because the file itself is bad.
+    pub fn on_bad_file(mut self, hook: BadFileHook) -> Self {
+        self.on_bad_file = Some(hook);
+        self
     }
 
     pub fn backends(&self) -> &BackendSet {
@@ -164,7 +177,24 @@ impl ModelManager {
             // The server's paths are none of the client's business.
             reason: without_path(&e.to_string(), &spec.request.path),
             bad_file: matches!(e, BackendError::InvalidModel(_)),
-        })?;
+        });
+        let model = match model {
+            Ok(model) => model,
+            Err(err) => {
+                if let (
+                    InferenceError::Load {
+                        reason,
+                        bad_file: true,
+                        ..
+                    },
+                    Some(hook),
+                ) = (&err, &self.on_bad_file)
+                {
+                    hook(spec.key.clone(), reason.clone()).await;
+                }
+                return Err(err);
+            }
+        };
         let model: Arc<dyn Model> = Arc::from(model);
         let info = {
             let model = model.clone();
