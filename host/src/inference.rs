@@ -51,9 +51,10 @@ pub enum Prompt {
     Chat(Vec<ChatMessage>),
     /// Raw text, with the model's BOS token in front.
     Text(String),
-    /// A stored conversation, rendered with the chat template after
-    /// dropping its oldest turns (never a system message, never the last
-    /// message) until prompt and `max_tokens` fit the context.
+    /// A stored conversation, rendered with the chat template (system
+    /// messages first) after dropping its oldest turns (never a system
+    /// message, never the last message) until prompt and `max_tokens` fit
+    /// the context.
     History(Vec<ChatMessage>),
 }
 
@@ -198,28 +199,44 @@ async fn run(
 /// fit, the backend's own context check reports it.
 fn fit_history(
     model: &dyn Model,
-    mut messages: Vec<ChatMessage>,
+    messages: Vec<ChatMessage>,
     sampling: &SamplingParams,
 ) -> Result<String, BackendError> {
     let budget = model.info().context_length as usize;
-    loop {
-        let prompt = model.apply_chat_template(&messages, true)?;
-        let needed = model.tokenize(&prompt, false)?.len() + sampling.max_tokens as usize;
-        if needed <= budget {
-            return Ok(prompt);
+    let answer = sampling.max_tokens as usize;
+    let (system, turns): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| m.role == "system");
+    // The prompt without the `drop` oldest turns (an answer left at the
+    // front without its question goes too), and whether it fits.
+    let render = |drop: usize| -> Result<(String, bool), BackendError> {
+        let mut kept = &turns[drop.min(turns.len().saturating_sub(1))..];
+        if kept.len() > 1 && kept[0].role == "assistant" {
+            kept = &kept[1..];
         }
-        let last = messages.len().saturating_sub(1);
-        match messages[..last].iter().position(|m| m.role != "system") {
-            // Drop the oldest turn; an assistant answer left at the front
-            // without its question goes with it.
-            Some(i) => {
-                messages.remove(i);
-                if messages.get(i).is_some_and(|m| m.role == "assistant") && i < messages.len() - 1
-                {
-                    messages.remove(i);
-                }
-            }
-            None => return Ok(prompt),
+        let all: Vec<ChatMessage> = system.iter().chain(kept).cloned().collect();
+        let prompt = model.apply_chat_template(&all, true)?;
+        let fits = model.tokenize(&prompt, false)?.len() + answer <= budget;
+        Ok((prompt, fits))
+    };
+    let whole = render(0)?;
+    if whole.1 || turns.len() <= 1 {
+        return Ok(whole.0);
+    }
+    // The fewest turns to drop, by bisection: each try renders and
+    // tokenizes the whole prompt once.
+    let (mut lo, mut hi) = (1, turns.len() - 1);
+    let mut best = render(hi)?;
+    if !best.1 {
+        return Ok(best.0);
+    }
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let tried = render(mid)?;
+        if tried.1 {
+            hi = mid;
+            best = tried;
+        } else {
+            lo = mid + 1;
         }
     }
+    Ok(best.0)
 }
