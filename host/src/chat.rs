@@ -1,12 +1,15 @@
 //! Answers in chats. Sending a message stores it, queues a generation over
 //! the chat's stored history and streams [`ChatEvent`]s to whoever asked
-//! (SSE or WebSocket); the answer is stored when it ends, with its usage,
-//! as complete, cancelled or failed. One answer runs per chat at a time;
-//! it stops when asked to or when its client goes away.
+//! (SSE or WebSocket). The answer's text is saved as it grows (about once a
+//! second), and the answer is stored when it ends, with its usage, as
+//! complete, cancelled or failed; one left `pending` by a process that died
+//! is marked `interrupted` at the next start. One answer runs per chat at a
+//! time; it stops when asked to or when its client goes away.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use corral_sdk::backend::{ChatMessage, FinishReason, GenerateSummary, SamplingParams, Truncation};
 use corral_sdk::ErrorBody;
@@ -25,9 +28,13 @@ use crate::policy::Caller;
 use crate::quota;
 use crate::registry;
 use crate::state::AppState;
+use crate::store::{ChatUpdate, MessageUpdate, Store, StoreResult};
 use crate::time::now;
 
 pub use corral_sdk::backend::CancelToken;
+
+/// How often a growing answer's text is saved: what a crash can lose.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Sampling settings a request may change for one answer; the model's
 /// defaults fill in the rest.
@@ -37,18 +44,21 @@ pub struct SamplingOverrides {
     /// 0 is greedy.
     #[schema(minimum = 0.0, maximum = 5.0, example = 0.7)]
     pub temperature: Option<f32>,
-    #[schema(minimum = 0.0, maximum = 1.0)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f32>,
     pub top_k: Option<u32>,
     #[schema(minimum = 0.0, maximum = 1.0)]
     pub min_p: Option<f32>,
+    #[schema(exclusive_minimum = 0.0, maximum = 10.0)]
     pub repeat_penalty: Option<f32>,
     /// Most tokens in the answer.
     #[schema(minimum = 1, example = 256)]
     pub max_tokens: Option<u32>,
     /// Same seed, same history, same answer.
     pub seed: Option<u64>,
-    /// The answer ends before any of these strings.
+    /// The answer ends before any of these strings (at most 16, each 1 to
+    /// 256 bytes).
+    #[schema(max_items = 16)]
     pub stop: Option<Vec<String>>,
     /// Keep generating past the model's end-of-generation token, up to
     /// `max_tokens`.
@@ -134,6 +144,8 @@ pub enum Action {
 #[derive(Default)]
 pub struct ChatRuns {
     active: Mutex<HashMap<String, RunHandle>>,
+    /// Set when the server shuts down: no new answer starts.
+    closed: AtomicBool,
 }
 
 #[derive(Clone)]
@@ -155,6 +167,11 @@ impl ChatRuns {
     /// Marks `chat_id` busy; the guard frees it.
     fn claim(self: &Arc<Self>, chat_id: &str) -> ApiResult<(RunGuard, RunHandle)> {
         let mut active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(AppError::Unavailable(
+                "the server is shutting down; try again in a moment".into(),
+            ));
+        }
         if active.contains_key(chat_id) {
             return Err(AppError::Conflict(
                 "an answer is being written in this chat: stop it first".into(),
@@ -183,6 +200,34 @@ impl ChatRuns {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Refuses new answers from now on.
+    pub fn close(&self) {
+        let _active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops every running answer; each is stored as `cancelled` with its
+    /// text.
+    pub fn stop_all(&self) {
+        let active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        for handle in active.values() {
+            handle.stop();
+        }
+    }
+
+    /// Waits until no answer runs, or `deadline`; true if none runs.
+    pub async fn wait_idle(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            if self.running() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -233,9 +278,10 @@ pub async fn start(
     let mut chat = load_chat(state, caller, chat_id).await?;
     let record = registry::find_usable(state, &caller.user, &chat.model).await?;
     let spec = load_spec(&record)?;
-    let sampling = overrides.apply(&record.sampling)?;
-    quota::check(state, &caller.user).await?;
+    let mut sampling = overrides.apply(&record.sampling)?;
+    quota::admit(state, &caller.user, &mut sampling).await?;
     let (guard, handle) = state.chat_runs.claim(&chat.id)?;
+    let regenerate = matches!(action, Action::Regenerate);
 
     let stored = state.store.list_messages(&chat.id).await?;
     let (history, replaced) = match &action {
@@ -304,7 +350,14 @@ pub async fn start(
                 usage: None,
                 ..old
             };
-            state.store.update_message(&answer).await?;
+            let restart = MessageUpdate {
+                content: Some(String::new()),
+                status: Some(MessageStatus::Pending),
+                error: Some(None),
+                model: Some(answer.model.clone()),
+                usage: Some(None),
+            };
+            state.store.update_message(&answer.id, &restart).await?;
             answer
         }
         None => {
@@ -324,8 +377,16 @@ pub async fn start(
             answer
         }
     };
-    chat.updated_at = at;
-    state.store.update_chat(&chat).await?;
+    if regenerate {
+        let touch = ChatUpdate {
+            updated_at: Some(at),
+            ..Default::default()
+        };
+        chat = state
+            .store
+            .update_chat(caller.id(), &chat.id, &touch)
+            .await?;
+    }
     let _ = out.send(ChatEvent::AssistantMessage {
         chat_id: chat.id.clone(),
         message: answer.clone(),
@@ -347,12 +408,15 @@ pub async fn start(
 }
 
 /// A stored message as a turn of the prompt; failed answers and empty
-/// ones are left out.
+/// ones are left out (an interrupted answer counts as a stopped one).
 fn turn(m: &Message) -> Option<ChatMessage> {
     let role = match (m.role, m.status) {
         (MessageRole::System, _) => "system",
         (MessageRole::User, _) => "user",
-        (MessageRole::Assistant, MessageStatus::Complete | MessageStatus::Cancelled) => "assistant",
+        (
+            MessageRole::Assistant,
+            MessageStatus::Complete | MessageStatus::Cancelled | MessageStatus::Interrupted,
+        ) => "assistant",
         (MessageRole::Assistant, _) => return None,
     };
     (!m.content.is_empty()).then(|| ChatMessage {
@@ -389,6 +453,11 @@ impl Run {
         let mut started = false;
         let mut client_gone = false;
         let mut text = String::new();
+        let mut progress = Progress::default();
+        let mut save =
+            tokio::time::interval_at(tokio::time::Instant::now() + SAVE_EVERY, SAVE_EVERY);
+        save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut saved_len = 0;
         let outcome = loop {
             let delivered = tokio::select! {
                 event = events.recv() => match event {
@@ -398,6 +467,7 @@ impl Run {
                     }),
                     Some(JobEvent::Started { prompt_tokens }) => {
                         started = true;
+                        progress.started(prompt_tokens);
                         self.send(ChatEvent::Started {
                             chat_id: chat_id.clone(),
                             prompt_tokens,
@@ -405,6 +475,7 @@ impl Run {
                     }
                     Some(JobEvent::Text(delta)) => {
                         text.push_str(&delta);
+                        progress.piece();
                         self.send(ChatEvent::Delta {
                             chat_id: chat_id.clone(),
                             text: delta,
@@ -418,6 +489,13 @@ impl Run {
                 },
                 () = self.handle.stop.notified(), if !started => break Outcome::StoppedEarly,
                 () = self.out.closed(), if !client_gone => false,
+                _ = save.tick() => {
+                    if text.len() != saved_len {
+                        self.save_progress(&text, &progress).await;
+                        saved_len = text.len();
+                    }
+                    true
+                }
             };
             if !delivered && !client_gone {
                 // Nobody is listening any more: stop, and store what came.
@@ -430,6 +508,23 @@ impl Run {
         };
         drop(events);
         self.finish(outcome, text, begun).await;
+    }
+
+    /// Saves the text so far, so that a crash loses at most the last
+    /// second of it.
+    async fn save_progress(&self, text: &str, progress: &Progress) {
+        let usage = progress.usage();
+        match self
+            .state
+            .store
+            .save_answer_progress(&self.answer.id, text, &usage)
+            .await
+        {
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(%err, chat = %self.chat.id, "could not save an answer's text")
+            }
+        }
     }
 
     async fn finish(&mut self, outcome: Outcome, text: String, begun: Instant) {
@@ -476,11 +571,25 @@ impl Run {
         };
 
         let state = &self.state;
-        if let Err(err) = state.store.update_message(&answer).await {
+        let end = MessageUpdate {
+            content: Some(answer.content.clone()),
+            status: Some(answer.status),
+            error: Some(answer.error.clone()),
+            model: None,
+            usage: Some(answer.usage.clone()),
+        };
+        if let Err(err) = state.store.update_message(&answer.id, &end).await {
             tracing::error!(%err, chat = %self.chat.id, "could not store an answer");
         }
-        self.chat.updated_at = now();
-        if let Err(err) = state.store.update_chat(&self.chat).await {
+        let touch = ChatUpdate {
+            updated_at: Some(now()),
+            ..Default::default()
+        };
+        if let Err(err) = state
+            .store
+            .update_chat(&self.chat.owner_id, &self.chat.id, &touch)
+            .await
+        {
             // A chat deleted while it was answered ends up here.
             tracing::debug!(%err, chat = %self.chat.id, "could not touch the chat");
         }
@@ -502,6 +611,86 @@ impl Run {
             },
         });
     }
+}
+
+/// What an answer has produced so far, for the saves while it grows.
+#[derive(Default)]
+struct Progress {
+    started: Option<Instant>,
+    prompt_tokens: u32,
+    /// Text pieces received: the backends send one per token.
+    pieces: u32,
+    first_piece: Option<Instant>,
+}
+
+impl Progress {
+    fn started(&mut self, prompt_tokens: u32) {
+        self.started = Some(Instant::now());
+        self.prompt_tokens = prompt_tokens;
+    }
+
+    fn piece(&mut self) {
+        self.pieces += 1;
+        if self.first_piece.is_none() {
+            self.first_piece = Some(Instant::now());
+        }
+    }
+
+    fn usage(&self) -> MessageUsage {
+        let start = self.started.unwrap_or_else(Instant::now);
+        let first = self.first_piece.unwrap_or(start);
+        let decode = first.elapsed().as_secs_f64();
+        let tokens_per_second = if self.pieces > 1 && decode > 0.0 {
+            f64::from(self.pieces - 1) / decode
+        } else {
+            0.0
+        };
+        MessageUsage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.pieces,
+            time_to_first_token_ms: u64::try_from(first.duration_since(start).as_millis())
+                .unwrap_or(u64::MAX),
+            tokens_per_second: (tokens_per_second * 100.0).round() / 100.0,
+        }
+    }
+}
+
+/// Marks the answers a previous process left `pending` (it died while
+/// writing them) as `interrupted`, keeping the text saved so far, and counts
+/// what they generated. Run once at start, before the server listens. With a
+/// MongoDB store shared by several hosts this would also cut off answers
+/// another live host is writing; Corral runs one host per store.
+pub async fn recover_interrupted(store: &dyn Store) -> StoreResult<usize> {
+    let answers = store.interrupt_pending_answers().await?;
+    for (answer, owner_id) in &answers {
+        let usage = answer.usage.clone().unwrap_or(MessageUsage {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            time_to_first_token_ms: 0,
+            tokens_per_second: 0.0,
+        });
+        let decode_ms = if usage.completion_tokens > 1 && usage.tokens_per_second > 0.0 {
+            (f64::from(usage.completion_tokens - 1) / usage.tokens_per_second * 1000.0).round()
+                as u64
+        } else {
+            0
+        };
+        let generation = Generation {
+            id: new_id(),
+            user_id: owner_id.clone(),
+            model: answer.model.clone().unwrap_or_default(),
+            source: generation_source::CHAT.to_owned(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            time_to_first_token_ms: (usage.completion_tokens > 0)
+                .then_some(usage.time_to_first_token_ms),
+            duration_ms: usage.time_to_first_token_ms + decode_ms,
+            status: MessageStatus::Interrupted,
+            at: now(),
+        };
+        store.record_generation(&generation).await?;
+    }
+    Ok(answers.len())
 }
 
 fn seconds_to_ms(seconds: f64) -> u64 {
@@ -556,6 +745,11 @@ mod tests {
             turn(&message(Assistant, Cancelled, "part")).map(|t| t.role),
             Some("assistant".into())
         );
+        assert_eq!(
+            turn(&message(Assistant, Interrupted, "cut off")).map(|t| t.role),
+            Some("assistant".into())
+        );
+        assert!(turn(&message(Assistant, Interrupted, "")).is_none());
         assert_eq!(
             turn(&message(User, Complete, "hi")).map(|t| t.content),
             Some("hi".into())

@@ -38,6 +38,47 @@ pub struct Config {
     /// A GGUF file registered as the demo model on the first start that
     /// has one (a technician may remove it afterwards for good).
     pub demo_model: Option<PathBuf>,
+
+    // Limits: how long a request may take, how many connections and how
+    // many records one account may hold.
+    /// Seconds an ordinary request may take to be answered; streamed
+    /// answers, WebSockets and event streams are not limited. 0: no limit.
+    pub request_timeout_secs: u64,
+    /// Seconds a connection may take to send a request's headers, and may
+    /// stay idle between requests.
+    pub header_read_timeout_secs: u64,
+    /// Connections served at once; beyond it, new ones wait to be accepted.
+    pub max_connections: usize,
+    /// Chats one account may hold.
+    pub max_chats_per_user: u64,
+    /// Open (not resolved or closed) tickets one account may hold.
+    pub max_open_tickets_per_user: u64,
+    /// Personal API keys one account may hold.
+    pub max_api_keys_per_user: u64,
+
+    // Models: where local sources may lie and what downloads may reach.
+    /// Folders a local model source must lie in (after resolving symbolic
+    /// links); `None`: the data dir's `models/`. The demo model's folder is
+    /// always allowed.
+    pub model_dirs: Option<Vec<PathBuf>>,
+    /// Let downloads reach private addresses (10/8, 172.16/12, 192.168/16,
+    /// 100.64/10, fc00::/7), e.g. a mirror on the LAN.
+    pub download_allow_private: bool,
+    /// Origins (`scheme://host:port`) downloads may fetch from even though
+    /// they are loopback or private addresses: a local mirror.
+    pub download_allowed_origins: Vec<String>,
+    /// Largest file a download may bring, in bytes.
+    pub max_download_bytes: u64,
+
+    // Data: shutting down without losing answers.
+    /// Seconds a shutdown waits for running answers to finish before it
+    /// stops them (they are stored as `cancelled` with their text).
+    pub shutdown_grace_secs: u64,
+
+    // Accounts: who a request comes from.
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`
+    /// names the client; from any other peer the header is ignored.
+    pub trusted_proxies: Vec<crate::client_addr::IpNet>,
 }
 
 impl Default for Config {
@@ -57,6 +98,18 @@ impl Default for Config {
             queue_max_waiting: 64,
             per_user_generations: 4,
             demo_model: None,
+            request_timeout_secs: 60,
+            header_read_timeout_secs: 15,
+            max_connections: 1024,
+            max_chats_per_user: 10_000,
+            max_open_tickets_per_user: 100,
+            max_api_keys_per_user: 50,
+            model_dirs: None,
+            download_allow_private: false,
+            download_allowed_origins: Vec::new(),
+            max_download_bytes: 200 * 1024 * 1024 * 1024,
+            shutdown_grace_secs: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -79,6 +132,22 @@ pub struct FileConfig {
     pub queue_max_waiting: Option<usize>,
     pub per_user_generations: Option<usize>,
     pub demo_model: Option<PathBuf>,
+    // Limits.
+    pub request_timeout_secs: Option<u64>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_chats_per_user: Option<u64>,
+    pub max_open_tickets_per_user: Option<u64>,
+    pub max_api_keys_per_user: Option<u64>,
+    // Models.
+    pub model_dirs: Option<Vec<PathBuf>>,
+    pub download_allow_private: Option<bool>,
+    pub download_allowed_origins: Option<Vec<String>>,
+    pub max_download_bytes: Option<u64>,
+    // Data.
+    pub shutdown_grace_secs: Option<u64>,
+    // Accounts.
+    pub trusted_proxies: Option<Vec<crate::client_addr::IpNet>>,
 }
 
 impl FileConfig {
@@ -128,6 +197,35 @@ impl Config {
             queue_max_waiting: file.queue_max_waiting.unwrap_or(d.queue_max_waiting),
             per_user_generations: file.per_user_generations.unwrap_or(d.per_user_generations),
             demo_model: overrides.demo_model.or(file.demo_model),
+            request_timeout_secs: file.request_timeout_secs.unwrap_or(d.request_timeout_secs),
+            header_read_timeout_secs: file
+                .header_read_timeout_secs
+                .unwrap_or(d.header_read_timeout_secs),
+            max_connections: file.max_connections.unwrap_or(d.max_connections),
+            max_chats_per_user: file.max_chats_per_user.unwrap_or(d.max_chats_per_user),
+            max_open_tickets_per_user: file
+                .max_open_tickets_per_user
+                .unwrap_or(d.max_open_tickets_per_user),
+            max_api_keys_per_user: file
+                .max_api_keys_per_user
+                .unwrap_or(d.max_api_keys_per_user),
+            model_dirs: file.model_dirs,
+            download_allow_private: file
+                .download_allow_private
+                .unwrap_or(d.download_allow_private),
+            download_allowed_origins: file
+                .download_allowed_origins
+                .map(|origins| {
+                    origins
+                        .iter()
+                        .map(|o| crate::download::normalize_origin(o))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+                .transpose()?
+                .unwrap_or_default(),
+            max_download_bytes: file.max_download_bytes.unwrap_or(d.max_download_bytes),
+            shutdown_grace_secs: file.shutdown_grace_secs.unwrap_or(d.shutdown_grace_secs),
+            trusted_proxies: file.trusted_proxies.unwrap_or(d.trusted_proxies),
         };
         anyhow::ensure!(
             config.access_token_ttl_secs >= 30,
@@ -145,7 +243,35 @@ impl Config {
             config.queue_max_waiting >= 1 && config.per_user_generations >= 1,
             "queue_max_waiting and per_user_generations must be at least 1"
         );
+        anyhow::ensure!(
+            config.model_dirs.iter().flatten().all(|d| d.is_absolute()),
+            "model_dirs must be absolute paths"
+        );
+        anyhow::ensure!(
+            config.max_download_bytes >= 1,
+            "max_download_bytes must be at least 1"
+        );
+        anyhow::ensure!(
+            config.header_read_timeout_secs >= 1 && config.max_connections >= 1,
+            "header_read_timeout_secs and max_connections must be at least 1"
+        );
         Ok(config)
+    }
+
+    /// The folders local model sources may lie in: `model_dirs` (default:
+    /// the data dir's `models/`) and the demo model's folder.
+    pub fn model_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = self
+            .model_dirs
+            .clone()
+            .unwrap_or_else(|| vec![self.data_dir.join("models")]);
+        if let Some(demo) = &self.demo_model {
+            match demo.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => dirs.push(parent.to_path_buf()),
+                _ => dirs.push(PathBuf::from(".")),
+            }
+        }
+        dirs
     }
 
     /// The backends directory in use.

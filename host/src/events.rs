@@ -31,6 +31,8 @@ pub enum Event {
     },
     /// A model was removed from the registry.
     ModelDeleted { model_id: String },
+    /// The server is stopping; the stream ends after this event.
+    ShuttingDown,
 }
 
 impl Event {
@@ -40,6 +42,7 @@ impl Event {
             Event::ModelDownload { .. } => "model_download",
             Event::ModelStatus { .. } => "model_status",
             Event::ModelDeleted { .. } => "model_deleted",
+            Event::ShuttingDown => "shutting_down",
         }
     }
 }

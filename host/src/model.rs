@@ -145,6 +145,9 @@ pub enum MessageStatus {
     Cancelled,
     /// An answer that failed; `error` says why.
     Failed,
+    /// An answer cut off because the server stopped while writing it; it
+    /// keeps the text saved until then.
+    Interrupted,
 }
 
 /// One message in a chat.
@@ -206,7 +209,7 @@ pub struct Generation {
     pub time_to_first_token_ms: Option<u64>,
     /// Milliseconds the whole generation took.
     pub duration_ms: u64,
-    /// `complete`, `cancelled` or `failed`.
+    /// `complete`, `cancelled`, `failed` or `interrupted`.
     pub status: MessageStatus,
     #[serde(with = "serde_millis")]
     pub at: DateTime<Utc>,

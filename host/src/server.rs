@@ -1,7 +1,6 @@
 //! The HTTP application and the `serve` command.
 
 use std::any::Any;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,16 +21,30 @@ use crate::store::Store;
 pub fn app(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let metrics = state.metrics.clone();
+    let config = state.config.clone();
+    let request_timeout = Duration::from_secs(config.request_timeout_secs);
+    // The validator would send the document's URL to swagger.io.
+    let docs = SwaggerUi::new("/docs")
+        .url("/openapi.json", crate::openapi::spec())
+        .config(utoipa_swagger_ui::Config::default().validator_url("none"));
     crate::api::router(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", crate::openapi::spec()))
+        .merge(docs)
         .fallback(|| async { AppError::NotFound("route") })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            crate::layers::time_limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             crate::metrics::track_http,
         ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            config,
+            crate::layers::security_headers,
+        ))
         .layer(TraceLayer::new_for_http())
 }
 
@@ -72,8 +85,19 @@ fn spawn_sweeper(store: Arc<dyn Store>) {
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     crate::openapi::check_routes().map_err(|e| anyhow::anyhow!(e))?;
+    crate::store::restrict_new_files();
+    crate::store::secure_data_dir(&config.data_dir)
+        .map_err(|e| anyhow::anyhow!("securing the data dir {}: {e}", config.data_dir.display()))?;
     let store = crate::store::open(config.database.as_deref(), &config.data_dir).await?;
     tracing::info!(store = store.kind(), "store opened");
+    match crate::chat::recover_interrupted(store.as_ref()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            answers = n,
+            "answers cut off when the server last stopped are stored as interrupted"
+        ),
+        Err(err) => tracing::warn!(%err, "could not mark interrupted answers"),
+    }
     if store.count_users().await? == 0 {
         println!(
             "No accounts yet. Create the first admin with:\n  corral admin create --username admin --role admin{}",
@@ -98,12 +122,67 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(%local, "listening");
     println!("Corral is listening on http://{local} (API docs at http://{local}/docs)");
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    let limits = crate::listener::ConnectionLimits::from_config(&state.config);
+    let shutdown = state.shutdown.clone();
+    let runs = state.chat_runs.clone();
+    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+    let mut server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        crate::listener::serve(listener, app(state), limits, async move {
+            shutdown.begun().await
+        })
+    });
+    tokio::select! {
+        ended = &mut server => return Ok(ended??),
+        () = shutdown_signal() => {}
+    }
+    wind_down(&shutdown, &runs, grace, server).await
+}
+
+/// How long stopped answers get to store themselves.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+/// How long open streams and connections get to close after the answers
+/// ended.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// Stops without losing answers: no new connection or answer is taken,
+/// event streams end, running answers get `grace` to finish and are then
+/// stopped (stored as `cancelled` with their text), and the server returns
+/// once their streams have closed.
+async fn wind_down(
+    shutdown: &crate::shutdown::Shutdown,
+    runs: &crate::chat::ChatRuns,
+    grace: Duration,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    runs.close();
+    shutdown.begin();
+    let deadline = tokio::time::Instant::now() + grace;
+    if !runs.wait_idle(deadline).await {
+        tracing::info!(
+            answers = runs.running(),
+            "stopping the answers still running"
+        );
+        runs.stop_all();
+        if !runs
+            .wait_idle(tokio::time::Instant::now() + STOP_WAIT)
+            .await
+        {
+            tracing::warn!(answers = runs.running(), "answers did not stop in time");
+        }
+    }
+    let closing = tokio::time::Instant::now() + CLOSE_WAIT;
+    if !shutdown.wait_streams_closed(closing).await {
+        tracing::warn!(
+            streams = shutdown.open_streams(),
+            "streams still open at shutdown"
+        );
+    }
+    match tokio::time::timeout_at(closing, server).await {
+        Ok(ended) => ended??,
+        Err(_) => tracing::warn!("connections still open at shutdown; closing them"),
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -15,7 +15,8 @@ use crate::inference::manager::{ManagerLimits, ModelManager};
 use crate::inference::scheduler::{QueueLimits, Scheduler};
 use crate::inference::Inference;
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::SignInLimiter;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// Settings key of the access-token signing secret. Kept in the store so
@@ -28,7 +29,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<TokenKeys>,
     pub config: Arc<Config>,
-    pub limiter: Arc<RateLimiter>,
+    /// Sign-in throttling per client address and per account.
+    pub limiter: Arc<SignInLimiter>,
     /// Held while a change that could remove the last active admin or
     /// technician is checked and written, so two such changes cannot both
     /// pass the check. (It serialises within one host process; hosts that
@@ -45,6 +47,8 @@ pub struct AppState {
     pub chat_runs: Arc<ChatRuns>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// Begins when the server is asked to stop.
+    pub shutdown: Shutdown,
 }
 
 impl AppState {
@@ -62,12 +66,9 @@ impl AppState {
                 s
             }
         };
+        let metrics = Metrics::default();
         let events = EventBus::default();
-        let downloads = Arc::new(Downloads::new(
-            store.clone(),
-            events.clone(),
-            &config.data_dir,
-        )?);
+        let downloads = Arc::new(Downloads::new(store.clone(), events.clone(), &config)?);
         let backends = Arc::new(BackendSet::discover(&config.backends_dir()));
         let inference = Inference::new(
             ModelManager::new(
@@ -97,13 +98,35 @@ impl AppState {
                 config.access_token_ttl_secs,
             )),
             config: Arc::new(config),
-            limiter: Arc::new(RateLimiter::new()),
+            limiter: sign_in_limiter(&metrics),
             staff_changes: Arc::new(tokio::sync::Mutex::new(())),
             events,
             downloads,
             inference,
             chat_runs: Arc::new(ChatRuns::default()),
-            metrics: Metrics::default(),
+            shutdown: Shutdown::default(),
+            metrics,
         })
     }
+}
+
+/// The sign-in limiter, its size shown at `/metrics`.
+fn sign_in_limiter(metrics: &Metrics) -> Arc<SignInLimiter> {
+    let limiter = Arc::new(SignInLimiter::default());
+    let help = "Keys the sign-in limiter holds, by kind (bounded).";
+    for (kind, pick) in [("address", 0), ("account", 1)] {
+        let limiter = Arc::downgrade(&limiter);
+        metrics.watch(
+            "corral_sign_in_tracked_keys",
+            help,
+            &[("kind", kind)],
+            move || {
+                limiter.upgrade().map_or(0.0, |l| {
+                    let (addresses, accounts) = l.tracked();
+                    (if pick == 0 { addresses } else { accounts }) as f64
+                })
+            },
+        );
+    }
+    limiter
 }

@@ -14,6 +14,8 @@
 //! - expired chats are invisible to every read from the instant they expire,
 //!   whether or not a sweep has removed them yet.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -43,6 +45,59 @@ pub enum StoreError {
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Fields of an account to change; `None` keeps what is stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserUpdate {
+    pub display_name: Option<String>,
+    pub role: Option<corral_sdk::Role>,
+    pub disabled: Option<bool>,
+    pub password_hash: Option<String>,
+    pub last_login_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Adds one to the stored `token_version` in the same write, so every
+    /// access token issued before stops working.
+    pub bump_token_version: bool,
+}
+
+/// Fields of a chat to change; `None` keeps what is stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatUpdate {
+    pub title: Option<String>,
+    /// `(expected, new)`: sets the title to `new` only while it is still
+    /// `expected` (naming an untitled chat never undoes a rename).
+    pub title_if: Option<(String, String)>,
+    pub model: Option<String>,
+    /// `Some(None)` removes the system prompt.
+    pub system_prompt: Option<Option<String>>,
+    pub pinned: Option<bool>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Fields of a message to change; `None` keeps what is stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageUpdate {
+    pub content: Option<String>,
+    pub status: Option<MessageStatus>,
+    pub error: Option<Option<String>>,
+    pub model: Option<Option<String>>,
+    pub usage: Option<Option<MessageUsage>>,
+}
+
+/// Fields of a ticket to change; `None` keeps what is stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TicketUpdate {
+    pub status: Option<TicketStatus>,
+    /// The update applies only while the stored status is this one, so two
+    /// racing transitions cannot both apply.
+    pub expected_status: Option<TicketStatus>,
+    pub priority: Option<TicketPriority>,
+    pub category: Option<TicketCategory>,
+    /// `Some(None)` unassigns; otherwise `(assignee_id, assignee_username)`.
+    pub assignee: Option<Option<(String, String)>>,
+    pub resolved_at: Option<Option<DateTime<Utc>>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
 /// Accounts.
 #[async_trait]
 pub trait UserRepo: Send + Sync {
@@ -51,8 +106,9 @@ pub trait UserRepo: Send + Sync {
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
     /// `username` is compared exactly; callers pass it lowercased.
     async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
-    /// Replaces every field of the user with that id.
-    async fn update_user(&self, user: &User) -> StoreResult<()>;
+    /// Changes the named fields of the user, in one atomic write, and
+    /// returns the user as stored after it.
+    async fn update_user(&self, id: &str, changes: &UserUpdate) -> StoreResult<User>;
     /// Matches ordered by username.
     async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<User>>;
     /// Admins and technicians who are not disabled.
@@ -101,8 +157,14 @@ pub trait ChatRepo: Send + Sync {
         id: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Chat>>;
-    /// Replaces the chat with that id and owner.
-    async fn update_chat(&self, chat: &Chat) -> StoreResult<()>;
+    /// Changes the named fields of the owner's chat and returns it as
+    /// stored after the write; `NotFound` if the owner has no such chat.
+    async fn update_chat(
+        &self,
+        owner_id: &str,
+        id: &str,
+        changes: &ChatUpdate,
+    ) -> StoreResult<Chat>;
     /// Deletes the chat and its messages; `false` if the owner has no such chat.
     async fn delete_chat(&self, owner_id: &str, id: &str) -> StoreResult<bool>;
     /// The owner's live chats: pinned first, then most recently updated.
@@ -120,8 +182,20 @@ pub trait ChatRepo: Send + Sync {
 #[async_trait]
 pub trait MessageRepo: Send + Sync {
     async fn add_message(&self, message: &Message) -> StoreResult<()>;
-    /// Replaces a message (used when an answer completes, stops or fails).
-    async fn update_message(&self, message: &Message) -> StoreResult<()>;
+    /// Changes the named fields of a message (an answer that restarts,
+    /// completes, stops or fails).
+    async fn update_message(&self, id: &str, changes: &MessageUpdate) -> StoreResult<()>;
+    /// Saves the text and usage so far of an answer while it is still
+    /// `pending`; `false` (and nothing written) once it is not.
+    async fn save_answer_progress(
+        &self,
+        id: &str,
+        content: &str,
+        usage: &MessageUsage,
+    ) -> StoreResult<bool>;
+    /// Marks every `pending` answer `interrupted`, keeping its text, and
+    /// returns them as stored with the id of their chat's owner.
+    async fn interrupt_pending_answers(&self) -> StoreResult<Vec<(Message, String)>>;
     /// The chat's messages, oldest first.
     async fn list_messages(&self, chat_id: &str) -> StoreResult<Vec<Message>>;
 }
@@ -134,7 +208,10 @@ pub trait TicketRepo: Send + Sync {
     async fn create_ticket(&self, ticket: &Ticket) -> StoreResult<Ticket>;
     async fn get_ticket(&self, id: &str) -> StoreResult<Option<Ticket>>;
     async fn get_ticket_by_number(&self, number: i64) -> StoreResult<Option<Ticket>>;
-    async fn update_ticket(&self, ticket: &Ticket) -> StoreResult<()>;
+    /// Changes the named fields of the ticket and returns it as stored after
+    /// the write. With `expected_status`, nothing is written and the result
+    /// is `None` unless the stored status is still that one.
+    async fn update_ticket(&self, id: &str, changes: &TicketUpdate) -> StoreResult<Option<Ticket>>;
     /// Matches, most recently updated first.
     async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Page<Ticket>>;
 }
@@ -241,9 +318,122 @@ pub async fn open(
             "unsupported --database `{other}`: give a mongodb:// URL, or leave it out for the embedded store"
         ),
         None => {
-            std::fs::create_dir_all(data_dir)?;
-            let store = sqlite::SqliteStore::open(&data_dir.join("corral.db"))?;
+            secure_data_dir(data_dir)?;
+            let path = data_dir.join("corral.db");
+            // Created owner-only before SQLite opens it: SQLite gives its
+            // `-wal` and `-shm` files the database file's permissions.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(PRIVATE_FILE)
+                .open(&path)?;
+            let store = sqlite::SqliteStore::open(&path)?;
             Ok(std::sync::Arc::new(store))
         }
+    }
+}
+
+/// Permissions of the data dir and every folder in it: the owner only.
+const PRIVATE_DIR: u32 = 0o700;
+/// Permissions of every file in the data dir: the owner only. The store
+/// holds password hashes and the token signing key.
+const PRIVATE_FILE: u32 = 0o600;
+
+/// Makes every file and folder this process creates from now on readable
+/// by its user only (umask 077), whoever creates it: the store, downloads,
+/// backends.
+pub fn restrict_new_files() {
+    // SAFETY: umask only swaps the process's file-creation mask; it cannot
+    // fail and touches no memory.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Creates the data dir owner-only, or tightens an existing one: every
+/// folder in it becomes 0700 and every file 0600. Symbolic links are left
+/// alone (what they point to is not the data dir's).
+pub fn secure_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)?;
+    tighten(dir, PRIVATE_DIR)?;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                tighten(&entry.path(), PRIVATE_DIR)?;
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                tighten(&entry.path(), PRIVATE_FILE)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets `mode` on `path` when it allows more, and says so.
+fn tighten(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    let current = std::fs::symlink_metadata(path)?.permissions().mode() & 0o777;
+    if current & !mode != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        tracing::info!(
+            path = %path.display(),
+            from = format!("{current:o}"),
+            to = format!("{mode:o}"),
+            "tightened permissions in the data dir"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn an_existing_data_dir_is_tightened() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let models = data.join("models");
+        std::fs::create_dir_all(&models).unwrap();
+        let db = data.join("corral.db");
+        let partial = models.join("m.gguf.partial");
+        std::fs::write(&db, b"").unwrap();
+        std::fs::write(&partial, b"").unwrap();
+        for (path, m) in [
+            (&data, 0o755),
+            (&models, 0o775),
+            (&db, 0o644),
+            (&partial, 0o666),
+        ] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap();
+        }
+        // Already tighter than needed: left as it is.
+        let secret = data.join("owner-read-only");
+        std::fs::write(&secret, b"").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400)).unwrap();
+
+        secure_data_dir(&data).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&models), 0o700);
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(mode(&partial), 0o600);
+        assert_eq!(mode(&secret), 0o400);
+    }
+
+    #[test]
+    fn a_new_data_dir_is_private() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("a").join("data");
+        secure_data_dir(&data).unwrap();
+        assert_eq!(mode(&data), 0o700);
     }
 }

@@ -12,6 +12,7 @@ use crate::error::{ApiResult, AppError, Json, Path, Query, Validator};
 use crate::model::{new_id, usage_kind, Chat, ChatQuery, Message, MessageRole, MessageStatus};
 use crate::policy::Caller;
 use crate::state::AppState;
+use crate::store::ChatUpdate;
 use crate::time::now;
 
 /// Longest accepted message, in characters.
@@ -69,13 +70,13 @@ pub struct CreateChatRequest {
         example = "gemma-3-270m",
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     pub model: String,
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     pub title: Option<String>,
     #[schema(example = "You are a concise assistant.", max_length = 20000)]
@@ -108,7 +109,10 @@ fn check_system_prompt(v: &mut Validator, prompt: &str) {
 /// Start a chat.
 #[utoipa::path(post, path = "/api/chats", tag = "chats",
     request_body = CreateChatRequest,
-    responses((status = 201, description = "Created", body = Chat)))]
+    responses(
+        (status = 201, description = "Created", body = Chat),
+        (status = 409, description = "The account holds as many chats as it may (`limit_reached`)", body = corral_sdk::ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -143,6 +147,7 @@ pub async fn create(
         format!("must be 60 to {MAX_TTL_SECS}"),
     );
     v.finish()?;
+    crate::limits::room_for_chat(&state, caller.id()).await?;
     let at = now();
     let expires_at = req
         .temporary
@@ -205,7 +210,7 @@ pub struct UpdateChatRequest {
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     pub title: Option<String>,
     pub pinned: Option<bool>,
@@ -227,22 +232,26 @@ pub async fn update(
     Path(id): Path<String>,
     Json(req): Json<UpdateChatRequest>,
 ) -> ApiResult<Json<Chat>> {
-    let mut chat = load_chat(&state, &caller, &id).await?;
+    let chat = load_chat(&state, &caller, &id).await?;
     let mut v = Validator::new();
+    let mut changes = ChatUpdate {
+        pinned: req.pinned,
+        updated_at: Some(now()),
+        ..Default::default()
+    };
     if let Some(title) = &req.title {
         check_title(&mut v, title.trim());
-        chat.title = title.trim().to_owned();
+        changes.title = Some(title.trim().to_owned());
     }
     if let Some(prompt) = req.system_prompt {
         check_system_prompt(&mut v, &prompt);
-        chat.system_prompt = Some(prompt).filter(|p| !p.trim().is_empty());
+        changes.system_prompt = Some(Some(prompt).filter(|p| !p.trim().is_empty()));
     }
     v.finish()?;
-    if let Some(pinned) = req.pinned {
-        chat.pinned = pinned;
-    }
-    chat.updated_at = now();
-    state.store.update_chat(&chat).await?;
+    let chat = state
+        .store
+        .update_chat(caller.id(), &chat.id, &changes)
+        .await?;
     Ok(Json(chat))
 }
 
@@ -366,6 +375,7 @@ pub fn to_markdown(chat: &ChatWithMessages) -> String {
             MessageStatus::Complete => String::new(),
             MessageStatus::Pending => " (in progress)".into(),
             MessageStatus::Cancelled => " (stopped)".into(),
+            MessageStatus::Interrupted => " (interrupted)".into(),
             MessageStatus::Failed => format!(
                 " (failed: {})",
                 m.error.as_deref().unwrap_or("unknown error")
@@ -417,13 +427,12 @@ pub async fn add_message(
         .finish()?;
     let mut chat = load_chat(&state, &caller, &id).await?;
     let message = store_user_message(&state, &caller, &mut chat, req.content).await?;
-    chat.updated_at = message.created_at;
-    state.store.update_chat(&chat).await?;
     Ok((StatusCode::CREATED, Json(message)))
 }
 
 /// Stores a message of the caller in `chat`, names an untitled chat after
-/// it and counts it; the caller then stores the chat.
+/// it, marks the chat active and counts the message; `chat` becomes the
+/// chat as stored.
 pub async fn store_user_message(
     state: &AppState,
     caller: &Caller,
@@ -442,9 +451,15 @@ pub async fn store_user_message(
         created_at: now(),
     };
     state.store.add_message(&message).await?;
-    if chat.title == UNTITLED {
-        chat.title = title_from(&message.content);
-    }
+    let changes = ChatUpdate {
+        title_if: Some((UNTITLED.to_owned(), title_from(&message.content))),
+        updated_at: Some(message.created_at),
+        ..Default::default()
+    };
+    *chat = state
+        .store
+        .update_chat(&chat.owner_id, &chat.id, &changes)
+        .await?;
     usage(state, caller.id(), usage_kind::MESSAGE_CREATED).await;
     Ok(message)
 }

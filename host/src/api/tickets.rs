@@ -15,6 +15,7 @@ use crate::model::{
 };
 use crate::policy::Caller;
 use crate::state::AppState;
+use crate::store::TicketUpdate;
 use crate::time::now;
 
 /// Filters for the ticket list.
@@ -113,7 +114,10 @@ fn check_text(v: &mut Validator, field: &str, text: &str) {
 /// Open a ticket.
 #[utoipa::path(post, path = "/api/tickets", tag = "tickets",
     request_body = CreateTicketRequest,
-    responses((status = 201, description = "Opened", body = Ticket)))]
+    responses(
+        (status = 201, description = "Opened", body = Ticket),
+        (status = 409, description = "The account has as many open tickets as it may (`limit_reached`)", body = corral_sdk::ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -124,6 +128,7 @@ pub async fn create(
     check_subject(&mut v, &subject);
     check_text(&mut v, "body", &req.body);
     v.finish()?;
+    crate::limits::room_for_ticket(&state, caller.id()).await?;
     if let Some(chat_id) = &req.chat_id {
         if state
             .store
@@ -251,35 +256,37 @@ pub async fn update(
             "only staff can change priority, category or assignee".into(),
         ));
     }
-    let mut ticket = before.clone();
+    let mut changes = TicketUpdate::default();
     if let Some(to) = req.status {
-        if !transition_allowed(ticket.status, to, staff) {
+        if !transition_allowed(before.status, to, staff) {
             return Err(if staff {
                 AppError::Conflict(format!(
                     "a {:?} ticket cannot move to {:?}",
-                    ticket.status, to
+                    before.status, to
                 ))
             } else {
                 AppError::Forbidden("you can only reopen or close a resolved ticket".into())
             });
         }
-        ticket.status = to;
-        ticket.resolved_at = match to {
-            TicketStatus::Resolved if before.status != TicketStatus::Resolved => Some(now()),
-            TicketStatus::Open | TicketStatus::InProgress => None,
-            _ => ticket.resolved_at,
-        };
+        if to != before.status {
+            // Checked against the status it was read with, so a transition
+            // that raced another one cannot take an illegal path.
+            changes.status = Some(to);
+            changes.expected_status = Some(before.status);
+            changes.resolved_at = match to {
+                TicketStatus::Resolved => Some(Some(now())),
+                TicketStatus::Open | TicketStatus::InProgress => Some(None),
+                TicketStatus::Closed => None,
+            };
+        }
     }
-    if let Some(priority) = req.priority {
-        ticket.priority = priority;
-    }
-    if let Some(category) = req.category {
-        ticket.category = category;
-    }
+    changes.priority = req.priority.filter(|p| *p != before.priority);
+    changes.category = req.category.filter(|c| *c != before.category);
     if let Some(assignee) = req.assignee_id.as_deref().map(str::trim) {
         if assignee.is_empty() {
-            ticket.assignee_id = None;
-            ticket.assignee_username = None;
+            if before.assignee_id.is_some() {
+                changes.assignee = Some(None);
+            }
         } else {
             let staff_user = state
                 .store
@@ -287,15 +294,24 @@ pub async fn update(
                 .await?
                 .filter(|u| u.is_staff() && !u.disabled)
                 .ok_or_else(|| AppError::field("assignee_id", "is not an active staff member"))?;
-            ticket.assignee_id = Some(staff_user.id);
-            ticket.assignee_username = Some(staff_user.username);
+            if before.assignee_id.as_deref() != Some(staff_user.id.as_str()) {
+                changes.assignee = Some(Some((staff_user.id, staff_user.username)));
+            }
         }
     }
-    if ticket == before {
-        return Ok(Json(ticket));
+    if changes == TicketUpdate::default() {
+        return Ok(Json(before));
     }
-    ticket.updated_at = now();
-    state.store.update_ticket(&ticket).await?;
+    changes.updated_at = Some(now());
+    let ticket = state
+        .store
+        .update_ticket(&before.id, &changes)
+        .await?
+        .ok_or_else(|| {
+            AppError::Conflict(
+                "the ticket's status changed meanwhile; reload it and try again".into(),
+            )
+        })?;
     if ticket.status == TicketStatus::Resolved && before.status != TicketStatus::Resolved {
         usage(&state, caller.id(), usage_kind::TICKET_RESOLVED).await;
     }
@@ -348,7 +364,7 @@ pub async fn comment(
     let mut v = Validator::new();
     check_text(&mut v, "body", &req.body);
     v.finish()?;
-    let mut ticket = load(&state, &caller, &id).await?;
+    let ticket = load(&state, &caller, &id).await?;
     if req.internal && !caller.is_staff() {
         return Err(AppError::Forbidden(
             "only staff can write internal notes".into(),
@@ -371,12 +387,27 @@ pub async fn comment(
         created_at: at,
     };
     state.store.add_comment(&comment).await?;
-    if ticket.owner_id == caller.id() && ticket.status == TicketStatus::Resolved {
-        ticket.status = TicketStatus::Open;
-        ticket.resolved_at = None;
+    // The owner's reply reopens the ticket only if it is resolved when the
+    // reply is stored; otherwise the reply touches nothing but `updated_at`.
+    let reopened = if ticket.owner_id == caller.id() {
+        let reopen = TicketUpdate {
+            status: Some(TicketStatus::Open),
+            expected_status: Some(TicketStatus::Resolved),
+            resolved_at: Some(None),
+            updated_at: Some(at),
+            ..Default::default()
+        };
+        state.store.update_ticket(&ticket.id, &reopen).await?
+    } else {
+        None
+    };
+    if reopened.is_none() {
+        let touch = TicketUpdate {
+            updated_at: Some(at),
+            ..Default::default()
+        };
+        state.store.update_ticket(&ticket.id, &touch).await?;
     }
-    ticket.updated_at = at;
-    state.store.update_ticket(&ticket).await?;
     Ok((StatusCode::CREATED, Json(comment)))
 }
 

@@ -26,7 +26,7 @@ use corral_sdk::Role;
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::{Store, StoreError, StoreResult};
+use super::{ChatUpdate, MessageUpdate, Store, StoreError, StoreResult, TicketUpdate, UserUpdate};
 use crate::model::*;
 use crate::time;
 
@@ -69,6 +69,7 @@ cases![
     chat_expired_is_invisible,
     chat_purge_expired,
     message_order_and_update,
+    answer_progress_and_interrupt,
     ticket_numbers_are_sequential,
     ticket_numbers_are_distinct_under_concurrency,
     ticket_update,
@@ -416,37 +417,40 @@ pub async fn user_duplicate_username_conflicts(s: &dyn Store) {
     assert_eq!(ok!(s.count_users()), 1, "count_users after a conflict");
 }
 
-/// `update_user` replaces every field; a missing user is `NotFound`.
+/// `update_user` changes only the fields it names, bumps the token
+/// version in the store and returns the user as stored; a missing user is
+/// `NotFound`.
 pub async fn user_update(s: &dyn Store) {
     let alice = user("alice", "Alice", Role::User, false, 0);
     let bob = user("bob", "Bob", Role::User, false, 1);
     ok!(s.create_user(&alice));
     ok!(s.create_user(&bob));
 
-    let mut changed = alice.clone();
-    changed.username = "alicia".to_string();
-    changed.display_name = "Alicia Keys".to_string();
-    changed.role = Role::Technician;
-    changed.disabled = true;
-    changed.password_hash = "$argon2id$new".to_string();
-    changed.token_version = 7;
-    changed.updated_at = ts(60);
-    changed.last_login_at = Some(ts(59));
-    ok!(s.update_user(&changed));
+    let changes = UserUpdate {
+        display_name: Some("Alicia Keys".to_string()),
+        role: Some(Role::Technician),
+        disabled: Some(true),
+        password_hash: Some("$argon2id$new".to_string()),
+        last_login_at: Some(ts(59)),
+        updated_at: Some(ts(60)),
+        bump_token_version: true,
+    };
+    let stored = ok!(s.update_user(&alice.id, &changes));
+    let expected = User {
+        display_name: "Alicia Keys".to_string(),
+        role: Role::Technician,
+        disabled: true,
+        password_hash: "$argon2id$new".to_string(),
+        token_version: alice.token_version + 1,
+        last_login_at: Some(ts(59)),
+        updated_at: ts(60),
+        ..alice.clone()
+    };
+    assert_eq!(stored, expected, "update_user's result");
     assert_eq!(
         ok!(s.get_user(&alice.id)),
-        Some(changed.clone()),
+        Some(expected.clone()),
         "user after update"
-    );
-    assert_eq!(
-        ok!(s.get_user_by_username("alicia")),
-        Some(changed.clone()),
-        "lookup by the new username"
-    );
-    assert_eq!(
-        ok!(s.get_user_by_username("alice")),
-        None,
-        "lookup by the old username after a rename"
     );
     assert_eq!(
         ok!(s.get_user(&bob.id)),
@@ -454,17 +458,56 @@ pub async fn user_update(s: &dyn Store) {
         "another user changed"
     );
 
-    // Clearing an optional field.
-    changed.last_login_at = None;
-    ok!(s.update_user(&changed));
+    // A write that names one field leaves every other one as stored, even
+    // when the writer read the user before the other changes.
+    let renamed = ok!(s.update_user(
+        &alice.id,
+        &UserUpdate {
+            display_name: Some("Ali".to_string()),
+            ..Default::default()
+        }
+    ));
     assert_eq!(
-        ok!(s.get_user(&alice.id)),
-        Some(changed),
-        "user after clearing last_login_at"
+        renamed,
+        User {
+            display_name: "Ali".to_string(),
+            ..expected.clone()
+        },
+        "a display-name update touched other fields"
+    );
+    assert!(
+        renamed.disabled,
+        "a display-name update enabled the account"
     );
 
+    // Token versions add up, also from concurrent writers.
+    let bump = UserUpdate {
+        bump_token_version: true,
+        ..Default::default()
+    };
+    let bumps = futures::future::join_all((0..5).map(|_| s.update_user(&alice.id, &bump))).await;
+    for result in bumps {
+        result.unwrap_or_else(|e| panic!("concurrent token bump failed: {e}"));
+    }
+    assert_eq!(
+        ok!(s.get_user(&alice.id)).map(|u| u.token_version),
+        Some(alice.token_version + 6),
+        "token_version after six bumps"
+    );
+
+    // No change at all reads the user back.
+    let same = ok!(s.update_user(&alice.id, &UserUpdate::default()));
+    assert_eq!(same.token_version, alice.token_version + 6, "empty update");
+
     let ghost = user("ghost", "Ghost", Role::User, false, 2);
-    expect_not_found(s.update_user(&ghost).await, "update_user of a missing user");
+    expect_not_found(
+        s.update_user(&ghost.id, &bump).await,
+        "update_user of a missing user",
+    );
+    expect_not_found(
+        s.update_user(&ghost.id, &UserUpdate::default()).await,
+        "an empty update_user of a missing user",
+    );
     assert_eq!(
         ok!(s.get_user(&ghost.id)),
         None,
@@ -684,17 +727,21 @@ pub async fn user_counts(s: &dyn Store) {
         "count_active_staff (one enabled admin, one enabled technician)"
     );
 
-    let mut demoted = users[0].clone();
-    demoted.role = Role::User;
-    ok!(s.update_user(&demoted));
+    let demote = UserUpdate {
+        role: Some(Role::User),
+        ..Default::default()
+    };
+    ok!(s.update_user(&users[0].id, &demote));
     assert_eq!(
         ok!(s.count_active_staff()),
         1,
         "count_active_staff after a demotion"
     );
-    let mut disabled = users[2].clone();
-    disabled.disabled = true;
-    ok!(s.update_user(&disabled));
+    let disable = UserUpdate {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    ok!(s.update_user(&users[2].id, &disable));
     assert_eq!(
         ok!(s.count_active_staff()),
         0,
@@ -1053,27 +1100,96 @@ pub async fn chat_round_trip_and_owner_scope(s: &dyn Store) {
     );
 }
 
-/// `update_chat` replaces the chat; it does not reach another owner's chat.
+/// `update_chat` changes only the fields it names and returns the chat as
+/// stored; a conditional title applies only while the title is the one
+/// expected; it does not reach another owner's chat.
 pub async fn chat_update(s: &dyn Store) {
     let now = ts(100);
     let a = chat("alice", "Old title", false, 1);
     ok!(s.create_chat(&a));
-    let mut changed = a.clone();
-    changed.title = "New title".to_string();
-    changed.model = "qwen3-0.6b".to_string();
-    changed.system_prompt = Some("You are terse.".to_string());
-    changed.pinned = true;
-    changed.updated_at = ts(50);
-    ok!(s.update_chat(&changed));
+    let changes = ChatUpdate {
+        title: Some("New title".to_string()),
+        model: Some("qwen3-0.6b".to_string()),
+        system_prompt: Some(Some("You are terse.".to_string())),
+        pinned: Some(true),
+        updated_at: Some(ts(50)),
+        ..Default::default()
+    };
+    let changed = Chat {
+        title: "New title".to_string(),
+        model: "qwen3-0.6b".to_string(),
+        system_prompt: Some("You are terse.".to_string()),
+        pinned: true,
+        updated_at: ts(50),
+        ..a.clone()
+    };
+    assert_eq!(
+        ok!(s.update_chat("alice", &a.id, &changes)),
+        changed,
+        "update_chat's result"
+    );
     assert_eq!(
         ok!(s.get_chat("alice", &a.id, now)),
         Some(changed.clone()),
         "chat after update"
     );
 
-    let mut cleared = changed.clone();
-    cleared.system_prompt = None;
-    ok!(s.update_chat(&cleared));
+    // Touching the chat (as an answer's end does) keeps a rename made
+    // after the answer started.
+    let touched = ok!(s.update_chat(
+        "alice",
+        &a.id,
+        &ChatUpdate {
+            updated_at: Some(ts(51)),
+            ..Default::default()
+        }
+    ));
+    assert_eq!(
+        touched,
+        Chat {
+            updated_at: ts(51),
+            ..changed.clone()
+        },
+        "a touch changed more than updated_at"
+    );
+
+    // Naming an untitled chat applies only while it is untitled.
+    let named = ok!(s.update_chat(
+        "alice",
+        &a.id,
+        &ChatUpdate {
+            title_if: Some(("Old title".to_string(), "From message".to_string())),
+            ..Default::default()
+        }
+    ));
+    assert_eq!(
+        named.title, "New title",
+        "a conditional title undid a rename"
+    );
+    let named = ok!(s.update_chat(
+        "alice",
+        &a.id,
+        &ChatUpdate {
+            title_if: Some(("New title".to_string(), "From message".to_string())),
+            updated_at: Some(ts(52)),
+            ..Default::default()
+        }
+    ));
+    assert_eq!(
+        (named.title.as_str(), named.updated_at),
+        ("From message", ts(52)),
+        "a conditional title on the expected title"
+    );
+
+    let cleared = ok!(s.update_chat(
+        "alice",
+        &a.id,
+        &ChatUpdate {
+            system_prompt: Some(None),
+            ..Default::default()
+        }
+    ));
+    assert_eq!(cleared.system_prompt, None, "clearing system_prompt");
     assert_eq!(
         ok!(s.get_chat("alice", &a.id, now)),
         Some(cleared.clone()),
@@ -1081,14 +1197,18 @@ pub async fn chat_update(s: &dyn Store) {
     );
 
     // The same id under another owner is not that chat.
-    let hijack = Chat {
-        owner_id: "mallory".to_string(),
-        title: "Hijacked".to_string(),
-        ..cleared.clone()
+    let hijack = ChatUpdate {
+        title: Some("Hijacked".to_string()),
+        ..Default::default()
     };
     expect_not_found(
-        s.update_chat(&hijack).await,
+        s.update_chat("mallory", &a.id, &hijack).await,
         "update_chat with the id of another owner's chat",
+    );
+    expect_not_found(
+        s.update_chat("mallory", &a.id, &ChatUpdate::default())
+            .await,
+        "an empty update_chat of another owner's chat",
     );
     assert_eq!(
         ok!(s.get_chat("alice", &a.id, now)),
@@ -1102,7 +1222,10 @@ pub async fn chat_update(s: &dyn Store) {
     );
 
     let ghost = chat("alice", "Ghost", false, 2);
-    expect_not_found(s.update_chat(&ghost).await, "update_chat of a missing chat");
+    expect_not_found(
+        s.update_chat("alice", &ghost.id, &hijack).await,
+        "update_chat of a missing chat",
+    );
     assert_eq!(
         ok!(s.get_chat("alice", &ghost.id, now)),
         None,
@@ -1239,11 +1362,11 @@ pub async fn chat_list_order_filters_and_pages(s: &dyn Store) {
     assert_eq!(page.total, 4, "total with offset at the end");
 
     // Touching c1 moves it ahead of c3.
-    let touched = Chat {
-        updated_at: ts(10),
-        ..c1.clone()
+    let touch = ChatUpdate {
+        updated_at: Some(ts(10)),
+        ..Default::default()
     };
-    ok!(s.update_chat(&touched));
+    ok!(s.update_chat("alice", &c1.id, &touch));
     let page = ok!(s.list_chats("alice", &all_chats(), now));
     assert_eq!(
         titles(&page.items),
@@ -1570,7 +1693,8 @@ pub async fn chat_purge_expired(s: &dyn Store) {
 // ---------------------------------------------------------------------------
 // messages
 
-/// Messages list oldest first; `update_message` replaces one.
+/// Messages list oldest first; `update_message` changes the fields it
+/// names.
 pub async fn message_order_and_update(s: &dyn Store) {
     let a = chat("alice", "a", false, 1);
     let b = chat("alice", "b", false, 2);
@@ -1611,31 +1735,55 @@ pub async fn message_order_and_update(s: &dyn Store) {
         error: Some("backend went away".to_string()),
         ..pending.clone()
     };
-    ok!(s.update_message(&failed));
+    ok!(s.update_message(
+        &pending.id,
+        &MessageUpdate {
+            content: Some("partial answer".to_string()),
+            status: Some(MessageStatus::Failed),
+            error: Some(Some("backend went away".to_string())),
+            ..Default::default()
+        }
+    ));
     assert_eq!(
         ok!(s.list_messages(&a.id)),
         vec![m1.clone(), m2.clone(), m3.clone(), failed.clone()],
         "messages after update_message"
     );
+    let usage = MessageUsage {
+        prompt_tokens: 31,
+        completion_tokens: 12,
+        time_to_first_token_ms: 87,
+        tokens_per_second: 41.25,
+    };
     let done = Message {
         content: "full answer".to_string(),
         status: MessageStatus::Complete,
         error: None,
         model: Some("gemma-3-270m".to_string()),
-        usage: Some(MessageUsage {
-            prompt_tokens: 31,
-            completion_tokens: 12,
-            time_to_first_token_ms: 87,
-            tokens_per_second: 41.25,
-        }),
+        usage: Some(usage.clone()),
         ..failed
     };
-    ok!(s.update_message(&done));
+    ok!(s.update_message(
+        &done.id,
+        &MessageUpdate {
+            content: Some("full answer".to_string()),
+            status: Some(MessageStatus::Complete),
+            error: Some(None),
+            model: Some(Some("gemma-3-270m".to_string())),
+            usage: Some(Some(usage)),
+        }
+    ));
     let cancelled = Message {
         status: MessageStatus::Cancelled,
         ..m3.clone()
     };
-    ok!(s.update_message(&cancelled));
+    ok!(s.update_message(
+        &m3.id,
+        &MessageUpdate {
+            status: Some(MessageStatus::Cancelled),
+            ..Default::default()
+        }
+    ));
     assert_eq!(
         ok!(s.list_messages(&a.id)),
         vec![m1, m2, cancelled, done],
@@ -1644,8 +1792,112 @@ pub async fn message_order_and_update(s: &dyn Store) {
 
     let ghost = message(&a.id, MessageRole::User, "ghost", 9);
     expect_not_found(
-        s.update_message(&ghost).await,
+        s.update_message(
+            &ghost.id,
+            &MessageUpdate {
+                content: Some("ghost".to_string()),
+                ..Default::default()
+            },
+        )
+        .await,
         "update_message of a missing message",
+    );
+}
+
+/// A pending answer's text is saved as it grows, and only while pending;
+/// answers left pending are marked `interrupted` with that text and their
+/// chat's owner, once.
+pub async fn answer_progress_and_interrupt(s: &dyn Store) {
+    let a = chat("alice", "a", false, 1);
+    let b = chat("bob", "b", false, 2);
+    ok!(s.create_chat(&a));
+    ok!(s.create_chat(&b));
+    let question = message(&a.id, MessageRole::User, "tell me", 1);
+    let mut growing = message(&a.id, MessageRole::Assistant, "", 2);
+    growing.status = MessageStatus::Pending;
+    growing.model = Some("gemma-3-270m".to_string());
+    let mut finished = message(&b.id, MessageRole::Assistant, "", 3);
+    finished.status = MessageStatus::Pending;
+    let mut silent = message(&b.id, MessageRole::Assistant, "", 4);
+    silent.status = MessageStatus::Pending;
+    for m in [&question, &growing, &finished, &silent] {
+        ok!(s.add_message(m));
+    }
+    let so_far = MessageUsage {
+        prompt_tokens: 20,
+        completion_tokens: 5,
+        time_to_first_token_ms: 40,
+        tokens_per_second: 25.0,
+    };
+    assert!(
+        ok!(s.save_answer_progress(&growing.id, "Once upon", &so_far)),
+        "saving a pending answer's text"
+    );
+    assert!(
+        ok!(s.save_answer_progress(&finished.id, "Done", &so_far)),
+        "saving another pending answer's text"
+    );
+    ok!(s.update_message(
+        &finished.id,
+        &MessageUpdate {
+            content: Some("Done.".to_string()),
+            status: Some(MessageStatus::Complete),
+            ..Default::default()
+        }
+    ));
+    assert!(
+        !ok!(s.save_answer_progress(&finished.id, "late", &so_far)),
+        "a save after the answer ended reported success"
+    );
+    assert!(
+        !ok!(s.save_answer_progress(&question.id, "hijack", &so_far)),
+        "a save reached a complete message"
+    );
+    assert!(
+        !ok!(s.save_answer_progress(&new_id(), "x", &so_far)),
+        "a save reached a missing message"
+    );
+
+    let mut interrupted = ok!(s.interrupt_pending_answers());
+    interrupted.sort_by_key(|(m, _)| m.created_at);
+    let expected_growing = Message {
+        content: "Once upon".to_string(),
+        status: MessageStatus::Interrupted,
+        usage: Some(so_far.clone()),
+        ..growing.clone()
+    };
+    let expected_silent = Message {
+        status: MessageStatus::Interrupted,
+        ..silent.clone()
+    };
+    assert_eq!(
+        interrupted,
+        vec![
+            (expected_growing.clone(), "alice".to_string()),
+            (expected_silent.clone(), "bob".to_string()),
+        ],
+        "the answers interrupted"
+    );
+    let stored = ok!(s.list_messages(&a.id));
+    assert_eq!(
+        stored,
+        vec![question.clone(), expected_growing],
+        "chat a after interrupting"
+    );
+    let stored = ok!(s.list_messages(&b.id));
+    assert_eq!(
+        stored.iter().map(|m| m.status).collect::<Vec<_>>(),
+        [MessageStatus::Complete, MessageStatus::Interrupted],
+        "chat b after interrupting"
+    );
+    assert_eq!(stored[0].content, "Done.", "a finished answer changed");
+    assert!(
+        ok!(s.interrupt_pending_answers()).is_empty(),
+        "interrupting twice found answers again"
+    );
+    assert!(
+        !ok!(s.save_answer_progress(&growing.id, "more", &so_far)),
+        "a save reached an interrupted answer"
     );
 }
 
@@ -1724,25 +1976,38 @@ pub async fn ticket_numbers_are_distinct_under_concurrency(s: &dyn Store) {
     assert_eq!(next.number, 9, "the ticket after eight concurrent ones");
 }
 
-/// `update_ticket` replaces the ticket; a missing ticket is `NotFound`.
+/// `update_ticket` changes only the fields it names and returns the ticket
+/// as stored; with `expected_status` it applies only while the status is
+/// still that one, so of two racing transitions one wins; a missing ticket
+/// is `NotFound`.
 pub async fn ticket_update(s: &dyn Store) {
     let owner = user("alice", "Alice", Role::User, false, 0);
     let created = ok!(s.create_ticket(&ticket(&owner, "Broken", "It broke", 0)));
     let other = ok!(s.create_ticket(&ticket(&owner, "Other", "Untouched", 1)));
+    let changes = TicketUpdate {
+        status: Some(TicketStatus::Resolved),
+        expected_status: Some(TicketStatus::Open),
+        priority: Some(TicketPriority::Urgent),
+        category: Some(TicketCategory::Bug),
+        assignee: Some(Some(("staff-1".to_string(), "sam".to_string()))),
+        resolved_at: Some(Some(ts(30))),
+        updated_at: Some(ts(30)),
+    };
     let changed = Ticket {
-        subject: "Broken badly".to_string(),
-        body: "It broke twice".to_string(),
         category: TicketCategory::Bug,
         priority: TicketPriority::Urgent,
         status: TicketStatus::Resolved,
         assignee_id: Some("staff-1".to_string()),
         assignee_username: Some("sam".to_string()),
-        chat_id: Some(new_id()),
         updated_at: ts(30),
         resolved_at: Some(ts(30)),
         ..created.clone()
     };
-    ok!(s.update_ticket(&changed));
+    assert_eq!(
+        ok!(s.update_ticket(&created.id, &changes)),
+        Some(changed.clone()),
+        "update_ticket's result"
+    );
     assert_eq!(
         ok!(s.get_ticket(&created.id)),
         Some(changed.clone()),
@@ -1753,34 +2018,105 @@ pub async fn ticket_update(s: &dyn Store) {
         Some(changed.clone()),
         "ticket by number after update"
     );
-    let reopened = Ticket {
-        status: TicketStatus::Open,
-        assignee_id: None,
-        assignee_username: None,
-        chat_id: None,
-        resolved_at: None,
-        updated_at: ts(40),
-        ..changed
+
+    // A transition read against a status that has moved on does nothing.
+    let stale = TicketUpdate {
+        status: Some(TicketStatus::InProgress),
+        expected_status: Some(TicketStatus::Open),
+        priority: Some(TicketPriority::Low),
+        updated_at: Some(ts(35)),
+        ..Default::default()
     };
-    ok!(s.update_ticket(&reopened));
+    assert_eq!(
+        ok!(s.update_ticket(&created.id, &stale)),
+        None,
+        "a transition from a status the ticket no longer has"
+    );
     assert_eq!(
         ok!(s.get_ticket(&created.id)),
-        Some(reopened),
+        Some(changed.clone()),
+        "a refused transition changed the ticket"
+    );
+
+    // A touch (a comment) leaves the status as stored.
+    let touched = ok!(s.update_ticket(
+        &created.id,
+        &TicketUpdate {
+            updated_at: Some(ts(36)),
+            ..Default::default()
+        }
+    ));
+    assert_eq!(
+        touched,
+        Some(Ticket {
+            updated_at: ts(36),
+            ..changed.clone()
+        }),
+        "a touch changed more than updated_at"
+    );
+
+    // Of two concurrent transitions from the same status, one applies.
+    let close = TicketUpdate {
+        status: Some(TicketStatus::Closed),
+        expected_status: Some(TicketStatus::Resolved),
+        ..Default::default()
+    };
+    let reopen = TicketUpdate {
+        status: Some(TicketStatus::Open),
+        expected_status: Some(TicketStatus::Resolved),
+        resolved_at: Some(None),
+        ..Default::default()
+    };
+    let (closed, reopened) = futures::join!(
+        s.update_ticket(&created.id, &close),
+        s.update_ticket(&created.id, &reopen)
+    );
+    let (closed, reopened) = (
+        closed.unwrap_or_else(|e| panic!("close failed: {e}")),
+        reopened.unwrap_or_else(|e| panic!("reopen failed: {e}")),
+    );
+    assert!(
+        closed.is_some() != reopened.is_some(),
+        "both or neither of two racing transitions applied: {closed:?} {reopened:?}"
+    );
+    let now = ok!(s.get_ticket(&created.id)).unwrap_or_else(|| panic!("ticket gone"));
+    let winner = closed.or(reopened).unwrap_or_else(|| panic!("no winner"));
+    assert_eq!(now, winner, "the stored ticket is the winner's");
+
+    // Clearing optional fields.
+    let cleared = ok!(s.update_ticket(
+        &created.id,
+        &TicketUpdate {
+            assignee: Some(None),
+            resolved_at: Some(None),
+            ..Default::default()
+        }
+    ))
+    .unwrap_or_else(|| panic!("clearing fields refused"));
+    assert_eq!(
+        (
+            cleared.assignee_id,
+            cleared.assignee_username,
+            cleared.resolved_at
+        ),
+        (None, None, None),
         "ticket after clearing optional fields"
     );
+    assert_eq!(cleared.subject, "Broken", "clearing changed the subject");
     assert_eq!(
         ok!(s.get_ticket(&other.id)),
         Some(other),
         "another ticket changed"
     );
 
-    let ghost = Ticket {
-        number: 77,
-        ..ticket(&owner, "Ghost", "none", 5)
-    };
+    let ghost = ticket(&owner, "Ghost", "none", 5);
     expect_not_found(
-        s.update_ticket(&ghost).await,
+        s.update_ticket(&ghost.id, &changes).await,
         "update_ticket of a missing ticket",
+    );
+    expect_not_found(
+        s.update_ticket(&ghost.id, &TicketUpdate::default()).await,
+        "an empty update_ticket of a missing ticket",
     );
     assert_eq!(
         ok!(s.get_ticket(&ghost.id)),

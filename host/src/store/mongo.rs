@@ -394,6 +394,33 @@ async fn replace(
     Ok(())
 }
 
+/// Applies `$set` (and `$inc`) to the document `filter` matches and returns
+/// it as stored after the write; `None` when nothing matched. Without
+/// changes it only reads the document.
+async fn update_returning<T: DeserializeOwned>(
+    coll: &Collection<Document>,
+    filter: Document,
+    set: Document,
+    inc: Document,
+) -> StoreResult<Option<T>> {
+    let mut update = Document::new();
+    if !set.is_empty() {
+        update.insert("$set", set);
+    }
+    if !inc.is_empty() {
+        update.insert("$inc", inc);
+    }
+    if update.is_empty() {
+        return find_one(coll, filter).await;
+    }
+    coll.find_one_and_update(filter, update)
+        .return_document(ReturnDocument::After)
+        .await
+        .map_err(db_err)?
+        .map(from_doc)
+        .transpose()
+}
+
 fn sorted(sort: Document) -> FindOptions {
     FindOptions::builder().sort(sort).build()
 }
@@ -412,13 +439,33 @@ impl UserRepo for MongoStore {
         find_one(&self.users, doc! { "username": username }).await
     }
 
-    async fn update_user(&self, user: &User) -> StoreResult<()> {
-        replace(
-            &self.users,
-            doc! { "_id": &user.id },
-            to_doc(user, &user.id)?,
-        )
-        .await
+    async fn update_user(&self, id: &str, changes: &UserUpdate) -> StoreResult<User> {
+        let mut set = Document::new();
+        if let Some(name) = &changes.display_name {
+            set.insert("display_name", name);
+        }
+        if let Some(role) = &changes.role {
+            set.insert("role", to_bson(role)?);
+        }
+        if let Some(disabled) = changes.disabled {
+            set.insert("disabled", disabled);
+        }
+        if let Some(hash) = &changes.password_hash {
+            set.insert("password_hash", hash);
+        }
+        if let Some(t) = &changes.last_login_at {
+            set.insert("last_login_at", time::format(t));
+        }
+        if let Some(t) = &changes.updated_at {
+            set.insert("updated_at", time::format(t));
+        }
+        let mut inc = Document::new();
+        if changes.bump_token_version {
+            inc.insert("token_version", 1_i64);
+        }
+        update_returning(&self.users, doc! { "_id": id }, set, inc)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<User>> {
@@ -580,23 +627,6 @@ impl MongoStore {
         Ok(document)
     }
 
-    /// Gives the chat's messages the chat's TTL date (or removes it).
-    async fn set_messages_expiry(
-        &self,
-        chat_id: &str,
-        expires_at: Option<&DateTime<Utc>>,
-    ) -> StoreResult<()> {
-        let update = match expires_at {
-            Some(t) => doc! { "$set": { EXPIRE_AT: bson_date(t) } },
-            None => doc! { "$unset": { EXPIRE_AT: "" } },
-        };
-        self.messages
-            .update_many(doc! { "chat_id": chat_id }, update)
-            .await
-            .map_err(db_err)?;
-        Ok(())
-    }
-
     async fn delete_chats(&self, ids: Vec<String>) -> StoreResult<u64> {
         if ids.is_empty() {
             return Ok(0);
@@ -630,24 +660,40 @@ impl ChatRepo for MongoStore {
         find_one(&self.chats, filter).await
     }
 
-    async fn update_chat(&self, chat: &Chat) -> StoreResult<()> {
-        let before = self
-            .chats
-            .find_one_and_replace(
-                doc! { "_id": &chat.id, "owner_id": &chat.owner_id },
-                Self::chat_doc(chat)?,
-            )
-            .return_document(ReturnDocument::Before)
-            .await
-            .map_err(db_err)?
-            .ok_or(StoreError::NotFound)?;
-        let new_expiry = chat.expires_at.as_ref().map(time::format);
-        let old_expiry = before.get_str("expires_at").ok();
-        if old_expiry != new_expiry.as_deref() {
-            self.set_messages_expiry(&chat.id, chat.expires_at.as_ref())
-                .await?;
+    async fn update_chat(
+        &self,
+        owner_id: &str,
+        id: &str,
+        changes: &ChatUpdate,
+    ) -> StoreResult<Chat> {
+        let mut set = Document::new();
+        if let Some(title) = &changes.title {
+            set.insert("title", title);
+        } else if let Some((expected, new)) = &changes.title_if {
+            self.chats
+                .update_one(
+                    doc! { "_id": id, "owner_id": owner_id, "title": expected },
+                    doc! { "$set": { "title": new } },
+                )
+                .await
+                .map_err(db_err)?;
         }
-        Ok(())
+        if let Some(model) = &changes.model {
+            set.insert("model", model);
+        }
+        if let Some(prompt) = &changes.system_prompt {
+            set.insert("system_prompt", to_bson(prompt)?);
+        }
+        if let Some(pinned) = changes.pinned {
+            set.insert("pinned", pinned);
+        }
+        if let Some(t) = &changes.updated_at {
+            set.insert("updated_at", time::format(t));
+        }
+        let filter = doc! { "_id": id, "owner_id": owner_id };
+        update_returning(&self.chats, filter, set, Document::new())
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     async fn delete_chat(&self, owner_id: &str, id: &str) -> StoreResult<bool> {
@@ -738,20 +784,83 @@ impl MessageRepo for MongoStore {
         insert(&self.messages, document).await
     }
 
-    async fn update_message(&self, message: &Message) -> StoreResult<()> {
-        // `$set` rather than a replacement, so the TTL date stays.
+    async fn update_message(&self, id: &str, changes: &MessageUpdate) -> StoreResult<()> {
+        let mut set = Document::new();
+        if let Some(content) = &changes.content {
+            set.insert("content", content);
+        }
+        if let Some(status) = &changes.status {
+            set.insert("status", to_bson(status)?);
+        }
+        if let Some(error) = &changes.error {
+            set.insert("error", to_bson(error)?);
+        }
+        if let Some(model) = &changes.model {
+            set.insert("model", to_bson(model)?);
+        }
+        if let Some(usage) = &changes.usage {
+            set.insert("usage", to_bson(usage)?);
+        }
+        let found: Option<Document> =
+            update_returning(&self.messages, doc! { "_id": id }, set, Document::new()).await?;
+        found.map(|_| ()).ok_or(StoreError::NotFound)
+    }
+
+    async fn save_answer_progress(
+        &self,
+        id: &str,
+        content: &str,
+        usage: &MessageUsage,
+    ) -> StoreResult<bool> {
         let result = self
             .messages
             .update_one(
-                doc! { "_id": &message.id },
-                doc! { "$set": to_doc(message, &message.id)? },
+                doc! { "_id": id, "status": to_bson(&MessageStatus::Pending)? },
+                doc! { "$set": { "content": content, "usage": to_bson(usage)? } },
             )
             .await
             .map_err(db_err)?;
-        if result.matched_count == 0 {
-            return Err(StoreError::NotFound);
+        Ok(result.matched_count > 0)
+    }
+
+    async fn interrupt_pending_answers(&self) -> StoreResult<Vec<(Message, String)>> {
+        let pending = to_bson(&MessageStatus::Pending)?;
+        let interrupted = to_bson(&MessageStatus::Interrupted)?;
+        let found: Vec<Message> = find_all(
+            &self.messages,
+            doc! { "status": pending.clone() },
+            FindOptions::default(),
+        )
+        .await?;
+        let mut out = Vec::with_capacity(found.len());
+        for mut message in found {
+            // One at a time, each only while still pending, so an answer
+            // that ended meanwhile keeps its status.
+            let result = self
+                .messages
+                .update_one(
+                    doc! { "_id": &message.id, "status": pending.clone() },
+                    doc! { "$set": { "status": interrupted.clone() } },
+                )
+                .await
+                .map_err(db_err)?;
+            if result.modified_count == 0 {
+                continue;
+            }
+            let chat = self
+                .chats
+                .find_one(doc! { "_id": &message.chat_id })
+                .projection(doc! { "owner_id": 1 })
+                .await
+                .map_err(db_err)?;
+            let Some(owner) = chat.and_then(|c| c.get_str("owner_id").ok().map(str::to_owned))
+            else {
+                continue;
+            };
+            message.status = MessageStatus::Interrupted;
+            out.push((message, owner));
         }
-        Ok(())
+        Ok(out)
     }
 
     async fn list_messages(&self, chat_id: &str) -> StoreResult<Vec<Message>> {
@@ -826,13 +935,45 @@ impl TicketRepo for MongoStore {
         find_one(&self.tickets, doc! { "number": number }).await
     }
 
-    async fn update_ticket(&self, ticket: &Ticket) -> StoreResult<()> {
-        replace(
-            &self.tickets,
-            doc! { "_id": &ticket.id },
-            to_doc(ticket, &ticket.id)?,
-        )
-        .await
+    async fn update_ticket(&self, id: &str, changes: &TicketUpdate) -> StoreResult<Option<Ticket>> {
+        let mut set = Document::new();
+        if let Some(status) = &changes.status {
+            set.insert("status", to_bson(status)?);
+        }
+        if let Some(priority) = &changes.priority {
+            set.insert("priority", to_bson(priority)?);
+        }
+        if let Some(category) = &changes.category {
+            set.insert("category", to_bson(category)?);
+        }
+        if let Some(assignee) = &changes.assignee {
+            let (id, username) = match assignee {
+                Some((id, username)) => (Bson::from(id.as_str()), Bson::from(username.as_str())),
+                None => (Bson::Null, Bson::Null),
+            };
+            set.insert("assignee_id", id);
+            set.insert("assignee_username", username);
+        }
+        if let Some(resolved_at) = &changes.resolved_at {
+            set.insert(
+                "resolved_at",
+                resolved_at
+                    .as_ref()
+                    .map_or(Bson::Null, |t| time::format(t).into()),
+            );
+        }
+        if let Some(t) = &changes.updated_at {
+            set.insert("updated_at", time::format(t));
+        }
+        let mut filter = doc! { "_id": id };
+        if let Some(expected) = &changes.expected_status {
+            filter.insert("status", to_bson(expected)?);
+        }
+        let stored = update_returning(&self.tickets, filter, set, Document::new()).await?;
+        if stored.is_none() && self.get_ticket(id).await?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(stored)
     }
 
     async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Page<Ticket>> {
@@ -1111,13 +1252,22 @@ impl Store for MongoStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.db
-            .run_command(doc! { "ping": 1 })
-            .await
-            .map_err(db_err)?;
-        Ok(())
+        // The driver waits up to 30 s to select a server; a readiness probe
+        // must answer well within a load balancer's check interval.
+        let ping = self.db.run_command(doc! { "ping": 1 });
+        match tokio::time::timeout(std::time::Duration::from_secs(3), ping).await {
+            Ok(answer) => answer.map(drop).map_err(db_err),
+            Err(_) => Err(StoreError::Unavailable(
+                "the database did not answer within 3 s".into(),
+            )),
+        }
     }
 }
+
+/// The SecantusDB server the tests start (MongoDB wire protocol).
+#[cfg(test)]
+#[path = "../../tests/shared/secantus.rs"]
+mod test_server;
 
 #[cfg(test)]
 mod tests {
@@ -1125,17 +1275,18 @@ mod tests {
     use corral_sdk::Role;
     use serde_json::json;
 
+    use super::test_server::Server;
     use super::*;
 
-    /// A store in a fresh database, or `None` when no server is configured.
-    async fn store() -> Option<MongoStore> {
-        let url = std::env::var("CORRAL_TEST_MONGODB_URL").ok()?;
+    /// A store in a fresh database on a SecantusDB server started for the
+    /// test; the server stops when the returned guard drops.
+    async fn store() -> (Server, MongoStore) {
+        let server = Server::start();
         let database = format!("corral_smoke_{}", new_id().replace('-', ""));
-        Some(
-            MongoStore::connect_database(&url, &database)
-                .await
-                .expect("connect"),
-        )
+        let store = MongoStore::connect_database(&server.url(), &database)
+            .await
+            .expect("connect");
+        (server, store)
     }
 
     fn user(name: &str, role: Role, at: DateTime<Utc>) -> User {
@@ -1196,9 +1347,7 @@ mod tests {
 
     #[tokio::test]
     async fn smoke() {
-        let Some(store) = store().await else {
-            return;
-        };
+        let (_server, store) = store().await;
         let now = time::now();
         store.ping().await.unwrap();
         assert_eq!(store.kind(), "mongodb");
@@ -1253,14 +1402,22 @@ mod tests {
         let mut ghost = alice.clone();
         ghost.id = new_id();
         ghost.username = "ghost".to_string();
+        let rename = UserUpdate {
+            display_name: Some("Alice".to_string()),
+            last_login_at: Some(now),
+            ..Default::default()
+        };
         assert!(matches!(
-            store.update_user(&ghost).await,
+            store.update_user(&ghost.id, &rename).await,
             Err(StoreError::NotFound)
         ));
         let mut renamed = alice.clone();
         renamed.display_name = "Alice".to_string();
         renamed.last_login_at = Some(now);
-        store.update_user(&renamed).await.unwrap();
+        assert_eq!(
+            store.update_user(&alice.id, &rename).await.unwrap(),
+            renamed
+        );
         assert_eq!(store.get_user(&alice.id).await.unwrap(), Some(renamed));
 
         // Sessions.
@@ -1308,7 +1465,12 @@ mod tests {
         store.add_message(&answer).await.unwrap();
         answer.content = "done".to_string();
         answer.status = MessageStatus::Complete;
-        store.update_message(&answer).await.unwrap();
+        let end = MessageUpdate {
+            content: Some(answer.content.clone()),
+            status: Some(answer.status),
+            ..Default::default()
+        };
+        store.update_message(&answer.id, &end).await.unwrap();
         assert_eq!(store.list_messages(&temp.id).await.unwrap(), [answer]);
         let raw = store
             .messages
@@ -1368,17 +1530,25 @@ mod tests {
             .await
             .unwrap()
             .is_none());
-        let mut kept = temp.clone();
-        kept.temporary = false;
-        kept.expires_at = None;
-        store.update_chat(&kept).await.unwrap();
+        let rename = ChatUpdate {
+            title: Some("Kept".to_string()),
+            ..Default::default()
+        };
+        let kept = store
+            .update_chat(&alice.id, &temp.id, &rename)
+            .await
+            .unwrap();
+        assert_eq!(kept.title, "Kept");
         let raw = store
-            .messages
-            .find_one(doc! { "chat_id": &temp.id })
+            .chats
+            .find_one(doc! { "_id": &temp.id })
             .await
             .unwrap()
             .unwrap();
-        assert!(raw.get(EXPIRE_AT).is_none());
+        assert!(
+            raw.get_datetime(EXPIRE_AT).is_ok(),
+            "an update keeps the TTL date"
+        );
         assert_eq!(store.purge_expired_chats(now).await.unwrap(), 1);
         assert!(store.delete_chat(&alice.id, &older.id).await.unwrap());
         assert!(!store.delete_chat(&alice.id, &older.id).await.unwrap());

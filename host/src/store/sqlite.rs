@@ -583,6 +583,25 @@ fn contains_sql(col: &str) -> String {
 }
 
 /// `WHERE` clauses and their positional parameters, built up per query.
+/// The `SET` list of a field-level update and its parameters.
+#[derive(Default)]
+struct Assignments {
+    sets: Vec<String>,
+    params: Vec<Value>,
+}
+
+impl Assignments {
+    fn set(&mut self, col: &str, value: Value) {
+        self.sets.push(format!("{col} = ?"));
+        self.params.push(value);
+    }
+
+    fn raw(&mut self, sql: &str, params: impl IntoIterator<Item = Value>) {
+        self.sets.push(sql.to_owned());
+        self.params.extend(params);
+    }
+}
+
 #[derive(Default)]
 struct Filter {
     clauses: Vec<String>,
@@ -795,13 +814,17 @@ fn message_values(m: &Message) -> StoreResult<Vec<Value>> {
         opt_text(m.error.as_deref()),
         at(&m.created_at),
         opt_text(m.model.as_deref()),
-        match &m.usage {
-            Some(usage) => Value::Text(
-                serde_json::to_string(usage).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            ),
-            None => Value::Null,
-        },
+        usage_value(m.usage.as_ref())?,
     ])
+}
+
+fn usage_value(usage: Option<&MessageUsage>) -> StoreResult<Value> {
+    match usage {
+        Some(usage) => Ok(Value::Text(
+            serde_json::to_string(usage).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        )),
+        None => Ok(Value::Null),
+    }
 }
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
@@ -915,6 +938,38 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     })
 }
 
+impl SqliteStore {
+    /// Applies `changes` to the row `filter` matches, in one statement, and
+    /// returns the row as stored after it (`None` when nothing matched).
+    /// Without changes it only reads the row.
+    async fn update_returning<T, M>(
+        &self,
+        table: &'static Table,
+        changes: Assignments,
+        filter: Filter,
+        map: M,
+    ) -> StoreResult<Option<T>>
+    where
+        T: Send + 'static,
+        M: FnOnce(&Row<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let where_sql = filter.where_sql();
+        let sql = if changes.sets.is_empty() {
+            format!("SELECT {} FROM {}{where_sql}", table.columns(), table.name)
+        } else {
+            format!(
+                "UPDATE {} SET {}{where_sql} RETURNING {}",
+                table.name,
+                changes.sets.join(", "),
+                table.columns()
+            )
+        };
+        let mut params = changes.params;
+        params.extend(filter.params);
+        self.query_one(sql, params, map).await
+    }
+}
+
 /// `NotFound` when an update touched no row.
 fn updated(rows: usize) -> StoreResult<()> {
     if rows == 0 {
@@ -944,11 +999,34 @@ impl UserRepo for SqliteStore {
         self.query_one(sql, vec![text(username)], user_row).await
     }
 
-    async fn update_user(&self, user: &User) -> StoreResult<()> {
-        let rows = self
-            .execute(USERS.update_sql(&["id"], &[]), user_values(user)?)
-            .await?;
-        updated(rows)
+    async fn update_user(&self, id: &str, changes: &UserUpdate) -> StoreResult<User> {
+        let mut set = Assignments::default();
+        if let Some(name) = &changes.display_name {
+            set.set("display_name", text(name));
+        }
+        if let Some(role) = &changes.role {
+            set.set("role", enum_text(role)?);
+        }
+        if let Some(disabled) = changes.disabled {
+            set.set("disabled", disabled.into());
+        }
+        if let Some(hash) = &changes.password_hash {
+            set.set("password_hash", text(hash));
+        }
+        if let Some(t) = &changes.last_login_at {
+            set.set("last_login_at", at(t));
+        }
+        if let Some(t) = &changes.updated_at {
+            set.set("updated_at", at(t));
+        }
+        if changes.bump_token_version {
+            set.raw("token_version = token_version + 1", []);
+        }
+        let mut filter = Filter::default();
+        filter.eq("id", text(id));
+        self.update_returning(&USERS, set, filter, user_row)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<User>> {
@@ -1094,14 +1172,39 @@ impl ChatRepo for SqliteStore {
             .await
     }
 
-    async fn update_chat(&self, chat: &Chat) -> StoreResult<()> {
-        let rows = self
-            .execute(
-                CHATS.update_sql(&["id", "owner_id"], &[]),
-                chat_values(chat),
-            )
-            .await?;
-        updated(rows)
+    async fn update_chat(
+        &self,
+        owner_id: &str,
+        id: &str,
+        changes: &ChatUpdate,
+    ) -> StoreResult<Chat> {
+        let mut set = Assignments::default();
+        if let Some(title) = &changes.title {
+            set.set("title", text(title));
+        } else if let Some((expected, new)) = &changes.title_if {
+            set.raw(
+                "title = CASE WHEN title = ? THEN ? ELSE title END",
+                [text(expected), text(new)],
+            );
+        }
+        if let Some(model) = &changes.model {
+            set.set("model", text(model));
+        }
+        if let Some(prompt) = &changes.system_prompt {
+            set.set("system_prompt", opt_text(prompt.as_deref()));
+        }
+        if let Some(pinned) = changes.pinned {
+            set.set("pinned", pinned.into());
+        }
+        if let Some(t) = &changes.updated_at {
+            set.set("updated_at", at(t));
+        }
+        let mut filter = Filter::default();
+        filter.eq("id", text(id));
+        filter.eq("owner_id", text(owner_id));
+        self.update_returning(&CHATS, set, filter, chat_row)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     async fn delete_chat(&self, owner_id: &str, id: &str) -> StoreResult<bool> {
@@ -1161,15 +1264,78 @@ impl MessageRepo for SqliteStore {
         }
     }
 
-    async fn update_message(&self, message: &Message) -> StoreResult<()> {
-        let result = self
-            .execute(MESSAGES.update_sql(&["id"], &[]), message_values(message)?)
-            .await;
-        match result {
-            Ok(rows) => updated(rows),
-            Err(e) if is_foreign_key_error(&e) => Err(StoreError::NotFound),
-            Err(e) => Err(e),
+    async fn update_message(&self, id: &str, changes: &MessageUpdate) -> StoreResult<()> {
+        let mut set = Assignments::default();
+        if let Some(content) = &changes.content {
+            set.set("content", text(content));
         }
+        if let Some(status) = &changes.status {
+            set.set("status", enum_text(status)?);
+        }
+        if let Some(error) = &changes.error {
+            set.set("error", opt_text(error.as_deref()));
+        }
+        if let Some(model) = &changes.model {
+            set.set("model", opt_text(model.as_deref()));
+        }
+        if let Some(usage) = &changes.usage {
+            set.set("usage", usage_value(usage.as_ref())?);
+        }
+        let mut filter = Filter::default();
+        filter.eq("id", text(id));
+        self.update_returning(&MESSAGES, set, filter, |_| Ok(()))
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn save_answer_progress(
+        &self,
+        id: &str,
+        content: &str,
+        usage: &MessageUsage,
+    ) -> StoreResult<bool> {
+        let sql =
+            "UPDATE messages SET content = ?, usage = ? WHERE id = ? AND status = ?".to_owned();
+        let params = vec![
+            text(content),
+            usage_value(Some(usage))?,
+            text(id),
+            enum_text(&MessageStatus::Pending)?,
+        ];
+        Ok(self.execute(sql, params).await? > 0)
+    }
+
+    async fn interrupt_pending_answers(&self) -> StoreResult<Vec<(Message, String)>> {
+        let pending = enum_text(&MessageStatus::Pending)?;
+        let interrupted = enum_text(&MessageStatus::Interrupted)?;
+        let columns: Vec<String> = MESSAGES.cols.iter().map(|c| format!("m.{c}")).collect();
+        let select = format!(
+            "SELECT {}, c.owner_id FROM messages m JOIN chats c ON c.id = m.chat_id \
+             WHERE m.status = ?1",
+            columns.join(", ")
+        );
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let found = tx
+                .prepare(&select)?
+                .query_map([&pending], |r| {
+                    Ok((message_row(r)?, r.get::<_, String>(MESSAGES.cols.len())?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tx.execute(
+                "UPDATE messages SET status = ?1 WHERE status = ?2",
+                [&interrupted, &pending],
+            )?;
+            tx.commit()?;
+            Ok(found
+                .into_iter()
+                .map(|(mut m, owner)| {
+                    m.status = MessageStatus::Interrupted;
+                    (m, owner)
+                })
+                .collect())
+        })
+        .await
     }
 
     async fn list_messages(&self, chat_id: &str) -> StoreResult<Vec<Message>> {
@@ -1216,15 +1382,43 @@ impl TicketRepo for SqliteStore {
         self.query_one(sql, vec![number.into()], ticket_row).await
     }
 
-    async fn update_ticket(&self, ticket: &Ticket) -> StoreResult<()> {
-        // The number is the store's to assign; an update never changes it.
-        let rows = self
-            .execute(
-                TICKETS.update_sql(&["id"], &["number"]),
-                ticket_values(ticket)?,
-            )
+    async fn update_ticket(&self, id: &str, changes: &TicketUpdate) -> StoreResult<Option<Ticket>> {
+        let mut set = Assignments::default();
+        if let Some(status) = &changes.status {
+            set.set("status", enum_text(status)?);
+        }
+        if let Some(priority) = &changes.priority {
+            set.set("priority", enum_text(priority)?);
+        }
+        if let Some(category) = &changes.category {
+            set.set("category", enum_text(category)?);
+        }
+        if let Some(assignee) = &changes.assignee {
+            let (id, username) = match assignee {
+                Some((id, username)) => (text(id), text(username)),
+                None => (Value::Null, Value::Null),
+            };
+            set.set("assignee_id", id);
+            set.set("assignee_username", username);
+        }
+        if let Some(resolved_at) = &changes.resolved_at {
+            set.set("resolved_at", opt_at(resolved_at.as_ref()));
+        }
+        if let Some(t) = &changes.updated_at {
+            set.set("updated_at", at(t));
+        }
+        let mut filter = Filter::default();
+        filter.eq("id", text(id));
+        if let Some(expected) = &changes.expected_status {
+            filter.eq("status", enum_text(expected)?);
+        }
+        let stored = self
+            .update_returning(&TICKETS, set, filter, ticket_row)
             .await?;
-        updated(rows)
+        if stored.is_none() && self.get_ticket(id).await?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        Ok(stored)
     }
 
     async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Page<Ticket>> {
@@ -1620,15 +1814,14 @@ mod tests {
             matches!(err, StoreError::Conflict(ref k) if k == "username"),
             "{err:?}"
         );
-        let mut carol = user("carol");
-        store.create_user(&carol).await.unwrap();
-        carol.username = "bob".to_owned();
-        let err = store.update_user(&carol).await.unwrap_err();
-        assert!(
-            matches!(err, StoreError::Conflict(ref k) if k == "username"),
-            "{err:?}"
-        );
-        let err = store.update_user(&user("nobody")).await.unwrap_err();
+        let changes = UserUpdate {
+            display_name: Some("Nobody".to_owned()),
+            ..Default::default()
+        };
+        let err = store
+            .update_user(&user("nobody").id, &changes)
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::NotFound), "{err:?}");
     }
 
