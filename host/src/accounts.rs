@@ -9,11 +9,70 @@ use crate::model::{new_id, usage_kind, UsageEvent, User};
 use crate::store::{Store, StoreError};
 use crate::time::now;
 
+/// Whether staff of role `actor` may give an account the role `role` or
+/// take it away: a technician any role, an admin the user and admin roles.
+/// Only technicians make technicians, or an admin could give anyone (or
+/// themselves) rights admins do not have.
+pub fn may_grant(actor: Role, role: Role) -> bool {
+    match actor {
+        Role::Technician => true,
+        Role::Admin => role != Role::Technician,
+        Role::User => false,
+    }
+}
+
+/// Whether staff of role `actor` may act on an account of role `target`
+/// (reset its password, disable or enable it, edit it, set its quota):
+/// only where they may grant its role. Otherwise an admin could reset a
+/// technician's password and sign in as them.
+pub fn may_manage(actor: Role, target: Role) -> bool {
+    may_grant(actor, target)
+}
+
+/// [`may_grant`] as a result for the API.
+pub fn ensure_may_grant(actor: &User, role: Role) -> ApiResult<()> {
+    if may_grant(actor.role, role) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "only a technician can grant or take away the {role} role"
+        )))
+    }
+}
+
+/// [`may_manage`] as a result for the API.
+pub fn ensure_may_manage(actor: &User, target: &User) -> ApiResult<()> {
+    ensure_may_manage_role(actor, target.role)
+}
+
+/// [`may_manage`] for every account of `role` (a quota set per role).
+pub fn ensure_may_manage_role(actor: &User, role: Role) -> ApiResult<()> {
+    if may_manage(actor.role, role) {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(format!(
+            "only a technician can act on a {role} account (reset its password, disable, \
+             enable or edit it, set its quota)"
+        )))
+    }
+}
+
+/// Ends every sign-in of an account: its refresh sessions are revoked and
+/// its API keys deleted; returns how many keys. (Access tokens end with
+/// the token-version bump written with the change that calls this.)
+pub async fn revoke_access(store: &dyn Store, user_id: &str) -> ApiResult<u64> {
+    store.revoke_user_sessions(user_id).await?;
+    Ok(store.delete_user_api_keys(user_id).await?)
+}
+
+/// The longest username.
+pub const MAX_USERNAME_CHARS: usize = 32;
+
 /// Lowercases and checks a username.
 pub fn normalize_username(v: &mut Validator, username: &str) -> String {
     let name = username.trim().to_lowercase();
     v.check(
-        (3..=32).contains(&name.chars().count())
+        (3..=MAX_USERNAME_CHARS).contains(&name.chars().count())
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')),
@@ -102,4 +161,25 @@ pub async fn create_account(
         tracing::warn!(%err, "could not record a usage event");
     }
     Ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staff_act_only_on_roles_they_may_grant() {
+        for target in Role::ALL {
+            assert!(
+                may_manage(Role::Technician, target),
+                "technician on {target}"
+            );
+            assert!(!may_manage(Role::User, target), "user on {target}");
+        }
+        assert!(may_manage(Role::Admin, Role::User));
+        assert!(may_manage(Role::Admin, Role::Admin));
+        assert!(!may_manage(Role::Admin, Role::Technician));
+        assert!(!may_grant(Role::Admin, Role::Technician));
+        assert!(may_grant(Role::Admin, Role::Admin));
+    }
 }

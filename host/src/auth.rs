@@ -1,6 +1,9 @@
 //! Credentials: password hashing, access tokens (JWT), refresh tokens and
 //! API keys.
 
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use base64::Engine;
@@ -8,6 +11,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::error::AppError;
 
 /// Prefix of personal API keys, so they are recognisable (and scannable)
 /// in logs or leaked files.
@@ -35,16 +41,80 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
     }
 }
 
-/// Runs argon2 on the blocking pool.
-pub async fn hash_password_async(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || hash_password(&password)).await?
+/// Password hashes computed at once, at most: argon2 takes tens of
+/// megabytes and a core's worth of time each, so an unbounded flood of
+/// sign-ins would exhaust memory and starve every other request.
+fn hashing_permits() -> &'static Arc<Semaphore> {
+    static PERMITS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Arc::new(Semaphore::new(2 * cores))
+    })
 }
 
-/// Runs argon2 verification on the blocking pool.
-pub async fn verify_password_async(hash: String, password: String) -> bool {
-    tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+/// How long a password check waits for a hashing permit before it is
+/// refused as busy.
+pub const HASHING_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a password could not be hashed or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum HashingError {
+    /// Every hashing permit stayed taken for [`HASHING_WAIT`].
+    #[error("the server is busy checking passwords; try again in a moment")]
+    Busy,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl From<HashingError> for AppError {
+    fn from(err: HashingError) -> Self {
+        match err {
+            HashingError::Busy => AppError::Busy {
+                retry_after: 1,
+                message: err.to_string(),
+            },
+            HashingError::Failed(e) => AppError::Internal(e),
+        }
+    }
+}
+
+/// Runs `work` on the blocking pool once a hashing permit is free.
+async fn with_permit<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, HashingError> {
+    bounded(hashing_permits(), HASHING_WAIT, work).await
+}
+
+/// Runs `work` on the blocking pool holding one of `permits`, waiting at
+/// most `wait` for it.
+async fn bounded<T: Send + 'static>(
+    permits: &Arc<Semaphore>,
+    wait: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, HashingError> {
+    let permit = tokio::time::timeout(wait, permits.clone().acquire_owned())
         .await
-        .unwrap_or(false)
+        .map_err(|_| HashingError::Busy)?
+        .map_err(|e| anyhow::anyhow!("hashing permits closed: {e}"))?;
+    let out = tokio::task::spawn_blocking(move || {
+        let out = work();
+        drop(permit);
+        out
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("password hashing task failed: {e}"))?;
+    Ok(out)
+}
+
+/// Runs argon2 on the blocking pool, within the hashing bound.
+pub async fn hash_password_async(password: String) -> Result<String, HashingError> {
+    Ok(with_permit(move || hash_password(&password)).await??)
+}
+
+/// Runs argon2 verification on the blocking pool, within the hashing
+/// bound.
+pub async fn verify_password_async(hash: String, password: String) -> Result<bool, HashingError> {
+    with_permit(move || verify_password(&hash, &password)).await
 }
 
 /// A fresh secret with the given prefix: 32 random bytes, base64url.
@@ -130,6 +200,20 @@ mod tests {
         assert!(verify_password(&hash, "correct horse"));
         assert!(!verify_password(&hash, "correct hors"));
         assert!(!verify_password("not a hash", "correct horse"));
+    }
+
+    #[tokio::test]
+    async fn hashing_past_the_bound_waits_then_is_refused_as_busy() {
+        let permits = Arc::new(Semaphore::new(1));
+        let wait = Duration::from_millis(50);
+        assert_eq!(bounded(&permits, wait, || 7).await.unwrap(), 7);
+        let held = permits.clone().acquire_owned().await.unwrap();
+        let err = bounded(&permits, wait, || 7).await.unwrap_err();
+        assert!(matches!(err, HashingError::Busy), "{err:?}");
+        let err = AppError::from(err);
+        assert_eq!((err.status().as_u16(), err.code()), (429, "busy"));
+        drop(held);
+        assert_eq!(bounded(&permits, wait, || 8).await.unwrap(), 8);
     }
 
     #[test]

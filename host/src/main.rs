@@ -64,7 +64,8 @@ struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
-    /// Create an account (prompts for the password when not given).
+    /// Create an account. The password is read from standard input with
+    /// `--password-stdin`, else prompted for on the terminal.
     Create {
         #[command(flatten)]
         store: StoreArgs,
@@ -73,10 +74,15 @@ enum AdminCommand {
         /// admin, technician or user.
         #[arg(long)]
         role: Role,
-        /// Prefer the prompt: a password on the command line can end up in
-        /// shell history.
-        #[arg(long)]
+        /// Prefer the prompt or `--password-stdin`: a password on the
+        /// command line can end up in shell history and process lists.
+        #[arg(long, conflicts_with = "password_stdin")]
         password: Option<String>,
+        /// Read the password from standard input (its first line, without
+        /// the line break), e.g. `printf '%s\n' "$PW" | corral admin create
+        /// ... --password-stdin`; for scripts and containers.
+        #[arg(long)]
+        password_stdin: bool,
         #[arg(long)]
         display_name: Option<String>,
     },
@@ -146,12 +152,14 @@ async fn main() -> anyhow::Result<()> {
                     username,
                     role,
                     password,
+                    password_stdin,
                     display_name,
                 },
         } => {
             let config = resolve(&store, None, None, None, None)?;
             let password = match password {
                 Some(p) => p,
+                None if password_stdin => read_password_line(std::io::stdin().lock())?,
                 None => prompt_password()?,
             };
             let store =
@@ -173,9 +181,61 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The longest line `--password-stdin` reads; longer is refused (no valid
+/// password is that long).
+const MAX_PASSWORD_LINE: u64 = 4096;
+
+/// The first line of `input`, its line break (`\n` or `\r\n`) removed.
+fn read_password_line(input: impl std::io::BufRead) -> anyhow::Result<String> {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    input
+        .take(MAX_PASSWORD_LINE + 2)
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    if let Some(rest) = line.strip_suffix('\n') {
+        line.truncate(rest.strip_suffix('\r').unwrap_or(rest).len());
+    }
+    anyhow::ensure!(
+        line.len() as u64 <= MAX_PASSWORD_LINE,
+        "the password on standard input is too long"
+    );
+    anyhow::ensure!(
+        !line.is_empty(),
+        "no password on standard input (--password-stdin reads its first line)"
+    );
+    Ok(line)
+}
+
 fn prompt_password() -> anyhow::Result<String> {
+    anyhow::ensure!(
+        std::io::IsTerminal::is_terminal(&std::io::stdin()),
+        "no password given and no terminal to prompt for one: pipe it in with \
+         --password-stdin (e.g. `printf '%s\\n' \"$PASSWORD\" | corral admin create ... \
+         --password-stdin`)"
+    );
     let first = rpassword::prompt_password("Password: ").context("reading the password")?;
     let second = rpassword::prompt_password("Repeat: ").context("reading the password")?;
     anyhow::ensure!(first == second, "the passwords differ");
     Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_the_first_line_without_its_break() {
+        let read = |s: &str| read_password_line(s.as_bytes());
+        assert_eq!(read("correct horse\n").unwrap(), "correct horse");
+        assert_eq!(
+            read("correct horse\r\nsecond line\n").unwrap(),
+            "correct horse"
+        );
+        assert_eq!(read("no line break").unwrap(), "no line break");
+        assert_eq!(read(" spaces kept \n").unwrap(), " spaces kept ");
+        assert!(read("").is_err());
+        assert!(read("\n").is_err());
+        assert!(read(&"x".repeat(5000)).is_err());
+    }
 }

@@ -98,12 +98,27 @@ impl From<&corral_sdk::backend::GenerateSummary> for Generation {
     }
 }
 
+/// Reads a gauge when the page is rendered.
+type GaugeReader = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+/// A gauge read from elsewhere in the host.
+#[derive(Clone)]
+struct Gauge {
+    name: &'static str,
+    help: &'static str,
+    labels: Vec<(&'static str, &'static str)>,
+    read: GaugeReader,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// `(method, route, status class)` → requests.
-    http: BTreeMap<(String, String, String), u64>,
+    /// `(method, route, status class)` → requests. Every part comes from a
+    /// fixed set (see [`method_label`] and [`track_http`]), so no request
+    /// can add a series of its own.
+    http: BTreeMap<(&'static str, String, String), u64>,
     /// Model name → counters.
     models: BTreeMap<String, ModelCounters>,
+    gauges: Vec<Gauge>,
 }
 
 /// The host's counters. Cheap to clone; clones share them.
@@ -112,19 +127,50 @@ pub struct Metrics {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// The label of an HTTP method: the standard methods by name, anything
+/// else `other` (a client may send any token as a method).
+pub fn method_label(method: &str) -> &'static str {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    STANDARD
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("other")
+}
+
 impl Metrics {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts one answered HTTP request.
+    /// Counts one answered HTTP request. `route` must be a route pattern
+    /// or `unmatched`, never a raw path.
     pub fn record_http(&self, method: &str, route: &str, status: u16) {
-        let class = format!("{}xx", status / 100);
+        let class = format!("{}xx", (status / 100).clamp(1, 5));
         *self
             .lock()
             .http
-            .entry((method.to_owned(), route.to_owned(), class))
+            .entry((method_label(method), route.to_owned(), class))
             .or_default() += 1;
+    }
+
+    /// Adds a gauge whose value `read` gives each time the page is
+    /// rendered (one sample per call; several calls may share a name with
+    /// different labels, and then share its first `help`).
+    pub fn watch(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &'static str)],
+        read: impl Fn() -> f64 + Send + Sync + 'static,
+    ) {
+        self.lock().gauges.push(Gauge {
+            name,
+            help,
+            labels: labels.to_vec(),
+            read: Arc::new(read),
+        });
     }
 
     /// Counts one finished generation of `model` (its name); every path
@@ -172,6 +218,16 @@ impl Metrics {
                 &[("method", method), ("route", route), ("status", class)],
                 *n as f64,
             );
+        }
+        let mut named: Vec<&str> = Vec::new();
+        for gauge in &inner.gauges {
+            if !named.contains(&gauge.name) {
+                named.push(gauge.name);
+                page.family(gauge.name, "gauge", gauge.help);
+                for same in inner.gauges.iter().filter(|g| g.name == gauge.name) {
+                    page.sample(same.name, &same.labels, (same.read)());
+                }
+            }
         }
         // Generation series only for models that generated, embedding
         // series only for models that embedded: a text model shows no
@@ -374,6 +430,8 @@ mod tests {
         );
         metrics.record_embedding("minilm", 3, 12);
         metrics.record_http("GET", "/api/models/{id}", 404);
+        metrics.watch("corral_things", "Things.", &[("kind", "a")], || 3.0);
+        metrics.watch("corral_things", "Things.", &[("kind", "b")], || 4.0);
         let mut page = Page::new();
         metrics.render_counters(&mut page);
         let text = page.finish();
@@ -388,6 +446,8 @@ mod tests {
             "corral_http_requests_total{method=\"GET\",route=\"/api/models/{id}\",status=\"4xx\"} 1",
             "corral_embedded_inputs_total{model=\"minilm\"} 3",
             "corral_prompt_tokens_total{model=\"minilm\"} 12",
+            "corral_things{kind=\"a\"} 3",
+            "corral_things{kind=\"b\"} 4",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }
@@ -405,5 +465,29 @@ mod tests {
         let unique: std::collections::BTreeSet<_> =
             text.lines().filter(|l| l.starts_with("# TYPE")).collect();
         assert_eq!(types, unique.len());
+    }
+
+    #[test]
+    fn made_up_methods_share_one_series() {
+        let metrics = Metrics::default();
+        for i in 0..1000 {
+            metrics.record_http(&format!("M{i}"), "unmatched", 405);
+        }
+        metrics.record_http("GET", "unmatched", 404);
+        metrics.record_http("get", "unmatched", 404);
+        let mut page = Page::new();
+        metrics.render_counters(&mut page);
+        let text = page.finish();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("corral_http_requests_total{"))
+            .collect();
+        assert_eq!(
+            series,
+            [
+                "corral_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"4xx\"} 1",
+                "corral_http_requests_total{method=\"other\",route=\"unmatched\",status=\"4xx\"} 1001",
+            ]
+        );
     }
 }

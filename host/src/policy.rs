@@ -11,12 +11,14 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use corral_sdk::Role;
 
 use crate::auth::{token_hash, API_KEY_PREFIX};
 use crate::error::AppError;
 use crate::model::User;
 use crate::state::AppState;
+use crate::store::Store;
 
 /// The rule of one route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,22 @@ pub struct Caller {
     pub user: User,
     /// Authenticated with a personal API key rather than a session.
     pub api_key_id: Option<String>,
+    /// What the request was authenticated with, for connections that
+    /// outlive it (see [`recheck`]).
+    pub credential: Credential,
+}
+
+/// What a caller signed in with (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An access token: the account's token version it was issued at, and
+    /// its expiry (seconds since the epoch).
+    AccessToken { version: i64, expires_at: i64 },
+    /// A personal API key, by the hash it is stored under.
+    ApiKey {
+        key_hash: String,
+        expires_at: Option<DateTime<Utc>>,
+    },
 }
 
 impl Caller {
@@ -62,6 +80,52 @@ impl Caller {
     pub fn is_staff(&self) -> bool {
         self.user.is_staff()
     }
+
+    /// When the credential stops working by itself, if ever.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        match &self.credential {
+            Credential::AccessToken { expires_at, .. } => {
+                DateTime::from_timestamp(*expires_at, 0).or(Some(DateTime::<Utc>::MIN_UTC))
+            }
+            Credential::ApiKey { expires_at, .. } => *expires_at,
+        }
+    }
+}
+
+/// Checks again that `caller`'s credential holds, for a connection that
+/// outlives the request that opened it (a WebSocket): the access token has
+/// not expired and was issued at the account's current token version (a
+/// password change or reset, or disabling the account, bumps it), or the
+/// API key still exists; and the account exists and is enabled. Returns
+/// the account as stored now.
+pub async fn recheck(store: &dyn Store, caller: &Caller) -> Result<User, AppError> {
+    let now = crate::time::now();
+    if caller.expires_at().is_some_and(|t| t <= now) {
+        return Err(AppError::Unauthorized(
+            "the access token expired; sign in again".into(),
+        ));
+    }
+    if let Credential::ApiKey { key_hash, .. } = &caller.credential {
+        let key = store.get_api_key_by_hash(key_hash).await?;
+        if key.is_none_or(|k| k.user_id != caller.user.id) {
+            return Err(AppError::Unauthorized("the API key was revoked".into()));
+        }
+    }
+    let user = store
+        .get_user(caller.id())
+        .await?
+        .ok_or_else(|| AppError::Unauthorized("the account no longer exists".into()))?;
+    if user.disabled {
+        return Err(AppError::AccountDisabled);
+    }
+    if let Credential::AccessToken { version, .. } = caller.credential {
+        if version != user.token_version {
+            return Err(AppError::Unauthorized(
+                "the password was changed or reset, or the account disabled; sign in again".into(),
+            ));
+        }
+    }
+    Ok(user)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -175,6 +239,10 @@ pub async fn resolve(state: &AppState, token: &str) -> Result<Caller, AppError> 
         return Ok(Caller {
             user,
             api_key_id: Some(key.id),
+            credential: Credential::ApiKey {
+                key_hash: key.key_hash,
+                expires_at: key.expires_at,
+            },
         });
     }
     let claims = state.tokens.verify(token).ok_or_else(invalid)?;
@@ -184,10 +252,19 @@ pub async fn resolve(state: &AppState, token: &str) -> Result<Caller, AppError> 
         .await?
         .ok_or_else(invalid)?;
     if user.token_version != claims.ver {
-        return Err(invalid());
+        // Disabling bumps the version too; say why the token stopped.
+        return Err(if user.disabled {
+            AppError::AccountDisabled
+        } else {
+            invalid()
+        });
     }
     Ok(Caller {
         user,
         api_key_id: None,
+        credential: Credential::AccessToken {
+            version: claims.ver,
+            expires_at: claims.exp,
+        },
     })
 }

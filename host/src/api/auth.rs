@@ -1,8 +1,7 @@
 //! Registration, sign-in, token refresh, sign-out, the caller's own account
 //! and personal API keys.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
@@ -12,51 +11,52 @@ use corral_sdk::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::accounts::{check_password, create_account, normalize_display_name};
+use crate::accounts::{
+    check_password, create_account, normalize_display_name, revoke_access, MAX_USERNAME_CHARS,
+};
 use crate::api::{usage, UserView};
 use crate::auth::{
     hash_password_async, new_secret, token_hash, verify_password_async, API_KEY_PREFIX,
     REFRESH_TOKEN_PREFIX,
 };
+use crate::client_addr::{bucket, client_address};
 use crate::error::{ApiResult, AppError, Json, Path, Validator};
 use crate::model::{new_id, usage_kind, ApiKey, Session, User};
 use crate::policy::Caller;
+use crate::ratelimit::UNKNOWN_ACCOUNT;
 use crate::state::AppState;
+use crate::store::UserUpdate;
 use crate::time::{now, serde_millis, serde_millis_opt};
 
-/// Failed sign-ins allowed per account per window.
-const ACCOUNT_FAILURES: usize = 5;
-const ACCOUNT_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Sign-in and registration attempts allowed per client address per window.
-const ADDRESS_ATTEMPTS: usize = 30;
-const ADDRESS_WINDOW: Duration = Duration::from_secs(5 * 60);
-/// Personal API keys one account may hold.
-const MAX_KEYS: usize = 50;
 /// Settings key: whether anyone may create an account.
 pub const REGISTRATION_OPEN: &str = "registration_open";
 
-/// The client's address when the server knows it.
+/// The client's address when the server knows it: the peer, or the client
+/// a trusted proxy names (see [`crate::client_addr::client_address`]).
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(ClientIp(peer.map(|peer| {
+            client_address(peer, &parts.headers, &state.config.trusted_proxies)
+        })))
     }
 }
 
 impl ClientIp {
-    fn key(&self) -> String {
-        match self.0 {
-            Some(ip) => format!("addr:{ip}"),
-            None => "addr:unknown".to_owned(),
-        }
+    /// What the per-address limit counts under; requests whose peer is
+    /// unknown (made in-process) share one bucket.
+    fn bucket(&self) -> IpAddr {
+        bucket(self.0.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
     }
 }
 
@@ -174,13 +174,10 @@ pub async fn register(
 }
 
 fn throttle_address(state: &AppState, ip: &ClientIp) -> ApiResult<()> {
-    let key = ip.key();
     state
         .limiter
-        .check(&key, ADDRESS_ATTEMPTS, ADDRESS_WINDOW)
-        .map_err(|retry_after| AppError::RateLimited { retry_after })?;
-    state.limiter.record(&key, ADDRESS_WINDOW);
-    Ok(())
+        .attempt(ip.bucket())
+        .map_err(|retry_after| AppError::RateLimited { retry_after })
 }
 
 /// Credentials.
@@ -202,12 +199,17 @@ fn dummy_hash() -> String {
 }
 
 /// Sign in with username and password.
+///
+/// Wrong passwords slow down later attempts on the same account (each
+/// waits up to a few seconds before its password is checked) but never
+/// lock it; many attempts from one client address are refused with 429.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "Wrong username or password", body = corral_sdk::ErrorBody),
         (status = 403, description = "The account is disabled", body = corral_sdk::ErrorBody),
+        (status = 429, description = "Too many attempts from this address, or too many passwords being checked at once; see `Retry-After`", body = corral_sdk::ErrorBody),
     ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -216,34 +218,47 @@ pub async fn login(
 ) -> ApiResult<Json<TokenResponse>> {
     throttle_address(&state, &ip)?;
     let username = req.username.trim().to_lowercase();
-    let account_key = format!("account:{username}");
-    state
-        .limiter
-        .check(&account_key, ACCOUNT_FAILURES, ACCOUNT_WINDOW)
-        .map_err(|retry_after| AppError::RateLimited { retry_after })?;
-    let found = if username.is_empty() || username.len() > 64 {
-        None
-    } else {
+    // A longer name cannot belong to an account; it is not looked up.
+    let found = if (1..=MAX_USERNAME_CHARS).contains(&username.chars().count()) {
         state.store.get_user_by_username(&username).await?
+    } else {
+        None
     };
+    // Failures count per account id, and every unknown name shares one
+    // entry, so no username a client makes up takes memory of its own.
+    let account = found
+        .as_ref()
+        .map_or(UNKNOWN_ACCOUNT, |u| u.id.as_str())
+        .to_owned();
+    let wait = state.limiter.wait_for(&account);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
     let hash = found
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(dummy_hash);
-    let password_ok = verify_password_async(hash, req.password).await;
-    let mut user = match found {
+    let password_ok = verify_password_async(hash, req.password).await?;
+    let user = match found {
         Some(user) if password_ok => user,
         _ => {
-            state.limiter.record(&account_key, ACCOUNT_WINDOW);
+            state.limiter.failed(&account);
             return Err(AppError::Unauthorized("wrong username or password".into()));
         }
     };
-    state.limiter.clear(&account_key);
+    state.limiter.succeeded(&account);
+    state.limiter.refund(ip.bucket());
     if user.disabled {
         return Err(AppError::AccountDisabled);
     }
-    user.last_login_at = Some(now());
-    state.store.update_user(&user).await?;
+    let changes = UserUpdate {
+        last_login_at: Some(now()),
+        ..Default::default()
+    };
+    let user = state.store.update_user(&user.id, &changes).await?;
+    if user.disabled {
+        return Err(AppError::AccountDisabled);
+    }
     usage(&state, &user.id, usage_kind::LOGIN).await;
     Ok(Json(issue_tokens(&state, &user, None).await?))
 }
@@ -281,7 +296,7 @@ pub async fn refresh(
             "this refresh token was already used; sign in again".into(),
         ));
     }
-    if session.revoked || session.expires_at <= now() {
+    if session.expires_at <= now() {
         return Err(invalid());
     }
     let user = state
@@ -289,10 +304,14 @@ pub async fn refresh(
         .get_user(&session.user_id)
         .await?
         .ok_or_else(invalid)?;
-    // Checked before the token is spent, so a disabled account keeps a
-    // usable token for when it is enabled again.
+    // Disabling revoked the account's sessions, so that enabling it again
+    // brings none back; this also catches a refresh that raced the disable.
     if user.disabled {
+        state.store.revoke_family(&session.family_id).await?;
         return Err(AppError::AccountDisabled);
+    }
+    if session.revoked {
+        return Err(invalid());
     }
     if !state.store.mark_session_used(&session.id).await? {
         // Lost a race with another refresh of the same token: that is reuse.
@@ -354,10 +373,14 @@ pub async fn update_me(
     let mut user = caller.user;
     if let Some(name) = req.display_name.as_deref() {
         let mut v = Validator::new();
-        user.display_name = normalize_display_name(&mut v, Some(name), &user.username);
+        let display_name = normalize_display_name(&mut v, Some(name), &user.username);
         v.finish()?;
-        user.updated_at = now();
-        state.store.update_user(&user).await?;
+        let changes = UserUpdate {
+            display_name: Some(display_name),
+            updated_at: Some(now()),
+            ..Default::default()
+        };
+        user = state.store.update_user(&user.id, &changes).await?;
     }
     Ok(Json(UserView::from(&user)))
 }
@@ -371,8 +394,10 @@ pub struct ChangePasswordRequest {
     pub new_password: String,
 }
 
-/// Change the caller's password. Every other session and access token of
-/// the account stops working; the response carries fresh tokens.
+/// Change the caller's password. Every other session, access token and
+/// personal API key of the account stops working (whoever signed in with
+/// the old password may have made them); the response carries fresh
+/// tokens.
 #[utoipa::path(post, path = "/api/me/password", tag = "me",
     request_body = ChangePasswordRequest,
     responses((status = 200, description = "Password changed; new tokens", body = TokenResponse)))]
@@ -384,18 +409,21 @@ pub async fn change_password(
     let mut v = Validator::new();
     check_password(&mut v, "new_password", &req.new_password);
     v.finish()?;
-    let mut user = caller.user;
-    if !verify_password_async(user.password_hash.clone(), req.current_password).await {
+    let user = caller.user;
+    if !verify_password_async(user.password_hash.clone(), req.current_password).await? {
         return Err(AppError::field(
             "current_password",
             "is not the current password",
         ));
     }
-    user.password_hash = hash_password_async(req.new_password).await?;
-    user.token_version += 1;
-    user.updated_at = now();
-    state.store.update_user(&user).await?;
-    state.store.revoke_user_sessions(&user.id).await?;
+    let changes = UserUpdate {
+        password_hash: Some(hash_password_async(req.new_password).await?),
+        bump_token_version: true,
+        updated_at: Some(now()),
+        ..Default::default()
+    };
+    let user = state.store.update_user(&user.id, &changes).await?;
+    revoke_access(state.store.as_ref(), &user.id).await?;
     Ok(Json(issue_tokens(&state, &user, None).await?))
 }
 
@@ -470,7 +498,7 @@ pub struct CreatedKey {
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "The new key, shown once", body = CreatedKey),
-        (status = 409, description = "Too many keys", body = corral_sdk::ErrorBody),
+        (status = 409, description = "The account holds as many keys as it may (`limit_reached`)", body = corral_sdk::ErrorBody),
     ))]
 pub async fn create_key(
     State(state): State<AppState>,
@@ -490,11 +518,7 @@ pub async fn create_key(
             "must be 1 to 3650",
         )
         .finish()?;
-    if state.store.list_api_keys(caller.id()).await?.len() >= MAX_KEYS {
-        return Err(AppError::Conflict(format!(
-            "an account may hold at most {MAX_KEYS} API keys; revoke one first"
-        )));
-    }
+    crate::limits::room_for_api_key(&state, caller.id()).await?;
     let key = new_secret(API_KEY_PREFIX);
     let created_at = now();
     let record = ApiKey {

@@ -3,32 +3,38 @@
 //! same [`ChatEvent`] objects.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{
+    close_code, CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade,
+};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use futures::SinkExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
 
 use crate::api::chats::load_chat;
 use crate::api::event_stream;
 use crate::chat::{self, Action, ChatEvent, SamplingOverrides};
 use crate::error::{ApiResult, AppError, Json, OptionalJson, Path};
-use crate::policy::Caller;
+use crate::policy::{self, Caller};
 use crate::state::AppState;
 
 /// A message to send and answer.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
+    /// Not blank.
     #[schema(
         example = "What is the capital of France?",
         min_length = 1,
-        max_length = 100000
+        max_length = 100000,
+        pattern = r"\S"
     )]
     pub content: String,
     /// Changes to the model's sampling defaults for this answer.
@@ -42,10 +48,13 @@ pub struct RegenerateRequest {
     pub sampling: Option<SamplingOverrides>,
 }
 
-fn sse(events: mpsc::UnboundedReceiver<ChatEvent>) -> Response {
-    let stream = stream::unfold(events, |mut events| async move {
+fn sse(state: &AppState, events: mpsc::UnboundedReceiver<ChatEvent>) -> Response {
+    // Not cut at shutdown: the answer finishes or is stopped within the
+    // grace period, and the stream ends after its `done`.
+    let open = state.shutdown.hold();
+    let stream = stream::unfold((events, open), |(mut events, open)| async move {
         let event = events.recv().await?;
-        Some((to_sse(event), events))
+        Some((to_sse(event), (events, open)))
     });
     event_stream(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
@@ -74,7 +83,7 @@ fn to_sse(event: ChatEvent) -> Result<Event, Infallible> {
     params(("id" = String, Path, description = "Chat id")),
     request_body = SendRequest,
     responses(
-        (status = 200, description = "A stream of `ChatEvent`s", content_type = "text/event-stream", body = String),
+        (status = 200, description = "A stream of `ChatEvent`s (each in an event's data)", content_type = "text/event-stream", body = crate::openapi::SseEvent),
         (status = 404, description = "No such chat of the caller, or its model is gone", body = corral_sdk::ErrorBody),
         (status = 409, description = "An answer is already being written in this chat", body = corral_sdk::ErrorBody),
         (status = 429, description = "The model's queue, the caller's concurrent answers or the daily token allowance is full", body = corral_sdk::ErrorBody),
@@ -88,7 +97,7 @@ pub async fn stream(
 ) -> ApiResult<Response> {
     let sampling = req.sampling.unwrap_or_default();
     let events = chat::start(&state, &caller, &id, Action::Send(req.content), &sampling).await?;
-    Ok(sse(events))
+    Ok(sse(&state, events))
 }
 
 /// Write the last answer again (or answer the last message if it has no
@@ -98,7 +107,7 @@ pub async fn stream(
     params(("id" = String, Path, description = "Chat id")),
     request_body(content = Option<RegenerateRequest>, description = "Optional"),
     responses(
-        (status = 200, description = "A stream of `ChatEvent`s", content_type = "text/event-stream", body = String),
+        (status = 200, description = "A stream of `ChatEvent`s (each in an event's data)", content_type = "text/event-stream", body = crate::openapi::SseEvent),
         (status = 404, description = "No such chat of the caller, or its model is gone", body = corral_sdk::ErrorBody),
         (status = 409, description = "An answer is being written, or there is nothing to answer", body = corral_sdk::ErrorBody),
         (status = 429, description = "The model's queue, the caller's concurrent answers or the daily token allowance is full", body = corral_sdk::ErrorBody),
@@ -112,7 +121,7 @@ pub async fn regenerate(
 ) -> ApiResult<Response> {
     let sampling = req.sampling.unwrap_or_default();
     let events = chat::start(&state, &caller, &id, Action::Regenerate, &sampling).await?;
-    Ok(sse(events))
+    Ok(sse(&state, events))
 }
 
 /// Whether a running answer was stopped.
@@ -194,20 +203,75 @@ pub async fn websocket(
 }
 
 async fn session(socket: WebSocket, state: AppState, mut caller: Caller) {
+    let _open = state.shutdown.hold();
     let (mut sink, mut incoming) = socket.split();
     let (out, mut outgoing) = mpsc::unbounded_channel::<ChatEvent>();
+    let (close, mut closing) = oneshot::channel::<CloseFrame>();
+    let mut close = Some(close);
+    let shutdown = state.shutdown.clone();
     let writer = tokio::spawn(async move {
-        while let Some(event) = outgoing.recv().await {
-            let Ok(text) = serde_json::to_string(&event) else {
-                continue;
-            };
-            if sink.send(WsMessage::Text(text.into())).await.is_err() {
-                break;
+        let farewell = loop {
+            tokio::select! {
+                biased;
+                Ok(frame) = &mut closing => {
+                    // What was queued before (the error saying why) goes
+                    // out first.
+                    for _ in 0..64 {
+                        let Ok(event) = outgoing.try_recv() else { break };
+                        if send_event(&mut sink, &event).await.is_err() {
+                            break;
+                        }
+                    }
+                    break Some(frame);
+                }
+                event = outgoing.recv() => {
+                    let Some(event) = event else { break None };
+                    if send_event(&mut sink, &event).await.is_err() {
+                        break None;
+                    }
+                }
             }
+        };
+        let farewell = farewell.or_else(|| {
+            shutdown.has_begun().then(|| CloseFrame {
+                code: close_code::AWAY,
+                reason: "the server is shutting down".into(),
+            })
+        });
+        if let Some(frame) = farewell {
+            let _ = sink.send(WsMessage::Close(Some(frame))).await;
         }
         let _ = sink.close().await;
     });
-    while let Some(Ok(frame)) = incoming.next().await {
+    // The credential the socket was opened with is checked again for every
+    // frame, every few seconds and when it expires: a password change or
+    // reset, a disabled account or a revoked API key ends the socket.
+    let mut recheck =
+        tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_EVERY, RECHECK_EVERY);
+    let expiry = tokio::time::sleep(until(caller.expires_at()));
+    tokio::pin!(expiry);
+    loop {
+        // At shutdown the socket takes no new commands; its running answers
+        // finish (or are stopped) and reach the client before it closes.
+        let frame = tokio::select! {
+            frame = incoming.next() => frame,
+            () = state.shutdown.begun() => break,
+            _ = recheck.tick() => match policy::recheck(state.store.as_ref(), &caller).await {
+                Err(err) if ends_access(&err) => {
+                    end(&out, &mut close, err);
+                    break;
+                }
+                _ => continue,
+            },
+            () = &mut expiry => {
+                let expired = AppError::Unauthorized(
+                    "the access token expired; sign in again".into(),
+                );
+                end(&out, &mut close, expired);
+                break;
+            }
+        };
+        let Some(Ok(frame)) = frame else { break };
         let text = match frame {
             WsMessage::Text(text) => text,
             WsMessage::Close(_) => break,
@@ -221,16 +285,14 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller) {
             }
             WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
         };
-        // The account is read again for every command, as for every HTTP
-        // request: a disabled account's socket is closed.
-        match state.store.get_user(caller.id()).await {
-            Ok(Some(user)) if !user.disabled => caller.user = user,
-            Ok(_) => {
-                refuse(&out, None, AppError::AccountDisabled);
+        match policy::recheck(state.store.as_ref(), &caller).await {
+            Ok(user) => caller.user = user,
+            Err(err) if ends_access(&err) => {
+                end(&out, &mut close, err);
                 break;
             }
             Err(err) => {
-                refuse(&out, None, err.into());
+                refuse(&out, None, err);
                 continue;
             }
         }
@@ -286,15 +348,67 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller) {
             Err(err) => refuse(&out, Some(chat_id), err),
         }
     }
+    drop(out);
+    if state.shutdown.has_begun() {
+        let _ = writer.await;
+        return;
+    }
     // Let what is queued (a last error) go out; answers still running keep
     // the writer alive, and stop when it is aborted.
-    drop(out);
     let abort = writer.abort_handle();
     if tokio::time::timeout(std::time::Duration::from_millis(200), writer)
         .await
         .is_err()
     {
         abort.abort();
+    }
+}
+
+/// How often an open WebSocket checks its credential when no frame comes.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Time from now until `at`; a credential that never expires, a long time.
+fn until(at: Option<DateTime<Utc>>) -> Duration {
+    const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    at.map_or(NEVER, |at| {
+        (at - crate::time::now()).to_std().unwrap_or(Duration::ZERO)
+    })
+}
+
+/// Whether a failed credential check means the socket's access is over (a
+/// store error is not).
+fn ends_access(err: &AppError) -> bool {
+    matches!(err, AppError::Unauthorized(_) | AppError::AccountDisabled)
+}
+
+/// Ends a socket whose access is over: an `error` event says why, then a
+/// close frame (policy violation) with the same reason.
+fn end(
+    out: &mpsc::UnboundedSender<ChatEvent>,
+    close: &mut Option<oneshot::Sender<CloseFrame>>,
+    err: AppError,
+) {
+    let mut reason = err.to_string();
+    // A close reason has at most 123 bytes.
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    refuse(out, None, err);
+    if let Some(close) = close.take() {
+        let _ = close.send(CloseFrame {
+            code: close_code::POLICY,
+            reason: reason.into(),
+        });
+    }
+}
+
+async fn send_event(
+    sink: &mut futures::stream::SplitSink<WebSocket, WsMessage>,
+    event: &ChatEvent,
+) -> Result<(), axum::Error> {
+    match serde_json::to_string(event) {
+        Ok(text) => sink.send(WsMessage::Text(text.into())).await,
+        Err(_) => Ok(()),
     }
 }
 

@@ -7,13 +7,17 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::accounts::{check_password, create_account, normalize_display_name};
+use crate::accounts::{
+    check_password, create_account, ensure_may_grant, ensure_may_manage, normalize_display_name,
+    revoke_access,
+};
 use crate::api::{audit, paging, search_term, Paged, UserView};
 use crate::auth::hash_password_async;
 use crate::error::{ApiResult, AppError, Json, Path, Query, Validator};
 use crate::model::{User, UserQuery};
 use crate::policy::Caller;
 use crate::state::AppState;
+use crate::store::UserUpdate;
 use crate::time::now;
 
 /// Filters for the user list.
@@ -91,7 +95,7 @@ pub async fn create(
     caller: Caller,
     Json(req): Json<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
-    may_grant(&caller, req.role)?;
+    ensure_may_grant(&caller.user, req.role)?;
     let user = create_account(
         state.store.as_ref(),
         &req.username,
@@ -109,17 +113,6 @@ pub async fn create(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
-}
-
-/// Only technicians may make or unmake technicians: an admin could
-/// otherwise give anyone (themselves included) rights admins do not have.
-fn may_grant(caller: &Caller, role: Role) -> ApiResult<()> {
-    if role == Role::Technician && caller.user.role != Role::Technician {
-        return Err(AppError::Forbidden(
-            "only a technician can grant or take away the technician role".into(),
-        ));
-    }
-    Ok(())
 }
 
 async fn load(state: &AppState, id: &str) -> ApiResult<User> {
@@ -168,7 +161,7 @@ fn removes_last_staff(before: &User, after: &User, active_staff: u64) -> bool {
     request_body = UpdateUserRequest,
     responses(
         (status = 200, description = "Updated", body = UserView),
-        (status = 403, description = "Only technicians can grant or take away the technician role", body = corral_sdk::ErrorBody),
+        (status = 403, description = "Only technicians can act on a technician's account, or grant or take away the technician role", body = corral_sdk::ErrorBody),
         (status = 404, description = "No such user", body = corral_sdk::ErrorBody),
         (status = 409, description = "Would leave no active admin or technician", body = corral_sdk::ErrorBody),
     ))]
@@ -180,6 +173,7 @@ pub async fn update(
 ) -> ApiResult<Json<UserView>> {
     let _guard = state.staff_changes.lock().await;
     let before = load(&state, &id).await?;
+    ensure_may_manage(&caller.user, &before)?;
     let mut user = before.clone();
     let mut v = Validator::new();
     if let Some(name) = req.display_name.as_deref() {
@@ -190,8 +184,7 @@ pub async fn update(
         user.role = role;
     }
     if user.role != before.role {
-        may_grant(&caller, before.role)?;
-        may_grant(&caller, user.role)?;
+        ensure_may_grant(&caller.user, user.role)?;
     }
     if let Some(disabled) = req.disabled {
         user.disabled = disabled;
@@ -204,8 +197,23 @@ pub async fn update(
             "this is the last active admin or technician; promote another account first".into(),
         ));
     }
-    user.updated_at = now();
-    state.store.update_user(&user).await?;
+    let disabling = user.disabled && !before.disabled;
+    let changes = UserUpdate {
+        display_name: (user.display_name != before.display_name).then(|| user.display_name.clone()),
+        role: (user.role != before.role).then_some(user.role),
+        disabled: (user.disabled != before.disabled).then_some(user.disabled),
+        updated_at: Some(now()),
+        // Disabling ends every access token at once; enabling again
+        // brings none of them back.
+        bump_token_version: disabling,
+        ..Default::default()
+    };
+    let user = state.store.update_user(&id, &changes).await?;
+    let revoked_keys = if disabling {
+        Some(revoke_access(state.store.as_ref(), &id).await?)
+    } else {
+        None
+    };
     if before.display_name != user.display_name {
         let details = json!({"from": before.display_name, "to": user.display_name});
         audit(&state, &caller, "user.display_name", &id, details).await?;
@@ -220,14 +228,11 @@ pub async fn update(
         } else {
             "user.enable"
         };
-        audit(
-            &state,
-            &caller,
-            action,
-            &id,
-            json!({"username": user.username}),
-        )
-        .await?;
+        let mut details = json!({"username": user.username});
+        if let Some(keys) = revoked_keys {
+            details["api_keys_revoked"] = json!(keys);
+        }
+        audit(&state, &caller, action, &id, details).await?;
     }
     Ok(Json(UserView::from(&user)))
 }
@@ -247,6 +252,7 @@ pub struct ResetPasswordRequest {
     request_body = ResetPasswordRequest,
     responses(
         (status = 204, description = "Password reset"),
+        (status = 403, description = "Only technicians can reset a technician's password", body = corral_sdk::ErrorBody),
         (status = 404, description = "No such user", body = corral_sdk::ErrorBody),
     ))]
 pub async fn reset_password(
@@ -258,13 +264,21 @@ pub async fn reset_password(
     let mut v = Validator::new();
     check_password(&mut v, "new_password", &req.new_password);
     v.finish()?;
-    let mut user = load(&state, &id).await?;
-    user.password_hash = hash_password_async(req.new_password).await?;
-    user.token_version += 1;
-    user.updated_at = now();
-    state.store.update_user(&user).await?;
-    state.store.revoke_user_sessions(&user.id).await?;
-    let keys = state.store.delete_user_api_keys(&user.id).await?;
+    // Checked before the (slow) hashing, and again under the lock, where
+    // a concurrent role change cannot slip in between check and write.
+    ensure_may_manage(&caller.user, &load(&state, &id).await?)?;
+    let password_hash = hash_password_async(req.new_password).await?;
+    let _guard = state.staff_changes.lock().await;
+    let user = load(&state, &id).await?;
+    ensure_may_manage(&caller.user, &user)?;
+    let changes = UserUpdate {
+        password_hash: Some(password_hash),
+        bump_token_version: true,
+        updated_at: Some(now()),
+        ..Default::default()
+    };
+    let user = state.store.update_user(&user.id, &changes).await?;
+    let keys = revoke_access(state.store.as_ref(), &user.id).await?;
     audit(
         &state,
         &caller,
