@@ -12,6 +12,17 @@
 //! Records are changed under [`Downloads::records`], which the API's
 //! edits hold too, so a finishing download and a technician's edit cannot
 //! overwrite each other's fields.
+//!
+//! What a download may reach is decided by [`net::NetPolicy`]; how large
+//! it may grow by `max_download_bytes` and the free space of the data
+//! directory's file system. Every downloaded file must be a GGUF file, the
+//! only single-file format the backends load. Reasons stored on a record
+//! name no server path and show a source URL only with its credentials
+//! redacted ([`redact_source`]).
+
+mod net;
+
+pub use net::normalize_origin;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -27,9 +38,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
+use crate::config::Config;
 use crate::events::{Event, EventBus};
 use crate::model::{ModelRecord, ModelStatus};
 use crate::store::Store;
+use net::{GuardedResolver, NetPolicy};
 
 /// Attempts in a row that may fail without progress before a download is
 /// given up.
@@ -45,6 +58,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How the GGUF format starts.
 const GGUF_MAGIC: &[u8; 4] = b"GGUF";
+/// Free space a download leaves on the data directory's file system.
+const KEEP_FREE: u64 = 512 * 1024 * 1024;
+/// Bytes written between two checks of the free space.
+const SPACE_CHECK_EVERY: u64 = 16 * 1024 * 1024;
 
 /// Where a model's download stands, for the API.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -163,6 +180,8 @@ struct Target {
     model_id: String,
     job_id: u64,
     source: String,
+    /// `source` as reasons and logs may show it.
+    shown: String,
     sha256: Option<String>,
     cancel: CancellationToken,
     tracker: Arc<Mutex<Tracker>>,
@@ -173,6 +192,10 @@ pub struct Downloads {
     store: Arc<dyn Store>,
     events: EventBus,
     models_dir: PathBuf,
+    /// Folders local sources must lie in.
+    model_dirs: Vec<PathBuf>,
+    max_bytes: u64,
+    net: Arc<NetPolicy>,
     client: reqwest::Client,
     jobs: Mutex<HashMap<String, Job>>,
     next_job: AtomicU64,
@@ -195,6 +218,12 @@ impl Downloads {
                 return;
             }
         };
+        // Backends may name the file; the reason is shown to clients.
+        let reason = match &model.file_path {
+            Some(path) if !path.is_empty() => reason.replace(path.as_str(), "the model file"),
+            _ => reason.to_owned(),
+        };
+        let reason = reason.as_str();
         model.status = ModelStatus::Failed;
         model.error = Some(format!("the backend cannot load the file: {reason}"));
         model.file_path = None;
@@ -211,21 +240,39 @@ impl Downloads {
         });
     }
 
-    pub fn new(store: Arc<dyn Store>, events: EventBus, data_dir: &Path) -> anyhow::Result<Self> {
+    pub fn new(store: Arc<dyn Store>, events: EventBus, config: &Config) -> anyhow::Result<Self> {
+        let net = Arc::new(NetPolicy::new(
+            config.download_allow_private,
+            &config.download_allowed_origins,
+        ));
         let client = reqwest::Client::builder()
             .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: net.clone(),
+            }))
+            .redirect(net.redirect_policy())
             .build()?;
         Ok(Downloads {
             store,
             events,
-            models_dir: data_dir.join("models"),
+            models_dir: config.data_dir.join("models"),
+            model_dirs: config.model_dirs(),
+            max_bytes: config.max_download_bytes,
+            net,
             client,
             jobs: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(1),
             records: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Whether a URL source may be downloaded, as far as the URL tells
+    /// (a host name is checked once resolved, when the download runs).
+    pub fn check_source_url(&self, source: &str) -> Result<(), String> {
+        let url = reqwest::Url::parse(source).map_err(|e| format!("is not a valid URL: {e}"))?;
+        self.net.check_url(&url).map_err(|refused| refused.0)
     }
 
     /// The directory that holds a model's downloaded files.
@@ -253,6 +300,7 @@ impl Downloads {
             model_id: model.id.clone(),
             job_id,
             source: model.source.clone(),
+            shown: redact_source(&model.source),
             sha256: model.sha256.clone(),
             cancel: cancel.clone(),
             tracker: tracker.clone(),
@@ -374,6 +422,34 @@ impl Downloads {
         }
     }
 
+    fn too_large(&self, total: Option<u64>) -> String {
+        let size = total.map_or(String::new(), |t| format!(" ({t} bytes)"));
+        format!(
+            "the file{size} is larger than the download limit of {} bytes (`max_download_bytes`)",
+            self.max_bytes
+        )
+    }
+
+    /// Whether `needed` more bytes fit beside `part` and leave
+    /// [`KEEP_FREE`] bytes free.
+    fn check_space(&self, part: &Path, needed: u64) -> Result<(), String> {
+        let dir = part.parent().unwrap_or(part);
+        let free = match available_space(dir) {
+            Ok(free) => free,
+            Err(err) => {
+                tracing::warn!(%err, "could not read the free disk space");
+                return Ok(());
+            }
+        };
+        if free < needed.saturating_add(KEEP_FREE) {
+            return Err(format!(
+                "not enough free disk space for the download: {needed} more bytes are needed, \
+                 {free} are free, and {KEEP_FREE} must stay free"
+            ));
+        }
+        Ok(())
+    }
+
     async fn run(self: Arc<Self>, t: Target) {
         let outcome = if is_url(&t.source) {
             self.download(&t).await
@@ -463,20 +539,33 @@ impl Downloads {
     }
 
     /// Checks a local file against its expected sha256 (no copy is made).
+    /// The path is checked against the model folders again: the folders
+    /// may have changed since the record was made.
     async fn check_local(&self, t: &Target) -> Result<(PathBuf, u64), Stop> {
-        let path = PathBuf::from(&t.source);
+        let path = crate::registry::resolve_local(&self.model_dirs, &t.source)
+            .await
+            .map_err(|reason| failed(format!("the source {reason}")))?;
         let meta = tokio::fs::metadata(&path)
             .await
-            .map_err(|e| failed(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| failed(format!("cannot read the local file: {e}")))?;
+        if !meta.is_file() {
+            return Err(failed(
+                "a sha256 applies to a single file, not to a directory",
+            ));
+        }
         let size = meta.len();
+        if !has_gguf_magic(&path).await {
+            return Err(failed(NOT_GGUF));
+        }
         if let Some(expected) = &t.sha256 {
             let mut hasher = Sha256::new();
             self.hash_prefix(t, &path, size, Some(size), &mut hasher)
                 .await?;
-            let got = hex(&hasher.finalize());
-            if &got != expected {
+            // The hash of a file that is not accepted is not shown: it would
+            // tell something about a file the caller may not read.
+            if &hex(&hasher.finalize()) != expected {
                 return Err(failed(format!(
-                    "sha256 mismatch: expected {expected}, got {got}"
+                    "sha256 mismatch: expected {expected}, got a file with a different hash"
                 )));
             }
         }
@@ -494,7 +583,7 @@ impl Downloads {
     ) -> Result<(), Stop> {
         let file = tokio::fs::File::open(path)
             .await
-            .map_err(|e| failed(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| failed(format!("cannot read the file: {e}")))?;
         let mut reader = tokio::io::BufReader::with_capacity(1 << 20, file.take(len));
         let mut buf = vec![0u8; 1 << 20];
         let mut done = 0u64;
@@ -505,7 +594,7 @@ impl Downloads {
             let n = reader
                 .read(&mut buf)
                 .await
-                .map_err(|e| failed(format!("cannot read {}: {e}", path.display())))?;
+                .map_err(|e| failed(format!("cannot read the file: {e}")))?;
             if n == 0 {
                 break;
             }
@@ -514,10 +603,7 @@ impl Downloads {
             self.publish_progress(t, done, total, false);
         }
         if done != len {
-            return Err(failed(format!(
-                "{} is shorter than expected",
-                path.display()
-            )));
+            return Err(failed("the file is shorter than expected"));
         }
         Ok(())
     }
@@ -529,9 +615,14 @@ impl Downloads {
         let name = file_name(&t.source);
         let final_path = dir.join(&name);
         let part = dir.join(format!("{name}.part"));
+        let url = reqwest::Url::parse(&t.source)
+            .map_err(|e| failed(format!("the source is not a valid URL: {e}")))?;
+        self.net
+            .check_url(&url)
+            .map_err(|refused| failed(format!("{}: {refused}", t.shown)))?;
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| failed(format!("cannot create the download folder: {e}")))?;
 
         let (size, got) = match tokio::fs::metadata(&final_path).await {
             // Complete from an earlier run that stopped before recording it.
@@ -541,7 +632,7 @@ impl Downloads {
                     .await?;
                 tokio::fs::rename(&final_path, &part)
                     .await
-                    .map_err(|e| failed(format!("cannot move {}: {e}", final_path.display())))?;
+                    .map_err(|e| failed(format!("cannot move the downloaded file: {e}")))?;
                 (meta.len(), hex(&hasher.finalize()))
             }
             _ => self.fetch(t, &part).await?,
@@ -555,15 +646,17 @@ impl Downloads {
         };
         if let Some(expected) = &t.sha256 {
             if &got != expected {
+                // A downloaded file's hash tells nothing the URL does not:
+                // shown, unlike a local file's.
                 return Err(
                     discard(format!("sha256 mismatch: expected {expected}, got {got}")).await,
                 );
             }
         }
-        if name.to_ascii_lowercase().ends_with(".gguf") && !has_gguf_magic(&part).await {
-            return Err(discard(
-                "the file is not in GGUF format (it does not start with `GGUF`); check that the URL points at the file itself".to_owned(),
-            )
+        if !has_gguf_magic(&part).await {
+            return Err(discard(format!(
+                "{NOT_GGUF}; check that the URL points at the model file itself"
+            ))
             .await);
         }
         tokio::fs::rename(&part, &final_path)
@@ -617,7 +710,10 @@ impl Downloads {
         }
         let response = tokio::select! {
             _ = t.cancel.cancelled() => return Err(Attempt::Stop(Stop::Cancelled)),
-            r = request.send() => r.map_err(|e| Attempt::retry(describe(&e, &t.source), false))?,
+            r = request.send() => r.map_err(|e| match net::refusal(&e) {
+                Some(refused) => Attempt::Stop(failed(format!("{}: {refused}", t.shown))),
+                None => Attempt::retry(describe(e, &t.shown), false),
+            })?,
         };
         let status = response.status();
         let total;
@@ -656,14 +752,24 @@ impl Downloads {
             || status == reqwest::StatusCode::REQUEST_TIMEOUT
         {
             return Err(Attempt::retry(
-                format!("the server answered {status} for {}", t.source),
+                format!("the server answered {status} for {}", t.shown),
                 false,
             ));
         } else {
             return Err(Attempt::Stop(failed(format!(
                 "the server answered {status} for {}",
-                t.source
+                t.shown
             ))));
+        }
+        if let Some(total) = total {
+            if total > self.max_bytes {
+                let _ = tokio::fs::remove_file(part).await;
+                return Err(Attempt::Stop(failed(self.too_large(Some(total)))));
+            }
+        }
+        let needed = total.map(|total| total.saturating_sub(offset));
+        if let Err(reason) = self.check_space(part, needed.unwrap_or(0)) {
+            return Err(Attempt::Stop(failed(reason)));
         }
 
         let mut file = tokio::fs::OpenOptions::new()
@@ -673,9 +779,10 @@ impl Downloads {
             .truncate(truncate)
             .open(part)
             .await
-            .map_err(|e| Attempt::Stop(failed(format!("cannot write {}: {e}", part.display()))))?;
+            .map_err(|e| Attempt::Stop(failed(format!("cannot write the download: {e}"))))?;
         self.publish_progress(t, offset, total, true);
         let start = offset;
+        let mut space_checked_at = offset;
         let mut body = response.bytes_stream();
         let mut interrupted = None;
         loop {
@@ -688,15 +795,30 @@ impl Downloads {
             };
             match next {
                 Some(Ok(chunk)) => {
+                    if offset + chunk.len() as u64 > self.max_bytes {
+                        drop(file);
+                        let _ = tokio::fs::remove_file(part).await;
+                        return Err(Attempt::Stop(failed(self.too_large(total))));
+                    }
+                    if offset + chunk.len() as u64 - space_checked_at >= SPACE_CHECK_EVERY {
+                        let left = total.map_or(0, |t| t.saturating_sub(offset));
+                        if let Err(reason) = self.check_space(part, left) {
+                            drop(file);
+                            // The partial file goes too: the space is what is short.
+                            let _ = tokio::fs::remove_file(part).await;
+                            return Err(Attempt::Stop(failed(reason)));
+                        }
+                        space_checked_at = offset;
+                    }
                     file.write_all(&chunk).await.map_err(|e| {
-                        Attempt::Stop(failed(format!("cannot write {}: {e}", part.display())))
+                        Attempt::Stop(failed(format!("cannot write the download: {e}")))
                     })?;
                     hasher.update(&chunk);
                     offset += chunk.len() as u64;
                     self.publish_progress(t, offset, total, false);
                 }
                 Some(Err(err)) => {
-                    interrupted = Some(describe(&err, &t.source));
+                    interrupted = Some(describe(err, &t.shown));
                     break;
                 }
                 None => break,
@@ -705,7 +827,7 @@ impl Downloads {
         file.flush()
             .await
             .and(file.sync_all().await)
-            .map_err(|e| Attempt::Stop(failed(format!("cannot write {}: {e}", part.display()))))?;
+            .map_err(|e| Attempt::Stop(failed(format!("cannot write the download: {e}"))))?;
         let progressed = offset > start;
         if let Some(reason) = interrupted {
             return Err(Attempt::retry(
@@ -738,6 +860,90 @@ impl Attempt {
             progressed,
         }
     }
+}
+
+/// Why a file was not accepted as a model.
+const NOT_GGUF: &str = "the file is not in GGUF format (it does not start with `GGUF`)";
+
+/// Bytes free for unprivileged use on the file system holding `dir`.
+#[cfg(unix)]
+// The field types differ between platforms.
+#[allow(clippy::unnecessary_cast)]
+fn available_space(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: statvfs is plain old data, so all zeroes is a valid value.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `stat` is writable for the call.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
+#[cfg(not(unix))]
+fn available_space(_dir: &Path) -> std::io::Result<u64> {
+    Ok(u64::MAX)
+}
+
+/// Query parameters whose values are secrets, by lowercase name.
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    const EXACT: &[&str] = &[
+        "sig",
+        "signature",
+        "key",
+        "code",
+        "auth",
+        "password",
+        "pass",
+    ];
+    const PARTS: &[&str] = &[
+        "token",
+        "secret",
+        "apikey",
+        "api_key",
+        "credential",
+        "signature",
+        "session",
+    ];
+    EXACT.contains(&name.as_str()) || PARTS.iter().any(|p| name.contains(p))
+}
+
+/// `source` as it may be shown: a URL's user name, password and the values
+/// of query parameters that carry secrets (tokens, signatures, keys) are
+/// replaced by `***`. Local paths come back unchanged.
+pub fn redact_source(source: &str) -> String {
+    if !is_url(source) {
+        return source.to_owned();
+    }
+    let Ok(mut url) = reqwest::Url::parse(source) else {
+        // Not a URL after all; show nothing that could be a secret in it.
+        return source
+            .split_once("://")
+            .map_or_else(String::new, |(scheme, _)| format!("{scheme}://***"));
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_username("***");
+        let _ = url.set_password(None);
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_secret_param(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        if pairs.iter().any(|(_, v)| v == "***") {
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+    }
+    url.to_string()
 }
 
 /// Whether a source is an http(s) URL rather than a local path.
@@ -808,10 +1014,13 @@ pub async fn is_gguf(path: &Path) -> bool {
     has_gguf_magic(path).await
 }
 
-/// An HTTP client error as a reason a technician can act on.
-fn describe(err: &reqwest::Error, url: &str) -> String {
+/// An HTTP client error as a reason a technician can act on; `url` is the
+/// source as it may be shown.
+fn describe(err: reqwest::Error, url: &str) -> String {
+    // The error's own text would name the URL with its credentials.
+    let err = err.without_url();
     let mut root = String::new();
-    let mut source = std::error::Error::source(err);
+    let mut source = std::error::Error::source(&err);
     while let Some(s) = source {
         root = s.to_string();
         source = s.source();
@@ -876,6 +1085,23 @@ mod tests {
             "bytes 0-9/*".parse().unwrap(),
         );
         assert_eq!(content_range(&h), Some((Some(0), None)));
+    }
+
+    #[test]
+    fn credentials_in_sources_are_redacted() {
+        assert_eq!(
+            redact_source("https://user:secret@example.com/a/m.gguf"),
+            "https://***@example.com/a/m.gguf"
+        );
+        assert_eq!(
+            redact_source("https://example.com/m.gguf?download=true&token=abc&X-Amz-Signature=def"),
+            "https://example.com/m.gguf?download=true&token=***&X-Amz-Signature=***"
+        );
+        assert_eq!(
+            redact_source("https://example.com/m.gguf?download=true"),
+            "https://example.com/m.gguf?download=true"
+        );
+        assert_eq!(redact_source("/srv/models/m.gguf"), "/srv/models/m.gguf");
     }
 
     #[test]

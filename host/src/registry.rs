@@ -3,14 +3,14 @@
 //! [`crate::download::Downloads`]; the runtime asks this module which model
 //! a user means ([`find_usable`]).
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
 use corral_sdk::backend::SamplingParams;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::download::is_url;
+use crate::download::{is_url, redact_source};
 use crate::error::{ApiResult, AppError, Validator};
 use crate::events::Event;
 use crate::model::{new_id, ModelAccess, ModelKind, ModelRecord, ModelStatus, User};
@@ -28,6 +28,10 @@ const MAX_DESCRIPTION: usize = 2000;
 const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 const MAX_SOURCE_BYTES: usize = 2048;
 const MAX_ACCESS_USERS: usize = 1000;
+/// How deep a directory source is walked.
+const MAX_WALK_DEPTH: usize = 8;
+/// How many entries a directory source may hold.
+const MAX_WALK_ENTRIES: usize = 10_000;
 
 /// The models `user` may use, by name.
 pub async fn usable_models(state: &AppState, user: &User) -> ApiResult<Vec<ModelRecord>> {
@@ -63,29 +67,39 @@ pub struct NewModel {
     #[schema(example = "gemma-3-270m", pattern = r"^[A-Za-z0-9._:-]{1,100}$")]
     pub name: String,
     /// `llama` or `candle`.
-    #[schema(example = "llama")]
+    #[schema(example = "llama", pattern = "^(llama|candle)$")]
     pub backend: String,
     /// Default `chat`.
     pub kind: Option<ModelKind>,
-    /// An http(s) URL to download, or an absolute path on the server (a
-    /// file, or a directory for models made of several files).
+    /// An http(s) URL to download, or an absolute path on the server inside
+    /// one of the model folders (setting `model_dirs`): a GGUF file, or a
+    /// directory for models made of several files. Downloads may not reach
+    /// loopback, link-local or (unless allowed) private addresses.
     #[schema(
-        example = "https://huggingface.co/unsloth/gemma-3-270m-it-GGUF/resolve/main/gemma-3-270m-it-Q4_K_M.gguf"
+        example = "https://huggingface.co/unsloth/gemma-3-270m-it-GGUF/resolve/main/gemma-3-270m-it-Q4_K_M.gguf",
+        max_length = 2048,
+        pattern = "^(https?://|/)"
     )]
     pub source: String,
     /// Expected sha256 of the file (hex); the download fails on a mismatch.
+    #[schema(pattern = "^[0-9A-Fa-f]{64}$")]
     pub sha256: Option<String>,
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     /// Tokens; 0 or absent = the model's own.
+    #[schema(maximum = 1048576)]
     pub context_length: Option<u32>,
     /// 0 or absent = automatic.
+    #[schema(maximum = 1024)]
     pub threads: Option<u32>,
     /// Requests served at once, 1 to 64 (default 4).
+    #[schema(minimum = 1, maximum = 64)]
     pub slots: Option<u32>,
     /// Default sampling; absent fields take the usual defaults.
     #[schema(value_type = Option<Object>)]
     pub sampling: Option<SamplingParams>,
-    /// Overrides the model's own chat template.
+    /// Overrides the model's own chat template (at most 64 KiB).
+    #[schema(max_length = 16384)]
     pub chat_template: Option<String>,
     /// Default: everyone.
     pub access: Option<ModelAccess>,
@@ -99,19 +113,27 @@ pub struct NewModel {
 pub struct ModelChanges {
     #[schema(pattern = r"^[A-Za-z0-9._:-]{1,100}$")]
     pub name: Option<String>,
+    #[schema(pattern = "^(llama|candle)$")]
     pub backend: Option<String>,
     pub kind: Option<ModelKind>,
     /// A new source; the same source again retries a failed download.
+    #[schema(max_length = 2048, pattern = "^(https?://|/)")]
     pub source: Option<String>,
     /// `""` removes the expected hash.
+    #[schema(pattern = "^([0-9A-Fa-f]{64})?$")]
     pub sha256: Option<String>,
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
+    #[schema(maximum = 1048576)]
     pub context_length: Option<u32>,
+    #[schema(maximum = 1024)]
     pub threads: Option<u32>,
+    #[schema(minimum = 1, maximum = 64)]
     pub slots: Option<u32>,
     #[schema(value_type = Option<Object>)]
     pub sampling: Option<SamplingParams>,
-    /// `""` goes back to the model's own template.
+    /// `""` goes back to the model's own template (at most 64 KiB).
+    #[schema(max_length = 16384)]
     pub chat_template: Option<String>,
     pub access: Option<ModelAccess>,
 }
@@ -125,8 +147,47 @@ pub fn valid_name(name: &str) -> bool {
 
 /// What a local source turned out to be.
 struct LocalSource {
+    /// With symbolic links resolved.
+    path: PathBuf,
     size: u64,
     is_dir: bool,
+}
+
+const OUTSIDE_MODEL_DIRS: &str =
+    "must be a file or directory inside one of the model folders (setting `model_dirs`)";
+
+/// The model folders that exist, with symbolic links resolved.
+async fn canonical_dirs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut roots = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        if let Ok(root) = tokio::fs::canonicalize(dir).await {
+            roots.push(root);
+        }
+    }
+    roots
+}
+
+/// `source` with symbolic links resolved, when it lies inside one of the
+/// model folders `dirs` (also resolved). The error says what is wrong
+/// without naming a path, and tells a missing file from one outside the
+/// folders only inside them: elsewhere it would say which server files
+/// exist.
+pub(crate) async fn resolve_local(dirs: &[PathBuf], source: &str) -> Result<PathBuf, String> {
+    let roots = canonical_dirs(dirs).await;
+    let inside = |p: &Path| roots.iter().any(|root| p.starts_with(root));
+    match tokio::fs::canonicalize(source).await {
+        Ok(path) if inside(&path) => Ok(path),
+        Ok(_) => Err(OUTSIDE_MODEL_DIRS.into()),
+        Err(_) => {
+            let lexical = Path::new(source);
+            let named_inside = dirs.iter().any(|d| lexical.starts_with(d)) || inside(lexical);
+            if named_inside && !lexical.components().any(|c| c == Component::ParentDir) {
+                Err("names no readable file or directory in the model folders".into())
+            } else {
+                Err(OUTSIDE_MODEL_DIRS.into())
+            }
+        }
+    }
 }
 
 /// Checks every field of `m` and, when `check_source`, what a local source
@@ -210,14 +271,24 @@ async fn validate(
             ));
         }
     }
-    if !check_source || is_url(&m.source) {
+    if !check_source {
         return Ok(None);
     }
-    let path = Path::new(&m.source);
-    let meta = tokio::fs::metadata(path).await.map_err(|e| {
+    if is_url(&m.source) {
+        state
+            .downloads
+            .check_source_url(&m.source)
+            .map_err(|message| AppError::field("source", message))?;
+        return Ok(None);
+    }
+    let dirs = state.config.model_dirs();
+    let path = resolve_local(&dirs, &m.source)
+        .await
+        .map_err(|message| AppError::field("source", message))?;
+    let meta = tokio::fs::metadata(&path).await.map_err(|e| {
         AppError::field(
             "source",
-            format!("no file or directory readable at `{}`: {e}", m.source),
+            format!("the file or directory cannot be read: {e}"),
         )
     })?;
     if meta.is_dir() {
@@ -227,18 +298,25 @@ async fn validate(
                 "applies to a single file, not to a directory",
             ));
         }
+        let size = dir_size(&path, &canonical_dirs(&dirs).await)
+            .await
+            .map_err(|message| AppError::field("source", message))?;
         return Ok(Some(LocalSource {
-            size: dir_size(path).await,
+            path,
+            size,
             is_dir: true,
         }));
     }
-    if m.source.to_ascii_lowercase().ends_with(".gguf") && !crate::download::is_gguf(path).await {
+    // Both backends load a single file only as GGUF (a model made of
+    // several files is a directory).
+    if !meta.is_file() || !crate::download::is_gguf(&path).await {
         return Err(AppError::field(
             "source",
-            format!("`{}` is not a GGUF file", m.source),
+            "is not a GGUF file (it does not start with `GGUF`)",
         ));
     }
     Ok(Some(LocalSource {
+        path,
         size: meta.len(),
         is_dir: false,
     }))
@@ -260,29 +338,65 @@ fn check_source_syntax(source: &str) -> Result<(), String> {
     if source.contains("://") {
         return Err("only http:// and https:// URLs can be downloaded".into());
     }
-    if !Path::new(source).is_absolute() {
+    let path = Path::new(source);
+    if !path.is_absolute() {
         return Err("must be an http(s) URL or an absolute path on the server".into());
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err("must not contain `..`".into());
     }
     Ok(())
 }
 
-/// Total size of the files under `dir`.
-async fn dir_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        let Ok(mut entries) = tokio::fs::read_dir(&d).await else {
-            continue;
-        };
-        while let Ok(Some(entry)) = entries.next_entry().await {
-            match entry.metadata().await {
-                Ok(meta) if meta.is_dir() => pending.push(entry.path()),
-                Ok(meta) => total += meta.len(),
-                Err(_) => {}
+/// Total size of the files under `dir`, walked at most [`MAX_WALK_DEPTH`]
+/// levels deep and [`MAX_WALK_ENTRIES`] entries wide. A symbolic link
+/// inside must lead into the model folders `roots` (the backend would
+/// follow it); linked directories are walked too, within the same bounds.
+async fn dir_size(dir: &Path, roots: &[PathBuf]) -> Result<u64, String> {
+    let unreadable = |e: std::io::Error| format!("the directory cannot be read: {e}");
+    let mut total = 0u64;
+    let mut seen = 0usize;
+    let mut pending = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = pending.pop() {
+        let mut entries = tokio::fs::read_dir(&d).await.map_err(unreadable)?;
+        while let Some(entry) = entries.next_entry().await.map_err(unreadable)? {
+            seen += 1;
+            if seen > MAX_WALK_ENTRIES {
+                return Err(format!(
+                    "the directory holds more than {MAX_WALK_ENTRIES} entries"
+                ));
+            }
+            let mut path = entry.path();
+            let mut kind = entry.file_type().await.map_err(unreadable)?;
+            if kind.is_symlink() {
+                let target = tokio::fs::canonicalize(&path)
+                    .await
+                    .map_err(|_| "the directory holds a link that leads nowhere".to_owned())?;
+                if !roots.iter().any(|root| target.starts_with(root)) {
+                    return Err(
+                        "the directory holds a link that leads outside the model folders".into(),
+                    );
+                }
+                kind = tokio::fs::metadata(&target)
+                    .await
+                    .map_err(unreadable)?
+                    .file_type();
+                path = target;
+            }
+            if kind.is_dir() {
+                if depth + 1 > MAX_WALK_DEPTH {
+                    return Err(format!(
+                        "the directory is nested deeper than {MAX_WALK_DEPTH} levels"
+                    ));
+                }
+                pending.push((path, depth + 1));
+            } else if kind.is_file() {
+                let len = tokio::fs::metadata(&path).await.map_err(unreadable)?.len();
+                total = total.saturating_add(len);
             }
         }
     }
-    total
+    Ok(total)
 }
 
 /// Points the record at a local source, or marks it for download. Returns
@@ -292,7 +406,7 @@ fn prepare_source(m: &mut ModelRecord, local: Option<&LocalSource>) -> bool {
     match local {
         Some(local) if local.is_dir || m.sha256.is_none() => {
             m.status = ModelStatus::Ready;
-            m.file_path = Some(m.source.clone());
+            m.file_path = Some(local.path.to_string_lossy().into_owned());
             m.size_bytes = Some(local.size);
             false
         }
@@ -412,18 +526,47 @@ pub async fn register_demo_model(state: &AppState) -> anyhow::Result<Option<Mode
     Ok(model)
 }
 
-/// Applies `changes`; returns the record before and after.
+/// Times an edit is checked again when the record changed meanwhile.
+const UPDATE_TRIES: usize = 3;
+
+/// Applies `changes`; returns the record before and after. The edit is
+/// checked (which may walk a directory source) without holding the
+/// records lock, then written only if the record is still as it was read.
 pub async fn update(
     state: &AppState,
     id: &str,
     changes: ModelChanges,
 ) -> ApiResult<(ModelRecord, ModelRecord)> {
-    let guard = state.downloads.records.lock().await;
-    let before = state
-        .store
-        .get_model(id)
-        .await?
-        .ok_or(AppError::NotFound("model"))?;
+    for _ in 0..UPDATE_TRIES {
+        let before = state
+            .store
+            .get_model(id)
+            .await?
+            .ok_or(AppError::NotFound("model"))?;
+        let (model, refetch, local) = apply_changes(state, &before, changes.clone()).await?;
+        let guard = state.downloads.records.lock().await;
+        let current = state
+            .store
+            .get_model(id)
+            .await?
+            .ok_or(AppError::NotFound("model"))?;
+        if current != before {
+            continue;
+        }
+        return write_update(state, before, model, refetch, local, guard).await;
+    }
+    Err(AppError::Conflict(
+        "the model kept changing while the edit was checked; try again".into(),
+    ))
+}
+
+/// `before` with `changes` applied and checked; whether the file must be
+/// fetched again, and what a new local source is.
+async fn apply_changes(
+    state: &AppState,
+    before: &ModelRecord,
+    changes: ModelChanges,
+) -> ApiResult<(ModelRecord, bool, Option<LocalSource>)> {
     let mut model = before.clone();
     let mut refetch = false;
     if let Some(name) = changes.name {
@@ -435,7 +578,12 @@ pub async fn update(
     if let Some(kind) = changes.kind {
         model.kind = kind;
     }
-    if let Some(source) = changes.source {
+    if let Some(mut source) = changes.source {
+        // The source as the API shows it (credentials redacted) means the
+        // stored one.
+        if source.trim() == redact_source(&before.source) {
+            source = before.source.clone();
+        }
         refetch = source.trim() != before.source || before.status == ModelStatus::Failed;
         model.source = source;
     }
@@ -471,6 +619,19 @@ pub async fn update(
         && (model.source != before.source
             || model.sha256 != before.sha256
             || before.status == ModelStatus::Failed);
+    Ok((model, refetch, local))
+}
+
+/// Writes a checked edit; `guard` is the records lock, held since the
+/// record was last read.
+async fn write_update(
+    state: &AppState,
+    before: ModelRecord,
+    mut model: ModelRecord,
+    refetch: bool,
+    local: Option<LocalSource>,
+    guard: tokio::sync::MutexGuard<'_, ()>,
+) -> ApiResult<(ModelRecord, ModelRecord)> {
     if refetch {
         if prepare_source(&mut model, local.as_ref()) {
             // Keeps `file_path` and `size_bytes`: the old file serves until

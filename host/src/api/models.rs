@@ -1,5 +1,10 @@
 //! The model registry over HTTP. Everyone signed in lists the models they
 //! may use; technicians add, change and remove models and watch downloads.
+//!
+//! What a model's record shows depends on the caller: users see what
+//! picking a model takes; admins, who manage accounts, also see who may
+//! use it; technicians, who manage models, see everything, a source URL's
+//! credentials redacted (they are kept only for the download itself).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -8,6 +13,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use corral_sdk::Role;
 use futures::Stream;
 use serde::Serialize;
 use serde_json::json;
@@ -15,28 +22,127 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 
 use crate::api::audit;
-use crate::download::DownloadProgress;
+use crate::download::{redact_source, DownloadProgress};
 use crate::error::{ApiResult, AppError, Json, Path};
-use crate::model::ModelRecord;
+use crate::model::{ModelAccess, ModelKind, ModelRecord, ModelStatus};
 use crate::policy::Caller;
 use crate::registry::{self, ModelChanges, NewModel};
 use crate::state::AppState;
+use crate::time::serde_millis;
 
-/// A model as the API shows it; technicians also get its download progress.
+/// A model as the API shows it. The fields marked "technicians only" are
+/// left out for everyone else; `access` is shown to admins too.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelView {
-    #[serde(flatten)]
-    pub model: ModelRecord,
+    pub id: String,
+    /// Unique; what chats and API clients name.
+    #[schema(example = "gemma-3-270m", pattern = r"^[A-Za-z0-9._:-]{1,100}$")]
+    pub name: String,
+    /// The backend that runs it.
+    #[schema(example = "llama")]
+    pub backend: String,
+    pub kind: ModelKind,
+    pub description: String,
+    /// The state of the file for the model's source.
+    pub status: ModelStatus,
+    /// Whether a file is in place to serve requests (during a re-download,
+    /// the previous one).
+    pub usable: bool,
+    /// Context window in tokens; 0 = the model's own.
+    pub context_length: u32,
+    /// Size of the file (or directory) in use.
+    pub size_bytes: Option<u64>,
+    #[serde(with = "serde_millis")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "serde_millis")]
+    pub updated_at: DateTime<Utc>,
+    /// Technicians only: the http(s) URL (credentials shown as `***`) or
+    /// the path on the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Technicians only: the expected sha256 of the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub sha256: Option<Option<String>>,
+    /// Technicians only: the file (or directory) in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub file_path: Option<Option<String>>,
+    /// Technicians only: why the last download or check failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub error: Option<Option<String>>,
+    /// Technicians only: CPU threads; 0 = automatic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// Technicians only: requests served at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 64)]
+    pub slots: Option<u32>,
+    /// Technicians only: default sampling for requests that do not set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub sampling: Option<corral_sdk::backend::SamplingParams>,
+    /// Technicians only: the chat template that overrides the model's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub chat_template: Option<Option<String>>,
+    /// Admins and technicians: who may use the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<ModelAccess>,
     /// Technicians only, while a download or check runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<DownloadProgress>,
 }
 
 fn view(state: &AppState, caller: &Caller, model: ModelRecord) -> ModelView {
-    let progress = (caller.user.role == corral_sdk::Role::Technician
-        && state.downloads.is_active(&model.id))
-    .then(|| state.downloads.progress(&model));
-    ModelView { model, progress }
+    let role = caller.user.role;
+    let technician = role == Role::Technician;
+    let progress = (technician && state.downloads.is_active(&model.id))
+        .then(|| state.downloads.progress(&model));
+    let usable = model.is_servable();
+    let mut view = ModelView {
+        id: model.id,
+        name: model.name,
+        backend: model.backend,
+        kind: model.kind,
+        description: model.description,
+        status: model.status,
+        usable,
+        context_length: model.context_length,
+        size_bytes: model.size_bytes,
+        created_at: model.created_at,
+        updated_at: model.updated_at,
+        source: None,
+        sha256: None,
+        file_path: None,
+        error: None,
+        threads: None,
+        slots: None,
+        sampling: None,
+        chat_template: None,
+        access: (role != Role::User).then_some(model.access),
+        progress,
+    };
+    if technician {
+        view.source = Some(redact_source(&model.source));
+        view.sha256 = Some(model.sha256);
+        view.file_path = Some(model.file_path);
+        view.error = Some(model.error);
+        view.threads = Some(model.threads);
+        view.slots = Some(model.slots);
+        view.sampling = Some(model.sampling);
+        view.chat_template = Some(model.chat_template);
+    }
+    view
+}
+
+/// `model` as the audit log may record it: no credentials in its source.
+fn redacted(model: &ModelRecord) -> ModelRecord {
+    ModelRecord {
+        source: redact_source(&model.source),
+        ..model.clone()
+    }
 }
 
 /// Models the caller may use, by name (technicians: every model).
@@ -89,7 +195,11 @@ pub async fn create(
     Json(req): Json<NewModel>,
 ) -> ApiResult<(StatusCode, Json<ModelView>)> {
     let model = registry::create(&state, req).await?;
-    let details = json!({ "name": model.name, "backend": model.backend, "source": model.source });
+    let details = json!({
+        "name": model.name,
+        "backend": model.backend,
+        "source": redact_source(&model.source),
+    });
     audit(&state, &caller, "model.create", &model.id, details).await?;
     Ok((StatusCode::ACCEPTED, Json(view(&state, &caller, model))))
 }
@@ -113,7 +223,7 @@ pub async fn update(
     let (before, model) = registry::update(&state, &id, changes).await?;
     if before != model {
         let mut changed = serde_json::Map::new();
-        let (old, new) = (json!(before), json!(model));
+        let (old, new) = (json!(redacted(&before)), json!(redacted(&model)));
         if let (Some(old), Some(new)) = (old.as_object(), new.as_object()) {
             for (key, value) in new {
                 if key != "updated_at" && old.get(key) != Some(value) {
@@ -141,7 +251,7 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let model = registry::delete(&state, &id).await?;
-    let details = json!({ "name": model.name, "source": model.source });
+    let details = json!({ "name": model.name, "source": redact_source(&model.source) });
     audit(&state, &caller, "model.delete", &model.id, details).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -168,10 +278,11 @@ pub async fn progress(
 /// The host's events as Server-Sent Events: each with the event name and
 /// JSON data of an `Event` (`model_download`, `model_status`,
 /// `model_deleted`). A listener that falls behind gets a `lagged` event
-/// saying how many it missed.
+/// saying how many it missed. When the server stops, the stream ends with
+/// a `shutting_down` event.
 #[utoipa::path(get, path = "/api/events", tag = "models",
     responses((status = 200, description = "An endless stream of events",
-        content_type = "text/event-stream", body = crate::events::Event)))]
+        content_type = "text/event-stream", body = crate::openapi::SseEvent)))]
 pub async fn events(State(state): State<AppState>) -> impl IntoResponse {
     let rx = state.events.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -187,7 +298,12 @@ pub async fn events(State(state): State<AppState>) -> impl IntoResponse {
         };
         Some((Ok::<_, Infallible>(event), rx))
     });
-    sse(stream)
+    let last = crate::events::Event::ShuttingDown;
+    let last = SseEvent::default()
+        .event(last.name())
+        .json_data(&last)
+        .unwrap_or_else(|_| SseEvent::default().event(last.name()));
+    sse(state.shutdown.until_shutdown(stream, Ok(last)))
 }
 
 fn sse<S>(stream: S) -> impl IntoResponse

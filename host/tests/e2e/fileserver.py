@@ -15,6 +15,8 @@ Faults, per route:
   short_body=N      every answer promises the full length but stops after N
                     bytes of the file (a server that always breaks off)
   rate=B            at most B bytes per second, so progress can be watched
+
+`server.redirect("/away", "http://elsewhere/")` answers 302 to that URL.
 """
 
 from __future__ import annotations
@@ -78,6 +80,16 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         rec = Recorded(self.command, path, {k.lower(): v for k, v in self.headers.items()})
         route = files.routes.get(path)
+        location = files.redirects.get(path)
+        if location is not None:
+            with files.lock:
+                files.log.append(rec)
+            rec.status = 302
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         with files.lock:
             files.log.append(rec)
             if route is not None:
@@ -180,6 +192,7 @@ class FileServer:
     def __init__(self):
         self.routes: dict[str, Route] = {}
         self.sources: dict[str, str] = {}
+        self.redirects: dict[str, str] = {}
         self.log: list[Recorded] = []
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -217,6 +230,11 @@ class FileServer:
             rate=rate,
         )
         self.sources[path] = source
+        return self.base + path
+
+    def redirect(self, path: str, location: str) -> str:
+        """Registers `path` answering 302 to `location`; returns its URL."""
+        self.redirects[path] = location
         return self.base + path
 
     def requests(self, path: str) -> list[Recorded]:

@@ -1,0 +1,273 @@
+//! The model folders and who sees what of a model, against the real
+//! application router: directory sources are walked within bounds, links
+//! may not lead out of the model folders, and each role gets its own view.
+
+#[path = "support.rs"]
+mod support;
+
+use axum::http::StatusCode;
+use corral_host::config::Config;
+use corral_sdk::Role;
+use serde_json::{json, Value};
+use support::{assert_error, items, Account, TestApp};
+use tempfile::TempDir;
+
+struct Ctx {
+    t: TestApp,
+    models: TempDir,
+    tech: Account,
+    admin: Account,
+    user: Account,
+}
+
+impl Ctx {
+    async fn new() -> Self {
+        let models = tempfile::tempdir().expect("model folder");
+        let t = TestApp::with_config(Config {
+            model_dirs: Some(vec![models.path().to_path_buf()]),
+            ..Config::default()
+        })
+        .await;
+        let tech = t.signed_in("tech", Role::Technician).await;
+        let admin = t.signed_in("boss", Role::Admin).await;
+        let user = t.signed_in("ursula", Role::User).await;
+        Ctx {
+            t,
+            models,
+            tech,
+            admin,
+            user,
+        }
+    }
+
+    async fn add(&self, body: &Value) -> (StatusCode, Value) {
+        self.t
+            .post("/api/models", Some(&self.tech.access), body)
+            .await
+    }
+}
+
+/// Asserts a refusal naming `source`, and that `message` is in it.
+fn assert_source_refused(status: StatusCode, body: &Value, message: &str) {
+    assert_error(
+        status,
+        body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    assert_eq!(body["details"][0]["field"], "source", "{body}");
+    let text = body["details"][0]["message"].as_str().unwrap_or_default();
+    assert!(text.contains(message), "{body}");
+}
+
+#[tokio::test]
+async fn a_directory_source_is_walked_within_bounds() {
+    let c = Ctx::new().await;
+    let wide = c.models.path().join("wide");
+    std::fs::create_dir(&wide).expect("dir");
+    for i in 0..10_001 {
+        std::fs::write(wide.join(format!("f{i}")), b"").expect("file");
+    }
+    let (status, body) = c
+        .add(&json!({"name": "wide", "backend": "candle", "kind": "embedding", "source": wide}))
+        .await;
+    assert_source_refused(status, &body, "more than 10000 entries");
+
+    let mut deep = c.models.path().join("deep");
+    for _ in 0..10 {
+        deep = deep.join("d");
+    }
+    std::fs::create_dir_all(&deep).expect("dirs");
+    let (status, body) = c
+        .add(&json!({"name": "deep", "backend": "candle", "kind": "embedding", "source": c.models.path().join("deep")}))
+        .await;
+    assert_source_refused(status, &body, "nested deeper than 8 levels");
+
+    // A modest directory is ready at once, with its size.
+    let fine = c.models.path().join("fine");
+    std::fs::create_dir_all(fine.join("sub")).expect("dirs");
+    std::fs::write(fine.join("config.json"), b"{}").expect("file");
+    std::fs::write(fine.join("sub").join("weights"), vec![0u8; 1000]).expect("file");
+    let (status, body) = c
+        .add(&json!({"name": "fine", "backend": "candle", "kind": "embedding", "source": fine}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["size_bytes"], 1002);
+}
+
+#[tokio::test]
+async fn a_missing_file_is_told_apart_only_inside_the_model_folders() {
+    let c = Ctx::new().await;
+    let (status, body) = c
+        .add(&json!({"name": "gone", "backend": "llama", "source": c.models.path().join("gone.gguf")}))
+        .await;
+    assert_source_refused(status, &body, "names no readable file");
+    for outside in ["/etc/passwd", "/no/such/file.gguf"] {
+        let (status, body) = c
+            .add(&json!({"name": "outside", "backend": "llama", "source": outside}))
+            .await;
+        assert_source_refused(status, &body, "inside one of the model folders");
+        assert!(!body.to_string().contains(outside), "{body}");
+    }
+    // Not a GGUF file, inside the folders.
+    let text = c.models.path().join("notes.gguf");
+    std::fs::write(&text, b"just text").expect("file");
+    let (status, body) = c
+        .add(&json!({"name": "notes", "backend": "llama", "source": text}))
+        .await;
+    assert_source_refused(status, &body, "not a GGUF file");
+}
+
+#[tokio::test]
+async fn each_role_gets_its_own_view_of_a_model() {
+    let c = Ctx::new().await;
+    let file = c.models.path().join("m.gguf");
+    let mut data = b"GGUF".to_vec();
+    data.resize(4096, 7);
+    std::fs::write(&file, &data).expect("file");
+    let (status, created) = c
+        .add(&json!({
+            "name": "shared",
+            "backend": "llama",
+            "source": file,
+            "description": "for ursula and admins",
+            "access": {"everyone": false, "roles": ["admin"], "users": [c.user.id]},
+        }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let staff_only = [
+        "source",
+        "sha256",
+        "file_path",
+        "error",
+        "threads",
+        "slots",
+        "sampling",
+        "chat_template",
+        "progress",
+    ];
+
+    let (_, list) = c.t.get("/api/models", Some(&c.user.access)).await;
+    let (_, one) =
+        c.t.get(&format!("/api/models/{id}"), Some(&c.user.access))
+            .await;
+    for view in [&items(&list)[0], &one] {
+        for field in staff_only.iter().chain(&["access"]) {
+            assert!(view.get(field).is_none(), "a user sees `{field}`: {view}");
+        }
+        assert_eq!(view["name"], "shared");
+        assert_eq!(view["usable"], true);
+        assert_eq!(view["description"], "for ursula and admins");
+    }
+
+    // Admins manage accounts: they see who may use it, not where it is.
+    let (_, view) =
+        c.t.get(&format!("/api/models/{id}"), Some(&c.admin.access))
+            .await;
+    assert_eq!(view["access"]["users"], json!([c.user.id]), "{view}");
+    for field in staff_only {
+        assert!(view.get(field).is_none(), "an admin sees `{field}`: {view}");
+    }
+
+    // Technicians see everything.
+    let (_, view) =
+        c.t.get(&format!("/api/models/{id}"), Some(&c.tech.access))
+            .await;
+    let canonical = std::fs::canonicalize(&file).expect("canonical");
+    assert_eq!(view["file_path"], canonical.to_string_lossy().as_ref());
+    assert_eq!(view["source"], file.to_string_lossy().as_ref());
+    assert!(
+        view["sha256"].is_null() && view["error"].is_null(),
+        "{view}"
+    );
+    assert_eq!(view["slots"], 4);
+}
+
+/// A server that streams `chunks` MiB of a GGUF-looking file without
+/// saying its length up front; returns its origin.
+async fn streaming_server(chunks: usize) -> String {
+    use axum::body::{Body, Bytes};
+    let app = axum::Router::new().route(
+        "/stream/model.gguf",
+        axum::routing::get(move || async move {
+            let parts = (0..chunks).map(|i| {
+                let mut chunk = vec![i as u8; 1024 * 1024];
+                if i == 0 {
+                    chunk[..4].copy_from_slice(b"GGUF");
+                }
+                Ok::<_, std::io::Error>(Bytes::from(chunk))
+            });
+            Body::from_stream(futures::stream::iter(parts))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding the file server");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("file server");
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_download_without_a_length_stops_at_max_download_bytes() {
+    let origin = streaming_server(3).await;
+    let data = tempfile::tempdir().expect("data directory");
+    let limit = 1536 * 1024;
+    let t = TestApp::with_config(Config {
+        data_dir: data.path().to_path_buf(),
+        download_allowed_origins: vec![origin.clone()],
+        max_download_bytes: limit,
+        ..Config::default()
+    })
+    .await;
+    let tech = t.signed_in("tech", Role::Technician).await;
+    let (status, created) = t
+        .post(
+            "/api/models",
+            Some(&tech.access),
+            &json!({"name": "endless", "backend": "llama", "source": format!("{origin}/stream/model.gguf")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let mut model = created;
+    for _ in 0..200 {
+        let (_, m) = t
+            .get(&format!("/api/models/{id}"), Some(&tech.access))
+            .await;
+        model = m;
+        if model["status"] != "downloading" && !t.state.downloads.is_active(&id) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(model["status"], "failed", "{model}");
+    let error = model["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&limit.to_string()) && error.contains("max_download_bytes"),
+        "{error}"
+    );
+    let dir = data.path().join("models").join(&id);
+    let left: Vec<_> = walk(&dir);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
