@@ -36,6 +36,9 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
+    /// The account holds as many records of a kind as it may.
+    #[error("{0}")]
+    LimitReached(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -51,6 +54,9 @@ pub enum AppError {
     /// A part the request needs (a backend, a model) is not available.
     #[error("{0}")]
     Unavailable(String),
+    /// The request was not answered within `request_timeout_secs`.
+    #[error("the request was not answered within {0} s")]
+    Timeout(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -75,13 +81,13 @@ impl AppError {
             AppError::Forbidden(_) | AppError::AccountDisabled => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Conflict(_) | AppError::LimitReached(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::RateLimited { .. }
             | AppError::Busy { .. }
             | AppError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             AppError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
             AppError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,12 +109,14 @@ impl AppError {
             AppError::NotFound(_) => "not_found",
             AppError::MethodNotAllowed => "method_not_allowed",
             AppError::Conflict(_) | AppError::Store(StoreError::Conflict(_)) => "conflict",
+            AppError::LimitReached(_) => "limit_reached",
             AppError::PayloadTooLarge(_) => "payload_too_large",
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Busy { .. } => "busy",
             AppError::QuotaExceeded { .. } => "quota_exceeded",
             AppError::Unavailable(_) => "unavailable",
+            AppError::Timeout(_) => "timeout",
             AppError::Store(StoreError::NotFound) => "not_found",
             AppError::Store(StoreError::Unavailable(_)) => "store_unavailable",
             AppError::Store(StoreError::Corrupt(_)) | AppError::Internal(_) => "internal",

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use chrono::{DateTime, Days, Utc};
+use corral_sdk::backend::SamplingParams;
 use corral_sdk::Role;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -101,8 +102,9 @@ pub async fn allowance(state: &AppState, user: &User) -> ApiResult<Allowance> {
     })
 }
 
-/// Refuses a generation when `user` has used up today's allowance.
-pub async fn check(state: &AppState, user: &User) -> ApiResult<()> {
+/// Refuses a generation when `user` has used up today's allowance;
+/// otherwise returns the tokens left today (`None`: unlimited).
+pub async fn check(state: &AppState, user: &User) -> ApiResult<Option<u64>> {
     let allowance = allowance(state, user).await?;
     match allowance.limit {
         Some(limit) if allowance.used >= limit => {
@@ -116,7 +118,22 @@ pub async fn check(state: &AppState, user: &User) -> ApiResult<()> {
                 ),
             })
         }
-        _ => Ok(()),
+        _ => Ok(allowance.remaining),
+    }
+}
+
+/// Refuses a generation when `user` has used up today's allowance, and
+/// caps its `max_tokens` at what is left, so one long answer cannot run
+/// far past the limit.
+pub async fn admit(state: &AppState, user: &User, sampling: &mut SamplingParams) -> ApiResult<()> {
+    cap(sampling, check(state, user).await?);
+    Ok(())
+}
+
+fn cap(sampling: &mut SamplingParams, remaining: Option<u64>) {
+    if let Some(remaining) = remaining {
+        let remaining = u32::try_from(remaining).unwrap_or(u32::MAX).max(1);
+        sampling.max_tokens = sampling.max_tokens.min(remaining);
     }
 }
 
@@ -130,7 +147,10 @@ pub async fn get_quotas(State(state): State<AppState>) -> ApiResult<Json<Quotas>
 /// Replace the token quotas. Users named must exist.
 #[utoipa::path(put, path = "/api/quotas", tag = "admin",
     request_body = Quotas,
-    responses((status = 200, description = "The quotas now", body = Quotas)))]
+    responses(
+        (status = 200, description = "The quotas now", body = Quotas),
+        (status = 403, description = "Only technicians can set the quota of a technician or of the technician role", body = corral_sdk::ErrorBody),
+    ))]
 pub async fn put_quotas(
     State(state): State<AppState>,
     caller: Caller,
@@ -152,6 +172,7 @@ pub async fn put_quotas(
         }
     }
     let before = load(&state).await?;
+    ensure_may_change(&state, &caller, &before, &quotas).await?;
     let value = serde_json::to_value(&quotas)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot encode the quotas: {e}")))?;
     state.store.put_setting(QUOTAS, &value).await?;
@@ -164,6 +185,42 @@ pub async fn put_quotas(
     )
     .await?;
     Ok(Json(quotas))
+}
+
+/// Staff change the quotas only of accounts and roles they may act on
+/// (see [`crate::accounts::may_manage`]).
+async fn ensure_may_change(
+    state: &AppState,
+    caller: &Caller,
+    before: &Quotas,
+    after: &Quotas,
+) -> ApiResult<()> {
+    let (was, is) = (&before.roles, &after.roles);
+    for (role, changed) in [
+        (Role::User, was.user != is.user),
+        (Role::Admin, was.admin != is.admin),
+        (Role::Technician, was.technician != is.technician),
+    ] {
+        if changed {
+            crate::accounts::ensure_may_manage_role(&caller.user, role)?;
+        }
+    }
+    let changed = |a: &Quotas, b: &Quotas| -> Vec<String> {
+        a.users
+            .iter()
+            .filter(|(id, limit)| b.users.get(*id) != Some(*limit))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    for id in changed(before, after)
+        .into_iter()
+        .chain(changed(after, before))
+    {
+        if let Some(user) = state.store.get_user(&id).await? {
+            crate::accounts::ensure_may_manage(&caller.user, &user)?;
+        }
+    }
+    Ok(())
 }
 
 /// The caller's token allowance today.
@@ -207,5 +264,21 @@ mod tests {
         assert_eq!(quotas.limit_for(&user("a1", Role::Admin)), Some(7));
         assert_eq!(quotas.limit_for(&user("a2", Role::Admin)), None);
         assert_eq!(quotas.limit_for(&user("t1", Role::Technician)), Some(5));
+    }
+
+    #[test]
+    fn max_tokens_is_capped_at_what_is_left() {
+        let mut sampling = SamplingParams {
+            max_tokens: 4096,
+            ..SamplingParams::default()
+        };
+        cap(&mut sampling, None);
+        assert_eq!(sampling.max_tokens, 4096);
+        cap(&mut sampling, Some(50));
+        assert_eq!(sampling.max_tokens, 50);
+        cap(&mut sampling, Some(1_000_000));
+        assert_eq!(sampling.max_tokens, 50);
+        cap(&mut sampling, Some(u64::MAX));
+        assert_eq!(sampling.max_tokens, 50);
     }
 }

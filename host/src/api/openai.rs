@@ -8,10 +8,13 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use corral_sdk::backend::{ChatMessage, FinishReason, GenerateSummary, SamplingParams, Truncation};
+use corral_sdk::backend::{
+    CancelToken, ChatMessage, FinishReason, GenerateSummary, SamplingParams, Truncation,
+};
 use futures::stream::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use crate::chat::SamplingOverrides;
@@ -365,7 +368,7 @@ fn chat_messages(messages: &[OaMessage]) -> Result<Vec<ChatMessage>, AppError> {
     request_body = ChatCompletionRequest,
     responses(
         (status = 200, description = "The completion, or with `stream` a stream of `chat.completion.chunk` events",
-            content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
+            content((ChatCompletion = "application/json"), (crate::openapi::SseEvent = "text/event-stream"))),
         (status = 404, description = "No such model for the caller", body = OpenAiErrorBody),
         (status = 429, description = "The queue or the caller's allowance is full", body = OpenAiErrorBody),
     ))]
@@ -424,21 +427,28 @@ async fn generate(
         ))
         .into());
     }
+    let spec = load_spec(&record)?;
+    let mut sampling = g.sampling;
+    crate::quota::admit(state, &caller.user, &mut sampling).await?;
     let job = Job {
-        spec: load_spec(&record)?,
+        spec,
         user_id: caller.id().to_owned(),
         prompt: g.prompt,
-        sampling: g.sampling,
+        sampling,
         truncation: Truncation::Error,
     };
-    crate::quota::check(state, &caller.user).await?;
-    let events = state.inference.submit(job).map_err(inference_error)?;
+    let cancel = CancelToken::new();
+    let events = state
+        .inference
+        .submit_with_cancel(job, cancel.clone())
+        .map_err(inference_error)?;
     let recorder = Recorder {
         state: state.clone(),
         user_id: caller.id().to_owned(),
         model: record.name.clone(),
         begun: std::time::Instant::now(),
     };
+    let events = follow(events, cancel, recorder);
     let prefix = match g.shape {
         Shape::Chat => "chatcmpl",
         Shape::Text => "cmpl",
@@ -450,7 +460,7 @@ async fn generate(
         shape: g.shape,
     };
     if g.stream {
-        let stream = chunks(events, meta, g.include_usage, g.echo, recorder);
+        let stream = chunks(events, meta, g.include_usage, g.echo);
         return Ok(crate::api::event_stream(
             Sse::new(stream).keep_alive(KeepAlive::default()),
         ));
@@ -461,7 +471,6 @@ async fn generate(
         match event {
             JobEvent::Text(t) => text.push_str(&t),
             JobEvent::Done(summary) => {
-                recorder.store(recorder.finished(&summary)).await;
                 let usage = usage_of(&summary);
                 let finish = finish_reason(summary.finish_reason).to_owned();
                 let response = match meta.shape {
@@ -499,7 +508,6 @@ async fn generate(
                 return Ok(response);
             }
             JobEvent::Failed(err) => {
-                recorder.store(recorder.failed()).await;
                 return Err(inference_error(err).into());
             }
             JobEvent::Queued { .. } | JobEvent::Started { .. } => {}
@@ -508,9 +516,82 @@ async fn generate(
     Err(AppError::Internal(anyhow::anyhow!("the generation ended without a result")).into())
 }
 
+/// Takes a job's events to their end in a task of its own and passes them
+/// on while the client listens. A client that goes away (a stream it stops
+/// reading, a request it abandons) stops the job, and whatever was
+/// generated until then still counts: usage is recorded however the
+/// generation ends, before the client is told it ended.
+fn follow(
+    mut events: mpsc::UnboundedReceiver<JobEvent>,
+    cancel: CancelToken,
+    recorder: Recorder,
+) -> mpsc::UnboundedReceiver<JobEvent> {
+    let (out, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut so_far = SoFar::default();
+        let mut client_gone = false;
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = out.closed(), if !client_gone => {
+                    client_gone = true;
+                    if !so_far.started {
+                        // Still queued: dropping the events leaves the queue.
+                        return;
+                    }
+                    cancel.cancel();
+                    continue;
+                }
+            };
+            match event {
+                Some(JobEvent::Done(summary)) => {
+                    recorder.store(recorder.finished(&summary)).await;
+                    let _ = out.send(JobEvent::Done(summary));
+                    return;
+                }
+                Some(JobEvent::Failed(err)) => {
+                    recorder.store(recorder.failed(&so_far)).await;
+                    let _ = out.send(JobEvent::Failed(err));
+                    return;
+                }
+                Some(event) => {
+                    so_far.see(&event);
+                    let _ = out.send(event);
+                }
+                None => {
+                    recorder.store(recorder.failed(&so_far)).await;
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// What a generation reported before it ended.
+#[derive(Default)]
+struct SoFar {
+    started: bool,
+    prompt_tokens: u32,
+    /// Pieces of text; a piece is about one token.
+    pieces: u32,
+}
+
+impl SoFar {
+    fn see(&mut self, event: &JobEvent) {
+        match event {
+            JobEvent::Started { prompt_tokens } => {
+                self.started = true;
+                self.prompt_tokens = *prompt_tokens;
+            }
+            JobEvent::Text(_) => self.pieces = self.pieces.saturating_add(1),
+            _ => {}
+        }
+    }
+}
+
 /// Counts what a generation of the API used: in the metrics, and in the
-/// store for the statistics and the quotas (written in the background, so
-/// a stream's last chunk is not held up).
+/// store for the statistics and the quotas.
 struct Recorder {
     state: AppState,
     user_id: String,
@@ -531,25 +612,24 @@ impl Recorder {
         )
     }
 
-    fn failed(&self) -> crate::model::Generation {
+    /// A failed generation counts what it had read and written.
+    fn failed(&self, so_far: &SoFar) -> crate::model::Generation {
         let ms = u64::try_from(self.begun.elapsed().as_millis()).unwrap_or(u64::MAX);
-        crate::model::Generation::failed(&self.user_id, &self.model, generation_source::OPENAI, ms)
+        let mut generation = crate::model::Generation::failed(
+            &self.user_id,
+            &self.model,
+            generation_source::OPENAI,
+            ms,
+        );
+        generation.prompt_tokens = so_far.prompt_tokens;
+        generation.completion_tokens = so_far.pieces;
+        generation
     }
 
     async fn store(&self, generation: crate::model::Generation) {
         if let Err(err) = self.state.store.record_generation(&generation).await {
             tracing::warn!(%err, "could not record a generation");
         }
-    }
-
-    /// For streams, whose chunks are made synchronously.
-    fn store_later(&self, generation: crate::model::Generation) {
-        let store = self.state.store.clone();
-        tokio::spawn(async move {
-            if let Err(err) = store.record_generation(&generation).await {
-                tracing::warn!(%err, "could not record a generation");
-            }
-        });
     }
 }
 
@@ -596,11 +676,10 @@ impl ChunkMeta {
 
 /// The SSE chunks of a streamed completion.
 fn chunks(
-    events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
+    events: mpsc::UnboundedReceiver<JobEvent>,
     meta: ChunkMeta,
     include_usage: bool,
     echo: Option<String>,
-    recorder: Recorder,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let first = match (meta.shape, echo) {
         (Shape::Chat, _) => Some(meta.chunk(json!({"role": "assistant", "content": ""}), None)),
@@ -614,7 +693,6 @@ fn chunks(
                 vec![Event::default().data(meta.chunk(json!({"content": text}), None).to_string())]
             }
             JobEvent::Done(summary) => {
-                recorder.store_later(recorder.finished(&summary));
                 let mut out = vec![Event::default().data(
                     meta.chunk(json!({}), Some(finish_reason(summary.finish_reason)))
                         .to_string(),
@@ -629,7 +707,6 @@ fn chunks(
                 out
             }
             JobEvent::Failed(err) => {
-                recorder.store_later(recorder.failed());
                 let body = OpenAiErrorBody::from_app(&inference_error(err));
                 vec![Event::default().data(serde_json::to_string(&body).unwrap_or_default())]
             }
@@ -746,7 +823,7 @@ pub struct TextCompletion {
     request_body = CompletionRequest,
     responses(
         (status = 200, description = "The completion, or with `stream` a stream of `text_completion` events ending with `[DONE]`",
-            content((TextCompletion = "application/json"), (String = "text/event-stream"))),
+            content((TextCompletion = "application/json"), (crate::openapi::SseEvent = "text/event-stream"))),
         (status = 404, description = "No such model for the caller", body = OpenAiErrorBody),
         (status = 429, description = "The queue or the caller's allowance is full", body = OpenAiErrorBody),
     ))]
@@ -884,6 +961,7 @@ pub async fn embeddings(
     if record.kind != ModelKind::Embedding {
         return Err(not_embedding().into());
     }
+    crate::quota::check(&state, &caller.user).await?;
     // Embeddings wait in the model's queue like generations: the same
     // slots, the same per-user allowance. Leaving (a client that goes
     // away) drops the ticket or the permit.
@@ -903,18 +981,35 @@ pub async fn embeddings(
     if !loaded.info.capabilities.embeddings {
         return Err(not_embedding().into());
     }
-    let (vectors, tokens) = tokio::task::spawn_blocking(move || {
-        let mut tokens = 0usize;
-        for input in &inputs {
-            tokens += loaded.model.tokenize(input, true)?.len();
+    // The work and its count go on in a task of their own: a client that
+    // leaves once the model is at work is counted all the same.
+    let store = state.store.clone();
+    let (user_id, model) = (caller.id().to_owned(), record.name.clone());
+    let work = tokio::spawn(async move {
+        let begun = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut tokens = 0usize;
+            for input in &inputs {
+                tokens += loaded.model.tokenize(input, true)?.len();
+            }
+            let vectors = loaded.model.embed(&inputs)?;
+            Ok::<_, corral_sdk::backend::BackendError>((vectors, tokens))
+        })
+        .await;
+        drop(permit);
+        if let Ok(Ok((_, tokens))) = &result {
+            let generation = embedding_generation(&user_id, &model, *tokens, begun.elapsed());
+            if let Err(err) = store.record_generation(&generation).await {
+                tracing::warn!(%err, "could not record an embedding run");
+            }
         }
-        let vectors = loaded.model.embed(&inputs)?;
-        Ok::<_, corral_sdk::backend::BackendError>((vectors, tokens))
-    })
-    .await
-    .map_err(|e| AppError::Internal(anyhow::anyhow!("the embedding task failed: {e}")))?
-    .map_err(|e| embedding_error(e.into()))?;
-    drop(permit);
+        result
+    });
+    let (vectors, tokens) = work
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("the embedding task failed: {e}")))?
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("the embedding task failed: {e}")))?
+        .map_err(|e| embedding_error(e.into()))?;
     let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
     state
         .metrics
@@ -944,9 +1039,31 @@ pub async fn embeddings(
     }))
 }
 
+/// An embedding run as a generation: its input tokens count against the
+/// caller's allowance and in the statistics.
+fn embedding_generation(
+    user_id: &str,
+    model: &str,
+    tokens: usize,
+    took: std::time::Duration,
+) -> crate::model::Generation {
+    crate::model::Generation {
+        id: crate::model::new_id(),
+        user_id: user_id.to_owned(),
+        model: model.to_owned(),
+        source: generation_source::OPENAI.to_owned(),
+        prompt_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+        completion_tokens: 0,
+        time_to_first_token_ms: None,
+        duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        status: crate::model::MessageStatus::Complete,
+        at: crate::time::now(),
+    }
+}
+
 /// A stream over an unbounded receiver.
 fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+    mut rx: mpsc::UnboundedReceiver<T>,
 ) -> impl Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -1,0 +1,87 @@
+//! Caps on what one account may hold (chats, open tickets, API keys), so
+//! that a single account cannot fill the store. The counts are read before
+//! the record is written: requests racing each other may pass the cap by
+//! the few that were in flight together, which a cap against filling the
+//! store tolerates.
+
+use crate::error::{ApiResult, AppError};
+use crate::model::{ChatQuery, TicketQuery, TicketStatus};
+use crate::state::AppState;
+use crate::time::now;
+
+/// Refuses a new chat when `user_id` holds `max_chats_per_user` already.
+pub async fn room_for_chat(state: &AppState, user_id: &str) -> ApiResult<()> {
+    let cap = state.config.max_chats_per_user;
+    let query = ChatQuery {
+        search: None,
+        pinned: None,
+        limit: 1,
+        offset: 0,
+    };
+    let held = state.store.list_chats(user_id, &query, now()).await?.total;
+    within(
+        held,
+        cap,
+        format!("an account may hold at most {cap} chats; delete one first"),
+    )
+}
+
+/// Refuses a new ticket when `user_id` has `max_open_tickets_per_user`
+/// tickets that are neither resolved nor closed.
+pub async fn room_for_ticket(state: &AppState, user_id: &str) -> ApiResult<()> {
+    let cap = state.config.max_open_tickets_per_user;
+    let mut open = 0;
+    for status in [TicketStatus::Open, TicketStatus::InProgress] {
+        let query = TicketQuery {
+            owner_id: Some(user_id.to_owned()),
+            status: Some(status),
+            category: None,
+            assignee_id: None,
+            search: None,
+            limit: 1,
+            offset: 0,
+        };
+        open += state.store.list_tickets(&query).await?.total;
+    }
+    within(
+        open,
+        cap,
+        format!(
+            "an account may have at most {cap} open tickets; wait for one to be resolved or \
+             close one first"
+        ),
+    )
+}
+
+/// Refuses a new API key when `user_id` holds `max_api_keys_per_user`.
+pub async fn room_for_api_key(state: &AppState, user_id: &str) -> ApiResult<()> {
+    let cap = state.config.max_api_keys_per_user;
+    let held = state.store.list_api_keys(user_id).await?.len() as u64;
+    within(
+        held,
+        cap,
+        format!("an account may hold at most {cap} API keys; revoke one first"),
+    )
+}
+
+fn within(held: u64, cap: u64, message: String) -> ApiResult<()> {
+    if held >= cap {
+        Err(AppError::LimitReached(message))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_itself_is_refused() {
+        assert!(within(9, 10, String::new()).is_ok());
+        let err = within(10, 10, "full".into()).unwrap_err();
+        assert_eq!(err.code(), "limit_reached");
+        assert_eq!(err.status().as_u16(), 409);
+        assert!(within(0, 0, String::new()).is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! Limits at the API: per-account caps, the time limit of ordinary
+//! requests, and the security headers on every kind of answer.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, Method, Request, StatusCode};
+use corral_host::config::Config;
+use corral_sdk::Role;
+use serde_json::json;
+use support::{assert_error, request, Resp, TestApp};
+
+fn assert_security_headers(r: &Resp, what: &str) {
+    assert_eq!(
+        r.header(header::X_CONTENT_TYPE_OPTIONS).as_deref(),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(
+        r.header(header::REFERRER_POLICY).as_deref(),
+        Some("no-referrer"),
+        "{what}"
+    );
+    assert_eq!(
+        r.header(header::X_FRAME_OPTIONS).as_deref(),
+        Some("DENY"),
+        "{what}"
+    );
+    let csp = r
+        .header(header::CONTENT_SECURITY_POLICY)
+        .unwrap_or_else(|| panic!("{what}: no Content-Security-Policy"));
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(
+            csp.split(';').any(|d| d.trim() == directive),
+            "{what}: `{directive}` missing from {csp}"
+        );
+    }
+    assert!(!csp.contains("unsafe"), "{what}: {csp}");
+}
+
+#[tokio::test]
+async fn every_kind_of_answer_carries_the_security_headers() {
+    let t = TestApp::new().await;
+    let ok = t.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_security_headers(&ok, "200");
+    assert_eq!(ok.header(header::STRICT_TRANSPORT_SECURITY), None);
+
+    let missing = t.call(Method::GET, "/nowhere", None, None).await;
+    assert_error(
+        missing.status,
+        &missing.json(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_security_headers(&missing, "404");
+
+    let anonymous = t.call(Method::GET, "/api/me", None, None).await;
+    assert_error(
+        anonymous.status,
+        &anonymous.json(),
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    assert_security_headers(&anonymous, "401");
+
+    let big = json!({ "username": "x".repeat(2 * 1024 * 1024), "password": "p" });
+    let too_big = t
+        .call(Method::POST, "/api/auth/login", None, Some(&big))
+        .await;
+    assert_error(
+        too_big.status,
+        &too_big.json(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    assert_security_headers(&too_big, "413");
+
+    let docs = t.call(Method::GET, "/docs/", None, None).await;
+    assert_eq!(docs.status, StatusCode::OK);
+    assert_security_headers(&docs, "/docs/");
+}
+
+fn from_peer(path: &str, peer: [u8; 4], forwarded_proto: Option<&str>) -> Request<Body> {
+    let mut request = request(Method::GET, path, None, None);
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from((peer, 40000))));
+    if let Some(proto) = forwarded_proto {
+        request
+            .headers_mut()
+            .insert("x-forwarded-proto", proto.parse().unwrap());
+    }
+    request
+}
+
+#[tokio::test]
+async fn hsts_is_sent_when_a_trusted_proxy_says_https() {
+    let t = TestApp::with_config(Config {
+        trusted_proxies: vec!["10.0.0.1".parse().unwrap()],
+        ..Config::default()
+    })
+    .await;
+    let hsts = |r: &Resp| r.header(header::STRICT_TRANSPORT_SECURITY);
+
+    let behind_tls = t
+        .send(from_peer("/healthz", [10, 0, 0, 1], Some("https")))
+        .await;
+    assert!(
+        hsts(&behind_tls).is_some_and(|v| v.starts_with("max-age=")),
+        "{:?}",
+        behind_tls.headers
+    );
+    let plain = t
+        .send(from_peer("/healthz", [10, 0, 0, 1], Some("http")))
+        .await;
+    assert_eq!(hsts(&plain), None);
+    // Anyone else claiming HTTPS is not believed.
+    let spoofed = t
+        .send(from_peer("/healthz", [10, 0, 0, 9], Some("https")))
+        .await;
+    assert_eq!(hsts(&spoofed), None);
+}
+
+#[tokio::test]
+async fn a_request_whose_body_never_ends_is_answered_with_a_timeout() {
+    let t = TestApp::with_config(Config {
+        request_timeout_secs: 1,
+        ..Config::default()
+    })
+    .await;
+    let body = Body::from_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>());
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .unwrap();
+    let r = t.send(request).await;
+    assert_error(
+        r.status,
+        &r.json(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+    );
+    assert_security_headers(&r, "503");
+}
+
+#[tokio::test]
+async fn one_account_cannot_hold_more_than_its_caps() {
+    let t = TestApp::with_config(Config {
+        max_chats_per_user: 2,
+        max_open_tickets_per_user: 1,
+        max_api_keys_per_user: 1,
+        ..Config::default()
+    })
+    .await;
+    let user = t.signed_in("hoarder", Role::User).await;
+    let token = Some(user.access.as_str());
+
+    let first = t.chat(&user.access, "one").await;
+    t.chat(&user.access, "two").await;
+    let (status, body) = t
+        .post("/api/chats", token, &json!({"model": "gemma-3-270m"}))
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "limit_reached");
+    let (status, _) = t
+        .delete(
+            &format!("/api/chats/{}", first["id"].as_str().unwrap()),
+            token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    t.chat(&user.access, "three").await;
+
+    t.ticket(&user.access, "First problem", "question").await;
+    let (status, body) = t
+        .post(
+            "/api/tickets",
+            token,
+            &json!({"subject": "Second problem", "body": "More.", "category": "question"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "limit_reached");
+
+    let (status, _) = t.post("/api/me/keys", token, &json!({"name": "a"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = t.post("/api/me/keys", token, &json!({"name": "b"})).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "limit_reached");
+
+    // The caps are per account.
+    let other = t.signed_in("modest", Role::User).await;
+    t.chat(&other.access, "mine").await;
+    t.ticket(&other.access, "My problem", "question").await;
+}
