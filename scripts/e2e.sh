@@ -14,9 +14,15 @@
 #                        or in CORRAL_BACKENDS_DIR
 #   CORRAL_DEMO_MODEL    gemma-3-270m-q4_k_m.gguf (default: what
 #                        scripts/fetch-demo-model.sh fetches or finds)
+#   CORRAL_EMBED_MODEL_DIR  all-MiniLM-L6-v2 (default: what
+#                        scripts/fetch-embed-model.sh fetches or finds)
 #   CORRAL_TEST_VENV     the test venv (default .venv-test, from
 #                        scripts/test-deps.sh)
 #   CORRAL_E2E_TIMEOUT   hard limit for the whole run, seconds (default 1800)
+#   CORRAL_E2E_STORE     the store of the suite's server: `sqlite` (default)
+#                        or `mongodb` (a SecantusDB server from the test venv
+#                        that the fixtures start; CORRAL_SECANTUSD overrides
+#                        its path)
 # Extra arguments go to pytest, e.g. `scripts/e2e.sh -k openai`.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -45,15 +51,19 @@ done
 
 model="$(scripts/fetch-demo-model.sh | tail -1)"
 [[ -f "$model" ]] || die "demo model not found at $model"
+embed_model="${CORRAL_EMBED_MODEL_DIR:-$(scripts/fetch-embed-model.sh | tail -1)}"
+[[ -d "$embed_model" ]] || die "embedding model not found at $embed_model"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/corral-e2e.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-section "End-to-end tests: $bin"
+section "End-to-end tests: $bin (store: ${CORRAL_E2E_STORE:-sqlite})"
 info "demo model: $model"
+info "embedding model: $embed_model"
 info "backends: $backends_dir"
 status=0
-PYTHONDONTWRITEBYTECODE=1 CORRAL_BIN="$bin" CORRAL_DEMO_MODEL="$model" CORRAL_BACKENDS_DIR="$backends_dir" \
+PYTHONDONTWRITEBYTECODE=1 CORRAL_BIN="$bin" CORRAL_DEMO_MODEL="$model" CORRAL_EMBED_MODEL_DIR="$embed_model" \
+    CORRAL_BACKENDS_DIR="$backends_dir" \
     timeout --kill-after=30 "${CORRAL_E2E_TIMEOUT:-1800}" \
     "$python" -m pytest -q -p no:cacheprovider --basetemp "$work/pytest" \
     host/tests/e2e "$@" || status=$?

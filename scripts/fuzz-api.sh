@@ -2,12 +2,19 @@
 # Fuzzes the HTTP API with schemathesis against a real `corral serve`.
 #
 # Starts the server on 127.0.0.1 (a port the OS picks) with a fresh data
-# directory, creates an admin, signs in, and runs schemathesis against the
-# served /openapi.json as that admin with these checks:
+# directory and no backend libraries, creates a technician (who may call
+# every operation) and the records that operations name in their paths (a
+# chat, a ticket, a model, an API key, other accounts: scripts/fuzz_api.py
+# seed), and runs schemathesis against the served /openapi.json, first as
+# the technician, then (fewer examples) as an admin, with these checks:
 #   not_a_server_error, status_code_conformance, content_type_conformance,
 #   response_schema_conformance
-# Exits non-zero on any failure. Rate-limit answers (429) are documented in
-# the API, so they pass.
+# Rate-limit answers (429) are documented in the API, so they pass.
+#
+# Then it prints, per operation, how many answers there were and how many
+# were 2xx, and fails when an operation never reached its success path
+# (except the few listed in scripts/fuzz_api.py with the reason) or
+# anything answered 500.
 #
 # Environment:
 #   CORRAL_BIN               the corral binary (default: `cargo build -p
@@ -15,6 +22,8 @@
 #   CORRAL_TEST_VENV         venv with schemathesis (default .venv-test,
 #                            from scripts/test-deps.sh)
 #   CORRAL_FUZZ_MAX_EXAMPLES test cases per operation (default 30)
+#   CORRAL_FUZZ_ADMIN_EXAMPLES test cases per operation of the second run, as
+#                            an admin (default 5)
 #   CORRAL_FUZZ_SEED         random seed (default a fixed one, for repeatable
 #                            runs; set `random` for a new one each run)
 #   CORRAL_FUZZ_WORKERS      concurrent workers (default 1: schemathesis runs
@@ -35,6 +44,7 @@ st="$venv/bin/st"
 command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install curl)"
 
 max_examples="${CORRAL_FUZZ_MAX_EXAMPLES:-30}"
+admin_examples="${CORRAL_FUZZ_ADMIN_EXAMPLES:-5}"
 seed="${CORRAL_FUZZ_SEED:-20251121}"
 workers="${CORRAL_FUZZ_WORKERS:-1}"
 st_timeout="${CORRAL_FUZZ_TIMEOUT:-480}"
@@ -74,7 +84,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 data="$work/data"
-mkdir -p "$data"
+no_backends="$work/no-backends"
+mkdir -p "$data" "$no_backends"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 base="http://127.0.0.1:$port"
 
@@ -82,7 +93,8 @@ section "Starting $bin on $base"
 # A fresh config-free environment: only our flags count.
 env -u CORRAL_CONFIG -u CORRAL_DATABASE -u CORRAL_DATA_DIR -u CORRAL_BIND \
     RUST_LOG="${RUST_LOG:-warn}" \
-    "$bin" serve --bind "127.0.0.1:$port" --data-dir "$data" </dev/null >"$work/server.log" 2>&1 &
+    "$bin" serve --bind "127.0.0.1:$port" --data-dir "$data" --backends-dir "$no_backends" \
+    </dev/null >"$work/server.log" 2>&1 &
 server_pid=$!
 
 ready=0
@@ -99,43 +111,68 @@ done
 [[ "$ready" -eq 1 ]] || die "the server was not ready within 30 s"
 info "ready (pid $server_pid)"
 
-section "Creating an admin and signing in"
-password="$(python3 -c 'import secrets; print("fz-" + secrets.token_urlsafe(18))')"
-env -u CORRAL_CONFIG -u CORRAL_DATABASE -u CORRAL_DATA_DIR \
-    "$bin" admin create --data-dir "$data" --username fuzzadmin --role admin --password "$password" </dev/null
-login_body="$(python3 -c 'import json, sys; print(json.dumps({"username": "fuzzadmin", "password": sys.argv[1]}))' "$password")"
-login="$(curl -sS --fail-with-body --max-time 30 -H 'Content-Type: application/json' \
-    --data "$login_body" "$base/api/auth/login")" || die "login failed: $login"
-token="$(printf '%s' "$login" | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')" ||
-    die "no access_token in the login answer: $login"
-[[ -n "$token" ]] || die "empty access token"
-info "signed in as fuzzadmin"
+section "Accounts and records for the fuzzer"
+"$venv/bin/python" "$CORRAL_ROOT/scripts/fuzz_api.py" seed "$base" "$bin" "$data" \
+    "$work/schemathesis.toml" "$work/schemathesis-admin.toml"
+curl -fsS --max-time 30 -o "$work/openapi.json" "$base/openapi.json" || die "no /openapi.json"
 
-section "schemathesis: $max_examples examples per operation, seed $seed, $workers workers"
-st_args=(
-    run "$base/openapi.json"
-    --checks "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
-    -H "Authorization: Bearer $token"
-    --max-examples "$max_examples"
-    --workers "$workers"
-    --generation-database none
-    --request-timeout 30
-    --no-color
-)
-[[ "$seed" != "random" ]] && st_args+=(--seed "$seed")
-if [[ -n "${CORRAL_FUZZ_REPORT_DIR:-}" ]]; then
-    mkdir -p "$CORRAL_FUZZ_REPORT_DIR"
-    st_args+=(--report "junit,har" --report-dir "$CORRAL_FUZZ_REPORT_DIR")
-fi
-# Run from the scratch folder so nothing (.hypothesis, reports) lands in the
-# workspace; `timeout` bounds the run whatever schemathesis decides.
+# One schemathesis run: run_st CONFIG STATS EXAMPLES REPORT_SUBDIR [st args...]
+# Runs from the scratch folder so nothing (.hypothesis, reports) lands in
+# the workspace; `timeout` bounds it whatever schemathesis decides. The
+# hooks count every answer per operation into STATS.
+run_st() {
+    local config="$1" stats="$2" examples="$3" report="$4"
+    shift 4
+    local args=(
+        --config-file "$config"
+        run "$base/openapi.json"
+        --checks "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+        --max-examples "$examples"
+        --workers "$workers"
+        --generation-database none
+        --request-timeout 30
+        --no-color
+    )
+    [[ "$seed" != "random" ]] && args+=(--seed "$seed")
+    if [[ -n "${CORRAL_FUZZ_REPORT_DIR:-}" ]]; then
+        mkdir -p "$CORRAL_FUZZ_REPORT_DIR/$report"
+        args+=(--report "junit,har" --report-dir "$CORRAL_FUZZ_REPORT_DIR/$report")
+    fi
+    local status=0
+    (cd "$work" && PYTHONDONTWRITEBYTECODE=1 CORRAL_FUZZ_STATS="$stats" SCHEMATHESIS_HOOKS=fuzz_api_hooks \
+        PYTHONPATH="$CORRAL_ROOT/scripts${PYTHONPATH:+:$PYTHONPATH}" \
+        timeout --kill-after=10 "$st_timeout" "$st" "${args[@]}" "$@") || status=$?
+    if [[ $status -eq 124 || $status -eq 137 ]]; then
+        die "schemathesis ran past ${st_timeout}s"
+    fi
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        die "the server died during the fuzzing"
+    fi
+    return "$status"
+}
+
+section "schemathesis as a technician: $max_examples examples per operation, seed $seed, $workers workers"
 st_status=0
-(cd "$work" && timeout --kill-after=10 "$st_timeout" "$st" "${st_args[@]}" "$@") || st_status=$?
-if [[ $st_status -eq 124 || $st_status -eq 137 ]]; then
-    die "schemathesis ran past ${st_timeout}s"
+run_st "$work/schemathesis.toml" "$work/answers.tsv" "$max_examples" technician "$@" || st_status=$?
+
+# Admins may call most operations too, and are refused the rest: fewer
+# examples, for what differs (the refusals and an admin's own rules).
+section "schemathesis as an admin: $admin_examples examples per operation"
+admin_status=0
+run_st "$work/schemathesis-admin.toml" "$work/admin-answers.tsv" "$admin_examples" admin "$@" || admin_status=$?
+
+section "Answers per operation (as the technician)"
+summary_status=0
+summary_args=("$work/answers.tsv" "$work/openapi.json")
+# Extra arguments may narrow the run to some operations.
+[[ $# -gt 0 ]] && summary_args+=(--partial)
+"$venv/bin/python" "$CORRAL_ROOT/scripts/fuzz_api.py" summary "${summary_args[@]}" || summary_status=$?
+if grep -q $'\t500$' "$work/admin-answers.tsv" 2>/dev/null; then
+    die "answers 500 as the admin: $(grep $'\t500$' "$work/admin-answers.tsv" | sort | uniq -c)"
 fi
-if ! kill -0 "$server_pid" 2>/dev/null; then
-    die "the server died during the fuzzing"
-fi
-[[ $st_status -eq 0 ]] || die "schemathesis found failures (exit $st_status); to replay a curl command above, start a server and put a token from /api/auth/login in place of [Filtered]"
-info "no failures"
+[[ -f "$work/admin-answers.tsv" ]] &&
+    info "as the admin: $(awk -F'\t' '{n++} $2 ~ /^2/ {ok++} END {print n + 0 " answers, " ok + 0 " of them 2xx"}' "$work/admin-answers.tsv")"
+[[ $st_status -eq 0 ]] || die "schemathesis found failures as the technician (exit $st_status); to replay a curl command above, start a server and put a token from /api/auth/login in place of [Filtered]"
+[[ $admin_status -eq 0 ]] || die "schemathesis found failures as the admin (exit $admin_status); to replay a curl command above, start a server and put a token from /api/auth/login in place of [Filtered]"
+[[ $summary_status -eq 0 ]] || die "some operations never reached their success path, or answered 500 (see above)"
+info "no failures; every operation but the listed exceptions answered 2xx"

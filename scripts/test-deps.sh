@@ -7,6 +7,7 @@
 #   - openai, pymongo: real clients for end-to-end checks
 #   - pytest, requests, websocket-client: the end-to-end tests in
 #     host/tests/e2e (scripts/e2e.sh)
+# and Debian's chromium (a browser test in the end-to-end suite).
 # Every version is pinned; nothing is reinstalled while the venv's stamp
 # matches the pins.
 set -euo pipefail
@@ -26,6 +27,10 @@ PINS=(
 venv="${CORRAL_TEST_VENV:-$CORRAL_ROOT/.venv-test}"
 python="${PYTHON:-python3}"
 stamp="$venv/.corral-test-deps"
+
+# Debian's Chromium: the end-to-end tests check that pages render under
+# Corral's Content-Security-Policy in a real browser.
+ensure_debs chromium
 
 section "Test dependencies in $venv"
 command -v "$python" >/dev/null 2>&1 || die "$python not found: install Python 3.9 or later"

@@ -3,13 +3,23 @@
 #   1. system packages for the build and the Python test tools (.venv-test)
 #   2. cargo fmt --check, clippy with -D warnings
 #   3. cargo test for the whole workspace (the SQLite store, and the Mongo
-#      store against a SecantusDB server the test starts from .venv-test)
+#      store against a SecantusDB server the test starts from .venv-test),
+#      with the demo and embedding models, so that no test is skipped
 #   4. end-to-end tests (scripts/e2e.sh, pytest in host/tests/e2e) against
 #      a real server built with the backends: models added by URL from a
 #      local file server (resume, progress, rejected files), the openai
-#      client, chat answers over SSE and WebSocket, eight concurrent streams
+#      client, chat answers over SSE and WebSocket, eight concurrent streams;
+#      once on the embedded SQLite store, then again on the MongoDB store
+#      (a SecantusDB server the fixtures start)
 #   5. schemathesis against a real server (scripts/fuzz-api.sh)
-# Stops at the first failure.
+# Stops at the first failure. At the end it prints how many tests were
+# skipped and why: a test that lacks what it needs fails, unless
+# CORRAL_ALLOW_SKIP=1, when it reports itself skipped (`SKIPPED <test>:
+# <reason>` on stderr; cargo would count it as passed).
+#
+# Environment:
+#   CORRAL_E2E_STORES  the stores the end-to-end suite runs on, in order
+#                      (default "sqlite mongodb")
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -42,8 +52,10 @@ echo "embedding model: $CORRAL_EMBED_MODEL_DIR"
 
 section "cargo test"
 test_log="$(mktemp "${TMPDIR:-/tmp}/corral-test.XXXXXX")"
-trap 'rm -f "$test_log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$test_log"
+e2e_log="$(mktemp "${TMPDIR:-/tmp}/corral-e2e-log.XXXXXX")"
+trap 'rm -f "$test_log" "$e2e_log"' EXIT
+# Ignored tests run too: none may pass unseen.
+cargo test --workspace --locked -- --include-ignored 2>&1 | tee "$test_log"
 # Totals over every test binary and the doc-tests: cargo prints one
 # "test result: ok. N passed; N failed; N ignored; ..." line for each.
 read -r passed failed ignored < <(
@@ -52,11 +64,30 @@ read -r passed failed ignored < <(
 )
 [[ "$passed" -gt 0 ]] || die "cargo test ran no test"
 [[ "$failed" -eq 0 ]] || die "cargo test reported $failed failures"
+# Tests that reported themselves skipped passed in cargo's count.
+cargo_skips="$(grep -o 'SKIPPED [^ :]*: .*' "$test_log" | sort -u || true)"
+cargo_skipped="$(printf '%s' "$cargo_skips" | grep -c . || true)"
+passed=$((passed - cargo_skipped))
 
 section "End-to-end tests"
 # The whole workspace, so that the backend libraries sit beside the binary.
 cargo build --workspace --locked
-CORRAL_BIN="$(target_dir)/debug/corral" scripts/e2e.sh
+e2e_passed=0
+e2e_skipped=0
+for store in ${CORRAL_E2E_STORES:-sqlite mongodb}; do
+    section "End-to-end tests on the $store store"
+    began=$SECONDS
+    if ! CORRAL_E2E_STORE="$store" CORRAL_BIN="$(target_dir)/debug/corral" scripts/e2e.sh -rs 2>&1 |
+        tee -a "$e2e_log"; then
+        die "the end-to-end tests failed on the $store store"
+    fi
+    info "the $store store took $((SECONDS - began)) s"
+    # pytest's last line: "N passed, M skipped, ... in S s".
+    summary="$(grep -E '[0-9]+ passed.* in [0-9.]+s' "$e2e_log" | tail -1)"
+    count() { grep -oE "[0-9]+ $1" <<<"$summary" | grep -oE '[0-9]+' || echo 0; }
+    e2e_passed=$((e2e_passed + $(count passed)))
+    e2e_skipped=$((e2e_skipped + $(count skipped)))
+done
 
 section "API fuzzing (schemathesis)"
 # Builds the debug binary (already built by cargo test) unless CORRAL_BIN is set.
@@ -64,5 +95,14 @@ scripts/fuzz-api.sh
 
 section "Summary"
 echo "cargo fmt, clippy, cargo test, the end-to-end tests and the API fuzzing passed: all checks passed."
-# The totals of cargo test (ignored tests count as skipped), last on purpose.
-echo "tests: $passed passed, $failed failed, $ignored skipped"
+# What was skipped and why, then the totals, last on purpose.
+skipped=$((ignored + cargo_skipped + e2e_skipped))
+if [[ $skipped -gt 0 ]]; then
+    echo "skipped tests and why:"
+    [[ -n "$cargo_skips" ]] && printf '  %s\n' "${cargo_skips//$'\n'/$'\n'  }"
+    [[ $ignored -gt 0 ]] && grep -E '^test .* \.\.\. ignored' "$test_log" | sed 's/^/  /'
+    grep -E '^SKIPPED \[' "$e2e_log" | sed 's/^/  /' || true
+fi
+echo "cargo tests: $passed passed, $failed failed, $((ignored + cargo_skipped)) skipped"
+echo "end-to-end tests (${CORRAL_E2E_STORES:-sqlite mongodb}): $e2e_passed passed, $e2e_skipped skipped"
+echo "tests: $((passed + e2e_passed)) passed, $failed failed, $skipped skipped"

@@ -16,6 +16,22 @@ use crate::api::{
 use crate::policy::Access;
 use crate::quota;
 
+/// One event of a `text/event-stream` answer as a client reads it (the
+/// document describes each event of a stream this way): its name and its
+/// data, JSON text whose shape each operation names.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct SseEvent {
+    /// The event's name; absent for unnamed events.
+    #[schema(example = "delta")]
+    pub event: Option<String>,
+    /// The event's data.
+    #[schema(example = r#"{"type":"delta","text":"Paris"}"#)]
+    pub data: String,
+    pub id: Option<String>,
+    pub retry: Option<u64>,
+}
+
 /// Corral's REST API.
 #[derive(OpenApi)]
 #[openapi(
@@ -49,6 +65,7 @@ use crate::quota;
         corral_sdk::FieldError,
         chats::ExportFormat,
         crate::chat::ChatEvent,
+        crate::events::Event,
         chat_stream::ClientFrame,
         openai::OpenAiErrorBody
     )),

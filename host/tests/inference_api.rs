@@ -5,8 +5,8 @@
 //! The tests with real models load the backend libraries the workspace
 //! builds and the models that `CORRAL_DEMO_MODEL` (the GGUF of
 //! `scripts/fetch-demo-model.sh`) and `CORRAL_EMBED_MODEL_DIR` (the
-//! directory of `scripts/fetch-embed-model.sh`) name; they skip, saying
-//! so, when the variable is unset.
+//! directory of `scripts/fetch-embed-model.sh`) name; without them they
+//! fail, or with `CORRAL_ALLOW_SKIP=1` report themselves skipped.
 
 #[path = "support.rs"]
 mod support;
@@ -451,10 +451,7 @@ async fn status_load_unload_and_metrics_need_their_roles() {
 
 /// The demo model, registered by its local path on the llama backend.
 async fn demo_ctx(config: Config) -> Option<(Ctx, String)> {
-    let path = support::model_from_env(
-        "CORRAL_DEMO_MODEL",
-        "the .gguf that scripts/fetch-demo-model.sh prints last",
-    )?;
+    let path = support::model_from_env("CORRAL_DEMO_MODEL", support::DEMO_MODEL_HOW)?;
     let c = Ctx::new(Config {
         backends_dir: Some(support::backends_dir(&["llama"])),
         ..config
@@ -677,10 +674,7 @@ async fn models_load_and_unload_by_hand_and_when_changed_or_deleted() {
 
 /// The embedding model, registered by its directory on the candle backend.
 async fn embed_ctx(config: Config) -> Option<Ctx> {
-    let dir = support::model_from_env(
-        "CORRAL_EMBED_MODEL_DIR",
-        "the directory that scripts/fetch-embed-model.sh prints last",
-    )?;
+    let dir = support::model_from_env("CORRAL_EMBED_MODEL_DIR", support::EMBED_MODEL_HOW)?;
     let c = Ctx::new(Config {
         backends_dir: Some(support::backends_dir(&["candle"])),
         ..config

@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +43,9 @@ struct Files {
     /// `Range` headers received, per path.
     ranges: Arc<Mutex<HashMap<String, Vec<String>>>>,
     slow_chunks: Arc<AtomicUsize>,
+    /// While set, `slow` answers stop after their first chunk, so that a
+    /// test sees a download in flight for as long as it needs to.
+    held: Arc<AtomicBool>,
 }
 
 struct FileServer {
@@ -77,6 +80,18 @@ impl FileServer {
     /// `Range`) or `flaky-norange` (breaks off once, then ignores `Range`).
     fn url(&self, mode: &str, name: &str) -> String {
         format!("http://{}/{mode}/{name}", self.addr)
+    }
+
+    /// Waits (up to 30 s) until `path` was asked for.
+    async fn wait_for_request(&self, path: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !lock(&self.files.hits).contains_key(path) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nobody asked for {path} within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn ranges(&self, mode: &str, name: &str) -> Vec<String> {
@@ -134,10 +149,12 @@ async fn serve(
     let breaks = mode.starts_with("flaky") && hit == 1;
     let slow = mode == "slow";
     let delay = files.slow_chunks.load(Ordering::Relaxed);
+    let held = files.held.clone();
     // Chunks of 64 KiB; a flaky first answer stops (and so drops the
     // connection) after BREAK_AT bytes although it announced them all.
     let stream = futures::stream::unfold(0usize, move |sent| {
         let body = body.clone();
+        let held = held.clone();
         async move {
             if sent >= body.len() {
                 return None;
@@ -151,6 +168,9 @@ async fn serve(
             }
             if slow {
                 tokio::time::sleep(Duration::from_millis(delay as u64)).await;
+                while sent > 0 && held.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
             Some((Ok::<_, std::io::Error>(body.slice(sent..end)), end))
         }
@@ -196,9 +216,17 @@ struct Ctx {
 
 impl Ctx {
     async fn new() -> Self {
+        Self::with_origins(Vec::new()).await
+    }
+
+    /// Downloads may fetch from the file server and from `origins`.
+    async fn with_origins(mut origins: Vec<String>) -> Self {
         let data = tempfile::tempdir().expect("data directory");
+        let server = FileServer::start().await;
+        origins.push(format!("http://{}", server.addr));
         let config = Config {
             data_dir: data.path().to_path_buf(),
+            download_allowed_origins: origins,
             ..Config::default()
         };
         let t = TestApp::with_config(config).await;
@@ -206,7 +234,6 @@ impl Ctx {
         let tech = t.issue(&tech_user).await;
         let plain_user = t.insert_user("someone", Role::User).await;
         let user = t.issue(&plain_user).await;
-        let server = FileServer::start().await;
         Ctx {
             t,
             data,
@@ -295,6 +322,7 @@ async fn download_reports_progress_and_lands_whole() {
     let c = Ctx::new().await;
     let sha = c.server.add("model.gguf", gguf_bytes(1));
     c.server.files.slow_chunks.store(20, Ordering::Relaxed);
+    c.server.files.held.store(true, Ordering::Relaxed);
 
     // The SSE stream, opened before the download starts.
     let sse =
@@ -337,24 +365,26 @@ async fn download_reports_progress_and_lands_whole() {
     assert_eq!(model["sampling"]["temperature"], 0.2);
     assert_eq!(model["sampling"]["top_k"], 40, "defaults fill the rest");
 
-    // Progress while it runs.
-    let mut saw_live = false;
-    for _ in 0..200 {
+    // Progress while it runs: the file server holds the download after
+    // its first chunk until the endpoint has shown it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
         let (status, p) =
             c.t.get(&format!("/api/models/{id}/progress"), Some(&c.tech.access))
                 .await;
         assert_eq!(status, StatusCode::OK, "{p}");
         if p["active"] == true && p["bytes"].as_u64().unwrap_or(0) > 0 {
             assert_eq!(p["total"], SIZE as u64, "{p}");
-            saw_live = true;
+            assert_eq!(p["status"], "downloading", "{p}");
             break;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the progress endpoint never showed the running download: {p}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
-        saw_live,
-        "the progress endpoint never showed a running download"
-    );
+    c.server.files.held.store(false, Ordering::Relaxed);
     let ready = c.wait_for(&id, "ready").await;
     assert_eq!(ready["size_bytes"], SIZE as u64);
     assert!(ready["error"].is_null());
@@ -371,8 +401,11 @@ async fn download_reports_progress_and_lands_whole() {
     // The bus carried progress, ending with the whole file, then `ready`.
     let mut progress = Vec::new();
     let mut became_ready = false;
-    while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await
-    {
+    while !became_ready {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("the ready event within 10 s")
+            .expect("the bus goes on");
         match event {
             Event::ModelDownload {
                 model_id, bytes, ..
@@ -563,12 +596,12 @@ async fn a_file_that_is_not_gguf_fails() {
 
 #[tokio::test]
 async fn dead_urls_and_missing_files_fail_with_a_reason() {
-    let c = Ctx::new().await;
     // A port that refuses connections.
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("address")
     };
+    let c = Ctx::with_origins(vec![format!("http://{closed}")]).await;
     let dead = c
         .create(json!({
             "name": "dead",
@@ -633,7 +666,7 @@ async fn bad_input_is_rejected_with_the_field_named() {
             with("access", json!({"everyone": false, "users": ["nobody"]})),
             "access.users",
         ),
-        (with("colour", json!("blue")), "body"),
+        (with("colour", json!("blue")), "colour"),
         (with("slots", json!("four")), "slots"),
     ];
     for (body, field) in cases {
@@ -649,7 +682,7 @@ async fn bad_input_is_rejected_with_the_field_named() {
             .map(|d| d.iter().filter_map(|e| e["field"].as_str()).collect())
             .unwrap_or_default();
         assert!(
-            fields.iter().any(|f| *f == field || field == "body"),
+            fields.contains(&field),
             "{body} should name `{field}`: {json}"
         );
     }
@@ -875,7 +908,7 @@ async fn deleting_a_model_cancels_its_download() {
         .create(json!({"name": "cancelled", "backend": "llama", "source": c.server.url("slow", "big.gguf")}))
         .await;
     let id = str_of(&model, "id");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.server.wait_for_request("/slow/big.gguf").await;
     assert!(c.t.state.downloads.is_active(&id));
     let (status, _) =
         c.t.delete(&format!("/api/models/{id}"), Some(&c.tech.access))
@@ -997,15 +1030,14 @@ async fn users_see_only_models_they_may_use_and_cannot_change_them() {
     );
 }
 
-/// The demo model, when `CORRAL_DEMO_MODEL` names it (see
-/// scripts/fetch-demo-model.sh), downloaded over HTTP and checked.
+/// The demo model (`CORRAL_DEMO_MODEL`, see scripts/fetch-demo-model.sh),
+/// downloaded over HTTP and checked.
 #[tokio::test]
-async fn the_demo_model_downloads_when_present() {
-    let Ok(path) = std::env::var("CORRAL_DEMO_MODEL") else {
-        eprintln!("CORRAL_DEMO_MODEL is not set; skipping");
+async fn the_demo_model_downloads() {
+    let Some(path) = support::model_from_env("CORRAL_DEMO_MODEL", support::DEMO_MODEL_HOW) else {
         return;
     };
-    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let c = Ctx::new().await;
     let sha = c.server.add("demo.gguf", data);
     let model = c

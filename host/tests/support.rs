@@ -15,6 +15,10 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use corral_host::accounts::create_account;
 use corral_host::config::Config;
+use corral_host::inference::backends::BackendSet;
+use corral_host::inference::manager::{ManagerLimits, ModelManager};
+use corral_host::inference::scheduler::{QueueLimits, Scheduler};
+use corral_host::inference::Inference;
 use corral_host::model::User;
 use corral_host::state::AppState;
 use corral_host::store::sqlite::SqliteStore;
@@ -89,7 +93,12 @@ impl TestApp {
         Self::with_config(Config::default()).await
     }
 
-    pub async fn with_config(config: Config) -> Self {
+    pub async fn with_config(mut config: Config) -> Self {
+        // These tests register local models from wherever the machine
+        // keeps them; a test of the model folders sets its own.
+        config
+            .model_dirs
+            .get_or_insert_with(|| vec![PathBuf::from("/")]);
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("corral.db");
         let store: Arc<dyn Store> = Arc::new(
@@ -106,6 +115,29 @@ impl TestApp {
             store,
             _dir: dir,
         }
+    }
+
+    /// The same application with `backends` in place of the backend
+    /// libraries (tests link fake backends in), under the configured
+    /// limits. Call before anything is loaded.
+    pub fn with_backends(mut self, backends: BackendSet) -> Self {
+        let config = self.state.config.clone();
+        self.state.inference = Inference::new(
+            ModelManager::new(
+                Arc::new(backends),
+                ManagerLimits {
+                    idle_unload: std::time::Duration::from_secs(config.idle_unload_secs),
+                    memory_budget: config.memory_budget_mb * 1024 * 1024,
+                    max_loaded: config.max_loaded_models,
+                },
+            ),
+            Scheduler::new(QueueLimits {
+                max_waiting: config.queue_max_waiting,
+                per_user: config.per_user_generations,
+            }),
+        );
+        self.app = corral_host::server::app(self.state.clone());
+        self
     }
 
     /// Creates an account with [`PASSWORD`] the way `corral admin create`
@@ -397,20 +429,50 @@ pub fn backends_dir(names: &[&str]) -> PathBuf {
         })
 }
 
-/// The path in environment variable `var`, or `None` (with the reason
-/// printed) when it is not set: tests that need a real model skip then.
-pub fn model_from_env(var: &str, how: &str) -> Option<String> {
+/// The path in environment variable `var`, which names a model or tool a
+/// test needs (`how` says how to get it).
+///
+/// Missing, the test fails saying how to get it, unless
+/// `CORRAL_ALLOW_SKIP=1`: then it returns `None` and writes
+/// `SKIPPED <test>: <reason>` to stderr, past the test harness's output
+/// capture, so that `scripts/test.sh` counts and lists the skipped tests
+/// (cargo itself would count the test as passed).
+pub fn model_from_env(var: &str, how: &str) -> Option<PathBuf> {
     match std::env::var(var) {
         Ok(path) if !path.is_empty() => {
             assert!(
                 Path::new(&path).exists(),
-                "{var} names {path}, which does not exist"
+                "{var} names {path}, which does not exist; {how}"
             );
-            Some(path)
+            Some(PathBuf::from(path))
         }
         _ => {
-            eprintln!("{var} is not set; skipping (set it to {how})");
+            skip_or_fail(&format!("{var} is not set; {how}"));
             None
         }
     }
 }
+
+/// Fails the running test with `reason`, or with `CORRAL_ALLOW_SKIP=1`
+/// reports it skipped (see [`model_from_env`]); the caller returns then.
+#[track_caller]
+pub fn skip_or_fail(reason: &str) {
+    if std::env::var("CORRAL_ALLOW_SKIP").is_ok_and(|v| v == "1") {
+        use std::io::Write;
+        // libtest names each test's thread after the test.
+        let thread = std::thread::current();
+        let test = thread.name().unwrap_or("a test");
+        let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {reason}");
+    } else {
+        panic!("{reason} (set CORRAL_ALLOW_SKIP=1 to report this test skipped instead)");
+    }
+}
+
+/// How to get the demo model, for [`model_from_env`].
+pub const DEMO_MODEL_HOW: &str = "set it to the .gguf that `scripts/fetch-demo-model.sh` \
+     prints last: export CORRAL_DEMO_MODEL=\"$(scripts/fetch-demo-model.sh | tail -1)\"";
+
+/// How to get the embedding model, for [`model_from_env`].
+pub const EMBED_MODEL_HOW: &str = "set it to the directory that \
+     `scripts/fetch-embed-model.sh` prints last: \
+     export CORRAL_EMBED_MODEL_DIR=\"$(scripts/fetch-embed-model.sh | tail -1)\"";

@@ -212,12 +212,26 @@ fn cancelling_frees_the_slot_for_the_next_request() {
     assert_eq!(next.summary.finish_reason, FinishReason::Length);
     assert_eq!(next.summary.completion_tokens, 8);
 
-    // A request cancelled while it waits for the only slot ends without a slot.
+    // A request cancelled while it waits for the only slot ends without a
+    // slot. The slot is taken once the first request has written text.
+    let (first_text, got_first_text) = std::sync::mpsc::channel();
     let busy = {
         let model = Arc::clone(&model);
-        std::thread::spawn(move || run(model.as_ref(), &request("Count: one, two,", greedy(40))))
+        std::thread::spawn(move || {
+            run_with(
+                model.as_ref(),
+                &request("Count: one, two,", greedy(40)),
+                &CancelToken::new(),
+                |_| {
+                    let _ = first_text.send(());
+                },
+            )
+            .expect("generation succeeds")
+        })
     };
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    got_first_text
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the first request writes text within 60 s");
     let waiting_cancel = CancelToken::new();
     let waiter = {
         let model = Arc::clone(&model);
@@ -226,6 +240,8 @@ fn cancelling_frees_the_slot_for_the_next_request() {
             run_with(model.as_ref(), &request("Hi", greedy(8)), &token, |_| {})
         })
     };
+    // Time for the waiter to reach its wait; a cancel that comes before
+    // ends it the same way, so this is no race.
     std::thread::sleep(std::time::Duration::from_millis(50));
     waiting_cancel.cancel();
     let waited = waiter.join().expect("waiter").expect("ends");

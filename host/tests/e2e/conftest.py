@@ -5,10 +5,20 @@ a fresh data directory, plus a local file server that serves the demo model
 to it. Accounts are created with `corral admin create`; the models are
 added by URL through the REST API, as a technician would.
 
+The session's server uses the store that CORRAL_E2E_STORE names:
+`sqlite` (the default, the embedded store) or `mongodb` (a SecantusDB
+server, MongoDB wire protocol, that the fixtures start). Tests that must
+run on both stores whatever the session uses take `store_database` (a
+`database` for `CorralServer`: None, then a mongodb:// URL); `mongo_url`
+gives a fresh MongoDB database on the session's SecantusDB.
+
 Environment:
   CORRAL_BIN         the corral binary (backend libraries beside it)
   CORRAL_DEMO_MODEL  gemma-3-270m-q4_k_m.gguf (scripts/fetch-demo-model.sh)
   CORRAL_BACKENDS_DIR  where libcorral_*.so are, when not beside CORRAL_BIN
+  CORRAL_E2E_STORE   `sqlite` (default) or `mongodb`
+  CORRAL_SECANTUSD   the SecantusDB server (default: secantusd-py of the
+                     test venv, from scripts/test-deps.sh)
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from corral import Api, CorralServer, EventListener, wait_for_model
+from corral import Api, CorralServer, EventListener, SecantusServer, wait_for_model
 from fileserver import FileServer
 
 DEMO_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -72,10 +82,46 @@ def demo_model() -> str:
     return os.path.abspath(path)
 
 
+def e2e_store() -> str:
+    store = os.environ.get("CORRAL_E2E_STORE", "sqlite") or "sqlite"
+    assert store in ("sqlite", "mongodb"), f"CORRAL_E2E_STORE={store}: give sqlite or mongodb"
+    return store
+
+
 @pytest.fixture(scope="session")
-def server(corral_bin, tmp_path_factory):
+def secantus(tmp_path_factory):
+    """A SecantusDB server for the session, started on first use."""
+    srv = SecantusServer(tmp_path_factory.mktemp("secantus")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def mongo_url(secantus) -> str:
+    """A mongodb:// URL of a fresh database on the session's SecantusDB."""
+    return secantus.url()
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+def store_database(request):
+    """Each store in turn, as `CorralServer(..., database=store_database)`
+    takes it: None (SQLite in the data directory), then a fresh MongoDB
+    database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("mongo_url")
+
+
+@pytest.fixture(scope="session")
+def server(request, corral_bin, tmp_path_factory, files):
     work = tmp_path_factory.mktemp("corral")
-    srv = CorralServer(corral_bin, work, SERVER_CONFIG)
+    database = None
+    if e2e_store() == "mongodb":
+        database = request.getfixturevalue("secantus").url("corral_e2e_session")
+    # The local file server is on 127.0.0.1, which downloads may reach
+    # only as an allowed origin (a local mirror).
+    config = SERVER_CONFIG + f'download_allowed_origins = ["{files.base}"]\n'
+    srv = CorralServer(corral_bin, work, config, database=database)
     srv.start(backends_dir=os.environ.get("CORRAL_BACKENDS_DIR") or None)
     pytest.corral_server = srv  # for the failure report hook
     yield srv
@@ -152,7 +198,13 @@ def llama_model(server, files, technician, demo_model) -> Download:
         assert created["status"] == "downloading", created
         model, samples = wait_for_model(technician, created["id"], every=0.1)
         seconds = time.monotonic() - began
-        time.sleep(0.5)  # the last events
+        # The status event that ends the download comes after the progress.
+        listener.wait_until(
+            lambda: any(
+                e.get("type") == "model_status" and e.get("status") == model["status"]
+                for e in listener.of(created["id"])
+            )
+        )
     finally:
         listener.close()
     return Download(
@@ -212,3 +264,7 @@ def pytest_runtest_makereport(item, call):
         alive = srv.proc is not None and srv.proc.poll() is None
         state = "running" if alive else f"EXITED with status {srv.proc.returncode}"
         report.sections.append(("corral server", f"server {state}\n{srv.log_tail(40)}"))
+
+
+def pytest_report_header(config):
+    return f"corral store: {e2e_store()}"

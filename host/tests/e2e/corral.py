@@ -9,6 +9,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -38,15 +39,103 @@ class ServerDied(AssertionError):
     pass
 
 
-class CorralServer:
-    """`corral serve` on 127.0.0.1:<free port> with its own data directory."""
+def wait_for_port(port: int, within: float, alive=lambda: None):
+    """Waits until 127.0.0.1:`port` accepts connections; `alive()` raises
+    when the process behind it is gone."""
+    deadline = time.monotonic() + within
+    while True:
+        alive()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"nothing accepts connections on port {port} after {within:.0f} s")
+        time.sleep(0.1)
 
-    def __init__(self, binary: str, work: Path, config: str = ""):
+
+def secantusd_binary() -> str:
+    """The SecantusDB server (MongoDB wire protocol) of the test venv:
+    CORRAL_SECANTUSD, or `secantusd-py` beside this Python."""
+    path = os.environ.get("CORRAL_SECANTUSD") or str(Path(sys.executable).parent / "secantusd-py")
+    assert os.access(path, os.X_OK), (
+        f"SecantusDB server not found at {path}: run scripts/test-deps.sh (or set CORRAL_SECANTUSD)"
+    )
+    return path
+
+
+class SecantusServer:
+    """A SecantusDB server (the MongoDB store's test server) on
+    127.0.0.1:<free port> with its own storage directory; stopped by its
+    own PID."""
+
+    def __init__(self, work: Path, port: int | None = None):
+        self.work = work
+        self.storage = work / "storage"
+        self.storage.mkdir(parents=True, exist_ok=True)
+        self.log_path = work / "secantusd.log"
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self, ready_within: float = 60.0) -> "SecantusServer":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                secantusd_binary(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--storage-path",
+                str(self.storage),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+        )
+        wait_for_port(self.port, ready_within, self.check_alive)
+        return self
+
+    def check_alive(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            text = self.log_path.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"SecantusDB exited with status {self.proc.returncode}\n{text}")
+
+    def url(self, database: str | None = None) -> str:
+        """A connection string; `database` defaults to a fresh name."""
+        database = database or "corral_e2e_" + secrets.token_hex(6)
+        return f"mongodb://127.0.0.1:{self.port}/{database}?directConnection=true"
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+class CorralServer:
+    """`corral serve` on 127.0.0.1:<free port> with its own data directory;
+    on the embedded SQLite store, or on `database` (a mongodb:// URL)."""
+
+    def __init__(self, binary: str, work: Path, config: str = "", database: str | None = None):
         self.binary = binary
         self.work = work
         self.data = work / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.config = work / "corral.toml"
+        self.database = database
+        if database:
+            # First, before any table of the rest.
+            config = f"database = {json.dumps(database)}\n" + config
         self.config.write_text(config)
         self.log_path = work / "server.log"
         self.port = free_port()
@@ -245,6 +334,14 @@ class EventListener:
             for _, n, d in list(self.events)
             if isinstance(d, dict) and d.get("model_id") == model_id and (name is None or n == name)
         ]
+
+    def wait_until(self, condition, within: float = 30.0):
+        """Waits until `condition()` holds for the events seen so far."""
+        deadline = time.monotonic() + within
+        while not condition():
+            assert self.error is None, f"the event stream broke: {self.error!r}"
+            assert time.monotonic() < deadline, f"no such event within {within:.0f} s: {self.events[-5:]}"
+            time.sleep(0.05)
 
     def close(self):
         try:

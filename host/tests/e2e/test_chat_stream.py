@@ -128,6 +128,17 @@ def check_stored(api, chat_id: str, final: dict):
     return messages
 
 
+def wait_until_settled(api, chat_id: str, within: float = 60) -> dict:
+    """The chat's last message once it is no longer `pending`."""
+    deadline = time.monotonic() + within
+    while True:
+        answer = stored(api, chat_id)[-1]
+        if answer["status"] != "pending":
+            return answer
+        assert time.monotonic() < deadline, f"still pending after {within:.0f} s: {answer}"
+        time.sleep(0.2)
+
+
 # --- Server-Sent Events -------------------------------------------------------
 
 
@@ -202,9 +213,9 @@ def test_sse_one_answer_at_a_time_per_chat(user, models):
 
 
 def test_sse_client_that_goes_away_leaves_no_pending_answer(user, models):
-    """A client that disconnects mid-answer: the stored answer ends up
-    complete or cancelled, never left pending, and the chat takes the next
-    message."""
+    """A client that disconnects mid-answer stops its answer: the stored
+    answer ends up cancelled, never left pending, and the chat takes the
+    next message."""
     chat_id = new_chat(user, models["llama"]["name"])
     r = user.session.post(
         f"{user.base}/api/chats/{chat_id}/stream",
@@ -220,14 +231,10 @@ def test_sse_client_that_goes_away_leaves_no_pending_answer(user, models):
             if deltas == 3:
                 break
     r.close()
-    deadline = time.monotonic() + 60
-    while True:
-        answer = stored(user, chat_id)[-1]
-        if answer["status"] != "pending" or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    answer = wait_until_settled(user, chat_id)
     assert answer["role"] == "assistant"
-    assert answer["status"] in ("complete", "cancelled"), answer
+    assert answer["status"] == "cancelled", answer
+    assert answer["usage"]["completion_tokens"] < LONG["max_tokens"], answer
     events = sse_stream(user, chat_id, "stream", {"content": "Hello!", "sampling": GREEDY})
     _, final = check_events(events, with_user=True)
     check_stored(user, chat_id, final)
@@ -267,38 +274,32 @@ def test_sse_errors_before_streaming_are_json(user, technician, models):
     # Bad bodies.
     for body in ({}, {"content": 5}, {"content": "hi", "sampling": {"max_tokens": -1}}):
         r = user.post(f"/api/chats/{chat_id}/stream", json=body)
-        assert r.status_code in (400, 422), (body, r.status_code, r.text)
+        assert r.status_code == 422, (body, r.status_code, r.text)
         assert r.headers["content-type"].startswith("application/json")
-        assert r.json()["message"]
+        assert r.json()["code"] == "validation_failed" and r.json()["message"], r.text
     r = user.post(f"/api/chats/{chat_id}/regenerate", json={"sampling": {"temperature": "hot"}})
-    assert r.status_code in (400, 422), r.text
-    # Regenerating a chat without an answer is an error, not a stream.
+    assert (r.status_code, r.json()["code"]) == (422, "validation_failed"), r.text
+    # Regenerating a chat without a message is a conflict, not a stream.
     r = user.post(f"/api/chats/{chat_id}/regenerate", json={})
-    assert r.status_code in (400, 404, 409, 422), r.text
+    assert (r.status_code, r.json()["code"]) == (409, "conflict"), r.text
     assert r.headers["content-type"].startswith("application/json")
+    # Nothing of the refused requests was stored.
+    assert stored(user, chat_id) == []
     # Without a token.
     r = requests.post(f"{user.base}/api/chats/{chat_id}/stream", json={"content": "hi"}, timeout=TIMEOUT)
     assert r.status_code == 401
 
 
-def test_sse_unknown_model_ends_with_an_error_or_is_refused(user):
-    """A chat whose model does not exist: refused before streaming (JSON)
-    or answered with an `error` event, and stored as failed."""
+def test_sse_unknown_model_is_refused_before_streaming(user):
+    """A chat whose model does not exist: refused with a JSON 404 before
+    anything is streamed or stored."""
     chat_id = new_chat(user, "no-such-model")
-    r = user.session.post(
-        f"{user.base}/api/chats/{chat_id}/stream", json={"content": "hi"}, stream=True, timeout=STREAM_TIMEOUT
-    )
-    try:
-        if r.headers.get("content-type", "").startswith("text/event-stream"):
-            events = [d for _, d in sse_events(r)]
-            assert events[-1]["type"] == "error", events
-            assert events[-1]["error"]["code"] and events[-1]["error"]["message"]
-            assert events[-1]["message"]["status"] == "failed"
-        else:
-            assert r.status_code in (400, 404, 422, 503), r.text
-            assert "model" in r.json()["message"], r.text
-    finally:
-        r.close()
+    r = user.post(f"/api/chats/{chat_id}/stream", json={"content": "hi"})
+    assert r.status_code == 404, r.text
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    assert r.json()["code"] == "not_found", r.text
+    assert "model" in r.json()["message"], r.text
+    assert stored(user, chat_id) == []
 
 
 # --- WebSocket ----------------------------------------------------------------
@@ -393,11 +394,11 @@ def test_ws_malformed_frames_get_errors_and_the_socket_stays_open(user, models):
             ws.send(frame)
             reply = json.loads(ws.recv())
             assert reply["type"] == "error", (frame, reply)
-            assert reply["error"]["code"] and reply["error"]["message"], reply
+            assert reply["error"]["code"] == "malformed_json" and reply["error"]["message"], (frame, reply)
         # An unknown chat is an error too, and the socket still works.
         ws.send(json.dumps({"type": "send", "chat_id": "00000000-0000-0000-0000-000000000000", "content": "hi"}))
         reply = json.loads(ws.recv())
-        assert reply["type"] == "error", reply
+        assert reply["type"] == "error" and reply["error"]["code"] == "not_found", reply
         ws.send(json.dumps({"type": "send", "chat_id": chat_id, "content": "Hello!", "sampling": GREEDY}))
         _, final = check_events(ws_events(ws, chat_id), with_user=True, content="Hello!")
         check_stored(user, chat_id, final)

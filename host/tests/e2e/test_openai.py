@@ -116,12 +116,18 @@ def test_answer_past_512_positions(client, models, backend):
     prompt_tokens = probe.usage.prompt_tokens
     assert prompt_tokens < 480, prompt_tokens
     max_tokens = 560 - prompt_tokens
+    # `ignore_eos`: the answer runs to `max_tokens` whatever the model
+    # would say, so it always crosses position 512.
     answer = client.chat.completions.create(
-        model=name, messages=messages, max_tokens=max_tokens, temperature=0
+        model=name,
+        messages=messages,
+        max_tokens=max_tokens,
+        temperature=0,
+        extra_body={"ignore_eos": True},
     )
     usage = answer.usage
     assert usage.prompt_tokens == prompt_tokens
     assert answer.choices[0].message.content
-    if answer.choices[0].finish_reason == "length":
-        assert usage.completion_tokens == max_tokens
-        assert usage.prompt_tokens + usage.completion_tokens > 512
+    assert answer.choices[0].finish_reason == "length", answer.choices[0]
+    assert usage.completion_tokens == max_tokens
+    assert usage.prompt_tokens + usage.completion_tokens > 512
