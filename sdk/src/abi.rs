@@ -174,7 +174,7 @@ pub mod host;
 /// Exports a [`Backend`](crate::backend::Backend) type (which must also be
 /// `Default`) from a `cdylib` as a Corral backend library.
 ///
-/// ```ignore
+/// ```text
 /// #[derive(Default)]
 /// pub struct MyBackend;
 /// impl corral_sdk::backend::Backend for MyBackend { /* … */ }
