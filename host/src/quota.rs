@@ -163,6 +163,10 @@ pub async fn put_quotas(
         format!("at most {MAX_USER_QUOTAS} entries"),
     );
     v.finish()?;
+    // The check below compares with the quotas as stored; without the lock
+    // a concurrent edit could land between it and the write and be undone
+    // by someone not allowed to change it. Role changes take the same lock.
+    let _guard = state.staff_changes.lock().await;
     for id in quotas.users.keys() {
         if state.store.get_user(id).await?.is_none() {
             return Err(AppError::field(

@@ -6,17 +6,17 @@
 //!   window of registrations and sign-ins that did not succeed. A flood
 //!   from one address is refused with 429 and `Retry-After`; other
 //!   addresses are not affected.
-//! - **Per account**: failed passwords. They never refuse an attempt; they
-//!   make the next attempts on that account *wait* before the password is
-//!   checked, growing from nothing (the first [`FREE_FAILURES`] failures)
-//!   to at most [`MAX_DELAY`]. The owner is never locked out: their attempt,
-//!   from their own address, waits at most [`MAX_DELAY`] and then signs in,
-//!   however many wrong passwords someone else sent. A guesser pays the
-//!   same wait for every guess, and a client that gives up while waiting
-//!   gets no password checked. Failures are counted by account id, so only
-//!   real accounts have entries; every unknown username shares one entry
-//!   (and waits the same way, so the wait does not tell which accounts
-//!   exist).
+//! - **Per account**: failed passwords, counted by the username asked for
+//!   (normalised and length-capped), whether or not such an account exists,
+//!   so an unknown name waits exactly as a known one would and the wait
+//!   does not tell which accounts exist. They make the next attempts on
+//!   that name *wait* before the password is checked, growing from nothing
+//!   (the first [`FREE_FAILURES`] failures) to [`MAX_DELAY`] between two
+//!   checks. Each attempt reserves its own turn, so attempts sent in
+//!   parallel are checked one after another, not together. A client that
+//!   gives up while waiting gets no password checked. An attempt whose turn
+//!   is more than [`MAX_QUEUE`] away is refused with 429; the owner is
+//!   never locked out for longer than the guessing goes on.
 //!
 //! Each map holds at most `max_tracked` keys; past that the entries not
 //! touched for longest are dropped first.
@@ -37,8 +37,21 @@ pub const MAX_DELAY: Duration = Duration::from_secs(4);
 /// An account's failures are forgotten this long after the last one.
 pub const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 
-/// The key failures of unknown usernames share.
-pub const UNKNOWN_ACCOUNT: &str = "(unknown)";
+/// How far ahead an attempt may be queued behind others on the same name.
+pub const MAX_QUEUE: Duration = Duration::from_secs(30);
+/// The longest part of a username that keys its failures.
+pub const MAX_ACCOUNT_KEY_CHARS: usize = 64;
+
+/// The key failures of `username` count under: trimmed, lowercased and cut
+/// to [`MAX_ACCOUNT_KEY_CHARS`].
+pub fn account_key(username: &str) -> String {
+    username
+        .trim()
+        .to_lowercase()
+        .chars()
+        .take(MAX_ACCOUNT_KEY_CHARS)
+        .collect()
+}
 
 /// How much the limiter allows and keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +123,8 @@ impl<K: Eq + Hash + Clone, V: Default> Bounded<K, V> {
 struct Failures {
     count: u32,
     last: Option<Instant>,
+    /// The earliest time the next attempt may have its password checked.
+    next_turn: Option<Instant>,
 }
 
 /// The wait that `count` failures impose, counted from the last one.
@@ -183,25 +198,38 @@ impl SignInLimiter {
         }
     }
 
-    /// How long an attempt on `account` (an account id, or
-    /// [`UNKNOWN_ACCOUNT`]) waits before its password is checked.
-    pub fn wait_for(&self, account: &str) -> Duration {
-        self.wait_at(account, Instant::now())
+    /// Reserves the next turn of `account` (see [`account_key`]): how long
+    /// this attempt waits before its password is checked, or `Err(seconds)`
+    /// when its turn would be more than [`MAX_QUEUE`] away.
+    pub fn reserve(&self, account: &str) -> Result<Duration, u64> {
+        self.reserve_at(account, Instant::now())
     }
 
-    fn wait_at(&self, account: &str, now: Instant) -> Duration {
-        let accounts = lock(&self.accounts);
-        let Some(entry) = accounts.map.get(account) else {
-            return Duration::ZERO;
+    fn reserve_at(&self, account: &str, now: Instant) -> Result<Duration, u64> {
+        let mut accounts = lock(&self.accounts);
+        let Some(entry) = accounts.map.get_mut(account) else {
+            return Ok(Duration::ZERO);
         };
-        let Some(last) = entry.value.last else {
-            return Duration::ZERO;
+        let failures = &mut entry.value;
+        let Some(last) = failures.last else {
+            return Ok(Duration::ZERO);
         };
-        let since = now.saturating_duration_since(last);
-        if since >= FAILURE_MEMORY {
-            return Duration::ZERO;
+        if now.saturating_duration_since(last) >= FAILURE_MEMORY {
+            return Ok(Duration::ZERO);
         }
-        backoff(entry.value.count).saturating_sub(since)
+        let step = backoff(failures.count);
+        if step.is_zero() {
+            return Ok(Duration::ZERO);
+        }
+        let turn = (last + step)
+            .max(now)
+            .max(failures.next_turn.unwrap_or(now));
+        let wait = turn.saturating_duration_since(now);
+        if wait > MAX_QUEUE {
+            return Err(wait.saturating_sub(MAX_QUEUE).as_secs().max(1));
+        }
+        failures.next_turn = Some(turn + step);
+        Ok(wait)
     }
 
     /// Counts a wrong password for `account`.
@@ -217,6 +245,7 @@ impl SignInLimiter {
             .is_some_and(|t| now.saturating_duration_since(t) >= FAILURE_MEMORY)
         {
             failures.count = 0;
+            failures.next_turn = None;
         }
         failures.count = failures.count.saturating_add(1);
         failures.last = Some(now);
@@ -281,29 +310,83 @@ mod tests {
         for _ in 0..FREE_FAILURES {
             l.failed_at("u1", t0);
         }
-        assert_eq!(l.wait_at("u1", t0), Duration::ZERO);
+        assert_eq!(l.reserve_at("u1", t0), Ok(Duration::ZERO));
+        assert_eq!(l.reserve_at("u1", t0), Ok(Duration::ZERO));
         l.failed_at("u1", t0);
-        assert_eq!(l.wait_at("u1", t0), FIRST_DELAY);
+        assert_eq!(l.reserve_at("u1", t0), Ok(FIRST_DELAY));
         for _ in 0..100 {
             l.failed_at("u1", t0);
         }
-        assert_eq!(l.wait_at("u1", t0), MAX_DELAY);
-        // The wait counts from the last failure, and never exceeds the cap.
+        // The wait counts from the last failure, and one attempt never
+        // waits more than the cap.
+        let later = t0 + Duration::from_secs(60);
+        l.failed_at("u1", later);
         assert_eq!(
-            l.wait_at("u1", t0 + Duration::from_secs(1)),
-            MAX_DELAY - Duration::from_secs(1)
+            l.reserve_at("u1", later + Duration::from_secs(1)),
+            Ok(MAX_DELAY - Duration::from_secs(1))
         );
-        assert_eq!(l.wait_at("u1", t0 + MAX_DELAY), Duration::ZERO);
-        assert_eq!(l.wait_at("u2", t0), Duration::ZERO);
+        assert_eq!(l.reserve_at("u2", t0), Ok(Duration::ZERO));
         // A success forgets; so does time.
         l.succeeded("u1");
-        assert_eq!(l.wait_at("u1", t0), Duration::ZERO);
+        assert_eq!(l.reserve_at("u1", later), Ok(Duration::ZERO));
         for _ in 0..10 {
             l.failed_at("u3", t0);
         }
-        let later = t0 + FAILURE_MEMORY;
-        l.failed_at("u3", later);
-        assert_eq!(l.wait_at("u3", later), Duration::ZERO, "count restarted");
+        let much_later = t0 + FAILURE_MEMORY;
+        l.failed_at("u3", much_later);
+        assert_eq!(
+            l.reserve_at("u3", much_later),
+            Ok(Duration::ZERO),
+            "count restarted"
+        );
+    }
+
+    #[test]
+    fn parallel_attempts_on_one_account_take_turns() {
+        let l = limiter(3, 100);
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            l.failed_at("u1", t0);
+        }
+        let waits: Vec<_> = (0..8).map(|_| l.reserve_at("u1", t0)).collect();
+        let expected: Vec<Result<Duration, u64>> = (1..=7u32).map(|k| Ok(MAX_DELAY * k)).collect();
+        assert_eq!(waits[..7], expected[..]);
+        // The eighth turn is further away than an attempt may queue.
+        assert_eq!(waits[7], Err(2));
+        // Others' queue is their own.
+        assert_eq!(l.reserve_at("u2", t0), Ok(Duration::ZERO));
+        // Reservations from many threads never share a turn.
+        let l = std::sync::Arc::new(limiter(3, 100));
+        for _ in 0..20 {
+            l.failed_at("u1", t0);
+        }
+        let mut waits: Vec<Duration> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..7)
+                .map(|_| s.spawn(|| l.reserve_at("u1", t0).expect("queued")))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        waits.sort();
+        assert_eq!(waits, (1..=7u32).map(|k| MAX_DELAY * k).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn unknown_names_are_slowed_down_one_by_one_like_known_ones() {
+        let l = limiter(3, 100);
+        let t0 = Instant::now();
+        let made_up = account_key("  Nobody-Here ");
+        assert_eq!(made_up, "nobody-here");
+        for _ in 0..10 {
+            l.failed_at(&made_up, t0);
+        }
+        assert_eq!(l.reserve_at(&made_up, t0), Ok(MAX_DELAY));
+        // Another made-up name waits as any untouched account would.
+        assert_eq!(
+            l.reserve_at(&account_key("someone-else"), t0),
+            Ok(Duration::ZERO)
+        );
+        let long = "x".repeat(10_000);
+        assert_eq!(account_key(&long).chars().count(), MAX_ACCOUNT_KEY_CHARS);
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct UserUpdate {
     /// Adds one to the stored `token_version` in the same write, so every
     /// access token issued before stops working.
     pub bump_token_version: bool,
+    /// Writes only while the stored `token_version` is this one, so a
+    /// change decided on what the caller read cannot undo a reset or a
+    /// disable that landed in between.
+    pub expect_token_version: Option<i64>,
 }
 
 /// Fields of a chat to change; `None` keeps what is stored.
@@ -107,7 +111,9 @@ pub trait UserRepo: Send + Sync {
     /// `username` is compared exactly; callers pass it lowercased.
     async fn get_user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
     /// Changes the named fields of the user, in one atomic write, and
-    /// returns the user as stored after it.
+    /// returns the user as stored after it. With `expect_token_version`
+    /// set and the stored version another, nothing is written and the
+    /// answer is `Conflict("token_version")`.
     async fn update_user(&self, id: &str, changes: &UserUpdate) -> StoreResult<User>;
     /// Matches ordered by username.
     async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<User>>;

@@ -119,3 +119,46 @@ async fn an_admin_acts_on_users_and_admins_but_not_on_technicians() {
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 }
+
+/// A refresh or sign-in reads the account, then stores a session; a reset
+/// or disable landing in between must not leave that session working.
+#[tokio::test]
+async fn tokens_for_an_account_changed_meanwhile_are_refused() {
+    let t = TestApp::new().await;
+    let ada = t.insert_user("ada", Role::User).await;
+    let reset = corral_host::store::UserUpdate {
+        bump_token_version: true,
+        ..Default::default()
+    };
+    t.store.update_user(&ada.id, &reset).await.expect("reset");
+    let r = corral_host::api::auth::issue_tokens(&t.state, &ada, None).await;
+    assert!(
+        matches!(&r, Err(AppError::Unauthorized(m)) if m.contains("changed meanwhile")),
+        "{:?}",
+        r.as_ref().map(|tokens| &tokens.user.id)
+    );
+
+    let bob = t.insert_user("bob", Role::User).await;
+    let disable = corral_host::store::UserUpdate {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    t.store
+        .update_user(&bob.id, &disable)
+        .await
+        .expect("disable");
+    let r = corral_host::api::auth::issue_tokens(&t.state, &bob, None).await;
+    assert!(
+        matches!(r, Err(AppError::AccountDisabled)),
+        "{:?}",
+        r.as_ref().map(|tokens| &tokens.user.id)
+    );
+
+    // The account as it is now gets tokens.
+    let current = t.store.get_user(&ada.id).await.expect("read").expect("ada");
+    let tokens = corral_host::api::auth::issue_tokens(&t.state, &current, None)
+        .await
+        .expect("tokens for the current version");
+    let (status, body) = t.get("/api/me", Some(&tokens.access_token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -23,9 +23,9 @@ use crate::client_addr::{bucket, client_address};
 use crate::error::{ApiResult, AppError, Json, Path, Validator};
 use crate::model::{new_id, usage_kind, ApiKey, Session, User};
 use crate::policy::Caller;
-use crate::ratelimit::UNKNOWN_ACCOUNT;
+use crate::ratelimit::account_key;
 use crate::state::AppState;
-use crate::store::UserUpdate;
+use crate::store::{StoreError, UserUpdate};
 use crate::time::{now, serde_millis, serde_millis_opt};
 
 /// Settings key: whether anyone may create an account.
@@ -99,6 +99,22 @@ pub async fn issue_tokens(
         revoked: false,
     };
     state.store.create_session(&session).await?;
+    // A disable or reset writes the account first and revokes its sessions
+    // after: either this read sees the write, or the revoke comes after
+    // the session above was stored and takes it too.
+    let current = state.store.get_user(&user.id).await?;
+    let still_valid = current
+        .as_ref()
+        .is_some_and(|u| u.token_version == user.token_version && !u.disabled);
+    if !still_valid {
+        state.store.revoke_family(&session.family_id).await?;
+        if current.is_some_and(|u| u.disabled) {
+            return Err(AppError::AccountDisabled);
+        }
+        return Err(AppError::Unauthorized(
+            "the account changed meanwhile; sign in again".into(),
+        ));
+    }
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer".into(),
@@ -200,16 +216,17 @@ fn dummy_hash() -> String {
 
 /// Sign in with username and password.
 ///
-/// Wrong passwords slow down later attempts on the same account (each
-/// waits up to a few seconds before its password is checked) but never
-/// lock it; many attempts from one client address are refused with 429.
+/// Wrong passwords slow down later attempts on the same username, known
+/// or not: each waits its turn, up to a few seconds after the one before,
+/// before its password is checked. Attempts queued too far ahead, and many
+/// attempts from one client address, are refused with 429.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "Wrong username or password", body = corral_sdk::ErrorBody),
         (status = 403, description = "The account is disabled", body = corral_sdk::ErrorBody),
-        (status = 429, description = "Too many attempts from this address, or too many passwords being checked at once; see `Retry-After`", body = corral_sdk::ErrorBody),
+        (status = 429, description = "Too many attempts from this address or queued on this username, or too many passwords being checked at once; see `Retry-After`", body = corral_sdk::ErrorBody),
     ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -224,13 +241,13 @@ pub async fn login(
     } else {
         None
     };
-    // Failures count per account id, and every unknown name shares one
-    // entry, so no username a client makes up takes memory of its own.
-    let account = found
-        .as_ref()
-        .map_or(UNKNOWN_ACCOUNT, |u| u.id.as_str())
-        .to_owned();
-    let wait = state.limiter.wait_for(&account);
+    // Failures count per name asked for, known or not, so the wait is the
+    // same for both and does not tell which accounts exist.
+    let account = account_key(&username);
+    let wait = state
+        .limiter
+        .reserve(&account)
+        .map_err(|retry_after| AppError::RateLimited { retry_after })?;
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
@@ -400,7 +417,10 @@ pub struct ChangePasswordRequest {
 /// tokens.
 #[utoipa::path(post, path = "/api/me/password", tag = "me",
     request_body = ChangePasswordRequest,
-    responses((status = 200, description = "Password changed; new tokens", body = TokenResponse)))]
+    responses(
+        (status = 200, description = "Password changed; new tokens", body = TokenResponse),
+        (status = 409, description = "The account changed (a reset or disable) after the caller's token was issued; sign in again", body = corral_sdk::ErrorBody),
+    ))]
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Caller,
@@ -420,9 +440,19 @@ pub async fn change_password(
         password_hash: Some(hash_password_async(req.new_password).await?),
         bump_token_version: true,
         updated_at: Some(now()),
+        // The current password was checked against what was read; a reset
+        // or disable since then must not be overwritten.
+        expect_token_version: Some(user.token_version),
         ..Default::default()
     };
-    let user = state.store.update_user(&user.id, &changes).await?;
+    let user = match state.store.update_user(&user.id, &changes).await {
+        Err(StoreError::Conflict(_)) => {
+            return Err(AppError::Conflict(
+                "the account changed meanwhile; sign in again".into(),
+            ))
+        }
+        result => result?,
+    };
     revoke_access(state.store.as_ref(), &user.id).await?;
     Ok(Json(issue_tokens(&state, &user, None).await?))
 }

@@ -47,6 +47,7 @@ cases![
     user_round_trip,
     user_duplicate_username_conflicts,
     user_update,
+    user_update_expecting_a_token_version,
     user_list_filters_and_pages,
     user_search_is_literal,
     user_counts,
@@ -434,6 +435,7 @@ pub async fn user_update(s: &dyn Store) {
         last_login_at: Some(ts(59)),
         updated_at: Some(ts(60)),
         bump_token_version: true,
+        expect_token_version: None,
     };
     let stored = ok!(s.update_user(&alice.id, &changes));
     let expected = User {
@@ -512,6 +514,51 @@ pub async fn user_update(s: &dyn Store) {
         ok!(s.get_user(&ghost.id)),
         None,
         "update_user created a user"
+    );
+}
+
+/// `expect_token_version` writes only over the version the writer read: a
+/// password change cannot undo a reset that landed after it was checked.
+pub async fn user_update_expecting_a_token_version(s: &dyn Store) {
+    let alice = user("alice", "Alice", Role::User, false, 0);
+    ok!(s.create_user(&alice));
+    let read = alice.token_version;
+    let reset = UserUpdate {
+        password_hash: Some("$argon2id$reset".to_string()),
+        bump_token_version: true,
+        ..Default::default()
+    };
+    ok!(s.update_user(&alice.id, &reset));
+
+    let change = UserUpdate {
+        password_hash: Some("$argon2id$mine".to_string()),
+        bump_token_version: true,
+        expect_token_version: Some(read),
+        ..Default::default()
+    };
+    match s.update_user(&alice.id, &change).await {
+        Err(StoreError::Conflict(field)) => assert_eq!(field, "token_version"),
+        other => panic!("a write over a stale token version: {other:?}"),
+    }
+    let stored = ok!(s.get_user(&alice.id)).expect("alice");
+    assert_eq!(
+        stored.password_hash, "$argon2id$reset",
+        "the reset was undone"
+    );
+    assert_eq!(stored.token_version, read + 1, "token_version");
+
+    let current = UserUpdate {
+        expect_token_version: Some(read + 1),
+        ..change.clone()
+    };
+    let written = ok!(s.update_user(&alice.id, &current));
+    assert_eq!(written.password_hash, "$argon2id$mine");
+    assert_eq!(written.token_version, read + 2);
+
+    let ghost = user("ghost", "Ghost", Role::User, false, 1);
+    expect_not_found(
+        s.update_user(&ghost.id, &current).await,
+        "update_user of a missing user with an expected version",
     );
 }
 

@@ -463,9 +463,19 @@ impl UserRepo for MongoStore {
         if changes.bump_token_version {
             inc.insert("token_version", 1_i64);
         }
-        update_returning(&self.users, doc! { "_id": id }, set, inc)
-            .await?
-            .ok_or(StoreError::NotFound)
+        let mut filter = doc! { "_id": id };
+        if let Some(version) = changes.expect_token_version {
+            filter.insert("token_version", version);
+        }
+        match update_returning(&self.users, filter, set, inc).await? {
+            Some(user) => Ok(user),
+            None if changes.expect_token_version.is_some()
+                && self.get_user(id).await?.is_some() =>
+            {
+                Err(StoreError::Conflict("token_version".into()))
+            }
+            None => Err(StoreError::NotFound),
+        }
     }
 
     async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<User>> {

@@ -1024,9 +1024,18 @@ impl UserRepo for SqliteStore {
         }
         let mut filter = Filter::default();
         filter.eq("id", text(id));
-        self.update_returning(&USERS, set, filter, user_row)
-            .await?
-            .ok_or(StoreError::NotFound)
+        if let Some(version) = changes.expect_token_version {
+            filter.eq("token_version", version.into());
+        }
+        match self.update_returning(&USERS, set, filter, user_row).await? {
+            Some(user) => Ok(user),
+            None if changes.expect_token_version.is_some()
+                && self.get_user(id).await?.is_some() =>
+            {
+                Err(StoreError::Conflict("token_version".into()))
+            }
+            None => Err(StoreError::NotFound),
+        }
     }
 
     async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<User>> {
