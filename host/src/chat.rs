@@ -140,10 +140,12 @@ pub enum Action {
     Regenerate,
 }
 
-/// The answers running now, by chat.
+/// The answers running now, by chat, and the chat WebSockets open, by
+/// account.
 #[derive(Default)]
 pub struct ChatRuns {
     active: Mutex<HashMap<String, RunHandle>>,
+    sockets: Mutex<HashMap<String, usize>>,
     /// Set when the server shuts down: no new answer starts.
     closed: AtomicBool,
 }
@@ -238,6 +240,45 @@ impl ChatRuns {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
+
+    /// Counts a WebSocket of `user_id` as open until the slot is dropped;
+    /// refuses it when the account has `cap` open already.
+    pub fn open_socket(self: &Arc<Self>, user_id: &str, cap: usize) -> ApiResult<SocketSlot> {
+        let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = sockets.entry(user_id.to_owned()).or_default();
+        if *open >= cap {
+            return Err(AppError::LimitReached(format!(
+                "an account may have at most {cap} chat WebSockets open; close one first"
+            )));
+        }
+        *open += 1;
+        Ok(SocketSlot {
+            runs: self.clone(),
+            user_id: user_id.to_owned(),
+        })
+    }
+}
+
+/// One open chat WebSocket of an account.
+pub struct SocketSlot {
+    runs: Arc<ChatRuns>,
+    user_id: String,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut sockets = self
+            .runs
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = sockets.get_mut(&self.user_id) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                sockets.remove(&self.user_id);
+            }
+        }
+    }
 }
 
 struct RunGuard {
@@ -277,7 +318,7 @@ pub async fn start(
     }
     let mut chat = load_chat(state, caller, chat_id).await?;
     let record = registry::find_usable(state, &caller.user, &chat.model).await?;
-    let spec = load_spec(&record)?;
+    let spec = load_spec(&state.config, &record).await?;
     let mut sampling = overrides.apply(&record.sampling)?;
     quota::admit(state, &caller.user, &mut sampling).await?;
     let (guard, handle) = state.chat_runs.claim(&chat.id)?;
@@ -460,6 +501,9 @@ impl Run {
         let mut saved_len = 0;
         let outcome = loop {
             let delivered = tokio::select! {
+                // Events first: a `Started` already sent is seen before a
+                // stop or a client that left, so what ran is counted.
+                biased;
                 event = events.recv() => match event {
                     Some(JobEvent::Queued { position }) => self.send(ChatEvent::Queued {
                         chat_id: chat_id.clone(),
@@ -507,7 +551,7 @@ impl Run {
             }
         };
         drop(events);
-        self.finish(outcome, text, begun).await;
+        self.finish(outcome, text, &progress, begun).await;
     }
 
     /// Saves the text so far, so that a crash loses at most the last
@@ -527,7 +571,13 @@ impl Run {
         }
     }
 
-    async fn finish(&mut self, outcome: Outcome, text: String, begun: Instant) {
+    async fn finish(
+        &mut self,
+        outcome: Outcome,
+        text: String,
+        progress: &Progress,
+        begun: Instant,
+    ) {
         let elapsed_ms = u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut answer = self.answer.clone();
         answer.content = text;
@@ -556,12 +606,12 @@ impl Run {
                 answer.status = MessageStatus::Failed;
                 answer.error = Some(err.body().message.clone());
                 error = Some(err.body());
-                Some(Generation::failed(
-                    &self.user_id,
-                    &model,
-                    generation_source::CHAT,
-                    elapsed_ms,
-                ))
+                // What the model read and wrote before it failed still counts.
+                let mut generation =
+                    Generation::failed(&self.user_id, &model, generation_source::CHAT, elapsed_ms);
+                generation.prompt_tokens = progress.prompt_tokens;
+                generation.completion_tokens = progress.pieces;
+                Some(generation)
             }
             // Nothing ran: nothing to count.
             Outcome::StoppedEarly => {
@@ -662,6 +712,7 @@ impl Progress {
 /// another live host is writing; Corral runs one host per store.
 pub async fn recover_interrupted(store: &dyn Store) -> StoreResult<usize> {
     let answers = store.interrupt_pending_answers().await?;
+    let mut unrecorded = None;
     for (answer, owner_id) in &answers {
         let usage = answer.usage.clone().unwrap_or(MessageUsage {
             prompt_tokens: 0,
@@ -688,9 +739,22 @@ pub async fn recover_interrupted(store: &dyn Store) -> StoreResult<usize> {
             status: MessageStatus::Interrupted,
             at: now(),
         };
-        store.record_generation(&generation).await?;
+        // These answers are no longer `pending`: a record not written now is
+        // never written, so one failure does not stop the others, and each
+        // is tried again once.
+        let mut result = store.record_generation(&generation).await;
+        if result.is_err() {
+            result = store.record_generation(&generation).await;
+        }
+        if let Err(err) = result {
+            tracing::error!(%err, answer = %answer.id, "could not count an interrupted answer");
+            unrecorded.get_or_insert(err);
+        }
     }
-    Ok(answers.len())
+    match unrecorded {
+        Some(err) => Err(err),
+        None => Ok(answers.len()),
+    }
 }
 
 fn seconds_to_ms(seconds: f64) -> u64 {
@@ -719,6 +783,25 @@ fn usage_of(summary: &GenerateSummary) -> MessageUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_holds_at_most_its_websockets() {
+        let runs = Arc::new(ChatRuns::default());
+        let mut held: Vec<_> = (0..2)
+            .map(|_| runs.open_socket("ada", 2).expect("room"))
+            .collect();
+        let err = runs.open_socket("ada", 2).err().expect("full");
+        assert_eq!((err.status().as_u16(), err.code()), (409, "limit_reached"));
+        runs.open_socket("bob", 2)
+            .expect("another account has room");
+        held.pop();
+        held.push(
+            runs.open_socket("ada", 2)
+                .expect("a closed one gave its place back"),
+        );
+        drop(held);
+        assert!(runs.sockets.lock().unwrap().is_empty());
+    }
 
     fn message(role: MessageRole, status: MessageStatus, content: &str) -> Message {
         Message {

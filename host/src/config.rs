@@ -55,11 +55,13 @@ pub struct Config {
     pub max_open_tickets_per_user: u64,
     /// Personal API keys one account may hold.
     pub max_api_keys_per_user: u64,
+    /// Chat WebSockets one account may have open at once.
+    pub max_websockets_per_user: usize,
 
     // Models: where local sources may lie and what downloads may reach.
     /// Folders a local model source must lie in (after resolving symbolic
-    /// links); `None`: the data dir's `models/`. The demo model's folder is
-    /// always allowed.
+    /// links); `None`: the data dir's `models/`. The demo model file itself
+    /// is always allowed.
     pub model_dirs: Option<Vec<PathBuf>>,
     /// Let downloads reach private addresses (10/8, 172.16/12, 192.168/16,
     /// 100.64/10, fc00::/7), e.g. a mirror on the LAN.
@@ -104,6 +106,7 @@ impl Default for Config {
             max_chats_per_user: 10_000,
             max_open_tickets_per_user: 100,
             max_api_keys_per_user: 50,
+            max_websockets_per_user: 8,
             model_dirs: None,
             download_allow_private: false,
             download_allowed_origins: Vec::new(),
@@ -139,6 +142,7 @@ pub struct FileConfig {
     pub max_chats_per_user: Option<u64>,
     pub max_open_tickets_per_user: Option<u64>,
     pub max_api_keys_per_user: Option<u64>,
+    pub max_websockets_per_user: Option<usize>,
     // Models.
     pub model_dirs: Option<Vec<PathBuf>>,
     pub download_allow_private: Option<bool>,
@@ -209,6 +213,9 @@ impl Config {
             max_api_keys_per_user: file
                 .max_api_keys_per_user
                 .unwrap_or(d.max_api_keys_per_user),
+            max_websockets_per_user: file
+                .max_websockets_per_user
+                .unwrap_or(d.max_websockets_per_user),
             model_dirs: file.model_dirs,
             download_allow_private: file
                 .download_allow_private
@@ -258,18 +265,26 @@ impl Config {
         Ok(config)
     }
 
-    /// The folders local model sources may lie in: `model_dirs` (default:
-    /// the data dir's `models/`) and the demo model's folder.
+    /// Where local model sources may lie: `model_dirs` (default: the data
+    /// dir's `models/`) and the demo model file itself. Only the file, not
+    /// its folder: a demo model named relative to the working directory
+    /// would otherwise open that directory (`/` under a service manager).
     pub fn model_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = self
             .model_dirs
             .clone()
             .unwrap_or_else(|| vec![self.data_dir.join("models")]);
-        if let Some(demo) = &self.demo_model {
-            match demo.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => dirs.push(parent.to_path_buf()),
-                _ => dirs.push(PathBuf::from(".")),
-            }
+        dirs.extend(self.demo_model.clone());
+        dirs
+    }
+
+    /// Where the files of registered models may lie when one is loaded:
+    /// [`Self::model_dirs`] and the data dir's `models/`, where downloads go.
+    pub fn loadable_model_paths(&self) -> Vec<PathBuf> {
+        let mut dirs = self.model_dirs();
+        let downloads = self.data_dir.join("models");
+        if !dirs.contains(&downloads) {
+            dirs.push(downloads);
         }
         dirs
     }
@@ -304,6 +319,38 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/corral"));
         assert_eq!(config.max_body_bytes, 2048);
         assert_eq!(config.database, None);
+    }
+
+    #[tokio::test]
+    async fn a_demo_model_opens_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let demo = dir.path().join("demo.gguf");
+        let sibling = dir.path().join("other.gguf");
+        std::fs::write(&demo, b"GGUF").unwrap();
+        std::fs::write(&sibling, b"GGUF").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let here = cwd.join("Cargo.toml");
+        for named in [demo.clone(), PathBuf::from("demo.gguf")] {
+            let config = Config {
+                data_dir: dir.path().join("data"),
+                demo_model: Some(named.clone()),
+                ..Config::default()
+            };
+            let dirs = config.model_dirs();
+            let source = |p: &Path| p.to_string_lossy().into_owned();
+            if named.is_absolute() {
+                let found = crate::registry::resolve_local(&dirs, &source(&demo)).await;
+                assert_eq!(found.unwrap(), demo.canonicalize().unwrap());
+            }
+            for outside in [&sibling, &here, &cwd] {
+                assert!(
+                    crate::registry::resolve_local(&dirs, &source(outside))
+                        .await
+                        .is_err(),
+                    "{named:?} opened {outside:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -253,6 +253,9 @@ impl Downloads {
                 policy: net.clone(),
             }))
             .redirect(net.redirect_policy())
+            // A proxy from the environment would resolve host names itself,
+            // past the resolver above and its address checks.
+            .no_proxy()
             .build()?;
         Ok(Downloads {
             store,

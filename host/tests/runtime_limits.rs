@@ -195,6 +195,15 @@ impl Ctx {
     /// A ready model of the fake backend whose file is `mib` MiB.
     async fn model(&self, name: &str, mib: u64, context_length: u32) -> String {
         let at = corral_host::time::now();
+        // Where downloads go: a model's file is loaded only from the model
+        // folders. The fake backend does not read it.
+        let file = self
+            ._data
+            .path()
+            .join("models")
+            .join(format!("{name}.gguf"));
+        std::fs::create_dir_all(file.parent().expect("a folder")).expect("models folder");
+        std::fs::write(&file, b"GGUF").expect("model file");
         let model = ModelRecord {
             id: corral_host::model::new_id(),
             name: name.to_owned(),
@@ -202,7 +211,7 @@ impl Ctx {
             kind: ModelKind::Chat,
             source: format!("/nonexistent/{name}.gguf"),
             sha256: None,
-            file_path: Some(format!("/nonexistent/{name}.gguf")),
+            file_path: Some(file.to_string_lossy().into_owned()),
             size_bytes: Some(mib * MIB),
             status: ModelStatus::Ready,
             error: None,

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 use crate::api::chats::load_chat;
 use crate::api::event_stream;
-use crate::chat::{self, Action, ChatEvent, SamplingOverrides};
+use crate::chat::{self, Action, ChatEvent, SamplingOverrides, SocketSlot};
 use crate::error::{ApiResult, AppError, Json, OptionalJson, Path};
 use crate::policy::{self, Caller};
 use crate::state::AppState;
@@ -184,6 +184,7 @@ const MAX_FRAME_BYTES: usize = 512 * 1024;
     responses(
         (status = 101, description = "Switched to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake", body = corral_sdk::ErrorBody),
+        (status = 409, description = "The account has `max_websockets_per_user` chat WebSockets open", body = corral_sdk::ErrorBody),
     ))]
 pub async fn websocket(
     State(state): State<AppState>,
@@ -196,13 +197,17 @@ pub async fn websocket(
             r.body_text()
         ))
     })?;
+    let slot = state
+        .chat_runs
+        .open_socket(caller.id(), state.config.max_websockets_per_user)?;
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| session(socket, state, caller))
+        .on_upgrade(move |socket| session(socket, state, caller, slot))
         .into_response())
 }
 
-async fn session(socket: WebSocket, state: AppState, mut caller: Caller) {
+async fn session(socket: WebSocket, state: AppState, mut caller: Caller, slot: SocketSlot) {
+    let _slot = slot;
     let _open = state.shutdown.hold();
     let (mut sink, mut incoming) = socket.split();
     let (out, mut outgoing) = mpsc::unbounded_channel::<ChatEvent>();

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use crate::chat::SamplingOverrides;
+use crate::config::Config;
 use crate::error::{AppError, Json};
 use crate::inference::manager::LoadSpec;
 use crate::inference::{InferenceError, Job, JobEvent, Prompt};
@@ -130,17 +131,30 @@ where
     }
 }
 
-/// What the runtime needs to load a registered model.
-pub fn load_spec(record: &ModelRecord) -> Result<LoadSpec, AppError> {
+/// What the runtime needs to load a registered model. Its file must still
+/// lie where model files may (see [`crate::config::Config::loadable_model_paths`]):
+/// a record written before the model folders were narrowed is not loaded.
+pub async fn load_spec(config: &Config, record: &ModelRecord) -> Result<LoadSpec, AppError> {
     let path = record
         .file_path
-        .clone()
+        .as_deref()
         .ok_or_else(|| match &record.error {
             Some(error) if record.status == ModelStatus::Failed => {
                 AppError::Unavailable(format!("model `{}` is unavailable: {error}", record.name))
             }
             _ => AppError::Unavailable(format!("model `{}` is not downloaded yet", record.name)),
         })?;
+    let path = registry::resolve_local(&config.loadable_model_paths(), path)
+        .await
+        .map_err(|_| {
+            AppError::Unavailable(format!(
+                "model `{}` cannot be loaded: its file is missing or lies outside the model \
+                 folders (setting `model_dirs`)",
+                record.name
+            ))
+        })?
+        .to_string_lossy()
+        .into_owned();
     Ok(LoadSpec {
         key: record.id.clone(),
         name: record.name.clone(),
@@ -427,7 +441,7 @@ async fn generate(
         ))
         .into());
     }
-    let spec = load_spec(&record)?;
+    let spec = load_spec(&state.config, &record).await?;
     let mut sampling = g.sampling;
     crate::quota::admit(state, &caller.user, &mut sampling).await?;
     let job = Job {
@@ -531,14 +545,15 @@ fn follow(
         let mut so_far = SoFar::default();
         let mut client_gone = false;
         loop {
+            // The job's events are taken to their end even when the client
+            // has left: the job may have started (its prompt read) before
+            // its `Started` arrives here, and what it did must be counted.
+            // A job still queued starts and stops at once when cancelled.
             let event = tokio::select! {
+                biased;
                 event = events.recv() => event,
                 () = out.closed(), if !client_gone => {
                     client_gone = true;
-                    if !so_far.started {
-                        // Still queued: dropping the events leaves the queue.
-                        return;
-                    }
                     cancel.cancel();
                     continue;
                 }
@@ -571,7 +586,6 @@ fn follow(
 /// What a generation reported before it ended.
 #[derive(Default)]
 struct SoFar {
-    started: bool,
     prompt_tokens: u32,
     /// Pieces of text; a piece is about one token.
     pieces: u32,
@@ -580,10 +594,7 @@ struct SoFar {
 impl SoFar {
     fn see(&mut self, event: &JobEvent) {
         match event {
-            JobEvent::Started { prompt_tokens } => {
-                self.started = true;
-                self.prompt_tokens = *prompt_tokens;
-            }
+            JobEvent::Started { prompt_tokens } => self.prompt_tokens = *prompt_tokens,
             JobEvent::Text(_) => self.pieces = self.pieces.saturating_add(1),
             _ => {}
         }
@@ -965,7 +976,7 @@ pub async fn embeddings(
     // Embeddings wait in the model's queue like generations: the same
     // slots, the same per-user allowance. Leaving (a client that goes
     // away) drops the ticket or the permit.
-    let spec = load_spec(&record)?;
+    let spec = load_spec(&state.config, &record).await?;
     let mut ticket = state
         .inference
         .scheduler
@@ -1066,4 +1077,77 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: mpsc::UnboundedReceiver<T>,
 ) -> impl Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn record(path: &Path) -> ModelRecord {
+        let at = chrono::Utc::now();
+        ModelRecord {
+            id: "m1".into(),
+            name: "tiny".into(),
+            backend: "llama".into(),
+            kind: ModelKind::default(),
+            source: "https://example.com/tiny.gguf".into(),
+            sha256: None,
+            file_path: Some(path.to_string_lossy().into_owned()),
+            size_bytes: Some(4),
+            status: ModelStatus::Ready,
+            error: None,
+            description: String::new(),
+            context_length: 0,
+            threads: 0,
+            slots: 1,
+            sampling: Default::default(),
+            chat_template: None,
+            access: Default::default(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_model_file_outside_the_model_folders_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (allowed, elsewhere, downloads) = (
+            root.join("allowed"),
+            root.join("elsewhere"),
+            root.join("data").join("models").join("m1"),
+        );
+        for folder in [&allowed, &elsewhere, &downloads] {
+            std::fs::create_dir_all(folder).unwrap();
+            std::fs::write(folder.join("tiny.gguf"), b"GGUF").unwrap();
+        }
+        let config = |dirs: Vec<PathBuf>| Config {
+            data_dir: root.join("data"),
+            model_dirs: Some(dirs),
+            ..Config::default()
+        };
+        let wide = config(vec![allowed.clone()]);
+        for ok in [allowed.join("tiny.gguf"), downloads.join("tiny.gguf")] {
+            let spec = load_spec(&wide, &record(&ok)).await.expect("loadable");
+            assert_eq!(spec.request.path, ok.to_string_lossy());
+        }
+        let linked = allowed.join("link.gguf");
+        std::os::unix::fs::symlink(elsewhere.join("tiny.gguf"), &linked).unwrap();
+        let narrowed = config(vec![elsewhere.join("none")]);
+        for (config, path) in [
+            (&wide, elsewhere.join("tiny.gguf")),
+            (&wide, linked),
+            (
+                &wide,
+                allowed.join("..").join("elsewhere").join("tiny.gguf"),
+            ),
+            (&narrowed, allowed.join("tiny.gguf")),
+        ] {
+            let err = load_spec(config, &record(&path)).await.unwrap_err();
+            assert_eq!(err.status().as_u16(), 503, "{path:?}");
+            assert!(!err.body().message.contains(root.to_str().unwrap()));
+        }
+    }
 }

@@ -250,7 +250,7 @@ pub async fn load(
     let loaded = state
         .inference
         .manager
-        .get(&load_spec(&model)?)
+        .get(&load_spec(&state.config, &model).await?)
         .await
         .map_err(inference_error)?;
     audit(

@@ -4,9 +4,10 @@
 //! times: the URL itself when its host is an IP address (reqwest does not
 //! resolve those), every redirect the server answers with, and every name
 //! the resolver turns into addresses. Loopback, link-local (cloud metadata
-//! services live there), unspecified, multicast, broadcast and reserved
-//! addresses are never reached, also when written as IPv4-mapped or NAT64
-//! IPv6 addresses; private ranges only when the configuration allows them.
+//! services live there), unspecified, multicast, broadcast, reserved and
+//! documentation addresses are never reached, also when carried in an IPv6
+//! address (IPv4-mapped, NAT64, 6to4, Teredo); private ranges only when the
+//! configuration allows them.
 //! Origins the configuration lists (a local mirror) are exempt.
 
 use std::collections::HashSet;
@@ -34,7 +35,7 @@ enum Class {
 }
 
 fn classify_v4(ip: Ipv4Addr) -> Class {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     if a == 0 {
         Class::Internal("an unspecified address")
     } else if ip.is_loopback() {
@@ -45,8 +46,13 @@ fn classify_v4(ip: Ipv4Addr) -> Class {
         Class::Internal("a broadcast address")
     } else if ip.is_multicast() {
         Class::Internal("a multicast address")
-    } else if a >= 240 {
+    } else if a >= 240 || (a == 192 && b == 0 && c == 0) {
         Class::Internal("a reserved address")
+    } else if (a == 192 && b == 0 && c == 2)
+        || (a == 198 && b == 51 && c == 100)
+        || (a == 203 && b == 0 && c == 113)
+    {
+        Class::Internal("a documentation address")
     } else if ip.is_private()
         // Shared address space (carrier-grade NAT) and benchmarking nets.
         || (a == 100 && (64..128).contains(&b))
@@ -66,14 +72,11 @@ fn classify_v6(ip: Ipv6Addr) -> Class {
     if ip.is_loopback() {
         return Class::Internal("a loopback address");
     }
-    // IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) and NAT64
-    // (64:ff9b::a.b.c.d) addresses reach the IPv4 address they carry.
-    if let Some(v4) = ip.to_ipv4() {
+    if let Some(v4) = carried_v4(ip) {
         return classify_v4(v4);
     }
-    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let o = ip.octets();
-        return classify_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    if seg[0] == 0x2001 && seg[1] == 0x0db8 {
+        return Class::Internal("a documentation address");
     }
     match seg[0] {
         s if s & 0xff00 == 0xff00 => Class::Internal("a multicast address"),
@@ -81,6 +84,27 @@ fn classify_v6(ip: Ipv6Addr) -> Class {
         s if s & 0xffc0 == 0xfec0 => Class::Private,
         s if s & 0xfe00 == 0xfc00 => Class::Private,
         _ => Class::Public,
+    }
+}
+
+/// The IPv4 address an IPv6 address reaches: IPv4-mapped (::ffff:a.b.c.d),
+/// IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d and the local-use
+/// 64:ff9b:1::/48), 6to4 (2002:aabb:ccdd::/48) and Teredo (2001::/32, whose
+/// client address is the last 32 bits inverted).
+fn carried_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let seg = ip.segments();
+    let o = ip.octets();
+    let last = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if let Some(v4) = ip.to_ipv4() {
+        Some(v4)
+    } else if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || seg[..3] == [0x64, 0xff9b, 1] {
+        Some(last)
+    } else if seg[0] == 0x2002 {
+        Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]))
+    } else if seg[..2] == [0x2001, 0] {
+        Some(Ipv4Addr::from(!u32::from(last)))
+    } else {
+        None
     }
 }
 
@@ -293,6 +317,18 @@ mod tests {
             "::ffff:169.254.169.254",
             "::127.0.0.1",
             "64:ff9b::7f00:1",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1:2:3:4:7f00:1",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe:1::5",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+            "2001::5601:5601",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.200",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
         ] {
             assert!(strict.check_ip("h", ip(addr)).is_err(), "{addr}");
             assert!(lenient.check_ip("h", ip(addr)).is_err(), "{addr}");
@@ -312,11 +348,20 @@ mod tests {
             "fc00::1",
             "fd12:3456::1",
             "::ffff:10.0.0.1",
+            "2002:a00:1::",
+            "64:ff9b:1::c0a8:101",
         ] {
             assert!(strict.check_ip("h", ip(addr)).is_err(), "{addr}");
             assert!(lenient.check_ip("h", ip(addr)).is_ok(), "{addr}");
         }
-        for addr in ["8.8.8.8", "172.32.0.1", "2606:4700::1111", "100.128.0.1"] {
+        for addr in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "2002:808:808::1",
+            "2001::f7f7:f7f7",
+        ] {
             assert!(strict.check_ip("h", ip(addr)).is_ok(), "{addr}");
         }
     }

@@ -171,7 +171,9 @@ def test_sse_regenerate_replaces_the_last_answer(user, models):
     assert len(messages) == len(before), "regenerate added a message instead of replacing one"
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[-1]["content"] == text
-    assert answer["id"] == final["id"] or answer["id"] not in {m["id"] for m in messages}
+    # The answer is rewritten in place: the same message, not a new one.
+    assert final["id"] == answer["id"]
+    assert messages[-1]["id"] == answer["id"]
 
 
 def test_sse_regenerate_without_a_body(user, models):
