@@ -23,7 +23,8 @@
 #                        or `mongodb` (a SecantusDB server from the test venv
 #                        that the fixtures start; CORRAL_SECANTUSD overrides
 #                        its path)
-# Extra arguments go to pytest, e.g. `scripts/e2e.sh -k openai`.
+# Extra arguments go to pytest, e.g. `scripts/e2e.sh -k openai`; arguments that
+# name test files or folders run only those.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -61,12 +62,20 @@ section "End-to-end tests: $bin (store: ${CORRAL_E2E_STORE:-sqlite})"
 info "demo model: $model"
 info "embedding model: $embed_model"
 info "backends: $backends_dir"
+# The whole suite, unless the arguments name test files or folders.
+targets=(host/tests/e2e)
+for arg in "$@"; do
+    if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then
+        targets=()
+        break
+    fi
+done
 status=0
 PYTHONDONTWRITEBYTECODE=1 CORRAL_BIN="$bin" CORRAL_DEMO_MODEL="$model" CORRAL_EMBED_MODEL_DIR="$embed_model" \
     CORRAL_BACKENDS_DIR="$backends_dir" \
     timeout --kill-after=30 "${CORRAL_E2E_TIMEOUT:-1800}" \
     "$python" -m pytest -q -p no:cacheprovider --basetemp "$work/pytest" \
-    host/tests/e2e "$@" || status=$?
+    "${targets[@]}" "$@" || status=$?
 if [[ $status -eq 124 || $status -eq 137 ]]; then
     die "the end-to-end tests ran past ${CORRAL_E2E_TIMEOUT:-1800}s"
 fi
