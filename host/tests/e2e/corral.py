@@ -35,6 +35,31 @@ def clean_env() -> dict:
     return env
 
 
+def wait_until(condition, within: float, what: str, every: float = 0.05):
+    """Polls `condition()` until it returns a true value, which is returned;
+    fails naming `what` when `within` seconds pass first."""
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not within {within:.0f} s"
+        time.sleep(every)
+
+
+def stop_process(proc: subprocess.Popen | None, log=None):
+    """SIGTERM, then SIGKILL after 15 s; closes the process's log file."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if log:
+        log.close()
+
+
 class ServerDied(AssertionError):
     pass
 
@@ -110,16 +135,8 @@ class SecantusServer:
         return f"mongodb://127.0.0.1:{self.port}/{database}?directConnection=true"
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self._log:
-            self._log.close()
-            self._log = None
+        stop_process(self.proc, self._log)
+        self._log = None
 
 
 class CorralServer:
@@ -220,15 +237,7 @@ class CorralServer:
     def stop(self):
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self._log:
-            self._log.close()
+        stop_process(self.proc, self._log)
 
 
 class Api:

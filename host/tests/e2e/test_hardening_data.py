@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from corral import Api, CorralServer, sse_events
+from corral import Api, CorralServer, sse_events, wait_until
 
 DEMO = "gemma-3-270m"
 # An answer far longer than any test waits for.
@@ -48,16 +48,6 @@ def restart(old: CorralServer) -> CorralServer:
     srv.database = old.database
     srv.start(backends_dir=os.environ.get("CORRAL_BACKENDS_DIR") or None)
     return srv
-
-
-def wait_until(condition, within: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {within:.0f} s"
-        time.sleep(every)
 
 
 def demo_ready(api: Api) -> dict:

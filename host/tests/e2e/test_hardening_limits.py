@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from corral import TIMEOUT, Api, CorralServer, sse_events
+from corral import TIMEOUT, Api, CorralServer, sse_events, wait_until
 
 DEMO_NAME = "gemma-3-270m"
 # Long enough that no answer ends by itself within a test.
@@ -30,17 +30,6 @@ LONG = {"max_tokens": 1000, "ignore_eos": True, "temperature": 0}
 HEADER_TIMEOUT = 2
 # Seconds an ordinary request may take on the strict server.
 REQUEST_TIMEOUT = 2
-
-
-def wait_until(condition, within: float, what: str, every: float = 0.1):
-    """Polls `condition()` until it returns a true value, which is returned."""
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {within:.0f} s"
-        time.sleep(every)
 
 
 def lacking(reason: str):
