@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use corral_sdk::backend::{ChatMessage, FinishReason, GenerateSummary, SamplingParams, Truncation};
 use corral_sdk::ErrorBody;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use utoipa::ToSchema;
 
@@ -36,38 +36,24 @@ pub use corral_sdk::backend::CancelToken;
 /// How often a growing answer's text is saved: what a crash can lose.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
-/// Sampling settings a request may change for one answer; the model's
-/// defaults fill in the rest.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SamplingOverrides {
-    /// 0 is greedy.
-    #[schema(minimum = 0.0, maximum = 5.0, example = 0.7)]
-    pub temperature: Option<f32>,
-    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
-    pub top_p: Option<f32>,
-    pub top_k: Option<u32>,
-    #[schema(minimum = 0.0, maximum = 1.0)]
-    pub min_p: Option<f32>,
-    #[schema(exclusive_minimum = 0.0, maximum = 10.0)]
-    pub repeat_penalty: Option<f32>,
-    /// Most tokens in the answer.
-    #[schema(minimum = 1, example = 256)]
-    pub max_tokens: Option<u32>,
-    /// Same seed, same history, same answer.
-    pub seed: Option<u64>,
-    /// The answer ends before any of these strings (at most 16, each 1 to
-    /// 256 bytes).
-    #[schema(max_items = 16)]
-    pub stop: Option<Vec<String>>,
-    /// Keep generating past the model's end-of-generation token, up to
-    /// `max_tokens`.
-    pub ignore_eos: Option<bool>,
-}
+pub use crate::model::SamplingOverrides;
 
 impl SamplingOverrides {
     /// `defaults` with these changes, checked.
     pub fn apply(&self, defaults: &SamplingParams) -> Result<SamplingParams, AppError> {
+        let s = self.over_params(defaults);
+        s.validate().map_err(|m| AppError::field("sampling", m))?;
+        Ok(s)
+    }
+
+    /// Checks the settings themselves, whatever they will lie over; the
+    /// message names the first one out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        // Each check looks at one setting, and the defaults pass them all.
+        self.over_params(&SamplingParams::default()).validate()
+    }
+
+    fn over_params(&self, defaults: &SamplingParams) -> SamplingParams {
         let mut s = defaults.clone();
         if let Some(v) = self.temperature {
             s.temperature = v;
@@ -96,8 +82,7 @@ impl SamplingOverrides {
         if let Some(v) = self.ignore_eos {
             s.ignore_eos = v;
         }
-        s.validate().map_err(|m| AppError::field("sampling", m))?;
-        Ok(s)
+        s
     }
 }
 
@@ -319,7 +304,8 @@ pub async fn start(
     let mut chat = load_chat(state, caller, chat_id).await?;
     let record = registry::find_usable(state, &caller.user, &chat.model).await?;
     let spec = load_spec(&state.config, &record).await?;
-    let mut sampling = overrides.apply(&record.sampling)?;
+    // The model's defaults, then the chat's settings, then the message's.
+    let mut sampling = overrides.over(&chat.sampling).apply(&record.sampling)?;
     quota::admit(state, &caller.user, &mut sampling).await?;
     let (guard, handle) = state.chat_runs.claim(&chat.id)?;
     let regenerate = matches!(action, Action::Regenerate);
@@ -856,6 +842,45 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.apply(&defaults).is_err());
+    }
+
+    #[test]
+    fn a_message_overrides_its_chat_which_overrides_the_model() {
+        let model = SamplingParams {
+            temperature: 0.2,
+            top_k: 10,
+            max_tokens: 100,
+            stop: vec!["A".into()],
+            ..SamplingParams::default()
+        };
+        let chat = SamplingOverrides {
+            temperature: Some(0.9),
+            max_tokens: Some(3),
+            stop: Some(vec!["B".into()]),
+            ..Default::default()
+        };
+        let message = SamplingOverrides {
+            max_tokens: Some(5),
+            stop: Some(Vec::new()),
+            ..Default::default()
+        };
+        let s = message.over(&chat).apply(&model).unwrap();
+        assert_eq!((s.temperature, s.top_k, s.max_tokens), (0.9, 10, 5));
+        assert!(s.stop.is_empty(), "an empty list clears the chat's stops");
+        let s = SamplingOverrides::default()
+            .over(&chat)
+            .apply(&model)
+            .unwrap();
+        assert_eq!((s.max_tokens, s.stop), (3, vec!["B".to_string()]));
+        assert_eq!(
+            SamplingOverrides {
+                min_p: Some(1.5),
+                ..Default::default()
+            }
+            .validate(),
+            Err("`min_p` must be between 0 and 1".to_string())
+        );
+        assert!(chat.validate().is_ok());
     }
 
     #[test]

@@ -112,6 +112,73 @@ pub struct Chat {
     pub updated_at: DateTime<Utc>,
     #[serde(default, with = "serde_millis_opt")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The chat's own sampling settings, over the model's defaults; a
+    /// message's own settings go over these. `{}` when it has none.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub sampling: SamplingOverrides,
+}
+
+/// Sampling settings that change the model's defaults, field by field: a
+/// chat's own, and those sent with one message. An absent field keeps
+/// what lies under it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingOverrides {
+    /// 0 is greedy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 5.0, example = 0.7)]
+    pub temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
+    pub top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub min_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 10.0)]
+    pub repeat_penalty: Option<f32>,
+    /// Most tokens in the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, example = 256)]
+    pub max_tokens: Option<u32>,
+    /// Same seed, same history, same answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The answer ends before any of these strings (at most 16, each 1 to
+    /// 256 bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 16)]
+    pub stop: Option<Vec<String>>,
+    /// Keep generating past the model's end-of-generation token, up to
+    /// `max_tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
+}
+
+impl SamplingOverrides {
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == SamplingOverrides::default()
+    }
+
+    /// These settings laid over `base`: each field set here wins, the
+    /// others come from `base`.
+    pub fn over(&self, base: &SamplingOverrides) -> SamplingOverrides {
+        SamplingOverrides {
+            temperature: self.temperature.or(base.temperature),
+            top_p: self.top_p.or(base.top_p),
+            top_k: self.top_k.or(base.top_k),
+            min_p: self.min_p.or(base.min_p),
+            repeat_penalty: self.repeat_penalty.or(base.repeat_penalty),
+            max_tokens: self.max_tokens.or(base.max_tokens),
+            seed: self.seed.or(base.seed),
+            stop: self.stop.clone().or_else(|| base.stop.clone()),
+            ignore_eos: self.ignore_eos.or(base.ignore_eos),
+        }
+    }
 }
 
 /// Filters for listing one user's chats.

@@ -74,6 +74,9 @@ pub struct ChatUpdate {
     /// `Some(None)` removes the system prompt.
     pub system_prompt: Option<Option<String>>,
     pub pinned: Option<bool>,
+    /// Replaces the chat's sampling settings as a whole (an empty value
+    /// clears them).
+    pub sampling: Option<SamplingOverrides>,
     pub updated_at: Option<DateTime<Utc>>,
 }
 

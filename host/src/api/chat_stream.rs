@@ -37,7 +37,8 @@ pub struct SendRequest {
         pattern = r"\S"
     )]
     pub content: String,
-    /// Changes to the model's sampling defaults for this answer.
+    /// Sampling for this answer only, over the chat's own settings and
+    /// the model's defaults.
     pub sampling: Option<SamplingOverrides>,
 }
 

@@ -9,7 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{paging, search_term, usage, Paged};
 use crate::error::{ApiResult, AppError, Json, Path, Query, Validator};
-use crate::model::{new_id, usage_kind, Chat, ChatQuery, Message, MessageRole, MessageStatus};
+use crate::model::{
+    new_id, usage_kind, Chat, ChatQuery, Message, MessageRole, MessageStatus, SamplingOverrides,
+};
 use crate::policy::Caller;
 use crate::state::AppState;
 use crate::store::ChatUpdate;
@@ -88,6 +90,8 @@ pub struct CreateChatRequest {
     /// with `temporary`.
     #[schema(example = 3600, minimum = 60, maximum = 2592000)]
     pub ttl_seconds: Option<u64>,
+    /// The chat's own sampling settings (default none: the model's).
+    pub sampling: Option<SamplingOverrides>,
 }
 
 fn check_title(v: &mut Validator, title: &str) {
@@ -104,6 +108,14 @@ fn check_system_prompt(v: &mut Validator, prompt: &str) {
         "system_prompt",
         "must be at most 20000 characters",
     );
+}
+
+/// Sampling settings are checked as those sent with a message are: the
+/// message names the setting, the error names `sampling`.
+fn check_sampling(v: &mut Validator, sampling: &SamplingOverrides) {
+    if let Err(message) = sampling.validate() {
+        v.check(false, "sampling", message);
+    }
 }
 
 /// Start a chat.
@@ -135,6 +147,9 @@ pub async fn create(
     if let Some(prompt) = &req.system_prompt {
         check_system_prompt(&mut v, prompt);
     }
+    if let Some(sampling) = &req.sampling {
+        check_sampling(&mut v, sampling);
+    }
     v.check(
         req.temporary || req.ttl_seconds.is_none(),
         "ttl_seconds",
@@ -163,6 +178,7 @@ pub async fn create(
         created_at: at,
         updated_at: at,
         expires_at,
+        sampling: req.sampling.unwrap_or_default(),
     };
     state.store.create_chat(&chat).await?;
     usage(&state, caller.id(), usage_kind::CHAT_CREATED).await;
@@ -216,9 +232,12 @@ pub struct UpdateChatRequest {
     pub pinned: Option<bool>,
     #[schema(max_length = 20000)]
     pub system_prompt: Option<String>,
+    /// Replaces the chat's sampling settings as a whole; `{}` clears them.
+    pub sampling: Option<SamplingOverrides>,
 }
 
-/// Rename, pin or unpin a chat, or change its system prompt.
+/// Rename, pin or unpin a chat, or change its system prompt or sampling
+/// settings.
 #[utoipa::path(patch, path = "/api/chats/{id}", tag = "chats",
     params(("id" = String, Path, description = "Chat id")),
     request_body = UpdateChatRequest,
@@ -246,6 +265,10 @@ pub async fn update(
     if let Some(prompt) = req.system_prompt {
         check_system_prompt(&mut v, &prompt);
         changes.system_prompt = Some(Some(prompt).filter(|p| !p.trim().is_empty()));
+    }
+    if let Some(sampling) = req.sampling {
+        check_sampling(&mut v, &sampling);
+        changes.sampling = Some(sampling);
     }
     v.finish()?;
     let chat = state
@@ -362,6 +385,10 @@ pub fn to_markdown(chat: &ChatWithMessages) -> String {
         chat.chat.model,
         crate::time::format(&chat.chat.created_at)
     );
+    if !chat.chat.sampling.is_empty() {
+        let settings = serde_json::to_string(&chat.chat.sampling).unwrap_or_default();
+        out.push_str(&format!("- Sampling: `{settings}`\n"));
+    }
     if let Some(prompt) = &chat.chat.system_prompt {
         out.push_str(&format!("\n## System\n\n{prompt}\n"));
     }

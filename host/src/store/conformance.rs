@@ -63,6 +63,7 @@ cases![
     api_key_delete_all_of_user,
     chat_round_trip_and_owner_scope,
     chat_update,
+    chat_sampling_settings,
     chat_delete_removes_messages,
     chat_list_order_filters_and_pages,
     chat_search_title_and_messages,
@@ -268,6 +269,7 @@ fn chat(owner_id: &str, title: &str, pinned: bool, updated_minutes: i64) -> Chat
         created_at: ts(0),
         updated_at: ts(updated_minutes),
         expires_at: None,
+        sampling: Default::default(),
     }
 }
 
@@ -1144,6 +1146,122 @@ pub async fn chat_round_trip_and_owner_scope(s: &dyn Store) {
     assert!(
         !ok!(s.delete_chat("alice", &new_id())),
         "deleting an unknown chat"
+    );
+}
+
+/// A chat's sampling settings read back as written, every field and any
+/// seed; an update replaces them as a whole, an empty value clears them,
+/// and updates that do not name them keep them.
+pub async fn chat_sampling_settings(s: &dyn Store) {
+    let now = ts(100);
+    let plain = chat("alice", "Plain", false, 1);
+    ok!(s.create_chat(&plain));
+    assert_eq!(
+        ok!(s.get_chat("alice", &plain.id, now)).map(|c| c.sampling),
+        Some(SamplingOverrides::default()),
+        "a chat created without sampling settings"
+    );
+
+    let every = SamplingOverrides {
+        temperature: Some(0.7),
+        top_p: Some(0.9),
+        top_k: Some(40),
+        min_p: Some(0.05),
+        repeat_penalty: Some(1.1),
+        max_tokens: Some(256),
+        seed: Some(u64::MAX - 3),
+        stop: Some(vec!["</s>".to_string(), "ünï".to_string()]),
+        ignore_eos: Some(false),
+    };
+    let a = Chat {
+        sampling: every.clone(),
+        ..chat("alice", "Tuned", false, 2)
+    };
+    ok!(s.create_chat(&a));
+    assert_eq!(
+        ok!(s.get_chat("alice", &a.id, now)).as_ref(),
+        Some(&a),
+        "a chat with every sampling setting"
+    );
+    let listed = ok!(s.list_chats("alice", &all_chats(), now));
+    let found = listed.items.iter().find(|c| c.id == a.id);
+    assert_eq!(found, Some(&a), "the listed chat's sampling settings");
+
+    // Touching the chat keeps its settings.
+    let touched = ok!(s.update_chat(
+        "alice",
+        &a.id,
+        &ChatUpdate {
+            title: Some("Renamed".to_string()),
+            updated_at: Some(ts(3)),
+            ..Default::default()
+        }
+    ));
+    assert_eq!(touched.sampling, every, "a rename changed the settings");
+
+    // An update replaces the settings as a whole.
+    let fewer = SamplingOverrides {
+        max_tokens: Some(3),
+        seed: Some(7),
+        stop: Some(Vec::new()),
+        ..Default::default()
+    };
+    let replaced = ok!(s.update_chat(
+        "alice",
+        &a.id,
+        &ChatUpdate {
+            sampling: Some(fewer.clone()),
+            updated_at: Some(ts(4)),
+            ..Default::default()
+        }
+    ));
+    assert_eq!(
+        replaced,
+        Chat {
+            title: "Renamed".to_string(),
+            sampling: fewer.clone(),
+            updated_at: ts(4),
+            ..a.clone()
+        },
+        "update_chat's result with new sampling settings"
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &a.id, now)),
+        Some(replaced.clone()),
+        "chat after replacing its sampling settings"
+    );
+
+    // Another owner cannot change them.
+    expect_not_found(
+        s.update_chat(
+            "mallory",
+            &a.id,
+            &ChatUpdate {
+                sampling: Some(SamplingOverrides::default()),
+                ..Default::default()
+            },
+        )
+        .await,
+        "update_chat of another owner's sampling settings",
+    );
+
+    let cleared = ok!(s.update_chat(
+        "alice",
+        &a.id,
+        &ChatUpdate {
+            sampling: Some(SamplingOverrides::default()),
+            ..Default::default()
+        }
+    ));
+    assert_eq!(
+        cleared.sampling,
+        SamplingOverrides::default(),
+        "clearing the sampling settings"
+    );
+    assert_eq!(
+        ok!(s.get_chat("alice", &a.id, now)),
+        Some(cleared),
+        "chat after clearing its sampling settings"
     );
 }
 

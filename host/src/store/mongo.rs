@@ -628,9 +628,59 @@ impl ApiKeyRepo for MongoStore {
     }
 }
 
+/// A chat's sampling settings as stored: a sub-document. BSON has no
+/// unsigned 64-bit integer, so `seed` is kept as the `Int64` of the same
+/// bits (a seed above `i64::MAX` reads as negative in the shell).
+fn sampling_doc(sampling: &SamplingOverrides) -> StoreResult<Document> {
+    let mut rest = sampling.clone();
+    let seed = rest.seed.take();
+    let mut document = bson::to_document(&rest)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode sampling settings: {e}")))?;
+    if let Some(seed) = seed {
+        document.insert("seed", seed as i64);
+    }
+    Ok(document)
+}
+
+/// A chat from its document; one stored before chats had sampling
+/// settings has none.
+fn chat_from_doc(mut document: Document) -> StoreResult<Chat> {
+    let sampling = match document.remove("sampling") {
+        None | Some(Bson::Null) => SamplingOverrides::default(),
+        Some(Bson::Document(mut stored)) => {
+            let seed = match stored.remove("seed") {
+                None | Some(Bson::Null) => None,
+                Some(Bson::Int64(n)) => Some(n as u64),
+                Some(Bson::Int32(n)) => Some(i64::from(n) as u64),
+                Some(other) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "a chat's sampling seed is {other:?}"
+                    )))
+                }
+            };
+            let mut sampling: SamplingOverrides = from_doc(stored)?;
+            sampling.seed = seed;
+            sampling
+        }
+        Some(other) => {
+            return Err(StoreError::Corrupt(format!(
+                "a chat's sampling settings are {other:?}"
+            )))
+        }
+    };
+    let mut chat: Chat = from_doc(document)?;
+    chat.sampling = sampling;
+    Ok(chat)
+}
+
 impl MongoStore {
     fn chat_doc(chat: &Chat) -> StoreResult<Document> {
-        let mut document = to_doc(chat, &chat.id)?;
+        let bare = Chat {
+            sampling: SamplingOverrides::default(),
+            ..chat.clone()
+        };
+        let mut document = to_doc(&bare, &chat.id)?;
+        document.insert("sampling", sampling_doc(&chat.sampling)?);
         if let Some(expires_at) = &chat.expires_at {
             document.insert(EXPIRE_AT, bson_date(expires_at));
         }
@@ -667,7 +717,10 @@ impl ChatRepo for MongoStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Chat>> {
         let filter = and(vec![doc! { "_id": id, "owner_id": owner_id }, live(&now)]);
-        find_one(&self.chats, filter).await
+        find_one(&self.chats, filter)
+            .await?
+            .map(chat_from_doc)
+            .transpose()
     }
 
     async fn update_chat(
@@ -697,12 +750,17 @@ impl ChatRepo for MongoStore {
         if let Some(pinned) = changes.pinned {
             set.insert("pinned", pinned);
         }
+        if let Some(sampling) = &changes.sampling {
+            set.insert("sampling", sampling_doc(sampling)?);
+        }
         if let Some(t) = &changes.updated_at {
             set.insert("updated_at", time::format(t));
         }
         let filter = doc! { "_id": id, "owner_id": owner_id };
         update_returning(&self.chats, filter, set, Document::new())
             .await?
+            .map(chat_from_doc)
+            .transpose()?
             .ok_or(StoreError::NotFound)
     }
 
@@ -751,14 +809,22 @@ impl ChatRepo for MongoStore {
                 { "_id": { "$in": matching } },
             ] });
         }
-        find_page(
+        let page: Page<Document> = find_page(
             &self.chats,
             and(conditions),
             doc! { "pinned": -1, "updated_at": -1, "_id": -1 },
             query.limit,
             query.offset,
         )
-        .await
+        .await?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(chat_from_doc)
+                .collect::<StoreResult<_>>()?,
+            total: page.total,
+        })
     }
 
     async fn purge_expired_chats(&self, now: DateTime<Utc>) -> StoreResult<u64> {
@@ -1326,6 +1392,7 @@ mod tests {
             created_at: at,
             updated_at: at,
             expires_at: None,
+            sampling: Default::default(),
         }
     }
 
@@ -1353,6 +1420,33 @@ mod tests {
         let message = "E11000 duplicate key error collection: c.users index: username_1 dup key";
         assert_eq!(duplicate_field(None, message), "username");
         assert_eq!(duplicate_field(None, "index: _id_ dup key"), "id");
+    }
+
+    #[test]
+    fn chat_documents_keep_sampling_settings() {
+        let at = time::now();
+        let bare = chat("alice", "Old", at);
+        // Written before chats had sampling settings.
+        let mut old = to_doc(&bare, &bare.id).unwrap();
+        old.remove("sampling");
+        assert_eq!(chat_from_doc(old).unwrap(), bare);
+
+        let tuned = Chat {
+            sampling: SamplingOverrides {
+                temperature: Some(0.7),
+                seed: Some(u64::MAX),
+                stop: Some(vec!["###".to_string()]),
+                ..Default::default()
+            },
+            ..bare
+        };
+        let stored = MongoStore::chat_doc(&tuned).unwrap();
+        assert_eq!(
+            stored.get_document("sampling").unwrap().get("seed"),
+            Some(&Bson::Int64(-1)),
+            "a seed above i64::MAX keeps its bits"
+        );
+        assert_eq!(chat_from_doc(stored).unwrap(), tuned);
     }
 
     #[tokio::test]

@@ -191,6 +191,10 @@ CREATE TABLE generations (
 CREATE INDEX generations_at ON generations (at);
 CREATE INDEX generations_user_at ON generations (user_id, at);
 ",
+    r"
+-- A chat's own sampling settings, as JSON; NULL when it has none.
+ALTER TABLE chats ADD COLUMN sampling TEXT;
+",
 ];
 
 /// A table and its columns, in the order the row codecs below use.
@@ -293,6 +297,7 @@ const CHATS: Table = Table {
         "created_at",
         "updated_at",
         "expires_at",
+        "sampling",
     ],
 };
 
@@ -774,8 +779,8 @@ fn api_key_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
     })
 }
 
-fn chat_values(c: &Chat) -> Vec<Value> {
-    vec![
+fn chat_values(c: &Chat) -> StoreResult<Vec<Value>> {
+    Ok(vec![
         text(&c.id),
         text(&c.owner_id),
         text(&c.title),
@@ -786,7 +791,17 @@ fn chat_values(c: &Chat) -> Vec<Value> {
         at(&c.created_at),
         at(&c.updated_at),
         opt_at(c.expires_at.as_ref()),
-    ]
+        sampling_value(&c.sampling)?,
+    ])
+}
+
+fn sampling_value(sampling: &SamplingOverrides) -> StoreResult<Value> {
+    if sampling.is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(Value::Text(
+        serde_json::to_string(sampling).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    ))
 }
 
 fn chat_row(r: &Row<'_>) -> rusqlite::Result<Chat> {
@@ -801,6 +816,13 @@ fn chat_row(r: &Row<'_>) -> rusqlite::Result<Chat> {
         created_at: get_at(r, 7)?,
         updated_at: get_at(r, 8)?,
         expires_at: get_opt_at(r, 9)?,
+        sampling: {
+            let sampling: Option<String> = r.get(10)?;
+            sampling
+                .map(|s| serde_json::from_str(&s).map_err(|e| conversion(10, e)))
+                .transpose()?
+                .unwrap_or_default()
+        },
     })
 }
 
@@ -1163,7 +1185,7 @@ impl ApiKeyRepo for SqliteStore {
 #[async_trait]
 impl ChatRepo for SqliteStore {
     async fn create_chat(&self, chat: &Chat) -> StoreResult<()> {
-        self.execute(CHATS.insert_sql(), chat_values(chat)).await?;
+        self.execute(CHATS.insert_sql(), chat_values(chat)?).await?;
         Ok(())
     }
 
@@ -1204,6 +1226,9 @@ impl ChatRepo for SqliteStore {
         }
         if let Some(pinned) = changes.pinned {
             set.set("pinned", pinned.into());
+        }
+        if let Some(sampling) = &changes.sampling {
+            set.set("sampling", sampling_value(sampling)?);
         }
         if let Some(t) = &changes.updated_at {
             set.set("updated_at", at(t));
@@ -1766,6 +1791,7 @@ mod tests {
             created_at: t("2026-01-01T00:00:00Z"),
             updated_at: t("2026-01-01T00:00:00Z"),
             expires_at: None,
+            sampling: Default::default(),
         }
     }
 
@@ -1791,6 +1817,36 @@ mod tests {
 
     fn all<T: Default>() -> T {
         T::default()
+    }
+
+    #[tokio::test]
+    async fn chats_stored_before_sampling_settings_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corral.db");
+        let old = chat("u", "Before");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.commit().unwrap();
+            let mut values = chat_values(&old).unwrap();
+            values.pop();
+            conn.execute(
+                "INSERT INTO chats (id, owner_id, title, model, system_prompt, pinned, \
+                 temporary, created_at, updated_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                rusqlite::params_from_iter(values),
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let now = t("2026-01-02T00:00:00Z");
+        let read = store.get_chat("u", &old.id, now).await.unwrap().unwrap();
+        assert_eq!(read, old);
+        assert!(read.sampling.is_empty());
     }
 
     #[tokio::test]
