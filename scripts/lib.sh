@@ -88,3 +88,59 @@ ensure_debs() {
 # shellcheck disable=SC2034 # used by the scripts that source this file
 # cmake and libclang-dev build llama.cpp for the llama backend.
 CORRAL_BUILD_DEBS=(build-essential pkg-config cmake libclang-dev)
+
+# The web UI (web/) builds with Node.js and npm at least these versions.
+CORRAL_NODE_MIN=20.19
+CORRAL_NPM_MIN=11
+
+# version_at_least HAVE WANT: whether version HAVE >= WANT.
+version_at_least() {
+    [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" == "$2" ]]
+}
+
+_node_version() { node --version 2>/dev/null | sed 's/^v//'; }
+_npm_version() { npm --version 2>/dev/null; }
+
+# Makes Node.js >= CORRAL_NODE_MIN and npm >= CORRAL_NPM_MIN available:
+# Debian's packages when node is missing or too old, then npm updated
+# through npm itself when it is older; or stops saying what is needed.
+ensure_node() {
+    local node_ok=0
+    if command -v node >/dev/null 2>&1 && version_at_least "$(_node_version)" "$CORRAL_NODE_MIN"; then
+        node_ok=1
+    fi
+    if [[ "$node_ok" -eq 0 ]] || ! command -v npm >/dev/null 2>&1; then
+        if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
+            ensure_debs nodejs npm
+        fi
+    fi
+    command -v node >/dev/null 2>&1 && version_at_least "$(_node_version)" "$CORRAL_NODE_MIN" ||
+        die "the web UI needs Node.js >= $CORRAL_NODE_MIN and npm >= $CORRAL_NPM_MIN; found node $(_node_version || true): install a newer Node.js (https://nodejs.org/en/download) and run this again"
+    command -v npm >/dev/null 2>&1 ||
+        die "npm not found: install npm >= $CORRAL_NPM_MIN (it comes with Node.js from https://nodejs.org)"
+    if ! version_at_least "$(_npm_version)" "$CORRAL_NPM_MIN"; then
+        info "npm $(_npm_version) is older than $CORRAL_NPM_MIN: updating it"
+        as_root npm install -g --no-audit --no-fund "npm@$CORRAL_NPM_MIN" >&2 ||
+            die "could not update npm; install npm >= $CORRAL_NPM_MIN by hand (npm install -g npm@$CORRAL_NPM_MIN)"
+        hash -r
+        version_at_least "$(_npm_version)" "$CORRAL_NPM_MIN" ||
+            die "npm is still $(_npm_version) after the update; npm >= $CORRAL_NPM_MIN is needed"
+    fi
+    info "node $(_node_version), npm $(_npm_version)"
+}
+
+# Builds the web UI into web/dist, which the host embeds when cargo builds
+# it next. Installs web/node_modules (npm ci) only when it is missing or
+# older than web/package-lock.json. The build prints the size of the
+# JavaScript the chat page loads and fails when it is over budget.
+build_web_ui() {
+    local web="$CORRAL_ROOT/web"
+    export npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
+    if [[ ! -f "$web/node_modules/.package-lock.json" ||
+        "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]]; then
+        info "installing the web UI's packages (npm ci)"
+        (cd "$web" && npm ci) >&2 || die "npm ci failed in web/"
+    fi
+    (cd "$web" && npm run build) >&2 || die "building the web UI failed (cd web && npm run build)"
+    [[ -f "$web/dist/index.html" ]] || die "the web UI build did not produce web/dist/index.html"
+}

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs what building Corral needs and builds the release binary.
-# Idempotent: run it as often as you like.
+# Installs what building Corral needs, builds the web UI (web/dist) and
+# then the release binary, which embeds it. Idempotent: run it as often as
+# you like.
 #
-#   scripts/setup.sh             system packages + `cargo build --release`
-#   scripts/setup.sh --deps-only system packages only (used by scripts/test.sh)
+#   scripts/setup.sh             system packages, Node.js, the web UI,
+#                                `cargo build --release`
+#   scripts/setup.sh --deps-only system packages and Node.js only (used by
+#                                scripts/test.sh)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -13,7 +16,7 @@ for arg in "$@"; do
     case "$arg" in
         --deps-only) deps_only=1 ;;
         -h | --help)
-            sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) die "unknown argument: $arg (try --help)" ;;
@@ -34,7 +37,13 @@ else
     info "not a Debian system; found cc at $(command -v cc)"
 fi
 
+section "Node.js for the web UI"
+ensure_node
+
 [[ "$deps_only" -eq 1 ]] && exit 0
+
+section "Building the web UI"
+build_web_ui
 
 section "Building the release binary"
 cd "$CORRAL_ROOT"

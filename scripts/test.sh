@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The full test suite, as CI runs it:
-#   1. system packages for the build and the Python test tools (.venv-test)
-#   2. cargo fmt --check, clippy with -D warnings
-#   3. cargo test for the whole workspace (the SQLite store, and the Mongo
+#   1. system packages for the build, Node.js and the Python test tools
+#      (.venv-test)
+#   2. the web UI: built into web/dist (the host embeds it; the build fails
+#      when the chat page's JavaScript is over budget), then its unit tests
+#      (Vitest)
+#   3. cargo fmt --check, clippy with -D warnings
+#   4. cargo test for the whole workspace (the SQLite store, and the Mongo
 #      store against a SecantusDB server the test starts from .venv-test),
 #      with the demo and embedding models, so that no test is skipped
-#   4. end-to-end tests (scripts/e2e.sh, pytest in host/tests/e2e) against
+#   5. end-to-end tests (scripts/e2e.sh, pytest in host/tests/e2e) against
 #      a real server built with the backends: models added by URL from a
 #      local file server (resume, progress, rejected files), the openai
 #      client, chat answers over SSE and WebSocket, eight concurrent streams;
 #      once on the embedded SQLite store, then again on the MongoDB store
 #      (a SecantusDB server the fixtures start)
-#   5. schemathesis against a real server (scripts/fuzz-api.sh)
+#   6. the browser journeys (web/e2e: playwright-core driving Debian's
+#      Chromium against a real server with the demo model)
+#   7. schemathesis against a real server (scripts/fuzz-api.sh)
 # Stops at the first failure. At the end it prints how many tests were
 # skipped and why: a test that lacks what it needs fails, unless
 # CORRAL_ALLOW_SKIP=1, when it reports itself skipped (`SKIPPED <test>:
@@ -32,6 +38,25 @@ section "Test dependencies"
 scripts/test-deps.sh
 
 require_cargo
+
+# Vitest's closing summary: "Tests  N failed | N passed | N skipped (N)".
+vitest_count() { # LOG WHAT
+    grep -E '^\s*Tests\s' "$1" | tail -1 | grep -oE "[0-9]+ $2" | grep -oE '[0-9]+' || echo 0
+}
+web_log="$(mktemp "${TMPDIR:-/tmp}/corral-web-log.XXXXXX")"
+journeys_log="$(mktemp "${TMPDIR:-/tmp}/corral-journeys-log.XXXXXX")"
+export NO_COLOR=1
+
+section "Web UI build"
+build_web_ui
+
+section "Web UI unit tests (Vitest)"
+if ! (cd web && npm test) 2>&1 | tee "$web_log"; then
+    die "the web UI's unit tests failed"
+fi
+web_passed="$(vitest_count "$web_log" passed)"
+web_skipped="$(vitest_count "$web_log" skipped)"
+
 # The Mongo store's test starts SecantusDB from the test venv.
 export CORRAL_SECANTUSD="${CORRAL_SECANTUSD:-${CORRAL_TEST_VENV:-$CORRAL_ROOT/.venv-test}/bin/secantusd-py}"
 
@@ -53,7 +78,7 @@ echo "embedding model: $CORRAL_EMBED_MODEL_DIR"
 section "cargo test"
 test_log="$(mktemp "${TMPDIR:-/tmp}/corral-test.XXXXXX")"
 e2e_log="$(mktemp "${TMPDIR:-/tmp}/corral-e2e-log.XXXXXX")"
-trap 'rm -f "$test_log" "$e2e_log"' EXIT
+trap 'rm -f "$test_log" "$e2e_log" "$web_log" "$journeys_log"' EXIT
 # Ignored tests run too: none may pass unseen.
 cargo test --workspace --locked -- --include-ignored 2>&1 | tee "$test_log"
 # Totals over every test binary and the doc-tests: cargo prints one
@@ -89,20 +114,34 @@ for store in ${CORRAL_E2E_STORES:-sqlite mongodb}; do
     e2e_skipped=$((e2e_skipped + $(count skipped)))
 done
 
+section "Browser journeys (web/e2e)"
+# They start their own server (the binary embeds the UI built above).
+began=$SECONDS
+if ! (cd web && CORRAL_BIN="$(target_dir)/debug/corral" npm run e2e) 2>&1 | tee "$journeys_log"; then
+    die "the browser journeys failed: $(vitest_count "$journeys_log" failed) failed, $(vitest_count "$journeys_log" passed) passed"
+fi
+info "the browser journeys took $((SECONDS - began)) s"
+journeys_passed="$(vitest_count "$journeys_log" passed)"
+journeys_skipped="$(vitest_count "$journeys_log" skipped)"
+[[ "$journeys_passed" -gt 0 ]] || die "the browser journeys ran no test"
+
 section "API fuzzing (schemathesis)"
 # Builds the debug binary (already built by cargo test) unless CORRAL_BIN is set.
 scripts/fuzz-api.sh
 
 section "Summary"
-echo "cargo fmt, clippy, cargo test, the end-to-end tests and the API fuzzing passed: all checks passed."
+echo "the web UI build and unit tests, cargo fmt, clippy, cargo test, the end-to-end tests, the browser journeys and the API fuzzing passed: all checks passed."
 # What was skipped and why, then the totals, last on purpose.
-skipped=$((ignored + cargo_skipped + e2e_skipped))
+skipped=$((ignored + cargo_skipped + e2e_skipped + web_skipped + journeys_skipped))
 if [[ $skipped -gt 0 ]]; then
     echo "skipped tests and why:"
     [[ -n "$cargo_skips" ]] && printf '  %s\n' "${cargo_skips//$'\n'/$'\n'  }"
     [[ $ignored -gt 0 ]] && grep -E '^test .* \.\.\. ignored' "$test_log" | sed 's/^/  /'
     grep -E '^SKIPPED \[' "$e2e_log" | sed 's/^/  /' || true
+    grep -hE '^\s*↓ ' "$web_log" "$journeys_log" | sed 's/^ */  /' || true
 fi
+echo "web UI unit tests: $web_passed passed, 0 failed, $web_skipped skipped"
 echo "cargo tests: $passed passed, $failed failed, $((ignored + cargo_skipped)) skipped"
 echo "end-to-end tests (${CORRAL_E2E_STORES:-sqlite mongodb}): $e2e_passed passed, $e2e_skipped skipped"
-echo "tests: $((passed + e2e_passed)) passed, $failed failed, $skipped skipped"
+echo "browser journeys: $journeys_passed passed, 0 failed, $journeys_skipped skipped"
+echo "tests: $((passed + e2e_passed + web_passed + journeys_passed)) passed, $failed failed, $skipped skipped"

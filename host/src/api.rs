@@ -64,6 +64,7 @@ pub fn routes() -> Vec<ApiRoute> {
         route(M::POST, "/api/auth/login", Public, post(auth::login)),
         route(M::POST, "/api/auth/refresh", Public, post(auth::refresh)),
         route(M::POST, "/api/auth/logout", Public, post(auth::logout)),
+        route(M::GET, "/api/auth/options", Public, get(auth::options)),
         route(M::GET, "/api/me", Signed, get(auth::me)),
         route(M::PATCH, "/api/me", Signed, patch(auth::update_me)),
         route(

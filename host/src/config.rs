@@ -81,6 +81,10 @@ pub struct Config {
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`
     /// names the client; from any other peer the header is ignored.
     pub trusted_proxies: Vec<crate::client_addr::IpNet>,
+
+    /// A folder holding the built web UI (`web/dist`), served instead of
+    /// the copy embedded in the binary.
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -113,6 +117,7 @@ impl Default for Config {
             max_download_bytes: 200 * 1024 * 1024 * 1024,
             shutdown_grace_secs: 10,
             trusted_proxies: Vec::new(),
+            web_dir: None,
         }
     }
 }
@@ -152,6 +157,8 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     // Accounts.
     pub trusted_proxies: Option<Vec<crate::client_addr::IpNet>>,
+    // Web UI.
+    pub web_dir: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -173,6 +180,7 @@ pub struct Overrides {
     pub log_json: Option<bool>,
     pub backends_dir: Option<PathBuf>,
     pub demo_model: Option<PathBuf>,
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -233,6 +241,7 @@ impl Config {
             max_download_bytes: file.max_download_bytes.unwrap_or(d.max_download_bytes),
             shutdown_grace_secs: file.shutdown_grace_secs.unwrap_or(d.shutdown_grace_secs),
             trusted_proxies: file.trusted_proxies.unwrap_or(d.trusted_proxies),
+            web_dir: overrides.web_dir.or(file.web_dir),
         };
         anyhow::ensure!(
             config.access_token_ttl_secs >= 30,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, Extensions, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -44,7 +44,7 @@ pub async fn security_headers(
     next: Next,
 ) -> Response {
     let docs = request.uri().path().starts_with("/docs");
-    let tls = came_over_tls(&config, &request);
+    let tls = came_over_tls(&config, request.extensions(), request.headers());
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(
@@ -77,12 +77,11 @@ pub async fn security_headers(
 /// reverse proxy in front says so with `X-Forwarded-Proto: https`. The
 /// header from anyone else is ignored, lest a client on plain HTTP pin
 /// HTTPS on a host that does not serve it.
-fn came_over_tls(config: &Config, request: &Request) -> bool {
-    let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+pub fn came_over_tls(config: &Config, extensions: &Extensions, headers: &HeaderMap) -> bool {
+    let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() else {
         return false;
     };
-    crate::client_addr::is_trusted(&config.trusted_proxies, peer.ip())
-        && forwarded_https(request.headers())
+    crate::client_addr::is_trusted(&config.trusted_proxies, peer.ip()) && forwarded_https(headers)
 }
 
 /// Whether the nearest proxy's `X-Forwarded-Proto` (the last value) is

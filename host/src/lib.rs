@@ -26,3 +26,4 @@ pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod time;
+pub mod web;

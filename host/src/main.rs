@@ -60,6 +60,10 @@ struct ServeArgs {
     /// first start that has one (scripts/run.sh passes the fetched file).
     #[arg(long, env = "CORRAL_SERVE_DEMO_MODEL")]
     demo_model: Option<PathBuf>,
+    /// Serve the web UI from this folder (a `web/dist` build) instead of
+    /// the copy embedded in the binary.
+    #[arg(long, env = "CORRAL_WEB_DIR")]
+    web_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +98,7 @@ fn resolve(
     log_json: Option<bool>,
     backends_dir: Option<PathBuf>,
     demo_model: Option<PathBuf>,
+    web_dir: Option<PathBuf>,
 ) -> anyhow::Result<Config> {
     let file = match &store.config {
         Some(path) => FileConfig::load(path)?,
@@ -108,6 +113,7 @@ fn resolve(
             log_json,
             backends_dir,
             demo_model,
+            web_dir,
         },
     )
 }
@@ -137,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
                 args.log_json,
                 args.backends_dir,
                 args.demo_model,
+                args.web_dir,
             )?;
             init_logging(config.log_json);
             corral_host::server::serve(config).await
@@ -156,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
                     display_name,
                 },
         } => {
-            let config = resolve(&store, None, None, None, None)?;
+            let config = resolve(&store, None, None, None, None, None)?;
             let password = match password {
                 Some(p) => p,
                 None if password_stdin => read_password_line(std::io::stdin().lock())?,

@@ -44,7 +44,7 @@ pub struct SseEvent {
     ),
     paths(
         health::healthz, health::readyz,
-        auth::register, auth::login, auth::refresh, auth::logout,
+        auth::register, auth::login, auth::refresh, auth::logout, auth::options,
         auth::me, auth::update_me, auth::change_password,
         auth::list_keys, auth::create_key, auth::delete_key,
         stats::mine, stats::platform,
@@ -201,6 +201,44 @@ impl Modify for Conventions {
                 op.security = Some(vec![SecurityRequirement::default()]);
             }
         }
+        unique_operation_ids(openapi);
+    }
+}
+
+/// Handlers of different resources share names (`create`, `list`), but
+/// operation ids must be unique: generated clients key their types by
+/// them. A shared id gets its resource in front (`chats_create`).
+fn unique_operation_ids(openapi: &mut utoipa::openapi::OpenApi) {
+    let operations = documented_operations(openapi);
+    let mut uses = std::collections::HashMap::<String, usize>::new();
+    for (method, path) in &operations {
+        let id = openapi
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|item| operation_mut(item, method))
+            .and_then(|op| op.operation_id.clone());
+        if let Some(id) = id {
+            *uses.entry(id).or_default() += 1;
+        }
+    }
+    for (method, path) in &operations {
+        let Some(op) = openapi
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|item| operation_mut(item, method))
+        else {
+            continue;
+        };
+        let Some(id) = &op.operation_id else { continue };
+        if uses.get(id).is_some_and(|n| *n > 1) {
+            let resource = path
+                .split('/')
+                .find(|s| !s.is_empty() && *s != "api" && *s != "v1")
+                .unwrap_or("api");
+            op.operation_id = Some(format!("{resource}_{id}"));
+        }
     }
 }
 
@@ -266,6 +304,26 @@ pub fn check_routes() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = spec();
+        let mut seen = std::collections::HashSet::new();
+        for (method, path) in documented_operations(&doc) {
+            let item = &doc.paths.paths[&path];
+            let op = match method {
+                Method::GET => item.get.as_ref(),
+                Method::POST => item.post.as_ref(),
+                Method::PUT => item.put.as_ref(),
+                Method::PATCH => item.patch.as_ref(),
+                _ => item.delete.as_ref(),
+            };
+            let id = op
+                .and_then(|op| op.operation_id.clone())
+                .unwrap_or_default();
+            assert!(seen.insert(id.clone()), "{method} {path}: `{id}` is taken");
+        }
+    }
 
     #[test]
     fn every_route_is_documented_and_vice_versa() {

@@ -23,13 +23,17 @@ pub fn app(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     let config = state.config.clone();
     let request_timeout = Duration::from_secs(config.request_timeout_secs);
+    let ui = crate::web::WebUi::new(config.web_dir.as_deref());
     // The validator would send the document's URL to swagger.io.
     let docs = SwaggerUi::new("/docs")
         .url("/openapi.json", crate::openapi::spec())
         .config(utoipa_swagger_ui::Config::default().validator_url("none"));
     crate::api::router(state)
         .merge(docs)
-        .fallback(|| async { AppError::NotFound("route") })
+        .fallback(move |request: axum::extract::Request| {
+            let ui = ui.clone();
+            async move { ui.answer(request).await }
+        })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,

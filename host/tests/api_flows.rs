@@ -922,6 +922,7 @@ async fn temporary_chats_expire_and_vanish() {
         created_at: now - chrono::Duration::seconds(120),
         updated_at: now - chrono::Duration::seconds(120),
         expires_at: Some(now - chrono::Duration::seconds(1)),
+        sampling: Default::default(),
     };
     t.store
         .create_chat(&expired)
@@ -1519,7 +1520,7 @@ async fn unknown_routes_and_bad_queries_get_json_errors() {
     let (access, chat) = bad_input_fixture(&t).await;
     let token = Some(access.as_str());
 
-    for path in ["/api/nope", "/nothing/here", "/api/chats/x/y/z"] {
+    for path in ["/api/nope", "/v1/nothing/here", "/api/chats/x/y/z"] {
         let r = t.call(Method::GET, path, token, None).await;
         assert_error(r.status, &r.json(), StatusCode::NOT_FOUND, "not_found");
         let content_type = r.header(header::CONTENT_TYPE).unwrap_or_default();

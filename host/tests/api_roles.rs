@@ -142,6 +142,7 @@ fn rows() -> Vec<Row> {
         row("POST", "/api/auth/login", "valid credentials", ALL_200, Id::None, Body::Login),
         row("POST", "/api/auth/refresh", "fresh token", ALL_200, Id::None, Body::RefreshToken),
         row("POST", "/api/auth/logout", "fresh token", [204; 4], Id::None, Body::RefreshToken),
+        row("GET", "/api/auth/options", "sign-in options", ALL_200, Id::None, none),
         // The caller's own account.
         row("GET", "/api/me", "own account", SIGNED_200, Id::None, none),
         row("PATCH", "/api/me", "display name", SIGNED_200, Id::None, Json(r#"{"display_name":"Someone"}"#)),

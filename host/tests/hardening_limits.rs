@@ -55,7 +55,7 @@ async fn every_kind_of_answer_carries_the_security_headers() {
     assert_security_headers(&ok, "200");
     assert_eq!(ok.header(header::STRICT_TRANSPORT_SECURITY), None);
 
-    let missing = t.call(Method::GET, "/nowhere", None, None).await;
+    let missing = t.call(Method::GET, "/api/nowhere", None, None).await;
     assert_error(
         missing.status,
         &missing.json(),

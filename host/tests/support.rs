@@ -184,7 +184,7 @@ impl TestApp {
             username: user.username.clone(),
             role: user.role,
             access: tokens.access_token,
-            refresh: tokens.refresh_token,
+            refresh: tokens.refresh_token.expect("a refresh token"),
         }
     }
 

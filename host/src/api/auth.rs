@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use corral_sdk::Role;
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,94 @@ impl ClientIp {
     }
 }
 
+/// The cookie that carries the refresh token for browsers.
+pub const REFRESH_COOKIE: &str = "corral_refresh";
+/// Browsers send the refresh cookie only to the sign-in routes.
+const REFRESH_COOKIE_PATH: &str = "/api/auth";
+
+/// What the refresh cookie depends on: whether the request came over TLS
+/// (through a trusted proxy) and the refresh cookie it carries, if any.
+pub struct RefreshCookie {
+    secure: bool,
+    token: Option<String>,
+}
+
+impl FromRequestParts<AppState> for RefreshCookie {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(RefreshCookie {
+            secure: crate::layers::came_over_tls(&state.config, &parts.extensions, &parts.headers),
+            token: cookie_value(&parts.headers, REFRESH_COOKIE),
+        })
+    }
+}
+
+impl RefreshCookie {
+    /// `Set-Cookie` storing `token` for `max_age_secs`.
+    fn set(&self, token: &str, max_age_secs: u64) -> HeaderValue {
+        self.header(token, max_age_secs)
+    }
+
+    /// `Set-Cookie` removing the cookie.
+    fn clear(&self) -> HeaderValue {
+        self.header("", 0)
+    }
+
+    fn header(&self, value: &str, max_age_secs: u64) -> HeaderValue {
+        let secure = if self.secure { "; Secure" } else { "" };
+        let cookie = format!(
+            "{REFRESH_COOKIE}={value}; Path={REFRESH_COOKIE_PATH}; HttpOnly; SameSite=Strict; \
+             Max-Age={max_age_secs}{secure}"
+        );
+        // Tokens are URL-safe base64, so the header is always valid.
+        HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// Adds the header that removes the cookie to `response`.
+    fn clear_on(&self, mut response: Response) -> Response {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, self.clear());
+        response
+    }
+}
+
+/// The value of the first non-empty cookie called `name`.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key.trim() == name).then(|| value.trim().trim_matches('"').to_owned())
+        })
+        .find(|value| !value.is_empty())
+}
+
+/// Answers with tokens; with `cookie`, the refresh token goes into the
+/// refresh cookie instead of the body.
+fn token_answer(
+    state: &AppState,
+    status: StatusCode,
+    mut tokens: TokenResponse,
+    cookie: Option<&RefreshCookie>,
+) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Some(cookie) = cookie {
+        if let Some(token) = tokens.refresh_token.take() {
+            let max_age = state.config.refresh_token_ttl_days.saturating_mul(86_400);
+            headers.insert(header::SET_COOKIE, cookie.set(&token, max_age));
+        }
+    }
+    (status, headers, axum::Json(tokens)).into_response()
+}
+
 /// Tokens handed out at sign-in and refresh.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
@@ -71,7 +160,11 @@ pub struct TokenResponse {
     #[schema(example = 900)]
     pub expires_in: u64,
     /// Single-use token for `/api/auth/refresh`; each use returns a new one.
-    pub refresh_token: String,
+    /// Absent when the request asked for `refresh_cookie`: the token is then
+    /// in the `corral_refresh` cookie (`HttpOnly`, `SameSite=Strict`,
+    /// `Path=/api/auth`), out of page scripts' reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     #[serde(with = "serde_millis")]
     pub refresh_expires_at: DateTime<Utc>,
     pub user: UserView,
@@ -119,7 +212,7 @@ pub async fn issue_tokens(
         access_token,
         token_type: "Bearer".into(),
         expires_in: state.tokens.ttl_secs,
-        refresh_token,
+        refresh_token: Some(refresh_token),
         refresh_expires_at: expires_at,
         user: UserView::from(user),
     })
@@ -133,6 +226,22 @@ pub async fn registration_open(state: &AppState) -> ApiResult<bool> {
         .await?
         .and_then(|v| v.as_bool())
         .unwrap_or(true))
+}
+
+/// What the sign-in page may offer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuthOptions {
+    /// Whether anyone may create an account at `/api/auth/register`.
+    pub registration_open: bool,
+}
+
+/// How accounts come to be: whether self-registration is open.
+#[utoipa::path(get, path = "/api/auth/options", tag = "auth",
+    responses((status = 200, description = "Sign-in options", body = AuthOptions)))]
+pub async fn options(State(state): State<AppState>) -> ApiResult<axum::Json<AuthOptions>> {
+    Ok(axum::Json(AuthOptions {
+        registration_open: registration_open(&state).await?,
+    }))
 }
 
 /// A new account.
@@ -156,6 +265,11 @@ pub struct RegisterRequest {
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
     )]
     pub display_name: Option<String>,
+    /// Put the refresh token in the `corral_refresh` cookie (`HttpOnly`,
+    /// `SameSite=Strict`, `Path=/api/auth`, `Secure` over HTTPS) instead of
+    /// the body: what browsers use.
+    #[serde(default)]
+    pub refresh_cookie: bool,
 }
 
 /// Create an account (role `user`) and sign in.
@@ -169,8 +283,9 @@ pub struct RegisterRequest {
 pub async fn register(
     State(state): State<AppState>,
     ip: ClientIp,
+    cookie: RefreshCookie,
     Json(req): Json<RegisterRequest>,
-) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
+) -> ApiResult<Response> {
     throttle_address(&state, &ip)?;
     if !registration_open(&state).await? {
         return Err(AppError::Forbidden(
@@ -186,7 +301,12 @@ pub async fn register(
     )
     .await?;
     let tokens = issue_tokens(&state, &user, None).await?;
-    Ok((StatusCode::CREATED, Json(tokens)))
+    Ok(token_answer(
+        &state,
+        StatusCode::CREATED,
+        tokens,
+        req.refresh_cookie.then_some(&cookie),
+    ))
 }
 
 fn throttle_address(state: &AppState, ip: &ClientIp) -> ApiResult<()> {
@@ -204,6 +324,11 @@ pub struct LoginRequest {
     pub username: String,
     #[schema(example = "correct horse battery")]
     pub password: String,
+    /// Put the refresh token in the `corral_refresh` cookie (`HttpOnly`,
+    /// `SameSite=Strict`, `Path=/api/auth`, `Secure` over HTTPS) instead of
+    /// the body: what browsers use.
+    #[serde(default)]
+    pub refresh_cookie: bool,
 }
 
 /// The hash of a random password: unknown usernames are checked against it
@@ -231,8 +356,9 @@ fn dummy_hash() -> String {
 pub async fn login(
     State(state): State<AppState>,
     ip: ClientIp,
+    cookie: RefreshCookie,
     Json(req): Json<LoginRequest>,
-) -> ApiResult<Json<TokenResponse>> {
+) -> ApiResult<Response> {
     throttle_address(&state, &ip)?;
     let username = req.username.trim().to_lowercase();
     // A longer name cannot belong to an account; it is not looked up.
@@ -277,33 +403,68 @@ pub async fn login(
         return Err(AppError::AccountDisabled);
     }
     usage(&state, &user.id, usage_kind::LOGIN).await;
-    Ok(Json(issue_tokens(&state, &user, None).await?))
+    let tokens = issue_tokens(&state, &user, None).await?;
+    Ok(token_answer(
+        &state,
+        StatusCode::OK,
+        tokens,
+        req.refresh_cookie.then_some(&cookie),
+    ))
 }
 
-/// A refresh token.
+/// A refresh token: in the body, or (left out) the `corral_refresh` cookie.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    pub refresh_token: String,
+    /// Left out: the `corral_refresh` cookie is used, and the answer is in
+    /// cookie mode (a new cookie, no `refresh_token` in the body). Send
+    /// `{}` then; the body must still be JSON.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
 }
 
 /// Exchange a refresh token for new tokens. Each refresh token works once;
 /// presenting a used one revokes every token of that sign-in.
+///
+/// With `{}` as the body, the `corral_refresh` cookie is the token: the
+/// answer sets a new cookie and leaves `refresh_token` out of the body,
+/// and every refusal also removes the cookie.
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New tokens", body = TokenResponse),
-        (status = 401, description = "Invalid, expired, revoked or reused token", body = corral_sdk::ErrorBody),
+        (status = 401, description = "Invalid, expired, revoked or reused token, or none sent", body = corral_sdk::ErrorBody),
         (status = 403, description = "The account is disabled", body = corral_sdk::ErrorBody),
     ))]
 pub async fn refresh(
     State(state): State<AppState>,
+    cookie: RefreshCookie,
     Json(req): Json<RefreshRequest>,
-) -> ApiResult<Json<TokenResponse>> {
+) -> Response {
+    let Some(token) = req.refresh_token else {
+        let renewed = match cookie.token.as_deref() {
+            Some(token) => renew(&state, token).await,
+            None => Err(AppError::Unauthorized(
+                "no refresh token: send one in the body or the `corral_refresh` cookie".into(),
+            )),
+        };
+        return match renewed {
+            Ok(tokens) => token_answer(&state, StatusCode::OK, tokens, Some(&cookie)),
+            Err(err) => cookie.clear_on(err.into_response()),
+        };
+    };
+    match renew(&state, &token).await {
+        Ok(tokens) => token_answer(&state, StatusCode::OK, tokens, None),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// New tokens for a refresh token, which is used up.
+async fn renew(state: &AppState, refresh_token: &str) -> ApiResult<TokenResponse> {
     let invalid = || AppError::Unauthorized("the refresh token is invalid or expired".into());
     let session = state
         .store
-        .get_session_by_hash(&token_hash(&req.refresh_token))
+        .get_session_by_hash(&token_hash(refresh_token))
         .await?
         .ok_or_else(invalid)?;
     if session.used {
@@ -335,28 +496,36 @@ pub async fn refresh(
         state.store.revoke_family(&session.family_id).await?;
         return Err(invalid());
     }
-    usage(&state, &user.id, usage_kind::REFRESH).await;
-    Ok(Json(
-        issue_tokens(&state, &user, Some(session.family_id)).await?,
-    ))
+    usage(state, &user.id, usage_kind::REFRESH).await;
+    issue_tokens(state, &user, Some(session.family_id)).await
 }
 
 /// Sign out: revokes the refresh token and every token of its sign-in.
+/// With `{}` as the body, the `corral_refresh` cookie is the token; the
+/// answer always removes the cookie.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
     request_body = RefreshRequest,
-    responses((status = 204, description = "Signed out (also when the token was unknown)")))]
+    responses((status = 204, description = "Signed out (also when the token was unknown or none was sent)")))]
 pub async fn logout(
     State(state): State<AppState>,
+    cookie: RefreshCookie,
     Json(req): Json<RefreshRequest>,
-) -> ApiResult<StatusCode> {
-    if let Some(session) = state
-        .store
-        .get_session_by_hash(&token_hash(&req.refresh_token))
-        .await?
-    {
-        state.store.revoke_family(&session.family_id).await?;
+) -> Response {
+    let token = req.refresh_token.or_else(|| cookie.token.clone());
+    let revoked = async {
+        let Some(token) = token else {
+            return Ok(());
+        };
+        if let Some(session) = state.store.get_session_by_hash(&token_hash(&token)).await? {
+            state.store.revoke_family(&session.family_id).await?;
+        }
+        ApiResult::Ok(())
     }
-    Ok(StatusCode::NO_CONTENT)
+    .await;
+    cookie.clear_on(match revoked {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => err.into_response(),
+    })
 }
 
 /// The signed-in account.
@@ -409,6 +578,11 @@ pub struct ChangePasswordRequest {
     pub current_password: String,
     #[schema(min_length = 8, max_length = 128)]
     pub new_password: String,
+    /// Put the refresh token in the `corral_refresh` cookie (`HttpOnly`,
+    /// `SameSite=Strict`, `Path=/api/auth`, `Secure` over HTTPS) instead of
+    /// the body: what browsers use.
+    #[serde(default)]
+    pub refresh_cookie: bool,
 }
 
 /// Change the caller's password. Every other session, access token and
@@ -424,8 +598,9 @@ pub struct ChangePasswordRequest {
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Caller,
+    cookie: RefreshCookie,
     Json(req): Json<ChangePasswordRequest>,
-) -> ApiResult<Json<TokenResponse>> {
+) -> ApiResult<Response> {
     let mut v = Validator::new();
     check_password(&mut v, "new_password", &req.new_password);
     v.finish()?;
@@ -454,7 +629,13 @@ pub async fn change_password(
         result => result?,
     };
     revoke_access(state.store.as_ref(), &user.id).await?;
-    Ok(Json(issue_tokens(&state, &user, None).await?))
+    let tokens = issue_tokens(&state, &user, None).await?;
+    Ok(token_answer(
+        &state,
+        StatusCode::OK,
+        tokens,
+        req.refresh_cookie.then_some(&cookie),
+    ))
 }
 
 /// A personal API key as listed (the key itself is shown only once).

@@ -357,7 +357,7 @@ def test_security_headers_on_answers_errors_and_docs(limited):
     assert_security_headers(r.headers, "/healthz")
     assert "strict-transport-security" not in r.headers
 
-    r = requests.get(base + "/no/such/route", timeout=TIMEOUT)
+    r = requests.get(base + "/api/no/such/route", timeout=TIMEOUT)
     assert r.status_code == 404 and r.json()["code"] == "not_found"
     assert_security_headers(r.headers, "404")
 
