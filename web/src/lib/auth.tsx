@@ -1,0 +1,112 @@
+import { createContext, useCallback, useContext, useEffect, useMemo, useState } from "react";
+import type { ReactNode } from "react";
+import { useQueryClient } from "@tanstack/react-query";
+import { api, unwrap } from "./api";
+import {
+  acceptTokens,
+  broadcast,
+  endSession,
+  mayHaveSession,
+  onBroadcast,
+  onSessionEnd,
+  onUser,
+  refreshSession,
+  type EndReason,
+  type UserView,
+} from "./session";
+
+type AuthState =
+  | { status: "loading" }
+  | { status: "signed-out"; reason?: EndReason }
+  | { status: "signed-in"; user: UserView };
+
+type AuthContextValue = {
+  state: AuthState;
+  signIn(username: string, password: string): Promise<void>;
+  register(username: string, password: string, displayName?: string): Promise<void>;
+  signOut(): Promise<void>;
+};
+
+const AuthContext = createContext<AuthContextValue | null>(null);
+
+export function AuthProvider({ children }: { children: ReactNode }) {
+  const queryClient = useQueryClient();
+  const [state, setState] = useState<AuthState>({ status: "loading" });
+
+  useEffect(() => {
+    let active = true;
+    const stopUser = onUser((user) => active && setState({ status: "signed-in", user }));
+    const stopEnd = onSessionEnd((reason) => {
+      if (!active) return;
+      queryClient.clear();
+      setState({ status: "signed-out", reason });
+    });
+    // Another tab signed out: the server has revoked this sign-in too.
+    // Another tab signed in: pick up the new cookie.
+    const stopBroadcast = onBroadcast((message) => {
+      if (message.type === "signed-out") endSession("signed-out");
+      if (message.type === "signed-in") void refreshSession().catch(() => undefined);
+    });
+    if (!mayHaveSession()) {
+      setState({ status: "signed-out" });
+    } else {
+      refreshSession()
+        .then((tokens) => {
+          if (active && !tokens) setState({ status: "signed-out" });
+        })
+        .catch(() => active && setState({ status: "signed-out" }));
+    }
+    return () => {
+      active = false;
+      stopUser();
+      stopEnd();
+      stopBroadcast();
+    };
+  }, [queryClient]);
+
+  const signIn = useCallback(async (username: string, password: string) => {
+    const tokens = unwrap(
+      await api.POST("/api/auth/login", { body: { username, password, refresh_cookie: true } }),
+    );
+    acceptTokens(tokens);
+    broadcast({ type: "signed-in" });
+  }, []);
+
+  const register = useCallback(
+    async (username: string, password: string, displayName?: string) => {
+      const tokens = unwrap(
+        await api.POST("/api/auth/register", {
+          body: { username, password, display_name: displayName || null, refresh_cookie: true },
+        }),
+      );
+      acceptTokens(tokens);
+      broadcast({ type: "signed-in" });
+    },
+    [],
+  );
+
+  const signOut = useCallback(async () => {
+    await api.POST("/api/auth/logout", { body: {} }).catch(() => undefined);
+    broadcast({ type: "signed-out" });
+    endSession("signed-out");
+  }, []);
+
+  const value = useMemo(
+    () => ({ state, signIn, register, signOut }),
+    [state, signIn, register, signOut],
+  );
+  return <AuthContext.Provider value={value}>{children}</AuthContext.Provider>;
+}
+
+export function useAuth(): AuthContextValue {
+  const value = useContext(AuthContext);
+  if (!value) throw new Error("useAuth outside AuthProvider");
+  return value;
+}
+
+/** The signed-in account; only for pages behind `RequireAuth`. */
+export function useUser(): UserView {
+  const { state } = useAuth();
+  if (state.status !== "signed-in") throw new Error("useUser without a signed-in account");
+  return state.user;
+}
