@@ -1,0 +1,52 @@
+import { memo, useMemo } from "react";
+import ReactMarkdown, { type Components } from "react-markdown";
+import remarkGfm from "remark-gfm";
+import rehypeHighlight from "rehype-highlight";
+import { splitBlocks } from "../lib/splitBlocks";
+import { CodeBlock } from "./CodeBlock";
+import "./markdown.css";
+
+const remarkPlugins = [remarkGfm];
+const rehypePlugins = [rehypeHighlight];
+
+// Raw HTML in a model's answer stays text: react-markdown drops it unless a
+// plugin says otherwise, and none here does.
+const components: Components = {
+  a: ({ node: _node, ...props }) => <a {...props} target="_blank" rel="noopener noreferrer" />,
+  pre: ({ node, children }) => <CodeBlock node={node}>{children}</CodeBlock>,
+  // An answer's headings sit below the page's and the message's own.
+  h1: ({ node: _node, ...props }) => <h3 className="md-h1" {...props} />,
+  h2: ({ node: _node, ...props }) => <h4 className="md-h2" {...props} />,
+  h3: ({ node: _node, ...props }) => <h5 className="md-h3" {...props} />,
+  h4: ({ node: _node, ...props }) => <h6 className="md-h4" {...props} />,
+  h5: ({ node: _node, ...props }) => <h6 className="md-h4" {...props} />,
+  table: ({ node: _node, ...props }) => (
+    <div className="md-table" tabIndex={0}>
+      <table {...props} />
+    </div>
+  ),
+};
+
+/** One top-level block; once complete its source never changes, so it renders once. */
+export const MarkdownBlock = memo(function MarkdownBlock({ source }: { source: string }) {
+  return (
+    <ReactMarkdown remarkPlugins={remarkPlugins} rehypePlugins={rehypePlugins} components={components}>
+      {source}
+    </ReactMarkdown>
+  );
+});
+
+/**
+ * Markdown that may still be growing. Completed blocks keep their rendering;
+ * only the last block is parsed again when text arrives.
+ */
+export function StreamingMarkdown({ text }: { text: string }) {
+  const blocks = useMemo(() => splitBlocks(text), [text]);
+  return (
+    <div className="md">
+      {blocks.map((block, index) => (
+        <MarkdownBlock key={index} source={block} />
+      ))}
+    </div>
+  );
+}
