@@ -1,0 +1,69 @@
+import { describe, expect, it } from "vitest";
+import type { ModelView } from "../api/models";
+import { nameFromSource, toChanges, type ModelFormValues } from "./ModelForm";
+
+const model: ModelView = {
+  id: "m1",
+  name: "gemma",
+  backend: "llama",
+  kind: "chat",
+  description: "small",
+  status: "ready",
+  usable: true,
+  context_length: 0,
+  slots: 4,
+  threads: 0,
+  source: "https://example.com/gemma.gguf",
+  sha256: null,
+  chat_template: null,
+  sampling: { temperature: 0.8, top_k: 40, stop: ["</s>"] } as never,
+  access: { everyone: true, roles: [], users: [] },
+  created_at: "2026-01-01T00:00:00Z",
+  updated_at: "2026-01-01T00:00:00Z",
+};
+
+const values = (over: Partial<ModelFormValues> = {}): ModelFormValues => ({
+  source: "https://example.com/gemma.gguf",
+  name: "gemma",
+  backend: "llama",
+  kind: "chat",
+  sha256: "",
+  description: "small",
+  context_length: "",
+  slots: "4",
+  threads: "",
+  chat_template: "",
+  sampling: { temperature: "0.8", top_p: "", top_k: "40", min_p: "", repeat_penalty: "", max_tokens: "", seed: "" },
+  access: { everyone: true, roles: [], users: [] },
+  ...over,
+});
+
+describe("toChanges", () => {
+  it("sends nothing when nothing changed", () => {
+    expect(toChanges(model, values())).toEqual({});
+  });
+
+  it("sends only the changed fields", () => {
+    expect(
+      toChanges(model, values({ description: "tiny", slots: "8", access: { everyone: false, roles: ["admin"], users: ["u1"] } })),
+    ).toEqual({ description: "tiny", slots: 8, access: { everyone: false, roles: ["admin"], users: ["u1"] } });
+  });
+
+  it("keeps sampling settings the form does not show", () => {
+    const changes = toChanges(
+      model,
+      values({ sampling: { ...values().sampling, temperature: "0.2", top_k: "" } }),
+    );
+    expect(changes).toEqual({ sampling: { temperature: 0.2, stop: ["</s>"] } });
+  });
+});
+
+describe("nameFromSource", () => {
+  it("takes the file name without .gguf", () => {
+    expect(nameFromSource("https://huggingface.co/o/r/resolve/main/gemma-3-270m-it-Q4_K_M.gguf?download=1")).toBe(
+      "gemma-3-270m-it-Q4_K_M",
+    );
+    expect(nameFromSource("/srv/models/all-MiniLM-L6-v2/")).toBe("all-MiniLM-L6-v2");
+    expect(nameFromSource("/srv/models/my model (v2).gguf")).toBe("my-model-v2");
+  });
+});
