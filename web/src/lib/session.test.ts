@@ -224,6 +224,24 @@ describe("an account disabled while its tab is open", () => {
   });
 });
 
+describe("signing out", () => {
+  it("forgets drafts, while an expired session keeps them", async () => {
+    network(() => json(401, { code: "unauthorized", message: "no session" }));
+    const { session } = await load();
+    localStorage.setItem(`${session.PRIVATE_PREFIX}chat.draft.c1`, "half a question");
+    localStorage.setItem("corral.theme", "dark");
+
+    session.acceptTokens(tokens("valid"));
+    session.endSession("expired");
+    expect(localStorage.getItem(`${session.PRIVATE_PREFIX}chat.draft.c1`)).toBe("half a question");
+
+    session.acceptTokens(tokens("valid"));
+    session.endSession("signed-out");
+    expect(localStorage.getItem(`${session.PRIVATE_PREFIX}chat.draft.c1`)).toBeNull();
+    expect(localStorage.getItem("corral.theme")).toBe("dark");
+  });
+});
+
 describe("a request that succeeds", () => {
   it("carries the bearer token and asks for no refresh", async () => {
     const calls = network(() => json(200, user));

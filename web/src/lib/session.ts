@@ -54,11 +54,30 @@ export function acceptTokens(tokens: TokenResponse): void {
   userListeners.forEach((l) => l(tokens.user));
 }
 
+/**
+ * Keys under this prefix hold what a person typed (chat drafts): kept when a
+ * session merely expires, so nothing is lost, and forgotten when they sign
+ * out or their account is disabled, so the next person at this browser
+ * does not find them.
+ */
+export const PRIVATE_PREFIX = "corral.private.";
+
+function forgetPrivate(): void {
+  try {
+    for (const key of Object.keys(localStorage)) {
+      if (key.startsWith(PRIVATE_PREFIX)) localStorage.removeItem(key);
+    }
+  } catch {
+    // Storage may be disabled.
+  }
+}
+
 /** Forgets the session in this tab and tells the listeners why. */
 export function endSession(reason: EndReason): void {
   const had = accessToken !== null;
   accessToken = null;
   setHint(false);
+  if (reason !== "expired") forgetPrivate();
   clearTimeout(refreshTimer);
   if (had || reason !== "expired") endListeners.forEach((l) => l(reason));
 }

@@ -60,7 +60,8 @@ export function asText(value: number | null | undefined): string {
   return value == null ? "" : String(value);
 }
 
-const DRAFT = "corral.chat.draft.";
+// Under the private prefix, so that signing out forgets drafts (lib/session.ts).
+const DRAFT = "corral.private.chat.draft.";
 
 export function loadDraft(key: string): string {
   try {
