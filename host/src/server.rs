@@ -49,7 +49,39 @@ pub fn app(state: AppState) -> Router {
             config,
             crate::layers::security_headers,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+/// The span of a request. Browsers pass the chat WebSocket's token in the
+/// query, so the logged URI has the values of credential parameters hidden.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        uri = %redacted_uri(request.uri()),
+        version = ?request.version(),
+    )
+}
+
+/// Query parameters whose values are credentials.
+const SECRET_PARAMS: &[&str] = &["access_token", "token", "api_key", "key", "refresh_token"];
+
+/// The path and query of `uri`, with the values of credential parameters
+/// replaced by `***`.
+fn redacted_uri(uri: &axum::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if SECRET_PARAMS.contains(&name.to_ascii_lowercase().as_str()) => {
+                format!("{name}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), query.join("&"))
 }
 
 fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response {
@@ -221,4 +253,26 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::redacted_uri;
+    use axum::http::Uri;
+
+    #[test]
+    fn tokens_in_the_query_are_hidden() {
+        let uri: Uri = "/api/chats/ws?access_token=eyJhbGciOi.secret.sig&x=1"
+            .parse()
+            .unwrap();
+        let logged = redacted_uri(&uri);
+        assert_eq!(logged, "/api/chats/ws?access_token=***&x=1");
+        assert!(!logged.contains("secret"));
+        let uri: Uri = "/api/models?page=2".parse().unwrap();
+        assert_eq!(redacted_uri(&uri), "/api/models?page=2");
+        let uri: Uri = "/api/chats/ws?Access_Token=abc".parse().unwrap();
+        assert_eq!(redacted_uri(&uri), "/api/chats/ws?Access_Token=***");
+        let uri: Uri = "http://h/healthz".parse().unwrap();
+        assert_eq!(redacted_uri(&uri), "/healthz");
+    }
 }

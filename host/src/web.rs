@@ -3,11 +3,13 @@
 //! assets are cached for good; every other path a browser may open gets
 //! `index.html`, whose router shows the page.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -48,7 +50,25 @@ pub struct WebUi {
 
 enum Source {
     Embedded(&'static [Asset]),
-    Dir(PathBuf),
+    Dir {
+        root: PathBuf,
+        cache: Mutex<HashMap<PathBuf, Prepared>>,
+    },
+}
+
+/// Most files of a `web_dir` kept prepared in memory.
+const MAX_CACHED: usize = 1024;
+
+/// A file of a `web_dir` read, hashed and compressed once, kept until it
+/// changes on disk.
+#[derive(Clone)]
+struct Prepared {
+    modified: Option<SystemTime>,
+    len: u64,
+    body: Bytes,
+    gzip: Option<Bytes>,
+    content_type: &'static str,
+    etag: String,
 }
 
 /// A file found, ready to answer with.
@@ -65,7 +85,10 @@ impl WebUi {
     /// Files from `dir` when given, else the copy embedded in the binary.
     pub fn new(dir: Option<&Path>) -> Self {
         let source = match dir {
-            Some(dir) => Source::Dir(dir.to_path_buf()),
+            Some(dir) => Source::Dir {
+                root: dir.to_path_buf(),
+                cache: Mutex::new(HashMap::new()),
+            },
             None => Source::Embedded(embedded::ASSETS),
         };
         WebUi {
@@ -99,7 +122,7 @@ impl WebUi {
             Some(file) => (file, if asset { IMMUTABLE } else { REVALIDATE }),
             // A missing hashed file is an old page asking for what a
             // newer build replaced: a 404, not the page in its place.
-            None if asset || looks_like_a_file(&relative) => {
+            None if asset || hidden(&relative) || looks_like_a_file(&relative) => {
                 return AppError::NotFound("file").into_response()
             }
             None => match self.file("index.html", gzip_ok).await {
@@ -127,31 +150,79 @@ impl WebUi {
                     compressible: asset.gzip.is_some(),
                 })
             }
-            Source::Dir(root) => {
-                let path = inside(root, relative).await?;
-                let body = tokio::fs::read(&path).await.ok()?;
-                let content_type = content_type(relative);
-                let etag = etag(&body);
-                let packed = if compressible(content_type) {
-                    gzip(&body).filter(|p| p.len() < body.len())
-                } else {
-                    None
+            Source::Dir { root, cache } => {
+                // Dot files (`.env`, `.git/`) are never served.
+                if hidden(relative) {
+                    return None;
+                }
+                let (path, meta) = inside(root, relative).await?;
+                let modified = meta.modified().ok();
+                let len = meta.len();
+                let cached = lock(cache)
+                    .get(&path)
+                    .filter(|p| p.modified == modified && p.len == len)
+                    .cloned();
+                let prepared = match cached {
+                    Some(prepared) => prepared,
+                    None => {
+                        let body = tokio::fs::read(&path).await.ok()?;
+                        let prepared = tokio::task::spawn_blocking({
+                            let relative = relative.to_owned();
+                            move || prepare(&relative, body, modified, len)
+                        })
+                        .await
+                        .ok()?;
+                        let mut cache = lock(cache);
+                        if cache.len() >= MAX_CACHED && !cache.contains_key(&path) {
+                            cache.clear();
+                        }
+                        cache.insert(path, prepared.clone());
+                        prepared
+                    }
                 };
-                let compressible = packed.is_some();
-                let (body, gzipped) = match packed {
+                let compressible = prepared.gzip.is_some();
+                let (body, gzipped) = match prepared.gzip {
                     Some(packed) if gzip_ok => (packed, true),
-                    _ => (body, false),
+                    _ => (prepared.body, false),
                 };
                 Some(File {
                     len: body.len(),
                     body: Body::from(body),
-                    content_type,
-                    etag,
+                    content_type: prepared.content_type,
+                    etag: prepared.etag,
                     gzipped,
                     compressible,
                 })
             }
         }
+    }
+}
+
+fn lock(
+    cache: &Mutex<HashMap<PathBuf, Prepared>>,
+) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Prepared>> {
+    cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn prepare(relative: &str, body: Vec<u8>, modified: Option<SystemTime>, len: u64) -> Prepared {
+    let content_type = content_type(relative);
+    let etag = etag(&body);
+    let gzip = if compressible(content_type) {
+        gzip(&body)
+            .filter(|p| p.len() < body.len())
+            .map(Bytes::from)
+    } else {
+        None
+    };
+    Prepared {
+        modified,
+        len,
+        body: Bytes::from(body),
+        gzip,
+        content_type,
+        etag,
     }
 }
 
@@ -241,17 +312,22 @@ fn percent_decode(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// A last segment with an extension asks for a file, not a page.
+/// A last segment with the extension of a static file type asks for a
+/// file, not a page. Other dots are part of page paths: model names such
+/// as `/models/qwen2.5-7b`.
 fn looks_like_a_file(relative: &str) -> bool {
-    relative
-        .rsplit('/')
-        .next()
-        .is_some_and(|name| name.contains('.'))
+    let name = relative.rsplit('/').next().unwrap_or("");
+    name.contains('.') && content_type(name) != "application/octet-stream"
+}
+
+/// Whether a segment of the path is a dot file or folder.
+fn hidden(relative: &str) -> bool {
+    relative.split('/').any(|part| part.starts_with('.'))
 }
 
 /// `relative` under `root`, as long as it is a file that stays inside
 /// once symbolic links are followed.
-async fn inside(root: &Path, relative: &str) -> Option<PathBuf> {
+async fn inside(root: &Path, relative: &str) -> Option<(PathBuf, std::fs::Metadata)> {
     let root = tokio::fs::canonicalize(root).await.ok()?;
     let mut path = root.clone();
     for part in Path::new(relative).components() {
@@ -262,7 +338,7 @@ async fn inside(root: &Path, relative: &str) -> Option<PathBuf> {
     }
     let resolved = tokio::fs::canonicalize(&path).await.ok()?;
     let meta = tokio::fs::metadata(&resolved).await.ok()?;
-    (resolved.starts_with(&root) && meta.is_file()).then_some(resolved)
+    (resolved.starts_with(&root) && meta.is_file()).then_some((resolved, meta))
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {
@@ -374,6 +450,31 @@ mod tests {
         for path in ["/", "/chat/abc", "/apis", "/admin/users", "/v1x"] {
             assert!(!belongs_to_server(path), "{path}");
         }
+    }
+
+    #[test]
+    fn dotted_pages_are_not_files() {
+        for page in [
+            "models/qwen2.5-7b",
+            "models/llama-3.1-8b.gguf",
+            "chat/a.b",
+            "",
+        ] {
+            assert!(!looks_like_a_file(page), "{page}");
+        }
+        for file in [
+            "missing.js",
+            "a/b.css",
+            "favicon.ico",
+            "x.woff2",
+            "robots.txt",
+            "x.JSON",
+        ] {
+            assert!(looks_like_a_file(file), "{file}");
+        }
+        assert!(hidden(".env"));
+        assert!(hidden("a/.git/config"));
+        assert!(!hidden("models/qwen2.5-7b"));
     }
 
     #[test]

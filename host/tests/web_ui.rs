@@ -432,6 +432,56 @@ async fn pages_get_the_app_and_hashed_assets_are_cached_for_good() {
 }
 
 #[tokio::test]
+async fn dotted_page_paths_get_the_app_and_missing_files_do_not() {
+    let (t, dir) = ui_app().await;
+    for path in [
+        "/models/qwen2.5-7b",
+        "/models/llama-3.1-8b.gguf",
+        "/chat/v1.2",
+    ] {
+        let r = t.send(get(path, &[])).await;
+        assert_index(&r, path);
+    }
+    for path in [
+        "/assets/x.js",
+        "/missing.js",
+        "/app.css",
+        "/logo.png",
+        "/x.map",
+    ] {
+        let r = t.send(get(path, &[])).await;
+        assert_error(r.status, &r.json(), StatusCode::NOT_FOUND, "not_found");
+    }
+    // Dot files in the folder are never served, nor is the page in their place.
+    let dist = dir.path().join("dist");
+    std::fs::write(dist.join(".env"), "SECRET=1").unwrap();
+    std::fs::create_dir_all(dist.join(".git")).unwrap();
+    std::fs::write(dist.join(".git/config"), "[core]").unwrap();
+    for path in ["/.env", "/.git/config", "/%2eenv", "/.missing"] {
+        let r = t.send(get(path, &[])).await;
+        assert!(!r.text().contains("SECRET"), "{path}");
+        assert_error(r.status, &r.json(), StatusCode::NOT_FOUND, "not_found");
+    }
+}
+
+#[tokio::test]
+async fn a_changed_file_is_served_as_changed() {
+    let (t, dir) = ui_app().await;
+    let path = dir.path().join("dist/favicon.svg");
+    let first = t.send(get("/favicon.svg", &[])).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let again = t.send(get("/favicon.svg", &[])).await;
+    assert_eq!(again.text(), first.text());
+    assert_eq!(again.header(header::ETAG), first.header(header::ETAG));
+    // A different length is seen at once, whatever the clock's resolution.
+    let changed = "<svg xmlns=\"http://www.w3.org/2000/svg\"><g/></svg>";
+    std::fs::write(&path, changed).unwrap();
+    let r = t.send(get("/favicon.svg", &[])).await;
+    assert_eq!(r.text(), changed);
+    assert_ne!(r.header(header::ETAG), first.header(header::ETAG));
+}
+
+#[tokio::test]
 async fn gzip_etags_and_head() {
     let (t, _dir) = ui_app().await;
     let r = t

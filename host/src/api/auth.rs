@@ -428,7 +428,8 @@ pub struct RefreshRequest {
 ///
 /// With `{}` as the body, the `corral_refresh` cookie is the token: the
 /// answer sets a new cookie and leaves `refresh_token` out of the body,
-/// and every refusal also removes the cookie.
+/// and a refusal (401 or 403) also removes the cookie; a passing fault
+/// (503, 500) leaves it, so the browser can try again.
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
     request_body = RefreshRequest,
     responses(
@@ -450,13 +451,26 @@ pub async fn refresh(
         };
         return match renewed {
             Ok(tokens) => token_answer(&state, StatusCode::OK, tokens, Some(&cookie)),
-            Err(err) => cookie.clear_on(err.into_response()),
+            Err(err) => {
+                let response = err.into_response();
+                if refused(response.status()) {
+                    cookie.clear_on(response)
+                } else {
+                    response
+                }
+            }
         };
     };
     match renew(&state, &token).await {
         Ok(tokens) => token_answer(&state, StatusCode::OK, tokens, None),
         Err(err) => err.into_response(),
     }
+}
+
+/// Whether a failed refresh means the refresh token is done for, rather
+/// than a fault that may pass.
+fn refused(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
 }
 
 /// New tokens for a refresh token, which is used up.
@@ -770,5 +784,24 @@ pub async fn delete_key(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound("API key"))
+    }
+}
+
+#[cfg(test)]
+mod refresh_tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_clear_the_cookie() {
+        assert!(refused(StatusCode::UNAUTHORIZED));
+        assert!(refused(StatusCode::FORBIDDEN));
+        for status in [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::GATEWAY_TIMEOUT,
+        ] {
+            assert!(!refused(status), "{status}");
+        }
     }
 }

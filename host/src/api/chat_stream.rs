@@ -22,7 +22,7 @@ use crate::api::chats::load_chat;
 use crate::api::event_stream;
 use crate::chat::{self, Action, ChatEvent, SamplingOverrides, SocketSlot};
 use crate::error::{ApiResult, AppError, Json, OptionalJson, Path};
-use crate::policy::{self, Caller};
+use crate::policy::{self, Caller, Credential};
 use crate::state::AppState;
 
 /// A message to send and answer.
@@ -167,6 +167,12 @@ pub enum ClientFrame {
     },
     /// Stop the chat's running answer.
     Stop { chat_id: String },
+    /// Move the socket onto a renewed access token of the same account, so
+    /// that it outlives the token it was opened with. Only access tokens
+    /// (not API keys), on sockets opened with one. Nothing is answered on
+    /// success; a token that is invalid, expired, revoked or of another
+    /// account closes the socket (1008, policy violation).
+    Auth { access_token: String },
 }
 
 /// Largest frame a client may send.
@@ -181,6 +187,14 @@ const MAX_FRAME_BYTES: usize = 512 * 1024;
 /// open. Closing the socket stops its running answers. Browsers, which
 /// cannot set headers on the handshake, may pass the token as the
 /// `access_token` query parameter.
+///
+/// The socket closes (1008, policy violation) when the access token it was
+/// opened with expires. To keep it open, send the renewed access token
+/// before then: `{"type":"auth","access_token":"<jwt>"}`. It is checked like
+/// the handshake's and must belong to the same account; the socket then
+/// lasts until the new token expires. Nothing is answered on success; a
+/// token that is invalid or of another account closes the socket (1008).
+/// Sockets opened with an API key cannot be renewed this way.
 #[utoipa::path(get, path = "/api/chats/ws", tag = "chats",
     responses(
         (status = 101, description = "Switched to the WebSocket protocol"),
@@ -314,6 +328,22 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller, slot: S
             }
         };
         let (chat_id, action, sampling) = match frame {
+            ClientFrame::Auth { access_token } => {
+                match renew(&state, &caller, &access_token).await {
+                    Ok(renewed) => {
+                        caller = renewed;
+                        expiry
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + until(caller.expires_at()));
+                    }
+                    Err(err) if ends_access(&err) => {
+                        end(&out, &mut close, err);
+                        break;
+                    }
+                    Err(err) => refuse(&out, None, err),
+                }
+                continue;
+            }
             ClientFrame::Stop { chat_id } => {
                 if let Err(err) = load_chat(&state, &caller, &chat_id).await {
                     refuse(&out, Some(chat_id), err);
@@ -368,6 +398,31 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller, slot: S
     {
         abort.abort();
     }
+}
+
+/// The socket's caller on `access_token`, which must be a valid access
+/// token of the same account, for a socket opened with an access token.
+async fn renew(state: &AppState, caller: &Caller, access_token: &str) -> Result<Caller, AppError> {
+    if !matches!(caller.credential, Credential::AccessToken { .. }) {
+        return Err(AppError::Unauthorized(
+            "this socket was opened with an API key; `auth` frames renew access tokens only".into(),
+        ));
+    }
+    if access_token.starts_with(crate::auth::API_KEY_PREFIX) {
+        return Err(AppError::Unauthorized(
+            "an `auth` frame takes an access token, not an API key".into(),
+        ));
+    }
+    let renewed = policy::resolve(state, access_token).await?;
+    if renewed.user.disabled {
+        return Err(AppError::AccountDisabled);
+    }
+    if renewed.id() != caller.id() {
+        return Err(AppError::Unauthorized(
+            "the access token belongs to another account".into(),
+        ));
+    }
+    Ok(renewed)
 }
 
 /// How often an open WebSocket checks its credential when no frame comes.

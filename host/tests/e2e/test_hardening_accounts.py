@@ -245,6 +245,71 @@ def test_a_websocket_closes_when_its_access_token_expires(own_server):
     assert 25 <= took <= 40, took
 
 
+
+def test_an_auth_frame_moves_a_websocket_onto_a_renewed_token(own_server):
+    srv = own_server("access_token_ttl_secs = 30\n")
+    name, password, _ = account(srv, "user")
+    began = time.monotonic()
+    first = Api.login(srv, name, password)
+    ws = ws_connect(srv, first.token)
+    try:
+        # A later sign-in's token outlives the first by about 12 s.
+        time.sleep(12)
+        renewed = Api.login(srv, name, password)
+        ws.send(json.dumps({"type": "auth", "access_token": renewed.token}))
+        # Past the first token's expiry the socket still takes commands.
+        time.sleep(max(0.0, 34 - (time.monotonic() - began)))
+        ws.send(json.dumps({"type": "stop", "chat_id": "no-such-chat"}))
+        ws.settimeout(10)
+        reply = json.loads(ws.recv())
+        assert reply["type"] == "error" and reply["chat_id"] == "no-such-chat", reply
+        assert reply["error"]["code"] == "not_found", reply
+        # It closes when the renewed token expires.
+        events, code, reason = until_closed(ws, 20)
+    finally:
+        ws.close()
+    took = time.monotonic() - began
+    assert (code, reason) == (1008, "the access token expired; sign in again"), events
+    assert 38 <= took <= 52, took
+
+
+@pytest.mark.parametrize("which", ["another account", "invalid", "api key"])
+def test_an_auth_frame_with_a_foreign_or_bad_token_closes_the_websocket(server, which):
+    _, _, holder = account(server, "user")
+    if which == "another account":
+        token = account(server, "user")[2].token
+    elif which == "invalid":
+        token = holder.token[:-4] + "AAAA"
+    else:
+        token = holder.ok("POST", "/api/me/keys", json={"name": "ws"}, expect=(201,))["key"]
+    ws = ws_connect(server, holder.token)
+    try:
+        ws.send(json.dumps({"type": "auth", "access_token": token}))
+        events, code, reason = until_closed(ws, 10)
+    finally:
+        ws.close()
+    assert code == 1008, (code, reason, events)
+    assert [e["error"]["code"] for e in events] == ["unauthorized"], events
+    assert token not in reason
+    if which == "another account":
+        assert reason == "the access token belongs to another account", reason
+
+
+def test_debug_logs_keep_the_websocket_token_out(own_server, monkeypatch):
+    monkeypatch.setenv("RUST_LOG", "debug")
+    srv = own_server()
+    _, _, holder = account(srv, "user")
+    url = srv.base.replace("http://", "ws://", 1) + "/api/chats/ws?access_token=" + holder.token
+    ws = websocket.create_connection(url, timeout=10)
+    ws.send(json.dumps({"type": "stop", "chat_id": "no-such-chat"}))
+    ws.settimeout(10)
+    assert json.loads(ws.recv())["type"] == "error"
+    ws.close()
+    log = srv.log_path.read_text(errors="replace")
+    assert "/api/chats/ws?access_token=***" in log, srv.log_tail()
+    assert holder.token not in log
+    assert holder.token.split(".")[2] not in log
+
 # --- Unauthenticated memory growth -------------------------------------------
 
 
