@@ -26,7 +26,8 @@ export class ApiError extends Error {
   }
 }
 
-const retries = new Map<string, Request>();
+/** Copies of requests in flight, by request id, kept to retry once after a 401. */
+export const retries = new Map<string, Request>();
 
 /**
  * A disabled account's still-valid access token is answered 403
@@ -63,6 +64,10 @@ const auth: Middleware = {
     const again = await fetch(copy);
     if (again.status === 401) endSession("expired");
     return again;
+  },
+  onError({ id }) {
+    // No answer came (network down): the copy kept for a retry goes too.
+    retries.delete(id);
   },
 };
 

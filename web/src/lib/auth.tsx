@@ -6,7 +6,9 @@ import {
   acceptTokens,
   broadcast,
   endSession,
+  hasWebLocks,
   mayHaveSession,
+  onAccountChange,
   onBroadcast,
   onSessionEnd,
   onUser,
@@ -35,6 +37,9 @@ export function AuthProvider({ children }: { children: ReactNode }) {
 
   useEffect(() => {
     let active = true;
+    // Another account signed in (here or in another tab): nothing cached for
+    // the previous one may show.
+    const stopAccount = onAccountChange(() => queryClient.clear());
     const stopUser = onUser((user) => active && setState({ status: "signed-in", user }));
     const stopEnd = onSessionEnd((reason) => {
       if (!active) return;
@@ -42,10 +47,13 @@ export function AuthProvider({ children }: { children: ReactNode }) {
       setState({ status: "signed-out", reason });
     });
     // Another tab signed out: the server has revoked this sign-in too.
-    // Another tab signed in: pick up the new cookie.
+    // Another tab signed in: pick up the new cookie. Without Web Locks the
+    // tabs could not take turns safely, so this one waits for its next 401.
     const stopBroadcast = onBroadcast((message) => {
       if (message.type === "signed-out") endSession("signed-out");
-      if (message.type === "signed-in") void refreshSession().catch(() => undefined);
+      if (message.type === "signed-in" && hasWebLocks()) {
+        void refreshSession().catch(() => undefined);
+      }
     });
     if (!mayHaveSession()) {
       setState({ status: "signed-out" });
@@ -58,6 +66,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     }
     return () => {
       active = false;
+      stopAccount();
       stopUser();
       stopEnd();
       stopBroadcast();

@@ -16,6 +16,17 @@ let inFlight: Promise<TokenResponse | null> | null = null;
 
 const endListeners = new Set<(reason: EndReason) => void>();
 const userListeners = new Set<(user: UserView) => void>();
+const tokenListeners = new Set<(accessToken: string) => void>();
+const accountListeners = new Set<(user: UserView) => void>();
+// The account this tab last saw: a different one means another person
+// signed in (perhaps in another tab, sharing the cookie).
+let lastUserId: string | null = null;
+
+// A proactive refresh that fails for a passing reason (network, 5xx) tries
+// again after this long, doubling up to a minute.
+const RETRY_FIRST_MS = 5_000;
+const RETRY_MAX_MS = 60_000;
+let retryDelay = RETRY_FIRST_MS;
 
 // Whether this browser holds a sign-in, so that a visitor who never signed
 // in is not sent to /api/auth/refresh just to be told no. It says nothing
@@ -44,14 +55,52 @@ export function getAccessToken(): string | null {
   return accessToken;
 }
 
+function scheduleRefresh(delay: number): void {
+  clearTimeout(refreshTimer);
+  const timer = setTimeout(() => {
+    refreshSession().catch(() => {
+      // Still signed in as far as anyone knows, and no newer refresh is
+      // scheduled: try again a little later.
+      if (refreshTimer !== timer || accessToken === null) return;
+      const next = retryDelay;
+      retryDelay = Math.min(RETRY_MAX_MS, retryDelay * 2);
+      scheduleRefresh(next);
+    });
+  }, delay);
+  refreshTimer = timer;
+}
+
+function noteUser(user: UserView): void {
+  const previous = lastUserId;
+  lastUserId = user.id;
+  if (previous !== null && previous !== user.id) accountListeners.forEach((l) => l(user));
+}
+
 /** Stores a fresh pair and schedules the next refresh a minute early. */
 export function acceptTokens(tokens: TokenResponse): void {
   accessToken = tokens.access_token;
   setHint(true);
-  clearTimeout(refreshTimer);
-  const lead = Math.max(10, tokens.expires_in - 60) * 1000;
-  refreshTimer = setTimeout(() => void refreshSession(), lead);
+  retryDelay = RETRY_FIRST_MS;
+  scheduleRefresh(Math.max(10, tokens.expires_in - 60) * 1000);
+  noteUser(tokens.user);
+  tokenListeners.forEach((l) => l(tokens.access_token));
   userListeners.forEach((l) => l(tokens.user));
+}
+
+/** Called with every new access token this tab receives. */
+export function onTokens(listener: (accessToken: string) => void): () => void {
+  tokenListeners.add(listener);
+  return () => tokenListeners.delete(listener);
+}
+
+/**
+ * Called when the signed-in account becomes a different one, before the
+ * user listeners hear of it: whatever belonged to the previous account
+ * (cached data, open conversations, sockets) must go.
+ */
+export function onAccountChange(listener: (user: UserView) => void): () => void {
+  accountListeners.add(listener);
+  return () => accountListeners.delete(listener);
 }
 
 /**
@@ -89,6 +138,7 @@ export function onSessionEnd(listener: (reason: EndReason) => void): () => void 
 
 /** Tells the app that the signed-in account changed (a new display name). */
 export function publishUser(user: UserView): void {
+  noteUser(user);
   userListeners.forEach((l) => l(user));
 }
 
@@ -97,10 +147,73 @@ export function onUser(listener: (user: UserView) => void): () => void {
   return () => userListeners.delete(listener);
 }
 
+/** Whether this browser coordinates tabs with Web Locks (HTTPS or localhost only). */
+export function hasWebLocks(): boolean {
+  return typeof navigator !== "undefined" && navigator.locks != null;
+}
+
+const LOCK_KEY = "corral.refresh-lock";
+const LOCK_TTL_MS = 10_000;
+const tabId = Math.random().toString(36).slice(2) + Date.now().toString(36);
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function readLock(): { owner: string; expires: number } | null {
+  try {
+    const raw = localStorage.getItem(LOCK_KEY);
+    return raw ? (JSON.parse(raw) as { owner: string; expires: number }) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Without Web Locks, tabs take turns through a best-effort lock in
+ * localStorage: claim it when free or expired, wait a moment, and proceed
+ * only if the claim is still ours (another tab may have claimed it at the
+ * same time). An expiry keeps a closed tab from holding it forever.
+ */
+async function withStorageLock<T>(run: () => Promise<T>): Promise<T> {
+  let usable = true;
+  try {
+    localStorage.getItem(LOCK_KEY);
+  } catch {
+    usable = false;
+  }
+  if (!usable) return run();
+  for (;;) {
+    const held = readLock();
+    if (!held || held.expires < Date.now() || held.owner === tabId) {
+      try {
+        localStorage.setItem(LOCK_KEY, JSON.stringify({ owner: tabId, expires: Date.now() + LOCK_TTL_MS }));
+      } catch {
+        return run();
+      }
+      await sleep(30);
+      if (readLock()?.owner === tabId) break;
+    }
+    await sleep(50 + Math.random() * 100);
+  }
+  try {
+    return await run();
+  } finally {
+    if (readLock()?.owner === tabId) {
+      try {
+        localStorage.removeItem(LOCK_KEY);
+      } catch {
+        // Storage went away; the expiry frees the lock.
+      }
+    }
+  }
+}
+
 /**
  * Trades the refresh cookie for new tokens. Refresh tokens are single-use
  * and a reused one revokes the whole sign-in, so tabs take turns (Web
- * Locks): the second tab sends the cookie the first one received.
+ * Locks, or a localStorage lock where those are missing): the second tab
+ * sends the cookie the first one received.
  * Resolves to `null` when there is no valid session.
  */
 export function refreshSession(): Promise<TokenResponse | null> {
@@ -124,10 +237,9 @@ export function refreshSession(): Promise<TokenResponse | null> {
     }
     throw new Error(`refresh failed with status ${response.status}`);
   };
-  const locks = typeof navigator !== "undefined" ? navigator.locks : undefined;
-  const turn = locks
-    ? (locks.request("corral-refresh", run) as unknown as Promise<TokenResponse | null>)
-    : run();
+  const turn = hasWebLocks()
+    ? (navigator.locks.request("corral-refresh", run) as unknown as Promise<TokenResponse | null>)
+    : withStorageLock(run);
   inFlight = turn.finally(() => {
     inFlight = null;
   });

@@ -17,9 +17,15 @@ const schema = z.object({
 });
 type Values = z.infer<typeof schema>;
 
-/** Where to go after signing in: only a path inside Corral. */
+/**
+ * Where to go after signing in: only a path inside Corral. Browsers read
+ * `\` as `/` in URLs, so `/\host` would leave the site as `//host` does.
+ */
 export function safeNext(next: string | null): string {
-  return next && next.startsWith("/") && !next.startsWith("//") ? next : "/chat";
+  if (!next || !/^\/(?![/\\])/.test(next) || next.includes("\\")) return "/chat";
+  // URL parsing drops tabs and newlines, which could turn `/\t/host` into `//host`.
+  if (/[\u0000-\u001f\u007f]/.test(next)) return "/chat";
+  return next;
 }
 
 export function useAuthOptions() {

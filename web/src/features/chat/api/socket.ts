@@ -1,6 +1,12 @@
 import { useEffect, useSyncExternalStore } from "react";
 import type { Schemas } from "@/lib/api";
-import { getAccessToken, onSessionEnd, refreshSession } from "@/lib/session";
+import {
+  getAccessToken,
+  onAccountChange,
+  onSessionEnd,
+  onTokens,
+  refreshSession,
+} from "@/lib/session";
 import { dispatch, liveChats, receive, resetConversations } from "../lib/store";
 import type { ChatEvent } from "../lib/conversation";
 
@@ -15,7 +21,8 @@ type Listener = (event: ChatEvent) => void;
 /**
  * The page's one chat WebSocket, shared by all chats. It reconnects with
  * backoff, and after a 1008 close (expired token, changed password, disabled
- * account) with a fresh token, or not at all when the session is over.
+ * account) or a refused handshake with a fresh token, or not at all when the
+ * session is over. An open socket moves onto each new access token.
  */
 class ChatSocket {
   private socket: WebSocket | null = null;
@@ -71,6 +78,17 @@ class ChatSocket {
     this.closeTimer = setTimeout(() => this.shutdown(), 1000);
   }
 
+  /** Closes the socket and, if still wanted, opens one with the current token. */
+  restart(): void {
+    const socket = this.socket;
+    this.socket = null;
+    clearTimeout(this.retryTimer);
+    socket?.close(1000);
+    this.attempts = 0;
+    if (this.wanted) this.connect();
+    else this.setStatus("closed");
+  }
+
   private shutdown() {
     this.wanted = false;
     clearTimeout(this.retryTimer);
@@ -92,8 +110,10 @@ class ChatSocket {
     const url = `${scheme}//${window.location.host}/api/chats/ws?access_token=${encodeURIComponent(token)}`;
     const socket = new WebSocket(url);
     this.socket = socket;
+    let opened = false;
     socket.onopen = () => {
       if (this.socket !== socket) return;
+      opened = true;
       this.attempts = 0;
       this.setStatus("open");
       this.openListeners.forEach((l) => l());
@@ -115,7 +135,9 @@ class ChatSocket {
       for (const chatId of liveChats()) dispatch(chatId, { type: "disconnected" });
       if (!this.wanted) return;
       this.setStatus("reconnecting");
-      if (close.code === POLICY_VIOLATION) void this.renew();
+      // A handshake the server refused (401, seen as 1006) needs a new token
+      // just as a 1008 close does.
+      if (close.code === POLICY_VIOLATION || !opened) void this.renew();
       else this.retryLater();
     };
   }
@@ -167,3 +189,10 @@ export function useChatSocket(): SocketStatus {
 
 // What one account saw is not kept for the next one to sign in here.
 onSessionEnd(() => resetConversations());
+onAccountChange(() => {
+  resetConversations();
+  chatSocket.restart();
+});
+onTokens((accessToken) => {
+  chatSocket.send({ type: "auth", access_token: accessToken });
+});

@@ -57,7 +57,12 @@ export const MessageItem = memo(function MessageItem({ message, live, errorBody,
   return (
     <li className="flex flex-col gap-2">
       <h2 className="sr-only">{t("message.assistant", { model: message.model ?? "" })}</h2>
-      {message.content && <StreamingMarkdown text={message.content} />}
+      {message.content && (
+        <StreamingMarkdown
+          text={message.content}
+          streaming={live !== null || message.status === "pending"}
+        />
+      )}
       {live ? (
         <LiveStatus live={live} />
       ) : (

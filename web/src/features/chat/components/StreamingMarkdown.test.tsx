@@ -66,4 +66,13 @@ describe("StreamingMarkdown", () => {
     expect(container.querySelector("script")).toBeNull();
     expect(container.querySelector("img")).toBeNull();
   });
+
+  it("resolves a reference link defined in a later block once the answer is complete", () => {
+    const text = "See [the docs][docs].\n\nMore text.\n\n[docs]: https://example.com/docs";
+    const { rerender } = render(<StreamingMarkdown text={text} />);
+    // While streaming, blocks are parsed alone: the reference is still text.
+    expect(screen.queryByRole("link", { name: "the docs" })).toBeNull();
+    rerender(<StreamingMarkdown text={text} streaming={false} />);
+    expect(screen.getByRole("link", { name: "the docs" })).toHaveAttribute("href", "https://example.com/docs");
+  });
 });

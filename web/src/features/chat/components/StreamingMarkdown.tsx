@@ -37,15 +37,17 @@ export const MarkdownBlock = memo(function MarkdownBlock({ source }: { source: s
 });
 
 /**
- * Markdown that may still be growing. Completed blocks keep their rendering;
- * only the last block is parsed again when text arrives.
+ * Markdown that may still be growing. While it streams, completed blocks
+ * keep their rendering and only the last block is parsed again when text
+ * arrives. A finished answer is one document, so that things that reach
+ * across blocks (reference-style link definitions) resolve.
  */
-export function StreamingMarkdown({ text }: { text: string }) {
-  const blocks = useMemo(() => splitBlocks(text), [text]);
+export function StreamingMarkdown({ text, streaming = true }: { text: string; streaming?: boolean }) {
+  const blocks = useMemo(() => (streaming ? splitBlocks(text) : [text]), [text, streaming]);
   return (
     <div className="md">
       {blocks.map((block, index) => (
-        <MarkdownBlock key={index} source={block} />
+        <MarkdownBlock key={streaming ? index : "all"} source={block} />
       ))}
     </div>
   );

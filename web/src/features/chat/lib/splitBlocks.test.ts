@@ -42,3 +42,51 @@ describe("splitBlocks", () => {
     expect(previous).toHaveLength(4);
   });
 });
+
+describe("splitBlocks inside containers", () => {
+  it("keeps a fence in a list item with a blank line in one block", () => {
+    const text = "1. Run this:\n\n    ```sh\n    make\n\n    make test\n    ```\n\nDone";
+    expect(splitBlocks(text)).toEqual([
+      "1. Run this:\n\n    ```sh\n    make\n\n    make test\n    ```",
+      "Done",
+    ]);
+  });
+
+  it("keeps a fence in a list item whose marker opens it", () => {
+    const text = "- ```\n  a\n\nb\n  ```\n\nafter";
+    expect(splitBlocks(text)).toEqual(["- ```\n  a\n\nb\n  ```", "after"]);
+  });
+
+  it("keeps a fence in a blockquote with a blank line in one block", () => {
+    const text = "> ```js\n> let a;\n\n> let b;\n> ```\n\nafter";
+    expect(splitBlocks(text)).toEqual(["> ```js\n> let a;\n\n> let b;\n> ```", "after"]);
+  });
+
+  it("keeps a quote that goes on after a blank line together", () => {
+    expect(splitBlocks("> one\n\n> two\n\nthree")).toEqual(["> one\n\n> two", "three"]);
+  });
+
+  it("keeps indented continuations of a list item with the item", () => {
+    expect(splitBlocks("- a\n\n  more of a\n- b\n\nnext")).toEqual(["- a\n\n  more of a\n- b", "next"]);
+  });
+
+  it("keeps blank lines inside a fence as they were", () => {
+    expect(splitBlocks("```\na\n  \nb\n```")).toEqual(["```\na\n  \nb\n```"]);
+  });
+
+  it("decides a cut only when the next line arrives, so earlier blocks stay final", () => {
+    const full = "- item\n\n    ```\n    x\n\n    y\n    ```\n\n> q\n\n> r\n\nend [ref]\n\n[ref]: /x";
+    let previous: string[] = [];
+    for (let end = 1; end <= full.length; end++) {
+      const blocks = splitBlocks(full.slice(0, end));
+      for (let i = 0; i < previous.length - 1; i++) expect(blocks[i]).toBe(previous[i]);
+      previous = blocks;
+    }
+    expect(previous).toEqual([
+      "- item\n\n    ```\n    x\n\n    y\n    ```",
+      "> q\n\n> r",
+      "end [ref]",
+      "[ref]: /x",
+    ]);
+  });
+});

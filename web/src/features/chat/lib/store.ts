@@ -11,6 +11,9 @@ import {
 // is not on screen, and one socket can feed every chat of the page.
 
 const conversations = new Map<string, Conversation>();
+// Deltas arrive far faster than a screen refreshes: they are gathered and
+// handed to React at most once per animation frame.
+const pendingDeltas = new Map<string, string>();
 const listeners = new Map<string, Set<() => void>>();
 
 export function getConversation(chatId: string): Conversation {
@@ -18,6 +21,9 @@ export function getConversation(chatId: string): Conversation {
 }
 
 export function dispatch(chatId: string, action: ConversationAction): void {
+  // Text still waiting for the next frame belongs to the answer that ended:
+  // delivered later, it would start a new one.
+  if (action.type === "disconnected") pendingDeltas.delete(chatId);
   const before = getConversation(chatId);
   const after = conversationReducer(before, action);
   if (after === before) return;
@@ -41,12 +47,11 @@ export function useConversation(chatId: string | undefined): Conversation {
 
 /** Every chat with an answer under way: a closed socket ends them all. */
 export function liveChats(): string[] {
-  return [...conversations].filter(([, c]) => c.live || c.pendingUser !== null).map(([id]) => id);
+  const ids = new Set(pendingDeltas.keys());
+  for (const [id, c] of conversations) if (c.live || c.pendingUser !== null) ids.add(id);
+  return [...ids];
 }
 
-// Deltas arrive far faster than a screen refreshes: they are gathered and
-// handed to React at most once per animation frame.
-const pendingDeltas = new Map<string, string>();
 let frame: number | null = null;
 
 const schedule: (fn: () => void) => number =
