@@ -3,6 +3,11 @@
 //! copy. Without a build the table is empty and the server says how to
 //! make one; building the host never needs Node.js.
 
+// The server's table of content types, so that both agree.
+#[path = "src/web/media.rs"]
+mod media;
+
+use media::{compressible, content_type};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -93,36 +98,6 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<String>) {
             files.push(parts.join("/"));
         }
     }
-}
-
-/// The same mapping as the server uses for `web_dir` (see `web.rs`).
-fn content_type(path: &str) -> &'static str {
-    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js" | "mjs") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("json" | "map") => "application/json",
-        Some("webmanifest") => "application/manifest+json",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("ico") => "image/x-icon",
-        Some("woff2") => "font/woff2",
-        Some("woff") => "font/woff",
-        Some("txt") => "text/plain; charset=utf-8",
-        Some("wasm") => "application/wasm",
-        _ => "application/octet-stream",
-    }
-}
-
-fn compressible(content_type: &str) -> bool {
-    content_type.starts_with("text/")
-        || content_type.starts_with("application/json")
-        || content_type.starts_with("application/manifest+json")
-        || content_type.starts_with("image/svg+xml")
 }
 
 fn gzip(body: &[u8]) -> Vec<u8> {
