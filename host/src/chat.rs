@@ -892,6 +892,7 @@ mod tests {
             truncated_tokens: 0,
             time_to_first_token: 0.5,
             total_time: 1.5,
+            cached_tokens: 0,
         };
         let usage = usage_of(&summary);
         assert_eq!(usage.time_to_first_token_ms, 500);

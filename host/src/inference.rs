@@ -170,6 +170,7 @@ async fn run(
             add_bos,
             sampling: job.sampling,
             truncation: job.truncation,
+            cache_key: None,
         };
         let mut sink = |event: TokenEvent| {
             let event = match event {

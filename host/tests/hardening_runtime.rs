@@ -102,6 +102,7 @@ impl Model for FakeModel {
                 truncated_tokens: 0,
                 time_to_first_token: 0.0,
                 total_time: 0.0,
+                cached_tokens: 0,
             });
         }
         for _ in 0..WRITTEN {
@@ -119,6 +120,7 @@ impl Model for FakeModel {
             truncated_tokens: 0,
             time_to_first_token: 0.0,
             total_time: 0.0,
+            cached_tokens: 0,
         })
     }
 

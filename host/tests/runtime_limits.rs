@@ -140,6 +140,7 @@ impl Model for FakeModel {
             truncated_tokens: 0,
             time_to_first_token: 0.0,
             total_time: 0.0,
+            cached_tokens: 0,
         })
     }
 

@@ -52,6 +52,15 @@ pub struct LoadRequest {
     pub slots: u32,
     /// A Jinja chat template that replaces the model's own.
     pub chat_template: Option<String>,
+    /// Keep each slot's cache after a request, so that a later prompt that
+    /// starts the same way (the next turn of a chat) reads only what is
+    /// new. On by default; off makes every request read its whole prompt.
+    #[serde(default = "default_true")]
+    pub prompt_cache: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// A loaded model, as the backend describes it.
@@ -216,6 +225,11 @@ pub struct GenerateRequest {
     pub add_bos: bool,
     pub sampling: SamplingParams,
     pub truncation: Truncation,
+    /// Names the conversation the request continues (a chat's id), so that
+    /// its turns keep to the slot that holds its cache when the prompts
+    /// alone do not decide. Only a hint: it never changes the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
 }
 
 /// Why generation ended.
@@ -251,6 +265,10 @@ pub struct GenerateSummary {
     pub completion_tokens: u32,
     /// Prompt tokens dropped by [`Truncation::KeepEnd`].
     pub truncated_tokens: u32,
+    /// Prompt tokens taken from the cache of an earlier request instead of
+    /// being read again (part of `prompt_tokens`).
+    #[serde(default)]
+    pub cached_tokens: u32,
     /// Seconds from the call to the first token.
     pub time_to_first_token: f64,
     /// Seconds from the call to the end.

@@ -153,6 +153,7 @@ fn summary(reason: FinishReason, prompt: usize, completion: u32) -> GenerateSumm
         truncated_tokens: 0,
         time_to_first_token: 0.0,
         total_time: 0.0,
+        cached_tokens: 0,
     }
 }
 
@@ -170,6 +171,7 @@ fn load(backend: &DynBackend, path: &str) -> BackendResult<Box<dyn Model>> {
         threads: 1,
         slots: 2,
         chat_template: None,
+        prompt_cache: true,
     };
     backend.load(&request, &mut |_| true)
 }
@@ -183,6 +185,7 @@ fn generate(prompt: &str, max_tokens: u32) -> GenerateRequest {
             ..SamplingParams::default()
         },
         truncation: Truncation::Error,
+        cache_key: None,
     }
 }
 
@@ -204,6 +207,7 @@ fn load_reports_progress_and_errors() {
         threads: 1,
         slots: 3,
         chat_template: None,
+        prompt_cache: true,
     };
     let model = backend
         .load(&request, &mut |p| {

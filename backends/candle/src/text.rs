@@ -282,6 +282,7 @@ impl Model for TextModel {
             truncated_tokens: truncated,
             time_to_first_token: ttft.unwrap_or_else(|| started.elapsed().as_secs_f64()),
             total_time: started.elapsed().as_secs_f64(),
+            cached_tokens: 0,
         };
 
         let Some(mut lease) = self.pool.acquire(cancel) else {

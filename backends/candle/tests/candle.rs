@@ -34,6 +34,7 @@ fn load(path: &str, slots: u32, context_length: u32) -> Result<Box<dyn Model>, B
         threads: 1,
         slots,
         chat_template: None,
+        prompt_cache: true,
     };
     CandleBackend.load(&request, &mut |_| true)
 }
@@ -77,6 +78,7 @@ fn run(
         add_bos: true,
         sampling,
         truncation,
+        cache_key: None,
     };
     let mut pieces = Vec::new();
     let summary = model.generate(
@@ -214,6 +216,7 @@ fn cancellation_stops_within_a_token() {
         add_bos: true,
         sampling: greedy(500),
         truncation: Truncation::Error,
+        cache_key: None,
     };
     let mut events = 0;
     let summary = model

@@ -12,6 +12,7 @@ fn load(path: &str) -> BackendError {
         threads: 1,
         slots: 1,
         chat_template: None,
+        prompt_cache: true,
     };
     match CandleBackend.load(&request, &mut |_| true) {
         Ok(_) => panic!("{path} loaded"),

@@ -184,6 +184,7 @@ impl Model for LlamaModel {
                         truncated_tokens,
                         time_to_first_token,
                         total_time,
+                        cached_tokens: 0,
                     });
                 }
             }

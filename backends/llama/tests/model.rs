@@ -44,6 +44,7 @@ fn load(slots: u32, context_length: u32) -> Box<dyn Model> {
         threads: threads(),
         slots,
         chat_template: None,
+        prompt_cache: true,
     };
     LlamaBackend
         .load(&request, &mut |_| true)
@@ -65,6 +66,7 @@ fn request(prompt: &str, sampling: SamplingParams) -> GenerateRequest {
         add_bos: true,
         sampling,
         truncation: Truncation::Error,
+        cache_key: None,
     }
 }
 
@@ -387,6 +389,7 @@ fn a_chat_template_override_is_used_or_refused() {
         chat_template: Some(
             "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}".into(),
         ),
+        prompt_cache: true,
     };
     let model = LlamaBackend.load(&request, &mut |_| true).expect("loads");
     assert_eq!(
@@ -419,6 +422,7 @@ fn loading_reports_progress_and_can_be_abandoned() {
         threads: threads(),
         slots: 1,
         chat_template: None,
+        prompt_cache: true,
     };
     let mut seen = Vec::new();
     LlamaBackend
@@ -459,6 +463,7 @@ fn load_error(path: &std::path::Path) -> String {
         threads: 1,
         slots: 1,
         chat_template: None,
+        prompt_cache: true,
     };
     match LlamaBackend.load(&request, &mut |_| true) {
         Err(BackendError::InvalidModel(reason)) => reason,

@@ -165,6 +165,7 @@ pub async fn load_spec(config: &Config, record: &ModelRecord) -> Result<LoadSpec
             threads: record.threads,
             slots: record.slots.max(1),
             chat_template: record.chat_template.clone(),
+            prompt_cache: true,
         },
         file_bytes: record.size_bytes.unwrap_or(0),
     })
