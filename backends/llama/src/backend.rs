@@ -100,6 +100,8 @@ impl Backend for LlamaBackend {
                 context_length,
                 slots,
                 threads,
+                prompt_cache: request.prompt_cache,
+                sliding_window: sliding_window(&raw, &architecture),
             },
         )?;
         let memory_bytes =
@@ -211,6 +213,15 @@ fn resolve_template(
     }
     Ok(chat_template::default_template(architecture)
         .map(|t| (t.to_string(), TemplateSource::Default)))
+}
+
+/// The attention window of the model's sliding-window layers, from the
+/// file's metadata; 0 when it has none.
+fn sliding_window(raw: &RawModel, architecture: &str) -> u32 {
+    raw.meta_val_str(&format!("{architecture}.attention.sliding_window"))
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0)
 }
 
 /// Bytes of an f16 KV cache of `cells` cells (an upper bound: layers with a

@@ -7,6 +7,11 @@
 //! sequence with its own sampler. Two things abort the whole process in
 //! llama.cpp and are guarded here: a batch larger than `n_batch`, and
 //! sampling at a position whose logits were not requested.
+//!
+//! A slot keeps its sequence's cache after the request ends, together with
+//! the tokens it holds. The next request goes to the free slot whose cached
+//! tokens share the longest prefix with its prompt and reads only the rest,
+//! so a chat's next turn costs its new tokens, not its whole history.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -39,6 +44,10 @@ pub(crate) struct EngineConfig {
     pub context_length: u32,
     pub slots: u32,
     pub threads: i32,
+    /// Keep each slot's cache between requests.
+    pub prompt_cache: bool,
+    /// The model's attention window on sliding-window layers (0: none).
+    pub sliding_window: u32,
 }
 
 /// What the context really got (llama.cpp rounds sizes).
@@ -53,6 +62,8 @@ pub(crate) struct EngineLimits {
 /// A generation request, tokenized and checked by the caller.
 pub(crate) struct Job {
     pub tokens: Vec<LlamaToken>,
+    /// The conversation the request continues, if the caller named one.
+    pub cache_key: Option<String>,
     pub sampling: SamplingParams,
     pub cancel: CancelToken,
     /// Raised when the caller stopped listening (it unwound).
@@ -79,6 +90,8 @@ pub(crate) enum Event {
 pub(crate) struct Finish {
     pub reason: FinishReason,
     pub completion_tokens: u32,
+    /// Prompt tokens that were already in the slot's cache.
+    pub cached_tokens: u32,
     pub first_token_at: Option<Instant>,
 }
 
@@ -165,7 +178,7 @@ fn run(
     if ready.send(Ok(limits)).is_err() {
         return;
     }
-    let mut state = Scheduler::new(model, config.slots as usize, limits.context_length, &ctx);
+    let mut state = Scheduler::new(model, config, limits.context_length, &ctx);
     while state.step(&mut ctx, jobs) {}
 }
 
@@ -188,8 +201,9 @@ fn new_context<'m>(
         // Each sequence gets its own `context_length` cells, so one long
         // chat cannot starve the others of cache mid-generation.
         .with_kv_unified(false)
-        // Sliding-window layers keep only their window: far less memory, and
-        // sequences are only ever removed whole.
+        // Sliding-window layers keep only their window (plus a batch): far
+        // less memory. A cached prefix whose window was pushed out is then
+        // read again (see `reuse_prefix`).
         .with_swa_full(false)
         .with_n_threads(config.threads)
         .with_n_threads_batch(config.threads);
@@ -210,6 +224,10 @@ struct Seq {
     pending: Option<LlamaToken>,
     /// Whether this step's batch holds tokens of this sequence.
     in_batch: bool,
+    /// The tokens in this sequence's cache, at positions `0..n_past`.
+    history: Vec<LlamaToken>,
+    /// Prompt tokens found in the cache at admission.
+    cached_tokens: u32,
     /// The index in this step's batch whose logits belong to this sequence.
     logits_at: Option<i32>,
     sampler: LlamaSampler,
@@ -218,8 +236,22 @@ struct Seq {
     first_token_at: Option<Instant>,
 }
 
+/// What a slot's cache holds while no request uses it.
+#[derive(Default)]
+struct SlotCache {
+    /// The tokens at positions `0..tokens.len()` of the slot's sequence.
+    tokens: Vec<LlamaToken>,
+    /// The conversation that left them.
+    key: Option<String>,
+    /// When the slot was last given to a request (admission count).
+    last_used: u64,
+}
+
 struct Scheduler<'m> {
     model: &'m RawModel,
+    prompt_cache: bool,
+    sliding_window: u32,
+    caches: Vec<SlotCache>,
     n_vocab: i32,
     /// End-of-generation tokens, banned for `ignore_eos` requests.
     eog: Vec<LlamaToken>,
@@ -233,10 +265,19 @@ struct Scheduler<'m> {
 }
 
 impl<'m> Scheduler<'m> {
-    fn new(model: &'m RawModel, slots: usize, n_ctx_seq: u32, ctx: &LlamaContext<'_>) -> Self {
+    fn new(
+        model: &'m RawModel,
+        config: &EngineConfig,
+        n_ctx_seq: u32,
+        ctx: &LlamaContext<'_>,
+    ) -> Self {
         let n_batch = ctx.n_batch() as usize;
+        let slots = config.slots as usize;
         Scheduler {
             model,
+            prompt_cache: config.prompt_cache,
+            sliding_window: config.sliding_window,
+            caches: (0..slots).map(|_| SlotCache::default()).collect(),
             n_vocab: model.n_vocab(),
             eog: {
                 let vocab = model.vocab();
@@ -271,7 +312,7 @@ impl<'m> Scheduler<'m> {
             self.queue.push_back(job);
         }
         self.drop_cancelled_waiting();
-        self.admit();
+        self.admit(ctx);
         self.drop_cancelled_active(ctx);
         if self.build_batch().is_err() {
             // Cannot happen (every add is within the batch's size); fail the
@@ -296,6 +337,7 @@ impl<'m> Scheduler<'m> {
                 let _ = job.events.send(Event::Done(Ok(Finish {
                     reason: FinishReason::Cancelled,
                     completion_tokens: 0,
+                    cached_tokens: 0,
                     first_token_at: None,
                 })));
                 false
@@ -305,28 +347,34 @@ impl<'m> Scheduler<'m> {
         });
     }
 
-    fn admit(&mut self) {
-        for (index, slot) in self.slots.iter_mut().enumerate() {
-            if slot.is_some() {
-                continue;
-            }
+    fn admit(&mut self, ctx: &mut LlamaContext<'_>) {
+        while self.slots.iter().any(Option::is_none) {
             let Some(job) = self.queue.pop_front() else {
                 break;
             };
             if job.events.send(Event::Started).is_err() {
                 continue;
             }
+            let index = self.pick_slot(&job);
+            let reused = self.reuse_prefix(ctx, index, &job.tokens);
             let sampler = build_sampler(&job.sampling, self.n_vocab, &self.eog, &job.tokens);
             self.admitted += 1;
-            *slot = Some(Seq {
+            let cache = &mut self.caches[index];
+            cache.last_used = self.admitted;
+            cache.key.clone_from(&job.cache_key);
+            let mut history = std::mem::take(&mut cache.tokens);
+            history.truncate(reused);
+            self.slots[index] = Some(Seq {
                 seq_id: index as i32,
                 admitted: self.admitted,
                 text: TokenText::new(job.sampling.stop.clone()),
                 job,
-                prompt_fed: 0,
-                n_past: 0,
+                prompt_fed: reused,
+                n_past: reused as u32,
                 pending: None,
                 in_batch: false,
+                history,
+                cached_tokens: reused as u32,
                 logits_at: None,
                 sampler,
                 completion_tokens: 0,
@@ -335,11 +383,74 @@ impl<'m> Scheduler<'m> {
         }
     }
 
+    /// The free slot for `job`: the one whose cache shares the longest
+    /// useful prefix with its prompt; when none does, one that last served
+    /// the same conversation, else the least recently used.
+    fn pick_slot(&self, job: &Job) -> usize {
+        let free = (0..self.slots.len()).filter(|&i| self.slots[i].is_none());
+        free.max_by_key(|&i| {
+            let cache = &self.caches[i];
+            let shared = common_prefix(&cache.tokens, &job.tokens);
+            // A prefix counts when taking it keeps at least half of what
+            // the slot holds; a short shared start (BOS, a system prompt)
+            // is not worth evicting another conversation for.
+            let useful = if self.prompt_cache && shared * 2 >= cache.tokens.len() {
+                shared
+            } else {
+                0
+            };
+            let same_key = job.cache_key.is_some() && cache.key == job.cache_key;
+            (useful, same_key, std::cmp::Reverse(cache.last_used))
+        })
+        .expect("admit runs only while a slot is free")
+    }
+
+    /// Keeps the longest prefix of slot `index`'s cache that `prompt` starts
+    /// with and that can be continued, drops the rest of the slot's cells,
+    /// and returns the prefix's length. At least the last prompt token is
+    /// always left to read, since its logits give the first answer token.
+    fn reuse_prefix(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        index: usize,
+        prompt: &[LlamaToken],
+    ) -> usize {
+        let seq_id = index as u32;
+        let cached = &self.caches[index].tokens;
+        let mut keep = if self.prompt_cache {
+            common_prefix(cached, prompt).min(prompt.len().saturating_sub(1))
+        } else {
+            0
+        };
+        if keep > 0 && self.sliding_window > 0 {
+            // Sliding-window layers keep only their last window (plus a
+            // batch) of cells; reading on from `keep` needs the window
+            // before it, which a long answer after it may have pushed out.
+            let oldest = ctx.kv_cache_seq_pos_min(seq_id as i32);
+            let needed = keep.saturating_sub(self.sliding_window as usize);
+            if oldest < 0 || oldest as usize > needed {
+                keep = 0;
+            }
+        }
+        if keep < cached.len() || keep == 0 {
+            let from = (keep > 0).then_some(keep as u32);
+            let removed = ctx.clear_kv_cache_seq(Some(seq_id), from, None);
+            if keep > 0 && !matches!(removed, Ok(true)) {
+                let _ = ctx.clear_kv_cache_seq(Some(seq_id), None, None);
+                keep = 0;
+            }
+        }
+        keep
+    }
+
     fn drop_cancelled_active(&mut self, ctx: &mut LlamaContext<'_>) {
-        for slot in &mut self.slots {
-            if slot.as_ref().is_some_and(|s| s.job.is_cancelled()) {
-                if let Some(seq) = slot.take() {
-                    finish(ctx, seq, Ok(FinishReason::Cancelled));
+        for index in 0..self.slots.len() {
+            if self.slots[index]
+                .as_ref()
+                .is_some_and(|s| s.job.is_cancelled())
+            {
+                if let Some(seq) = self.slots[index].take() {
+                    self.finish(ctx, seq, Ok(FinishReason::Cancelled));
                 }
             }
         }
@@ -389,10 +500,10 @@ impl<'m> Scheduler<'m> {
 
     /// Fails every sequence with a token in the current batch.
     fn fail_batched(&mut self, ctx: &mut LlamaContext<'_>, why: &str) {
-        for slot in &mut self.slots {
-            if slot.as_ref().is_some_and(|s| s.in_batch) {
-                if let Some(seq) = slot.take() {
-                    finish(ctx, seq, Err(BackendError::Internal(why.to_string())));
+        for index in 0..self.slots.len() {
+            if self.slots[index].as_ref().is_some_and(|s| s.in_batch) {
+                if let Some(seq) = self.slots[index].take() {
+                    self.finish(ctx, seq, Err(BackendError::Internal(why.to_string())));
                 }
             }
         }
@@ -407,9 +518,12 @@ impl<'m> Scheduler<'m> {
                 continue;
             }
             seq.in_batch = false;
-            if seq.pending.take().is_some() {
+            if let Some(token) = seq.pending.take() {
+                seq.history.push(token);
                 seq.n_past += 1;
             } else {
+                let fed = &seq.job.tokens[seq.n_past as usize..seq.prompt_fed];
+                seq.history.extend_from_slice(fed);
                 seq.n_past = seq.prompt_fed as u32;
             }
             let Some(at) = seq.logits_at.take() else {
@@ -419,7 +533,7 @@ impl<'m> Scheduler<'m> {
             let outcome = self.on_token(index, token);
             if let Some(result) = outcome {
                 if let Some(seq) = self.slots[index].take() {
-                    finish(ctx, seq, result);
+                    self.finish(ctx, seq, result);
                 }
             }
         }
@@ -459,6 +573,39 @@ impl<'m> Scheduler<'m> {
     }
 }
 
+impl Scheduler<'_> {
+    /// Frees the slot and reports the end. The sequence's cells stay for
+    /// the next request unless the prompt cache is off or the request
+    /// failed (a failed decode leaves the cells in doubt).
+    fn finish(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        seq: Seq,
+        result: BackendResult<FinishReason>,
+    ) {
+        let cache = &mut self.caches[seq.seq_id as usize];
+        if self.prompt_cache && result.is_ok() {
+            cache.tokens = seq.history;
+        } else {
+            cache.tokens = Vec::new();
+            cache.key = None;
+            let _ = ctx.clear_kv_cache_seq(Some(seq.seq_id as u32), None, None);
+        }
+        let done = result.map(|reason| Finish {
+            reason,
+            completion_tokens: seq.completion_tokens,
+            cached_tokens: seq.cached_tokens,
+            first_token_at: seq.first_token_at,
+        });
+        let _ = seq.job.events.send(Event::Done(done));
+    }
+}
+
+/// How many tokens `a` and `b` share from the start.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 fn send_text(seq: &Seq, text: String) {
     if !text.is_empty() {
         let _ = seq.job.events.send(Event::Text(text));
@@ -477,17 +624,6 @@ fn flush(seq: &mut Seq, reason: FinishReason) -> FinishReason {
             reason
         }
     }
-}
-
-/// Frees the sequence's cache cells and slot, and reports the end.
-fn finish(ctx: &mut LlamaContext<'_>, seq: Seq, result: BackendResult<FinishReason>) {
-    let _ = ctx.clear_kv_cache_seq(Some(seq.seq_id as u32), None, None);
-    let done = result.map(|reason| Finish {
-        reason,
-        completion_tokens: seq.completion_tokens,
-        first_token_at: seq.first_token_at,
-    });
-    let _ = seq.job.events.send(Event::Done(done));
 }
 
 fn build_sampler(

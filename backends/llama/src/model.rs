@@ -156,6 +156,7 @@ impl Model for LlamaModel {
         let abandoned = AbandonOnDrop(CancelToken::new());
         self.engine.submit(Job {
             tokens,
+            cache_key: request.cache_key.clone(),
             sampling: request.sampling.clone(),
             cancel: cancel.clone(),
             abandoned: abandoned.0.clone(),
@@ -184,7 +185,7 @@ impl Model for LlamaModel {
                         truncated_tokens,
                         time_to_first_token,
                         total_time,
-                        cached_tokens: 0,
+                        cached_tokens: finish.cached_tokens,
                     });
                 }
             }

@@ -516,3 +516,213 @@ fn corrupt_files_are_invalid_models_with_a_reason() {
     assert!(!reason.ends_with("without saying why"), "{reason}");
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
 }
+
+fn load_cached(slots: u32, prompt_cache: bool) -> Box<dyn Model> {
+    let request = LoadRequest {
+        path: demo_model(),
+        context_length: 2048,
+        threads: threads(),
+        slots,
+        chat_template: None,
+        prompt_cache,
+    };
+    LlamaBackend
+        .load(&request, &mut |_| true)
+        .expect("the demo model loads")
+}
+
+/// One conversation: its turns so far, rendered with the model's template.
+struct Conversation {
+    key: &'static str,
+    turns: Vec<ChatMessage>,
+}
+
+impl Conversation {
+    fn new(key: &'static str) -> Self {
+        Conversation {
+            key,
+            turns: Vec::new(),
+        }
+    }
+
+    fn ask(&mut self, question: &str) {
+        self.turns.push(ChatMessage {
+            role: "user".into(),
+            content: question.into(),
+        });
+    }
+
+    fn answered(&mut self, answer: &str) {
+        self.turns.push(ChatMessage {
+            role: "assistant".into(),
+            content: answer.into(),
+        });
+    }
+
+    fn request(&self, model: &dyn Model) -> GenerateRequest {
+        GenerateRequest {
+            prompt: model.apply_chat_template(&self.turns, true).unwrap(),
+            add_bos: false,
+            sampling: greedy(24),
+            truncation: Truncation::Error,
+            cache_key: Some(self.key.into()),
+        }
+    }
+}
+
+/// Runs the conversation's next request on both models and checks that the
+/// cached one answers exactly as the one that reads every prompt whole.
+fn same_answer(cached: &dyn Model, fresh: &dyn Model, chat: &Conversation) -> Run {
+    let with_cache = run(cached, &chat.request(cached));
+    let without = run(fresh, &chat.request(fresh));
+    assert_eq!(
+        with_cache.text,
+        without.text,
+        "chat {} turn {}: the cache changed the answer",
+        chat.key,
+        chat.turns.len()
+    );
+    assert_eq!(
+        with_cache.summary.completion_tokens,
+        without.summary.completion_tokens
+    );
+    assert_eq!(
+        with_cache.summary.prompt_tokens,
+        without.summary.prompt_tokens
+    );
+    assert_eq!(without.summary.cached_tokens, 0, "the cache is off");
+    with_cache
+}
+
+#[test]
+fn cached_prompts_give_the_same_greedy_answers_as_whole_prompts() {
+    let _serial = serial();
+    let cached = load_cached(1, true);
+    let fresh = load_cached(1, false);
+    let mut a = Conversation::new("a");
+    let mut b = Conversation::new("b");
+
+    a.ask("Repeat these words exactly: amber, falcon, granite, harbor, juniper.");
+    let first = same_answer(cached.as_ref(), fresh.as_ref(), &a);
+    a.answered(&first.text);
+
+    // The next turn reads only what the previous prompt did not hold.
+    a.ask("Repeat these words exactly: lantern, meadow, nickel, orchard, pepper.");
+    let second = same_answer(cached.as_ref(), fresh.as_ref(), &a);
+    assert!(
+        second.summary.cached_tokens + 1 >= first.summary.prompt_tokens,
+        "turn 2 reused {} of the {} tokens of turn 1's prompt",
+        second.summary.cached_tokens,
+        first.summary.prompt_tokens
+    );
+    a.answered(&second.text);
+
+    // Another chat takes the only slot: it shares no more than the opening.
+    b.ask("Repeat these numbers exactly: 314, 271, 161, 141, 173.");
+    let other = same_answer(cached.as_ref(), fresh.as_ref(), &b);
+    assert!(
+        other.summary.cached_tokens < 8,
+        "an unrelated chat reused {} tokens",
+        other.summary.cached_tokens
+    );
+    b.answered(&other.text);
+
+    // Back to the first chat: its history is read again, correctly.
+    a.ask("Repeat these words exactly: quartz, raven, saddle, thistle, umber.");
+    let third = same_answer(cached.as_ref(), fresh.as_ref(), &a);
+
+    // Regenerating reuses everything but the answer it replaces.
+    let again = same_answer(cached.as_ref(), fresh.as_ref(), &a);
+    assert_eq!(again.text, third.text);
+    assert_eq!(
+        again.summary.cached_tokens + 1,
+        again.summary.prompt_tokens,
+        "a regenerate reads only the last prompt token again"
+    );
+    a.answered(&again.text);
+
+    // An answer cancelled half way leaves a cache the next turn can use.
+    a.ask("Repeat these words exactly: velvet, walnut, yarrow, zephyr, anchor.");
+    let cancel = CancelToken::new();
+    let mut pieces = 0;
+    let stopped = run_with(
+        cached.as_ref(),
+        &a.request(cached.as_ref()),
+        &cancel,
+        |_| {
+            pieces += 1;
+            if pieces == 3 {
+                cancel.cancel();
+            }
+        },
+    )
+    .expect("a cancelled generation ends normally");
+    assert_eq!(stopped.summary.finish_reason, FinishReason::Cancelled);
+    let after_cancel = same_answer(cached.as_ref(), fresh.as_ref(), &a);
+    assert!(after_cancel.summary.cached_tokens + 1 >= third.summary.prompt_tokens);
+    a.answered(&after_cancel.text);
+
+    b.ask("Repeat these numbers exactly: 577, 662, 693, 707, 866.");
+    same_answer(cached.as_ref(), fresh.as_ref(), &b);
+}
+
+#[test]
+fn each_chat_keeps_to_the_slot_that_holds_its_history() {
+    let _serial = serial();
+    let model = load_cached(2, true);
+    let mut chats = [Conversation::new("a"), Conversation::new("b")];
+    let questions = [
+        [
+            "What is the capital of France?",
+            "What is the capital of Peru?",
+        ],
+        ["How big is it?", "How high is it?"],
+        ["What is it famous for?", "Who founded it?"],
+    ];
+    let mut last_prompt = [0u32; 2];
+    for (turn, pair) in questions.iter().enumerate() {
+        for (chat, question) in chats.iter_mut().zip(pair) {
+            chat.ask(question);
+            let answer = run(model.as_ref(), &chat.request(model.as_ref()));
+            let i = usize::from(chat.key == "b");
+            if turn > 0 {
+                assert!(
+                    answer.summary.cached_tokens + 1 >= last_prompt[i],
+                    "chat {} turn {}: {} tokens from the cache, the previous prompt had {}",
+                    chat.key,
+                    turn + 1,
+                    answer.summary.cached_tokens,
+                    last_prompt[i]
+                );
+            }
+            last_prompt[i] = answer.summary.prompt_tokens;
+            chat.answered(&answer.text);
+        }
+    }
+}
+
+#[test]
+fn a_prefix_whose_window_was_pushed_out_is_read_again() {
+    let _serial = serial();
+    // Gemma 3's sliding-window layers keep only their last window (plus a
+    // batch) of cells: after a long answer, the cells before it are gone.
+    let cached = load_cached(1, true);
+    let fresh = load_cached(1, false);
+    let prompt = "The history of the printing press begins";
+    let mut long = request(prompt, greedy(1400));
+    long.sampling.ignore_eos = true;
+    let written = run(cached.as_ref(), &long);
+    assert_eq!(written.summary.completion_tokens, 1400);
+
+    // The same prompt again shares all but its last token with the cache,
+    // but the window it needs is gone: it must be read whole, and right.
+    let short = request(prompt, greedy(16));
+    let again = run(cached.as_ref(), &short);
+    assert_eq!(again.summary.cached_tokens, 0);
+    assert_eq!(again.text, run(fresh.as_ref(), &short).text);
+
+    // A short answer leaves the window in place.
+    let third = run(cached.as_ref(), &short);
+    assert_eq!(third.summary.cached_tokens + 1, third.summary.prompt_tokens);
+    assert_eq!(third.text, again.text);
+}
