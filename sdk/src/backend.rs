@@ -225,9 +225,12 @@ pub struct GenerateRequest {
     pub add_bos: bool,
     pub sampling: SamplingParams,
     pub truncation: Truncation,
-    /// Names the conversation the request continues (a chat's id), so that
-    /// its turns keep to the slot that holds its cache when the prompts
-    /// alone do not decide. Only a hint: it never changes the output.
+    /// Whose cache the request may use. A slot's cached prefix is reused
+    /// only by a request with the same key (`None` matches only `None`),
+    /// and requests with the same key prefer the slot they left. The host
+    /// names the user (and the chat, for chat answers), so that no one can
+    /// learn from response times what another user's prompts began with.
+    /// It never changes the output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_key: Option<String>,
 }

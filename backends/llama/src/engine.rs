@@ -62,7 +62,7 @@ pub(crate) struct EngineLimits {
 /// A generation request, tokenized and checked by the caller.
 pub(crate) struct Job {
     pub tokens: Vec<LlamaToken>,
-    /// The conversation the request continues, if the caller named one.
+    /// Whose cache the request may use (see `GenerateRequest::cache_key`).
     pub cache_key: Option<String>,
     pub sampling: SamplingParams,
     pub cancel: CancelToken,
@@ -241,7 +241,8 @@ struct Seq {
 struct SlotCache {
     /// The tokens at positions `0..tokens.len()` of the slot's sequence.
     tokens: Vec<LlamaToken>,
-    /// The conversation that left them.
+    /// The key of the request that left them: only a request with the
+    /// same key may read them.
     key: Option<String>,
     /// When the slot was last given to a request (admission count).
     last_used: u64,
@@ -356,7 +357,7 @@ impl<'m> Scheduler<'m> {
                 continue;
             }
             let index = self.pick_slot(&job);
-            let reused = self.reuse_prefix(ctx, index, &job.tokens);
+            let reused = self.reuse_prefix(ctx, index, &job);
             let sampler = build_sampler(&job.sampling, self.n_vocab, &self.eog, &job.tokens);
             self.admitted += 1;
             let cache = &mut self.caches[index];
@@ -383,42 +384,53 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// The free slot for `job`: the one whose cache shares the longest
-    /// useful prefix with its prompt; when none does, one that last served
-    /// the same conversation, else the least recently used.
+    /// The free slot for `job`: the one whose cache (under the same key)
+    /// shares the longest useful prefix with its prompt; when none does,
+    /// one that the same key left, else the least recently used.
     fn pick_slot(&self, job: &Job) -> usize {
         let free = (0..self.slots.len()).filter(|&i| self.slots[i].is_none());
         free.max_by_key(|&i| {
             let cache = &self.caches[i];
-            let shared = common_prefix(&cache.tokens, &job.tokens);
+            let same_key = cache.key == job.cache_key;
+            let shared = if same_key {
+                self.usable_prefix(cache, &job.tokens)
+            } else {
+                0
+            };
             // A prefix counts when taking it keeps at least half of what
             // the slot holds; a short shared start (BOS, a system prompt)
             // is not worth evicting another conversation for.
-            let useful = if self.prompt_cache && shared * 2 >= cache.tokens.len() {
+            let useful = if shared * 2 >= cache.tokens.len() {
                 shared
             } else {
                 0
             };
-            let same_key = job.cache_key.is_some() && cache.key == job.cache_key;
             (useful, same_key, std::cmp::Reverse(cache.last_used))
         })
         .expect("admit runs only while a slot is free")
     }
 
-    /// Keeps the longest prefix of slot `index`'s cache that `prompt` starts
-    /// with and that can be continued, drops the rest of the slot's cells,
+    /// How much of `cache` a request with `prompt` may keep: the shared
+    /// prefix, less the last prompt token, which must be read for its
+    /// logits.
+    fn usable_prefix(&self, cache: &SlotCache, prompt: &[LlamaToken]) -> usize {
+        if !self.prompt_cache {
+            return 0;
+        }
+        common_prefix(&cache.tokens, prompt).min(prompt.len().saturating_sub(1))
+    }
+
+    /// Keeps the longest prefix of slot `index`'s cache that `job`'s prompt
+    /// starts with and that can be continued (none unless the slot was left
+    /// under `job`'s key), drops the rest of the slot's cells,
     /// and returns the prefix's length. At least the last prompt token is
     /// always left to read, since its logits give the first answer token.
-    fn reuse_prefix(
-        &mut self,
-        ctx: &mut LlamaContext<'_>,
-        index: usize,
-        prompt: &[LlamaToken],
-    ) -> usize {
+    fn reuse_prefix(&mut self, ctx: &mut LlamaContext<'_>, index: usize, job: &Job) -> usize {
         let seq_id = index as u32;
-        let cached = &self.caches[index].tokens;
-        let mut keep = if self.prompt_cache {
-            common_prefix(cached, prompt).min(prompt.len().saturating_sub(1))
+        let cache = &self.caches[index];
+        let cached = cache.tokens.len();
+        let mut keep = if cache.key == job.cache_key {
+            self.usable_prefix(cache, &job.tokens)
         } else {
             0
         };
@@ -432,7 +444,7 @@ impl<'m> Scheduler<'m> {
                 keep = 0;
             }
         }
-        if keep < cached.len() || keep == 0 {
+        if keep < cached || keep == 0 {
             let from = (keep > 0).then_some(keep as u32);
             let removed = ctx.clear_kv_cache_seq(Some(seq_id), from, None);
             if keep > 0 && !matches!(removed, Ok(true)) {

@@ -726,3 +726,23 @@ fn a_prefix_whose_window_was_pushed_out_is_read_again() {
     assert_eq!(third.summary.cached_tokens + 1, third.summary.prompt_tokens);
     assert_eq!(third.text, again.text);
 }
+
+#[test]
+fn a_cached_prefix_is_read_only_under_the_key_that_left_it() {
+    let _serial = serial();
+    let model = load_cached(1, true);
+    let prompt =
+        "<start_of_turn>user\nWhat is my account number?<end_of_turn>\n<start_of_turn>model\n";
+    let ask = |key: &str| {
+        let mut req = request(prompt, greedy(4));
+        req.cache_key = Some(key.into());
+        run(model.as_ref(), &req).summary
+    };
+    assert_eq!(ask("alice").cached_tokens, 0);
+    let again = ask("alice");
+    assert_eq!(again.cached_tokens + 1, again.prompt_tokens);
+    // Another user with the same prompt reads it whole: a quick answer
+    // would tell them what alice asked.
+    assert_eq!(ask("bob").cached_tokens, 0);
+    assert_eq!(ask("alice").cached_tokens, 0, "bob's request took the slot");
+}
