@@ -351,6 +351,8 @@ pub async fn start(
         prompt: Prompt::History(prompt),
         sampling,
         truncation: Truncation::Error,
+        // The chat's turns go back to the slot that holds its cache.
+        cache_key: Some(chat.id.clone()),
     };
     let events = state
         .inference
@@ -683,6 +685,8 @@ impl Progress {
         };
         MessageUsage {
             prompt_tokens: self.prompt_tokens,
+            // Only the final summary says how much came from the cache.
+            cached_tokens: 0,
             completion_tokens: self.pieces,
             time_to_first_token_ms: u64::try_from(first.duration_since(start).as_millis())
                 .unwrap_or(u64::MAX),
@@ -702,6 +706,7 @@ pub async fn recover_interrupted(store: &dyn Store) -> StoreResult<usize> {
     for (answer, owner_id) in &answers {
         let usage = answer.usage.clone().unwrap_or(MessageUsage {
             prompt_tokens: 0,
+            cached_tokens: 0,
             completion_tokens: 0,
             time_to_first_token_ms: 0,
             tokens_per_second: 0.0,
@@ -718,6 +723,7 @@ pub async fn recover_interrupted(store: &dyn Store) -> StoreResult<usize> {
             model: answer.model.clone().unwrap_or_default(),
             source: generation_source::CHAT.to_owned(),
             prompt_tokens: usage.prompt_tokens,
+            cached_tokens: usage.cached_tokens,
             completion_tokens: usage.completion_tokens,
             time_to_first_token_ms: (usage.completion_tokens > 0)
                 .then_some(usage.time_to_first_token_ms),
@@ -760,6 +766,7 @@ fn usage_of(summary: &GenerateSummary) -> MessageUsage {
     };
     MessageUsage {
         prompt_tokens: summary.prompt_tokens,
+        cached_tokens: summary.cached_tokens.min(summary.prompt_tokens),
         completion_tokens: summary.completion_tokens,
         time_to_first_token_ms: seconds_to_ms(summary.time_to_first_token),
         tokens_per_second: (tokens_per_second * 100.0).round() / 100.0,
@@ -892,9 +899,10 @@ mod tests {
             truncated_tokens: 0,
             time_to_first_token: 0.5,
             total_time: 1.5,
-            cached_tokens: 0,
+            cached_tokens: 7,
         };
         let usage = usage_of(&summary);
+        assert_eq!(usage.cached_tokens, 7);
         assert_eq!(usage.time_to_first_token_ms, 500);
         assert_eq!(usage.tokens_per_second, 10.0);
     }

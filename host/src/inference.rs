@@ -7,14 +7,15 @@
 //! job: the backend stops within a decode step and frees the slot.
 
 pub mod backends;
+pub mod history;
 pub mod manager;
 pub mod scheduler;
 
 use std::sync::Arc;
 
 use corral_sdk::backend::{
-    BackendError, CancelToken, ChatMessage, GenerateRequest, GenerateSummary, Model,
-    SamplingParams, TokenEvent, Truncation,
+    BackendError, CancelToken, ChatMessage, GenerateRequest, GenerateSummary, SamplingParams,
+    TokenEvent, Truncation,
 };
 use tokio::sync::mpsc;
 
@@ -54,7 +55,9 @@ pub enum Prompt {
     /// A stored conversation, rendered with the chat template (system
     /// messages first) after dropping its oldest turns (never a system
     /// message, never the last message) until prompt and `max_tokens` fit
-    /// the context.
+    /// the context. Turns go in blocks, so that the prompt's start stays
+    /// the same for many turns and the backend can reuse its cache (see
+    /// [`history::fit_history`]).
     History(Vec<ChatMessage>),
 }
 
@@ -66,6 +69,11 @@ pub struct Job {
     pub prompt: Prompt,
     pub sampling: SamplingParams,
     pub truncation: Truncation,
+    /// Names the conversation (a chat's id): its turns keep to the slot
+    /// that holds its cache, and only its own requests read that cache.
+    /// Without one, the user's requests share theirs. Another user's
+    /// cache is never read, whatever the key.
+    pub cache_key: Option<String>,
 }
 
 /// What a job reports, in order: positions while queued, `Started`, text,
@@ -162,7 +170,8 @@ async fn run(
             Prompt::Chat(messages) => (model.apply_chat_template(&messages, true)?, false),
             Prompt::Text(text) => (text, true),
             Prompt::History(messages) => {
-                (fit_history(model.as_ref(), messages, &job.sampling)?, false)
+                let prompt = history::fit_history(model.as_ref(), messages, &job.sampling)?;
+                (prompt, false)
             }
         };
         let request = GenerateRequest {
@@ -170,7 +179,12 @@ async fn run(
             add_bos,
             sampling: job.sampling,
             truncation: job.truncation,
-            cache_key: None,
+            // Caches are never shared between users: the user's id is
+            // always part of the key.
+            cache_key: Some(match &job.cache_key {
+                Some(key) => format!("{}/{key}", job.user_id),
+                None => job.user_id.clone(),
+            }),
         };
         let mut sink = |event: TokenEvent| {
             let event = match event {
@@ -192,52 +206,4 @@ async fn run(
             "the generation task failed: {err}"
         ))),
     }
-}
-
-/// Renders `messages` with the chat template, first dropping the oldest
-/// turns that do not fit the context along with `max_tokens` of answer.
-/// System messages and the last message always stay; if even they do not
-/// fit, the backend's own context check reports it.
-fn fit_history(
-    model: &dyn Model,
-    messages: Vec<ChatMessage>,
-    sampling: &SamplingParams,
-) -> Result<String, BackendError> {
-    let budget = model.info().context_length as usize;
-    let answer = sampling.max_tokens as usize;
-    let (system, turns): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| m.role == "system");
-    // The prompt without the `drop` oldest turns (an answer left at the
-    // front without its question goes too), and whether it fits.
-    let render = |drop: usize| -> Result<(String, bool), BackendError> {
-        let mut kept = &turns[drop.min(turns.len().saturating_sub(1))..];
-        if kept.len() > 1 && kept[0].role == "assistant" {
-            kept = &kept[1..];
-        }
-        let all: Vec<ChatMessage> = system.iter().chain(kept).cloned().collect();
-        let prompt = model.apply_chat_template(&all, true)?;
-        let fits = model.tokenize(&prompt, false)?.len() + answer <= budget;
-        Ok((prompt, fits))
-    };
-    let whole = render(0)?;
-    if whole.1 || turns.len() <= 1 {
-        return Ok(whole.0);
-    }
-    // The fewest turns to drop, by bisection: each try renders and
-    // tokenizes the whole prompt once.
-    let (mut lo, mut hi) = (1, turns.len() - 1);
-    let mut best = render(hi)?;
-    if !best.1 {
-        return Ok(best.0);
-    }
-    while lo < hi {
-        let mid = (lo + hi) / 2;
-        let tried = render(mid)?;
-        if tried.1 {
-            hi = mid;
-            best = tried;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    Ok(best.0)
 }

@@ -62,6 +62,8 @@ impl Histogram {
 struct ModelCounters {
     generations: u64,
     prompt_tokens: u64,
+    /// Prompt tokens a backend took from its cache (part of `prompt_tokens`).
+    cached_prompt_tokens: u64,
     completion_tokens: u64,
     /// Texts embedded.
     embedded_inputs: u64,
@@ -80,6 +82,8 @@ type HistogramOf = fn(&ModelCounters) -> &Histogram;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Generation {
     pub prompt_tokens: u32,
+    /// Prompt tokens taken from the cache (part of `prompt_tokens`).
+    pub cached_tokens: u32,
     pub completion_tokens: u32,
     /// Seconds from the start to the first token.
     pub ttft_secs: f64,
@@ -91,6 +95,7 @@ impl From<&corral_sdk::backend::GenerateSummary> for Generation {
     fn from(s: &corral_sdk::backend::GenerateSummary) -> Self {
         Generation {
             prompt_tokens: s.prompt_tokens,
+            cached_tokens: s.cached_tokens,
             completion_tokens: s.completion_tokens,
             ttft_secs: s.time_to_first_token,
             total_secs: s.total_time,
@@ -181,6 +186,7 @@ impl Metrics {
         let m = inner.models.entry(model.to_owned()).or_default();
         m.generations += 1;
         m.prompt_tokens += u64::from(g.prompt_tokens);
+        m.cached_prompt_tokens += u64::from(g.cached_tokens.min(g.prompt_tokens));
         m.completion_tokens += u64::from(g.completion_tokens);
         m.ttft.observe(g.ttft_secs);
         m.duration.observe(g.total_secs);
@@ -233,7 +239,7 @@ impl Metrics {
         // series only for models that embedded: a text model shows no
         // embeddings at 0 and an embedding model no latencies.
         let generated = |m: &&ModelCounters| m.generations > 0;
-        let counters: [(&str, &str, CounterOf); 4] = [
+        let counters: [(&str, &str, CounterOf); 5] = [
             (
                 "corral_generations_total",
                 "Finished generations per model.",
@@ -243,6 +249,12 @@ impl Metrics {
                 "corral_prompt_tokens_total",
                 "Prompt tokens read per model (generations and embeddings).",
                 |m| m.prompt_tokens,
+            ),
+            (
+                "corral_prompt_tokens_cached_total",
+                "Prompt tokens per model taken from the cache of an earlier request \
+                 instead of being read again (part of corral_prompt_tokens_total).",
+                |m| m.cached_prompt_tokens,
             ),
             (
                 "corral_generated_tokens_total",
@@ -259,7 +271,12 @@ impl Metrics {
             page.family(name, "counter", help);
             for (model, m) in &inner.models {
                 let value = get(m);
-                if value > 0 || name == "corral_prompt_tokens_total" {
+                // The prompt token counters show at 0 too (the cached one
+                // for models that generate), so that a rate over them
+                // starts at zero instead of at the first cached prompt.
+                let always = name == "corral_prompt_tokens_total"
+                    || (name == "corral_prompt_tokens_cached_total" && m.generations > 0);
+                if value > 0 || always {
                     page.sample(name, &[("model", model)], value as f64);
                 }
             }
@@ -423,9 +440,31 @@ mod tests {
             "gemma",
             Generation {
                 prompt_tokens: 5,
+                cached_tokens: 3,
                 completion_tokens: 11,
                 ttft_secs: 0.2,
                 total_secs: 1.2,
+            },
+        );
+        metrics.record_generation(
+            "gemma",
+            Generation {
+                prompt_tokens: 9,
+                cached_tokens: 4,
+                completion_tokens: 1,
+                ttft_secs: 0.1,
+                total_secs: 0.1,
+            },
+        );
+        // A model that never read from its cache still shows the counter.
+        metrics.record_generation(
+            "qwen",
+            Generation {
+                prompt_tokens: 7,
+                cached_tokens: 0,
+                completion_tokens: 2,
+                ttft_secs: 0.1,
+                total_secs: 0.3,
             },
         );
         metrics.record_embedding("minilm", 3, 12);
@@ -436,12 +475,15 @@ mod tests {
         metrics.render_counters(&mut page);
         let text = page.finish();
         for line in [
-            "corral_prompt_tokens_total{model=\"gemma\"} 5",
-            "corral_generated_tokens_total{model=\"gemma\"} 11",
-            "corral_time_to_first_token_seconds_bucket{model=\"gemma\",le=\"0.25\"} 1",
-            "corral_time_to_first_token_seconds_bucket{model=\"gemma\",le=\"0.1\"} 0",
-            "corral_time_to_first_token_seconds_count{model=\"gemma\"} 1",
-            "corral_generation_duration_seconds_bucket{model=\"gemma\",le=\"+Inf\"} 1",
+            "corral_prompt_tokens_total{model=\"gemma\"} 14",
+            "corral_prompt_tokens_cached_total{model=\"gemma\"} 7",
+            "corral_prompt_tokens_cached_total{model=\"qwen\"} 0",
+            "# TYPE corral_prompt_tokens_cached_total counter",
+            "corral_generated_tokens_total{model=\"gemma\"} 12",
+            "corral_time_to_first_token_seconds_bucket{model=\"gemma\",le=\"0.25\"} 2",
+            "corral_time_to_first_token_seconds_bucket{model=\"gemma\",le=\"0.1\"} 1",
+            "corral_time_to_first_token_seconds_count{model=\"gemma\"} 2",
+            "corral_generation_duration_seconds_bucket{model=\"gemma\",le=\"+Inf\"} 2",
             "corral_last_tokens_per_second{model=\"gemma\"} 10",
             "corral_http_requests_total{method=\"GET\",route=\"/api/models/{id}\",status=\"4xx\"} 1",
             "corral_embedded_inputs_total{model=\"minilm\"} 3",
@@ -457,6 +499,7 @@ mod tests {
             "corral_time_to_first_token_seconds_count{model=\"minilm\"}",
             "corral_generations_total{model=\"minilm\"}",
             "corral_embedded_inputs_total{model=\"gemma\"}",
+            "corral_prompt_tokens_cached_total{model=\"minilm\"}",
         ] {
             assert!(!text.contains(absent), "`{absent}` in:\n{text}");
         }

@@ -246,6 +246,12 @@ pub struct MessageUsage {
     /// Tokens of the prompt the answer was generated from (the template,
     /// the system prompt and the history that fitted the context).
     pub prompt_tokens: u32,
+    /// Prompt tokens the model took from its cache of the conversation's
+    /// earlier turns instead of reading them again (part of
+    /// `prompt_tokens`; 0 for answers stored before it was counted).
+    #[serde(default)]
+    #[schema(required = true)]
+    pub cached_tokens: u32,
     pub completion_tokens: u32,
     /// From the start of the generation to its first token.
     pub time_to_first_token_ms: u64,
@@ -271,6 +277,9 @@ pub struct Generation {
     /// See [`generation_source`].
     pub source: String,
     pub prompt_tokens: u32,
+    /// Prompt tokens taken from the cache (part of `prompt_tokens`).
+    #[serde(default)]
+    pub cached_tokens: u32,
     pub completion_tokens: u32,
     /// Milliseconds to the first token; absent when none came.
     pub time_to_first_token_ms: Option<u64>,
@@ -292,6 +301,7 @@ impl Generation {
             model: model.to_owned(),
             source: source.to_owned(),
             prompt_tokens: summary.prompt_tokens,
+            cached_tokens: summary.cached_tokens.min(summary.prompt_tokens),
             completion_tokens: summary.completion_tokens,
             time_to_first_token_ms: (summary.completion_tokens > 0)
                 .then(|| ms(summary.time_to_first_token)),
@@ -313,6 +323,7 @@ impl Generation {
             model: model.to_owned(),
             source: source.to_owned(),
             prompt_tokens: 0,
+            cached_tokens: 0,
             completion_tokens: 0,
             time_to_first_token_ms: None,
             duration_ms,
@@ -330,6 +341,8 @@ pub struct GenerationTotals {
     pub generations: u64,
     pub failed: u64,
     pub prompt_tokens: u64,
+    /// Prompt tokens taken from the cache (part of `prompt_tokens`).
+    pub cached_prompt_tokens: u64,
     pub completion_tokens: u64,
     /// Sum and count of the times to first token that were measured.
     pub ttft_sum_ms: u64,

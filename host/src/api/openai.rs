@@ -285,6 +285,16 @@ pub struct OaUsage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    pub prompt_tokens_details: OaPromptTokensDetails,
+}
+
+/// What the prompt's tokens were.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OaPromptTokensDetails {
+    /// Prompt tokens taken from the model's cache of an earlier request
+    /// that began the same way, instead of being read again (part of
+    /// `prompt_tokens`).
+    pub cached_tokens: u32,
 }
 
 /// The answer message.
@@ -451,6 +461,7 @@ async fn generate(
         prompt: g.prompt,
         sampling,
         truncation: Truncation::Error,
+        cache_key: None,
     };
     let cancel = CancelToken::new();
     let events = state
@@ -650,6 +661,9 @@ fn usage_of(summary: &GenerateSummary) -> OaUsage {
         prompt_tokens: summary.prompt_tokens,
         completion_tokens: summary.completion_tokens,
         total_tokens: summary.prompt_tokens + summary.completion_tokens,
+        prompt_tokens_details: OaPromptTokensDetails {
+            cached_tokens: summary.cached_tokens.min(summary.prompt_tokens),
+        },
     }
 }
 
@@ -1065,6 +1079,7 @@ fn embedding_generation(
         model: model.to_owned(),
         source: generation_source::OPENAI.to_owned(),
         prompt_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+        cached_tokens: 0,
         completion_tokens: 0,
         time_to_first_token_ms: None,
         duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),

@@ -72,6 +72,9 @@ pub struct ModelUsage {
     pub generations: u64,
     pub failed: u64,
     pub prompt_tokens: u64,
+    /// Prompt tokens taken from the model's cache of an earlier request
+    /// instead of being read again (part of `prompt_tokens`).
+    pub cached_prompt_tokens: u64,
     pub completion_tokens: u64,
     /// Mean time to first token, over the generations that had one.
     pub avg_time_to_first_token_ms: Option<f64>,
@@ -91,6 +94,7 @@ fn model_usage(rows: &[GenerationTotals]) -> (Vec<ModelUsage>, Vec<ModelUsage>) 
         sum.generations += t.generations;
         sum.failed += t.failed;
         sum.prompt_tokens += t.prompt_tokens;
+        sum.cached_prompt_tokens += t.cached_prompt_tokens;
         sum.completion_tokens += t.completion_tokens;
         sum.ttft_sum_ms += t.ttft_sum_ms;
         sum.ttft_count += t.ttft_count;
@@ -107,6 +111,7 @@ fn usage_of(day: Option<NaiveDate>, t: &GenerationTotals) -> ModelUsage {
         generations: t.generations,
         failed: t.failed,
         prompt_tokens: t.prompt_tokens,
+        cached_prompt_tokens: t.cached_prompt_tokens,
         completion_tokens: t.completion_tokens,
         avg_time_to_first_token_ms: (t.ttft_count > 0)
             .then(|| t.ttft_sum_ms as f64 / t.ttft_count as f64),
@@ -320,6 +325,7 @@ mod tests {
                 generations: 2,
                 failed: 1,
                 prompt_tokens: 10,
+                cached_prompt_tokens: 4,
                 completion_tokens: completion,
                 ttft_sum_ms: ttft.0,
                 ttft_count: ttft.1,
@@ -340,6 +346,8 @@ mod tests {
         let a = &totals[0];
         assert_eq!((a.model.as_str(), a.day), ("a", None));
         assert_eq!((a.generations, a.failed, a.completion_tokens), (4, 2, 150));
+        assert_eq!((a.prompt_tokens, a.cached_prompt_tokens), (20, 8));
+        assert_eq!(days[2].cached_prompt_tokens, 4);
         assert_eq!(a.tokens_per_second, Some(30.0));
         assert_eq!(a.avg_time_to_first_token_ms, Some(400.0 / 3.0));
     }

@@ -79,6 +79,7 @@ cases![
     comment_order_and_internal,
     usage_daily_counts,
     generation_totals_per_day_and_model,
+    generation_totals_sum_cached_prompt_tokens,
     audit_list,
     settings_round_trip,
     model_round_trip_and_name_conflict,
@@ -1916,6 +1917,7 @@ pub async fn message_order_and_update(s: &dyn Store) {
     );
     let usage = MessageUsage {
         prompt_tokens: 31,
+        cached_tokens: 24,
         completion_tokens: 12,
         time_to_first_token_ms: 87,
         tokens_per_second: 41.25,
@@ -1990,6 +1992,7 @@ pub async fn answer_progress_and_interrupt(s: &dyn Store) {
     }
     let so_far = MessageUsage {
         prompt_tokens: 20,
+        cached_tokens: 0,
         completion_tokens: 5,
         time_to_first_token_ms: 40,
         tokens_per_second: 25.0,
@@ -2765,6 +2768,7 @@ pub async fn generation_totals_per_day_and_model(s: &dyn Store) {
             model: model.to_string(),
             source: generation_source::CHAT.to_string(),
             prompt_tokens: prompt,
+            cached_tokens: 0,
             completion_tokens: completion,
             time_to_first_token_ms: ttft,
             duration_ms: duration,
@@ -2780,6 +2784,7 @@ pub async fn generation_totals_per_day_and_model(s: &dyn Store) {
             generations: 3,
             failed: 1,
             prompt_tokens: 17,
+            cached_prompt_tokens: 0,
             completion_tokens: 23,
             ttft_sum_ms: 250,
             ttft_count: 2,
@@ -2791,6 +2796,7 @@ pub async fn generation_totals_per_day_and_model(s: &dyn Store) {
             generations: 1,
             failed: 0,
             prompt_tokens: 4,
+            cached_prompt_tokens: 0,
             completion_tokens: 8,
             ttft_sum_ms: 30,
             ttft_count: 1,
@@ -2802,6 +2808,7 @@ pub async fn generation_totals_per_day_and_model(s: &dyn Store) {
             generations: 1,
             failed: 0,
             prompt_tokens: 1,
+            cached_prompt_tokens: 0,
             completion_tokens: 2,
             ttft_sum_ms: 10,
             ttft_count: 1,
@@ -2819,6 +2826,7 @@ pub async fn generation_totals_per_day_and_model(s: &dyn Store) {
             generations: 2,
             failed: 1,
             prompt_tokens: 7,
+            cached_prompt_tokens: 0,
             completion_tokens: 3,
             ttft_sum_ms: 50,
             ttft_count: 1,
@@ -2833,6 +2841,108 @@ pub async fn generation_totals_per_day_and_model(s: &dyn Store) {
     assert!(
         ok!(s.generation_totals(day("2031-03-02"), day("2031-03-01"), None)).is_empty(),
         "an empty range"
+    );
+}
+
+/// Prompt tokens taken from a model's cache are summed per day and model
+/// like the prompt tokens they are part of.
+pub async fn generation_totals_sum_cached_prompt_tokens(s: &dyn Store) {
+    let generations = [
+        // (user, model, status, prompt, cached, at)
+        (
+            "u1",
+            "m-a",
+            MessageStatus::Complete,
+            100,
+            90,
+            "2031-03-01T08:00:00.000Z",
+        ),
+        (
+            "u1",
+            "m-a",
+            MessageStatus::Complete,
+            50,
+            0,
+            "2031-03-01T09:00:00.000Z",
+        ),
+        (
+            "u2",
+            "m-a",
+            MessageStatus::Cancelled,
+            40,
+            30,
+            "2031-03-01T10:00:00.000Z",
+        ),
+        (
+            "u2",
+            "m-a",
+            MessageStatus::Failed,
+            0,
+            0,
+            "2031-03-01T11:00:00.000Z",
+        ),
+        (
+            "u1",
+            "m-b",
+            MessageStatus::Complete,
+            20,
+            20,
+            "2031-03-01T12:00:00.000Z",
+        ),
+        (
+            "u1",
+            "m-a",
+            MessageStatus::Complete,
+            10,
+            5,
+            "2031-03-02T00:00:00.000Z",
+        ),
+    ];
+    for (user_id, model, status, prompt, cached, at) in generations {
+        ok!(s.record_generation(&Generation {
+            id: new_id(),
+            user_id: user_id.to_string(),
+            model: model.to_string(),
+            source: generation_source::CHAT.to_string(),
+            prompt_tokens: prompt,
+            cached_tokens: cached,
+            completion_tokens: 1,
+            time_to_first_token_ms: Some(10),
+            duration_ms: 100,
+            status,
+            at: t(at),
+        }));
+    }
+    let sums = |rows: &[GenerationTotals]| -> Vec<(String, String, u64, u64)> {
+        rows.iter()
+            .map(|r| {
+                (
+                    r.day.to_string(),
+                    r.model.clone(),
+                    r.prompt_tokens,
+                    r.cached_prompt_tokens,
+                )
+            })
+            .collect()
+    };
+    let all = ok!(s.generation_totals(day("2031-03-01"), day("2031-03-02"), None));
+    assert_eq!(
+        sums(&all),
+        vec![
+            ("2031-03-01".to_string(), "m-a".to_string(), 190, 120),
+            ("2031-03-01".to_string(), "m-b".to_string(), 20, 20),
+            ("2031-03-02".to_string(), "m-a".to_string(), 10, 5),
+        ],
+        "all users"
+    );
+    let u1 = ok!(s.generation_totals(day("2031-03-01"), day("2031-03-01"), Some("u1")));
+    assert_eq!(
+        sums(&u1),
+        vec![
+            ("2031-03-01".to_string(), "m-a".to_string(), 150, 90),
+            ("2031-03-01".to_string(), "m-b".to_string(), 20, 20),
+        ],
+        "one user, one day"
     );
 }
 

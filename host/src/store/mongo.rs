@@ -1196,6 +1196,9 @@ impl UsageRepo for MongoStore {
                 "generations": { "$sum": 1 },
                 "failed": { "$sum": "$n_failed" },
                 "prompt_tokens": { "$sum": "$prompt_tokens" },
+                // Generations recorded before this was counted have no
+                // such field, and `$sum` takes a missing one as 0.
+                "cached_prompt_tokens": { "$sum": "$cached_tokens" },
                 "completion_tokens": { "$sum": "$completion_tokens" },
                 "ttft_sum_ms": { "$sum": "$time_to_first_token_ms" },
                 "ttft_count": { "$sum": "$n_ttft" },
@@ -1214,6 +1217,7 @@ impl UsageRepo for MongoStore {
                     generations: as_u64(group.get("generations"))?,
                     failed: as_u64(group.get("failed"))?,
                     prompt_tokens: as_u64(group.get("prompt_tokens"))?,
+                    cached_prompt_tokens: as_u64(group.get("cached_prompt_tokens"))?,
                     completion_tokens: as_u64(group.get("completion_tokens"))?,
                     ttft_sum_ms: as_u64(group.get("ttft_sum_ms"))?,
                     ttft_count: as_u64(group.get("ttft_count"))?,
@@ -1447,6 +1451,70 @@ mod tests {
             "a seed above i64::MAX keeps its bits"
         );
         assert_eq!(chat_from_doc(stored).unwrap(), tuned);
+    }
+
+    #[tokio::test]
+    async fn documents_from_before_cached_tokens_count_none() {
+        let (_server, store) = store().await;
+        let at = time::parse("2031-03-01T10:00:00Z").unwrap();
+        let day = at.date_naive();
+        let a = chat("alice", "Old", at);
+        store.create_chat(&a).await.unwrap();
+        let mut answer = message(&a.id, "Hi", at);
+        answer.role = MessageRole::Assistant;
+        answer.usage = Some(MessageUsage {
+            prompt_tokens: 12,
+            cached_tokens: 5,
+            completion_tokens: 3,
+            time_to_first_token_ms: 40,
+            tokens_per_second: 20.0,
+        });
+        store.add_message(&answer).await.unwrap();
+        let mut old = Generation::failed("alice", "m", "chat", 10);
+        old.prompt_tokens = 12;
+        old.cached_tokens = 5;
+        old.at = at;
+        store.record_generation(&old).await.unwrap();
+        // Documents written before cached tokens were counted lack them.
+        store
+            .messages
+            .update_one(
+                doc! { "_id": &answer.id },
+                doc! { "$unset": { "usage.cached_tokens": "" } },
+            )
+            .await
+            .unwrap();
+        store
+            .generations
+            .update_one(
+                doc! { "_id": &old.id },
+                doc! { "$unset": { "cached_tokens": "" } },
+            )
+            .await
+            .unwrap();
+        let raw = store
+            .generations
+            .find_one(doc! { "_id": &old.id })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!raw.contains_key("cached_tokens"), "{raw:?}");
+
+        let read = store.list_messages(&a.id).await.unwrap();
+        let usage = read[0].usage.clone().unwrap();
+        assert_eq!((usage.prompt_tokens, usage.cached_tokens), (12, 0));
+
+        let mut new = old.clone();
+        new.id = new_id();
+        new.prompt_tokens = 30;
+        new.cached_tokens = 25;
+        store.record_generation(&new).await.unwrap();
+        let totals = store.generation_totals(day, day, None).await.unwrap();
+        assert_eq!(totals.len(), 1);
+        assert_eq!(
+            (totals[0].prompt_tokens, totals[0].cached_prompt_tokens),
+            (42, 25)
+        );
     }
 
     #[tokio::test]

@@ -195,6 +195,11 @@ CREATE INDEX generations_user_at ON generations (user_id, at);
 -- A chat's own sampling settings, as JSON; NULL when it has none.
 ALTER TABLE chats ADD COLUMN sampling TEXT;
 ",
+    r"
+-- Prompt tokens a generation took from the model's cache; generations
+-- counted before this was measured took none.
+ALTER TABLE generations ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 /// A table and its columns, in the order the row codecs below use.
@@ -369,6 +374,7 @@ const GENERATIONS: Table = Table {
         "duration_ms",
         "status",
         "at",
+        "cached_tokens",
     ],
 };
 
@@ -1587,6 +1593,7 @@ impl UsageRepo for SqliteStore {
             i64::try_from(g.duration_ms).unwrap_or(i64::MAX).into(),
             enum_text(&g.status)?,
             at(&g.at),
+            g.cached_tokens.into(),
         ];
         self.execute(GENERATIONS.insert_sql(), values).await?;
         Ok(())
@@ -1609,7 +1616,7 @@ impl UsageRepo for SqliteStore {
             "SELECT substr(at, 1, 10) AS day, model, COUNT(*), \
              COALESCE(SUM(status = 'failed'), 0), COALESCE(SUM(prompt_tokens), 0), \
              COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(ttft_ms), 0), COUNT(ttft_ms), \
-             COALESCE(SUM(duration_ms), 0) FROM generations{} \
+             COALESCE(SUM(duration_ms), 0), COALESCE(SUM(cached_tokens), 0) FROM generations{} \
              GROUP BY day, model ORDER BY day, model",
             filter.where_sql()
         );
@@ -1624,6 +1631,7 @@ impl UsageRepo for SqliteStore {
                 ttft_sum_ms: count(r.get(6)?),
                 ttft_count: count(r.get(7)?),
                 duration_ms: count(r.get(8)?),
+                cached_prompt_tokens: count(r.get(9)?),
             })
         })
         .await
@@ -1847,6 +1855,66 @@ mod tests {
         let read = store.get_chat("u", &old.id, now).await.unwrap().unwrap();
         assert_eq!(read, old);
         assert!(read.sampling.is_empty());
+    }
+
+    #[tokio::test]
+    async fn usage_stored_before_cached_tokens_reads_as_none_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corral.db");
+        let old_chat = chat("u", "Before");
+        let answer_id = new_id();
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..4] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 4).unwrap();
+            tx.commit().unwrap();
+            conn.execute(
+                &CHATS.insert_sql(),
+                params_from_iter(chat_values(&old_chat).unwrap()),
+            )
+            .unwrap();
+            // An answer's usage as JSON and a generation row, both written
+            // before cached tokens were counted.
+            conn.execute(
+                "INSERT INTO messages (id, chat_id, role, content, status, error, created_at, \
+                 model, usage) VALUES (?1, ?2, 'assistant', 'Hi', 'complete', NULL, \
+                 '2026-01-01T00:00:01.000Z', 'm', ?3)",
+                rusqlite::params![
+                    answer_id,
+                    old_chat.id,
+                    r#"{"prompt_tokens":12,"completion_tokens":3,"time_to_first_token_ms":40,"tokens_per_second":20.0}"#
+                ],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO generations (id, user_id, model, source, prompt_tokens, \
+                 completion_tokens, ttft_ms, duration_ms, status, at) \
+                 VALUES ('g1', 'u', 'm', 'chat', 12, 3, 40, 140, 'complete', \
+                 '2026-01-01T00:00:01.000Z')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let messages = store.list_messages(&old_chat.id).await.unwrap();
+        let usage = messages[0].usage.clone().expect("the old usage");
+        assert_eq!((usage.prompt_tokens, usage.cached_tokens), (12, 0));
+
+        let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let mut new = Generation::failed("u", "m", "chat", 10);
+        new.prompt_tokens = 30;
+        new.cached_tokens = 25;
+        new.at = t("2026-01-01T12:00:00Z");
+        store.record_generation(&new).await.unwrap();
+        let totals = store.generation_totals(day, day, None).await.unwrap();
+        assert_eq!(totals.len(), 1);
+        assert_eq!(
+            (totals[0].prompt_tokens, totals[0].cached_prompt_tokens),
+            (42, 25)
+        );
     }
 
     #[tokio::test]

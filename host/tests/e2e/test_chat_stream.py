@@ -28,7 +28,7 @@ GREEDY = {"max_tokens": 24, "temperature": 0, "seed": 1}
 LONG = {"max_tokens": 400, "temperature": 0, "seed": 1}
 LONG_PROMPT = "Count from 1 to 500, separated by commas: 1, 2, 3, 4, 5,"
 STREAM_TIMEOUT = (5, 180)
-USAGE_KEYS = {"prompt_tokens", "completion_tokens", "time_to_first_token_ms", "tokens_per_second"}
+USAGE_KEYS = {"prompt_tokens", "cached_tokens", "completion_tokens", "time_to_first_token_ms", "tokens_per_second"}
 KNOWN = {"user_message", "assistant_message", "queued", "started", "delta", "done", "error"}
 
 

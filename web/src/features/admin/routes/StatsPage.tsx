@@ -21,7 +21,7 @@ import { formatNumber } from "@/lib/format";
 import { usePlatformStats } from "../api/admin";
 import { ChartFigure, usePalette } from "../components/ChartFigure";
 import type { Palette } from "../components/ChartFigure";
-import { daysBetween, lastDays, speedPerDay, tokensPerDay, usageByModel } from "../utils/stats";
+import { cachedPrompt, daysBetween, lastDays, speedPerDay, tokensPerDay, usageByModel } from "../utils/stats";
 import type { DateRange } from "../utils/stats";
 
 type Preset = "7" | "30" | "90" | "custom";
@@ -41,6 +41,9 @@ function longDay(day: string): string {
 
 const num = (value: number | null | undefined, digits = 0) => formatNumber(value, digits);
 
+const percent = (share: number) =>
+  new Intl.NumberFormat(i18n.language, { style: "percent", maximumFractionDigits: 1 }).format(share);
+
 function chartParts(palette: Palette) {
   return {
     grid: <CartesianGrid stroke={palette.grid} strokeDasharray="3 3" />,
@@ -59,11 +62,12 @@ function chartParts(palette: Palette) {
   };
 }
 
-function Total({ label, value }: { label: string; value: string }) {
+function Total({ label, value, detail }: { label: string; value: string; detail?: string }) {
   return (
     <div className="card p-3">
       <dt className="text-sm muted">{label}</dt>
       <dd className="text-2xl font-semibold tabular-nums">{value}</dd>
+      {detail && <dd className="text-xs muted tabular-nums">{detail}</dd>}
     </div>
   );
 }
@@ -104,7 +108,7 @@ export default function StatsPage() {
       data.totals.tickets_resolved +
       generations +
       data.days.reduce((s, d) => s + d.active_users, 0);
-    return { tokens, speed, models, tokenTotal, generations, empty: activity === 0 };
+    return { tokens, speed, models, tokenTotal, generations, cached: cachedPrompt(data.models), empty: activity === 0 };
   }, [data]);
 
   const dayColumn = { label: t("stats.columns.day"), value: (row: { day: string }) => longDay(row.day) };
@@ -182,13 +186,22 @@ export default function StatsPage() {
             <h2 id="stats-totals" className="sr-only">
               {t("stats.totals.title")}
             </h2>
-            <dl className="grid grid-cols-2 gap-3 sm:grid-cols-4 lg:grid-cols-8">
+            <dl className="grid grid-cols-2 gap-3 sm:grid-cols-3 lg:grid-cols-9">
               <Total label={t("stats.totals.users")} value={num(data.users_total)} />
               <Total label={t("stats.totals.newUsers")} value={num(data.totals.new_users)} />
               <Total label={t("stats.totals.chats")} value={num(data.totals.chats)} />
               <Total label={t("stats.totals.messages")} value={num(data.totals.messages)} />
               <Total label={t("stats.totals.generations")} value={num(derived.generations)} />
               <Total label={t("stats.totals.tokens")} value={num(derived.tokenTotal)} />
+              <Total
+                label={t("stats.totals.cachedPrompt")}
+                value={num(derived.cached.cached)}
+                detail={
+                  derived.cached.share == null
+                    ? undefined
+                    : t("stats.totals.cachedShare", { share: percent(derived.cached.share) })
+                }
+              />
               <Total label={t("stats.totals.ticketsOpened")} value={num(data.totals.tickets_opened)} />
               <Total label={t("stats.totals.ticketsResolved")} value={num(data.totals.tickets_resolved)} />
             </dl>

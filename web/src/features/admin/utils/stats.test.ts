@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { daysBetween, lastDays, speedPerDay, tokensPerDay, usageByModel } from "./stats";
+import { cachedPrompt, daysBetween, lastDays, speedPerDay, tokensPerDay, usageByModel } from "./stats";
 
 const usage = (model: string, day: string | null, prompt: number, completion: number, extra = {}) => ({
   model,
@@ -7,6 +7,7 @@ const usage = (model: string, day: string | null, prompt: number, completion: nu
   generations: 1,
   failed: 0,
   prompt_tokens: prompt,
+  cached_prompt_tokens: 0,
   completion_tokens: completion,
   ...extra,
 });
@@ -47,6 +48,16 @@ describe("platform statistics", () => {
       { day: "2026-01-01", ttft: 200, tps: 10 },
       { day: "2026-01-02", ttft: null, tps: null },
     ]);
+  });
+
+  it("sums the prompt tokens taken from the cache and their share", () => {
+    expect(
+      cachedPrompt([
+        usage("a", null, 300, 10, { cached_prompt_tokens: 240 }),
+        usage("b", null, 100, 10, { cached_prompt_tokens: 10 }),
+      ]),
+    ).toEqual({ prompt: 400, cached: 250, share: 0.625 });
+    expect(cachedPrompt([])).toEqual({ prompt: 0, cached: 0, share: null });
   });
 
   it("orders models by tokens", () => {

@@ -77,6 +77,19 @@ export function speedPerDay(range: DateRange, modelDays: ModelUsage[]): SpeedDay
   }));
 }
 
+export type CachedPrompt = { prompt: number; cached: number; share: number | null };
+
+/**
+ * Prompt tokens of all models and how many of them the models took from
+ * their caches instead of reading them again; `share` is null when no
+ * prompt was read.
+ */
+export function cachedPrompt(models: ModelUsage[]): CachedPrompt {
+  const prompt = models.reduce((s, m) => s + m.prompt_tokens, 0);
+  const cached = models.reduce((s, m) => s + m.cached_prompt_tokens, 0);
+  return { prompt, cached, share: prompt > 0 ? cached / prompt : null };
+}
+
 export type ModelBar = { model: string; tokens: number; generations: number; failed: number };
 
 /** Per-model totals, most tokens first. */

@@ -79,6 +79,15 @@ export const MessageItem = memo(function MessageItem({ message, live, errorBody,
           {usage && (
             <>
               <span>{t("usage.tokens", { count: usage.completion_tokens, formatted: formatNumber(usage.completion_tokens) })}</span>
+              {usage.cached_tokens > 0 && (
+                <span>
+                  {t("usage.cached", {
+                    count: usage.prompt_tokens,
+                    cached: formatNumber(usage.cached_tokens),
+                    prompt: formatNumber(usage.prompt_tokens),
+                  })}
+                </span>
+              )}
               <span>{t("usage.speed", { value: formatNumber(usage.tokens_per_second, 1) })}</span>
               <span>{t("usage.firstToken", { value: formatMs(usage.time_to_first_token_ms) })}</span>
             </>

@@ -63,16 +63,28 @@ describe("conversation events in the message list", () => {
       ...pending,
       content: "Hello **world**",
       status: "complete",
-      usage: { prompt_tokens: 9, completion_tokens: 12, tokens_per_second: 41.26, time_to_first_token_ms: 350 },
+      usage: { prompt_tokens: 9, cached_tokens: 0, completion_tokens: 12, tokens_per_second: 41.26, time_to_first_token_ms: 350 },
     };
     state = conversationReducer(state, ev({ type: "done", chat_id, message: done }));
     view.rerender(<MessageList conversation={state} onRegenerate={() => undefined} />);
     expect(screen.getByText("12 tokens")).toBeInTheDocument();
     expect(screen.getByText("41.3 tokens/s")).toBeInTheDocument();
     expect(screen.getByText("first token in 350 ms")).toBeInTheDocument();
+    expect(screen.queryByText(/from cache/)).not.toBeInTheDocument();
     expect(screen.getByRole("button", { name: "Regenerate" })).toBeInTheDocument();
     expect(log).toHaveAttribute("aria-live", "polite");
     expect(screen.getByRole("status")).toHaveTextContent("The answer is complete.");
+  });
+
+  it("says how much of the prompt came from the cache", () => {
+    const answer: Message = {
+      ...pending,
+      content: "Again",
+      status: "complete",
+      usage: { prompt_tokens: 1412, cached_tokens: 1398, completion_tokens: 5, tokens_per_second: 30, time_to_first_token_ms: 40 },
+    };
+    show(conversationReducer(emptyConversation, { type: "loaded", messages: [user, answer] }));
+    expect(screen.getByText("1,398 of 1,412 prompt tokens from cache")).toBeInTheDocument();
   });
 
   it("marks a stopped answer and explains a failed one", () => {
