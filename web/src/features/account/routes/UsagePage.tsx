@@ -93,6 +93,7 @@ export default function UsagePage() {
                     <tr>
                       <th scope="col">{t("usage.model")}</th>
                       <th scope="col" className="text-right">{t("usage.promptTokens")}</th>
+                      <th scope="col" className="hidden text-right sm:table-cell">{t("usage.cachedTokens")}</th>
                       <th scope="col" className="text-right">{t("usage.completionTokens")}</th>
                       <th scope="col" className="hidden text-right sm:table-cell">{t("usage.generations")}</th>
                       <th scope="col" className="hidden text-right md:table-cell">{t("usage.speed")}</th>
@@ -104,6 +105,9 @@ export default function UsagePage() {
                       <tr key={m.model}>
                         <th scope="row" className="break-all font-medium">{m.model}</th>
                         <td className="text-right tabular-nums">{formatNumber(m.prompt_tokens)}</td>
+                        <td className="hidden text-right tabular-nums sm:table-cell">
+                          {formatNumber(m.cached_prompt_tokens)}
+                        </td>
                         <td className="text-right tabular-nums">{formatNumber(m.completion_tokens)}</td>
                         <td className="hidden text-right tabular-nums sm:table-cell">
                           {formatNumber(m.generations)}
