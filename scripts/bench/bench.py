@@ -24,9 +24,24 @@ Targets:
       benchmarks a Corral that is already running (URL is its base, e.g.
       http://127.0.0.1:8080; "/v1" is added unless the URL ends with it).
 
+--multi-turn measures a conversation instead: one warm-up request with an
+unrelated prompt, then --turns turns of one chat. Each turn adds a user message
+of about 110 tokens (fixed texts, different every turn) and resends the whole
+history with the previous answers as the server wrote them (--turn-tokens each,
+ignore_eos), as a chat client does, so the prompt grows by about 200 tokens a
+turn with the demo model. It records each turn's time to first token and the
+prompt tokens the server says it took from its cache: a server that reuses
+the previous turn's cache reads only the new tokens, one that does not reads
+the whole, growing history. The chat runs --conversations times (each time with its own first
+words, so that no run starts from the previous run's cache); each turn's
+figure is the median over the runs. Run it with one slot (llama-server
+--parallel 1, whose prompt cache, --cache-prompt, is on by default) and a
+context that holds the whole chat.
+
 Results: a summary on stderr, a JSON object on stdout (and in --json FILE).
-`bench.py --compare BASE.json OTHER.json ...` prints a side-by-side table
-with the ratios OTHER / BASE.
+`bench.py --compare BASE.json OTHER.json ... [--json SUMMARY.json]` prints a
+side-by-side table with the ratios OTHER / BASE (and writes the multi-turn
+figures, with those ratios, to SUMMARY.json).
 
 Only the Python standard library is needed.
 """
@@ -67,6 +82,81 @@ PROMPTS = [
     "Write a recipe for a simple bread, with the reasons behind each step.",
     "Describe how a compiler turns source code into a running program.",
 ]
+
+
+# The user's messages of the multi-turn chat, one per turn: about 110 tokens
+# each with the demo model's tokenizer, all different, on one subject so that
+# the conversation reads like a real one.
+MULTI_TURN_MESSAGES = [
+    "I am planning a two-week walking trip through the hills of northern Portugal in late April, "
+    "starting in Porto and ending near the Spanish border. I walk about twenty kilometres a day "
+    "and carry my own pack, but I would rather sleep in small guesthouses than camp. I have never "
+    "been to the region before and I do not speak Portuguese beyond a few greetings. What should "
+    "I think about first, before I book anything or buy new gear for the trip? Please answer as "
+    "a friend who has walked there, not as a travel agency.",
+    "Thank you. The weather worries me most. Late April in the hills could mean warm afternoons, "
+    "cold nights and heavy rain on the same day, and my pack should stay under nine kilograms "
+    "with water. I own a light rain jacket, a fleece, two merino shirts and trail shoes that are "
+    "a year old. Which clothes would you add or leave at home, and is it worth carrying rain "
+    "trousers as well, or do they only make the walking hotter and slower? I would also like to "
+    "know whether a small umbrella is silly on a mountain path.",
+    "Next, the route itself. I found an old pilgrim path that follows the river valleys for the "
+    "first five days and then climbs into a national park with villages far apart. Some stages are "
+    "thirty kilometres with more than a thousand metres of climbing. How would you split those long "
+    "stages, and how can I tell from a map whether a village will have a bed and a place to eat, "
+    "rather than only a chapel and a few closed houses? I have a printed guidebook, but it is ten "
+    "years old and some of its addresses may have closed.",
+    "About food and water on the trail: I do not want to carry a stove, so breakfast and dinner "
+    "would come from cafes and guesthouses, and lunch from small village shops. I have read that "
+    "many of those shops close in the early afternoon and on Sundays. How much food should I keep "
+    "in my pack as a reserve, and is the water from the old stone fountains in the villages safe "
+    "to drink without filtering or treating it first? I usually drink about three litres on a warm "
+    "day, more when the path climbs for hours in the sun.",
+    "My knees have started to ache on long descents during the last year, especially on loose "
+    "stones when the pack is full. A friend suggested walking poles, another told me poles only "
+    "weaken the muscles that protect the joints. I also wonder whether I should do some training "
+    "at home in the two months before I leave. What would you recommend for the knees, and how "
+    "should I change my pace on the steep downhill sections of the route? There is a park with "
+    "long stairs near my flat that I could use for practice.",
+    "Money and phones now. I plan to pay cash in the villages and use a card in the towns, but I "
+    "do not know how common cash machines are up in the hills. My phone plan includes roaming in "
+    "Europe, yet I expect that the signal will be poor in the valleys. Should I carry a paper map "
+    "and a compass as well as the phone, and how much cash would you keep on me for four days "
+    "without a town on the way? I also need to keep the phone charged, and some guesthouses may "
+    "have very few sockets in the rooms.",
+    "I would like to learn a little Portuguese before I go, enough to ask for a room, order "
+    "food, ask the way and thank people properly. I have about twenty minutes a day for the next "
+    "eight weeks. Which phrases matter most for a walker in small villages, how different is the "
+    "pronunciation from Spanish, which I learnt at school, and will older people in the hills "
+    "understand me if I fall back on Spanish when my Portuguese runs out? I would also like to "
+    "avoid sounding rude by accident with the wrong form of address.",
+    "Somebody told me that many guesthouses in the national park only take bookings by phone, and "
+    "that they fill up quickly around the public holidays at the end of April. I also want some "
+    "freedom to stop early if the weather turns or my feet hurt. How far ahead should I book each "
+    "night, how do I handle a phone call with my poor Portuguese, and what can I do when a "
+    "village has no free room at all in the evening? Taxis are rare up there, and the last bus "
+    "down to the valley often leaves before five.",
+    "Let us talk about safety. I will walk alone most days, and some stages cross high moorland "
+    "where I may not meet anyone for hours. I have heard about loose dogs guarding the sheep and "
+    "about sudden fog on the ridges. What should I leave with someone at home each morning, what "
+    "should I do when a large dog blocks the path, and when would you turn back rather than go on "
+    "into the fog on an exposed ridge? My first aid kit is small, so tell me what it must hold "
+    "for a walker who is alone.",
+    "Finally, please help me put it all together. Give me a short checklist for the evening before "
+    "each stage and a second one for the morning before I leave the guesthouse, covering the "
+    "weather, food and water, the route, my knees, money, the booking for the next night and the "
+    "message to home. Keep each list to the points that really matter, so that I can copy both "
+    "lists onto a small card and carry it in my pocket. Short phrases are better than full "
+    "sentences, and the most important point should come first.",
+]
+
+
+def turn_message(turn: int, chat: int) -> str:
+    """The user's message of turn `turn` (1-based) of the chat's run `chat`
+    (1-based). The first message names the run: a run then shares only the
+    chat template's first tokens with the previous run's cache."""
+    text = MULTI_TURN_MESSAGES[turn - 1]
+    return f"(Chat {chat}) {text}" if turn == 1 else text
 
 
 def prompt(seq: int) -> str:
@@ -145,13 +235,15 @@ class CorralTarget(Target):
 class LlamaServerTarget(Target):
     """llama.cpp's llama-server, started here on 127.0.0.1 and stopped by its PID."""
 
-    def __init__(self, server_bin: str, model: str, threads: int, parallel: int, ctx: int):
+    def __init__(self, server_bin: str, model: str, threads: int, parallel: int, ctx: int,
+                 chat_template: str | None = None):
         super().__init__("llama-server", "", None, os.path.basename(model))
         self.server_bin = server_bin
         self.model = model
         self.threads = threads
         self.parallel = parallel
         self.ctx = ctx
+        self.chat_template = chat_template
         self.proc: subprocess.Popen | None = None
         self.logdir = tempfile.mkdtemp(prefix="corral-bench-llama-server.")
         self.logfile = os.path.join(self.logdir, "llama-server.log")
@@ -166,6 +258,10 @@ class LlamaServerTarget(Target):
             "--parallel", str(self.parallel), "-c", str(self.ctx),
             "--host", "127.0.0.1", "--port", str(port), "-a", self.model_name,
         ]
+        if self.chat_template:
+            # A built-in template by name: llama-server reads --chat-template
+            # as Jinja source unless Jinja is off.
+            cmd += ["--no-jinja", "--chat-template", self.chat_template]
         self.info["command"] = " ".join(cmd)
         log(f"    starting: {self.info['command']}")
         with open(self.logfile, "wb") as out:
@@ -260,6 +356,7 @@ class StreamResult:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     server_timings: dict | None = None  # llama-server's own "timings", if sent
+    cached_tokens: int | None = None  # prompt tokens the server says it had cached
     text: str = ""
 
     @property
@@ -277,10 +374,13 @@ class StreamResult:
         return (self.tokens - 1) / (self.t_last - self.t_first)
 
 
-def stream_chat(target: Target, prompt: str, args: argparse.Namespace) -> StreamResult:
+def stream_chat(
+    target: Target, prompt: str, args: argparse.Namespace, messages: list[dict] | None = None
+) -> StreamResult:
+    """Streams one answer to `prompt`, or to the conversation `messages`."""
     body = {
         "model": target.model_name,
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": messages or [{"role": "user", "content": prompt}],
         "stream": True,
         "stream_options": {"include_usage": True},
         "temperature": 0,
@@ -327,6 +427,8 @@ def stream_chat(target: Target, prompt: str, args: argparse.Namespace) -> Stream
             if usage:
                 res.prompt_tokens = usage.get("prompt_tokens")
                 res.completion_tokens = usage.get("completion_tokens")
+                details = usage.get("prompt_tokens_details") or {}
+                res.cached_tokens = details.get("cached_tokens")
             if event.get("timings"):
                 res.server_timings = event["timings"]
         res.t_done = time.perf_counter()
@@ -461,6 +563,132 @@ def benchmark(target: Target, args) -> dict:
     return out
 
 
+def chat_turns(target: Target, chat: int, args) -> list[dict]:
+    """Runs one chat of args.turns turns; one record per turn."""
+    messages: list[dict] = []
+    turns = []
+    for turn in range(1, args.turns + 1):
+        messages.append({"role": "user", "content": turn_message(turn, chat)})
+        r = stream_chat(target, "", args, messages=messages)
+        server_cached = None
+        if r.server_timings and r.prompt_tokens is not None:
+            # llama-server says how many prompt tokens it read (prompt_n).
+            read = r.server_timings.get("prompt_n")
+            server_cached = r.prompt_tokens - read if isinstance(read, int) else None
+        cached = r.cached_tokens if r.cached_tokens is not None else server_cached
+        turns.append({
+            "ttft_ms": round(1000 * r.ttft, 1),
+            "prompt_tokens": r.prompt_tokens,
+            "cached_tokens": cached,
+            "completion_tokens": r.tokens,
+        })
+        log(f"    chat {chat}, turn {turn:2}: TTFT {1000 * r.ttft:7.1f} ms, {r.prompt_tokens} prompt tokens "
+            f"({cached if cached is not None else '?'} cached), {r.tokens} completion tokens")
+        messages.append({"role": "assistant", "content": r.text})
+    return turns
+
+
+def multi_turn(target: Target, args) -> dict:
+    """args.conversations runs of one chat of args.turns turns; see the
+    module's documentation."""
+    out: dict = {
+        "target": target.name,
+        "base_url": target.base_url,
+        "model_name": target.model_name,
+        "host": {"cores": usable_cores(), "loadavg_before": list(os.getloadavg())},
+    }
+    out.update(target.info)
+    log("    warm-up request")
+    stream_chat(target, prompt(0), args)
+    runs = [chat_turns(target, chat, args) for chat in range(1, args.conversations + 1)]
+    turns = []
+    for i in range(args.turns):
+        per_run = [run[i] for run in runs]
+
+        def mid(key):
+            m = median([t[key] for t in per_run])
+            return None if m is None else round(m, 1) if key == "ttft_ms" else int(m)
+
+        turns.append({
+            "turn": i + 1,
+            "ttft_ms": mid("ttft_ms"),
+            "prompt_tokens": mid("prompt_tokens"),
+            "cached_tokens": mid("cached_tokens"),
+            "completion_tokens": mid("completion_tokens"),
+            "runs": per_run,
+        })
+    first, last = turns[0]["ttft_ms"], turns[-1]["ttft_ms"]
+    out["multi_turn"] = {
+        "turns": turns,
+        "conversations": args.conversations,
+        "answer_tokens": args.max_tokens,
+        "ignore_eos": not args.no_ignore_eos,
+        "ttft_ms_first": first,
+        "ttft_ms_last": last,
+        "last_over_first": last / first if first else None,
+    }
+    out["host"]["loadavg_after"] = list(os.getloadavg())
+    return out
+
+
+def multi_turn_table(base: dict, others: list[dict]) -> str:
+    """Time to first token per turn, side by side, with each server's last
+    turn over its first and over the first server's last turn."""
+    docs = [base] + others
+    names = [d.get("target", "?") for d in docs]
+    head = ["turn"] + [f"{n} TTFT (ms)" for n in names] + [f"{n} prompt (cached)" for n in names]
+    rows = [head]
+    n_turns = min(len(d["multi_turn"]["turns"]) for d in docs)
+    for i in range(n_turns):
+        row = [str(i + 1)]
+        row += [fmt(d["multi_turn"]["turns"][i]["ttft_ms"]) for d in docs]
+        for d in docs:
+            t = d["multi_turn"]["turns"][i]
+            cached = "?" if t.get("cached_tokens") is None else str(t["cached_tokens"])
+            row.append(f"{t['prompt_tokens']} ({cached})")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    text = []
+    for j, r in enumerate(rows):
+        text.append("| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |")
+        if j == 0:
+            text.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    summary = multi_turn_summary(base, others)
+    text.append("")
+    for name, figures in summary["servers"].items():
+        line = f"{name}: turn {n_turns} / turn 1 = {ratio(figures['last_over_first'])}"
+        if "last_over_base_last" in figures:
+            line += f"; turn {n_turns} / {names[0]}'s turn {n_turns} = {ratio(figures['last_over_base_last'])}"
+        text.append(line)
+    return "\n".join(text)
+
+
+def multi_turn_summary(base: dict, others: list[dict]) -> dict:
+    """The multi-turn figures of several servers, with their ratios, as JSON."""
+    docs = [base] + others
+    n_turns = min(len(d["multi_turn"]["turns"]) for d in docs)
+    base_last = base["multi_turn"]["turns"][n_turns - 1]["ttft_ms"]
+    servers = {}
+    for d in docs:
+        turns = d["multi_turn"]["turns"][:n_turns]
+        first, last = turns[0]["ttft_ms"], turns[-1]["ttft_ms"]
+        figures = {
+            "ttft_ms": [t["ttft_ms"] for t in turns],
+            "prompt_tokens": [t["prompt_tokens"] for t in turns],
+            "cached_tokens": [t["cached_tokens"] for t in turns],
+            "conversations": d["multi_turn"].get("conversations", 1),
+            "last_over_first": last / first if first and last is not None else None,
+        }
+        if d is not base:
+            figures["last_over_base_last"] = last / base_last if base_last and last is not None else None
+        servers[d.get("target", "?")] = figures
+    return {"base": base.get("target", "?"), "turns": n_turns, "servers": servers}
+
+
+def ratio(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}×"
+
+
 # --------------------------------------------------------------------------
 # The side-by-side table.
 
@@ -533,6 +761,9 @@ def main() -> None:
     p.add_argument("--server-bin", default=None, help="llama-server binary (default: the one build-llama-server.sh built)")
     p.add_argument("--parallel", type=int, default=8, help="llama-server slots (default 8)")
     p.add_argument("--ctx", type=int, default=8192, help="llama-server context, shared by the slots (default 8192)")
+    p.add_argument("--chat-template", metavar="NAME",
+                   help="llama-server's built-in chat template to use, e.g. gemma (default: the model's own, "
+                        "chatml when it has none)")
     p.add_argument("--url", help="Corral's base URL, e.g. http://127.0.0.1:8080")
     p.add_argument("--api-key", default=os.environ.get("CORRAL_BENCH_KEY"), help="Corral API key (Bearer)")
     p.add_argument("--model-name", help="the model's name in Corral's API")
@@ -546,8 +777,17 @@ def main() -> None:
     p.add_argument("--ready-timeout", type=float, default=120)
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--label", help="the target's name in results and tables (default: the target)")
+    p.add_argument("--multi-turn", action="store_true",
+                   help="measure one conversation's turns instead (see above)")
+    p.add_argument("--turns", type=int, default=10,
+                   help=f"turns of the --multi-turn chat (default 10, at most {len(MULTI_TURN_MESSAGES)})")
+    p.add_argument("--conversations", type=int, default=3,
+                   help="runs of the --multi-turn chat; each turn's figures are medians over them (default 3)")
+    p.add_argument("--turn-tokens", type=int, default=64,
+                   help="answer tokens per --multi-turn turn (default 64)")
     p.add_argument("--compare", nargs="+", metavar="RESULT.json",
-                   help="print the table for BASE.json [OTHER.json ...] and exit")
+                   help="print the table for BASE.json [OTHER.json ...] and exit (with --json, "
+                        "write the multi-turn figures and ratios there)")
     args = p.parse_args()
 
     if args.compare:
@@ -555,10 +795,23 @@ def main() -> None:
         for path in args.compare:
             with open(path, encoding="utf-8") as f:
                 docs.append(json.load(f))
-        print(table(docs[0], docs[1:]))
+        if all("multi_turn" in d for d in docs):
+            print(multi_turn_table(docs[0], docs[1:]))
+            if args.json:
+                with open(args.json, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(multi_turn_summary(docs[0], docs[1:]), indent=2) + "\n")
+        else:
+            print(table(docs[0], docs[1:]))
         return
 
     args.concurrency = [int(x) for x in args.concurrency.split(",") if x.strip()]
+    if args.multi_turn:
+        if not 1 <= args.turns <= len(MULTI_TURN_MESSAGES):
+            p.error(f"--turns must be between 1 and {len(MULTI_TURN_MESSAGES)}")
+        if args.conversations < 1:
+            p.error("--conversations must be at least 1")
+        args.max_tokens = args.turn_tokens
+        args.concurrency = []
     if args.target == "llama-server":
         if not args.model:
             p.error("--target llama-server needs --model PATH")
@@ -574,8 +827,9 @@ def main() -> None:
         if max(args.concurrency, default=1) > args.parallel:
             log(f"    note: {max(args.concurrency)} streams > --parallel {args.parallel}: some will queue")
         target: Target = LlamaServerTarget(args.server_bin or default_server_bin(), os.path.abspath(args.model),
-                                           args.threads, args.parallel, args.ctx)
-        target.info.update({"threads": args.threads, "parallel": args.parallel, "ctx": args.ctx})
+                                           args.threads, args.parallel, args.ctx, args.chat_template)
+        target.info.update({"threads": args.threads, "parallel": args.parallel, "ctx": args.ctx,
+                            "chat_template": args.chat_template})
     else:
         missing = [f for f, v in (("--url", args.url), ("--api-key", args.api_key),
                                   ("--model-name", args.model_name)) if not v]
@@ -589,7 +843,7 @@ def main() -> None:
         target.start()
         target.wait_ready(args.ready_timeout)
         log(f"    ready at {target.base_url}")
-        result = benchmark(target, args)
+        result = multi_turn(target, args) if args.multi_turn else benchmark(target, args)
     except KeyboardInterrupt:
         raise SystemExit("interrupted")
     except Exception:
@@ -599,7 +853,7 @@ def main() -> None:
     finally:
         target.stop()
 
-    log(table(result, []))
+    log(multi_turn_table(result, []) if args.multi_turn else table(result, []))
     doc = json.dumps(result, indent=2)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

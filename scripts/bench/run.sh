@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark, end to end (usage: scripts/bench/run.sh):
+# The benchmark, end to end (usage: scripts/bench/run.sh [--only multi-turn|streams]):
 #   1. builds llama.cpp's llama-server (build-llama-server.sh; cached) and
 #      Corral with its backends in release mode,
 #   2. fetches the demo model (../fetch-demo-model.sh; cached),
@@ -10,7 +10,16 @@
 #      context per slot (`bench-llama`, llama.cpp backend; `bench-candle`,
 #      candle backend), benchmarks both through /v1/chat/completions, and
 #      stops it,
-#   5. prints the three side by side with the ratios to llama-server.
+#   5. prints the three side by side with the ratios to llama-server,
+#   6. then the multi-turn figure: one ten-turn chat (bench.py --multi-turn)
+#      on llama-server with one slot and Gemma's chat template (the demo
+#      model has none; Corral uses Gemma's turn format for it, llama-server
+#      would fall back to chatml and read other, longer prompts) and on Corral
+#      with one slot (`bench-llama-1`, `bench-candle-1`, 8192 tokens of
+#      context), time to first token per turn (median of 3 runs of the chat;
+#      1 for candle),
+#      printed side by side with turn 10 over turn 1 and Corral's turn 10
+#      over llama-server's, also in multi-turn-summary.json.
 #
 # Environment:
 #   CORRAL_BENCH_THREADS   threads for every server (default 2, never more
@@ -21,7 +30,13 @@
 #                          "--runs 3 --agg-runs 1"
 #   CORRAL_BENCH_CANDLE_ARGS  extra bench.py arguments for the candle run
 #                          only (default "--runs 3 --agg-runs 1": it is slower)
-#   CORRAL_BENCH_NO_CANDLE=1  skip the candle run
+#   CORRAL_BENCH_NO_CANDLE=1  skip the candle runs
+#   CORRAL_BENCH_ONLY      "multi-turn" or "streams" to run only that part
+#                          (the same as --only)
+#   CORRAL_BENCH_TURN_ARGS extra bench.py arguments for the multi-turn runs,
+#                          e.g. "--conversations 5"
+#   CORRAL_BENCH_CANDLE_TURN_ARGS  the same for the candle multi-turn run
+#                          only (default "--conversations 1": it is slower)
 # All servers should run alone on the machine: ggml threads busy-wait, and
 # anything else on the cores makes the numbers meaningless.
 set -euo pipefail
@@ -34,6 +49,22 @@ threads="${CORRAL_BENCH_THREADS:-2}"
 bench_dir="${CORRAL_BENCH_DIR:-$HOME/.cache/corral/bench}"
 out="${CORRAL_BENCH_OUT:-$bench_dir/results/$(date +%Y%m%d-%H%M%S)}"
 read -r -a extra <<<"${CORRAL_BENCH_ARGS:-}"
+read -r -a turn_extra <<<"${CORRAL_BENCH_TURN_ARGS:-}"
+
+only="${CORRAL_BENCH_ONLY:-}"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+    --only) [[ $# -ge 2 ]] || die "--only needs multi-turn or streams"; only="$2"; shift 2 ;;
+    --only=*) only="${1#--only=}"; shift ;;
+    *) die "unknown argument: $1 (usage: scripts/bench/run.sh [--only multi-turn|streams])" ;;
+    esac
+done
+case "$only" in
+"" | multi-turn | streams) ;;
+*) die "--only / CORRAL_BENCH_ONLY must be multi-turn or streams, not $only" ;;
+esac
+streams() { [[ "$only" != multi-turn ]]; }
+multi_turn() { [[ "$only" != streams ]]; }
 
 cores="$(nproc 2>/dev/null || echo 1)"
 if [[ "$threads" -gt "$cores" ]]; then
@@ -45,10 +76,18 @@ bin="$("$here/build-llama-server.sh" | tail -1)"
 model="$("$here/../fetch-demo-model.sh" | tail -1)"
 mkdir -p "$out"
 
-section "Benchmark: llama-server, $threads threads (results in $out)"
 info "load average now: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a) on $cores cores (other work on the machine skews the numbers)"
-"$python" "$here/bench.py" --target llama-server --server-bin "$bin/llama-server" \
-    --model "$model" --threads "$threads" --json "$out/llama-server.json" "${extra[@]}" >/dev/null
+if streams; then
+    section "Benchmark: llama-server, $threads threads (results in $out)"
+    "$python" "$here/bench.py" --target llama-server --server-bin "$bin/llama-server" \
+        --model "$model" --threads "$threads" --json "$out/llama-server.json" "${extra[@]}" >/dev/null
+fi
+if multi_turn; then
+    section "Multi-turn chat: llama-server, one slot, $threads threads (results in $out)"
+    "$python" "$here/bench.py" --target llama-server --server-bin "$bin/llama-server" \
+        --model "$model" --threads "$threads" --parallel 1 --ctx 8192 --chat-template gemma --multi-turn \
+        --json "$out/multi-turn-llama-server.json" "${turn_extra[@]}" >/dev/null
+fi
 
 section "Building Corral (release)"
 (cd "$CORRAL_ROOT" && cargo build --release --locked -p corral-host -p corral-llama -p corral-candle)
@@ -69,8 +108,12 @@ port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0
 url="http://127.0.0.1:$port"
 
 section "Starting Corral on $url"
-# Enough concurrent generations per user for 8 streams from one API key.
-printf 'per_user_generations = 16\nqueue_max_waiting = 64\n' >"$data/corral.toml"
+# Enough concurrent generations per user for 8 streams from one API key,
+# and the demo model's folder as a model folder: Corral registers local files
+# from its model folders only. (A JSON string is a valid TOML string.)
+model_dir="$(cd "$(dirname "$model")" && pwd)"
+model_dir="$("$python" -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$model_dir")"
+printf 'per_user_generations = 16\nqueue_max_waiting = 64\nmodel_dirs = [%s]\n' "$model_dir" >"$data/corral.toml"
 RUST_LOG="${RUST_LOG:-warn}" "$corral" serve --config "$data/corral.toml" --bind "127.0.0.1:$port" \
     --data-dir "$data" </dev/null >"$out/corral.log" 2>&1 &
 corral_pid=$!
@@ -92,27 +135,48 @@ def call(path, body, token=None):
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.load(r)
 token = call("/api/auth/login", {"username": "bench", "password": password})["access_token"]
-for name, backend in (("bench-llama", "llama"), ("bench-candle", "candle")):
+for name, backend, slots, context in (("bench-llama", "llama", 8, 1024), ("bench-candle", "candle", 8, 1024),
+                                      ("bench-llama-1", "llama", 1, 8192), ("bench-candle-1", "candle", 1, 8192)):
     call("/api/models", {"name": name, "backend": backend, "source": model, "threads": threads,
-                         "slots": 8, "context_length": 1024,
+                         "slots": slots, "context_length": context,
                          "sampling": {"temperature": 0, "repeat_penalty": 1.0}}, token)
 print(call("/api/me/keys", {"name": "bench"}, token)["key"])
 PY
 )"
 [[ -n "$key" ]] || die "could not set Corral up for the benchmark"
 
-section "Benchmark: Corral, llama.cpp backend, $threads threads"
-"$python" "$here/bench.py" --target corral --label "corral-llama" --url "$url" --api-key "$key" \
-    --model-name bench-llama --server-pid "$corral_pid" --json "$out/corral-llama.json" "${extra[@]}" >/dev/null
-results=("$out/llama-server.json" "$out/corral-llama.json")
-if [[ -z "${CORRAL_BENCH_NO_CANDLE:-}" ]]; then
-    read -r -a candle_extra <<<"${CORRAL_BENCH_CANDLE_ARGS:---runs 3 --agg-runs 1}"
-    section "Benchmark: Corral, candle backend, $threads threads"
-    "$python" "$here/bench.py" --target corral --label "corral-candle" --url "$url" --api-key "$key" \
-        --model-name bench-candle --json "$out/corral-candle.json" "${extra[@]}" "${candle_extra[@]}" >/dev/null
-    results+=("$out/corral-candle.json")
+if streams; then
+    section "Benchmark: Corral, llama.cpp backend, $threads threads"
+    "$python" "$here/bench.py" --target corral --label "corral-llama" --url "$url" --api-key "$key" \
+        --model-name bench-llama --server-pid "$corral_pid" --json "$out/corral-llama.json" "${extra[@]}" >/dev/null
+    results=("$out/llama-server.json" "$out/corral-llama.json")
+    if [[ -z "${CORRAL_BENCH_NO_CANDLE:-}" ]]; then
+        read -r -a candle_extra <<<"${CORRAL_BENCH_CANDLE_ARGS:---runs 3 --agg-runs 1}"
+        section "Benchmark: Corral, candle backend, $threads threads"
+        "$python" "$here/bench.py" --target corral --label "corral-candle" --url "$url" --api-key "$key" \
+            --model-name bench-candle --json "$out/corral-candle.json" "${extra[@]}" "${candle_extra[@]}" >/dev/null
+        results+=("$out/corral-candle.json")
+    fi
+
+    section "Corral vs llama-server (demo model, $threads threads)"
+    "$python" "$here/bench.py" --compare "${results[@]}" | tee "$out/table.md"
 fi
 
-section "Corral vs llama-server (demo model, $threads threads)"
-"$python" "$here/bench.py" --compare "${results[@]}" | tee "$out/table.md"
+if multi_turn; then
+    section "Multi-turn chat: Corral, llama.cpp backend, one slot"
+    "$python" "$here/bench.py" --target corral --label "corral-llama" --url "$url" --api-key "$key" \
+        --model-name bench-llama-1 --multi-turn --json "$out/multi-turn-corral-llama.json" \
+        "${turn_extra[@]}" >/dev/null
+    turns=("$out/multi-turn-llama-server.json" "$out/multi-turn-corral-llama.json")
+    if [[ -z "${CORRAL_BENCH_NO_CANDLE:-}" ]]; then
+        read -r -a candle_turn_extra <<<"${CORRAL_BENCH_CANDLE_TURN_ARGS:---conversations 1}"
+        section "Multi-turn chat: Corral, candle backend, one slot"
+        "$python" "$here/bench.py" --target corral --label "corral-candle" --url "$url" --api-key "$key" \
+            --model-name bench-candle-1 --multi-turn --json "$out/multi-turn-corral-candle.json" \
+            "${turn_extra[@]}" "${candle_turn_extra[@]}" >/dev/null
+        turns+=("$out/multi-turn-corral-candle.json")
+    fi
+    section "Multi-turn chat, time to first token per turn (demo model, one slot, $threads threads)"
+    "$python" "$here/bench.py" --compare "${turns[@]}" --json "$out/multi-turn-summary.json" | tee "$out/multi-turn.md"
+fi
 info "results: $out"
