@@ -106,6 +106,19 @@ impl Config {
     fn is_sliding(&self, layer: usize) -> bool {
         (layer + 1) % self.sliding_window_pattern != 0
     }
+
+    /// How many positions before a query a sliding layer attends to.
+    fn sliding_view(&self) -> usize {
+        self.sliding_window - 1
+    }
+
+    /// How many positions a sliding layer keeps when its buffer is full:
+    /// its view plus half a window, so that a later request may still go
+    /// back that far into the cache (a regenerated answer, an edited turn)
+    /// and find the keys it needs.
+    fn sliding_keep(&self) -> usize {
+        self.sliding_view() + self.sliding_window / 2
+    }
 }
 
 struct Layer {
@@ -298,7 +311,8 @@ impl LayerCache {
     /// Appends new keys and values and returns all cached ones, the first at
     /// absolute position `start`. When the buffer is full it is reallocated;
     /// with `keep` (sliding-window layers) only the last `keep` cached
-    /// positions are carried over, so the buffer stays bounded.
+    /// positions are carried over, so the buffer stays bounded. The buffer
+    /// never holds more than `limit` positions (the context length).
     ///
     /// Kept positions are copied into a new buffer, never shifted within the
     /// old one: with one key head a narrowed cache is contiguous and shares
@@ -308,6 +322,7 @@ impl LayerCache {
         k: &Tensor,
         v: &Tensor,
         keep: Option<usize>,
+        limit: usize,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         let add = k.dim(2)?;
         let capacity = self.k.as_ref().map(|t| t.dim(2)).transpose()?.unwrap_or(0);
@@ -315,8 +330,11 @@ impl LayerCache {
             let drop = keep.map_or(0, |keep| self.len.saturating_sub(keep));
             let kept = self.len - drop;
             let need = kept + add;
-            let new_capacity = if need > capacity {
-                need.max(capacity * 2).max(64)
+            // Twice what is needed, so that the next reallocation is at
+            // least as many positions away as were kept: a sliding layer
+            // must not copy its whole window for every new token.
+            let new_capacity = if need * 2 > capacity {
+                (need * 2).max(64).min(limit.max(need))
             } else {
                 capacity
             };
@@ -345,6 +363,16 @@ impl LayerCache {
         self.len += add;
         Ok((kc.narrow(2, 0, self.len)?, vc.narrow(2, 0, self.len)?))
     }
+
+    /// Whether the first `p` positions are all cached from `needed` on.
+    fn holds(&self, needed: usize, p: usize) -> bool {
+        self.start <= needed && p <= self.start + self.len
+    }
+
+    /// Forgets every position from `p` on; `p` must be at least `start`.
+    fn truncate(&mut self, p: usize) {
+        self.len = p.saturating_sub(self.start).min(self.len);
+    }
 }
 
 /// One sequence: shared weights plus its own key/value cache.
@@ -369,6 +397,47 @@ impl Gemma3 {
             *c = LayerCache::new();
         }
         self.pos = 0;
+    }
+
+    /// How many tokens the cache holds.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Whether the cache can be cut back to its first `p` tokens and read
+    /// on from there. Full-attention layers keep every position; a sliding
+    /// layer needs the `sliding_window - 1` positions before `p`, which it
+    /// may have dropped to stay bounded.
+    pub fn can_rewind(&self, p: usize) -> bool {
+        let c = &self.w.config;
+        p <= self.pos
+            && self
+                .w
+                .layers
+                .iter()
+                .zip(&self.caches)
+                .all(|(layer, cache)| {
+                    let needed = if layer.sliding {
+                        p.saturating_sub(c.sliding_view())
+                    } else {
+                        0
+                    };
+                    cache.holds(needed, p)
+                })
+    }
+
+    /// Cuts the cache back to its first `p` tokens, or empties it when that
+    /// is not possible (see `can_rewind`). Returns the tokens kept.
+    pub fn rewind(&mut self, p: usize) -> usize {
+        if p == 0 || !self.can_rewind(p) {
+            self.reset();
+            return 0;
+        }
+        for cache in &mut self.caches {
+            cache.truncate(p);
+        }
+        self.pos = p;
+        p
     }
 
     /// Feeds `tokens` after those already cached and returns the logits
@@ -458,11 +527,12 @@ fn attention(
 
     // A sliding layer's query at position p sees keys p - window + 1 ..= p:
     // the chunk's first query needs the `window - 1` positions before it.
-    let keep = layer.sliding.then(|| c.sliding_window - 1);
-    let (k, v) = cache.append(&k, &v, keep)?;
-    let first = match keep {
-        Some(keep) => pos.saturating_sub(keep).max(cache.start),
-        None => cache.start,
+    let keep = layer.sliding.then(|| c.sliding_keep());
+    let (k, v) = cache.append(&k, &v, keep, w.context_length)?;
+    let first = if layer.sliding {
+        pos.saturating_sub(c.sliding_view()).max(cache.start)
+    } else {
+        cache.start
     };
     let skip = first - cache.start;
     let keys = k.dim(2)? - skip;
@@ -566,7 +636,7 @@ mod tests {
             let mut pos = 0;
             for n in [40, 30, 1, 1, 50, 1, 1, 100, 1] {
                 let t = positions(heads, pos, n);
-                let (k, v) = cache.append(&t, &t, Some(7)).unwrap();
+                let (k, v) = cache.append(&t, &t, Some(7), 1000).unwrap();
                 // Every cached position from `start`, in order, in each head,
                 // and at least the 7 before this chunk.
                 assert!(
@@ -590,6 +660,75 @@ mod tests {
             }
             let capacity = cache.k.as_ref().unwrap().dim(2).unwrap();
             assert!(capacity <= 2 * (7 + 100), "capacity {capacity}");
+        }
+    }
+
+    /// The last cached position's value in the last head of `t`.
+    fn cached(t: &Tensor, heads: usize) -> Vec<f32> {
+        t.narrow(1, heads - 1, 1)
+            .unwrap()
+            .narrow(3, 2, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    #[test]
+    fn sliding_cache_reallocates_once_per_kept_span() {
+        let mut cache = LayerCache::new();
+        let mut reallocations = 0;
+        let mut buffer = None;
+        for pos in 0..400 {
+            let t = positions(1, pos, 1);
+            cache.append(&t, &t, Some(63), 4096).unwrap();
+            let id = cache.k.as_ref().unwrap().id();
+            if buffer != Some(id) {
+                reallocations += 1;
+                buffer = Some(id);
+            }
+        }
+        // The first buffer (64) and one growth (128); after that every
+        // reallocation frees as many positions as it keeps (63), rather
+        // than one per token.
+        assert!(reallocations <= 2 + 400 / 63, "{reallocations}");
+        let capacity = cache.k.as_ref().unwrap().dim(2).unwrap();
+        assert_eq!(capacity, 128);
+    }
+
+    #[test]
+    fn full_cache_stays_within_its_limit() {
+        let mut cache = LayerCache::new();
+        for pos in (0..300).step_by(100) {
+            let t = positions(1, pos, 100);
+            cache.append(&t, &t, None, 300).unwrap();
+        }
+        assert_eq!(cache.k.as_ref().unwrap().dim(2).unwrap(), 300);
+        assert_eq!(cache.len, 300);
+    }
+
+    #[test]
+    fn a_truncated_cache_reads_on_from_the_cut() {
+        for heads in [1, 2] {
+            let mut cache = LayerCache::new();
+            let mut pos = 0;
+            for n in [60, 1, 1, 1, 70, 1] {
+                let t = positions(heads, pos, n);
+                cache.append(&t, &t, Some(7), 1000).unwrap();
+                pos += n;
+            }
+            assert!(cache.start > 0, "the test needs a cache that dropped keys");
+            // Far back: the positions before the cut are gone.
+            assert!(!cache.holds(cache.start - 1, cache.start + 6));
+            // Within the cache: cut and read on, as a new request would.
+            let cut = pos - 5;
+            assert!(cache.holds(cut - 7, cut));
+            cache.truncate(cut);
+            let t = positions(heads, cut, 3);
+            let (k, _) = cache.append(&t, &t, Some(7), 1000).unwrap();
+            let want: Vec<f32> = (cache.start..cut + 3).map(|p| p as f32).collect();
+            assert_eq!(cached(&k, heads), want, "{heads} heads");
         }
     }
 

@@ -6,6 +6,13 @@
 //! share one copy of the weights; concurrent `generate` calls each take a
 //! free slot (waiting, cancellably, when none is free) and run side by side
 //! on candle's thread pool. There is no batching across sequences.
+//!
+//! Prompt cache: a slot keeps its keys and values after a request, and a
+//! later request under the same cache key that starts with the same tokens
+//! (the next turn of a chat, a regenerated answer) reads only the rest.
+//! Gemma 3 can go back to any point its sliding-window layers still hold;
+//! llama reuses a cache only when the prompt starts with all of it; qwen2
+//! and qwen3 always read the whole prompt (see `text::Engine::can_keep`).
 
 use std::path::Path;
 use std::sync::Once;

@@ -1,5 +1,10 @@
 //! Text generation over a GGUF model: a pool of sequence slots sharing one
 //! copy of the weights, sampling, stop strings and UTF-8-safe streaming.
+//!
+//! A slot keeps its cache after a request, with the tokens it holds. The
+//! next request takes the free slot whose cache shares the longest prefix
+//! with its prompt (under the same cache key) and reads only the rest, so a
+//! chat's next turn costs its new tokens rather than its whole history.
 
 use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -20,23 +25,93 @@ use crate::gguf::{Gguf, LoadError};
 use crate::gguf_tokenizer::GgufTokenizer;
 use crate::sampling::Sampler;
 
-/// One sequence's model state. The stock candle-transformers models cannot
-/// read several tokens at a non-zero position, so they are fed the whole
-/// prompt in one pass from position 0.
+/// One sequence's model state. The stock candle-transformers models take
+/// the whole prompt in one pass; Gemma 3 (Corral's own code) reads it in
+/// chunks.
 enum Engine {
     Gemma3(Gemma3),
-    Llama(quantized_llama::ModelWeights),
+    Llama(Box<Stock<quantized_llama::ModelWeights>>),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
+}
+
+/// A stock llama model, with a copy of it as loaded to start over
+/// from (the copy shares the weights).
+struct Stock<M> {
+    model: M,
+    loaded: M,
+    /// Bytes of attention masks the model may be holding. It keeps one for
+    /// every prompt length and position it has read and never frees them,
+    /// so a long run of requests that each read on from the cache must end
+    /// in a fresh copy.
+    mask_bytes: usize,
+}
+
+/// How many bytes of masks a stock model may gather before its cache is
+/// given up (and the masks with it).
+const MASK_BUDGET: usize = 64 << 20;
+
+impl<M: Clone> Stock<M> {
+    fn new(model: M) -> Self {
+        Stock {
+            loaded: model.clone(),
+            model,
+            mask_bytes: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.model = self.loaded.clone();
+        self.mask_bytes = 0;
+    }
+
+    /// Counts the mask a read of `n` tokens at `pos` builds.
+    fn reading(&mut self, n: usize, pos: usize) {
+        if n > 1 {
+            self.mask_bytes = self.mask_bytes.saturating_add(n * (pos + n));
+        }
+    }
 }
 
 impl Engine {
     fn reset(&mut self) {
         match self {
             Engine::Gemma3(m) => m.reset(),
-            Engine::Llama(m) => m.clear_kv_cache(),
+            Engine::Llama(m) => m.reset(),
             Engine::Qwen2(m) => m.clear_kv_cache(),
             Engine::Qwen3(m) => m.clear_kv_cache(),
+        }
+    }
+
+    /// Whether a cache holding `cached` tokens can be cut back to its first
+    /// `keep` (at least one) and read on from there.
+    ///
+    /// The stock llama model can only append to its cache: a prompt may
+    /// reuse it only when it starts with everything in it. The stock qwen2
+    /// model could too, but it keeps every attention mask it builds and
+    /// cannot be copied to start afresh, so reading on from its cache would
+    /// grow its memory without bound: it reads every prompt whole. The stock
+    /// qwen3 model's CPU path reads prompts into one cache and answers into
+    /// another, so a prompt read after an answer would miss the answer's
+    /// keys: it reads every prompt whole too.
+    fn can_keep(&self, keep: usize, cached: usize) -> bool {
+        match self {
+            Engine::Gemma3(m) => m.pos() == cached && m.can_rewind(keep),
+            Engine::Llama(m) => keep == cached && m.mask_bytes < MASK_BUDGET,
+            Engine::Qwen2(_) | Engine::Qwen3(_) => false,
+        }
+    }
+
+    /// Cuts the cache back to its first `keep` tokens when `can_keep` allows,
+    /// else empties it. Returns the tokens kept.
+    fn keep(&mut self, keep: usize, cached: usize) -> usize {
+        if keep == 0 || !self.can_keep(keep, cached) {
+            self.reset();
+            return 0;
+        }
+        match self {
+            Engine::Gemma3(m) => m.rewind(keep),
+            _ => keep,
         }
     }
 
@@ -51,11 +126,19 @@ impl Engine {
     /// Reads `tokens` at position `pos` and returns the last logits.
     fn forward(&mut self, tokens: &[u32], pos: usize) -> candle_core::Result<Vec<f32>> {
         let logits = match self {
-            Engine::Gemma3(m) => m.forward(tokens)?,
+            Engine::Gemma3(m) => {
+                if m.pos() != pos {
+                    candle_core::bail!("the cache holds {} tokens, not {pos}", m.pos());
+                }
+                m.forward(tokens)?
+            }
             other => {
                 let x = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
                 match other {
-                    Engine::Llama(m) => m.forward(&x, pos)?,
+                    Engine::Llama(m) => {
+                        m.reading(tokens.len(), pos);
+                        m.model.forward(&x, pos)?
+                    }
                     Engine::Qwen2(m) => m.forward(&x, pos)?,
                     Engine::Qwen3(m) => m.forward(&x, pos)?,
                     Engine::Gemma3(_) => unreachable!(),
@@ -66,21 +149,72 @@ impl Engine {
     }
 }
 
+/// A sequence slot: its model state and what its cache holds.
+struct Slot {
+    engine: Engine,
+    /// The tokens in the engine's cache, from position 0.
+    tokens: Vec<u32>,
+    /// The cache key of the request that left them.
+    key: Option<String>,
+    /// When a request last took this slot (the pool's clock).
+    last_used: u64,
+}
+
+impl Slot {
+    fn new(engine: Engine) -> Self {
+        Slot {
+            engine,
+            tokens: Vec::new(),
+            key: None,
+            last_used: 0,
+        }
+    }
+
+    /// Reads `tokens` after those cached. A failed read may leave some
+    /// layers ahead of others, so the cache is emptied.
+    fn feed(&mut self, tokens: &[u32]) -> candle_core::Result<Vec<f32>> {
+        match self.engine.forward(tokens, self.tokens.len()) {
+            Ok(logits) => {
+                self.tokens.extend_from_slice(tokens);
+                Ok(logits)
+            }
+            Err(e) => {
+                self.clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.engine.reset();
+        self.tokens.clear();
+    }
+}
+
+struct Free {
+    slots: Vec<Slot>,
+    clock: u64,
+}
+
 /// A free-slot list that waits without missing a cancellation.
 struct Pool {
-    free: Mutex<Vec<Engine>>,
+    free: Mutex<Free>,
     returned: Condvar,
 }
 
 struct Lease<'a> {
     pool: &'a Pool,
-    engine: Option<Engine>,
+    slot: Option<Slot>,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if let Some(e) = self.engine.take() {
-            lock(&self.pool.free).push(e);
+        if let Some(mut slot) = self.slot.take() {
+            // A panic may have stopped a read half way.
+            if std::thread::panicking() {
+                slot.clear();
+            }
+            lock(&self.pool.free).slots.push(slot);
             self.pool.returned.notify_one();
         }
     }
@@ -91,16 +225,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Pool {
-    fn acquire(&self, cancel: &CancelToken) -> Option<Lease<'_>> {
+    /// Takes the free slot that `rank` ranks highest, waiting for one.
+    fn acquire<K: Ord>(
+        &self,
+        cancel: &CancelToken,
+        rank: impl Fn(&Slot) -> K,
+    ) -> Option<Lease<'_>> {
         let mut free = lock(&self.free);
         loop {
             if cancel.is_cancelled() {
                 return None;
             }
-            if let Some(engine) = free.pop() {
+            let best = (0..free.slots.len()).max_by_key(|&i| rank(&free.slots[i]));
+            if let Some(best) = best {
+                free.clock += 1;
+                let mut slot = free.slots.swap_remove(best);
+                slot.last_used = free.clock;
                 return Some(Lease {
                     pool: self,
-                    engine: Some(engine),
+                    slot: Some(slot),
                 });
             }
             free = self
@@ -118,6 +261,13 @@ pub struct TextModel {
     info: ModelInfo,
     bos_text: String,
     eos_text: String,
+    /// Whether slots keep their caches for later requests.
+    prompt_cache: bool,
+}
+
+/// How many tokens `a` and `b` share from the start.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// An internal error naming the operation that failed, on one line.
@@ -168,11 +318,13 @@ impl TextModel {
                     let (content, mut reader) = Gguf::open(path)?.into_parts();
                     let reader = &mut reader;
                     let engine = match arch.as_str() {
-                        "llama" => Engine::Llama(quantized_llama::ModelWeights::from_gguf(
-                            content,
-                            reader,
-                            &Device::Cpu,
-                        )?),
+                        "llama" => Engine::Llama(Box::new(Stock::new(
+                            quantized_llama::ModelWeights::from_gguf(
+                                content,
+                                reader,
+                                &Device::Cpu,
+                            )?,
+                        ))),
                         "qwen2" => Engine::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
                             content,
                             reader,
@@ -232,14 +384,54 @@ impl TextModel {
         progress(1.0);
         Ok(TextModel {
             pool: Pool {
-                free: Mutex::new(engines),
+                free: Mutex::new(Free {
+                    slots: engines.into_iter().map(Slot::new).collect(),
+                    clock: 0,
+                }),
                 returned: Condvar::new(),
             },
             tokenizer,
             info,
             bos_text,
             eos_text,
+            prompt_cache: request.prompt_cache,
         })
+    }
+
+    /// How much of `slot`'s cache a request with `prompt` and `key` may
+    /// keep: the prefix they share, less the last prompt token (its logits
+    /// give the first answer token), when the slot was left under the same
+    /// key and its cache can be cut there.
+    fn reusable(&self, slot: &Slot, prompt: &[u32], key: &Option<String>) -> usize {
+        if !self.prompt_cache || slot.key != *key {
+            return 0;
+        }
+        let shared = common_prefix(&slot.tokens, prompt).min(prompt.len().saturating_sub(1));
+        if shared > 0 && slot.engine.can_keep(shared, slot.tokens.len()) {
+            shared
+        } else {
+            0
+        }
+    }
+
+    /// Ranks a free slot for a request: the longest useful prefix first,
+    /// then a slot the same key left, then the least recently used.
+    fn rank(
+        &self,
+        slot: &Slot,
+        prompt: &[u32],
+        key: &Option<String>,
+    ) -> (usize, bool, std::cmp::Reverse<u64>) {
+        let shared = self.reusable(slot, prompt, key);
+        // A prefix counts when taking it keeps at least half of what the
+        // slot holds: a short shared start (BOS, a system prompt) is not
+        // worth evicting another conversation for.
+        let useful = if shared * 2 >= slot.tokens.len() {
+            shared
+        } else {
+            0
+        };
+        (useful, slot.key == *key, std::cmp::Reverse(slot.last_used))
     }
 }
 
@@ -275,32 +467,40 @@ impl Model for TextModel {
         )?;
         let prompt_tokens = tokens.len() as u32;
         let ctx = self.info.context_length as usize;
-        let summary = |finish_reason, completion_tokens, ttft: Option<f64>| GenerateSummary {
-            finish_reason,
-            prompt_tokens,
-            completion_tokens,
-            truncated_tokens: truncated,
-            time_to_first_token: ttft.unwrap_or_else(|| started.elapsed().as_secs_f64()),
-            total_time: started.elapsed().as_secs_f64(),
-            cached_tokens: 0,
-        };
+        let summary =
+            |finish_reason, completion_tokens, cached: usize, ttft: Option<f64>| GenerateSummary {
+                finish_reason,
+                prompt_tokens,
+                completion_tokens,
+                truncated_tokens: truncated,
+                time_to_first_token: ttft.unwrap_or_else(|| started.elapsed().as_secs_f64()),
+                total_time: started.elapsed().as_secs_f64(),
+                cached_tokens: cached as u32,
+            };
 
-        let Some(mut lease) = self.pool.acquire(cancel) else {
-            return Ok(summary(FinishReason::Cancelled, 0, None));
+        let key = &request.cache_key;
+        let Some(mut lease) = self
+            .pool
+            .acquire(cancel, |slot| self.rank(slot, &tokens, key))
+        else {
+            return Ok(summary(FinishReason::Cancelled, 0, 0, None));
         };
-        let Some(engine) = lease.engine.as_mut() else {
+        let Some(slot) = lease.slot.as_mut() else {
             return Err(BackendError::Internal("no sequence slot".into()));
         };
         sink(TokenEvent::Started { prompt_tokens });
-        engine.reset();
+        let reusable = self.reusable(slot, &tokens, key);
+        let cached = slot.engine.keep(reusable, slot.tokens.len());
+        slot.tokens.truncate(cached);
+        slot.key.clone_from(key);
 
         let mut logits = Vec::new();
-        let mut pos = 0;
-        for chunk in tokens.chunks(engine.chunk()) {
+        let mut pos = cached;
+        for chunk in tokens[cached..].chunks(slot.engine.chunk()) {
             if cancel.is_cancelled() {
-                return Ok(summary(FinishReason::Cancelled, 0, None));
+                return Ok(summary(FinishReason::Cancelled, 0, cached, None));
             }
-            logits = engine.forward(chunk, pos).map_err(|e| {
+            logits = slot.feed(chunk).map_err(|e| {
                 internal(
                     &format!("reading prompt tokens {pos}..{} failed", pos + chunk.len()),
                     &e,
@@ -350,8 +550,8 @@ impl Model for TextModel {
             if cancel.is_cancelled() {
                 break FinishReason::Cancelled;
             }
-            logits = engine
-                .forward(&[next], pos)
+            logits = slot
+                .feed(&[next])
                 .map_err(|e| internal(&format!("decoding at position {pos} failed"), &e))?;
             pos += 1;
         };
@@ -372,7 +572,7 @@ impl Model for TextModel {
                 }
             },
         };
-        Ok(summary(finish, completion, ttft))
+        Ok(summary(finish, completion, cached, ttft))
     }
 
     fn tokenize(&self, text: &str, add_bos: bool) -> BackendResult<Vec<u32>> {
