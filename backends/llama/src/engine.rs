@@ -356,8 +356,8 @@ impl<'m> Scheduler<'m> {
             if job.events.send(Event::Started).is_err() {
                 continue;
             }
-            let index = self.pick_slot(&job);
-            let reused = self.reuse_prefix(ctx, index, &job);
+            let (index, shared) = self.pick_slot(&job);
+            let reused = self.reuse_prefix(ctx, index, shared);
             let sampler = build_sampler(&job.sampling, self.n_vocab, &self.eog, &job.tokens);
             self.admitted += 1;
             let cache = &mut self.caches[index];
@@ -386,54 +386,44 @@ impl<'m> Scheduler<'m> {
 
     /// The free slot for `job`: the one whose cache (under the same key)
     /// shares the longest useful prefix with its prompt; when none does,
-    /// one that the same key left, else the least recently used.
-    fn pick_slot(&self, job: &Job) -> usize {
+    /// one that the same key left, else the least recently used. Also
+    /// returns how much of that slot's cache `job` may keep.
+    fn pick_slot(&self, job: &Job) -> (usize, usize) {
         let free = (0..self.slots.len()).filter(|&i| self.slots[i].is_none());
-        free.max_by_key(|&i| {
-            let cache = &self.caches[i];
-            let same_key = cache.key == job.cache_key;
-            let shared = if same_key {
-                self.usable_prefix(cache, &job.tokens)
-            } else {
-                0
-            };
-            // A prefix counts when taking it keeps at least half of what
-            // the slot holds; a short shared start (BOS, a system prompt)
-            // is not worth evicting another conversation for.
-            let useful = if shared * 2 >= cache.tokens.len() {
-                shared
-            } else {
-                0
-            };
-            (useful, same_key, std::cmp::Reverse(cache.last_used))
-        })
-        .expect("admit runs only while a slot is free")
+        free.map(|i| (i, self.usable_prefix(&self.caches[i], job)))
+            .max_by_key(|&(i, shared)| {
+                let cache = &self.caches[i];
+                // A prefix counts when taking it keeps at least half of what
+                // the slot holds; a short shared start (BOS, a system prompt)
+                // is not worth evicting another conversation for.
+                let useful = if shared * 2 >= cache.tokens.len() {
+                    shared
+                } else {
+                    0
+                };
+                let same_key = cache.key == job.cache_key;
+                (useful, same_key, std::cmp::Reverse(cache.last_used))
+            })
+            .expect("admit runs only while a slot is free")
     }
 
-    /// How much of `cache` a request with `prompt` may keep: the shared
-    /// prefix, less the last prompt token, which must be read for its
-    /// logits.
-    fn usable_prefix(&self, cache: &SlotCache, prompt: &[LlamaToken]) -> usize {
-        if !self.prompt_cache {
+    /// How much of `cache` `job` may keep: nothing unless the cache was left
+    /// under `job`'s key, else the shared prefix, less the last prompt
+    /// token, which must be read for its logits.
+    fn usable_prefix(&self, cache: &SlotCache, job: &Job) -> usize {
+        if !self.prompt_cache || cache.key != job.cache_key {
             return 0;
         }
-        common_prefix(&cache.tokens, prompt).min(prompt.len().saturating_sub(1))
+        common_prefix(&cache.tokens, &job.tokens).min(job.tokens.len().saturating_sub(1))
     }
 
-    /// Keeps the longest prefix of slot `index`'s cache that `job`'s prompt
-    /// starts with and that can be continued (none unless the slot was left
-    /// under `job`'s key), drops the rest of the slot's cells,
-    /// and returns the prefix's length. At least the last prompt token is
-    /// always left to read, since its logits give the first answer token.
-    fn reuse_prefix(&mut self, ctx: &mut LlamaContext<'_>, index: usize, job: &Job) -> usize {
+    /// Keeps the first `shared` tokens of slot `index`'s cache (what
+    /// `usable_prefix` allows) if they can be continued, drops the rest of
+    /// the slot's cells, and returns how many it kept.
+    fn reuse_prefix(&mut self, ctx: &mut LlamaContext<'_>, index: usize, shared: usize) -> usize {
         let seq_id = index as u32;
-        let cache = &self.caches[index];
-        let cached = cache.tokens.len();
-        let mut keep = if cache.key == job.cache_key {
-            self.usable_prefix(cache, &job.tokens)
-        } else {
-            0
-        };
+        let cached = self.caches[index].tokens.len();
+        let mut keep = shared;
         if keep > 0 && self.sliding_window > 0 {
             // Sliding-window layers keep only their last window (plus a
             // batch) of cells; reading on from `keep` needs the window
