@@ -238,6 +238,21 @@ pub struct Message {
     pub usage: Option<MessageUsage>,
     #[serde(with = "serde_millis")]
     pub created_at: DateTime<Utc>,
+    /// Notes plugins stored with an answer (its sources, a warning), in
+    /// the order they were added; empty for most messages.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub annotations: Vec<MessageAnnotation>,
+}
+
+/// A note a plugin stored with an answer, shown beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MessageAnnotation {
+    /// The plugin that wrote it, by id.
+    #[schema(example = "web-sources")]
+    pub plugin: String,
+    #[schema(example = "Source: https://en.wikipedia.org/wiki/Paris")]
+    pub text: String,
 }
 
 /// What one generated answer cost.
@@ -631,4 +646,34 @@ impl ModelRecord {
     pub fn is_local(&self) -> bool {
         !(self.source.starts_with("http://") || self.source.starts_with("https://"))
     }
+}
+
+/// An installed extension plugin. Holds its configuration with secrets in
+/// it, so the API shows it through a view of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    /// From the manifest; unique.
+    pub id: String,
+    /// The `plugin.toml` text, as installed.
+    pub manifest: String,
+    /// sha256 of the component (lowercase hex); the `.wasm` itself lives
+    /// in the data dir, not in the store.
+    pub component_sha256: String,
+    pub enabled: bool,
+    /// Runs only for users who turned it on for themselves.
+    pub optional: bool,
+    /// Capabilities a technician approved, of those the manifest asks for.
+    pub approved: Vec<String>,
+    /// The models it runs for, by name; `None`: every model.
+    pub models: Option<Vec<String>>,
+    /// The configuration a technician set, secrets included.
+    pub config: serde_json::Value,
+    /// Why the host turned it off by itself (it failed too often), if it did.
+    pub disabled_reason: Option<String>,
+    /// The technician who installed it, by user id.
+    pub installed_by: String,
+    #[serde(with = "serde_millis")]
+    pub installed_at: DateTime<Utc>,
+    #[serde(with = "serde_millis")]
+    pub updated_at: DateTime<Utc>,
 }

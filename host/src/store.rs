@@ -8,7 +8,8 @@
 //! - a lookup that finds nothing is `Ok(None)` (or `Ok(false)` for deletes),
 //!   not an error;
 //! - an `update_*` of a record that does not exist is [`StoreError::NotFound`];
-//! - a unique-key clash is [`StoreError::Conflict`];
+//! - a unique-key clash is [`StoreError::Conflict`]; so is a plugin's
+//!   key-value write past its quota (`Conflict(KV_QUOTA)`);
 //! - lists honour `limit`/`offset` and report the total count of matches;
 //! - text search is a case-insensitive substring match (no `$text`);
 //! - expired chats are invisible to every read from the instant they expire,
@@ -44,6 +45,17 @@ pub enum StoreError {
 
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What [`StoreError::Conflict`] names when a plugin's key-value write
+/// would take its data past its quota ([`PluginDataRepo::kv_set`]).
+pub const KV_QUOTA: &str = "key-value quota";
+
+impl StoreError {
+    /// Whether this is a key-value write refused for the plugin's quota.
+    pub fn is_kv_quota(&self) -> bool {
+        matches!(self, StoreError::Conflict(what) if what == KV_QUOTA)
+    }
+}
 
 /// Fields of an account to change; `None` keeps what is stored.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -88,6 +100,27 @@ pub struct MessageUpdate {
     pub error: Option<Option<String>>,
     pub model: Option<Option<String>>,
     pub usage: Option<Option<MessageUsage>>,
+    /// Replaces the message's annotations as a whole (an empty list
+    /// removes them).
+    pub annotations: Option<Vec<MessageAnnotation>>,
+}
+
+/// Fields of an installed plugin to change; `None` keeps what is stored.
+/// `id`, `installed_by` and `installed_at` never change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginUpdate {
+    /// A new version, `(manifest, component_sha256)`: the manifest and
+    /// the component change together.
+    pub manifest: Option<(String, String)>,
+    pub enabled: Option<bool>,
+    pub optional: Option<bool>,
+    pub approved: Option<Vec<String>>,
+    /// `Some(None)`: every model.
+    pub models: Option<Option<Vec<String>>>,
+    pub config: Option<serde_json::Value>,
+    /// `Some(None)` clears it.
+    pub disabled_reason: Option<Option<String>>,
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// Fields of a ticket to change; `None` keeps what is stored.
@@ -292,6 +325,84 @@ pub trait ModelRepo: Send + Sync {
     async fn list_models(&self) -> StoreResult<Vec<ModelRecord>>;
 }
 
+/// Installed plugins and the optional ones users turned on.
+#[async_trait]
+pub trait PluginRepo: Send + Sync {
+    /// Inserts the plugin, or replaces every field of the one with its id
+    /// (users' opt-ins and its key-value data stay).
+    async fn put_plugin(&self, plugin: &PluginRecord) -> StoreResult<()>;
+    async fn get_plugin(&self, id: &str) -> StoreResult<Option<PluginRecord>>;
+    /// Every plugin, ordered by id.
+    async fn list_plugins(&self) -> StoreResult<Vec<PluginRecord>>;
+    /// Changes the named fields of the plugin and returns it as stored
+    /// after the write; `NotFound` if there is no such plugin.
+    async fn update_plugin(&self, id: &str, changes: &PluginUpdate) -> StoreResult<PluginRecord>;
+    /// Deletes the plugin with its key-value data and every user's opt-in;
+    /// `false` if there was no such plugin (its data, if any, still goes).
+    async fn delete_plugin(&self, id: &str) -> StoreResult<bool>;
+    /// The plugins the user turned on, by id, in order.
+    async fn list_user_plugins(&self, user_id: &str) -> StoreResult<Vec<String>>;
+    /// Turns a plugin on or off for the user; doing it twice changes
+    /// nothing. Turning on a plugin that is not installed is `NotFound`.
+    async fn set_user_plugin(&self, user_id: &str, plugin_id: &str, on: bool) -> StoreResult<()>;
+}
+
+/// Plugins' key-value data. Every call names the plugin and a scope: `""`
+/// for the data the plugin shares among all its users, or a user id for
+/// that user's. One plugin never reaches another's keys, nor one scope
+/// another's. Values are bytes; keys compare as bytes (UTF-8).
+#[async_trait]
+pub trait PluginDataRepo: Send + Sync {
+    async fn kv_get(&self, plugin: &str, scope: &str, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Stores `value` under `key`, replacing what was there. The plugin's
+    /// usage ([`Self::kv_usage`]) counts the bytes of every key and value
+    /// it holds, in all scopes; a write that would take it past
+    /// `quota_bytes` (the replaced value counted as gone) stores nothing
+    /// and fails with `Conflict(KV_QUOTA)`, also under concurrent writes.
+    async fn kv_set(
+        &self,
+        plugin: &str,
+        scope: &str,
+        key: &str,
+        value: &[u8],
+        quota_bytes: u64,
+    ) -> StoreResult<()>;
+    /// `false` if there was no such key.
+    async fn kv_delete(&self, plugin: &str, scope: &str, key: &str) -> StoreResult<bool>;
+    /// At most `limit` keys of the scope that start with `prefix` (taken
+    /// literally), in byte order.
+    async fn kv_list(
+        &self,
+        plugin: &str,
+        scope: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<String>>;
+    /// Bytes of keys and values the plugin holds, all scopes together.
+    async fn kv_usage(&self, plugin: &str) -> StoreResult<u64>;
+}
+
+/// The bytes a key-value entry counts against its plugin's quota.
+fn kv_size(key: &str, value: &[u8]) -> u64 {
+    (key.len() + value.len()) as u64
+}
+
+/// The least string above every string that starts with `prefix`, for a
+/// range query `prefix <= key < end`; `None` when no string is (then
+/// `key >= prefix` alone selects exactly the keys with the prefix).
+/// UTF-8 byte order is code point order, so this works on characters.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// Everything the host stores.
 #[async_trait]
 pub trait Store:
@@ -306,6 +417,8 @@ pub trait Store:
     + AuditRepo
     + SettingsRepo
     + ModelRepo
+    + PluginRepo
+    + PluginDataRepo
 {
     /// `sqlite` or `mongodb`.
     fn kind(&self) -> &'static str;
@@ -436,6 +549,41 @@ mod tests {
         assert_eq!(mode(&db), 0o600);
         assert_eq!(mode(&partial), 0o600);
         assert_eq!(mode(&secret), 0o400);
+    }
+
+    #[test]
+    fn prefix_end_bounds_exactly_the_keys_with_the_prefix() {
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_end("a%").as_deref(), Some("a&"));
+        // The character after U+D7FF is U+E000 (no surrogates in strings).
+        assert_eq!(prefix_end("a\u{d7ff}").as_deref(), Some("a\u{e000}"));
+        // The highest character has no successor: the one before it moves.
+        assert_eq!(prefix_end("a\u{10ffff}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{10ffff}\u{10ffff}"), None);
+
+        let keys = [
+            "a",
+            "ab",
+            "ab\u{0}",
+            "abc",
+            "ab\u{10ffff}x",
+            "ac",
+            "b",
+            "é",
+            "\u{10ffff}",
+        ];
+        for prefix in ["", "a", "ab", "ab\u{10ffff}", "é", "\u{10ffff}", "zz"] {
+            let end = prefix_end(prefix);
+            for key in keys {
+                let in_range = key >= prefix && end.as_deref().is_none_or(|end| key < end);
+                assert_eq!(
+                    in_range,
+                    key.starts_with(prefix),
+                    "{key:?} under {prefix:?}"
+                );
+            }
+        }
     }
 
     #[test]

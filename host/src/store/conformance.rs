@@ -26,7 +26,10 @@ use corral_sdk::Role;
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::{ChatUpdate, MessageUpdate, Store, StoreError, StoreResult, TicketUpdate, UserUpdate};
+use super::{
+    ChatUpdate, MessageUpdate, PluginUpdate, Store, StoreError, StoreResult, TicketUpdate,
+    UserUpdate, KV_QUOTA,
+};
 use crate::model::*;
 use crate::time;
 
@@ -71,6 +74,7 @@ cases![
     chat_expired_is_invisible,
     chat_purge_expired,
     message_order_and_update,
+    message_annotations,
     answer_progress_and_interrupt,
     ticket_numbers_are_sequential,
     ticket_numbers_are_distinct_under_concurrency,
@@ -84,6 +88,14 @@ cases![
     settings_round_trip,
     model_round_trip_and_name_conflict,
     model_update_delete_and_order,
+    plugin_round_trip_and_replace,
+    plugin_update_changes_named_fields,
+    plugin_opt_ins,
+    plugin_delete_removes_data_and_opt_ins,
+    kv_round_trip_and_isolation,
+    kv_list_prefix_order_and_limit,
+    kv_quota_counts_keys_and_values,
+    kv_quota_holds_under_concurrent_writes,
 ];
 
 /// A per-case time limit, so a hung store fails the case instead of the run.
@@ -289,6 +301,7 @@ fn message(chat_id: &str, role: MessageRole, content: &str, minutes: i64) -> Mes
         model: None,
         usage: None,
         created_at: ts(minutes),
+        annotations: Vec::new(),
     }
 }
 
@@ -1938,6 +1951,7 @@ pub async fn message_order_and_update(s: &dyn Store) {
             error: Some(None),
             model: Some(Some("gemma-3-270m".to_string())),
             usage: Some(Some(usage)),
+            annotations: None,
         }
     ));
     let cancelled = Message {
@@ -1968,6 +1982,100 @@ pub async fn message_order_and_update(s: &dyn Store) {
         )
         .await,
         "update_message of a missing message",
+    );
+}
+
+fn annotation(plugin: &str, text: &str) -> MessageAnnotation {
+    MessageAnnotation {
+        plugin: plugin.to_string(),
+        text: text.to_string(),
+    }
+}
+
+/// Annotations are stored with a message, in order; an update replaces
+/// them only when it names them; a message without any reads as empty.
+pub async fn message_annotations(s: &dyn Store) {
+    let a = chat("alice", "a", false, 1);
+    ok!(s.create_chat(&a));
+    let question = message(&a.id, MessageRole::User, "where is Paris?", 1);
+    let mut answer = message(&a.id, MessageRole::Assistant, "In France.", 2);
+    answer.annotations = vec![
+        annotation("web-sources", "Source: https://en.wikipedia.org/wiki/Paris"),
+        annotation("fact-check", "Geprüft — ✓"),
+    ];
+    ok!(s.add_message(&question));
+    ok!(s.add_message(&answer));
+    assert_eq!(
+        ok!(s.list_messages(&a.id)),
+        vec![question.clone(), answer.clone()],
+        "messages with and without annotations"
+    );
+
+    let notes = vec![annotation("web-sources", "Source: https://example.com/a")];
+    ok!(s.update_message(
+        &answer.id,
+        &MessageUpdate {
+            annotations: Some(notes.clone()),
+            ..Default::default()
+        }
+    ));
+    let replaced = Message {
+        annotations: notes.clone(),
+        ..answer.clone()
+    };
+    assert_eq!(
+        ok!(s.list_messages(&a.id))[1],
+        replaced,
+        "annotations after replacing them"
+    );
+    ok!(s.update_message(
+        &answer.id,
+        &MessageUpdate {
+            content: Some("In France, on the Seine.".to_string()),
+            ..Default::default()
+        }
+    ));
+    let stored = ok!(s.list_messages(&a.id));
+    assert_eq!(
+        stored[1].annotations, notes,
+        "an update that does not name annotations kept them"
+    );
+    assert_eq!(stored[1].content, "In France, on the Seine.");
+    ok!(s.update_message(
+        &answer.id,
+        &MessageUpdate {
+            annotations: Some(Vec::new()),
+            ..Default::default()
+        }
+    ));
+    assert!(
+        ok!(s.list_messages(&a.id))[1].annotations.is_empty(),
+        "an empty list removes the annotations"
+    );
+
+    // A pending answer's saved progress and its interruption keep them.
+    let mut pending = message(&a.id, MessageRole::Assistant, "", 3);
+    pending.status = MessageStatus::Pending;
+    pending.annotations = vec![annotation("web-sources", "Source: early")];
+    ok!(s.add_message(&pending));
+    let so_far = MessageUsage {
+        prompt_tokens: 10,
+        cached_tokens: 0,
+        completion_tokens: 2,
+        time_to_first_token_ms: 30,
+        tokens_per_second: 10.0,
+    };
+    assert!(ok!(s.save_answer_progress(&pending.id, "Par", &so_far)));
+    let interrupted = ok!(s.interrupt_pending_answers());
+    assert_eq!(interrupted.len(), 1, "one pending answer");
+    assert_eq!(
+        interrupted[0].0.annotations, pending.annotations,
+        "an interrupted answer's annotations"
+    );
+    assert_eq!(
+        ok!(s.list_messages(&a.id))[2].annotations,
+        pending.annotations,
+        "stored annotations of the interrupted answer"
     );
 }
 
@@ -3188,5 +3296,636 @@ pub async fn model_update_delete_and_order(s: &dyn Store) {
         model_names(&ok!(s.list_models())),
         ["c-model", "z-model"],
         "after the delete"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// plugins
+
+fn plugin(id: &str, minutes: i64) -> PluginRecord {
+    PluginRecord {
+        id: id.to_string(),
+        manifest: format!(
+            "id = \"{id}\"\nname = \"Plugin — ünïcode\"\nversion = \"0.1.0\"\napi = \"0.1.0\"\n"
+        ),
+        component_sha256: "cd".repeat(32),
+        enabled: true,
+        optional: false,
+        approved: vec!["log".to_string(), "kv".to_string()],
+        models: None,
+        config: json!({
+            "email": true,
+            "api_key": "s3cret",
+            "limits": { "ratio": 0.25, "max": 9_007_199_254_740_993_i64, "tags": ["a", "b"] },
+            "none": null,
+        }),
+        disabled_reason: None,
+        installed_by: "tech-1".to_string(),
+        installed_at: ts(minutes),
+        updated_at: ts(minutes),
+    }
+}
+
+fn plugin_ids(plugins: &[PluginRecord]) -> Vec<&str> {
+    plugins.iter().map(|p| p.id.as_str()).collect()
+}
+
+/// Plugins round-trip every field (an empty model list is not "every
+/// model"); a put with a taken id replaces the plugin; lists go by id.
+pub async fn plugin_round_trip_and_replace(s: &dyn Store) {
+    assert_eq!(ok!(s.get_plugin("missing")), None, "a missing plugin");
+    assert!(ok!(s.list_plugins()).is_empty(), "no plugins yet");
+    let b = plugin("b-plugin", 0);
+    let a = plugin("a-plugin", 1);
+    let mut c = plugin("c-plugin", 2);
+    c.optional = true;
+    c.enabled = false;
+    c.models = Some(Vec::new());
+    c.disabled_reason = Some("trapped 5 times in a row".to_string());
+    c.config = json!({});
+    for p in [&b, &a, &c] {
+        ok!(s.put_plugin(p));
+    }
+    assert_eq!(
+        plugin_ids(&ok!(s.list_plugins())),
+        ["a-plugin", "b-plugin", "c-plugin"],
+        "ordered by id"
+    );
+    for p in [&a, &b, &c] {
+        assert_eq!(ok!(s.get_plugin(&p.id)).as_ref(), Some(p), "{} by id", p.id);
+    }
+    assert_eq!(
+        ok!(s.get_plugin("c-plugin")).and_then(|p| p.models),
+        Some(Vec::new()),
+        "an empty model list stays empty"
+    );
+
+    let replaced = PluginRecord {
+        id: "b-plugin".to_string(),
+        manifest: "id = \"b-plugin\"\nversion = \"0.2.0\"\n".to_string(),
+        component_sha256: "ef".repeat(32),
+        enabled: false,
+        optional: true,
+        approved: Vec::new(),
+        models: Some(vec!["gemma-3-270m".to_string(), "other:q4".to_string()]),
+        config: json!({ "level": 3, "list": ["x"] }),
+        disabled_reason: Some("turned off".to_string()),
+        installed_by: "tech-2".to_string(),
+        installed_at: ts(10),
+        updated_at: ts(11),
+    };
+    ok!(s.put_plugin(&replaced));
+    assert_eq!(
+        ok!(s.get_plugin("b-plugin")),
+        Some(replaced.clone()),
+        "the replaced plugin"
+    );
+    assert_eq!(
+        ok!(s.list_plugins()),
+        vec![a, replaced, c],
+        "every plugin after the replacement"
+    );
+}
+
+/// `update_plugin` changes only the fields it names and returns the plugin
+/// as stored; a missing plugin is `NotFound`.
+pub async fn plugin_update_changes_named_fields(s: &dyn Store) {
+    let p = plugin("pii-redact", 0);
+    let other = plugin("other", 0);
+    ok!(s.put_plugin(&p));
+    ok!(s.put_plugin(&other));
+
+    let mut expected = PluginRecord {
+        enabled: false,
+        disabled_reason: Some("trapped 5 times in a row".to_string()),
+        updated_at: ts(5),
+        ..p.clone()
+    };
+    let stored = ok!(s.update_plugin(
+        &p.id,
+        &PluginUpdate {
+            enabled: Some(false),
+            disabled_reason: Some(Some("trapped 5 times in a row".to_string())),
+            updated_at: Some(ts(5)),
+            ..Default::default()
+        }
+    ));
+    assert_eq!(stored, expected, "after turning it off");
+    assert_eq!(ok!(s.get_plugin(&p.id)), Some(expected.clone()), "as read");
+
+    expected.optional = true;
+    expected.approved = vec!["log".to_string()];
+    expected.models = Some(vec!["gemma-3-270m".to_string()]);
+    expected.config = json!({ "email": false, "api_key": "n3w" });
+    let stored = ok!(s.update_plugin(
+        &p.id,
+        &PluginUpdate {
+            optional: Some(true),
+            approved: Some(vec!["log".to_string()]),
+            models: Some(Some(vec!["gemma-3-270m".to_string()])),
+            config: Some(json!({ "email": false, "api_key": "n3w" })),
+            ..Default::default()
+        }
+    ));
+    assert_eq!(stored, expected, "after changing its settings");
+
+    expected.manifest = "id = \"pii-redact\"\nversion = \"0.2.0\"\n".to_string();
+    expected.component_sha256 = "01".repeat(32);
+    expected.enabled = true;
+    expected.disabled_reason = None;
+    expected.models = None;
+    let stored = ok!(s.update_plugin(
+        &p.id,
+        &PluginUpdate {
+            manifest: Some((expected.manifest.clone(), expected.component_sha256.clone())),
+            enabled: Some(true),
+            disabled_reason: Some(None),
+            models: Some(None),
+            ..Default::default()
+        }
+    ));
+    assert_eq!(stored, expected, "after an upgrade");
+    assert_eq!(
+        ok!(s.update_plugin(&p.id, &PluginUpdate::default())),
+        expected,
+        "an update without changes"
+    );
+    assert_eq!(
+        ok!(s.get_plugin(&other.id)),
+        Some(other),
+        "another plugin changed"
+    );
+    expect_not_found(
+        s.update_plugin(
+            "ghost",
+            &PluginUpdate {
+                enabled: Some(false),
+                ..Default::default()
+            },
+        )
+        .await,
+        "update_plugin of a missing plugin",
+    );
+    assert_eq!(ok!(s.get_plugin("ghost")), None, "the update created it");
+}
+
+/// Users turn installed plugins on and off for themselves, each user
+/// alone; doing it twice changes nothing; a plugin that is not installed
+/// cannot be turned on.
+pub async fn plugin_opt_ins(s: &dyn Store) {
+    let mut a = plugin("a-plugin", 0);
+    a.optional = true;
+    let mut b = plugin("b-plugin", 0);
+    b.optional = true;
+    ok!(s.put_plugin(&b));
+    ok!(s.put_plugin(&a));
+    assert!(ok!(s.list_user_plugins("u1")).is_empty(), "none yet");
+
+    ok!(s.set_user_plugin("u1", "b-plugin", true));
+    ok!(s.set_user_plugin("u1", "a-plugin", true));
+    ok!(s.set_user_plugin("u1", "a-plugin", true));
+    assert_eq!(
+        ok!(s.list_user_plugins("u1")),
+        ["a-plugin", "b-plugin"],
+        "u1's plugins, by id, each once"
+    );
+    assert!(
+        ok!(s.list_user_plugins("u2")).is_empty(),
+        "another user's plugins"
+    );
+    ok!(s.set_user_plugin("u2", "a-plugin", true));
+
+    ok!(s.set_user_plugin("u1", "a-plugin", false));
+    ok!(s.set_user_plugin("u1", "a-plugin", false));
+    ok!(s.set_user_plugin("u3", "b-plugin", false));
+    assert_eq!(
+        ok!(s.list_user_plugins("u1")),
+        ["b-plugin"],
+        "u1 after turning one off"
+    );
+    assert_eq!(
+        ok!(s.list_user_plugins("u2")),
+        ["a-plugin"],
+        "u2 after u1 turned it off"
+    );
+
+    expect_not_found(
+        s.set_user_plugin("u1", "ghost", true).await,
+        "turning on a plugin that is not installed",
+    );
+    ok!(s.set_user_plugin("u1", "ghost", false));
+    assert_eq!(
+        ok!(s.list_user_plugins("u1")),
+        ["b-plugin"],
+        "u1 after naming a missing plugin"
+    );
+
+    // A new version (a put over the old record) keeps who turned it on.
+    a.manifest.push_str("# 0.2.0\n");
+    ok!(s.put_plugin(&a));
+    assert_eq!(
+        ok!(s.list_user_plugins("u2")),
+        ["a-plugin"],
+        "u2 after the plugin was replaced"
+    );
+}
+
+/// Deleting a plugin deletes its key-value data and users' opt-ins, and
+/// nothing of other plugins; installed again it starts empty.
+pub async fn plugin_delete_removes_data_and_opt_ins(s: &dyn Store) {
+    let mut a = plugin("a-plugin", 0);
+    a.optional = true;
+    let mut b = plugin("b-plugin", 0);
+    b.optional = true;
+    ok!(s.put_plugin(&a));
+    ok!(s.put_plugin(&b));
+    for (user, id) in [("u1", "a-plugin"), ("u1", "b-plugin"), ("u2", "a-plugin")] {
+        ok!(s.set_user_plugin(user, id, true));
+    }
+    let quota = 1000;
+    ok!(s.kv_set("a-plugin", "", "shared", b"one", quota));
+    ok!(s.kv_set("a-plugin", "u1", "mine", b"two", quota));
+    ok!(s.kv_set("b-plugin", "", "shared", b"three", quota));
+
+    assert!(ok!(s.delete_plugin("a-plugin")), "deleting a plugin");
+    assert_eq!(ok!(s.get_plugin("a-plugin")), None, "the deleted plugin");
+    assert_eq!(
+        plugin_ids(&ok!(s.list_plugins())),
+        ["b-plugin"],
+        "plugins left"
+    );
+    assert_eq!(
+        ok!(s.list_user_plugins("u1")),
+        ["b-plugin"],
+        "u1's opt-ins left"
+    );
+    assert!(
+        ok!(s.list_user_plugins("u2")).is_empty(),
+        "u2's opt-ins left"
+    );
+    assert_eq!(ok!(s.kv_get("a-plugin", "", "shared")), None, "shared data");
+    assert_eq!(ok!(s.kv_get("a-plugin", "u1", "mine")), None, "user data");
+    assert!(
+        ok!(s.kv_list("a-plugin", "", "", 100)).is_empty(),
+        "keys of the deleted plugin"
+    );
+    assert_eq!(
+        ok!(s.kv_usage("a-plugin")),
+        0,
+        "usage of the deleted plugin"
+    );
+    assert_eq!(
+        ok!(s.kv_get("b-plugin", "", "shared")),
+        Some(b"three".to_vec()),
+        "another plugin's data"
+    );
+    assert_eq!(ok!(s.kv_usage("b-plugin")), 11, "another plugin's usage");
+    assert!(!ok!(s.delete_plugin("a-plugin")), "a second delete");
+
+    // Installed again, it has no opt-ins and its whole quota.
+    ok!(s.put_plugin(&a));
+    assert!(
+        ok!(s.list_user_plugins("u2")).is_empty(),
+        "opt-ins came back"
+    );
+    ok!(s.kv_set("a-plugin", "", "k", &[7; 18], 20));
+    assert_eq!(ok!(s.kv_usage("a-plugin")), 19, "usage after reinstalling");
+
+    // Data left under an id with no plugin goes too.
+    ok!(s.kv_set("ghost", "", "k", b"v", quota));
+    assert!(!ok!(s.delete_plugin("ghost")), "deleting a missing plugin");
+    assert_eq!(ok!(s.kv_get("ghost", "", "k")), None, "the orphaned data");
+    assert_eq!(ok!(s.kv_usage("ghost")), 0, "the orphaned usage");
+}
+
+// ---------------------------------------------------------------------------
+// plugins' key-value data
+
+const BIG_QUOTA: u64 = 1 << 20;
+
+/// Values are bytes (any, empty included); one plugin never sees
+/// another's keys, nor one scope another's.
+pub async fn kv_round_trip_and_isolation(s: &dyn Store) {
+    assert_eq!(ok!(s.kv_get("p", "", "missing")), None, "a missing key");
+    let every_byte: Vec<u8> = (0..=255).collect();
+    ok!(s.kv_set("p", "", "bytes", &every_byte, BIG_QUOTA));
+    ok!(s.kv_set("p", "", "empty", b"", BIG_QUOTA));
+    ok!(s.kv_set("p", "", "ключ/é", "ünïcode".as_bytes(), BIG_QUOTA));
+    ok!(s.kv_set("p", "u1", "bytes", b"user one", BIG_QUOTA));
+    ok!(s.kv_set("p", "u10", "bytes", b"user ten", BIG_QUOTA));
+    ok!(s.kv_set("p2", "", "bytes", b"another plugin", BIG_QUOTA));
+    ok!(s.kv_set("p2", "u1", "bytes", b"another plugin's user", BIG_QUOTA));
+
+    assert_eq!(
+        ok!(s.kv_get("p", "", "bytes")),
+        Some(every_byte.clone()),
+        "every byte value"
+    );
+    assert_eq!(
+        ok!(s.kv_get("p", "", "empty")),
+        Some(Vec::new()),
+        "an empty value is not a missing one"
+    );
+    assert_eq!(
+        ok!(s.kv_get("p", "", "ключ/é")),
+        Some("ünïcode".as_bytes().to_vec()),
+        "a Unicode key"
+    );
+    for (plugin, scope, want) in [
+        ("p", "u1", &b"user one"[..]),
+        ("p", "u10", b"user ten"),
+        ("p2", "", b"another plugin"),
+        ("p2", "u1", b"another plugin's user"),
+    ] {
+        assert_eq!(
+            ok!(s.kv_get(plugin, scope, "bytes")),
+            Some(want.to_vec()),
+            "{plugin} in scope {scope:?}"
+        );
+    }
+    assert_eq!(
+        ok!(s.kv_get("p", "u2", "bytes")),
+        None,
+        "a scope with no data"
+    );
+    assert_eq!(
+        ok!(s.kv_get("p3", "", "bytes")),
+        None,
+        "a plugin with no data"
+    );
+    assert_eq!(
+        ok!(s.kv_get("p", "", "BYTES")),
+        None,
+        "keys compare exactly"
+    );
+
+    ok!(s.kv_set("p", "", "bytes", b"new", BIG_QUOTA));
+    assert_eq!(
+        ok!(s.kv_get("p", "", "bytes")),
+        Some(b"new".to_vec()),
+        "an overwritten value"
+    );
+    assert_eq!(
+        ok!(s.kv_get("p", "u1", "bytes")),
+        Some(b"user one".to_vec()),
+        "another scope after the overwrite"
+    );
+    assert_eq!(
+        ok!(s.kv_get("p2", "", "bytes")),
+        Some(b"another plugin".to_vec()),
+        "another plugin after the overwrite"
+    );
+
+    assert!(
+        !ok!(s.kv_delete("p", "u2", "bytes")),
+        "a delete in a scope without the key"
+    );
+    assert!(
+        !ok!(s.kv_delete("p3", "", "bytes")),
+        "a delete in a plugin without the key"
+    );
+    assert!(ok!(s.kv_delete("p", "", "bytes")), "a delete");
+    assert!(!ok!(s.kv_delete("p", "", "bytes")), "a second delete");
+    assert_eq!(ok!(s.kv_get("p", "", "bytes")), None, "the deleted key");
+    assert_eq!(
+        ok!(s.kv_get("p", "u1", "bytes")),
+        Some(b"user one".to_vec()),
+        "the same key in another scope after the delete"
+    );
+    assert_eq!(
+        ok!(s.kv_get("p2", "", "bytes")),
+        Some(b"another plugin".to_vec()),
+        "the same key of another plugin after the delete"
+    );
+    assert_eq!(
+        ok!(s.kv_list("p", "u1", "", 100)),
+        ["bytes"],
+        "keys of scope u1"
+    );
+    assert_eq!(
+        ok!(s.kv_list("p", "", "", 100)),
+        ["empty", "ключ/é"],
+        "keys of the shared scope"
+    );
+}
+
+/// Keys list in byte order, start with the prefix taken literally (no
+/// wildcards, no regular expressions), and stop at the limit.
+pub async fn kv_list_prefix_order_and_limit(s: &dyn Store) {
+    let keys = [
+        "b",
+        "a",
+        "a%",
+        "a%b",
+        "a_",
+        "a_b",
+        "a.b",
+        "a*",
+        "a+",
+        "ab",
+        "abc",
+        "a\\",
+        "a\\d",
+        "aé",
+        "a\u{10FFFF}",
+        "a\u{10FFFF}z",
+        "z",
+        "é",
+        "[x]",
+        "(",
+        "^a",
+        "$a",
+        "a|b",
+        "a?",
+        "a/b/c",
+        "A",
+    ];
+    for key in keys {
+        ok!(s.kv_set("p", "", key, key.as_bytes(), BIG_QUOTA));
+    }
+    ok!(s.kv_set("p", "u1", "a-user", b"x", BIG_QUOTA));
+    ok!(s.kv_set("other", "", "a-other", b"x", BIG_QUOTA));
+
+    let expected = |prefix: &str| -> Vec<String> {
+        let mut matching: Vec<String> = keys
+            .iter()
+            .filter(|k| k.starts_with(prefix))
+            .map(|k| k.to_string())
+            .collect();
+        matching.sort();
+        matching
+    };
+    for prefix in [
+        "",
+        "a",
+        "a%",
+        "a_",
+        "a.",
+        "a*",
+        "a+",
+        "ab",
+        "a\\",
+        "aé",
+        "a\u{10FFFF}",
+        "é",
+        "[",
+        "(",
+        "^",
+        "$",
+        "a|",
+        "a?",
+        "a/b/",
+        "A",
+        ".",
+        "%",
+        "_",
+        "nothing",
+        "abcd",
+    ] {
+        assert_eq!(
+            ok!(s.kv_list("p", "", prefix, 100)),
+            expected(prefix),
+            "keys under {prefix:?}"
+        );
+    }
+    assert_eq!(
+        ok!(s.kv_list("p", "", "a", 3)),
+        expected("a")[..3].to_vec(),
+        "the first three keys under \"a\""
+    );
+    assert!(ok!(s.kv_list("p", "", "", 0)).is_empty(), "a limit of 0");
+    assert_eq!(
+        ok!(s.kv_list("p", "u1", "a", 100)),
+        ["a-user"],
+        "a user's scope"
+    );
+    assert!(
+        ok!(s.kv_list("p", "u2", "", 100)).is_empty(),
+        "a scope without data"
+    );
+    assert_eq!(
+        ok!(s.kv_list("other", "", "", 100)),
+        ["a-other"],
+        "another plugin's keys"
+    );
+}
+
+/// A plugin's usage is the bytes of its keys and values in all scopes; a
+/// write that would take it past the quota stores nothing and fails with
+/// `Conflict(KV_QUOTA)`; the value a write replaces counts as gone.
+pub async fn kv_quota_counts_keys_and_values(s: &dyn Store) {
+    let is_quota = |e: &StoreError| e.is_kv_quota();
+    assert_eq!(ok!(s.kv_usage("p")), 0, "usage without data");
+    ok!(s.kv_set("p", "", "k1", &[1; 48], 100));
+    ok!(s.kv_set("p", "u1", "k2", &[2; 38], 100));
+    assert_eq!(ok!(s.kv_usage("p")), 90, "usage over two scopes");
+
+    let refused = s.kv_set("p", "u2", "k3", &[3; 9], 100).await;
+    expect_err(
+        refused,
+        "a write one byte past the quota",
+        "Conflict(KV_QUOTA)",
+        is_quota,
+    );
+    assert_eq!(ok!(s.kv_get("p", "u2", "k3")), None, "the refused write");
+    assert_eq!(ok!(s.kv_usage("p")), 90, "usage after the refused write");
+    ok!(s.kv_set("p", "u2", "k3", &[3; 8], 100));
+    assert_eq!(ok!(s.kv_usage("p")), 100, "usage at the quota");
+
+    ok!(s.kv_set("p", "", "k1", &[4; 48], 100));
+    assert_eq!(
+        ok!(s.kv_get("p", "", "k1")),
+        Some(vec![4; 48]),
+        "a same-size replacement at the quota"
+    );
+    let refused = s.kv_set("p", "", "k1", &[5; 49], 100).await;
+    expect_err(
+        refused,
+        "a replacement one byte larger",
+        "Conflict(KV_QUOTA)",
+        is_quota,
+    );
+    assert_eq!(
+        ok!(s.kv_get("p", "", "k1")),
+        Some(vec![4; 48]),
+        "the value a refused write would have replaced"
+    );
+    ok!(s.kv_set("p", "", "k1", &[6; 10], 100));
+    assert_eq!(
+        ok!(s.kv_usage("p")),
+        62,
+        "usage after a smaller replacement"
+    );
+    assert!(ok!(s.kv_delete("p", "u1", "k2")));
+    assert_eq!(ok!(s.kv_usage("p")), 22, "usage after a delete");
+
+    // Plugins have quotas of their own.
+    ok!(s.kv_set("other", "", "k", &[7; 99], 100));
+    assert_eq!(ok!(s.kv_usage("other")), 100, "another plugin's usage");
+    assert_eq!(ok!(s.kv_usage("p")), 22, "usage beside another plugin's");
+
+    let refused = s.kv_set("p", "", "huge", &[8; 200], 100).await;
+    expect_err(
+        refused,
+        "an entry larger than the quota",
+        "Conflict(KV_QUOTA)",
+        is_quota,
+    );
+    // A quota lowered below the usage refuses growth; deletes still work.
+    let refused = s.kv_set("p", "", "k4", b"x", 20).await;
+    expect_err(
+        refused,
+        "a write over a lowered quota",
+        "Conflict(KV_QUOTA)",
+        is_quota,
+    );
+    match s.kv_set("p", "", "k4", b"x", 20).await {
+        Err(StoreError::Conflict(what)) => assert_eq!(what, KV_QUOTA, "what the conflict names"),
+        other => panic!("a write over a lowered quota: {other:?}"),
+    }
+    assert!(ok!(s.kv_delete("p", "u2", "k3")));
+    assert_eq!(ok!(s.kv_usage("p")), 12, "usage after deleting again");
+    ok!(s.kv_set("p", "", "k4", b"x", 20));
+    assert_eq!(ok!(s.kv_usage("p")), 15, "usage under the lowered quota");
+}
+
+/// Concurrent writes never take a plugin past its quota, and the usage
+/// stays the bytes actually stored.
+pub async fn kv_quota_holds_under_concurrent_writes(s: &dyn Store) {
+    // Twenty entries of 100 bytes against room for ten.
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i:02}")).collect();
+    let writes = keys.iter().map(|k| s.kv_set("p", "", k, &[9; 97], 1000));
+    let results = futures::future::join_all(writes).await;
+    let mut written = Vec::new();
+    for (key, result) in keys.iter().zip(results) {
+        match result {
+            Ok(()) => written.push(key.clone()),
+            Err(e) if e.is_kv_quota() => {}
+            Err(e) => panic!("concurrent kv_set of {key}: {e:?}"),
+        }
+    }
+    assert_eq!(written.len(), 10, "writes that fitted: {written:?}");
+    assert_eq!(ok!(s.kv_list("p", "", "", 100)), written, "keys stored");
+    assert_eq!(ok!(s.kv_usage("p")), 1000, "usage at the quota");
+    for key in &written {
+        assert!(ok!(s.kv_delete("p", "", key)));
+    }
+    assert_eq!(ok!(s.kv_usage("p")), 0, "usage after deleting them");
+
+    // Writers racing on one key, with values of different sizes.
+    let sizes: Vec<usize> = (10..18).collect();
+    let values: Vec<Vec<u8>> = sizes.iter().map(|n| vec![*n as u8; *n]).collect();
+    let writes = values.iter().map(|v| s.kv_set("p", "u1", "same", v, 1000));
+    for result in futures::future::join_all(writes).await {
+        if let Err(e) = result {
+            panic!("concurrent kv_set of one key: {e:?}");
+        }
+    }
+    let stored = ok!(s.kv_get("p", "u1", "same")).expect("the raced key");
+    assert!(values.contains(&stored), "the stored value is one written");
+    assert_eq!(
+        ok!(s.kv_usage("p")),
+        (4 + stored.len()) as u64,
+        "usage after racing writes of one key"
     );
 }

@@ -5,6 +5,12 @@
 //! compare like the instants they stand for. Sessions, temporary chats and
 //! their messages also carry a BSON date `expire_at` for the TTL indexes;
 //! reads never rely on the TTL sweep.
+//!
+//! Plugins' key-value entries are `{plugin, scope, key, value, size}` with
+//! `value` as BSON binary; each plugin's usage is also kept as a counter
+//! (`plugin_kv_usage`) that every write changes with a conditional `$inc`,
+//! which enforces the quota under concurrent writers without transactions
+//! (a standalone server has none).
 
 use std::time::Duration;
 
@@ -26,6 +32,8 @@ const DUPLICATE_KEY: i32 = 11000;
 /// Name of the TTL field (a BSON date) on sessions, chats and messages.
 const EXPIRE_AT: &str = "expire_at";
 const TICKET_COUNTER: &str = "tickets";
+/// Tries of a key-value write that raced another write of the same key.
+const KV_WRITE_ATTEMPTS: usize = 8;
 
 /// MongoDB-backed [`super::Store`].
 pub struct MongoStore {
@@ -43,6 +51,10 @@ pub struct MongoStore {
     audit: Collection<Document>,
     settings: Collection<Document>,
     models: Collection<Document>,
+    plugins: Collection<Document>,
+    user_plugins: Collection<Document>,
+    plugin_kv: Collection<Document>,
+    plugin_kv_usage: Collection<Document>,
 }
 
 impl MongoStore {
@@ -82,6 +94,10 @@ impl MongoStore {
             audit: db.collection("audit"),
             settings: db.collection("settings"),
             models: db.collection("models"),
+            plugins: db.collection("plugins"),
+            user_plugins: db.collection("user_plugins"),
+            plugin_kv: db.collection("plugin_kv"),
+            plugin_kv_usage: db.collection("plugin_kv_usage"),
             db,
         };
         store.create_indexes().await?;
@@ -147,6 +163,15 @@ impl MongoStore {
         self.audit.create_indexes([plain(doc! { "at": 1 })]).await?;
         self.models
             .create_indexes([unique(doc! { "name": 1 })])
+            .await?;
+        self.user_plugins
+            .create_indexes([
+                unique(doc! { "user_id": 1, "plugin_id": 1 }),
+                plain(doc! { "plugin_id": 1 }),
+            ])
+            .await?;
+        self.plugin_kv
+            .create_indexes([unique(doc! { "plugin": 1, "scope": 1, "key": 1 })])
             .await?;
         Ok(())
     }
@@ -877,6 +902,9 @@ impl MessageRepo for MongoStore {
         if let Some(usage) = &changes.usage {
             set.insert("usage", to_bson(usage)?);
         }
+        if let Some(annotations) = &changes.annotations {
+            set.insert("annotations", to_bson(annotations)?);
+        }
         let found: Option<Document> =
             update_returning(&self.messages, doc! { "_id": id }, set, Document::new()).await?;
         found.map(|_| ()).ok_or(StoreError::NotFound)
@@ -1326,6 +1354,374 @@ impl ModelRepo for MongoStore {
 }
 
 #[async_trait]
+impl PluginRepo for MongoStore {
+    async fn put_plugin(&self, plugin: &PluginRecord) -> StoreResult<()> {
+        self.plugins
+            .replace_one(doc! { "_id": &plugin.id }, to_doc(plugin, &plugin.id)?)
+            .upsert(true)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_plugin(&self, id: &str) -> StoreResult<Option<PluginRecord>> {
+        find_one(&self.plugins, doc! { "_id": id }).await
+    }
+
+    async fn list_plugins(&self) -> StoreResult<Vec<PluginRecord>> {
+        find_all(&self.plugins, Document::new(), sorted(doc! { "_id": 1 })).await
+    }
+
+    async fn update_plugin(&self, id: &str, changes: &PluginUpdate) -> StoreResult<PluginRecord> {
+        let mut set = Document::new();
+        if let Some((manifest, sha256)) = &changes.manifest {
+            set.insert("manifest", manifest);
+            set.insert("component_sha256", sha256);
+        }
+        if let Some(enabled) = changes.enabled {
+            set.insert("enabled", enabled);
+        }
+        if let Some(optional) = changes.optional {
+            set.insert("optional", optional);
+        }
+        if let Some(approved) = &changes.approved {
+            set.insert("approved", to_bson(approved)?);
+        }
+        if let Some(models) = &changes.models {
+            set.insert("models", to_bson(models)?);
+        }
+        if let Some(config) = &changes.config {
+            set.insert("config", to_bson(config)?);
+        }
+        if let Some(reason) = &changes.disabled_reason {
+            set.insert("disabled_reason", to_bson(reason)?);
+        }
+        if let Some(t) = &changes.updated_at {
+            set.insert("updated_at", time::format(t));
+        }
+        update_returning(&self.plugins, doc! { "_id": id }, set, Document::new())
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn delete_plugin(&self, id: &str) -> StoreResult<bool> {
+        let result = self
+            .plugins
+            .delete_one(doc! { "_id": id })
+            .await
+            .map_err(db_err)?;
+        self.user_plugins
+            .delete_many(doc! { "plugin_id": id })
+            .await
+            .map_err(db_err)?;
+        self.plugin_kv
+            .delete_many(doc! { "plugin": id })
+            .await
+            .map_err(db_err)?;
+        self.plugin_kv_usage
+            .delete_one(doc! { "_id": id })
+            .await
+            .map_err(db_err)?;
+        Ok(result.deleted_count > 0)
+    }
+
+    async fn list_user_plugins(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        let found: Vec<Document> = self
+            .user_plugins
+            .find(doc! { "user_id": user_id })
+            .sort(doc! { "plugin_id": 1 })
+            .await
+            .map_err(db_err)?
+            .try_collect()
+            .await
+            .map_err(db_err)?;
+        found
+            .iter()
+            .map(|d| {
+                d.get_str("plugin_id")
+                    .map(str::to_owned)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn set_user_plugin(&self, user_id: &str, plugin_id: &str, on: bool) -> StoreResult<()> {
+        let opt_in = doc! { "user_id": user_id, "plugin_id": plugin_id };
+        if !on {
+            self.user_plugins.delete_one(opt_in).await.map_err(db_err)?;
+            return Ok(());
+        }
+        let installed = self
+            .plugins
+            .find_one(doc! { "_id": plugin_id })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(db_err)?;
+        if installed.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        match self
+            .user_plugins
+            .replace_one(opt_in.clone(), opt_in)
+            .upsert(true)
+            .await
+            .map_err(db_err)
+        {
+            // Two concurrent upserts: the other one inserted it.
+            Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn kv_entry(plugin: &str, scope: &str, key: &str) -> Document {
+    doc! { "plugin": plugin, "scope": scope, "key": key }
+}
+
+/// A byte count as BSON stores it.
+fn bson_bytes(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn kv_entry_size(entry: &Document) -> StoreResult<i64> {
+    let size = as_u64(entry.get("size"))?;
+    Ok(bson_bytes(size))
+}
+
+impl MongoStore {
+    /// Moves the plugin's usage counter by `delta` if the result stays
+    /// within `quota`; for `delta <= 0` it only checks that it does (the
+    /// caller lowers the counter once its write landed, so that concurrent
+    /// writers never count on room that is not there yet). `false` when
+    /// the quota does not allow it.
+    async fn kv_take_room(&self, plugin: &str, quota: i64, delta: i64) -> StoreResult<bool> {
+        let room = doc! { "_id": plugin, "bytes": { "$lte": quota.saturating_sub(delta) } };
+        for attempt in 0..2 {
+            let fits = if delta > 0 {
+                self.plugin_kv_usage
+                    .update_one(room.clone(), doc! { "$inc": { "bytes": delta } })
+                    .await
+                    .map_err(db_err)?
+                    .matched_count
+                    > 0
+            } else {
+                self.plugin_kv_usage
+                    .find_one(room.clone())
+                    .await
+                    .map_err(db_err)?
+                    .is_some()
+            };
+            if fits || attempt == 1 {
+                return Ok(fits);
+            }
+            // No room, or no counter yet (the plugin's first write, maybe
+            // racing others): make sure the counter exists and ask again.
+            match self
+                .plugin_kv_usage
+                .update_one(
+                    doc! { "_id": plugin },
+                    doc! { "$setOnInsert": { "bytes": 0_i64 } },
+                )
+                .upsert(true)
+                .await
+                .map_err(db_err)
+            {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    async fn kv_count(&self, plugin: &str, delta: i64) -> StoreResult<()> {
+        if delta != 0 {
+            self.plugin_kv_usage
+                .update_one(doc! { "_id": plugin }, doc! { "$inc": { "bytes": delta } })
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the entry if it still has the size it had when read (`None`:
+    /// if it still does not exist); `false` when another write got there
+    /// first. A same-size entry written meanwhile is replaced, which keeps
+    /// the count right.
+    async fn kv_write(
+        &self,
+        entry: &Document,
+        replaced: Option<i64>,
+        value: &[u8],
+        size: i64,
+    ) -> StoreResult<bool> {
+        let value = Bson::Binary(bson::Binary {
+            subtype: bson::spec::BinarySubtype::Generic,
+            bytes: value.to_vec(),
+        });
+        match replaced {
+            None => {
+                let mut document = entry.clone();
+                document.insert("value", value);
+                document.insert("size", size);
+                match insert(&self.plugin_kv, document).await {
+                    Ok(()) => Ok(true),
+                    Err(StoreError::Conflict(_)) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+            Some(old) => {
+                let mut filter = entry.clone();
+                filter.insert("size", old);
+                let result = self
+                    .plugin_kv
+                    .update_one(filter, doc! { "$set": { "value": value, "size": size } })
+                    .await
+                    .map_err(db_err)?;
+                Ok(result.matched_count > 0)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl PluginDataRepo for MongoStore {
+    async fn kv_get(&self, plugin: &str, scope: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let Some(found) = self
+            .plugin_kv
+            .find_one(kv_entry(plugin, scope, key))
+            .projection(doc! { "value": 1 })
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        match found.get("value") {
+            Some(Bson::Binary(binary)) => Ok(Some(binary.bytes.clone())),
+            other => Err(StoreError::Corrupt(format!(
+                "a key-value entry holds {other:?}"
+            ))),
+        }
+    }
+
+    async fn kv_set(
+        &self,
+        plugin: &str,
+        scope: &str,
+        key: &str,
+        value: &[u8],
+        quota_bytes: u64,
+    ) -> StoreResult<()> {
+        let size = bson_bytes(kv_size(key, value));
+        let quota = bson_bytes(quota_bytes);
+        let entry = kv_entry(plugin, scope, key);
+        for _ in 0..KV_WRITE_ATTEMPTS {
+            let replaced = self
+                .plugin_kv
+                .find_one(entry.clone())
+                .projection(doc! { "size": 1 })
+                .await
+                .map_err(db_err)?
+                .map(|found| kv_entry_size(&found))
+                .transpose()?;
+            let delta = size - replaced.unwrap_or(0);
+            if !self.kv_take_room(plugin, quota, delta).await? {
+                return Err(StoreError::Conflict(KV_QUOTA.to_owned()));
+            }
+            let written = self.kv_write(&entry, replaced, value, size).await;
+            match written {
+                Ok(true) => {
+                    if delta < 0 {
+                        self.kv_count(plugin, delta).await?;
+                    }
+                    return Ok(());
+                }
+                // Raced another write of the key: give the room back, and
+                // read the entry again.
+                Ok(false) if delta > 0 => self.kv_count(plugin, -delta).await?,
+                Ok(false) => {}
+                Err(e) => {
+                    if delta > 0 {
+                        self.kv_count(plugin, -delta).await?;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(StoreError::Unavailable(
+            "a key-value entry kept changing while it was written".to_owned(),
+        ))
+    }
+
+    async fn kv_delete(&self, plugin: &str, scope: &str, key: &str) -> StoreResult<bool> {
+        let deleted = self
+            .plugin_kv
+            .find_one_and_delete(kv_entry(plugin, scope, key))
+            .projection(doc! { "size": 1 })
+            .await
+            .map_err(db_err)?;
+        let Some(deleted) = deleted else {
+            return Ok(false);
+        };
+        self.kv_count(plugin, -kv_entry_size(&deleted)?).await?;
+        Ok(true)
+    }
+
+    async fn kv_list(
+        &self,
+        plugin: &str,
+        scope: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // A range on the key, not a regular expression: nothing in the
+        // prefix is special.
+        let mut range = doc! { "$gte": prefix };
+        if let Some(end) = prefix_end(prefix) {
+            range.insert("$lt", end);
+        }
+        let found: Vec<Document> = self
+            .plugin_kv
+            .find(doc! { "plugin": plugin, "scope": scope, "key": range })
+            .projection(doc! { "key": 1 })
+            .sort(doc! { "key": 1 })
+            .limit(i64::from(limit))
+            .await
+            .map_err(db_err)?
+            .try_collect()
+            .await
+            .map_err(db_err)?;
+        found
+            .iter()
+            .map(|d| {
+                d.get_str("key")
+                    .map(str::to_owned)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn kv_usage(&self, plugin: &str) -> StoreResult<u64> {
+        let counter = self
+            .plugin_kv_usage
+            .find_one(doc! { "_id": plugin })
+            .await
+            .map_err(db_err)?;
+        match counter {
+            // Never below zero, whatever a crash between writes left.
+            Some(counter) => match counter.get("bytes") {
+                Some(Bson::Int64(n)) if *n < 0 => Ok(0),
+                Some(Bson::Int32(n)) if *n < 0 => Ok(0),
+                bytes => as_u64(bytes),
+            },
+            None => Ok(0),
+        }
+    }
+}
+
+#[async_trait]
 impl Store for MongoStore {
     fn kind(&self) -> &'static str {
         "mongodb"
@@ -1411,6 +1807,7 @@ mod tests {
             model: None,
             usage: None,
             created_at: at,
+            annotations: Vec::new(),
         }
     }
 
@@ -1515,6 +1912,43 @@ mod tests {
             (totals[0].prompt_tokens, totals[0].cached_prompt_tokens),
             (42, 25)
         );
+    }
+
+    #[tokio::test]
+    async fn messages_before_annotations_and_binary_values() {
+        let (_server, store) = store().await;
+        let at = time::parse("2031-03-01T10:00:00Z").unwrap();
+        let a = chat("alice", "Old", at);
+        store.create_chat(&a).await.unwrap();
+        let mut answer = message(&a.id, "Hi", at);
+        answer.annotations = vec![MessageAnnotation {
+            plugin: "web-sources".to_string(),
+            text: "Source: https://example.com".to_string(),
+        }];
+        store.add_message(&answer).await.unwrap();
+        // Written before messages had annotations.
+        store
+            .messages
+            .update_one(
+                doc! { "_id": &answer.id },
+                doc! { "$unset": { "annotations": "" } },
+            )
+            .await
+            .unwrap();
+        let read = store.list_messages(&a.id).await.unwrap();
+        assert!(read[0].annotations.is_empty());
+
+        let value = [0_u8, 255, 1, 0];
+        store.kv_set("p", "u1", "k", &value, 100).await.unwrap();
+        let raw = store
+            .plugin_kv
+            .find_one(doc! { "plugin": "p", "scope": "u1", "key": "k" })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(raw.get_binary_generic("value").unwrap(), &value.to_vec());
+        assert_eq!(raw.get_i64("size").unwrap(), 5);
+        store.db.drop().await.unwrap();
     }
 
     #[tokio::test]

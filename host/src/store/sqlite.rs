@@ -200,6 +200,48 @@ ALTER TABLE chats ADD COLUMN sampling TEXT;
 -- counted before this was measured took none.
 ALTER TABLE generations ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
 ",
+    r"
+-- Notes plugins stored with an answer, as JSON; NULL when it has none.
+ALTER TABLE messages ADD COLUMN annotations TEXT;
+
+-- Installed plugins. `approved`, `models` and `config` are JSON; `models`
+-- is NULL when the plugin runs for every model.
+CREATE TABLE plugins (
+    id TEXT PRIMARY KEY NOT NULL,
+    manifest TEXT NOT NULL,
+    component_sha256 TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    optional INTEGER NOT NULL,
+    approved TEXT NOT NULL,
+    models TEXT,
+    config TEXT NOT NULL,
+    disabled_reason TEXT,
+    installed_by TEXT NOT NULL,
+    installed_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+-- Optional plugins users turned on for themselves.
+CREATE TABLE user_plugins (
+    user_id TEXT NOT NULL,
+    plugin_id TEXT NOT NULL REFERENCES plugins (id) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, plugin_id)
+) WITHOUT ROWID;
+CREATE INDEX user_plugins_plugin ON user_plugins (plugin_id);
+
+-- Plugins' key-value data: `scope` is '' for what a plugin shares among
+-- its users, else a user id; `size` is what the entry counts against the
+-- plugin's quota (bytes of key and value). No foreign key to plugins:
+-- deleting a plugin removes its data itself, as the MongoDB store does.
+CREATE TABLE plugin_kv (
+    plugin_id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (plugin_id, scope, key)
+);
+",
 ];
 
 /// A table and its columns, in the order the row codecs below use.
@@ -220,6 +262,23 @@ impl Table {
             self.name,
             self.columns(),
             slots.join(", ")
+        )
+    }
+
+    /// `INSERT` that replaces every other column of the row whose `keys`
+    /// clash (an update in place: no delete, so no cascade fires).
+    fn upsert_sql(&self, keys: &[&str]) -> String {
+        let set: Vec<String> = self
+            .cols
+            .iter()
+            .filter(|col| !keys.contains(col))
+            .map(|col| format!("{col} = excluded.{col}"))
+            .collect();
+        format!(
+            "{} ON CONFLICT ({}) DO UPDATE SET {}",
+            self.insert_sql(),
+            keys.join(", "),
+            set.join(", ")
         )
     }
 
@@ -318,6 +377,7 @@ const MESSAGES: Table = Table {
         "created_at",
         "model",
         "usage",
+        "annotations",
     ],
 };
 
@@ -394,6 +454,24 @@ const AUDIT: Table = Table {
 const MODELS: Table = Table {
     name: "models",
     cols: &["id", "name", "data"],
+};
+
+const PLUGINS: Table = Table {
+    name: "plugins",
+    cols: &[
+        "id",
+        "manifest",
+        "component_sha256",
+        "enabled",
+        "optional",
+        "approved",
+        "models",
+        "config",
+        "disabled_reason",
+        "installed_by",
+        "installed_at",
+        "updated_at",
+    ],
 };
 
 /// SQLite-backed [`super::Store`].
@@ -843,7 +921,22 @@ fn message_values(m: &Message) -> StoreResult<Vec<Value>> {
         at(&m.created_at),
         opt_text(m.model.as_deref()),
         usage_value(m.usage.as_ref())?,
+        annotations_value(&m.annotations)?,
     ])
+}
+
+fn annotations_value(annotations: &[MessageAnnotation]) -> StoreResult<Value> {
+    if annotations.is_empty() {
+        return Ok(Value::Null);
+    }
+    json_text(&annotations)
+}
+
+/// `value` as JSON text.
+fn json_text<T: Serialize + ?Sized>(value: &T) -> StoreResult<Value> {
+    serde_json::to_string(value)
+        .map(Value::Text)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode JSON: {e}")))
 }
 
 fn usage_value(usage: Option<&MessageUsage>) -> StoreResult<Value> {
@@ -870,6 +963,13 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
             usage
                 .map(|u| serde_json::from_str(&u).map_err(|e| conversion(8, e)))
                 .transpose()?
+        },
+        annotations: {
+            let annotations: Option<String> = r.get(9)?;
+            annotations
+                .map(|a| serde_json::from_str(&a).map_err(|e| conversion(9, e)))
+                .transpose()?
+                .unwrap_or_default()
         },
     })
 }
@@ -1321,6 +1421,9 @@ impl MessageRepo for SqliteStore {
         if let Some(usage) = &changes.usage {
             set.set("usage", usage_value(usage.as_ref())?);
         }
+        if let Some(annotations) = &changes.annotations {
+            set.set("annotations", annotations_value(annotations)?);
+        }
         let mut filter = Filter::default();
         filter.eq("id", text(id));
         self.update_returning(&MESSAGES, set, filter, |_| Ok(()))
@@ -1750,6 +1853,249 @@ impl ModelRepo for SqliteStore {
     }
 }
 
+fn plugin_values(p: &PluginRecord) -> StoreResult<Vec<Value>> {
+    Ok(vec![
+        text(&p.id),
+        text(&p.manifest),
+        text(&p.component_sha256),
+        p.enabled.into(),
+        p.optional.into(),
+        json_text(&p.approved)?,
+        match &p.models {
+            Some(models) => json_text(models)?,
+            None => Value::Null,
+        },
+        json_text(&p.config)?,
+        opt_text(p.disabled_reason.as_deref()),
+        text(&p.installed_by),
+        at(&p.installed_at),
+        at(&p.updated_at),
+    ])
+}
+
+fn plugin_row(r: &Row<'_>) -> rusqlite::Result<PluginRecord> {
+    let approved: String = r.get(5)?;
+    let models: Option<String> = r.get(6)?;
+    Ok(PluginRecord {
+        id: r.get(0)?,
+        manifest: r.get(1)?,
+        component_sha256: r.get(2)?,
+        enabled: r.get(3)?,
+        optional: r.get(4)?,
+        approved: serde_json::from_str(&approved).map_err(|e| conversion(5, e))?,
+        models: models
+            .map(|m| serde_json::from_str(&m).map_err(|e| conversion(6, e)))
+            .transpose()?,
+        config: get_json(r, 7)?,
+        disabled_reason: r.get(8)?,
+        installed_by: r.get(9)?,
+        installed_at: get_at(r, 10)?,
+        updated_at: get_at(r, 11)?,
+    })
+}
+
+#[async_trait]
+impl PluginRepo for SqliteStore {
+    async fn put_plugin(&self, plugin: &PluginRecord) -> StoreResult<()> {
+        self.execute(PLUGINS.upsert_sql(&["id"]), plugin_values(plugin)?)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_plugin(&self, id: &str) -> StoreResult<Option<PluginRecord>> {
+        let sql = format!("SELECT {} FROM plugins WHERE id = ?", PLUGINS.columns());
+        self.query_one(sql, vec![text(id)], plugin_row).await
+    }
+
+    async fn list_plugins(&self) -> StoreResult<Vec<PluginRecord>> {
+        let sql = format!("SELECT {} FROM plugins ORDER BY id", PLUGINS.columns());
+        self.query_all(sql, vec![], plugin_row).await
+    }
+
+    async fn update_plugin(&self, id: &str, changes: &PluginUpdate) -> StoreResult<PluginRecord> {
+        let mut set = Assignments::default();
+        if let Some((manifest, sha256)) = &changes.manifest {
+            set.set("manifest", text(manifest));
+            set.set("component_sha256", text(sha256));
+        }
+        if let Some(enabled) = changes.enabled {
+            set.set("enabled", enabled.into());
+        }
+        if let Some(optional) = changes.optional {
+            set.set("optional", optional.into());
+        }
+        if let Some(approved) = &changes.approved {
+            set.set("approved", json_text(approved)?);
+        }
+        if let Some(models) = &changes.models {
+            let value = match models {
+                Some(models) => json_text(models)?,
+                None => Value::Null,
+            };
+            set.set("models", value);
+        }
+        if let Some(config) = &changes.config {
+            set.set("config", json_text(config)?);
+        }
+        if let Some(reason) = &changes.disabled_reason {
+            set.set("disabled_reason", opt_text(reason.as_deref()));
+        }
+        if let Some(t) = &changes.updated_at {
+            set.set("updated_at", at(t));
+        }
+        let mut filter = Filter::default();
+        filter.eq("id", text(id));
+        self.update_returning(&PLUGINS, set, filter, plugin_row)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn delete_plugin(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM plugin_kv WHERE plugin_id = ?1", [&id])?;
+            tx.execute("DELETE FROM user_plugins WHERE plugin_id = ?1", [&id])?;
+            let rows = tx.execute("DELETE FROM plugins WHERE id = ?1", [&id])?;
+            tx.commit()?;
+            Ok(rows > 0)
+        })
+        .await
+    }
+
+    async fn list_user_plugins(&self, user_id: &str) -> StoreResult<Vec<String>> {
+        let sql =
+            "SELECT plugin_id FROM user_plugins WHERE user_id = ? ORDER BY plugin_id".to_owned();
+        self.query_all(sql, vec![text(user_id)], |r| r.get(0)).await
+    }
+
+    async fn set_user_plugin(&self, user_id: &str, plugin_id: &str, on: bool) -> StoreResult<()> {
+        let params = vec![text(user_id), text(plugin_id)];
+        if !on {
+            let sql = "DELETE FROM user_plugins WHERE user_id = ? AND plugin_id = ?".to_owned();
+            self.execute(sql, params).await?;
+            return Ok(());
+        }
+        let sql = "INSERT INTO user_plugins (user_id, plugin_id) VALUES (?, ?) \
+                   ON CONFLICT DO NOTHING"
+            .to_owned();
+        match self.execute(sql, params).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_foreign_key_error(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl PluginDataRepo for SqliteStore {
+    async fn kv_get(&self, plugin: &str, scope: &str, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let sql =
+            "SELECT value FROM plugin_kv WHERE plugin_id = ? AND scope = ? AND key = ?".to_owned();
+        self.query_one(sql, vec![text(plugin), text(scope), text(key)], |r| {
+            r.get(0)
+        })
+        .await
+    }
+
+    async fn kv_set(
+        &self,
+        plugin: &str,
+        scope: &str,
+        key: &str,
+        value: &[u8],
+        quota_bytes: u64,
+    ) -> StoreResult<()> {
+        let size = kv_size(key, value);
+        let entry = [text(plugin), text(scope), text(key)];
+        let row = [
+            entry.to_vec(),
+            vec![
+                Value::Blob(value.to_vec()),
+                i64::try_from(size).unwrap_or(i64::MAX).into(),
+            ],
+        ]
+        .concat();
+        let written = self
+            .call(move |c| {
+                // Immediate: the sum read below stays true until the write.
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let used: i64 = tx.query_row(
+                    "SELECT COALESCE(SUM(size), 0) FROM plugin_kv WHERE plugin_id = ?1",
+                    [&entry[0]],
+                    |r| r.get(0),
+                )?;
+                let replaced: i64 = tx
+                    .query_row(
+                        "SELECT size FROM plugin_kv \
+                         WHERE plugin_id = ?1 AND scope = ?2 AND key = ?3",
+                        params_from_iter(&entry),
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(0);
+                let after = count(used).saturating_sub(count(replaced)) + size;
+                if after > quota_bytes {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "INSERT INTO plugin_kv (plugin_id, scope, key, value, size) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (plugin_id, scope, key) \
+                     DO UPDATE SET value = excluded.value, size = excluded.size",
+                    params_from_iter(row),
+                )?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await?;
+        if written {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(KV_QUOTA.to_owned()))
+        }
+    }
+
+    async fn kv_delete(&self, plugin: &str, scope: &str, key: &str) -> StoreResult<bool> {
+        let sql = "DELETE FROM plugin_kv WHERE plugin_id = ? AND scope = ? AND key = ?".to_owned();
+        let rows = self
+            .execute(sql, vec![text(plugin), text(scope), text(key)])
+            .await?;
+        Ok(rows > 0)
+    }
+
+    async fn kv_list(
+        &self,
+        plugin: &str,
+        scope: &str,
+        prefix: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        // A range on the key, not LIKE: nothing in the prefix is a wildcard.
+        let mut filter = Filter::default();
+        filter.eq("plugin_id", text(plugin));
+        filter.eq("scope", text(scope));
+        filter.clause("key >= ?", [text(prefix)]);
+        if let Some(end) = prefix_end(prefix) {
+            filter.clause("key < ?", [Value::Text(end)]);
+        }
+        let sql = format!(
+            "SELECT key FROM plugin_kv{} ORDER BY key LIMIT ?",
+            filter.where_sql()
+        );
+        let mut params = filter.params;
+        params.push(limit.into());
+        self.query_all(sql, params, |r| r.get(0)).await
+    }
+
+    async fn kv_usage(&self, plugin: &str) -> StoreResult<u64> {
+        let sql = "SELECT COALESCE(SUM(size), 0) FROM plugin_kv WHERE plugin_id = ?".to_owned();
+        let used = self
+            .query_one(sql, vec![text(plugin)], |r| r.get::<_, i64>(0))
+            .await?;
+        Ok(count(used.unwrap_or(0)))
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn kind(&self) -> &'static str {
@@ -1918,6 +2264,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn messages_stored_before_annotations_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corral.db");
+        let old_chat = chat("u", "Before");
+        let answer_id = new_id();
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..5] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 5).unwrap();
+            tx.commit().unwrap();
+            conn.execute(
+                &CHATS.insert_sql(),
+                params_from_iter(chat_values(&old_chat).unwrap()),
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO messages (id, chat_id, role, content, status, error, created_at, \
+                 model, usage) VALUES (?1, ?2, 'assistant', 'Hi', 'complete', NULL, \
+                 '2026-01-01T00:00:01.000Z', 'm', NULL)",
+                rusqlite::params![answer_id, old_chat.id],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let messages = store.list_messages(&old_chat.id).await.unwrap();
+        assert_eq!(messages.len(), 1);
+        assert!(messages[0].annotations.is_empty());
+
+        // Annotations written after the migration read back.
+        let notes = vec![MessageAnnotation {
+            plugin: "web-sources".to_owned(),
+            text: "Source: https://example.com/a".to_owned(),
+        }];
+        let changes = MessageUpdate {
+            annotations: Some(notes.clone()),
+            ..Default::default()
+        };
+        store.update_message(&answer_id, &changes).await.unwrap();
+        let messages = store.list_messages(&old_chat.id).await.unwrap();
+        assert_eq!(messages[0].annotations, notes);
+    }
+
+    #[tokio::test]
     async fn reopening_keeps_data_and_schema_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("corral.db");
@@ -2014,6 +2406,7 @@ mod tests {
             model: None,
             usage: None,
             created_at: now,
+            annotations: Vec::new(),
         };
         store.add_message(&message).await.unwrap();
 
