@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::api::audit;
 use crate::error::{ApiResult, AppError, Json, Validator};
 use crate::model::User;
 use crate::policy::Caller;
@@ -180,9 +179,9 @@ pub async fn put_quotas(
     let value = serde_json::to_value(&quotas)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("cannot encode the quotas: {e}")))?;
     state.store.put_setting(QUOTAS, &value).await?;
-    audit(
-        &state,
-        &caller,
+    crate::audit::record(
+        state.store.as_ref(),
+        &caller.user,
         "quotas.update",
         QUOTAS,
         json!({ "from": before, "to": quotas }),

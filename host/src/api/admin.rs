@@ -2,11 +2,10 @@
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::auth::{registration_open, REGISTRATION_OPEN};
-use crate::api::{audit as write_audit, paging, Paged};
+use crate::accounts::{registration_open, set_registration_open};
+use crate::api::{paging, Paged};
 use crate::error::{ApiResult, Json, Query};
 use crate::model::{AuditEntry, AuditQuery};
 use crate::policy::Caller;
@@ -66,7 +65,7 @@ pub struct Settings {
     responses((status = 200, description = "Settings", body = Settings)))]
 pub async fn get_settings(State(state): State<AppState>) -> ApiResult<Json<Settings>> {
     Ok(Json(Settings {
-        registration_open: registration_open(&state).await?,
+        registration_open: registration_open(state.store.as_ref()).await?,
     }))
 }
 
@@ -87,20 +86,7 @@ pub async fn update_settings(
     Json(req): Json<UpdateSettingsRequest>,
 ) -> ApiResult<Json<Settings>> {
     if let Some(open) = req.registration_open {
-        if open != registration_open(&state).await? {
-            state
-                .store
-                .put_setting(REGISTRATION_OPEN, &json!(open))
-                .await?;
-            write_audit(
-                &state,
-                &caller,
-                "settings.update",
-                REGISTRATION_OPEN,
-                json!({"to": open}),
-            )
-            .await?;
-        }
+        set_registration_open(state.store.as_ref(), &caller.user, open).await?;
     }
     get_settings(State(state)).await
 }

@@ -8,29 +8,19 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use corral_sdk::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::accounts::{
-    check_password, create_account, normalize_display_name, revoke_access, MAX_USERNAME_CHARS,
-};
-use crate::api::{usage, UserView};
-use crate::auth::{
-    hash_password_async, new_secret, token_hash, verify_password_async, API_KEY_PREFIX,
-    REFRESH_TOKEN_PREFIX,
-};
+use crate::accounts::{self, registration_open};
+use crate::api::UserView;
+use crate::auth::{new_secret, token_hash, API_KEY_PREFIX};
 use crate::client_addr::{bucket, client_address};
 use crate::error::{ApiResult, AppError, Json, Path, Validator};
-use crate::model::{new_id, usage_kind, ApiKey, Session, User};
+use crate::model::{new_id, ApiKey, User};
 use crate::policy::Caller;
-use crate::ratelimit::account_key;
+use crate::sessions::{Issued, Sessions};
 use crate::state::AppState;
-use crate::store::{StoreError, UserUpdate};
 use crate::time::{now, serde_millis, serde_millis_opt};
-
-/// Settings key: whether anyone may create an account.
-pub const REGISTRATION_OPEN: &str = "registration_open";
 
 /// The client's address when the server knows it: the peer, or the client
 /// a trusted proxy names (see [`crate::client_addr::client_address`]).
@@ -170,62 +160,36 @@ pub struct TokenResponse {
     pub user: UserView,
 }
 
-/// Issues an access token and a refresh token (in `family`, or a new one).
+impl From<Issued> for TokenResponse {
+    fn from(issued: Issued) -> Self {
+        TokenResponse {
+            access_token: issued.access_token,
+            token_type: "Bearer".into(),
+            expires_in: issued.expires_in,
+            refresh_token: Some(issued.refresh_token),
+            refresh_expires_at: issued.refresh_expires_at,
+            user: UserView::from(&issued.user),
+        }
+    }
+}
+
+/// The sign-in sessions, as this host's configuration sets them up.
+fn sessions(state: &AppState) -> Sessions<'_> {
+    Sessions {
+        store: state.store.as_ref(),
+        keys: &state.tokens,
+        refresh_ttl_days: state.config.refresh_token_ttl_days,
+    }
+}
+
+/// Issues an access token and a refresh token (in `family`, or a new one);
+/// see [`Sessions::start`].
 pub async fn issue_tokens(
     state: &AppState,
     user: &User,
     family: Option<String>,
 ) -> ApiResult<TokenResponse> {
-    let access_token = state.tokens.issue(&user.id, user.token_version)?;
-    let refresh_token = new_secret(REFRESH_TOKEN_PREFIX);
-    let created_at = now();
-    let expires_at =
-        created_at + chrono::Duration::days(state.config.refresh_token_ttl_days as i64);
-    let session = Session {
-        id: new_id(),
-        user_id: user.id.clone(),
-        family_id: family.unwrap_or_else(new_id),
-        token_hash: token_hash(&refresh_token),
-        created_at,
-        expires_at,
-        used: false,
-        revoked: false,
-    };
-    state.store.create_session(&session).await?;
-    // A disable or reset writes the account first and revokes its sessions
-    // after: either this read sees the write, or the revoke comes after
-    // the session above was stored and takes it too.
-    let current = state.store.get_user(&user.id).await?;
-    let still_valid = current
-        .as_ref()
-        .is_some_and(|u| u.token_version == user.token_version && !u.disabled);
-    if !still_valid {
-        state.store.revoke_family(&session.family_id).await?;
-        if current.is_some_and(|u| u.disabled) {
-            return Err(AppError::AccountDisabled);
-        }
-        return Err(AppError::Unauthorized(
-            "the account changed meanwhile; sign in again".into(),
-        ));
-    }
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer".into(),
-        expires_in: state.tokens.ttl_secs,
-        refresh_token: Some(refresh_token),
-        refresh_expires_at: expires_at,
-        user: UserView::from(user),
-    })
-}
-
-/// Whether self-registration is open (it is unless an admin closed it).
-pub async fn registration_open(state: &AppState) -> ApiResult<bool> {
-    Ok(state
-        .store
-        .get_setting(REGISTRATION_OPEN)
-        .await?
-        .and_then(|v| v.as_bool())
-        .unwrap_or(true))
+    Ok(sessions(state).start(user, family).await?.into())
 }
 
 /// What the sign-in page may offer.
@@ -240,7 +204,7 @@ pub struct AuthOptions {
     responses((status = 200, description = "Sign-in options", body = AuthOptions)))]
 pub async fn options(State(state): State<AppState>) -> ApiResult<axum::Json<AuthOptions>> {
     Ok(axum::Json(AuthOptions {
-        registration_open: registration_open(&state).await?,
+        registration_open: registration_open(state.store.as_ref()).await?,
     }))
 }
 
@@ -287,16 +251,10 @@ pub async fn register(
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<Response> {
     throttle_address(&state, &ip)?;
-    if !registration_open(&state).await? {
-        return Err(AppError::Forbidden(
-            "self-registration is closed; ask an admin for an account".into(),
-        ));
-    }
-    let user = create_account(
+    let user = accounts::register(
         state.store.as_ref(),
         &req.username,
         req.display_name.as_deref(),
-        Role::User,
         req.password,
     )
     .await?;
@@ -331,14 +289,6 @@ pub struct LoginRequest {
     pub refresh_cookie: bool,
 }
 
-/// The hash of a random password: unknown usernames are checked against it
-/// so that they take as long to reject as known ones.
-fn dummy_hash() -> String {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| crate::auth::hash_password(&new_secret("")).unwrap_or_default())
-        .clone()
-}
-
 /// Sign in with username and password.
 ///
 /// Wrong passwords slow down later attempts on the same username, known
@@ -360,50 +310,15 @@ pub async fn login(
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Response> {
     throttle_address(&state, &ip)?;
-    let username = req.username.trim().to_lowercase();
-    // A longer name cannot belong to an account; it is not looked up.
-    let found = if (1..=MAX_USERNAME_CHARS).contains(&username.chars().count()) {
-        state.store.get_user_by_username(&username).await?
-    } else {
-        None
-    };
-    // Failures count per name asked for, known or not, so the wait is the
-    // same for both and does not tell which accounts exist.
-    let account = account_key(&username);
-    let wait = state
-        .limiter
-        .reserve(&account)
-        .map_err(|retry_after| AppError::RateLimited { retry_after })?;
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
-    let hash = found
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(dummy_hash);
-    let password_ok = verify_password_async(hash, req.password).await?;
-    let user = match found {
-        Some(user) if password_ok => user,
-        _ => {
-            state.limiter.failed(&account);
-            return Err(AppError::Unauthorized("wrong username or password".into()));
-        }
-    };
-    state.limiter.succeeded(&account);
+    let user = crate::sessions::authenticate(
+        state.store.as_ref(),
+        &state.limiter,
+        &req.username,
+        req.password,
+    )
+    .await?;
     state.limiter.refund(ip.bucket());
-    if user.disabled {
-        return Err(AppError::AccountDisabled);
-    }
-    let changes = UserUpdate {
-        last_login_at: Some(now()),
-        ..Default::default()
-    };
-    let user = state.store.update_user(&user.id, &changes).await?;
-    if user.disabled {
-        return Err(AppError::AccountDisabled);
-    }
-    usage(&state, &user.id, usage_kind::LOGIN).await;
-    let tokens = issue_tokens(&state, &user, None).await?;
+    let tokens = sessions(&state).sign_in(user).await?.into();
     Ok(token_answer(
         &state,
         StatusCode::OK,
@@ -475,43 +390,7 @@ fn refused(status: StatusCode) -> bool {
 
 /// New tokens for a refresh token, which is used up.
 async fn renew(state: &AppState, refresh_token: &str) -> ApiResult<TokenResponse> {
-    let invalid = || AppError::Unauthorized("the refresh token is invalid or expired".into());
-    let session = state
-        .store
-        .get_session_by_hash(&token_hash(refresh_token))
-        .await?
-        .ok_or_else(invalid)?;
-    if session.used {
-        state.store.revoke_family(&session.family_id).await?;
-        tracing::warn!(user = %session.user_id, "refresh token reused; sign-in revoked");
-        return Err(AppError::Unauthorized(
-            "this refresh token was already used; sign in again".into(),
-        ));
-    }
-    if session.expires_at <= now() {
-        return Err(invalid());
-    }
-    let user = state
-        .store
-        .get_user(&session.user_id)
-        .await?
-        .ok_or_else(invalid)?;
-    // Disabling revoked the account's sessions, so that enabling it again
-    // brings none back; this also catches a refresh that raced the disable.
-    if user.disabled {
-        state.store.revoke_family(&session.family_id).await?;
-        return Err(AppError::AccountDisabled);
-    }
-    if session.revoked {
-        return Err(invalid());
-    }
-    if !state.store.mark_session_used(&session.id).await? {
-        // Lost a race with another refresh of the same token: that is reuse.
-        state.store.revoke_family(&session.family_id).await?;
-        return Err(invalid());
-    }
-    usage(state, &user.id, usage_kind::REFRESH).await;
-    issue_tokens(state, &user, Some(session.family_id)).await
+    Ok(sessions(state).rotate(refresh_token).await?.into())
 }
 
 /// Sign out: revokes the refresh token and every token of its sign-in.
@@ -526,16 +405,10 @@ pub async fn logout(
     Json(req): Json<RefreshRequest>,
 ) -> Response {
     let token = req.refresh_token.or_else(|| cookie.token.clone());
-    let revoked = async {
-        let Some(token) = token else {
-            return Ok(());
-        };
-        if let Some(session) = state.store.get_session_by_hash(&token_hash(&token)).await? {
-            state.store.revoke_family(&session.family_id).await?;
-        }
-        ApiResult::Ok(())
-    }
-    .await;
+    let revoked = match token {
+        Some(token) => sessions(&state).end(&token).await,
+        None => Ok(()),
+    };
     cookie.clear_on(match revoked {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(err) => err.into_response(),
@@ -570,18 +443,10 @@ pub async fn update_me(
     caller: Caller,
     Json(req): Json<UpdateMeRequest>,
 ) -> ApiResult<Json<UserView>> {
-    let mut user = caller.user;
-    if let Some(name) = req.display_name.as_deref() {
-        let mut v = Validator::new();
-        let display_name = normalize_display_name(&mut v, Some(name), &user.username);
-        v.finish()?;
-        let changes = UserUpdate {
-            display_name: Some(display_name),
-            updated_at: Some(now()),
-            ..Default::default()
-        };
-        user = state.store.update_user(&user.id, &changes).await?;
-    }
+    let user = match req.display_name.as_deref() {
+        Some(name) => accounts::rename_own(state.store.as_ref(), &caller.user, name).await?,
+        None => caller.user,
+    };
     Ok(Json(UserView::from(&user)))
 }
 
@@ -615,34 +480,13 @@ pub async fn change_password(
     cookie: RefreshCookie,
     Json(req): Json<ChangePasswordRequest>,
 ) -> ApiResult<Response> {
-    let mut v = Validator::new();
-    check_password(&mut v, "new_password", &req.new_password);
-    v.finish()?;
-    let user = caller.user;
-    if !verify_password_async(user.password_hash.clone(), req.current_password).await? {
-        return Err(AppError::field(
-            "current_password",
-            "is not the current password",
-        ));
-    }
-    let changes = UserUpdate {
-        password_hash: Some(hash_password_async(req.new_password).await?),
-        bump_token_version: true,
-        updated_at: Some(now()),
-        // The current password was checked against what was read; a reset
-        // or disable since then must not be overwritten.
-        expect_token_version: Some(user.token_version),
-        ..Default::default()
-    };
-    let user = match state.store.update_user(&user.id, &changes).await {
-        Err(StoreError::Conflict(_)) => {
-            return Err(AppError::Conflict(
-                "the account changed meanwhile; sign in again".into(),
-            ))
-        }
-        result => result?,
-    };
-    revoke_access(state.store.as_ref(), &user.id).await?;
+    let user = accounts::change_own_password(
+        state.store.as_ref(),
+        &caller.user,
+        req.current_password,
+        req.new_password,
+    )
+    .await?;
     let tokens = issue_tokens(&state, &user, None).await?;
     Ok(token_answer(
         &state,

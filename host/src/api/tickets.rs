@@ -1,22 +1,19 @@
 //! Support tickets. Owners see their own tickets and the public part of the
 //! thread; staff see every ticket, filter, assign, move status and write
-//! staff-only notes. Someone else's ticket is 404 to a user.
+//! staff-only notes. Someone else's ticket is 404 to a user. The rules are
+//! in [`crate::tickets`].
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::{audit, paging, search_term, usage, Paged};
-use crate::error::{ApiResult, AppError, Json, Path, Query, Validator};
-use crate::model::{
-    new_id, usage_kind, Comment, Ticket, TicketCategory, TicketPriority, TicketQuery, TicketStatus,
-};
+use crate::api::{paging, search_term, Paged};
+use crate::error::{ApiResult, Json, Path, Query};
+use crate::model::{Comment, Ticket, TicketCategory, TicketPriority, TicketQuery, TicketStatus};
 use crate::policy::Caller;
 use crate::state::AppState;
-use crate::store::TicketUpdate;
-use crate::time::now;
+use crate::tickets::{NewComment, NewTicket, TicketChanges};
 
 /// Filters for the ticket list.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -53,7 +50,7 @@ pub async fn list(
         Some(id) => Some(Some(id.to_owned())),
     };
     let query = TicketQuery {
-        owner_id: (!caller.is_staff()).then(|| caller.id().to_owned()),
+        owner_id: None,
         status: params.status,
         category: params.category,
         assignee_id,
@@ -61,7 +58,7 @@ pub async fn list(
         limit,
         offset,
     };
-    let page = state.store.list_tickets(&query).await?;
+    let page = crate::tickets::list(state.store.as_ref(), &caller.user, query).await?;
     Ok(Json(Paged {
         items: page.items,
         total: page.total,
@@ -95,22 +92,6 @@ pub struct CreateTicketRequest {
     pub chat_id: Option<String>,
 }
 
-fn check_subject(v: &mut Validator, subject: &str) {
-    v.check(
-        (3..=200).contains(&subject.chars().count()) && !subject.chars().any(char::is_control),
-        "subject",
-        "must be 3 to 200 characters, without control characters",
-    );
-}
-
-fn check_text(v: &mut Validator, field: &str, text: &str) {
-    v.check(
-        !text.trim().is_empty() && text.chars().count() <= 20_000,
-        field,
-        "must be 1 to 20000 characters",
-    );
-}
-
 /// Open a ticket.
 #[utoipa::path(post, path = "/api/tickets", tag = "tickets",
     request_body = CreateTicketRequest,
@@ -123,42 +104,15 @@ pub async fn create(
     caller: Caller,
     Json(req): Json<CreateTicketRequest>,
 ) -> ApiResult<(StatusCode, Json<Ticket>)> {
-    let subject = req.subject.trim().to_owned();
-    let mut v = Validator::new();
-    check_subject(&mut v, &subject);
-    check_text(&mut v, "body", &req.body);
-    v.finish()?;
-    crate::limits::room_for_ticket(&state, caller.id()).await?;
-    if let Some(chat_id) = &req.chat_id {
-        if state
-            .store
-            .get_chat(caller.id(), chat_id, now())
-            .await?
-            .is_none()
-        {
-            return Err(AppError::field("chat_id", "is not one of your chats"));
-        }
-    }
-    let at = now();
-    let ticket = Ticket {
-        id: new_id(),
-        number: 0,
-        owner_id: caller.id().to_owned(),
-        owner_username: caller.user.username.clone(),
-        subject,
+    let new = NewTicket {
+        subject: req.subject,
         body: req.body,
         category: req.category,
-        priority: req.priority.unwrap_or(TicketPriority::Normal),
-        status: TicketStatus::Open,
-        assignee_id: None,
-        assignee_username: None,
+        priority: req.priority,
         chat_id: req.chat_id,
-        created_at: at,
-        updated_at: at,
-        resolved_at: None,
     };
-    let ticket = state.store.create_ticket(&ticket).await?;
-    usage(&state, caller.id(), usage_kind::TICKET_OPENED).await;
+    let room = crate::limits::room_for_ticket(&state, caller.id());
+    let ticket = crate::tickets::open(state.store.as_ref(), &caller.user, new, room).await?;
     Ok((StatusCode::CREATED, Json(ticket)))
 }
 
@@ -168,19 +122,6 @@ pub struct TicketWithComments {
     #[serde(flatten)]
     pub ticket: Ticket,
     pub comments: Vec<Comment>,
-}
-
-/// Finds a ticket by id or by number (`42` or `#42`) that the caller may
-/// see; anything else is "not found".
-async fn load(state: &AppState, caller: &Caller, key: &str) -> ApiResult<Ticket> {
-    let number = key.strip_prefix('#').unwrap_or(key).parse::<i64>().ok();
-    let found = match number {
-        Some(n) => state.store.get_ticket_by_number(n).await?,
-        None => state.store.get_ticket(key).await?,
-    };
-    found
-        .filter(|t| caller.is_staff() || t.owner_id == caller.id())
-        .ok_or(AppError::NotFound("ticket"))
 }
 
 /// One ticket with its thread (staff also see internal notes).
@@ -195,11 +136,8 @@ pub async fn get_one(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TicketWithComments>> {
-    let ticket = load(&state, &caller, &id).await?;
-    let comments = state
-        .store
-        .list_comments(&ticket.id, caller.is_staff())
-        .await?;
+    let (ticket, comments) =
+        crate::tickets::thread(state.store.as_ref(), &caller.user, &id).await?;
     Ok(Json(TicketWithComments { ticket, comments }))
 }
 
@@ -213,24 +151,6 @@ pub struct UpdateTicketRequest {
     pub category: Option<TicketCategory>,
     /// A staff member's user id; `""` unassigns.
     pub assignee_id: Option<String>,
-}
-
-/// Whether `by_staff` (or the owner) may move a ticket from `from` to `to`.
-pub fn transition_allowed(from: TicketStatus, to: TicketStatus, by_staff: bool) -> bool {
-    use TicketStatus::*;
-    if from == to {
-        return true;
-    }
-    if by_staff {
-        matches!(
-            (from, to),
-            (Open, InProgress | Resolved | Closed)
-                | (InProgress, Open | Resolved | Closed)
-                | (Resolved, Open | InProgress | Closed)
-        )
-    } else {
-        matches!((from, to), (Resolved, Open | Closed))
-    }
 }
 
 /// Change a ticket's status, priority, category or assignee.
@@ -249,82 +169,13 @@ pub async fn update(
     Path(id): Path<String>,
     Json(req): Json<UpdateTicketRequest>,
 ) -> ApiResult<Json<Ticket>> {
-    let before = load(&state, &caller, &id).await?;
-    let staff = caller.is_staff();
-    if !staff && (req.priority.is_some() || req.category.is_some() || req.assignee_id.is_some()) {
-        return Err(AppError::Forbidden(
-            "only staff can change priority, category or assignee".into(),
-        ));
-    }
-    let mut changes = TicketUpdate::default();
-    if let Some(to) = req.status {
-        if !transition_allowed(before.status, to, staff) {
-            return Err(if staff {
-                AppError::Conflict(format!(
-                    "a {:?} ticket cannot move to {:?}",
-                    before.status, to
-                ))
-            } else {
-                AppError::Forbidden("you can only reopen or close a resolved ticket".into())
-            });
-        }
-        if to != before.status {
-            // Checked against the status it was read with, so a transition
-            // that raced another one cannot take an illegal path.
-            changes.status = Some(to);
-            changes.expected_status = Some(before.status);
-            changes.resolved_at = match to {
-                TicketStatus::Resolved => Some(Some(now())),
-                TicketStatus::Open | TicketStatus::InProgress => Some(None),
-                TicketStatus::Closed => None,
-            };
-        }
-    }
-    changes.priority = req.priority.filter(|p| *p != before.priority);
-    changes.category = req.category.filter(|c| *c != before.category);
-    if let Some(assignee) = req.assignee_id.as_deref().map(str::trim) {
-        if assignee.is_empty() {
-            if before.assignee_id.is_some() {
-                changes.assignee = Some(None);
-            }
-        } else {
-            let staff_user = state
-                .store
-                .get_user(assignee)
-                .await?
-                .filter(|u| u.is_staff() && !u.disabled)
-                .ok_or_else(|| AppError::field("assignee_id", "is not an active staff member"))?;
-            if before.assignee_id.as_deref() != Some(staff_user.id.as_str()) {
-                changes.assignee = Some(Some((staff_user.id, staff_user.username)));
-            }
-        }
-    }
-    if changes == TicketUpdate::default() {
-        return Ok(Json(before));
-    }
-    changes.updated_at = Some(now());
-    let ticket = state
-        .store
-        .update_ticket(&before.id, &changes)
-        .await?
-        .ok_or_else(|| {
-            AppError::Conflict(
-                "the ticket's status changed meanwhile; reload it and try again".into(),
-            )
-        })?;
-    if ticket.status == TicketStatus::Resolved && before.status != TicketStatus::Resolved {
-        usage(&state, caller.id(), usage_kind::TICKET_RESOLVED).await;
-    }
-    if staff {
-        let details = json!({
-            "number": ticket.number,
-            "status": ticket.status,
-            "assignee": ticket.assignee_username,
-            "priority": ticket.priority,
-            "category": ticket.category,
-        });
-        audit(&state, &caller, "ticket.update", &ticket.id, details).await?;
-    }
+    let changes = TicketChanges {
+        status: req.status,
+        priority: req.priority,
+        category: req.category,
+        assignee_id: req.assignee_id,
+    };
+    let ticket = crate::tickets::update(state.store.as_ref(), &caller.user, &id, changes).await?;
     Ok(Json(ticket))
 }
 
@@ -361,75 +212,10 @@ pub async fn comment(
     Path(id): Path<String>,
     Json(req): Json<NewCommentRequest>,
 ) -> ApiResult<(StatusCode, Json<Comment>)> {
-    let mut v = Validator::new();
-    check_text(&mut v, "body", &req.body);
-    v.finish()?;
-    let ticket = load(&state, &caller, &id).await?;
-    if req.internal && !caller.is_staff() {
-        return Err(AppError::Forbidden(
-            "only staff can write internal notes".into(),
-        ));
-    }
-    if ticket.status == TicketStatus::Closed {
-        return Err(AppError::Conflict(
-            "the ticket is closed; open a new one".into(),
-        ));
-    }
-    let at = now();
-    let comment = Comment {
-        id: new_id(),
-        ticket_id: ticket.id.clone(),
-        author_id: caller.id().to_owned(),
-        author_username: caller.user.username.clone(),
-        author_is_staff: caller.is_staff(),
+    let new = NewComment {
         body: req.body,
         internal: req.internal,
-        created_at: at,
     };
-    state.store.add_comment(&comment).await?;
-    // The owner's reply reopens the ticket only if it is resolved when the
-    // reply is stored; otherwise the reply touches nothing but `updated_at`.
-    let reopened = if ticket.owner_id == caller.id() {
-        let reopen = TicketUpdate {
-            status: Some(TicketStatus::Open),
-            expected_status: Some(TicketStatus::Resolved),
-            resolved_at: Some(None),
-            updated_at: Some(at),
-            ..Default::default()
-        };
-        state.store.update_ticket(&ticket.id, &reopen).await?
-    } else {
-        None
-    };
-    if reopened.is_none() {
-        let touch = TicketUpdate {
-            updated_at: Some(at),
-            ..Default::default()
-        };
-        state.store.update_ticket(&ticket.id, &touch).await?;
-    }
+    let comment = crate::tickets::comment(state.store.as_ref(), &caller.user, &id, new).await?;
     Ok((StatusCode::CREATED, Json(comment)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use TicketStatus::*;
-
-    #[test]
-    fn owners_can_only_reopen_or_close_resolved_tickets() {
-        assert!(transition_allowed(Resolved, Open, false));
-        assert!(transition_allowed(Resolved, Closed, false));
-        assert!(!transition_allowed(Open, Resolved, false));
-        assert!(!transition_allowed(Closed, Open, false));
-    }
-
-    #[test]
-    fn staff_move_forward_and_closed_is_final() {
-        assert!(transition_allowed(Open, InProgress, true));
-        assert!(transition_allowed(InProgress, Resolved, true));
-        assert!(transition_allowed(Resolved, Closed, true));
-        assert!(!transition_allowed(Closed, Open, true));
-        assert!(!transition_allowed(Closed, InProgress, true));
-    }
 }

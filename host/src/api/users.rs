@@ -1,24 +1,18 @@
-//! User management for admins and technicians. Every change is audited.
+//! User management for admins and technicians. Every change is audited;
+//! who may act on whom is decided in [`crate::accounts`].
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use corral_sdk::Role;
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::accounts::{
-    check_password, create_account, ensure_may_grant, ensure_may_manage, normalize_display_name,
-    revoke_access,
-};
-use crate::api::{audit, paging, search_term, Paged, UserView};
-use crate::auth::hash_password_async;
-use crate::error::{ApiResult, AppError, Json, Path, Query, Validator};
-use crate::model::{User, UserQuery};
+use crate::accounts::{self, AccountChanges, NewAccount};
+use crate::api::{paging, search_term, Paged, UserView};
+use crate::error::{ApiResult, Json, Path, Query};
+use crate::model::UserQuery;
 use crate::policy::Caller;
 use crate::state::AppState;
-use crate::store::UserUpdate;
-use crate::time::now;
 
 /// Filters for the user list.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -95,32 +89,14 @@ pub async fn create(
     caller: Caller,
     Json(req): Json<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
-    ensure_may_grant(&caller.user, req.role)?;
-    let user = create_account(
-        state.store.as_ref(),
-        &req.username,
-        req.display_name.as_deref(),
-        req.role,
-        req.password,
-    )
-    .await?;
-    audit(
-        &state,
-        &caller,
-        "user.create",
-        &user.id,
-        json!({"username": user.username, "role": user.role}),
-    )
-    .await?;
+    let new = NewAccount {
+        username: req.username,
+        password: req.password,
+        role: req.role,
+        display_name: req.display_name,
+    };
+    let user = accounts::create_by_staff(state.store.as_ref(), &caller.user, new).await?;
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
-}
-
-async fn load(state: &AppState, id: &str) -> ApiResult<User> {
-    state
-        .store
-        .get_user(id)
-        .await?
-        .ok_or(AppError::NotFound("user"))
 }
 
 /// One account.
@@ -134,7 +110,8 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<UserView>> {
-    Ok(Json(UserView::from(&load(&state, &id).await?)))
+    let user = accounts::get_user(state.store.as_ref(), &id).await?;
+    Ok(Json(UserView::from(&user)))
 }
 
 /// Changes to an account; absent fields stay as they are.
@@ -146,13 +123,6 @@ pub struct UpdateUserRequest {
     pub role: Option<Role>,
     /// `true` disables the account at once (its tokens stop working).
     pub disabled: Option<bool>,
-}
-
-/// Whether `before → after` would leave no active admin or technician.
-fn removes_last_staff(before: &User, after: &User, active_staff: u64) -> bool {
-    let was = before.is_staff() && !before.disabled;
-    let is = after.is_staff() && !after.disabled;
-    was && !is && active_staff <= 1
 }
 
 /// Edit an account's display name, role or disabled flag.
@@ -171,69 +141,19 @@ pub async fn update(
     Path(id): Path<String>,
     Json(req): Json<UpdateUserRequest>,
 ) -> ApiResult<Json<UserView>> {
-    let _guard = state.staff_changes.lock().await;
-    let before = load(&state, &id).await?;
-    ensure_may_manage(&caller.user, &before)?;
-    let mut user = before.clone();
-    let mut v = Validator::new();
-    if let Some(name) = req.display_name.as_deref() {
-        user.display_name = normalize_display_name(&mut v, Some(name), &user.username);
-    }
-    v.finish()?;
-    if let Some(role) = req.role {
-        user.role = role;
-    }
-    if user.role != before.role {
-        ensure_may_grant(&caller.user, user.role)?;
-    }
-    if let Some(disabled) = req.disabled {
-        user.disabled = disabled;
-    }
-    if user == before {
-        return Ok(Json(UserView::from(&user)));
-    }
-    if removes_last_staff(&before, &user, state.store.count_active_staff().await?) {
-        return Err(AppError::Conflict(
-            "this is the last active admin or technician; promote another account first".into(),
-        ));
-    }
-    let disabling = user.disabled && !before.disabled;
-    let changes = UserUpdate {
-        display_name: (user.display_name != before.display_name).then(|| user.display_name.clone()),
-        role: (user.role != before.role).then_some(user.role),
-        disabled: (user.disabled != before.disabled).then_some(user.disabled),
-        updated_at: Some(now()),
-        // Disabling ends every access token at once; enabling again
-        // brings none of them back.
-        bump_token_version: disabling,
-        ..Default::default()
+    let changes = AccountChanges {
+        display_name: req.display_name,
+        role: req.role,
+        disabled: req.disabled,
     };
-    let user = state.store.update_user(&id, &changes).await?;
-    let revoked_keys = if disabling {
-        Some(revoke_access(state.store.as_ref(), &id).await?)
-    } else {
-        None
-    };
-    if before.display_name != user.display_name {
-        let details = json!({"from": before.display_name, "to": user.display_name});
-        audit(&state, &caller, "user.display_name", &id, details).await?;
-    }
-    if before.role != user.role {
-        let details = json!({"username": user.username, "from": before.role, "to": user.role});
-        audit(&state, &caller, "user.role", &id, details).await?;
-    }
-    if before.disabled != user.disabled {
-        let action = if user.disabled {
-            "user.disable"
-        } else {
-            "user.enable"
-        };
-        let mut details = json!({"username": user.username});
-        if let Some(keys) = revoked_keys {
-            details["api_keys_revoked"] = json!(keys);
-        }
-        audit(&state, &caller, action, &id, details).await?;
-    }
+    let user = accounts::update_by_staff(
+        state.store.as_ref(),
+        &state.staff_changes,
+        &caller.user,
+        &id,
+        changes,
+    )
+    .await?;
     Ok(Json(UserView::from(&user)))
 }
 
@@ -261,70 +181,13 @@ pub async fn reset_password(
     Path(id): Path<String>,
     Json(req): Json<ResetPasswordRequest>,
 ) -> ApiResult<StatusCode> {
-    let mut v = Validator::new();
-    check_password(&mut v, "new_password", &req.new_password);
-    v.finish()?;
-    // Checked before the (slow) hashing, and again under the lock, where
-    // a concurrent role change cannot slip in between check and write.
-    ensure_may_manage(&caller.user, &load(&state, &id).await?)?;
-    let password_hash = hash_password_async(req.new_password).await?;
-    let _guard = state.staff_changes.lock().await;
-    let user = load(&state, &id).await?;
-    ensure_may_manage(&caller.user, &user)?;
-    let changes = UserUpdate {
-        password_hash: Some(password_hash),
-        bump_token_version: true,
-        updated_at: Some(now()),
-        ..Default::default()
-    };
-    let user = state.store.update_user(&user.id, &changes).await?;
-    let keys = revoke_access(state.store.as_ref(), &user.id).await?;
-    audit(
-        &state,
-        &caller,
-        "user.password_reset",
+    accounts::reset_password(
+        state.store.as_ref(),
+        &state.staff_changes,
+        &caller.user,
         &id,
-        json!({"username": user.username, "api_keys_revoked": keys}),
+        req.new_password,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user(role: Role, disabled: bool) -> User {
-        let at = now();
-        User {
-            id: "u".into(),
-            username: "u".into(),
-            display_name: "u".into(),
-            role,
-            disabled,
-            password_hash: String::new(),
-            token_version: 0,
-            created_at: at,
-            updated_at: at,
-            last_login_at: None,
-        }
-    }
-
-    #[test]
-    fn last_staff_cannot_be_demoted_or_disabled() {
-        let admin = user(Role::Admin, false);
-        assert!(removes_last_staff(&admin, &user(Role::User, false), 1));
-        assert!(removes_last_staff(&admin, &user(Role::Admin, true), 1));
-        assert!(!removes_last_staff(
-            &admin,
-            &user(Role::Technician, false),
-            1
-        ));
-        assert!(!removes_last_staff(&admin, &user(Role::User, false), 2));
-        assert!(!removes_last_staff(
-            &user(Role::User, false),
-            &user(Role::User, true),
-            1
-        ));
-    }
 }
