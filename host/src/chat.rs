@@ -11,27 +11,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use corral_sdk::backend::{ChatMessage, FinishReason, GenerateSummary, SamplingParams, Truncation};
+use corral_hooks::Surface;
+use corral_sdk::backend::{ChatMessage, FinishReason, GenerateSummary, SamplingParams};
 use corral_sdk::ErrorBody;
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use utoipa::ToSchema;
 
-use crate::api::chats::{load_chat, store_user_message, MAX_MESSAGE_CHARS};
-use crate::api::openai::{inference_error, load_spec};
 use crate::error::{ApiResult, AppError, Validator};
-use crate::inference::{InferenceError, Job, JobEvent, Prompt};
+use crate::generation::{self, Event, Finished};
+use crate::inference::Prompt;
 use crate::model::{
-    generation_source, new_id, Chat, Generation, Message, MessageRole, MessageStatus, MessageUsage,
+    generation_source, new_id, usage_kind, Chat, Generation, Message, MessageAnnotation,
+    MessageRole, MessageStatus, MessageUsage,
 };
 use crate::policy::Caller;
-use crate::quota;
 use crate::registry;
 use crate::state::AppState;
 use crate::store::{ChatUpdate, MessageUpdate, Store, StoreResult};
 use crate::time::now;
 
 pub use corral_sdk::backend::CancelToken;
+
+/// Longest accepted message, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 100_000;
+/// Title given to a chat until its first message names it.
+pub const UNTITLED: &str = "New chat";
 
 /// How often a growing answer's text is saved: what a crash can lose.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -302,11 +307,8 @@ pub async fn start(
             .finish()?;
     }
     let mut chat = load_chat(state, caller, chat_id).await?;
+    // A chat whose model is gone says so before anything else.
     let record = registry::find_usable(state, &caller.user, &chat.model).await?;
-    let spec = load_spec(&state.config, &record).await?;
-    // The model's defaults, then the chat's settings, then the message's.
-    let mut sampling = overrides.over(&chat.sampling).apply(&record.sampling)?;
-    quota::admit(state, &caller.user, &mut sampling).await?;
     let (guard, handle) = state.chat_runs.claim(&chat.id)?;
     let regenerate = matches!(action, Action::Regenerate);
 
@@ -345,19 +347,19 @@ pub async fn start(
         ));
     }
 
-    let job = Job {
-        spec,
-        user_id: caller.id().to_owned(),
+    let request = generation::Request {
+        model: chat.model.clone(),
+        surface: Surface::Chat,
         prompt: Prompt::History(prompt),
-        sampling,
-        truncation: Truncation::Error,
-        // The chat's turns go back to the slot that holds its cache.
-        cache_key: Some(chat.id.clone()),
+        // The chat's settings, then the message's, over the model's.
+        sampling: overrides.over(&chat.sampling),
+        chat_id: Some(chat.id.clone()),
+        hooks: true,
     };
-    let events = state
-        .inference
-        .submit_with_cancel(job, handle.cancel.clone())
-        .map_err(inference_error)?;
+    let running =
+        generation::start_on(state, &caller.user, record, request, handle.cancel.clone()).await?;
+    let record = running.model;
+    let events = running.events;
 
     let (out, rx) = mpsc::unbounded_channel();
     let mut at = now();
@@ -377,6 +379,7 @@ pub async fn start(
                 error: None,
                 model: Some(record.name.clone()),
                 usage: None,
+                annotations: Vec::new(),
                 ..old
             };
             let restart = MessageUpdate {
@@ -385,6 +388,7 @@ pub async fn start(
                 error: Some(None),
                 model: Some(answer.model.clone()),
                 usage: Some(None),
+                annotations: Some(Vec::new()),
             };
             state.store.update_message(&answer.id, &restart).await?;
             answer
@@ -399,6 +403,7 @@ pub async fn start(
                 error: None,
                 model: Some(record.name.clone()),
                 usage: None,
+                annotations: Vec::new(),
                 // After the user message, also within the same millisecond.
                 created_at: at + chrono::TimeDelta::milliseconds(1),
             };
@@ -425,7 +430,6 @@ pub async fn start(
         state: state.clone(),
         chat,
         answer,
-        user_id: caller.id().to_owned(),
         handle,
         out,
     };
@@ -434,6 +438,70 @@ pub async fn start(
         drop(guard);
     });
     Ok(rx)
+}
+
+/// One of the caller's chats; another user's is "not found".
+pub async fn load_chat(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Chat> {
+    state
+        .store
+        .get_chat(caller.id(), id, now())
+        .await?
+        .ok_or(AppError::NotFound("chat"))
+}
+
+/// Stores a message of the caller in `chat`, names an untitled chat after
+/// it, marks the chat active and counts the message; `chat` becomes the
+/// chat as stored.
+pub async fn store_user_message(
+    state: &AppState,
+    caller: &Caller,
+    chat: &mut Chat,
+    content: String,
+) -> ApiResult<Message> {
+    let message = Message {
+        id: new_id(),
+        chat_id: chat.id.clone(),
+        role: MessageRole::User,
+        content,
+        status: MessageStatus::Complete,
+        error: None,
+        model: None,
+        usage: None,
+        annotations: Vec::new(),
+        created_at: now(),
+    };
+    state.store.add_message(&message).await?;
+    let changes = ChatUpdate {
+        title_if: Some((UNTITLED.to_owned(), title_from(&message.content))),
+        updated_at: Some(message.created_at),
+        ..Default::default()
+    };
+    *chat = state
+        .store
+        .update_chat(&chat.owner_id, &chat.id, &changes)
+        .await?;
+    crate::usage::record(
+        state.store.as_ref(),
+        caller.id(),
+        usage_kind::MESSAGE_CREATED,
+    )
+    .await;
+    Ok(message)
+}
+
+/// A title from the first line of a message, at most 60 characters.
+pub fn title_from(content: &str) -> String {
+    let line = content.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let clean: String = line.trim().chars().filter(|c| !c.is_control()).collect();
+    let mut title: String = clean.chars().take(60).collect();
+    if clean.chars().count() > 60 {
+        title.push('…');
+    }
+    if title.is_empty() {
+        UNTITLED.to_owned()
+    } else {
+        title
+    }
 }
 
 /// A stored message as a turn of the prompt; failed answers and empty
@@ -456,8 +524,8 @@ fn turn(m: &Message) -> Option<ChatMessage> {
 
 /// How an answer ended.
 enum Outcome {
-    Finished(GenerateSummary),
-    Failed(InferenceError),
+    Finished(Box<Finished>),
+    Failed(AppError),
     /// Stopped (or its client left) before the model started on it.
     StoppedEarly,
 }
@@ -466,7 +534,6 @@ struct Run {
     state: AppState,
     chat: Chat,
     answer: Message,
-    user_id: String,
     handle: RunHandle,
     out: mpsc::UnboundedSender<ChatEvent>,
 }
@@ -476,8 +543,7 @@ impl Run {
         self.out.send(event).is_ok()
     }
 
-    async fn drive(mut self, mut events: mpsc::UnboundedReceiver<JobEvent>) {
-        let begun = Instant::now();
+    async fn drive(mut self, mut events: mpsc::UnboundedReceiver<generation::Event>) {
         let chat_id = self.chat.id.clone();
         let mut started = false;
         let mut client_gone = false;
@@ -493,11 +559,11 @@ impl Run {
                 // stop or a client that left, so what ran is counted.
                 biased;
                 event = events.recv() => match event {
-                    Some(JobEvent::Queued { position }) => self.send(ChatEvent::Queued {
+                    Some(Event::Queued { position }) => self.send(ChatEvent::Queued {
                         chat_id: chat_id.clone(),
                         position,
                     }),
-                    Some(JobEvent::Started { prompt_tokens }) => {
+                    Some(Event::Started { prompt_tokens }) => {
                         started = true;
                         progress.started(prompt_tokens);
                         self.send(ChatEvent::Started {
@@ -505,19 +571,19 @@ impl Run {
                             prompt_tokens,
                         })
                     }
-                    Some(JobEvent::Text(delta)) => {
+                    Some(Event::Text { text: delta, tokens }) => {
                         text.push_str(&delta);
-                        progress.piece();
+                        progress.pieces(tokens);
                         self.send(ChatEvent::Delta {
                             chat_id: chat_id.clone(),
                             text: delta,
                         })
                     }
-                    Some(JobEvent::Done(summary)) => break Outcome::Finished(summary),
-                    Some(JobEvent::Failed(err)) => break Outcome::Failed(err),
-                    None => break Outcome::Failed(InferenceError::Internal(
-                        "the generation ended without a result".into(),
-                    )),
+                    Some(Event::Done(finished)) => break Outcome::Finished(finished),
+                    Some(Event::Failed { error }) => break Outcome::Failed(error),
+                    None => break Outcome::Failed(AppError::Internal(anyhow::anyhow!(
+                        "the generation ended without a result"
+                    ))),
                 },
                 () = self.handle.stop.notified(), if !started => break Outcome::StoppedEarly,
                 () = self.out.closed(), if !client_gone => false,
@@ -539,7 +605,7 @@ impl Run {
             }
         };
         drop(events);
-        self.finish(outcome, text, &progress, begun).await;
+        self.finish(outcome, text).await;
     }
 
     /// Saves the text so far, so that a crash loses at most the last
@@ -559,54 +625,39 @@ impl Run {
         }
     }
 
-    async fn finish(
-        &mut self,
-        outcome: Outcome,
-        text: String,
-        progress: &Progress,
-        begun: Instant,
-    ) {
-        let elapsed_ms = u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX);
+    async fn finish(&mut self, outcome: Outcome, text: String) {
         let mut answer = self.answer.clone();
         answer.content = text;
         let mut error = None;
-        let model = answer.model.clone().unwrap_or_default();
-        let generation = match outcome {
-            Outcome::Finished(summary) => {
-                self.state
-                    .metrics
-                    .record_generation(&model, (&summary).into());
+        match outcome {
+            Outcome::Finished(finished) => {
+                let summary = &finished.summary;
                 answer.status = if summary.finish_reason == FinishReason::Cancelled {
                     MessageStatus::Cancelled
                 } else {
                     MessageStatus::Complete
                 };
-                answer.usage = Some(usage_of(&summary));
-                Some(Generation::finished(
-                    &self.user_id,
-                    &model,
-                    generation_source::CHAT,
-                    &summary,
-                ))
+                answer.usage = Some(usage_of(summary));
+                if let Some(replacement) = finished.replacement {
+                    answer.content = replacement;
+                }
+                answer.annotations = finished
+                    .annotations
+                    .into_iter()
+                    .map(|a| MessageAnnotation {
+                        plugin: a.plugin,
+                        text: a.text,
+                    })
+                    .collect();
             }
             Outcome::Failed(err) => {
-                let err = inference_error(err);
                 answer.status = MessageStatus::Failed;
                 answer.error = Some(err.body().message.clone());
                 error = Some(err.body());
-                // What the model read and wrote before it failed still counts.
-                let mut generation =
-                    Generation::failed(&self.user_id, &model, generation_source::CHAT, elapsed_ms);
-                generation.prompt_tokens = progress.prompt_tokens;
-                generation.completion_tokens = progress.pieces;
-                Some(generation)
             }
-            // Nothing ran: nothing to count.
-            Outcome::StoppedEarly => {
-                answer.status = MessageStatus::Cancelled;
-                None
-            }
-        };
+            // Nothing ran.
+            Outcome::StoppedEarly => answer.status = MessageStatus::Cancelled,
+        }
 
         let state = &self.state;
         let end = MessageUpdate {
@@ -615,6 +666,7 @@ impl Run {
             error: Some(answer.error.clone()),
             model: None,
             usage: Some(answer.usage.clone()),
+            annotations: Some(answer.annotations.clone()),
         };
         if let Err(err) = state.store.update_message(&answer.id, &end).await {
             tracing::error!(%err, chat = %self.chat.id, "could not store an answer");
@@ -630,11 +682,6 @@ impl Run {
         {
             // A chat deleted while it was answered ends up here.
             tracing::debug!(%err, chat = %self.chat.id, "could not touch the chat");
-        }
-        if let Some(generation) = generation {
-            if let Err(err) = state.store.record_generation(&generation).await {
-                tracing::warn!(%err, "could not record a generation");
-            }
         }
         let chat_id = self.chat.id.clone();
         self.send(match error {
@@ -667,8 +714,9 @@ impl Progress {
         self.prompt_tokens = prompt_tokens;
     }
 
-    fn piece(&mut self) {
-        self.pieces += 1;
+    /// Text covering `tokens` generated tokens arrived.
+    fn pieces(&mut self, tokens: u32) {
+        self.pieces = self.pieces.saturating_add(tokens);
         if self.first_piece.is_none() {
             self.first_piece = Some(Instant::now());
         }
@@ -778,6 +826,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn titles_come_from_the_first_line() {
+        assert_eq!(title_from("\n  Hello there\nsecond"), "Hello there");
+        let long = "x".repeat(80);
+        assert_eq!(title_from(&long).chars().count(), 61);
+        assert_eq!(title_from("   "), UNTITLED);
+    }
+
+    #[test]
     fn an_account_holds_at_most_its_websockets() {
         let runs = Arc::new(ChatRuns::default());
         let mut held: Vec<_> = (0..2)
@@ -806,6 +862,7 @@ mod tests {
             error: None,
             model: None,
             usage: None,
+            annotations: Vec::new(),
             created_at: now(),
         }
     }

@@ -15,6 +15,8 @@ use serde::Serialize;
 
 use crate::store::StoreError;
 
+pub mod openai;
+
 /// An error answered to an API client.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -51,6 +53,18 @@ pub enum AppError {
     /// The caller's daily token allowance is used up.
     #[error("{message}")]
     QuotaExceeded { retry_after: u64, message: String },
+    /// An extension (plugin) refused the request; the message says which
+    /// and why.
+    #[error("{0}")]
+    Rejected(String),
+    /// A plugin could not be installed or run; `code` says why (e.g.
+    /// `unsupported_api`, `refused_import`, `plugin_failed`).
+    #[error("{message}")]
+    Plugin {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     /// A part the request needs (a backend, a model) is not available.
     #[error("{0}")]
     Unavailable(String),
@@ -75,7 +89,9 @@ impl AppError {
     /// The HTTP status this error is sent with.
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::BadRequest(_) | AppError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            AppError::BadRequest(_) | AppError::MalformedJson(_) | AppError::Rejected(_) => {
+                StatusCode::BAD_REQUEST
+            }
             AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) | AppError::AccountDisabled => StatusCode::FORBIDDEN,
@@ -88,6 +104,7 @@ impl AppError {
             | AppError::Busy { .. }
             | AppError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) | AppError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Plugin { status, .. } => *status,
             AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             AppError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
             AppError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -114,6 +131,8 @@ impl AppError {
             AppError::UnsupportedMediaType(_) => "unsupported_media_type",
             AppError::RateLimited { .. } => "rate_limited",
             AppError::Busy { .. } => "busy",
+            AppError::Rejected(_) => "rejected",
+            AppError::Plugin { code, .. } => code,
             AppError::QuotaExceeded { .. } => "quota_exceeded",
             AppError::Unavailable(_) => "unavailable",
             AppError::Timeout(_) => "timeout",

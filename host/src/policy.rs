@@ -156,7 +156,7 @@ pub async fn enforce(
             }
             // OpenAI clients expect their own error shape.
             Err(err) if request.uri().path().starts_with("/v1/") => {
-                return crate::api::openai::openai_error_response(err)
+                return crate::error::openai::openai_error_response(err)
             }
             Err(err) => return err.into_response(),
         }

@@ -10,9 +10,11 @@ use corral_sdk::backend::SamplingParams;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::config::Config;
 use crate::download::{is_url, redact_source};
 use crate::error::{ApiResult, AppError, Validator};
 use crate::events::Event;
+use crate::inference::manager::LoadSpec;
 use crate::model::{new_id, ModelAccess, ModelKind, ModelRecord, ModelStatus, User};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -709,6 +711,46 @@ fn publish_status(state: &AppState, model: &ModelRecord) {
     });
 }
 
+/// What the runtime needs to load a registered model. Its file must still
+/// lie where model files may (see [`crate::config::Config::loadable_model_paths`]):
+/// a record written before the model folders were narrowed is not loaded.
+pub async fn load_spec(config: &Config, record: &ModelRecord) -> Result<LoadSpec, AppError> {
+    let path = record
+        .file_path
+        .as_deref()
+        .ok_or_else(|| match &record.error {
+            Some(error) if record.status == ModelStatus::Failed => {
+                AppError::Unavailable(format!("model `{}` is unavailable: {error}", record.name))
+            }
+            _ => AppError::Unavailable(format!("model `{}` is not downloaded yet", record.name)),
+        })?;
+    let path = resolve_local(&config.loadable_model_paths(), path)
+        .await
+        .map_err(|_| {
+            AppError::Unavailable(format!(
+                "model `{}` cannot be loaded: its file is missing or lies outside the model \
+                 folders (setting `model_dirs`)",
+                record.name
+            ))
+        })?
+        .to_string_lossy()
+        .into_owned();
+    Ok(LoadSpec {
+        key: record.id.clone(),
+        name: record.name.clone(),
+        backend: record.backend.clone(),
+        request: corral_sdk::backend::LoadRequest {
+            path,
+            context_length: record.context_length,
+            threads: record.threads,
+            slots: record.slots.max(1),
+            chat_template: record.chat_template.clone(),
+            prompt_cache: true,
+        },
+        file_bytes: record.size_bytes.unwrap_or(0),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,5 +767,78 @@ mod tests {
         assert!(check_source_syntax("relative/path.gguf").is_err());
         assert!(check_source_syntax("https://").is_err());
         assert!(check_source_syntax("/abs/path.gguf").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod load_spec_tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn record(path: &Path) -> ModelRecord {
+        let at = chrono::Utc::now();
+        ModelRecord {
+            id: "m1".into(),
+            name: "tiny".into(),
+            backend: "llama".into(),
+            kind: ModelKind::default(),
+            source: "https://example.com/tiny.gguf".into(),
+            sha256: None,
+            file_path: Some(path.to_string_lossy().into_owned()),
+            size_bytes: Some(4),
+            status: ModelStatus::Ready,
+            error: None,
+            description: String::new(),
+            context_length: 0,
+            threads: 0,
+            slots: 1,
+            sampling: Default::default(),
+            chat_template: None,
+            access: Default::default(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_model_file_outside_the_model_folders_is_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let (allowed, elsewhere, downloads) = (
+            root.join("allowed"),
+            root.join("elsewhere"),
+            root.join("data").join("models").join("m1"),
+        );
+        for folder in [&allowed, &elsewhere, &downloads] {
+            std::fs::create_dir_all(folder).unwrap();
+            std::fs::write(folder.join("tiny.gguf"), b"GGUF").unwrap();
+        }
+        let config = |dirs: Vec<PathBuf>| Config {
+            data_dir: root.join("data"),
+            model_dirs: Some(dirs),
+            ..Config::default()
+        };
+        let wide = config(vec![allowed.clone()]);
+        for ok in [allowed.join("tiny.gguf"), downloads.join("tiny.gguf")] {
+            let spec = load_spec(&wide, &record(&ok)).await.expect("loadable");
+            assert_eq!(spec.request.path, ok.to_string_lossy());
+        }
+        let linked = allowed.join("link.gguf");
+        std::os::unix::fs::symlink(elsewhere.join("tiny.gguf"), &linked).unwrap();
+        let narrowed = config(vec![elsewhere.join("none")]);
+        for (config, path) in [
+            (&wide, elsewhere.join("tiny.gguf")),
+            (&wide, linked),
+            (
+                &wide,
+                allowed.join("..").join("elsewhere").join("tiny.gguf"),
+            ),
+            (&narrowed, allowed.join("tiny.gguf")),
+        ] {
+            let err = load_spec(config, &record(&path)).await.unwrap_err();
+            assert_eq!(err.status().as_u16(), 503, "{path:?}");
+            assert!(!err.body().message.contains(root.to_str().unwrap()));
+        }
     }
 }

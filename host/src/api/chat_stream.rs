@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use utoipa::ToSchema;
 
-use crate::api::chats::load_chat;
 use crate::api::event_stream;
+use crate::chat::load_chat;
 use crate::chat::{self, Action, ChatEvent, SamplingOverrides, SocketSlot};
 use crate::error::{ApiResult, AppError, Json, OptionalJson, Path};
 use crate::policy::{self, Caller, Credential};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{paging, search_term, usage, Paged};
+use crate::chat::{load_chat, store_user_message, MAX_MESSAGE_CHARS, UNTITLED};
 use crate::error::{ApiResult, AppError, Json, Path, Query, Validator};
 use crate::model::{
     new_id, usage_kind, Chat, ChatQuery, Message, MessageRole, MessageStatus, SamplingOverrides,
@@ -17,12 +18,8 @@ use crate::state::AppState;
 use crate::store::ChatUpdate;
 use crate::time::now;
 
-/// Longest accepted message, in characters.
-pub const MAX_MESSAGE_CHARS: usize = 100_000;
 /// Longest temporary-chat lifetime: 30 days.
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
-/// Title given to a chat until its first message names it.
-pub const UNTITLED: &str = "New chat";
 
 /// Filters for the chat list.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -191,15 +188,6 @@ pub struct ChatWithMessages {
     #[serde(flatten)]
     pub chat: Chat,
     pub messages: Vec<Message>,
-}
-
-/// One of the caller's chats; another user's is "not found".
-pub async fn load_chat(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Chat> {
-    state
-        .store
-        .get_chat(caller.id(), id, now())
-        .await?
-        .ok_or(AppError::NotFound("chat"))
 }
 
 /// One of the caller's chats with its messages, oldest first.
@@ -457,66 +445,9 @@ pub async fn add_message(
     Ok((StatusCode::CREATED, Json(message)))
 }
 
-/// Stores a message of the caller in `chat`, names an untitled chat after
-/// it, marks the chat active and counts the message; `chat` becomes the
-/// chat as stored.
-pub async fn store_user_message(
-    state: &AppState,
-    caller: &Caller,
-    chat: &mut Chat,
-    content: String,
-) -> ApiResult<Message> {
-    let message = Message {
-        id: new_id(),
-        chat_id: chat.id.clone(),
-        role: MessageRole::User,
-        content,
-        status: MessageStatus::Complete,
-        error: None,
-        model: None,
-        usage: None,
-        created_at: now(),
-    };
-    state.store.add_message(&message).await?;
-    let changes = ChatUpdate {
-        title_if: Some((UNTITLED.to_owned(), title_from(&message.content))),
-        updated_at: Some(message.created_at),
-        ..Default::default()
-    };
-    *chat = state
-        .store
-        .update_chat(&chat.owner_id, &chat.id, &changes)
-        .await?;
-    usage(state, caller.id(), usage_kind::MESSAGE_CREATED).await;
-    Ok(message)
-}
-
-/// A title from the first line of a message, at most 60 characters.
-pub fn title_from(content: &str) -> String {
-    let line = content.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let clean: String = line.trim().chars().filter(|c| !c.is_control()).collect();
-    let mut title: String = clean.chars().take(60).collect();
-    if clean.chars().count() > 60 {
-        title.push('…');
-    }
-    if title.is_empty() {
-        UNTITLED.to_owned()
-    } else {
-        title
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn titles_come_from_the_first_line() {
-        assert_eq!(title_from("\n  Hello there\nsecond"), "Hello there");
-        let long = "x".repeat(80);
-        assert_eq!(title_from(&long).chars().count(), 61);
-        assert_eq!(title_from("   "), UNTITLED);
-    }
 
     #[test]
     fn file_stems_are_safe() {

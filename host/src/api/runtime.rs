@@ -14,12 +14,13 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::audit;
-use crate::api::openai::{inference_error, load_spec};
 use crate::error::{ApiResult, AppError, Json, Path};
+use crate::generation::inference_error;
 use crate::inference::manager::LoadedModel;
 use crate::metrics::Page;
 use crate::model::{ModelRecord, ModelStatus};
 use crate::policy::Caller;
+use crate::registry::load_spec;
 use crate::state::AppState;
 use crate::time::serde_millis;
 
@@ -368,6 +369,8 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     page.family("corral_models_loaded", "gauge", "Models in memory.");
     page.sample("corral_models_loaded", &[], loaded.len() as f64);
 
+    plugin_metrics(&state, &mut page);
+
     let downloads: Vec<_> = models
         .iter()
         .filter(|m| state.downloads.is_active(&m.id))
@@ -413,4 +416,73 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         );
     }
     Ok(([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], page.finish()).into_response())
+}
+
+/// Per plugin and hook: calls, failures and call times (a summary with
+/// the median and the 99th percentile); per plugin, whether it runs.
+fn plugin_metrics(state: &AppState, page: &mut Page) {
+    let plugins = state.plugins.list();
+    page.family(
+        "corral_plugin_active",
+        "gauge",
+        "1 for each plugin that runs now (enabled and not turned off).",
+    );
+    for p in &plugins {
+        let active = if p.active { 1.0 } else { 0.0 };
+        page.sample(
+            "corral_plugin_active",
+            &[("plugin", &p.manifest.id)],
+            active,
+        );
+    }
+    page.family(
+        "corral_plugin_calls_total",
+        "counter",
+        "Calls of a plugin's hook or route handler.",
+    );
+    for p in &plugins {
+        for e in &p.stats {
+            let labels = [
+                ("plugin", p.manifest.id.as_str()),
+                ("hook", e.export.as_str()),
+            ];
+            page.sample("corral_plugin_calls_total", &labels, e.calls as f64);
+        }
+    }
+    page.family(
+        "corral_plugin_errors_total",
+        "counter",
+        "Calls that failed: a trap, out of time or memory, invalid output.",
+    );
+    for p in &plugins {
+        for e in &p.stats {
+            let labels = [
+                ("plugin", p.manifest.id.as_str()),
+                ("hook", e.export.as_str()),
+            ];
+            page.sample("corral_plugin_errors_total", &labels, e.errors as f64);
+        }
+    }
+    page.family(
+        "corral_plugin_call_seconds",
+        "summary",
+        "Time of a plugin call, including starting its instance on a generation's first call.",
+    );
+    for p in &plugins {
+        for e in &p.stats {
+            for (quantile, us) in [("0.5", e.p50_us), ("0.99", e.p99_us)] {
+                let labels = [
+                    ("plugin", p.manifest.id.as_str()),
+                    ("hook", e.export.as_str()),
+                    ("quantile", quantile),
+                ];
+                page.sample("corral_plugin_call_seconds", &labels, us as f64 / 1e6);
+            }
+            let labels = [
+                ("plugin", p.manifest.id.as_str()),
+                ("hook", e.export.as_str()),
+            ];
+            page.sample("corral_plugin_call_seconds_count", &labels, e.calls as f64);
+        }
+    }
 }
