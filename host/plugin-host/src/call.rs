@@ -1,0 +1,159 @@
+//! One call into a plugin: start its instance if needed, run the export
+//! under the plugin's limits, check the answer, and count the outcome.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_hooks::{HookCaller, HookContext};
+use wasmtime::Store;
+
+use crate::calls::{Call, Reply};
+use crate::host::{Inner, Installed};
+use crate::sandbox::{self, PluginState};
+use crate::wit;
+
+/// A plugin's instance for one generation or route request.
+pub(crate) struct Live {
+    store: Store<PluginState>,
+    instance: wit::Instance,
+}
+
+/// Why a call into a plugin failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// It ran past its time budget.
+    Timeout(Duration),
+    /// It tried to grow its memory past the cap.
+    OutOfMemory(usize),
+    /// It trapped (a panic, `unreachable`, a bad memory access); the text
+    /// is the trap and, when there was one, the last line on stderr.
+    Trap(String),
+    /// It answered with something the host does not accept.
+    InvalidOutput(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Timeout(budget) => {
+                write!(f, "ran past its time limit of {} ms", budget.as_millis())
+            }
+            Failure::OutOfMemory(bytes) => {
+                write!(f, "ran out of memory (limit {} MiB)", bytes >> 20)
+            }
+            Failure::Trap(what) => write!(f, "crashed: {what}"),
+            Failure::InvalidOutput(what) => write!(f, "returned invalid output: {what}"),
+        }
+    }
+}
+
+fn classify(store: &Store<PluginState>, e: &wasmtime::Error) -> Failure {
+    let state = store.data();
+    if state.clock.timed_out {
+        return Failure::Timeout(state.clock.budget);
+    }
+    if state.limiter.memory_refused {
+        return Failure::OutOfMemory(state.env.memory_bytes);
+    }
+    let mut what = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => {
+            let text = format!("{e:#}");
+            text.lines().next().unwrap_or_default().to_string()
+        }
+    };
+    if let Some(tail) = state.stderr_tail() {
+        what = format!("{what} (stderr: {tail})");
+    }
+    Failure::Trap(what)
+}
+
+/// Calls `call` on the plugin, starting its instance in `live` first if
+/// there is none. On failure the instance is dropped (a trapped instance
+/// cannot be entered again), the failure is logged and counted, and the
+/// plugin is turned off once it failed too often in a row.
+pub(crate) async fn invoke(
+    host: &Inner,
+    plugin: &Arc<Installed>,
+    live: &mut Option<Live>,
+    caller: &HookCaller,
+    ctx: Option<&HookContext>,
+    call: Call<'_>,
+) -> Result<Reply, Failure> {
+    let export = call.export();
+    let started = Instant::now();
+    let outcome = run(host, plugin, live, caller, ctx, call).await;
+    let took = started.elapsed();
+    plugin.health.stats.record(export, took, outcome.is_err());
+    match &outcome {
+        Ok(_) => plugin.health.succeeded(),
+        Err(failure) => {
+            *live = None;
+            tracing::warn!(
+                target: "corral::plugin",
+                plugin = %plugin.manifest.id,
+                export = export.as_str(),
+                "plugin call failed: {failure}"
+            );
+            let message = format!("{export}: {failure}");
+            if let Some(reason) = plugin.health.failed(message, host.config.failure_threshold) {
+                tracing::error!(
+                    target: "corral::plugin",
+                    plugin = %plugin.manifest.id,
+                    "plugin turned off: {reason}"
+                );
+                host.services
+                    .plugin_disabled(&plugin.manifest.id, &reason)
+                    .await;
+            }
+        }
+    }
+    outcome
+}
+
+async fn run(
+    host: &Inner,
+    plugin: &Arc<Installed>,
+    live: &mut Option<Live>,
+    caller: &HookCaller,
+    ctx: Option<&HookContext>,
+    call: Call<'_>,
+) -> Result<Reply, Failure> {
+    let export = call.export();
+    if live.is_none() {
+        let mut store = sandbox::new_store(
+            &host.engine,
+            plugin.env.clone(),
+            caller.clone(),
+            ctx.map(|c| c.model.clone()),
+            host.services.clone(),
+        );
+        sandbox::start_call(&mut store);
+        let started = plugin.pre.instantiate(&mut store, ctx).await;
+        store.data_mut().flush_output();
+        match started {
+            Ok(instance) => *live = Some(Live { store, instance }),
+            Err(e) => {
+                tracing::debug!(plugin = %plugin.manifest.id, "instantiation failed: {e:?}");
+                return Err(classify(&store, &e));
+            }
+        }
+    }
+    let Some(Live { store, instance }) = live.as_mut() else {
+        unreachable!("the instance was just started");
+    };
+    sandbox::start_call(store);
+    let result = instance.call(store, call).await;
+    store.data_mut().flush_output();
+    match result {
+        Ok(mut reply) => {
+            reply.check(export).map_err(Failure::InvalidOutput)?;
+            Ok(reply)
+        }
+        Err(e) => {
+            tracing::debug!(plugin = %plugin.manifest.id, %export, "call failed: {e:?}");
+            Err(classify(store, &e))
+        }
+    }
+}
