@@ -6,18 +6,22 @@
 #      when the chat page's JavaScript is over budget), then its unit tests
 #      (Vitest)
 #   3. cargo fmt --check, clippy with -D warnings
-#   4. cargo test for the whole workspace (the SQLite store, and the Mongo
+#   4. the plugins (plugins/, a workspace of their own): cargo fmt --check,
+#      clippy, their native tests, and their build for wasm32-wasip2
+#      (scripts/build-plugins.sh), which the runtime's tests and the
+#      end-to-end tests install
+#   5. cargo test for the whole workspace (the SQLite store, and the Mongo
 #      store against a SecantusDB server the test starts from .venv-test),
 #      with the demo and embedding models, so that no test is skipped
-#   5. end-to-end tests (scripts/e2e.sh, pytest in host/tests/e2e) against
+#   6. end-to-end tests (scripts/e2e.sh, pytest in host/tests/e2e) against
 #      a real server built with the backends: models added by URL from a
 #      local file server (resume, progress, rejected files), the openai
 #      client, chat answers over SSE and WebSocket, eight concurrent streams;
 #      once on the embedded SQLite store, then again on the MongoDB store
 #      (a SecantusDB server the fixtures start)
-#   6. the browser journeys (web/e2e: playwright-core driving Debian's
+#   7. the browser journeys (web/e2e: playwright-core driving Debian's
 #      Chromium against a real server with the demo model)
-#   7. schemathesis against a real server (scripts/fuzz-api.sh)
+#   8. schemathesis against a real server (scripts/fuzz-api.sh)
 # Stops at the first failure. At the end it prints how many tests were
 # skipped and why: a test that lacks what it needs fails, unless
 # CORRAL_ALLOW_SKIP=1, when it reports itself skipped (`SKIPPED <test>:
@@ -79,8 +83,21 @@ section "cargo test"
 test_log="$(mktemp "${TMPDIR:-/tmp}/corral-test.XXXXXX")"
 e2e_log="$(mktemp "${TMPDIR:-/tmp}/corral-e2e-log.XXXXXX")"
 trap 'rm -f "$test_log" "$e2e_log" "$web_log" "$journeys_log"' EXIT
+section "Plugins (wasm32-wasip2)"
+plugins_target="${CORRAL_PLUGINS_TARGET_DIR:-$HOME/.cache/corral/plugins-target}"
+# The components first: the plugins' own tests check what they import.
+CORRAL_PLUGINS_DIST="$(scripts/build-plugins.sh "$(target_dir)/plugins-dist" | tail -1)"
+export CORRAL_PLUGINS_DIST
+(
+    cd plugins
+    export CARGO_TARGET_DIR="$plugins_target"
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo test --workspace --locked -- --include-ignored
+) 2>&1 | tee "$test_log" || die "the plugins' checks failed"
+
 # Ignored tests run too: none may pass unseen.
-cargo test --workspace --locked -- --include-ignored 2>&1 | tee "$test_log"
+cargo test --workspace --locked -- --include-ignored 2>&1 | tee -a "$test_log"
 # Totals over every test binary and the doc-tests: cargo prints one
 # "test result: ok. N passed; N failed; N ignored; ..." line for each.
 read -r passed failed ignored < <(

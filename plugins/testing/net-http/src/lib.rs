@@ -1,0 +1,82 @@
+//! `test-net-http`: imports `wasi:http/outgoing-handler` and sends a GET
+//! to a host no technician approved, reporting what happened. A host
+//! that does not provide WASI HTTP refuses to install or instantiate the
+//! component; one that does must refuse the request.
+//!
+//! `before-prompt` adds the passage `GET http://example.com/: error: …`;
+//! `GET fetch?authority=HOST[:PORT]` answers
+//! `{"url": "…", "ok": false, "result": "<the error>"}`.
+//!
+//! Kept apart from `test-net` (plain TCP), which needs no WASI HTTP and so
+//! loads in any host.
+
+use corral_plugin::prelude::*;
+
+const DEFAULT_AUTHORITY: &str = "example.com";
+
+/// What a GET to `http://{authority}/` gave: `Ok(the status)` or the
+/// error.
+#[cfg(target_arch = "wasm32")]
+pub fn fetch(authority: &str) -> Result<String, String> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
+
+    let request = OutgoingRequest::new(Fields::new());
+    request
+        .set_method(&Method::Get)
+        .map_err(|()| "the method was refused")?;
+    request
+        .set_scheme(Some(&Scheme::Http))
+        .map_err(|()| "the scheme was refused")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| "the authority was refused")?;
+    request
+        .set_path_with_query(Some("/"))
+        .map_err(|()| "the path was refused")?;
+    let response = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    response.subscribe().block();
+    match response.get() {
+        Some(Ok(Ok(response))) => Ok(format!("status {}", response.status())),
+        Some(Ok(Err(e))) => Err(format!("{e:?}")),
+        Some(Err(())) => Err("the response was already taken".to_owned()),
+        None => Err("no response".to_owned()),
+    }
+}
+
+/// Built for the host there is no WASI HTTP to try.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn fetch(_authority: &str) -> Result<String, String> {
+    Err("WASI HTTP exists only in the WebAssembly build".to_owned())
+}
+
+struct NetHttp;
+
+impl Plugin for NetHttp {
+    fn before_prompt(_ctx: &Context, _prompt: &Prompt) -> Decision {
+        let passage = match fetch(DEFAULT_AUTHORITY) {
+            Ok(status) => format!("GET http://{DEFAULT_AUTHORITY}/: ok: {status}"),
+            Err(e) => format!("GET http://{DEFAULT_AUTHORITY}/: error: {e}"),
+        };
+        Decision::modify(Modification::new().context(passage))
+    }
+
+    fn handle(request: &Request) -> Response {
+        if request.route("GET", "fetch").is_none() {
+            return Response::not_found();
+        }
+        let authority = request
+            .query_param("authority")
+            .unwrap_or_else(|| DEFAULT_AUTHORITY.to_owned());
+        let (ok, result) = match fetch(&authority) {
+            Ok(status) => (true, status),
+            Err(e) => (false, e),
+        };
+        Response::json(
+            200,
+            &serde_json::json!({ "url": format!("http://{authority}/"), "ok": ok, "result": result }),
+        )
+    }
+}
+
+corral_plugin::export!(NetHttp);
