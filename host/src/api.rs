@@ -1,6 +1,7 @@
 //! The REST API: the route table (each route with its access rule), the
 //! router built from it, and types several handlers share.
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::routing::{self, MethodRouter};
 use axum::Router;
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{ApiResult, Validator};
-use crate::model::{AuditEntry, UsageEvent, User};
+use crate::model::User;
 use crate::policy::{Access, Caller};
 use crate::state::AppState;
 use crate::time::{serde_millis, serde_millis_opt};
@@ -22,6 +23,7 @@ pub mod chats;
 pub mod health;
 pub mod models;
 pub mod openai;
+pub mod plugins;
 pub mod runtime;
 pub mod stats;
 pub mod tickets;
@@ -191,6 +193,75 @@ pub fn routes() -> Vec<ApiRoute> {
         route(M::GET, "/api/status", Technician, get(runtime::status)),
         route(M::GET, "/metrics", Staff, get(runtime::metrics)),
         // Tickets.
+        route(M::GET, "/api/plugins", Technician, get(plugins::list)),
+        route(
+            M::POST,
+            "/api/plugins",
+            Technician,
+            post(plugins::install).layer(DefaultBodyLimit::max(plugins::MAX_UPLOAD_BYTES)),
+        ),
+        route(
+            M::GET,
+            "/api/plugins/{id}",
+            Technician,
+            get(plugins::get_one),
+        ),
+        route(
+            M::PATCH,
+            "/api/plugins/{id}",
+            Technician,
+            patch(plugins::update),
+        ),
+        route(
+            M::DELETE,
+            "/api/plugins/{id}",
+            Technician,
+            delete(plugins::remove),
+        ),
+        route(
+            M::PUT,
+            "/api/plugins/{id}/component",
+            Technician,
+            put(plugins::upgrade).layer(DefaultBodyLimit::max(plugins::MAX_UPLOAD_BYTES)),
+        ),
+        route(
+            M::PUT,
+            "/api/plugins/{id}/config",
+            Technician,
+            put(plugins::configure),
+        ),
+        route(
+            M::GET,
+            "/api/plugins/{id}/{*path}",
+            Signed,
+            get(plugins::route_get),
+        ),
+        route(
+            M::POST,
+            "/api/plugins/{id}/{*path}",
+            Signed,
+            post(plugins::route_post),
+        ),
+        route(
+            M::PUT,
+            "/api/plugins/{id}/{*path}",
+            Signed,
+            put(plugins::route_put),
+        ),
+        route(
+            M::PATCH,
+            "/api/plugins/{id}/{*path}",
+            Signed,
+            patch(plugins::route_patch),
+        ),
+        route(
+            M::DELETE,
+            "/api/plugins/{id}/{*path}",
+            Signed,
+            delete(plugins::route_delete),
+        ),
+        route(M::GET, "/api/me/plugins", Signed, get(plugins::mine)),
+        route(M::PUT, "/api/me/plugins/{id}", Signed, put(plugins::choose)),
         route(M::GET, "/api/tickets", Signed, get(tickets::list)),
         route(M::POST, "/api/tickets", Signed, post(tickets::create)),
         route(M::GET, "/api/tickets/{id}", Signed, get(tickets::get_one)),
@@ -290,7 +361,8 @@ pub fn search_term(search: Option<String>) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// Writes an audit entry for an action of `actor`.
+/// Writes an audit entry for an action of `actor`: [`crate::audit::record`]
+/// for handlers that hold the whole state.
 pub async fn audit(
     state: &AppState,
     actor: &Caller,
@@ -298,31 +370,14 @@ pub async fn audit(
     target: &str,
     details: serde_json::Value,
 ) -> ApiResult<()> {
-    let entry = AuditEntry {
-        id: crate::model::new_id(),
-        at: crate::time::now(),
-        actor_id: actor.user.id.clone(),
-        actor_username: actor.user.username.clone(),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        details,
-    };
-    state.store.append_audit(&entry).await?;
+    crate::audit::record(state.store.as_ref(), &actor.user, action, target, details).await?;
     Ok(())
 }
 
-/// Records a usage event for the statistics. A failure here is logged, not
-/// returned: statistics never fail a user's request.
+/// Records a usage event for the statistics: [`crate::usage::record`] for
+/// handlers that hold the whole state.
 pub async fn usage(state: &AppState, user_id: &str, kind: &str) {
-    let event = UsageEvent {
-        id: crate::model::new_id(),
-        user_id: user_id.to_owned(),
-        kind: kind.to_owned(),
-        at: crate::time::now(),
-    };
-    if let Err(err) = state.store.record_usage(&event).await {
-        tracing::warn!(%err, kind, "could not record a usage event");
-    }
+    crate::usage::record(state.store.as_ref(), user_id, kind).await
 }
 
 /// An SSE response that names its charset (clients that guess decode

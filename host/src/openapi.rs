@@ -11,7 +11,8 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    self, admin, auth, chat_stream, chats, health, models, openai, runtime, stats, tickets, users,
+    self, admin, auth, chat_stream, chats, health, models, openai, plugins, runtime, stats,
+    tickets, users,
 };
 use crate::policy::Access;
 use crate::quota;
@@ -59,6 +60,10 @@ pub struct SseEvent {
         models::list, models::create, models::get_one, models::update, models::remove,
         models::progress, models::events,
         runtime::status, runtime::load, runtime::unload, runtime::metrics,
+        plugins::list, plugins::install, plugins::get_one, plugins::update, plugins::remove,
+        plugins::upgrade, plugins::configure, plugins::mine, plugins::choose,
+        plugins::route_get, plugins::route_post, plugins::route_put, plugins::route_patch,
+        plugins::route_delete,
     ),
     components(schemas(
         corral_sdk::ErrorBody,
@@ -80,6 +85,7 @@ pub struct SseEvent {
         (name = "stats", description = "Usage statistics (admin, technician)"),
         (name = "models", description = "The model registry: everyone lists the models they may use; technicians manage them"),
         (name = "runtime", description = "The inference runtime: backends, loaded models, queues, load and unload (technicians), metrics (admin, technician)"),
+        (name = "plugins", description = "WebAssembly extension plugins: technicians install, approve, configure and watch them; users turn on optional ones; everyone signed in reaches their routes"),
         (name = "health", description = "Probes"),
         (name = "openai", description = "OpenAI-compatible API; send a personal API key as the Bearer token"),
     )
@@ -276,9 +282,10 @@ pub fn documented_operations(doc: &utoipa::openapi::OpenApi) -> Vec<(Method, Str
 /// no route goes undocumented and no documented route is missing.
 pub fn check_routes() -> Result<(), String> {
     let documented = documented_operations(&spec());
+    // axum writes a catch-all segment `{*path}`, OpenAPI `{path}`.
     let routed: Vec<(Method, String)> = api::routes()
         .into_iter()
-        .map(|r| (r.method, r.path.to_owned()))
+        .map(|r| (r.method, r.path.replace("{*", "{")))
         .collect();
     let mut problems = Vec::new();
     for op in &routed {

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use base64::Engine;
+use corral_hooks::Hooks;
+use corral_plugin_host::PluginHost;
 use rand::RngCore;
 
 use crate::auth::TokenKeys;
@@ -45,6 +47,11 @@ pub struct AppState {
     pub inference: Inference,
     /// Answers being written in chats.
     pub chat_runs: Arc<ChatRuns>,
+    /// What extensions do on every generation: the plugins.
+    pub hooks: Arc<dyn Hooks>,
+    /// The plugin runtime (the same object as `hooks`), for managing
+    /// plugins and their routes.
+    pub plugins: Arc<PluginHost>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// Begins when the server is asked to stop.
@@ -91,7 +98,8 @@ impl AppState {
                 per_user: config.per_user_generations,
             }),
         );
-        Ok(AppState {
+        let (plugins, bridge) = crate::plugins::runtime(&config.data_dir)?;
+        let state = AppState {
             store,
             tokens: Arc::new(TokenKeys::new(
                 secret.as_bytes(),
@@ -104,9 +112,17 @@ impl AppState {
             downloads,
             inference,
             chat_runs: Arc::new(ChatRuns::default()),
+            hooks: plugins.clone(),
+            plugins,
             shutdown: Shutdown::default(),
             metrics,
-        })
+        };
+        bridge.connect(state.clone());
+        let loaded = crate::plugins::load_all(&state).await?;
+        if loaded > 0 {
+            tracing::info!(loaded, "plugins loaded");
+        }
+        Ok(state)
     }
 }
 

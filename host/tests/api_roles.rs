@@ -46,6 +46,8 @@ enum Id {
     Model,
     /// A ready model no one but technicians may use.
     TechnicianModel,
+    /// A plugin id that is not installed.
+    NoSuchPlugin,
 }
 
 /// The request body.
@@ -227,6 +229,22 @@ fn rows() -> Vec<Row> {
         row("POST", "/api/models/{id}/load", "a model whose file is missing", [401, 403, 403, 503], Id::Model, none),
         row("POST", "/api/models/{id}/unload", "a model not loaded", TECH_204, Id::Model, none),
         row("GET", "/metrics", "Prometheus text", STAFF_200, Id::None, none),
+        // Plugins: technicians manage; everyone signed in reaches their
+        // routes and turns on optional ones.
+        row("GET", "/api/plugins", "installed plugins", TECH_200, Id::None, none),
+        row("POST", "/api/plugins", "JSON instead of a multipart upload", [401, 403, 403, 415], Id::None, Json("{}")),
+        row("GET", "/api/plugins/{id}", "a plugin not installed", [401, 403, 403, 404], Id::NoSuchPlugin, none),
+        row("PATCH", "/api/plugins/{id}", "a plugin not installed", [401, 403, 403, 404], Id::NoSuchPlugin, Json(r#"{"enabled":true}"#)),
+        row("DELETE", "/api/plugins/{id}", "a plugin not installed", [401, 403, 403, 404], Id::NoSuchPlugin, none),
+        row("PUT", "/api/plugins/{id}/component", "a plugin not installed", [401, 403, 403, 404], Id::NoSuchPlugin, Json("{}")),
+        row("PUT", "/api/plugins/{id}/config", "a plugin not installed", [401, 403, 403, 404], Id::NoSuchPlugin, Json("{}")),
+        row("GET", "/api/plugins/{id}/{path}", "a plugin not installed", SIGNED_404, Id::NoSuchPlugin, none),
+        row("POST", "/api/plugins/{id}/{path}", "a plugin not installed", SIGNED_404, Id::NoSuchPlugin, Json("{}")),
+        row("PUT", "/api/plugins/{id}/{path}", "a plugin not installed", SIGNED_404, Id::NoSuchPlugin, Json("{}")),
+        row("PATCH", "/api/plugins/{id}/{path}", "a plugin not installed", SIGNED_404, Id::NoSuchPlugin, Json("{}")),
+        row("DELETE", "/api/plugins/{id}/{path}", "a plugin not installed", SIGNED_404, Id::NoSuchPlugin, none),
+        row("GET", "/api/me/plugins", "optional plugins", SIGNED_200, Id::None, none),
+        row("PUT", "/api/me/plugins/{id}", "a plugin not installed", SIGNED_404, Id::NoSuchPlugin, Json(r#"{"enabled":true}"#)),
     ]
 }
 
@@ -303,6 +321,7 @@ impl Ctx {
                 .to_string(),
             Id::Model => self.model(true).await,
             Id::TechnicianModel => self.model(false).await,
+            Id::NoSuchPlugin => "no-such-plugin".to_owned(),
         })
     }
 
@@ -438,7 +457,8 @@ async fn every_operation_answers_each_role_as_specified() {
             let path = match ctx.fill(row.id, &owner).await {
                 Some(id) => row.path.replace("{id}", &id),
                 None => row.path.to_owned(),
-            };
+            }
+            .replace("{path}", "documents");
             let body = ctx.body(row.body).await;
             let method = Method::from_bytes(row.method.as_bytes()).expect("a method");
             let token = account.as_ref().map(|a| a.access.as_str());
