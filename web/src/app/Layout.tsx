@@ -16,6 +16,7 @@ const links: { to: string; label: string; capability: Capability }[] = [
   { to: "/admin/audit", label: "nav.audit", capability: "staff" },
   { to: "/models", label: "nav.models", capability: "staff" },
   { to: "/inference", label: "nav.inference", capability: "technician" },
+  { to: "/plugins", label: "nav.plugins", capability: "technician" },
 ];
 
 /** The frame of every signed-in page: header, menu by role, content. */

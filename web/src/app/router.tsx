@@ -24,6 +24,8 @@ const StatsPage = lazy(() => import("@/features/admin/routes/StatsPage"));
 const ModelsPage = lazy(() => import("@/features/models/routes/ModelsPage"));
 const ModelPage = lazy(() => import("@/features/models/routes/ModelPage"));
 const InferencePage = lazy(() => import("@/features/models/routes/InferencePage"));
+const PluginsPage = lazy(() => import("@/features/plugins/routes/PluginsPage"));
+const PluginPage = lazy(() => import("@/features/plugins/routes/PluginPage"));
 
 const only = (capability: Capability, page: ReactNode) => (
   <RequireCapability capability={capability}>{page}</RequireCapability>
@@ -56,6 +58,8 @@ export const router = createBrowserRouter([
       { path: "models", element: only("staff", <ModelsPage />) },
       { path: "models/:modelId", element: only("staff", <ModelPage />) },
       { path: "inference", element: only("technician", <InferencePage />) },
+      { path: "plugins", element: only("technician", <PluginsPage />) },
+      { path: "plugins/:pluginId", element: only("technician", <PluginPage />) },
       { path: "*", element: <NotFound /> },
     ],
   },

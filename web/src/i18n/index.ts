@@ -18,6 +18,8 @@ import adminEn from "@/features/admin/locales/en.json";
 import adminRo from "@/features/admin/locales/ro.json";
 import modelsEn from "@/features/models/locales/en.json";
 import modelsRo from "@/features/models/locales/ro.json";
+import pluginsEn from "@/features/plugins/locales/en.json";
+import pluginsRo from "@/features/plugins/locales/ro.json";
 
 export const languages = { en: "English", ro: "Română" } as const;
 export type Language = keyof typeof languages;
@@ -41,6 +43,7 @@ void i18n.use(initReactI18next).init({
       account: accountEn,
       admin: adminEn,
       models: modelsEn,
+      plugins: pluginsEn,
     },
     ro: {
       common: commonRo,
@@ -50,12 +53,13 @@ void i18n.use(initReactI18next).init({
       account: accountRo,
       admin: adminRo,
       models: modelsRo,
+      plugins: pluginsRo,
     },
   },
   lng: initialLanguage(),
   fallbackLng: "en",
   defaultNS: "common",
-  ns: ["common", "auth", "chat", "tickets", "account", "admin", "models"],
+  ns: ["common", "auth", "chat", "tickets", "account", "admin", "models", "plugins"],
   interpolation: { escapeValue: false },
   returnNull: false,
 });

@@ -6,6 +6,7 @@ export type ApiKey = Schemas["ApiKeyView"];
 export type CreatedKey = Schemas["CreatedKey"];
 export type MyStats = Schemas["MyStats"];
 export type Allowance = Schemas["Allowance"];
+export type OptionalPlugin = Schemas["OptionalPlugin"];
 
 export const accountKeys = {
   me: ["me"] as const,
@@ -13,6 +14,7 @@ export const accountKeys = {
   quota: ["me", "quota"] as const,
   stats: (from: string, to: string) => ["me", "stats", from, to] as const,
   models: ["me", "models"] as const,
+  plugins: ["me", "plugins"] as const,
 };
 
 export function useMe() {
@@ -95,5 +97,27 @@ export function useMyStats(from: string, to: string) {
   return useQuery({
     queryKey: accountKeys.stats(from, to),
     queryFn: async () => unwrap(await api.GET("/api/me/stats", { params: { query: { from, to } } })),
+  });
+}
+
+/** Optional plugins the account may turn on for its own chats and API requests. */
+export function useMyPlugins() {
+  return useQuery({
+    queryKey: accountKeys.plugins,
+    queryFn: async () => unwrap(await api.GET("/api/me/plugins")),
+  });
+}
+
+export function useChooseMyPlugin() {
+  const queryClient = useQueryClient();
+  return useMutation({
+    mutationFn: async ({ id, enabled }: { id: string; enabled: boolean }) =>
+      unwrap(await api.PUT("/api/me/plugins/{id}", { params: { path: { id } }, body: { enabled } })),
+    onSuccess: (choice) =>
+      queryClient.setQueryData<OptionalPlugin[]>(accountKeys.plugins, (old) =>
+        old?.map((p) => (p.id === choice.id ? choice : p)),
+      ),
+    // A plugin a technician turned off meanwhile is gone from the list.
+    onError: () => queryClient.invalidateQueries({ queryKey: accountKeys.plugins }),
   });
 }

@@ -3,6 +3,7 @@ import { useUser } from "@/lib/auth";
 import { AccountFrame } from "../components/AccountFrame";
 import { PasswordForm } from "../components/PasswordForm";
 import { ProfileForm } from "../components/ProfileForm";
+import { MyPlugins } from "../components/MyPlugins";
 import { useMe } from "../api/account";
 
 export default function AccountPage() {
@@ -12,6 +13,7 @@ export default function AccountPage() {
   return (
     <AccountFrame title={t("profile.title")}>
       <ProfileForm user={me.data ?? signedIn} />
+      <MyPlugins />
       <PasswordForm username={signedIn.username} />
     </AccountFrame>
   );

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { render, screen } from "@testing-library/react";
+import { render, screen, within } from "@testing-library/react";
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import type { ReactNode } from "react";
 import {
@@ -15,8 +15,8 @@ import { MessageList } from "./MessageList";
 const chat_id = "c1";
 const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
 
-const user: Message = { id: "m1", chat_id, role: "user", content: "Hi there", status: "complete", created_at: at(1) };
-const pending: Message = { id: "m2", chat_id, role: "assistant", content: "", status: "pending", created_at: at(2), model: "gemma" };
+const user: Message = { id: "m1", chat_id, role: "user", content: "Hi there", status: "complete", created_at: at(1), annotations: [] };
+const pending: Message = { id: "m2", chat_id, role: "assistant", content: "", status: "pending", created_at: at(2), model: "gemma", annotations: [] };
 
 function wrapper({ children }: { children: ReactNode }) {
   return <QueryClientProvider client={new QueryClient()}>{children}</QueryClientProvider>;
@@ -108,6 +108,40 @@ describe("conversation events in the message list", () => {
     );
     view.rerender(<MessageList conversation={state} onRegenerate={() => undefined} />);
     expect(screen.getByRole("alert")).toHaveTextContent("The model could not answer: the model failed to load");
+  });
+
+  it("shows the notes plugins stored under the answer, each with its plugin", () => {
+    const answer: Message = {
+      ...pending,
+      content: "Paris is the capital.",
+      status: "complete",
+      annotations: [
+        { plugin: "rag-docs", text: "Sources: france.md, cities.md" },
+        { plugin: "pii-redact", text: "2 e-mail addresses were masked" },
+      ],
+    };
+    show(conversationReducer(emptyConversation, { type: "loaded", messages: [user, answer] }));
+    const notes = screen.getByRole("list", { name: "Notes from plugins" });
+    const items = within(notes).getAllByRole("listitem");
+    expect(items).toHaveLength(2);
+    expect(items[0]).toHaveTextContent("Note from rag-docs:");
+    expect(items[0]).toHaveTextContent("Sources: france.md, cities.md");
+    expect(items[1]).toHaveTextContent("Note from pii-redact:");
+    expect(items[1]).toHaveTextContent("2 e-mail addresses were masked");
+  });
+
+  it("shows no notes while the answer streams, nor for answers without any", () => {
+    const annotated: Message = { ...pending, annotations: [{ plugin: "rag-docs", text: "Sources: a.md" }] };
+    let state = conversationReducer(emptyConversation, { type: "loaded", messages: [user] });
+    state = conversationReducer(state, ev({ type: "assistant_message", chat_id, message: annotated }));
+    state = conversationReducer(state, ev({ type: "delta", chat_id, text: "Partial" }));
+    const view = show(state);
+    expect(screen.queryByRole("list", { name: "Notes from plugins" })).not.toBeInTheDocument();
+
+    state = conversationReducer(state, ev({ type: "done", chat_id, message: { ...pending, content: "Done", status: "complete" } }));
+    view.rerender(<MessageList conversation={state} onRegenerate={() => undefined} />);
+    expect(screen.getByText("Done")).toBeInTheDocument();
+    expect(screen.queryByRole("list", { name: "Notes from plugins" })).not.toBeInTheDocument();
   });
 
   it("gives a refused message back to the composer", () => {

@@ -1,7 +1,34 @@
-import { useEffect, useLayoutEffect, useRef, useState } from "react";
+import { Fragment, useEffect, useLayoutEffect, useRef, useState } from "react";
 import { useTranslation } from "react-i18next";
-import { isAnswering, visibleMessages, type Conversation } from "../lib/conversation";
+import { isAnswering, visibleMessages, type Conversation, type Message } from "../lib/conversation";
 import { LiveStatus, MessageItem } from "./MessageItem";
+
+/**
+ * Notes plugins stored with an answer (its sources, a warning), each
+ * marked with the plugin that wrote it. The words around them live in the
+ * `plugins` namespace, next to the rest of the plugin texts.
+ */
+function AnswerNotes({ message }: { message: Message }) {
+  const { t } = useTranslation("plugins");
+  return (
+    <li className="-mt-4">
+      <ul aria-label={t("annotations.label")} className="flex flex-col gap-1">
+        {message.annotations.map((note, i) => (
+          <li
+            key={`${note.plugin}-${i}`}
+            className="flex flex-wrap items-baseline gap-x-2 gap-y-0.5 rounded-md border-l-2 border-slate-300 bg-slate-50 px-2 py-1 text-xs text-slate-700 dark:border-slate-600 dark:bg-slate-900 dark:text-slate-300"
+          >
+            <span className="sr-only">{t("annotations.from", { plugin: note.plugin })}</span>
+            <span aria-hidden="true" className="badge font-mono">
+              {note.plugin}
+            </span>
+            <span className="min-w-0 whitespace-pre-wrap break-words">{note.text}</span>
+          </li>
+        ))}
+      </ul>
+    </li>
+  );
+}
 
 type Props = {
   conversation: Conversation;
@@ -55,16 +82,20 @@ export function MessageList({ conversation, onRegenerate }: Props) {
       )}
       <ol className="mx-auto flex w-full max-w-3xl flex-col gap-6 px-3 py-6 sm:px-6">
         {messages.map((message) => (
-          <MessageItem
-            key={message.id}
-            message={message}
-            live={live && live.messageId === message.id ? live : null}
-            errorBody={conversation.answerErrors[message.id]}
-            canRegenerate={
-              !answering && lastIsAnswer && message.id === lastAssistant?.id && message.status !== "pending"
-            }
-            onRegenerate={onRegenerate}
-          />
+          <Fragment key={message.id}>
+            <MessageItem
+              message={message}
+              live={live && live.messageId === message.id ? live : null}
+              errorBody={conversation.answerErrors[message.id]}
+              canRegenerate={
+                !answering && lastIsAnswer && message.id === lastAssistant?.id && message.status !== "pending"
+              }
+              onRegenerate={onRegenerate}
+            />
+            {message.role === "assistant" && (message.annotations?.length ?? 0) > 0 && live?.messageId !== message.id && (
+              <AnswerNotes message={message} />
+            )}
+          </Fragment>
         ))}
         {conversation.pendingUser !== null && (
           <li className="flex justify-end">
