@@ -56,14 +56,18 @@ pub async fn security_headers(
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(if docs {
-            DOCS_CONTENT_SECURITY_POLICY
-        } else {
-            CONTENT_SECURITY_POLICY
-        }),
-    );
+    // A stricter policy a handler set (a plugin's answers run sandboxed)
+    // stays.
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(if docs {
+                DOCS_CONTENT_SECURITY_POLICY
+            } else {
+                CONTENT_SECURITY_POLICY
+            }),
+        );
+    }
     if tls {
         headers.insert(
             header::STRICT_TRANSPORT_SECURITY,

@@ -328,11 +328,12 @@ pub async fn get(state: &AppState, id: &str) -> ApiResult<PluginRecord> {
         .ok_or(AppError::NotFound("plugin"))
 }
 
-/// Whether `user` may reach plugin `id`'s routes: it is on, and, when it
-/// is optional, they may turn it on for themselves (everyone may).
+/// Plugin `id`, when its routes answer: it is on and the host has not
+/// turned it off (everyone signed in may call them; the plugin decides
+/// what the caller may do).
 pub async fn routable(state: &AppState, id: &str) -> ApiResult<PluginRecord> {
     match state.store.get_plugin(id).await? {
-        Some(record) if record.enabled => Ok(record),
+        Some(record) if record.enabled && record.disabled_reason.is_none() => Ok(record),
         _ => Err(AppError::NotFound("plugin")),
     }
 }

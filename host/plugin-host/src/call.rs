@@ -33,6 +33,20 @@ pub(crate) enum Failure {
     InvalidOutput(String),
 }
 
+impl Failure {
+    /// What happened, without the plugin's own output (its stderr, a trap's
+    /// backtrace): the words users see; technicians see the whole failure
+    /// in the plugin's status.
+    pub(crate) fn summary(&self) -> &'static str {
+        match self {
+            Failure::Timeout(_) => "it ran out of time",
+            Failure::OutOfMemory(_) => "it ran out of memory",
+            Failure::Trap(_) => "it crashed",
+            Failure::InvalidOutput(_) => "it returned invalid output",
+        }
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

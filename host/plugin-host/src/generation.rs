@@ -82,7 +82,7 @@ fn on_failure(slot: &mut Slot, failure: &Failure) -> Result<(), Rejection> {
         FailurePolicy::Skip => Ok(()),
         FailurePolicy::FailClosed => Err(Rejection {
             plugin: slot.plugin.manifest.id.clone(),
-            reason: format!("the plugin failed: {failure}"),
+            reason: format!("the plugin failed: {}", failure.summary()),
         }),
     }
 }

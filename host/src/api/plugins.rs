@@ -9,7 +9,9 @@ use axum::extract::{Multipart, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use corral_plugin_host::{Capability, PluginStatus, RouteRequest, MAX_ROUTE_BODY_BYTES};
+use corral_plugin_host::{
+    Capability, PluginError, PluginStatus, RouteRequest, MAX_ROUTE_BODY_BYTES,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -649,10 +651,24 @@ async fn route(
         .plugins
         .handle_route(&id, &hook_caller(&caller.user), request)
         .await
-        .map_err(plugin_error)?;
+        .map_err(|err| match err {
+            // Callers learn that it failed; what it printed or where it
+            // trapped is for technicians (the plugin's status, the log).
+            PluginError::PluginFailed { plugin, .. } => AppError::Plugin {
+                status: StatusCode::BAD_GATEWAY,
+                code: "plugin_failed",
+                message: format!("plugin `{plugin}` failed to answer"),
+            },
+            other => plugin_error(other),
+        })?;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = (status, answer.body).into_response();
     let out = response.headers_mut();
+    // The plugin says what it sends; bytes otherwise.
+    out.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     for (name, value) in answer.headers {
         let lower = name.to_ascii_lowercase();
         if REFUSED_RESPONSE_HEADERS.contains(&lower.as_str()) {
@@ -662,14 +678,12 @@ async fn route(
             HeaderName::from_bytes(lower.as_bytes()),
             HeaderValue::from_str(&value),
         ) {
-            out.append(name, value);
+            if name == axum::http::header::CONTENT_TYPE {
+                out.insert(name, value);
+            } else {
+                out.append(name, value);
+            }
         }
-    }
-    if !out.contains_key(axum::http::header::CONTENT_TYPE) {
-        out.insert(
-            axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
     }
     // A plugin's answer never runs as a page of Corral's origin.
     out.insert(
