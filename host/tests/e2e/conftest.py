@@ -19,6 +19,10 @@ Environment:
   CORRAL_E2E_STORE   `sqlite` (default) or `mongodb`
   CORRAL_SECANTUSD   the SecantusDB server (default: secantusd-py of the
                      test venv, from scripts/test-deps.sh)
+  CORRAL_PLUGINS_DIST  built plugins, `<id>/plugin.wasm` + `<id>/plugin.toml`
+                     (default: scripts/build-plugins.sh into a temporary
+                     folder, once per session)
+  CORRAL_EMBED_MODEL_DIR  all-MiniLM-L6-v2 (scripts/fetch-embed-model.sh)
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,3 +274,86 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_report_header(config):
     return f"corral store: {e2e_store()}"
+
+
+# ---------------------------------------------------------------------------
+# Plugins (test_plugins.py, test_plugins_hostile.py)
+
+
+def lacking(reason: str):
+    """Fails the test for want of `reason`; with CORRAL_ALLOW_SKIP=1 it
+    reports the test skipped instead (and says so on stderr)."""
+    if os.environ.get("CORRAL_ALLOW_SKIP") == "1":
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+        print(f"SKIPPED {test}: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    pytest.fail(f"{reason} (set CORRAL_ALLOW_SKIP=1 to report this test skipped instead)")
+
+
+@pytest.fixture(scope="session")
+def plugin_dist(tmp_path_factory) -> Path:
+    """Corral's plugins built as components: CORRAL_PLUGINS_DIST when it is
+    set (a folder of `<id>/plugin.wasm` + `<id>/plugin.toml`), else what
+    scripts/build-plugins.sh builds into a temporary folder, once per
+    session."""
+    given = os.environ.get("CORRAL_PLUGINS_DIST")
+    if given:
+        dist = Path(given)
+        assert dist.is_dir(), f"CORRAL_PLUGINS_DIST={given} is not a folder"
+        return dist
+    root = Path(__file__).resolve().parents[3]
+    script = root / "scripts" / "build-plugins.sh"
+    assert script.is_file(), f"{script} is missing"
+    dist = tmp_path_factory.mktemp("plugins-dist")
+    try:
+        out = subprocess.run(
+            [str(script), str(dist)],
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("scripts/build-plugins.sh ran past 20 minutes (set CORRAL_PLUGINS_DIST to built plugins)")
+    if out.returncode != 0:
+        pytest.fail(
+            "scripts/build-plugins.sh failed, so the plugin tests have no plugins "
+            f"(exit {out.returncode}; set CORRAL_PLUGINS_DIST to a folder of built plugins):\n"
+            + out.stderr[-4000:]
+        )
+    return dist
+
+
+@pytest.fixture(scope="module")
+def module_database(request) -> str | None:
+    """The store of a server that a test module starts for itself, on the
+    session's store kind: None (SQLite in its data directory) or a fresh
+    database on the session's SecantusDB."""
+    if e2e_store() == "sqlite":
+        return None
+    return request.getfixturevalue("secantus").url()
+
+
+@pytest.fixture(scope="session")
+def embed_model_dir() -> str:
+    """all-MiniLM-L6-v2's folder (CORRAL_EMBED_MODEL_DIR, which
+    scripts/e2e.sh sets)."""
+    path = os.environ.get("CORRAL_EMBED_MODEL_DIR")
+    if not path:
+        lacking(
+            "CORRAL_EMBED_MODEL_DIR is not set: export "
+            'CORRAL_EMBED_MODEL_DIR="$(scripts/fetch-embed-model.sh | tail -1)"'
+        )
+    assert os.path.isdir(path), f"CORRAL_EMBED_MODEL_DIR={path} is not a folder"
+    return os.path.abspath(path)
+
+
+@pytest.fixture
+def fresh_database(request) -> str | None:
+    """The store of a server that one test starts for itself, on the
+    session's store kind: None (SQLite in its data directory) or a fresh
+    database on the session's SecantusDB."""
+    if e2e_store() == "sqlite":
+        return None
+    return request.getfixturevalue("secantus").url()

@@ -374,3 +374,99 @@ def wait_for_model(api: Api, model_id: str, timeout: float = 300.0, every: float
             return model, samples
         time.sleep(every)
     raise AssertionError(f"model {model_id} still downloading after {timeout:.0f} s: {samples[-1:]}")
+
+
+# ---------------------------------------------------------------------------
+# Plugins
+
+
+def plugin_parts(dist: str | Path, plugin_id: str) -> tuple[str, bytes]:
+    """The manifest text and the component of plugin `plugin_id` in a
+    folder that scripts/build-plugins.sh filled (`<id>/plugin.toml`,
+    `<id>/plugin.wasm`)."""
+    folder = Path(dist) / plugin_id
+    manifest, component = folder / "plugin.toml", folder / "plugin.wasm"
+    assert manifest.is_file() and component.is_file(), (
+        f"{folder} lacks plugin.toml or plugin.wasm: rebuild the plugins (scripts/build-plugins.sh)"
+    )
+    return manifest.read_text(), component.read_bytes()
+
+
+def upload_plugin(
+    api: Api, method: str, path: str, manifest: str, component: bytes, **kw
+) -> requests.Response:
+    """Sends a plugin as `multipart/form-data` with the parts `manifest`
+    and `component`, as `POST /api/plugins` and
+    `PUT /api/plugins/{id}/component` take it."""
+    files = {
+        "manifest": ("plugin.toml", manifest.encode(), "application/toml"),
+        "component": ("plugin.wasm", component, "application/wasm"),
+    }
+    kw.setdefault("timeout", (5, 180))
+    return api.request(method, path, files=files, **kw)
+
+
+def with_manifest_line(manifest: str, key: str, value: str) -> str:
+    """`manifest` with the top-level `key = value` (a TOML value) set:
+    replaced where the manifest has it, else added before the first table.
+    For installing a built plugin under another policy or version."""
+    lines = manifest.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("["):
+            break
+        if line.split("=", 1)[0].strip() == key:
+            lines[i] = f"{key} = {value}"
+            return "\n".join(lines) + "\n"
+    first_table = next((i for i, line in enumerate(lines) if line.startswith("[")), len(lines))
+    lines.insert(first_table, f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+def error_of(r: requests.Response) -> dict:
+    """The `{"code", "message", ...}` body of an error answer."""
+    try:
+        body = r.json()
+    except ValueError:
+        raise AssertionError(f"{r.status_code} without a JSON error body: {r.text[:300]}") from None
+    assert isinstance(body, dict) and "code" in body and "message" in body, body
+    return body
+
+
+def plugin_stats(view: dict) -> dict:
+    """A plugin view's stats by hook name."""
+    return {s["hook"]: s for s in view["stats"]}
+
+
+def calls_of(view: dict, hook: str) -> tuple[int, int]:
+    """(calls, errors) of one hook of a plugin view; (0, 0) before any."""
+    s = plugin_stats(view).get(hook)
+    return (s["calls"], s["errors"]) if s else (0, 0)
+
+
+def demo_server_config(demo_model: str, embed_dir: str | None = None, extra: str = "") -> str:
+    """A configuration for a server of a test module's own: the demo model
+    registered at start as `gemma-3-270m` and, with `embed_dir`, the
+    embedding model's folder allowed as a model source."""
+    config = [
+        f"demo_model = {json.dumps(demo_model)}",
+        "access_token_ttl_secs = 7200",
+        "per_user_generations = 8",
+    ]
+    if embed_dir:
+        config.append(f"model_dirs = [{json.dumps(str(Path(embed_dir).parent))}]")
+    return "\n".join(config) + "\n" + extra
+
+
+DEMO_NAME = "gemma-3-270m"
+
+
+def wait_for_demo(api: Api, within: float = 120) -> dict:
+    """The demo model once the server registered it and it is ready."""
+
+    def ready():
+        models = api.ok("GET", "/api/models")
+        items = models["items"] if isinstance(models, dict) else models
+        found = [m for m in items if m["name"] == DEMO_NAME]
+        return found[0] if found and found[0]["status"] == "ready" else None
+
+    return wait_until(ready, within, "the demo model is ready", every=0.2)

@@ -1,0 +1,353 @@
+"""Plugins that misbehave (plugins/testing/), against a real
+`corral serve` with the demo model. Each one is refused at install or
+stopped with a clear reason, counted in its statistics, handled by its
+failure policy (`skip`: the answer goes on without it; `fail-closed`:
+the request is refused naming it), turned off after five failures in a
+row, and the very next request is answered normally.
+
+The fixtures ship with the default policy, `skip`; the tests install
+them again under `failure = "fail-closed"` by upgrading them with an
+edited manifest (the manifest is a part of the upload of its own).
+
+The module runs its own server, on the store CORRAL_E2E_STORE names."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+from openai import BadRequestError, OpenAI
+
+from corral import (
+    DEMO_NAME,
+    Api,
+    CorralServer,
+    calls_of,
+    demo_server_config,
+    error_of,
+    plugin_parts,
+    sse_events,
+    upload_plugin,
+    wait_for_demo,
+    with_manifest_line,
+)
+
+# Failures in a row after which the host turns a plugin off.
+FAILURE_THRESHOLD = 5
+QUESTION = "Name three colours of the rainbow."
+ANSWER_TOKENS = 6
+
+
+@pytest.fixture(scope="module")
+def srv(corral_bin, demo_model, module_database, tmp_path_factory):
+    work = tmp_path_factory.mktemp("plugins-hostile")
+    server = CorralServer(corral_bin, work, demo_server_config(demo_model), database=module_database)
+    server.start(backends_dir=os.environ.get("CORRAL_BACKENDS_DIR") or None)
+    before, pytest.corral_server = getattr(pytest, "corral_server", None), server
+    yield server
+    pytest.corral_server = before
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tech(srv) -> Api:
+    api = Api.login(srv, "tech", srv.create_account("tech", "technician"))
+    wait_for_demo(api)
+    return api
+
+
+@pytest.fixture(scope="module")
+def user(srv, tech) -> Api:
+    return Api.login(srv, "eve", srv.create_account("eve", "user"))
+
+
+@pytest.fixture(scope="module")
+def ai(srv, user) -> OpenAI:
+    key = user.ok("POST", "/api/me/keys", json={"name": "hostile e2e"}, expect=(201,))["key"]
+    return OpenAI(base_url=srv.base + "/v1", api_key=key, timeout=180, max_retries=0)
+
+
+def ask(ai: OpenAI) -> str:
+    """A greedy answer to QUESTION over /v1/chat/completions."""
+    answer = ai.chat.completions.create(
+        model=DEMO_NAME,
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=ANSWER_TOKENS,
+        temperature=0,
+        seed=1,
+    )
+    assert answer.choices[0].message.content, answer
+    return answer.choices[0].message.content
+
+
+@pytest.fixture(scope="module")
+def plain_answer(ai) -> str:
+    """The answer with no plugin installed."""
+    return ask(ai)
+
+
+def install(tech: Api, dist, plugin_id: str, manifest: str | None = None) -> dict:
+    own, component = plugin_parts(dist, plugin_id)
+    r = upload_plugin(tech, "POST", "/api/plugins", manifest or own, component)
+    assert r.status_code == 201, f"installing {plugin_id}: {r.status_code} {r.text[:500]}"
+    return r.json()
+
+
+def view(tech: Api, plugin_id: str) -> dict:
+    return tech.ok("GET", f"/api/plugins/{plugin_id}")
+
+
+@pytest.fixture
+def cleanup(tech):
+    """Deletes the plugins a test installed (by id) when it ends."""
+    ids: list[str] = []
+    yield ids
+    for plugin_id in ids:
+        tech.delete(f"/api/plugins/{plugin_id}")
+
+
+# ---------------------------------------------------------------------------
+# Refused at install
+
+
+def test_a_plugin_for_another_interface_version_is_refused(tech, plugin_dist):
+    manifest, component = plugin_parts(plugin_dist, "test-wrong-version")
+    r = upload_plugin(tech, "POST", "/api/plugins", manifest, component)
+    assert r.status_code == 422, r.text
+    err = error_of(r)
+    assert err["code"] == "unsupported_api", err
+    assert "0.9.0" in err["message"] and "0.1.0" in err["message"], err
+    # A manifest that claims the host's version does not get the component
+    # past the check: the component itself is built against 0.9.0.
+    lying = with_manifest_line(manifest, "api", '"0.1.0"')
+    r = upload_plugin(tech, "POST", "/api/plugins", lying, component)
+    assert r.status_code == 422, r.text
+    err = error_of(r)
+    assert err["code"] == "unsupported_api" and "0.9.0" in err["message"], err
+    assert tech.get("/api/plugins/test-wrong-version").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "plugin_id, interface",
+    [("test-net", "wasi:sockets/"), ("test-net-http", "wasi:http/")],
+)
+def test_a_plugin_that_imports_the_network_is_refused(tech, plugin_dist, plugin_id, interface):
+    manifest, component = plugin_parts(plugin_dist, plugin_id)
+    r = upload_plugin(tech, "POST", "/api/plugins", manifest, component)
+    assert r.status_code == 422, r.text
+    err = error_of(r)
+    assert err["code"] == "refused_import", err
+    assert interface in err["message"] and "network" in err["message"], err
+    assert tech.get(f"/api/plugins/{plugin_id}").status_code == 404
+
+
+# ---------------------------------------------------------------------------
+# Stopped while running
+
+
+@dataclass
+class Failing:
+    plugin_id: str
+    # The hook that fails in a generation.
+    hook: str
+    # What the host says happened.
+    reason: str
+    # A route of the plugin that fails the same way.
+    route: str
+    # Manifest lines set for the test (TOML), besides the policy.
+    limits: str = ""
+
+
+FAILING = [
+    Failing("test-spin", "before-prompt", "ran past its time limit of 100 ms", "spin"),
+    Failing("test-memory-bomb", "before-prompt", "ran out of memory (limit 32 MiB)", "grow"),
+    Failing("test-trap", "before-prompt", "crashed: wasm trap", "panic"),
+    # Its manifest gives it the time and memory to build 64 MiB and hand
+    # it over, which the host refuses for its size.
+    Failing("test-huge-output", "on-chunk", "returned invalid output", "huge"),
+]
+
+
+def manifest_of(dist, failing: Failing, policy: str) -> str:
+    manifest, _ = plugin_parts(dist, failing.plugin_id)
+    if failing.limits:
+        assert "[limits]" in manifest, "the fixture's manifest has no [limits] table"
+        manifest = manifest.replace("[limits]", "[limits]\n" + failing.limits, 1)
+    return with_manifest_line(manifest, "failure", f'"{policy}"')
+
+
+@pytest.mark.parametrize("failing", FAILING, ids=[f.plugin_id for f in FAILING])
+def test_a_failing_plugin_is_stopped_counted_and_turned_off(
+    tech, user, ai, plain_answer, plugin_dist, cleanup, failing
+):
+    pid = failing.plugin_id
+    cleanup.append(pid)
+    shipped, component = plugin_parts(plugin_dist, pid)
+    assert 'failure = "fail-closed"' not in shipped, f"{pid} ships as fail-closed; this test expects skip"
+
+    # Policy `skip`: the answer comes as if the plugin were not there.
+    installed = install(tech, plugin_dist, pid, manifest_of(plugin_dist, failing, "skip"))
+    assert installed["failure"] == "skip"
+    on = tech.ok("PATCH", f"/api/plugins/{pid}", json={"enabled": True})
+    assert on["active"] is True
+    assert ask(ai) == plain_answer
+    seen = view(tech, pid)
+    assert calls_of(seen, failing.hook) == (1, 1), seen["stats"]
+    assert seen["consecutive_failures"] == 1, seen
+    assert seen["last_error"].startswith(f"{failing.hook}: "), seen["last_error"]
+    assert failing.reason in seen["last_error"], seen["last_error"]
+    assert seen["active"] is True and seen["disabled_reason"] is None
+
+    # Its route fails the same way, with Corral's error body.
+    r = user.get(f"/api/plugins/{pid}/{failing.route}")
+    assert r.status_code == 502, r.text
+    err = error_of(r)
+    assert err["code"] == "plugin_failed", err
+    assert err["message"] == f"plugin `{pid}` failed to answer", err
+    assert len(r.content) < 4096, "the failure answer carries the plugin's output"
+    seen = view(tech, pid)
+    assert failing.reason in (seen["last_error"] or ""), seen
+    assert calls_of(seen, "handle") == (1, 1), seen["stats"]
+    assert seen["consecutive_failures"] == 2, seen
+
+    # Policy `fail-closed`: the request is refused, naming the plugin and
+    # what happened, until the host turns the plugin off.
+    closed = manifest_of(plugin_dist, failing, "fail-closed")
+    r = upload_plugin(tech, "PUT", f"/api/plugins/{pid}/component", closed, component)
+    assert r.status_code == 200, r.text
+    assert r.json()["failure"] == "fail-closed"
+    failures = view(tech, pid)["consecutive_failures"]
+    refused = 0
+    while failures < FAILURE_THRESHOLD:
+        with pytest.raises(BadRequestError) as refusal:
+            ask(ai)
+        body = refusal.value.body or {}
+        body = body.get("error", body)
+        assert body.get("code") == "rejected", refusal.value
+        # Users learn which plugin failed, not its output (stderr, traps):
+        # that is for technicians, in its status.
+        assert f"`{pid}`" in body.get("message", "") and "the plugin failed" in body["message"], body
+        said = body["message"].split("the plugin failed: ", 1)[1]
+        assert said.startswith("it ") and ":" not in said, body
+        refused += 1
+        now = view(tech, pid)
+        assert failing.reason in (now["last_error"] or ""), now
+        assert now["consecutive_failures"] == failures + 1, now
+        failures = now["consecutive_failures"]
+    assert refused >= 1
+
+    off = view(tech, pid)
+    assert off["active"] is False, off
+    assert off["enabled"] is True, "the technician's switch is theirs; the host sets only the reason"
+    reason = off["disabled_reason"] or ""
+    assert f"failed {FAILURE_THRESHOLD} times in a row" in reason and failing.reason in reason, reason
+    calls_before = calls_of(off, failing.hook)[0]
+
+    # The very next request is answered, without calling the plugin.
+    assert ask(ai) == plain_answer
+    after = view(tech, pid)
+    assert calls_of(after, failing.hook)[0] == calls_before
+
+    # Turning it on again clears the reason: it runs (and fails) again.
+    back = tech.ok("PATCH", f"/api/plugins/{pid}", json={"enabled": True})
+    assert back["disabled_reason"] is None and back["active"] is True, back
+    with pytest.raises(BadRequestError):
+        ask(ai)
+
+
+def test_failing_routes_turn_a_plugin_off_and_its_routes_are_gone(tech, user, plugin_dist, cleanup):
+    """Failures of routes count like those of hooks; once the host turned
+    the plugin off, its routes answer 404 like those of any plugin that
+    is off, without calling it."""
+    pid = "test-trap"
+    cleanup.append(pid)
+    install(tech, plugin_dist, pid)
+    tech.ok("PATCH", f"/api/plugins/{pid}", json={"enabled": True})
+    for n in range(1, FAILURE_THRESHOLD + 1):
+        r = user.get(f"/api/plugins/{pid}/unreachable")
+        assert r.status_code == 502 and error_of(r)["code"] == "plugin_failed", r.text
+        assert error_of(r)["message"] == f"plugin `{pid}` failed to answer", r.text
+        assert "unreachable" in (view(tech, pid)["last_error"] or "")
+        assert view(tech, pid)["consecutive_failures"] == n
+    off = view(tech, pid)
+    assert off["active"] is False and "failed 5 times in a row" in (off["disabled_reason"] or ""), off
+    assert calls_of(off, "handle") == (FAILURE_THRESHOLD, FAILURE_THRESHOLD)
+    r = user.get(f"/api/plugins/{pid}/unreachable")
+    assert r.status_code == 404, f"the route of a plugin the host turned off: {r.status_code} {r.text[:300]}"
+    assert calls_of(view(tech, pid), "handle")[0] == FAILURE_THRESHOLD
+
+
+def test_a_failing_stream_filter_fails_a_chat_answer_closed(tech, user, plugin_dist, cleanup):
+    """fail-closed on the chat stream: a filter that fails mid-answer ends
+    the answer with an `error` event naming the plugin; the stored answer
+    is `failed` with that reason and none of the plugin's output."""
+    failing = FAILING[-1]
+    pid = failing.plugin_id
+    cleanup.append(pid)
+    install(tech, plugin_dist, pid, manifest_of(plugin_dist, failing, "fail-closed"))
+    tech.ok("PATCH", f"/api/plugins/{pid}", json={"enabled": True})
+    chat = user.ok("POST", "/api/chats", json={"model": DEMO_NAME}, expect=(201,))
+    r = user.session.post(
+        f"{user.base}/api/chats/{chat['id']}/stream",
+        json={"content": QUESTION, "sampling": {"max_tokens": ANSWER_TOKENS, "temperature": 0}},
+        stream=True,
+        timeout=(5, 180),
+    )
+    try:
+        assert r.status_code == 200, r.text
+        events = []
+        for name, data in sse_events(r):
+            events.append(data)
+            if name in ("done", "error"):
+                break
+    finally:
+        r.close()
+    last = events[-1]
+    assert last["type"] == "error", [e["type"] for e in events]
+    assert last["error"]["code"] == "rejected", last
+    assert last["error"]["message"] == f"plugin `{pid}`: the plugin failed: it returned invalid output", last
+    assert not any(e["type"] == "delta" and "xxxx" in e["text"] for e in events)
+    messages = user.ok("GET", f"/api/chats/{chat['id']}")["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    answer = messages[-1]
+    assert answer["status"] == "failed", answer
+    assert f"`{pid}`" in (answer["error"] or ""), answer
+    assert "xxxx" not in answer["content"] and len(answer["content"]) < 4096
+
+
+def test_a_plugin_reading_host_files_finds_nothing(tech, user, ai, plain_answer, plugin_dist, cleanup):
+    """test-read-file reads /etc/passwd, lists / and counts the
+    environment: it runs without failing, gets errors only, and nothing of
+    the host's files reaches anything the user sees."""
+    pid = "test-read-file"
+    cleanup.append(pid)
+    install(tech, plugin_dist, pid)
+    tech.ok("PATCH", f"/api/plugins/{pid}", json={"enabled": True})
+    with open("/etc/passwd") as f:
+        first_line = f.readline().strip()
+    assert first_line, "this machine's /etc/passwd is empty"
+
+    for path in ("/etc/passwd", "/proc/self/environ", "/", os.getcwd(), "."):
+        r = user.get(f"/api/plugins/{pid}/read", params={"path": path})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["path"] == path and body["ok"] is False, body
+        assert first_line not in r.text and "root:" not in r.text, body
+
+    answer = ask(ai)
+    assert "root:" not in answer and first_line not in answer, answer
+    chat = user.ok("POST", "/api/chats", json={"model": DEMO_NAME}, expect=(201,))
+    r = user.session.post(
+        f"{user.base}/api/chats/{chat['id']}/stream",
+        json={"content": "Repeat the context.", "sampling": {"max_tokens": 48, "temperature": 0}},
+        timeout=(5, 180),
+    )
+    assert r.status_code == 200, r.text
+    assert "root:" not in r.text and first_line not in r.text
+    stored = user.ok("GET", f"/api/chats/{chat['id']}")["messages"][-1]
+    assert stored["status"] == "complete", stored
+    assert "root:" not in stored["content"], stored
+    seen = view(tech, pid)
+    assert calls_of(seen, "before-prompt") == (2, 0), seen["stats"]
+    assert seen["consecutive_failures"] == 0 and seen["last_error"] is None, seen
