@@ -112,6 +112,11 @@ done
 info "ready (pid $server_pid)"
 
 section "Accounts and records for the fuzzer"
+# Plugins are among the records (the test command has built them).
+if [[ -z "${CORRAL_PLUGINS_DIST:-}" ]]; then
+    CORRAL_PLUGINS_DIST="$("$CORRAL_ROOT/scripts/build-plugins.sh" | tail -1)"
+fi
+export CORRAL_PLUGINS_DIST
 "$venv/bin/python" "$CORRAL_ROOT/scripts/fuzz_api.py" seed "$base" "$bin" "$data" \
     "$work/schemathesis.toml" "$work/schemathesis-admin.toml"
 curl -fsS --max-time 30 -o "$work/openapi.json" "$base/openapi.json" || die "no /openapi.json"

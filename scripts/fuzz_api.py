@@ -43,6 +43,11 @@ EXCEPTIONS = {
     "POST /v1/completions": "needs a model that generates; the end-to-end tests cover it",
     "POST /v1/embeddings": "needs an embedding model; the end-to-end tests cover it",
     "POST /api/models/{id}/load": "needs a backend library and a real model file; the API tests cover it",
+    "POST /api/plugins": "needs a built WebAssembly component; the end-to-end tests cover it",
+    "PUT /api/plugins/{id}/component": "needs a built WebAssembly component; the end-to-end tests cover it",
+    "POST /api/plugins/{id}/{path}": "a plugin's own route: what it accepts is the plugin's; the end-to-end tests cover it",
+    "PUT /api/plugins/{id}/{path}": "a plugin's own route: what it accepts is the plugin's; the end-to-end tests cover it",
+    "PATCH /api/plugins/{id}/{path}": "a plugin's own route: what it accepts is the plugin's; the end-to-end tests cover it",
 }
 
 
@@ -149,6 +154,26 @@ def seed(base: str, binary: str, data: str, config_out: str, admin_config_out: s
     )
     key = _call(tech, "POST", f"{base}/api/me/keys", 201, json={"name": "deleted by the fuzzer"})
 
+    # Plugins from scripts/build-plugins.sh (CORRAL_PLUGINS_DIST): one the
+    # fuzzer changes, one whose routes it calls (kept on, optional), one
+    # it deletes.
+    dist = Path(os.environ.get("CORRAL_PLUGINS_DIST", Path(__file__).resolve().parent.parent / "plugins" / "dist"))
+
+    def install(plugin_id: str, changes: dict) -> None:
+        folder = dist / plugin_id
+        if not (folder / "plugin.wasm").is_file():
+            sys.exit(f"seeding: no {folder}/plugin.wasm; run scripts/build-plugins.sh (or set CORRAL_PLUGINS_DIST)")
+        files = {
+            "manifest": ("plugin.toml", (folder / "plugin.toml").read_bytes()),
+            "component": ("plugin.wasm", (folder / "plugin.wasm").read_bytes()),
+        }
+        _call(tech, "POST", f"{base}/api/plugins", 201, files=files)
+        _call(tech, "PATCH", f"{base}/api/plugins/{plugin_id}", 200, json=changes)
+
+    install("template", {"approved": ["log", "config"]})
+    install("code-mentor", {"approved": ["kv", "config"], "enabled": True, "optional": True})
+    install("test-noop", {})
+
     # Per operation: fixed path ids and body fields, and another account
     # where the operation would end the fuzzing account's access.
     operations: list[tuple[str, dict, dict]] = [
@@ -186,6 +211,17 @@ def seed(base: str, binary: str, data: str, config_out: str, admin_config_out: s
         ("POST /api/auth/login", {"body.username": "fuzzsigner", "body.password": signer_password}, {}),
         ("POST /api/auth/refresh", {"body.refresh_token": refresh_tokens[0]}, {}),
         ("POST /api/auth/logout", {"body.refresh_token": refresh_tokens[1]}, {}),
+        ("GET /api/plugins/{id}", {"path.id": "template"}, {}),
+        ("PATCH /api/plugins/{id}", {"path.id": "template"}, {}),
+        ("PUT /api/plugins/{id}/config", {"path.id": "template"}, {}),
+        ("PUT /api/plugins/{id}/component", {"path.id": "template"}, {}),
+        ("DELETE /api/plugins/{id}", {"path.id": "test-noop"}, {}),
+        ("GET /api/plugins/{id}/{path}", {"path.id": "code-mentor", "path.path": "level"}, {}),
+        ("DELETE /api/plugins/{id}/{path}", {"path.id": "code-mentor", "path.path": "level"}, {}),
+        ("POST /api/plugins/{id}/{path}", {"path.id": "code-mentor", "path.path": "level"}, {}),
+        ("PUT /api/plugins/{id}/{path}", {"path.id": "code-mentor", "path.path": "level"}, {}),
+        ("PATCH /api/plugins/{id}/{path}", {"path.id": "code-mentor", "path.path": "level"}, {}),
+        ("PUT /api/me/plugins/{id}", {"path.id": "code-mentor"}, {}),
         # Registration stays open for the register operation.
         ("PATCH /api/settings", {"body.registration_open": True}, {}),
     ]

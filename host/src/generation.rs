@@ -107,6 +107,8 @@ pub async fn start_on(
     request: Request,
     cancel: CancelToken,
 ) -> ApiResult<Running> {
+    // Bad settings are named before a model that cannot serve them.
+    let mut sampling = request.sampling.apply(&record.sampling)?;
     if record.kind == ModelKind::Embedding {
         return Err(AppError::BadRequest(format!(
             "model `{}` is an embedding model; use /v1/embeddings",
@@ -114,7 +116,6 @@ pub async fn start_on(
         )));
     }
     let spec = registry::load_spec(&state.config, &record).await?;
-    let mut sampling = request.sampling.apply(&record.sampling)?;
     crate::quota::admit(state, user, &mut sampling).await?;
     let admitted_max_tokens = sampling.max_tokens;
 

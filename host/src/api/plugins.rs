@@ -575,8 +575,8 @@ const REFUSED_RESPONSE_HEADERS: [&str; 8] = [
     operation_id = "plugin_route_get",
     params(("id" = String, Path, description = "Plugin id"), ("path" = String, Path, description = "The plugin's route")),
     responses(
-        (status = 200, description = "The plugin's answer"),
-        (status = 404, description = "No such plugin or route", body = corral_sdk::ErrorBody),
+        (status = "2XX", description = "The plugin's answer"),
+        (status = "4XX", description = "The plugin's refusal, or no such plugin or route (`not_found`)"),
         (status = 502, description = "The plugin failed", body = corral_sdk::ErrorBody),
     ))]
 pub async fn route_get(
@@ -596,9 +596,8 @@ macro_rules! plugin_route {
             params(("id" = String, Path, description = "Plugin id"), ("path" = String, Path, description = "The plugin's route")),
             request_body(content = String, description = "Passed to the plugin as it is", content_type = "application/octet-stream"),
             responses(
-                (status = 200, description = "The plugin's answer"),
-                (status = 404, description = "No such plugin or route", body = corral_sdk::ErrorBody),
-                (status = 413, description = "The body is too large", body = corral_sdk::ErrorBody),
+                (status = "2XX", description = "The plugin's answer"),
+                (status = "4XX", description = "The plugin's refusal, no such plugin or route (`not_found`), or a body over the limit"),
                 (status = 502, description = "The plugin failed", body = corral_sdk::ErrorBody),
             ))]
         pub async fn $name(
