@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark, end to end (usage: scripts/bench/run.sh [--only multi-turn|streams]):
+# The benchmark, end to end (usage: scripts/bench/run.sh [--only multi-turn|streams|plugins]):
 #   1. builds llama.cpp's llama-server (build-llama-server.sh; cached) and
 #      Corral with its backends in release mode,
 #   2. fetches the demo model (../fetch-demo-model.sh; cached),
@@ -19,7 +19,15 @@
 #      context), time to first token per turn (median of 3 runs of the chat;
 #      1 for candle),
 #      printed side by side with turn 10 over turn 1 and Corral's turn 10
-#      over llama-server's, also in multi-turn-summary.json.
+#      over llama-server's, also in multi-turn-summary.json,
+#   7. then what plugins cost (plugins.py): the WebAssembly plugins built by
+#      ../build-plugins.sh, streamed chats on Corral with one slot
+#      (`bench-llama-1`) with no plugin, with `test-noop` and with
+#      `pii-redact` on, in interleaved rounds; decode rate, time to first
+#      token, the ratio to no plugin and the hooks' p50/p99 µs, with the goals
+#      (no-op hook p50 < 50 µs, pii-redact rate loss < 2%) marked PASS or MISS,
+#      in plugins.md and plugins.json. `--only plugins` needs neither
+#      llama-server nor the candle backend, and builds neither.
 #
 # Environment:
 #   CORRAL_BENCH_THREADS   threads for every server (default 2, never more
@@ -31,12 +39,14 @@
 #   CORRAL_BENCH_CANDLE_ARGS  extra bench.py arguments for the candle run
 #                          only (default "--runs 3 --agg-runs 1": it is slower)
 #   CORRAL_BENCH_NO_CANDLE=1  skip the candle runs
-#   CORRAL_BENCH_ONLY      "multi-turn" or "streams" to run only that part
+#   CORRAL_BENCH_ONLY      "multi-turn", "streams" or "plugins" to run only that part
 #                          (the same as --only)
 #   CORRAL_BENCH_TURN_ARGS extra bench.py arguments for the multi-turn runs,
 #                          e.g. "--conversations 5"
 #   CORRAL_BENCH_CANDLE_TURN_ARGS  the same for the candle multi-turn run
 #                          only (default "--conversations 1": it is slower)
+#   CORRAL_BENCH_PLUGIN_ARGS  extra plugins.py arguments, e.g.
+#                          "--rounds 5 --per-round 1"
 # All servers should run alone on the machine: ggml threads busy-wait, and
 # anything else on the cores makes the numbers meaningless.
 set -euo pipefail
@@ -50,21 +60,25 @@ bench_dir="${CORRAL_BENCH_DIR:-$HOME/.cache/corral/bench}"
 out="${CORRAL_BENCH_OUT:-$bench_dir/results/$(date +%Y%m%d-%H%M%S)}"
 read -r -a extra <<<"${CORRAL_BENCH_ARGS:-}"
 read -r -a turn_extra <<<"${CORRAL_BENCH_TURN_ARGS:-}"
+read -r -a plugin_extra <<<"${CORRAL_BENCH_PLUGIN_ARGS:-}"
 
 only="${CORRAL_BENCH_ONLY:-}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
-    --only) [[ $# -ge 2 ]] || die "--only needs multi-turn or streams"; only="$2"; shift 2 ;;
+    --only) [[ $# -ge 2 ]] || die "--only needs multi-turn, streams or plugins"; only="$2"; shift 2 ;;
     --only=*) only="${1#--only=}"; shift ;;
-    *) die "unknown argument: $1 (usage: scripts/bench/run.sh [--only multi-turn|streams])" ;;
+    *) die "unknown argument: $1 (usage: scripts/bench/run.sh [--only multi-turn|streams|plugins])" ;;
     esac
 done
 case "$only" in
-"" | multi-turn | streams) ;;
-*) die "--only / CORRAL_BENCH_ONLY must be multi-turn or streams, not $only" ;;
+"" | multi-turn | streams | plugins) ;;
+*) die "--only / CORRAL_BENCH_ONLY must be multi-turn, streams or plugins, not $only" ;;
 esac
-streams() { [[ "$only" != multi-turn ]]; }
-multi_turn() { [[ "$only" != streams ]]; }
+streams() { [[ -z "$only" || "$only" == streams ]]; }
+multi_turn() { [[ -z "$only" || "$only" == multi-turn ]]; }
+plugins() { [[ -z "$only" || "$only" == plugins ]]; }
+# The parts that compare Corral with llama-server (and its candle backend).
+comparisons() { streams || multi_turn; }
 
 cores="$(nproc 2>/dev/null || echo 1)"
 if [[ "$threads" -gt "$cores" ]]; then
@@ -72,8 +86,14 @@ if [[ "$threads" -gt "$cores" ]]; then
     threads="$cores"
 fi
 
-bin="$("$here/build-llama-server.sh" | tail -1)"
+if comparisons; then
+    bin="$("$here/build-llama-server.sh" | tail -1)"
+fi
 model="$("$here/../fetch-demo-model.sh" | tail -1)"
+if plugins; then
+    # Its own output folder, out of the source tree that tests read from.
+    plugins_dist="$("$here/../build-plugins.sh" "$bench_dir/plugins" | tail -1)"
+fi
 mkdir -p "$out"
 
 info "load average now: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a) on $cores cores (other work on the machine skews the numbers)"
@@ -90,7 +110,12 @@ if multi_turn; then
 fi
 
 section "Building Corral (release)"
-(cd "$CORRAL_ROOT" && cargo build --release --locked -p corral-host -p corral-llama -p corral-candle)
+packages=(-p corral-host -p corral-llama)
+# The plugin part alone runs on the llama.cpp backend only.
+if comparisons; then
+    packages+=(-p corral-candle)
+fi
+(cd "$CORRAL_ROOT" && cargo build --release --locked "${packages[@]}")
 corral="$(target_dir)/release/corral"
 [[ -x "$corral" ]] || die "the build did not produce $corral"
 
@@ -124,9 +149,17 @@ for _ in $(seq 300); do
 done
 password="$("$python" -c 'import secrets; print("bench-" + secrets.token_urlsafe(18))')"
 "$corral" admin create --data-dir "$data" --username bench --role technician --password "$password" >/dev/null
-key="$("$python" - "$url" "$password" "$model" "$threads" <<'PY'
+# The models the parts use: all four for the comparisons, the one-slot
+# llama.cpp one for the plugin part.
+if comparisons; then
+    models="bench-llama,bench-candle,bench-llama-1,bench-candle-1"
+else
+    models="bench-llama-1"
+fi
+key="$("$python" - "$url" "$password" "$model" "$threads" "$models" <<'PY'
 import json, sys, urllib.request
 url, password, model, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+wanted = sys.argv[5].split(",")
 def call(path, body, token=None):
     req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
@@ -137,6 +170,8 @@ def call(path, body, token=None):
 token = call("/api/auth/login", {"username": "bench", "password": password})["access_token"]
 for name, backend, slots, context in (("bench-llama", "llama", 8, 1024), ("bench-candle", "candle", 8, 1024),
                                       ("bench-llama-1", "llama", 1, 8192), ("bench-candle-1", "candle", 1, 8192)):
+    if name not in wanted:
+        continue
     call("/api/models", {"name": name, "backend": backend, "source": model, "threads": threads,
                          "slots": slots, "context_length": context,
                          "sampling": {"temperature": 0, "repeat_penalty": 1.0}}, token)
@@ -178,5 +213,13 @@ if multi_turn; then
     fi
     section "Multi-turn chat, time to first token per turn (demo model, one slot, $threads threads)"
     "$python" "$here/bench.py" --compare "${turns[@]}" --json "$out/multi-turn-summary.json" | tee "$out/multi-turn.md"
+fi
+
+if plugins; then
+    section "Plugins: none, test-noop, pii-redact on Corral, llama.cpp backend, one slot"
+    info "load average now: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a) on $cores cores"
+    CORRAL_BENCH_PASSWORD="$password" "$python" "$here/plugins.py" --url "$url" --api-key "$key" \
+        --username bench --model-name bench-llama-1 --plugins-dir "$plugins_dist" \
+        --json "$out/plugins.json" "${plugin_extra[@]}" | tee "$out/plugins.md"
 fi
 info "results: $out"
