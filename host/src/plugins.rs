@@ -381,7 +381,20 @@ async fn inspect(
 }
 
 /// Tells the runtime what the record now says.
+/// New settings of a loaded plugin keep its compiled component and its
+/// counters; a new component or manifest loads it again.
 async fn apply(state: &AppState, record: &PluginRecord) -> ApiResult<()> {
+    let loaded = state.plugins.status(&record.id).is_some_and(|s| {
+        s.component_sha256 == record.component_sha256
+            && Manifest::parse(&record.manifest).is_ok_and(|m| m == s.manifest)
+    });
+    if loaded {
+        return state
+            .plugins
+            .configure(&record.id, settings_of(record))
+            .map(|_| ())
+            .map_err(plugin_error);
+    }
     load_one(state, record)
         .await
         .map(|_| ())

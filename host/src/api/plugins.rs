@@ -123,7 +123,11 @@ pub struct SecretField {
 
 fn view(state: &AppState, record: PluginRecord) -> PluginView {
     let status: Option<PluginStatus> = state.plugins.status(&record.id);
-    let parsed = corral_plugin_host::Manifest::parse(&record.manifest).ok();
+    // The runtime holds the parsed manifest of a loaded plugin.
+    let parsed = status
+        .as_ref()
+        .map(|s| s.manifest.clone())
+        .or_else(|| corral_plugin_host::Manifest::parse(&record.manifest).ok());
     let secret_names = parsed
         .as_ref()
         .map(|m| m.secret_fields())

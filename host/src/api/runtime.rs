@@ -2,6 +2,7 @@
 //! (`/api/status`), loading and unloading a model by hand, and the
 //! Prometheus metrics (`/metrics`).
 
+use corral_plugin_host::ExportStats;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -418,6 +419,9 @@ pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], page.finish()).into_response())
 }
 
+/// Reads one counter of a plugin's export.
+type StatOf = fn(&ExportStats) -> u64;
+
 /// Per plugin and hook: calls, failures and call times (a summary with
 /// the median and the 99th percentile); per plugin, whether it runs.
 fn plugin_metrics(state: &AppState, page: &mut Page) {
@@ -435,32 +439,28 @@ fn plugin_metrics(state: &AppState, page: &mut Page) {
             active,
         );
     }
-    page.family(
-        "corral_plugin_calls_total",
-        "counter",
-        "Calls of a plugin's hook or route handler.",
-    );
-    for p in &plugins {
-        for e in &p.stats {
-            let labels = [
-                ("plugin", p.manifest.id.as_str()),
-                ("hook", e.export.as_str()),
-            ];
-            page.sample("corral_plugin_calls_total", &labels, e.calls as f64);
-        }
-    }
-    page.family(
-        "corral_plugin_errors_total",
-        "counter",
-        "Calls that failed: a trap, out of time or memory, invalid output.",
-    );
-    for p in &plugins {
-        for e in &p.stats {
-            let labels = [
-                ("plugin", p.manifest.id.as_str()),
-                ("hook", e.export.as_str()),
-            ];
-            page.sample("corral_plugin_errors_total", &labels, e.errors as f64);
+    let counters: [(&str, &str, StatOf); 2] = [
+        (
+            "corral_plugin_calls_total",
+            "Calls of a plugin's hook or route handler.",
+            |e| e.calls,
+        ),
+        (
+            "corral_plugin_errors_total",
+            "Calls that failed: a trap, out of time or memory, invalid output.",
+            |e| e.errors,
+        ),
+    ];
+    for (family, help, value) in counters {
+        page.family(family, "counter", help);
+        for p in &plugins {
+            for e in &p.stats {
+                let labels = [
+                    ("plugin", p.manifest.id.as_str()),
+                    ("hook", e.export.as_str()),
+                ];
+                page.sample(family, &labels, value(e) as f64);
+            }
         }
     }
     page.family(

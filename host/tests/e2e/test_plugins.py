@@ -488,6 +488,13 @@ def test_stats_count_each_hooks_calls(plugins, none_on, ada, ada_ai):
         stats = [s for s in after["stats"] if s["hook"] == hook][0]
         assert 0 < stats["p50_us"] <= stats["p99_us"], stats
     assert after["consecutive_failures"] == 0 and after["last_error"] is None
+    # A change of settings keeps the counts; only a new version starts them
+    # again.
+    optional = plugins.patch("pii-redact", optional=True)
+    assert [calls(optional, h) for h in ("before-prompt", "finish")] == [
+        calls(after, h) for h in ("before-prompt", "finish")
+    ], optional["stats"]
+    plugins.patch("pii-redact", optional=False)
 
 
 def test_disable_stops_the_effect(plugins, none_on, ada_ai):
