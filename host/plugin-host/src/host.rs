@@ -21,6 +21,7 @@ use crate::engine::{self, ComponentCache, Loaded};
 use crate::error::PluginError;
 use crate::generation::GenerationRun;
 use crate::manifest::{Capability, FailurePolicy, Hook, Manifest, MAX_KV_KB};
+use crate::net::{HostPattern, HttpPolicy};
 use crate::sandbox::PluginEnv;
 use crate::stats::{ExportStats, Stats};
 use crate::wit;
@@ -58,6 +59,14 @@ pub struct PluginSettings {
     pub enabled: bool,
     /// Capabilities approved; only those the manifest asks for count.
     pub approved: Vec<Capability>,
+    /// Hosts approved for `http`, as the manifest spells them; only those
+    /// it declares count.
+    #[serde(default)]
+    pub approved_hosts: Vec<String>,
+    /// Whether `http` may reach loopback, link-local and private
+    /// addresses (for a service on the technician's own network).
+    #[serde(default)]
+    pub private_network: bool,
     /// The models it runs for; `None`: all.
     pub models: Option<Vec<String>>,
     /// Users turn it on for themselves ([`HookContext::opted_in`]).
@@ -112,6 +121,11 @@ pub struct PluginStatus {
     pub granted: Vec<Capability>,
     /// Capabilities it asked for that are not approved.
     pub not_granted: Vec<Capability>,
+    /// Declared hosts a technician approved (they count once `http` is
+    /// granted).
+    pub approved_hosts: Vec<HostPattern>,
+    /// Whether `http` may reach non-public addresses.
+    pub private_network: bool,
     /// Its configuration with defaults filled in (secrets included: the
     /// caller hides [`PluginStatus::secret_fields`]).
     pub config: Value,
@@ -201,6 +215,8 @@ pub(crate) struct Installed {
     pub(crate) pre: Arc<wit::Pre>,
     pub(crate) env: Arc<PluginEnv>,
     settings: PluginSettings,
+    /// Of the declared hosts, those approved.
+    approved_hosts: Vec<HostPattern>,
     limits: EffectiveLimits,
     pub(crate) health: Arc<Health>,
 }
@@ -236,6 +252,8 @@ impl Installed {
             models: self.settings.models.clone(),
             granted,
             not_granted,
+            approved_hosts: self.approved_hosts.clone(),
+            private_network: self.settings.private_network,
             config: Value::Object(self.env.config.clone()),
             secret_fields: self.manifest.secret_fields(),
             limits: self.limits,
@@ -437,6 +455,23 @@ impl PluginHost {
             .copied()
             .filter(|c| manifest.requests(*c))
             .collect();
+        let approved_hosts: Vec<HostPattern> = manifest
+            .http_hosts
+            .iter()
+            .filter(|h| {
+                settings
+                    .approved_hosts
+                    .iter()
+                    .any(|a| HostPattern::parse(a).as_ref() == Ok(*h))
+            })
+            .cloned()
+            .collect();
+        let http = granted.contains(&Capability::Http).then(|| {
+            Arc::new(HttpPolicy {
+                hosts: approved_hosts.clone(),
+                private_network: settings.private_network,
+            })
+        });
         let cfg = &self.inner.config;
         let limits = EffectiveLimits {
             memory_mb: manifest.limits.memory_mb.min(cfg.max_memory_mb),
@@ -450,8 +485,10 @@ impl PluginHost {
             u64::from(limits.kv_kb) * 1024,
             (limits.memory_mb as usize) << 20,
             Duration::from_millis(limits.time_ms.into()),
+            http,
         ));
         Ok(Arc::new(Installed {
+            approved_hosts,
             manifest,
             component_sha256,
             cache_key,

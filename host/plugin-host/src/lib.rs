@@ -10,9 +10,11 @@
 //!   cached on disk (keyed by its SHA-256 and the engine), and linked once.
 //! - **Run**: every generation and every route request gets fresh
 //!   instances (nothing carries over between them), in a WASI sandbox with
-//!   no files, environment, arguments or network, a memory cap, and a time
+//!   no files, environment, arguments or sockets, a memory cap, and a time
 //!   budget per call enforced by epoch interruption (time spent waiting in
-//!   host calls does not count).
+//!   host calls does not count). Outbound HTTP (`wasi:http`) reaches only
+//!   the hosts the manifest declares and a technician approved, and only
+//!   public addresses unless the technician allowed the private network.
 //! - **Fail**: a call that traps, runs out of time or memory, or answers
 //!   with something invalid is stopped, logged and counted; the plugin's
 //!   failure policy decides whether the generation goes on without it or
@@ -29,6 +31,7 @@ mod generation;
 mod host;
 mod imports;
 mod manifest;
+mod net;
 mod sandbox;
 mod schema;
 mod stats;
@@ -46,6 +49,7 @@ pub use imports::{EMBEDDING_MODEL_FIELD, MAX_KV_KEY_BYTES, MAX_KV_VALUE_BYTES};
 pub use manifest::{
     Capability, FailurePolicy, Hook, Manifest, ManifestError, RequestedLimits, RoutePattern,
 };
+pub use net::{is_public, HostPattern, MAX_HOSTS};
 pub use schema::ConfigSchema;
 pub use stats::{Export, ExportStats};
 pub use wit::SUPPORTED_APIS;

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::net::{HostPattern, MAX_HOSTS};
 use crate::schema::ConfigSchema;
 
 /// Memory a plugin gets when its manifest names none.
@@ -42,6 +43,9 @@ pub struct Manifest {
     pub hooks: Vec<Hook>,
     /// The host imports the plugin asks for.
     pub capabilities: Vec<Capability>,
+    /// The hosts it may send HTTP requests to (`[http] hosts`), when it
+    /// asks for `http`.
+    pub http_hosts: Vec<HostPattern>,
     /// Routes served by `handle`, under `/api/plugins/{id}/`.
     pub routes: Vec<RoutePattern>,
     /// Limits as requested (before the host caps them).
@@ -172,16 +176,19 @@ pub enum Capability {
     Generate,
     /// `corral:plugin/models.embed`: embeddings, as the caller.
     Embed,
+    /// `wasi:http/outgoing-handler`: HTTP requests to the declared hosts.
+    Http,
 }
 
 impl Capability {
     /// Every capability, in the manifest's spelling order.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::Log,
         Capability::Kv,
         Capability::Config,
         Capability::Generate,
         Capability::Embed,
+        Capability::Http,
     ];
 
     /// The manifest's spelling.
@@ -192,6 +199,7 @@ impl Capability {
             Capability::Config => "config",
             Capability::Generate => "generate",
             Capability::Embed => "embed",
+            Capability::Http => "http",
         }
     }
 
@@ -363,7 +371,14 @@ struct RawManifest {
     #[serde(default)]
     routes: Vec<String>,
     limits: Option<RawLimits>,
+    http: Option<RawHttp>,
     config: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -434,13 +449,32 @@ impl RawManifest {
         for (i, c) in self.capabilities.iter().enumerate() {
             let cap: Capability = c.parse().map_err(|()| {
                 ManifestError(format!(
-                    "`capabilities[{i}]`: unknown capability `{c}` (expected one of log, kv, config, generate, embed)"
+                    "`capabilities[{i}]`: unknown capability `{c}` (expected one of log, kv, config, generate, embed, http)"
                 ))
             })?;
             if capabilities.contains(&cap) {
                 return err(format!("`capabilities[{i}]`: `{c}` is listed twice"));
             }
             capabilities.push(cap);
+        }
+        let declared = self.http.map(|h| h.hosts).unwrap_or_default();
+        if capabilities.contains(&Capability::Http) && declared.is_empty() {
+            return err("capability `http` needs the hosts it may reach: `[http] hosts = [\"api.example.com\"]`");
+        }
+        if !declared.is_empty() && !capabilities.contains(&Capability::Http) {
+            return err("`[http] hosts` is set but `capabilities` does not ask for `http`");
+        }
+        if declared.len() > MAX_HOSTS {
+            return err(format!("`http.hosts`: more than {MAX_HOSTS} hosts"));
+        }
+        let mut http_hosts: Vec<HostPattern> = Vec::new();
+        for (i, h) in declared.iter().enumerate() {
+            let host = HostPattern::parse(h)
+                .map_err(|e| ManifestError(format!("`http.hosts[{i}]`: {e}")))?;
+            if http_hosts.contains(&host) {
+                return err(format!("`http.hosts[{i}]`: `{h}` is listed twice"));
+            }
+            http_hosts.push(host);
         }
         if self.routes.len() > MAX_ROUTES {
             return err(format!("`routes`: more than {MAX_ROUTES} routes"));
@@ -476,6 +510,7 @@ impl RawManifest {
             failure,
             hooks,
             capabilities,
+            http_hosts,
             routes,
             limits,
             config,
@@ -560,6 +595,17 @@ description = "Mask e-mail addresses"
     }
 
     #[test]
+    fn http_hosts_come_with_the_capability() {
+        let m = Manifest::parse(&with(
+            "capabilities = [\"http\"]\n[http]\nhosts = [\"api.example.com\", \"*.wiki.example:*\"]",
+        ))
+        .unwrap();
+        assert!(m.requests(Capability::Http));
+        let hosts: Vec<String> = m.http_hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(hosts, ["api.example.com", "*.wiki.example:*"]);
+    }
+
+    #[test]
     fn applies_defaults() {
         let m = Manifest::parse(&with("")).unwrap();
         assert_eq!(m.priority, 100);
@@ -606,7 +652,21 @@ description = "Mask e-mail addresses"
                 "capabilities = [\"Kv\"]",
                 "`capabilities[0]`: unknown capability `Kv`",
             ),
-            ("capabilities = [\"http\"]", "unknown capability `http`"),
+            ("capabilities = [\"https\"]", "unknown capability `https`"),
+            (
+                "capabilities = [\"http\"]",
+                "capability `http` needs the hosts",
+            ),
+            ("[http]\nhosts = [\"a.example\"]", "does not ask for `http`"),
+            (
+                "capabilities = [\"http\"]\n[http]\nhosts = [\"https://a.example\"]",
+                "`http.hosts[0]`: `https://a.example` must be a host, not a URL",
+            ),
+            (
+                "capabilities = [\"http\"]\n[http]\nhosts = [\"a.example\", \"A.example\"]",
+                "`http.hosts[1]`: `A.example` is listed twice",
+            ),
+            ("[http]\nports = [80]", "unknown field `ports`"),
             ("failure = \"open\"", "`failure` `open`"),
             ("routes = [\"get level\"]", "`routes[0]`: method `get`"),
             ("routes = [\"GET /level\"]", "must not start with `/`"),

@@ -1,6 +1,7 @@
 //! What one plugin instance runs inside: its store data, WASI with nothing
-//! of the host's (no files, no environment, no network), a memory cap, a
-//! CPU-time budget per call, and stdout/stderr kept for the log.
+//! of the host's (no files, no environment, no sockets), outbound HTTP
+//! through [`HttpGate`], a memory cap, a CPU-time budget per call, and
+//! stdout/stderr kept for the log.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,8 +13,10 @@ use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDe
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::manifest::Capability;
+use crate::net::{HttpGate, HttpPolicy, NetworkWait};
 
 /// What stdout and stderr keep per instance; the rest is dropped.
 const OUTPUT_CAP: usize = 64 * 1024;
@@ -33,6 +36,8 @@ pub(crate) struct PluginEnv {
     pub(crate) kv_quota_bytes: u64,
     pub(crate) memory_bytes: usize,
     pub(crate) call_budget: Duration,
+    /// Where `http` may go; `None` when it is not granted.
+    http: Option<Arc<HttpPolicy>>,
 }
 
 impl PluginEnv {
@@ -43,6 +48,7 @@ impl PluginEnv {
         kv_quota_bytes: u64,
         memory_bytes: usize,
         call_budget: Duration,
+        http: Option<Arc<HttpPolicy>>,
     ) -> Self {
         PluginEnv {
             id: id.into(),
@@ -51,6 +57,7 @@ impl PluginEnv {
             kv_quota_bytes,
             memory_bytes,
             call_budget,
+            http,
         }
     }
 
@@ -60,11 +67,12 @@ impl PluginEnv {
 }
 
 /// Wall-clock time of the current call minus the time spent waiting in
-/// host calls (a model answering, the store), so a plugin pays only for
-/// its own work.
+/// host calls (a model answering, the store) and, up to a cap, for HTTP
+/// responses, so a plugin pays only for its own work.
 pub(crate) struct CallClock {
     started: Instant,
     in_host: Duration,
+    network: Arc<NetworkWait>,
     pub(crate) budget: Duration,
     pub(crate) timed_out: bool,
 }
@@ -73,11 +81,14 @@ impl CallClock {
     pub(crate) fn start(&mut self) {
         self.started = Instant::now();
         self.in_host = Duration::ZERO;
+        self.network.reset();
         self.timed_out = false;
     }
 
     pub(crate) fn spent(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.in_host)
+        self.started
+            .elapsed()
+            .saturating_sub(self.in_host + self.network.credit())
     }
 
     /// Adds time that a host call took, to be left out of the budget.
@@ -143,6 +154,8 @@ impl ResourceLimiter for Limiter {
 pub(crate) struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    http_gate: HttpGate,
     pub(crate) limiter: Limiter,
     pub(crate) env: Arc<PluginEnv>,
     pub(crate) caller: HookCaller,
@@ -164,6 +177,16 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_gate,
         }
     }
 }
@@ -199,9 +222,17 @@ pub(crate) fn new_store(
         .trap_on_grow_failure(true)
         .build();
     let budget = env.call_budget;
+    let network = Arc::new(NetworkWait::default());
+    let http_gate = HttpGate {
+        plugin: env.id.clone(),
+        policy: env.http.clone(),
+        wait: network.clone(),
+    };
     let state = PluginState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
+        http: WasiHttpCtx::new(),
+        http_gate,
         limiter: Limiter {
             inner: limits,
             memory_refused: false,
@@ -213,6 +244,7 @@ pub(crate) fn new_store(
         clock: CallClock {
             started: Instant::now(),
             in_host: Duration::ZERO,
+            network,
             budget,
             timed_out: false,
         },

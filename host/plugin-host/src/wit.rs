@@ -29,6 +29,10 @@ impl Linkers {
         let mut v0_1_0 = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut v0_1_0)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e:#}"))?;
+        // Every request passes the instance's gate (`net::HttpGate`); only
+        // plugins that ask for `http` get past the import check.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut v0_1_0)
+            .map_err(|e| anyhow::anyhow!("cannot link WASI HTTP: {e:#}"))?;
         v0_1_0::add_to_linker(&mut v0_1_0)
             .map_err(|e| anyhow::anyhow!("cannot link corral:plugin@0.1.0: {e:#}"))?;
         Ok(Linkers { v0_1_0 })
@@ -208,9 +212,17 @@ fn check_import(manifest: &Manifest, api: &str, name: &str) -> Result<(), Plugin
     if WASI_OFFERED.iter().any(|p| name.starts_with(p)) {
         return Ok(());
     }
+    if name.starts_with("wasi:http/types@") || name.starts_with("wasi:http/outgoing-handler@") {
+        if manifest.requests(Capability::Http) {
+            return Ok(());
+        }
+        return refuse(format!(
+            "the component imports `{name}` but plugin.toml does not ask for capability `http` (with `[http] hosts`)"
+        ));
+    }
     if name.starts_with("wasi:sockets/") || name.starts_with("wasi:http/") {
         return refuse(format!(
-            "the component imports `{name}`; Corral gives plugins no network access"
+            "the component imports `{name}`; Corral gives plugins no socket access (outgoing HTTP is capability `http`)"
         ));
     }
     refuse(format!(
@@ -252,6 +264,19 @@ mod tests {
     }
 
     #[test]
+    fn outgoing_http_needs_its_capability() {
+        let m = Manifest::parse(
+            "id = \"ab\"\nname = \"x\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\ncapabilities = [\"http\"]\n[http]\nhosts = [\"a.example\"]",
+        )
+        .unwrap();
+        for ok in ["wasi:http/outgoing-handler@0.2.6", "wasi:http/types@0.2.0"] {
+            assert!(check_import(&m, "0.1.0", ok).is_ok(), "{ok}");
+        }
+        let e = check_import(&m, "0.1.0", "wasi:sockets/tcp@0.2.6").unwrap_err();
+        assert!(e.to_string().contains("no socket access"), "{e}");
+    }
+
+    #[test]
     fn only_harmless_wasi_is_offered() {
         let m = manifest("");
         for ok in [
@@ -262,8 +287,12 @@ mod tests {
             assert!(check_import(&m, "0.1.0", ok).is_ok(), "{ok}");
         }
         for (bad, want) in [
-            ("wasi:http/outgoing-handler@0.2.6", "no network access"),
-            ("wasi:sockets/tcp@0.2.6", "no network access"),
+            (
+                "wasi:http/outgoing-handler@0.2.6",
+                "does not ask for capability `http`",
+            ),
+            ("wasi:sockets/tcp@0.2.6", "no socket access"),
+            ("wasi:http/incoming-handler@0.2.6", "no socket access"),
             ("wasi:keyvalue/store@0.2.0", "does not offer plugins"),
             ("acme:spy/exfiltrate", "does not offer plugins"),
         ] {

@@ -717,25 +717,128 @@ async fn a_plugin_cannot_read_host_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plugin_gets_no_network() {
-    let Some([tcp, http]) = need("a_plugin_gets_no_network", ["test-net", "test-net-http"]) else {
+async fn a_plugin_gets_no_sockets() {
+    let Some([tcp]) = need("a_plugin_gets_no_sockets", ["test-net"]) else {
         return;
     };
     let rig = rig();
-    for (plugin, interface) in [(tcp, "wasi:sockets/"), (http, "wasi:http/")] {
-        let e = rig
-            .host
-            .install(
-                &plugin.manifest,
-                &plugin.wasm,
-                settings(&all_caps(), json!({})),
-            )
-            .unwrap_err();
-        assert_eq!(e.code(), "refused_import", "{e}");
-        assert!(e.to_string().contains("no network access"), "{e}");
-        assert!(e.to_string().contains(interface), "{e}");
-    }
+    let e = rig
+        .host
+        .install(&tcp.manifest, &tcp.wasm, settings(&all_caps(), json!({})))
+        .unwrap_err();
+    assert_eq!(e.code(), "refused_import", "{e}");
+    assert!(e.to_string().contains("no socket access"), "{e}");
+    assert!(e.to_string().contains("wasi:sockets/"), "{e}");
     assert!(rig.host.list().is_empty());
+}
+
+/// An HTTP server on 127.0.0.1 that answers every request with 204 and
+/// counts the connections it accepted.
+async fn counting_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_reaches_only_approved_hosts_and_public_addresses() {
+    let Some([net]) = need(
+        "http_reaches_only_approved_hosts_and_public_addresses",
+        ["test-net-http"],
+    ) else {
+        return;
+    };
+    let (port, seen) = counting_server().await;
+    let rig = rig();
+    let approved = |caps: &[Capability], private_network| PluginSettings {
+        enabled: true,
+        approved: caps.to_vec(),
+        approved_hosts: vec!["127.0.0.1:*".into(), "localhost:*".into()],
+        private_network,
+        ..Default::default()
+    };
+    rig.host
+        .install(&net.manifest, &net.wasm, approved(&[], false))
+        .unwrap();
+    let fetch = |authority: String| {
+        let host = rig.host.clone();
+        async move {
+            let mut req = route("GET", "fetch", b"");
+            req.query = format!("authority={authority}");
+            let r = host
+                .handle_route("test-net-http", &caller("ann"), req)
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200);
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            (
+                v["ok"].as_bool().unwrap(),
+                v["result"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let local = format!("127.0.0.1:{port}");
+
+    // Without the capability, nothing goes out.
+    let (ok, result) = fetch(local.clone()).await;
+    assert!(!ok && result.contains("HttpRequestDenied"), "{result}");
+
+    // With it: hosts not approved (declared or not) are denied; approved
+    // ones that are, or resolve to, private addresses are prohibited.
+    rig.host
+        .configure("test-net-http", approved(&[Capability::Http], false))
+        .unwrap();
+    for (authority, want) in [
+        ("example.com".to_owned(), "HttpRequestDenied"),
+        ("10.0.0.1".to_owned(), "HttpRequestDenied"),
+        (format!("127.0.0.2:{port}"), "HttpRequestDenied"),
+        (local.clone(), "DestinationIpProhibited"),
+        (format!("localhost:{port}"), "DestinationIpProhibited"),
+    ] {
+        let (ok, result) = fetch(authority.clone()).await;
+        assert!(!ok && result.contains(want), "{authority}: {result}");
+    }
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let (r, p) = one_generation(&rig.host).await;
+    r.unwrap();
+    let passage = p.context.join("\n");
+    assert!(
+        passage.contains("GET http://example.com/: error:")
+            && passage.contains("HttpRequestDenied"),
+        "{passage}"
+    );
+
+    // A technician who allows the private network lets it through.
+    rig.host
+        .configure("test-net-http", approved(&[Capability::Http], true))
+        .unwrap();
+    let (ok, result) = fetch(local).await;
+    assert!(ok && result == "status 204", "{result}");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let status = rig.host.status("test-net-http").unwrap();
+    assert_eq!(
+        status.consecutive_failures, 0,
+        "refusals are answers, not failures"
+    );
+    let hosts: Vec<String> = status
+        .approved_hosts
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    assert_eq!(hosts, ["127.0.0.1:*", "localhost:*"]);
 }
 
 /// test-huge-output's manifest with time enough to build its 64 MiB on a

@@ -1,14 +1,14 @@
-//! `test-net-http`: imports `wasi:http/outgoing-handler` and sends a GET
-//! to a host no technician approved, reporting what happened. A host
-//! that does not provide WASI HTTP refuses to install or instantiate the
-//! component; one that does must refuse the request.
+//! `test-net-http`: sends GET requests through `wasi:http/outgoing-handler`
+//! and reports what happened, so tests can check where a plugin's requests
+//! may go: only to declared hosts a technician approved, and never to a
+//! private address unless the technician allowed that.
 //!
-//! `before-prompt` adds the passage `GET http://example.com/: error: …`;
-//! `GET fetch?authority=HOST[:PORT]` answers
-//! `{"url": "…", "ok": false, "result": "<the error>"}`.
+//! `before-prompt` adds the passage `GET http://example.com/: ok: status N`
+//! or `…: error: <the error>`; `GET fetch?authority=HOST[:PORT]` answers
+//! `{"url": "…", "ok": true|false, "result": "status N" | "<the error>"}`.
 //!
-//! Kept apart from `test-net` (plain TCP), which needs no WASI HTTP and so
-//! loads in any host.
+//! Kept apart from `test-net` (plain TCP through `wasi:sockets`, which
+//! Corral never offers).
 
 use corral_plugin::prelude::*;
 
