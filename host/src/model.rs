@@ -664,6 +664,12 @@ pub struct PluginRecord {
     pub optional: bool,
     /// Capabilities a technician approved, of those the manifest asks for.
     pub approved: Vec<String>,
+    /// Hosts approved for `http`, of those the manifest declares.
+    #[serde(default)]
+    pub approved_hosts: Vec<String>,
+    /// Whether `http` may reach loopback, link-local and private addresses.
+    #[serde(default)]
+    pub private_network: bool,
     /// The models it runs for, by name; `None`: every model.
     pub models: Option<Vec<String>>,
     /// The configuration a technician set, secrets included.

@@ -13,8 +13,8 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use corral_hooks::{ChatMessage, HookCaller, HostServices, KvScope, SamplingChange, Surface};
 use corral_plugin_host::{
-    Capability, Inspected, Manifest, PluginError, PluginHost, PluginSettings, PluginStatus,
-    RuntimeConfig,
+    Capability, HostPattern, Inspected, Manifest, PluginError, PluginHost, PluginSettings,
+    PluginStatus, RuntimeConfig,
 };
 use sha2::{Digest, Sha256};
 
@@ -100,6 +100,8 @@ pub fn settings_of(record: &PluginRecord) -> PluginSettings {
             .iter()
             .filter_map(|c| c.parse::<Capability>().ok())
             .collect(),
+        approved_hosts: record.approved_hosts.clone(),
+        private_network: record.private_network,
         models: record.models.clone(),
         optional: record.optional,
         config: record.config.clone(),
@@ -165,6 +167,8 @@ pub async fn install(
         enabled: false,
         optional: false,
         approved: Vec::new(),
+        approved_hosts: Vec::new(),
+        private_network: false,
         models: None,
         config,
         disabled_reason: None,
@@ -210,9 +214,15 @@ pub async fn upgrade(
         c.parse::<Capability>()
             .is_ok_and(|c| inspected.manifest.requests(c))
     });
+    // Hosts stay approved while the new version still declares them.
+    let mut approved_hosts = record.approved_hosts.clone();
+    approved_hosts.retain(|h| {
+        HostPattern::parse(h).is_ok_and(|h| inspected.manifest.http_hosts.contains(&h))
+    });
     let changes = PluginUpdate {
         manifest: Some((manifest, sha256)),
         approved: Some(approved),
+        approved_hosts: Some(approved_hosts),
         config: Some(config),
         updated_at: Some(now()),
         ..Default::default()
@@ -230,10 +240,13 @@ pub struct Changes {
     pub optional: Option<bool>,
     pub models: Option<Option<Vec<String>>>,
     pub approved: Option<Vec<String>>,
+    pub approved_hosts: Option<Vec<String>>,
+    pub private_network: Option<bool>,
 }
 
-/// Applies `changes`. Only capabilities the manifest asks for can be
-/// approved; turning a plugin on clears why it was turned off.
+/// Applies `changes`. Only capabilities the manifest asks for and hosts
+/// it declares can be approved; turning a plugin on clears why it was
+/// turned off.
 pub async fn update(state: &AppState, id: &str, changes: Changes) -> ApiResult<PluginRecord> {
     let record = get(state, id).await?;
     let manifest = manifest_of(&record)?;
@@ -241,9 +254,27 @@ pub async fn update(state: &AppState, id: &str, changes: Changes) -> ApiResult<P
         enabled: changes.enabled,
         optional: changes.optional,
         models: changes.models,
+        private_network: changes.private_network,
         updated_at: Some(now()),
         ..Default::default()
     };
+    if let Some(hosts) = changes.approved_hosts {
+        let mut approved = Vec::new();
+        for text in &hosts {
+            let host =
+                HostPattern::parse(text).map_err(|e| AppError::field("approved_hosts", e))?;
+            if !manifest.http_hosts.contains(&host) {
+                return Err(AppError::field(
+                    "approved_hosts",
+                    format!("plugin `{id}` does not declare host `{text}` under `[http] hosts`"),
+                ));
+            }
+            approved.push(host.to_string());
+        }
+        approved.sort();
+        approved.dedup();
+        update.approved_hosts = Some(approved);
+    }
     if let Some(mut approved) = changes.approved {
         if let Some(other) = approved
             .iter()

@@ -115,6 +115,8 @@ pub struct PluginUpdate {
     pub enabled: Option<bool>,
     pub optional: Option<bool>,
     pub approved: Option<Vec<String>>,
+    pub approved_hosts: Option<Vec<String>>,
+    pub private_network: Option<bool>,
     /// `Some(None)`: every model.
     pub models: Option<Option<Vec<String>>>,
     pub config: Option<serde_json::Value>,

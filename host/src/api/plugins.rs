@@ -81,6 +81,16 @@ pub struct PluginView {
     pub capabilities: Vec<String>,
     /// Of those, the ones a technician approved.
     pub approved: Vec<String>,
+    /// Hosts the manifest declares for outgoing HTTP (`[http] hosts`):
+    /// `api.example.com`, `*.example.com` (subdomains), with `:port` or
+    /// `:*`; without a port only 80 and 443.
+    pub http_hosts: Vec<String>,
+    /// Of those, the ones a technician approved (they count while `http`
+    /// is approved).
+    pub approved_hosts: Vec<String>,
+    /// Whether outgoing HTTP may reach loopback, link-local and private
+    /// addresses (off: only public addresses).
+    pub private_network: bool,
     /// A technician's switch.
     pub enabled: bool,
     /// Users turn it on for themselves.
@@ -183,6 +193,12 @@ fn view(state: &AppState, record: PluginRecord) -> PluginView {
             })
             .unwrap_or_default(),
         approved: record.approved.clone(),
+        http_hosts: parsed
+            .as_ref()
+            .map(|m| m.http_hosts.iter().map(|h| h.to_string()).collect())
+            .unwrap_or_default(),
+        approved_hosts: record.approved_hosts.clone(),
+        private_network: record.private_network,
         enabled: record.enabled,
         optional: record.optional,
         models: record.models.clone(),
@@ -380,6 +396,11 @@ pub struct PluginChanges {
     /// The capabilities approved (replaces the list); only ones the
     /// manifest asks for.
     pub approved: Option<Vec<String>>,
+    /// The hosts approved for outgoing HTTP (replaces the list); only
+    /// ones the manifest declares.
+    pub approved_hosts: Option<Vec<String>>,
+    /// Let outgoing HTTP reach loopback, link-local and private addresses.
+    pub private_network: Option<bool>,
 }
 
 /// A field that is present, `null` included (`Some(None)`).
@@ -391,15 +412,16 @@ where
     T::deserialize(d).map(Some)
 }
 
-/// Approve capabilities, turn a plugin on or off (turning it on clears why
-/// the host turned it off), make it optional, or limit it to models.
+/// Approve capabilities and the hosts outgoing HTTP may reach, turn a
+/// plugin on or off (turning it on clears why the host turned it off),
+/// make it optional, or limit it to models.
 #[utoipa::path(patch, path = "/api/plugins/{id}", tag = "plugins",
     params(("id" = String, Path, description = "Plugin id")),
     request_body = PluginChanges,
     responses(
         (status = 200, description = "Changed", body = PluginView),
         (status = 404, description = "No such plugin", body = corral_sdk::ErrorBody),
-        (status = 422, description = "A capability it does not ask for, or an unknown model", body = corral_sdk::ErrorBody),
+        (status = 422, description = "A capability it does not ask for, a host it does not declare, or an unknown model", body = corral_sdk::ErrorBody),
     ))]
 pub async fn update(
     State(state): State<AppState>,
@@ -411,7 +433,7 @@ pub async fn update(
         if let Some(bad) = approved.iter().find(|c| c.parse::<Capability>().is_err()) {
             return Err(AppError::field(
                 "approved",
-                format!("`{bad}` is not a capability (log, kv, config, generate, embed)"),
+                format!("`{bad}` is not a capability (log, kv, config, generate, embed, http)"),
             ));
         }
     }
@@ -430,12 +452,16 @@ pub async fn update(
         "optional": req.optional,
         "models": req.models,
         "approved": req.approved,
+        "approved_hosts": req.approved_hosts,
+        "private_network": req.private_network,
     });
     let changes = Changes {
         enabled: req.enabled,
         optional: req.optional,
         models: req.models,
         approved: req.approved,
+        approved_hosts: req.approved_hosts,
+        private_network: req.private_network,
     };
     let record = plugins::update(&state, &id, changes).await?;
     crate::api::audit(&state, &caller, "plugin.update", &id, details).await?;

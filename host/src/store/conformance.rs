@@ -3312,6 +3312,8 @@ fn plugin(id: &str, minutes: i64) -> PluginRecord {
         enabled: true,
         optional: false,
         approved: vec!["log".to_string(), "kv".to_string()],
+        approved_hosts: Vec::new(),
+        private_network: false,
         models: None,
         config: json!({
             "email": true,
@@ -3366,7 +3368,12 @@ pub async fn plugin_round_trip_and_replace(s: &dyn Store) {
         component_sha256: "ef".repeat(32),
         enabled: false,
         optional: true,
-        approved: Vec::new(),
+        approved: vec!["http".to_string()],
+        approved_hosts: vec![
+            "api.example.com".to_string(),
+            "*.wiki.example:*".to_string(),
+        ],
+        private_network: true,
         models: Some(vec!["gemma-3-270m".to_string(), "other:q4".to_string()]),
         config: json!({ "level": 3, "list": ["x"] }),
         disabled_reason: Some("turned off".to_string()),
@@ -3415,6 +3422,8 @@ pub async fn plugin_update_changes_named_fields(s: &dyn Store) {
 
     expected.optional = true;
     expected.approved = vec!["log".to_string()];
+    expected.approved_hosts = vec!["[::1]:8080".to_string()];
+    expected.private_network = true;
     expected.models = Some(vec!["gemma-3-270m".to_string()]);
     expected.config = json!({ "email": false, "api_key": "n3w" });
     let stored = ok!(s.update_plugin(
@@ -3422,6 +3431,8 @@ pub async fn plugin_update_changes_named_fields(s: &dyn Store) {
         &PluginUpdate {
             optional: Some(true),
             approved: Some(vec!["log".to_string()]),
+            approved_hosts: Some(vec!["[::1]:8080".to_string()]),
+            private_network: Some(true),
             models: Some(Some(vec!["gemma-3-270m".to_string()])),
             config: Some(json!({ "email": false, "api_key": "n3w" })),
             ..Default::default()

@@ -1387,6 +1387,12 @@ impl PluginRepo for MongoStore {
         if let Some(approved) = &changes.approved {
             set.insert("approved", to_bson(approved)?);
         }
+        if let Some(hosts) = &changes.approved_hosts {
+            set.insert("approved_hosts", to_bson(hosts)?);
+        }
+        if let Some(private) = changes.private_network {
+            set.insert("private_network", private);
+        }
         if let Some(models) = &changes.models {
             set.insert("models", to_bson(models)?);
         }

@@ -242,6 +242,12 @@ CREATE TABLE plugin_kv (
     PRIMARY KEY (plugin_id, scope, key)
 );
 ",
+    r"
+-- Hosts a technician approved for a plugin's outgoing HTTP (JSON), and
+-- whether it may reach private addresses.
+ALTER TABLE plugins ADD COLUMN approved_hosts TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE plugins ADD COLUMN private_network INTEGER NOT NULL DEFAULT 0;
+",
 ];
 
 /// A table and its columns, in the order the row codecs below use.
@@ -471,6 +477,8 @@ const PLUGINS: Table = Table {
         "installed_by",
         "installed_at",
         "updated_at",
+        "approved_hosts",
+        "private_network",
     ],
 };
 
@@ -1870,12 +1878,15 @@ fn plugin_values(p: &PluginRecord) -> StoreResult<Vec<Value>> {
         text(&p.installed_by),
         at(&p.installed_at),
         at(&p.updated_at),
+        json_text(&p.approved_hosts)?,
+        p.private_network.into(),
     ])
 }
 
 fn plugin_row(r: &Row<'_>) -> rusqlite::Result<PluginRecord> {
     let approved: String = r.get(5)?;
     let models: Option<String> = r.get(6)?;
+    let approved_hosts: String = r.get(12)?;
     Ok(PluginRecord {
         id: r.get(0)?,
         manifest: r.get(1)?,
@@ -1891,6 +1902,8 @@ fn plugin_row(r: &Row<'_>) -> rusqlite::Result<PluginRecord> {
         installed_by: r.get(9)?,
         installed_at: get_at(r, 10)?,
         updated_at: get_at(r, 11)?,
+        approved_hosts: serde_json::from_str(&approved_hosts).map_err(|e| conversion(12, e))?,
+        private_network: r.get(13)?,
     })
 }
 
@@ -1926,6 +1939,12 @@ impl PluginRepo for SqliteStore {
         }
         if let Some(approved) = &changes.approved {
             set.set("approved", json_text(approved)?);
+        }
+        if let Some(hosts) = &changes.approved_hosts {
+            set.set("approved_hosts", json_text(hosts)?);
+        }
+        if let Some(private) = changes.private_network {
+            set.set("private_network", private.into());
         }
         if let Some(models) = &changes.models {
             let value = match models {

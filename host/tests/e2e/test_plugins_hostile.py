@@ -128,18 +128,101 @@ def test_a_plugin_for_another_interface_version_is_refused(tech, plugin_dist):
     assert tech.get("/api/plugins/test-wrong-version").status_code == 404
 
 
-@pytest.mark.parametrize(
-    "plugin_id, interface",
-    [("test-net", "wasi:sockets/"), ("test-net-http", "wasi:http/")],
-)
-def test_a_plugin_that_imports_the_network_is_refused(tech, plugin_dist, plugin_id, interface):
-    manifest, component = plugin_parts(plugin_dist, plugin_id)
+def test_a_plugin_that_imports_sockets_is_refused(tech, plugin_dist):
+    manifest, component = plugin_parts(plugin_dist, "test-net")
     r = upload_plugin(tech, "POST", "/api/plugins", manifest, component)
     assert r.status_code == 422, r.text
     err = error_of(r)
     assert err["code"] == "refused_import", err
-    assert interface in err["message"] and "network" in err["message"], err
-    assert tech.get(f"/api/plugins/{plugin_id}").status_code == 404
+    assert "wasi:sockets/" in err["message"] and "no socket access" in err["message"], err
+    assert tech.get("/api/plugins/test-net").status_code == 404
+
+
+def test_http_without_asking_for_it_is_refused(tech, plugin_dist):
+    """A component that imports wasi:http under a manifest that does not
+    ask for `http` never installs."""
+    manifest, component = plugin_parts(plugin_dist, "test-net-http")
+    quiet = manifest.split("[http]")[0]
+    quiet = with_manifest_line(quiet, "capabilities", "[]")
+    r = upload_plugin(tech, "POST", "/api/plugins", quiet, component)
+    assert r.status_code == 422, r.text
+    err = error_of(r)
+    assert err["code"] == "refused_import", err
+    assert "wasi:http/" in err["message"] and "capability `http`" in err["message"], err
+    assert tech.get("/api/plugins/test-net-http").status_code == 404
+
+
+def test_http_goes_only_to_approved_public_hosts(tech, user, ai, plugin_dist, files, tmp_path, cleanup):
+    """test-net-http declares example.com, 127.0.0.1:* and localhost:*.
+    Requests to hosts a technician did not approve are denied, approved
+    ones on private addresses are prohibited (nothing reaches the local
+    server), chats are answered as before, and only a technician's
+    `private_network` lets a request through."""
+    pid = "test-net-http"
+    cleanup.append(pid)
+    page = tmp_path / "index.html"
+    page.write_text("hello from the local network\n")
+    files.add("/", str(page))
+    local = f"127.0.0.1:{files.port}"
+    installed = install(tech, plugin_dist, pid)
+    assert installed["capabilities"] == ["http"], installed
+    assert installed["http_hosts"] == ["example.com", "127.0.0.1:*", "localhost:*"], installed
+    assert installed["approved_hosts"] == [] and installed["private_network"] is False, installed
+
+    # Only declared hosts can be approved, and only by staff who manage plugins.
+    r = tech.patch(f"/api/plugins/{pid}", json={"approved_hosts": ["evil.example"]})
+    assert r.status_code == 422, r.text
+    err = error_of(r)
+    assert err["code"] == "validation_failed", err
+    assert err["details"] == [
+        {
+            "field": "approved_hosts",
+            "message": "plugin `test-net-http` does not declare host `evil.example` under `[http] hosts`",
+        }
+    ], err
+    r = user.patch(f"/api/plugins/{pid}", json={"private_network": True})
+    assert r.status_code == 403, r.text
+    assert view(tech, pid)["private_network"] is False
+
+    tech.ok("PATCH", f"/api/plugins/{pid}", json={"enabled": True})
+
+    def fetch(authority: str) -> dict:
+        r = user.get(f"/api/plugins/{pid}/fetch", params={"authority": authority})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    # `http` not approved: nothing goes out.
+    body = fetch(local)
+    assert body["ok"] is False and "HttpRequestDenied" in body["result"], body
+
+    seen = tech.ok(
+        "PATCH",
+        f"/api/plugins/{pid}",
+        json={"approved": ["http"], "approved_hosts": ["127.0.0.1:*", "localhost:*"]},
+    )
+    assert seen["approved_hosts"] == ["127.0.0.1:*", "localhost:*"], seen
+    for authority, want in [
+        ("example.com", "HttpRequestDenied"),  # declared, not approved
+        ("169.254.169.254", "HttpRequestDenied"),  # not declared
+        (local, "DestinationIpProhibited"),
+        (f"localhost:{files.port}", "DestinationIpProhibited"),
+    ]:
+        body = fetch(authority)
+        assert body["ok"] is False and want in body["result"], (authority, body)
+    assert files.requests("/") == [], "nothing reached the local server"
+
+    # Its before-prompt fetch of example.com is denied (it adds the error
+    # as context) and the request is answered.
+    ask(ai)
+    seen = view(tech, pid)
+    assert calls_of(seen, "before-prompt") == (1, 0), seen["stats"]
+    assert seen["consecutive_failures"] == 0 and seen["active"] is True, seen
+
+    # A technician lets it reach the private network.
+    tech.ok("PATCH", f"/api/plugins/{pid}", json={"private_network": True})
+    body = fetch(local)
+    assert body == {"url": f"http://{local}/", "ok": True, "result": "status 200"}, body
+    assert len(files.requests("/")) == 1
 
 
 # ---------------------------------------------------------------------------
