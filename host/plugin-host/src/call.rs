@@ -31,6 +31,9 @@ pub(crate) enum Failure {
     Trap(String),
     /// It answered with something the host does not accept.
     InvalidOutput(String),
+    /// No instance slot was free: the host is busy, not the plugin at
+    /// fault, so this does not count toward turning it off.
+    Busy,
 }
 
 impl Failure {
@@ -43,6 +46,7 @@ impl Failure {
             Failure::OutOfMemory(_) => "it ran out of memory",
             Failure::Trap(_) => "it crashed",
             Failure::InvalidOutput(_) => "it returned invalid output",
+            Failure::Busy => "the host had no room to start it",
         }
     }
 }
@@ -58,6 +62,9 @@ impl fmt::Display for Failure {
             }
             Failure::Trap(what) => write!(f, "crashed: {what}"),
             Failure::InvalidOutput(what) => write!(f, "returned invalid output: {what}"),
+            Failure::Busy => f.write_str(
+                "could not start: every plugin instance slot is in use (raise the runtime's instance limit)",
+            ),
         }
     }
 }
@@ -102,6 +109,15 @@ pub(crate) async fn invoke(
     plugin.health.stats.record(export, took, outcome.is_err());
     match &outcome {
         Ok(_) => plugin.health.succeeded(),
+        Err(Failure::Busy) => {
+            tracing::warn!(
+                target: "corral::plugin",
+                plugin = %plugin.manifest.id,
+                export = export.as_str(),
+                "plugin call skipped: {}",
+                Failure::Busy
+            );
+        }
         Err(failure) => {
             *live = None;
             tracing::warn!(
@@ -148,6 +164,7 @@ async fn run(
         store.data_mut().flush_output();
         match started {
             Ok(instance) => *live = Some(Live { store, instance }),
+            Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => return Err(Failure::Busy),
             Err(e) => {
                 tracing::debug!(plugin = %plugin.manifest.id, "instantiation failed: {e:?}");
                 return Err(classify(&store, &e));

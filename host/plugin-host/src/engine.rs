@@ -17,17 +17,38 @@ use crate::error::PluginError;
 /// every tick, so a runaway plugin stops within its budget plus one tick.
 pub(crate) const TICK: Duration = Duration::from_millis(5);
 
+/// Core instances one component may have.
+pub(crate) const MAX_CORE_INSTANCES: u32 = 32;
+/// Elements one table may have.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 20_000;
+
 /// The largest component accepted.
 pub(crate) const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
 
-/// The engine: async calls, epoch interruption, the component model.
-pub(crate) fn new_engine() -> anyhow::Result<Engine> {
+/// The engine: async calls, epoch interruption, the component model, and
+/// a pool of `max_instances` instance slots (memories, tables and stacks
+/// are reused rather than mapped afresh, which halves what starting an
+/// instance costs). Memories are capped at `max_memory_mb`.
+pub(crate) fn new_engine(max_instances: u32, max_memory_mb: u32) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
     // Plugins are small; a deep recursion is a bug or an attack, and the
     // default 512 KiB of wasm stack is plenty for either to end quickly.
     config.max_wasm_stack(512 * 1024);
+    // A component built by wit-component is a handful of core instances
+    // with one memory and a few tables; the totals leave room for that.
+    let n = max_instances.max(1);
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(8))
+        .max_core_instances_per_component(MAX_CORE_INSTANCES)
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(4))
+        .total_stacks(n)
+        .max_memory_size((max_memory_mb as usize) << 20)
+        .table_elements(MAX_TABLE_ELEMENTS);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start the WebAssembly engine: {e:#}"))
 }
 

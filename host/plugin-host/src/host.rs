@@ -38,16 +38,23 @@ pub struct RuntimeConfig {
     pub max_call_ms: u32,
     /// Consecutive failures after which a plugin is turned off.
     pub failure_threshold: u32,
+    /// Plugin instances alive at once (each generation or route request
+    /// holds one per plugin that runs for it); the engine keeps a slot
+    /// for each. A call that finds none free fails as "busy" without
+    /// counting against the plugin.
+    pub max_instances: u32,
 }
 
 impl RuntimeConfig {
-    /// The defaults (256 MiB, 5000 ms, 5 failures) with `cache_dir`.
+    /// The defaults (256 MiB, 5000 ms, 5 failures, 1000 instances) with
+    /// `cache_dir`.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
         RuntimeConfig {
             cache_dir: cache_dir.into(),
             max_memory_mb: 256,
             max_call_ms: 5000,
             failure_threshold: 5,
+            max_instances: 1000,
         }
     }
 }
@@ -297,7 +304,7 @@ impl PluginHost {
     /// Starts the engine (and its epoch ticker thread) and opens the
     /// compile cache under `cfg.cache_dir`.
     pub fn new(cfg: RuntimeConfig, services: Arc<dyn HostServices>) -> anyhow::Result<Self> {
-        let engine = engine::new_engine()?;
+        let engine = engine::new_engine(cfg.max_instances, cfg.max_memory_mb)?;
         engine::start_ticker(&engine)?;
         let cache = ComponentCache::new(&engine, cfg.cache_dir.clone()).map_err(|e| {
             anyhow::anyhow!(

@@ -213,10 +213,10 @@ pub(crate) fn new_store(
         .socket_addr_check(|_, _| Box::pin(async { false }));
     let limits = StoreLimitsBuilder::new()
         .memory_size(env.memory_bytes)
-        .table_elements(100_000)
+        .table_elements(crate::engine::MAX_TABLE_ELEMENTS)
         // A component built by wit-component is a handful of core
         // instances; these leave room for that and no more.
-        .instances(64)
+        .instances(crate::engine::MAX_CORE_INSTANCES as usize)
         .tables(64)
         .memories(8)
         .trap_on_grow_failure(true)

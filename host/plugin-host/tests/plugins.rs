@@ -236,6 +236,10 @@ struct Rig {
 }
 
 fn rig_with(threshold: u32, cache: tempfile::TempDir) -> Rig {
+    rig_sized(threshold, 64, cache)
+}
+
+fn rig_sized(threshold: u32, max_instances: u32, cache: tempfile::TempDir) -> Rig {
     let services = Arc::new(Services::default());
     let host = PluginHost::new(
         RuntimeConfig {
@@ -243,6 +247,7 @@ fn rig_with(threshold: u32, cache: tempfile::TempDir) -> Rig {
             max_memory_mb: 256,
             max_call_ms: 5000,
             failure_threshold: threshold,
+            max_instances,
         },
         services.clone(),
     )
@@ -1339,6 +1344,45 @@ async fn a_failing_route_answers_502_with_the_reason() {
     assert_eq!((e.code(), e.http_status()), ("plugin_disabled", 409), "{e}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_instance_pool_skips_the_plugin_without_blaming_it() {
+    let Some([noop]) = need(
+        "a_full_instance_pool_skips_the_plugin_without_blaming_it",
+        ["test-noop"],
+    ) else {
+        return;
+    };
+    let rig = rig_sized(2, 2, tempfile::tempdir().unwrap());
+    rig.host
+        .install(&noop.manifest, &noop.wasm, settings(&all_caps(), json!({})))
+        .unwrap();
+    let c = ctx("ann");
+    // Two generations hold the two slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut g = begin(&rig.host, &c).await;
+        g.before_prompt(&mut prompt("hello")).await.unwrap();
+        held.push(g);
+    }
+    // More than the failure threshold of generations find no slot: each
+    // goes on without the plugin (its policy is `skip`), none counts
+    // against it.
+    for _ in 0..3 {
+        let mut g = begin(&rig.host, &c).await;
+        g.before_prompt(&mut prompt("hello")).await.unwrap();
+    }
+    let status = rig.host.status("test-noop").unwrap();
+    assert!(status.active, "a busy host does not turn the plugin off");
+    assert_eq!(status.consecutive_failures, 0);
+    assert_eq!(calls(&status, Export::BeforePrompt), (5, 3));
+    // A slot comes free when a generation ends.
+    drop(held.pop());
+    let mut g = begin(&rig.host, &c).await;
+    g.before_prompt(&mut prompt("hello")).await.unwrap();
+    let status = rig.host.status("test-noop").unwrap();
+    assert_eq!(calls(&status, Export::BeforePrompt), (6, 3));
+}
+
 // ---------------------------------------------------------------------
 // Cost.
 
@@ -1358,24 +1402,41 @@ async fn bench_noop_generation() {
     let info = answer("done");
     let c = ctx("ann");
     let mut times = Vec::new();
+    let mut firsts = Vec::new();
+    let mut laters = Vec::new();
     for i in 0..3000 {
         let started = Instant::now();
         let mut g = begin(&rig.host, &c).await;
         let mut p = prompt("hello");
         g.before_prompt(&mut p).await.unwrap();
+        let first = started.elapsed();
+        let later = Instant::now();
         g.after_answer(&info).await;
+        let later = later.elapsed();
         drop(g);
         if i >= 300 {
             times.push(started.elapsed());
+            firsts.push(first);
+            laters.push(later);
         }
     }
-    times.sort();
-    let q = |f: f64| times[((times.len() as f64) * f) as usize].as_secs_f64() * 1e6;
+    let quantiles = |times: &mut Vec<Duration>| {
+        times.sort();
+        let q = |f: f64| times[((times.len() as f64) * f) as usize].as_secs_f64() * 1e6;
+        format!("p50 {:.1} µs, p99 {:.1} µs", q(0.50), q(0.99))
+    };
     println!(
-        "noop generation (begin + before_prompt + after_answer): p50 {:.1} µs, p99 {:.1} µs over {} runs",
-        q(0.50),
-        q(0.99),
+        "noop generation (begin + before_prompt + after_answer): {} over {} runs",
+        quantiles(&mut times),
         times.len()
+    );
+    println!(
+        "  of which begin + the first call (starts the instance): {}",
+        quantiles(&mut firsts)
+    );
+    println!(
+        "  a call on the started instance (after_answer): {}",
+        quantiles(&mut laters)
     );
 
     let mut other = c.clone();
