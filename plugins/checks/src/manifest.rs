@@ -8,7 +8,7 @@ use serde::Deserialize;
 /// Hooks a manifest may name.
 pub const HOOKS: &[&str] = &["before-prompt", "stream", "after-answer"];
 /// Capabilities a manifest may ask for.
-pub const CAPABILITIES: &[&str] = &["log", "kv", "config", "generate", "embed"];
+pub const CAPABILITIES: &[&str] = &["log", "kv", "config", "generate", "embed", "http"];
 /// Methods a route may have.
 pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
@@ -34,7 +34,16 @@ pub struct Manifest {
     #[serde(default)]
     pub limits: Option<Limits>,
     #[serde(default)]
+    pub http: Option<Http>,
+    #[serde(default)]
     pub config: Option<ConfigSchema>,
+}
+
+/// `[http]`: the hosts capability `http` may reach.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -138,6 +147,14 @@ impl Manifest {
         }
         check_names(&mut p, "hooks", &self.hooks, HOOKS);
         check_names(&mut p, "capabilities", &self.capabilities, CAPABILITIES);
+        let asks_http = self.capabilities.iter().any(|c| c == "http");
+        let hosts = self.http.as_ref().map_or(0, |h| h.hosts.len());
+        if asks_http && hosts == 0 {
+            p.push("capability `http` needs `[http] hosts`".to_owned());
+        }
+        if !asks_http && hosts > 0 {
+            p.push("`[http] hosts` without capability `http`".to_owned());
+        }
         for route in &self.routes {
             if let Some(problem) = route_problem(route) {
                 p.push(format!("route {route:?}: {problem}"));

@@ -93,6 +93,8 @@ fn components_import_exactly_what_their_manifests_ask_for() {
                         .unwrap_or_else(|e| panic!("{id}: {e}"));
                     used.extend(capability);
                 }
+            } else if import.name.starts_with("wasi:http/outgoing-handler@") {
+                used.insert("http");
             } else {
                 other.push(import.name.clone());
             }

@@ -35,6 +35,7 @@ extern crate self as corral_plugin;
 
 pub mod config;
 mod error;
+pub mod fetch;
 pub mod http;
 pub mod kv;
 pub mod log;
@@ -103,7 +104,7 @@ pub mod prelude {
         Answer, AnswerAction, Caller, ChunkResult, Context, Decision, Message, Modification,
         Prompt, Role, Sampling, Surface,
     };
-    pub use crate::{config, kv, log, models, Error, Plugin};
+    pub use crate::{config, fetch, kv, log, models, Error, Plugin};
 }
 
 /// Makes a type that implements [`Plugin`] the plugin's exports.

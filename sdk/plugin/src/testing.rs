@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 
 use crate::kv::Scope;
 use crate::log::Level;
+use crate::fetch::{Fetch, Fetched};
 use crate::models::GenerateRequest;
 use crate::types::{Answer, AnswerAction, Caller, Context, Decision, Message, Prompt, Role};
 use crate::types::{Sampling, Surface};
@@ -39,6 +40,7 @@ use crate::{Plugin, Request, Response};
 
 type Embedder = Box<dyn Fn(Option<&str>, &[String]) -> Result<Vec<Vec<f32>>, String>>;
 type Generator = Box<dyn Fn(&GenerateRequest) -> Result<String, String>>;
+type Fetcher = Box<dyn Fn(&Fetch) -> Result<Fetched, String>>;
 
 /// The key-value quota [`reset`] sets: Corral's default `kv-kb`, 1024 KiB.
 pub const DEFAULT_KV_QUOTA: u64 = 1024 * 1024;
@@ -53,6 +55,7 @@ struct Host {
     logs: Vec<(Level, String)>,
     embedder: Option<Embedder>,
     generator: Option<Generator>,
+    fetcher: Option<Fetcher>,
 }
 
 impl Host {
@@ -67,6 +70,7 @@ impl Host {
             logs: Vec::new(),
             embedder: None,
             generator: None,
+            fetcher: None,
         }
     }
 
@@ -109,7 +113,7 @@ pub fn reset() {
 }
 
 /// Grants only these capabilities (`log`, `kv`, `config`, `generate`,
-/// `embed`); a call needing another one panics with the host's message,
+/// `embed`, `http`); a call needing another one panics with the host's message,
 /// "capability `kv` is not granted".
 pub fn grant(capabilities: &[&str]) {
     let granted = capabilities.iter().map(|c| (*c).to_owned()).collect();
@@ -185,6 +189,12 @@ pub fn set_embedder(
 /// fail with "no model".
 pub fn set_generator(generator: impl Fn(&GenerateRequest) -> Result<String, String> + 'static) {
     with_host(|host| host.generator = Some(Box::new(generator)));
+}
+
+/// Answers the plugin's outgoing requests ([`crate::fetch`]) with
+/// `fetcher`; without one they fail with "no fetcher is set".
+pub fn set_fetcher(fetcher: impl Fn(&Fetch) -> Result<Fetched, String> + 'static) {
+    with_host(|host| host.fetcher = Some(Box::new(fetcher)));
 }
 
 /// The lines the plugin logged, oldest first.
@@ -341,6 +351,17 @@ pub fn models_embed(model: Option<&str>, texts: &[String]) -> Result<Vec<Vec<f32
     let vectors = embedder(model, texts);
     with_host(|host| host.embedder = Some(embedder));
     vectors
+}
+
+#[doc(hidden)]
+pub fn fetch(request: &Fetch) -> Result<Fetched, String> {
+    with_host(|host| {
+        host.require("http");
+        match &host.fetcher {
+            Some(fetcher) => fetcher(request),
+            None => Err("no fetcher is set (testing::set_fetcher)".to_owned()),
+        }
+    })
 }
 
 #[cfg(test)]

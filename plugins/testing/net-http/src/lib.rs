@@ -16,38 +16,10 @@ const DEFAULT_AUTHORITY: &str = "example.com";
 
 /// What a GET to `http://{authority}/` gave: `Ok(the status)` or the
 /// error.
-#[cfg(target_arch = "wasm32")]
 pub fn fetch(authority: &str) -> Result<String, String> {
-    use wasip2::http::outgoing_handler;
-    use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
-
-    let request = OutgoingRequest::new(Fields::new());
-    request
-        .set_method(&Method::Get)
-        .map_err(|()| "the method was refused")?;
-    request
-        .set_scheme(Some(&Scheme::Http))
-        .map_err(|()| "the scheme was refused")?;
-    request
-        .set_authority(Some(authority))
-        .map_err(|()| "the authority was refused")?;
-    request
-        .set_path_with_query(Some("/"))
-        .map_err(|()| "the path was refused")?;
-    let response = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
-    response.subscribe().block();
-    match response.get() {
-        Some(Ok(Ok(response))) => Ok(format!("status {}", response.status())),
-        Some(Ok(Err(e))) => Err(format!("{e:?}")),
-        Some(Err(())) => Err("the response was already taken".to_owned()),
-        None => Err("no response".to_owned()),
-    }
-}
-
-/// Built for the host there is no WASI HTTP to try.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn fetch(_authority: &str) -> Result<String, String> {
-    Err("WASI HTTP exists only in the WebAssembly build".to_owned())
+    corral_plugin::fetch::get(&format!("http://{authority}/"))
+        .map(|r| format!("status {}", r.status))
+        .map_err(|e| e.to_string())
 }
 
 struct NetHttp;
