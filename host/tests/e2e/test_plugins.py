@@ -757,8 +757,12 @@ def test_rag_docs_answers_cite_the_users_own_document(plugins, none_on, embedder
     _, base_tokens = v1_chat(ada_ai, RAG_QUESTION, max_tokens=1)
     plugins.only("rag-docs")
 
+    # The plugin's embeddings are counted against the user who called it.
+    ada_used, bob_used = (who.ok("GET", "/api/me/quota")["used"] for who in (ada, bob))
     r = rag(ada, "POST", "collections/harbour/documents", json={"name": RAG_DOC_NAME, "text": RAG_DOC})
     assert r.status_code == 201, r.text
+    assert ada.ok("GET", "/api/me/quota")["used"] > ada_used
+    assert bob.ok("GET", "/api/me/quota")["used"] == bob_used
     doc = r.json()
     assert doc["name"] == RAG_DOC_NAME and doc["collection"] == "harbour", doc
     assert doc["chunks"] >= 1 and doc["chars"] == len(RAG_DOC)

@@ -225,6 +225,41 @@ def test_http_goes_only_to_approved_public_hosts(tech, user, ai, plugin_dist, fi
     assert len(files.requests("/")) == 1
 
 
+def test_credentials_never_reach_a_plugin(tech, user, srv, plugin_dist, cleanup):
+    """A plugin's route gets the request's headers except the caller's
+    credentials: the bearer token, cookies and proxy credentials."""
+    pid = "test-noop"
+    cleanup.append(pid)
+    install(tech, plugin_dist, pid)
+    tech.ok("PATCH", f"/api/plugins/{pid}", json={"enabled": True})
+    r = user.get(
+        f"/api/plugins/{pid}/headers",
+        headers={
+            "Cookie": "corral_refresh=stolen",
+            "Proxy-Authorization": "Basic c3RvbGVu",
+            "X-Trace": "1",
+        },
+    )
+    assert r.status_code == 200, r.text
+    names = r.json()["headers"]
+    assert "x-trace" in names, names
+    for credential in ("authorization", "cookie", "proxy-authorization"):
+        assert credential not in names, names
+    assert "Bearer" in user.session.headers.get("Authorization", ""), "the request carried a token"
+
+
+def test_an_oversized_plugin_upload_is_refused_whole(tech, srv, plugin_dist):
+    """A component over 64 MiB gets 413 with a JSON error; nothing is
+    installed and the server goes on."""
+    manifest, _ = plugin_parts(plugin_dist, "test-noop")
+    big = with_manifest_line(manifest, "id", '"test-too-big"')
+    r = upload_plugin(tech, "POST", "/api/plugins", big, b"\0asm" + b"\0" * (65 * 1024 * 1024))
+    assert r.status_code == 413, r.text[:300]
+    assert error_of(r)["code"] == "payload_too_large", r.text[:300]
+    assert tech.get("/api/plugins/test-too-big").status_code == 404
+    assert tech.get("/healthz").status_code == 200
+
+
 # ---------------------------------------------------------------------------
 # Stopped while running
 
