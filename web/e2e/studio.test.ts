@@ -4,12 +4,10 @@
 // chats, opens a ticket from that chat, and is disabled by an admin; the
 // dashboard then shows that activity.
 
-import { mkdirSync } from "node:fs";
-import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Locator, Page } from "playwright-core";
-import { SCREENSHOTS, axeViolations, shoot, type Actor } from "./support/browser";
-import { World, describePage, eventually, signIn, signOut, type Account } from "./support/world";
+import { look as lookAt, type Actor } from "./support/browser";
+import { World, eventually, signIn, signOut, type Account } from "./support/world";
 
 const world = new World();
 const user: Account = { username: "ada", password: "ada-lovelace-1815" };
@@ -25,14 +23,7 @@ let bossPage: Page;
 let chatUrl = "";
 let ticketUrl = "";
 
-/** Screenshots of the page and its axe-core check in both themes. */
-async function look(page: Page, name: string): Promise<void> {
-  await shoot(page, name);
-  for (const theme of ["light", "dark"] as const) {
-    for (const line of await axeViolations(page, theme)) violations.push(`${name}: ${line}`);
-  }
-  await page.emulateMedia({ colorScheme: "light" });
-}
+const look = (page: Page, name: string) => lookAt(page, name, violations);
 
 const conversation = (page: Page) => page.getByRole("log", { name: "Conversation" });
 const answers = (page: Page) => conversation(page).getByRole("listitem");
@@ -51,16 +42,7 @@ beforeAll(async () => {
 });
 
 afterEach(async (context) => {
-  if (context.task.result?.state !== "fail") return;
-  // What each open page showed when the journey failed.
-  const folder = path.join(SCREENSHOTS, "..", "failures");
-  mkdirSync(folder, { recursive: true });
-  const slug = context.task.name.replace(/[^a-z0-9]+/gi, "-").slice(0, 60);
-  for (const page of world.openPages()) {
-    const name = `${slug}-${page.actor}-${page.index}`;
-    await page.page.screenshot({ path: path.join(folder, `${name}.png`) }).catch(() => {});
-    console.log(`--- ${name}: ${await describePage(page.page)}`);
-  }
+  if (context.task.result?.state === "fail") await world.recordFailure(context.task.name);
 });
 
 afterAll(async () => {

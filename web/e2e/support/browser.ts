@@ -146,3 +146,16 @@ export async function axeViolations(page: Page, theme: "light" | "dark"): Promis
           .join(", ")}`,
     );
 }
+
+/**
+ * Screenshots of the page (see `shoot`) and its axe-core check in both
+ * themes; what axe finds is added to `found`, named after the page, so a
+ * journey goes on and one test reports every page at the end.
+ */
+export async function look(page: Page, name: string, found: string[]): Promise<void> {
+  await shoot(page, name);
+  for (const theme of ["light", "dark"] as const) {
+    for (const line of await axeViolations(page, theme)) found.push(`${name}: ${line}`);
+  }
+  await page.emulateMedia({ colorScheme: "light" });
+}

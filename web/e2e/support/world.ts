@@ -2,8 +2,10 @@
 // file server it may download from, the app's origin, Chromium, and the
 // staff accounts. `start()` in beforeAll, `stop()` in afterAll.
 
+import { mkdirSync } from "node:fs";
+import path from "node:path";
 import type { Browser, Page } from "playwright-core";
-import { Actor, expectNoCspViolation, launch } from "./browser";
+import { Actor, SCREENSHOTS, expectNoCspViolation, launch } from "./browser";
 import { FileServer } from "./files";
 import { Corral, Rest, demoModel } from "./server";
 
@@ -60,6 +62,21 @@ export class World {
     return this.actors.flatMap((actor) =>
       actor.context.pages().map((page, index) => ({ actor: actor.name, index, page })),
     );
+  }
+
+  /**
+   * What each open page showed when a journey failed: a screenshot in
+   * test-results/failures and the page's text in the test's output.
+   */
+  async recordFailure(journey: string): Promise<void> {
+    const folder = path.join(SCREENSHOTS, "..", "failures");
+    mkdirSync(folder, { recursive: true });
+    const slug = journey.replace(/[^a-z0-9]+/gi, "-").slice(0, 60);
+    for (const page of this.openPages()) {
+      const name = `${slug}-${page.actor}-${page.index}`;
+      await page.page.screenshot({ path: path.join(folder, `${name}.png`) }).catch(() => {});
+      console.log(`--- ${name}: ${await describePage(page.page)}`);
+    }
   }
 
   /** Fails on any CSP violation seen so far by any actor. */

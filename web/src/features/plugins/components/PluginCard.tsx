@@ -31,6 +31,43 @@ export function CapabilityList({ plugin }: { plugin: PluginView }) {
   );
 }
 
+/**
+ * The hosts it declares for outgoing HTTP, each marked approved or not,
+ * and whether it may reach the private network.
+ */
+export function HostList({ plugin }: { plugin: PluginView }) {
+  const { t } = useTranslation("plugins");
+  return (
+    <>
+      <ul className="flex flex-wrap gap-1.5" aria-label={t("hosts.listLabel")}>
+        {plugin.http_hosts.map((host) => {
+          const approved = plugin.approved_hosts.includes(host);
+          return (
+            <li
+              key={host}
+              className={`badge gap-1 break-all font-mono ${
+                approved
+                  ? "bg-green-100 text-green-900 dark:bg-green-950 dark:text-green-200"
+                  : "border border-dashed border-amber-500 bg-transparent text-amber-900 dark:text-amber-200"
+              }`}
+            >
+              <span aria-hidden="true">{approved ? "✓" : "?"}</span>
+              {host}
+              <span className="sr-only">{approved ? t("capabilities.isApproved") : t("capabilities.notApproved")}</span>
+            </li>
+          );
+        })}
+      </ul>
+      {plugin.private_network && (
+        <span className="text-xs font-medium text-amber-900 dark:text-amber-200">
+          <span aria-hidden="true">⚠ </span>
+          {t("hosts.privateAllowed")}
+        </span>
+      )}
+    </>
+  );
+}
+
 /** One plugin in the list: what it is, where it stands, how its hooks are doing. */
 export function PluginCard({ plugin }: { plugin: PluginView }) {
   const { t } = useTranslation("plugins");
@@ -79,6 +116,14 @@ export function PluginCard({ plugin }: { plugin: PluginView }) {
             </span>
           )}
         </dd>
+        {plugin.http_hosts.length > 0 && (
+          <>
+            <dt className="muted">{t("fields.hosts")}</dt>
+            <dd className="flex flex-col gap-1">
+              <HostList plugin={plugin} />
+            </dd>
+          </>
+        )}
         <dt className="muted">{t("fields.models")}</dt>
         <dd className="break-words">{plugin.models == null ? t("models.everyShort") : plugin.models.join(", ") || t("none")}</dd>
         <dt className="muted">{t("fields.whoFor")}</dt>

@@ -91,6 +91,16 @@ describe("installing and upgrading", () => {
     expect(fetchMock).not.toHaveBeenCalled();
   });
 
+  it("shows the hosts a plugin declares before it is installed", async () => {
+    wrap(<InstallDialog open onClose={() => undefined} onInstalled={() => undefined} />);
+    const text = 'id = "fetcher"\ncapabilities = ["http"]\n\n[http]\nhosts = ["api.example.com", "*.wiki.example:*"]\n';
+    await userEvent.upload(screen.getByLabelText("plugin.toml file"), new File([text], "plugin.toml", { type: "text/plain" }));
+    expect(await screen.findByText("Asks for: http.")).toBeInTheDocument();
+    expect(
+      screen.getByText("Sends HTTP requests to: api.example.com, *.wiki.example:* (you approve each host after installing)."),
+    ).toBeInTheDocument();
+  });
+
   it("warns before an upgrade whose manifest names another plugin", async () => {
     wrap(<UpgradeDialog plugin={makePlugin({ id: "other-plugin" })} open onClose={() => undefined} onUpgraded={() => undefined} />);
     await userEvent.type(screen.getByLabelText("plugin.toml"), 'id = "web-search"');

@@ -198,6 +198,9 @@ export function UploadForm({
                 : t("upload.previewNoCapabilities")}
             </p>
           )}
+          {peek.httpHosts && peek.httpHosts.length > 0 && (
+            <p className="muted break-words">{t("upload.previewHosts", { list: peek.httpHosts.join(", ") })}</p>
+          )}
           {wrongId && (
             <p className="mt-1 font-medium text-red-700 dark:text-red-400">
               {t("upload.wrongId", { found: peek.id, expected: expectedId })}

@@ -74,6 +74,35 @@ describe("the plugins page", () => {
     expect(screen.getByText("Corral turned off 1 plugin after repeated failures: Web search.")).toBeInTheDocument();
   });
 
+  it("shows the hosts a plugin may send HTTP requests to, and whether it may reach the private network", async () => {
+    fetchMock.mockImplementation(async () =>
+      json([
+        makePlugin({
+          id: "fetcher",
+          name: "Fetcher",
+          capabilities: ["http"],
+          approved: ["http"],
+          http_hosts: ["api.example.com", "*.wiki.example:*"],
+          approved_hosts: ["api.example.com"],
+          private_network: true,
+        }),
+        makePlugin({ id: "quiet", name: "Quiet" }),
+      ]),
+    );
+    show();
+
+    const fetcher = await screen.findByRole("listitem", { name: /Fetcher/ });
+    const hosts = within(fetcher).getByRole("list", { name: "Hosts for outgoing HTTP" });
+    const [api, wiki] = within(hosts).getAllByRole("listitem");
+    expect(api).toHaveTextContent("api.example.com(approved)");
+    expect(wiki).toHaveTextContent("*.wiki.example:*(not approved)");
+    expect(within(fetcher).getByText("May reach private network addresses")).toBeInTheDocument();
+
+    const quiet = screen.getByRole("listitem", { name: /Quiet/ });
+    expect(within(quiet).queryByText("HTTP hosts")).not.toBeInTheDocument();
+    expect(within(quiet).queryByText("May reach private network addresses")).not.toBeInTheDocument();
+  });
+
   it("invites an install when there is none", async () => {
     fetchMock.mockImplementation(async () => json([]));
     show();

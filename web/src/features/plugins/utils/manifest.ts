@@ -9,6 +9,8 @@ export type ManifestPeek = {
   api?: string;
   capabilities?: string[];
   hooks?: string[];
+  /** `[http] hosts`: where it means to send HTTP requests. */
+  httpHosts?: string[];
 };
 
 /** The top-level part, before the first table header (`[limits]`, `[config]`). */
@@ -17,13 +19,26 @@ function topLevel(text: string): string {
   return header ? text.slice(0, header.index) : text;
 }
 
+/** The body of the table `[name]`, up to the next table header. */
+function table(text: string, name: string): string | undefined {
+  const header = new RegExp(`^\\s*\\[\\s*${name}\\s*\\]\\s*(?:#[^\\n]*)?$`, "m").exec(text);
+  if (!header) return undefined;
+  const rest = text.slice(header.index + header[0].length);
+  const next = /^\s*\[/m.exec(rest);
+  return next ? rest.slice(0, next.index) : rest;
+}
+
 function stringKey(text: string, key: string): string | undefined {
   const match = new RegExp(`^\\s*${key}\\s*=\\s*(?:"([^"\\n]*)"|'([^'\\n]*)')`, "m").exec(text);
   return match ? (match[1] ?? match[2]) : undefined;
 }
 
 function listKey(text: string, key: string): string[] | undefined {
-  const match = new RegExp(`^\\s*${key}\\s*=\\s*\\[([^\\]]*)\\]`, "m").exec(text);
+  // Comments and quoted items may hold a `]` (an IPv6 host: "[2001:db8::1]:8080").
+  // A comment runs to the end of its line, so each character matches one
+  // way only and a list still being typed, without its `]`, fails at once.
+  const items = `(?:#[^\\n]*$|"[^"\\n]*"|'[^'\\n]*'|[^\\]"'#])*`;
+  const match = new RegExp(`^\\s*${key}\\s*=\\s*\\[(${items})\\]`, "m").exec(text);
   if (!match) return undefined;
   const inner = match[1].replace(/#[^\n]*/g, "");
   return [...inner.matchAll(/"([^"\n]*)"|'([^'\n]*)'/g)].map((m) => m[1] ?? m[2]);
@@ -38,5 +53,7 @@ export function peekManifest(text: string): ManifestPeek {
     api: stringKey(top, "api"),
     capabilities: listKey(top, "capabilities"),
     hooks: listKey(top, "hooks"),
+    // As a table of its own, or as a dotted key before the first table.
+    httpHosts: listKey(table(text, "http") ?? "", "hosts") ?? listKey(top, "http\\.hosts"),
   };
 }
