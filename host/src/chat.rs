@@ -651,7 +651,18 @@ impl Run {
                     .collect();
             }
             Outcome::Failed(err) => {
-                answer.status = MessageStatus::Failed;
+                // A crashed worker cut the answer off; what was said stands.
+                answer.status = if matches!(
+                    err,
+                    AppError::ModelWorker {
+                        code: "worker_crashed",
+                        ..
+                    }
+                ) {
+                    MessageStatus::Interrupted
+                } else {
+                    MessageStatus::Failed
+                };
                 answer.error = Some(err.body().message.clone());
                 error = Some(err.body());
             }

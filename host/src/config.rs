@@ -25,6 +25,10 @@ pub struct Config {
     /// Where backend libraries (`libcorral_*.so`) are; default: the
     /// directory of the `corral` executable.
     pub backends_dir: Option<PathBuf>,
+    /// Run each loaded model in a worker process of its own (`corral
+    /// worker`), so that a crash in a backend ends only that model's
+    /// worker; off: models run inside the host process.
+    pub model_workers: bool,
     /// Unload a model unused for this many seconds.
     pub idle_unload_secs: u64,
     /// Memory all loaded models may use together, in MiB; 0 = no limit.
@@ -98,6 +102,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             log_json: false,
             backends_dir: None,
+            model_workers: false,
             idle_unload_secs: 15 * 60,
             memory_budget_mb: 0,
             max_loaded_models: 0,
@@ -134,6 +139,7 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub log_json: Option<bool>,
     pub backends_dir: Option<PathBuf>,
+    pub model_workers: Option<bool>,
     pub idle_unload_secs: Option<u64>,
     pub memory_budget_mb: Option<u64>,
     pub max_loaded_models: Option<usize>,
@@ -203,6 +209,7 @@ impl Config {
             max_body_bytes: file.max_body_bytes.unwrap_or(d.max_body_bytes),
             log_json: overrides.log_json.or(file.log_json).unwrap_or(d.log_json),
             backends_dir: overrides.backends_dir.or(file.backends_dir),
+            model_workers: file.model_workers.unwrap_or(d.model_workers),
             idle_unload_secs: file.idle_unload_secs.unwrap_or(d.idle_unload_secs),
             memory_budget_mb: file.memory_budget_mb.unwrap_or(d.memory_budget_mb),
             max_loaded_models: file.max_loaded_models.unwrap_or(d.max_loaded_models),

@@ -68,6 +68,11 @@ pub enum AppError {
     /// A part the request needs (a backend, a model) is not available.
     #[error("{0}")]
     Unavailable(String),
+    /// A model's worker process crashed during the request
+    /// (`worker_crashed`), or the model failed too often to be used
+    /// (`model_failed`).
+    #[error("{message}")]
+    ModelWorker { code: &'static str, message: String },
     /// The request was not answered within `request_timeout_secs`.
     #[error("the request was not answered within {0} s")]
     Timeout(u64),
@@ -103,7 +108,9 @@ impl AppError {
             AppError::RateLimited { .. }
             | AppError::Busy { .. }
             | AppError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) | AppError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Timeout(_) | AppError::ModelWorker { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Plugin { status, .. } => *status,
             AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             AppError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
@@ -135,6 +142,7 @@ impl AppError {
             AppError::Plugin { code, .. } => code,
             AppError::QuotaExceeded { .. } => "quota_exceeded",
             AppError::Unavailable(_) => "unavailable",
+            AppError::ModelWorker { code, .. } => code,
             AppError::Timeout(_) => "timeout",
             AppError::Store(StoreError::NotFound) => "not_found",
             AppError::Store(StoreError::Unavailable(_)) => "store_unavailable",

@@ -20,7 +20,7 @@ use corral_sdk::backend::{
 use tokio::sync::mpsc;
 
 use crate::error::{ApiResult, AppError};
-use crate::inference::{InferenceError, Job, JobEvent, Prompt};
+use crate::inference::{isolated, InferenceError, Job, JobEvent, Prompt};
 use crate::model::{
     generation_source, Generation, ModelKind, ModelRecord, SamplingOverrides, User,
 };
@@ -279,6 +279,18 @@ pub fn inference_error(err: InferenceError) -> AppError {
         InferenceError::Backend(B::ContextOverflow(m))
         | InferenceError::Backend(B::InvalidRequest(m)) => AppError::field("messages", m),
         InferenceError::Backend(B::Unsupported(m)) => AppError::BadRequest(m),
+        InferenceError::Backend(B::Internal(m)) if m.starts_with(isolated::WORKER_CRASHED) => {
+            AppError::ModelWorker {
+                code: "worker_crashed",
+                message: m,
+            }
+        }
+        InferenceError::Backend(B::Internal(m)) if m.starts_with(isolated::MODEL_FAILED) => {
+            AppError::ModelWorker {
+                code: "model_failed",
+                message: m,
+            }
+        }
         InferenceError::BackendMissing(_)
         | InferenceError::Capacity(_)
         | InferenceError::Load { .. } => AppError::Unavailable(err.to_string()),

@@ -8,8 +8,10 @@
 
 pub mod backends;
 pub mod history;
+pub mod isolated;
 pub mod manager;
 pub mod scheduler;
+pub mod worker;
 
 use std::sync::Arc;
 

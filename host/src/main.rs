@@ -27,6 +27,16 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Serve one model of one backend library on a Unix socket (the host
+    /// starts these itself when `model_workers` is on).
+    Worker {
+        /// The backend's shared library.
+        #[arg(long)]
+        library: PathBuf,
+        /// The Unix socket to listen on.
+        #[arg(long)]
+        socket: PathBuf,
+    },
 }
 
 /// Where configuration and data come from (shared by `serve` and `admin`).
@@ -151,6 +161,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Openapi => {
             print!("{}", corral_host::openapi::spec_json());
             Ok(())
+        }
+        Command::Worker { library, socket } => {
+            init_logging(false);
+            corral_host::inference::worker::run(&library, &socket).await
         }
         Command::Admin {
             command:

@@ -76,7 +76,11 @@ impl AppState {
         let metrics = Metrics::default();
         let events = EventBus::default();
         let downloads = Arc::new(Downloads::new(store.clone(), events.clone(), &config)?);
-        let backends = Arc::new(BackendSet::discover(&config.backends_dir()));
+        let mut backends = BackendSet::discover(&config.backends_dir());
+        if config.model_workers {
+            backends = crate::inference::isolated::in_workers(backends, &config.data_dir)?;
+        }
+        let backends = Arc::new(backends);
         let inference = Inference::new(
             ModelManager::new(
                 backends,

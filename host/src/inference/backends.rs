@@ -102,6 +102,11 @@ impl BackendSet {
     pub fn problems(&self) -> &[String] {
         &self.problems
     }
+
+    /// Adds problems found elsewhere (when the set is rebuilt).
+    pub fn add_problems(&mut self, problems: &[String]) {
+        self.problems.extend_from_slice(problems);
+    }
 }
 
 #[cfg(test)]

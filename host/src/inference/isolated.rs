@@ -1,0 +1,655 @@
+//! Models in worker processes: a [`Backend`] whose `load` starts a
+//! `corral worker` for the model and whose models forward every call to
+//! it (see [`super::worker`] for the wire format). The rest of the
+//! runtime (queues, quotas, the manager) sees an ordinary model.
+//!
+//! Each worker runs in its own process group and dies with the host
+//! (parent-death signal). A worker that crashes is started again, after a
+//! pause that doubles with each crash in a row; a generation that had
+//! produced no text yet is tried once more on the new worker, one that
+//! had ends with `worker_crashed`. Five crashes within a minute mark the
+//! model failed: its requests are refused at once with the last line the
+//! worker wrote to stderr, until it is loaded again.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corral_sdk::backend::{
+    Backend, BackendError, BackendInfo, BackendResult, CancelToken, ChatMessage, GenerateRequest,
+    GenerateSummary, LoadRequest, Model, ModelInfo, TokenEvent,
+};
+use futures::StreamExt;
+use tokio::io::AsyncBufReadExt;
+use tokio::runtime::Handle;
+
+use super::worker::{
+    Frame, TemplateRequest, TokenizeRequest, WorkerError, HEARTBEAT, SEQUENCE_HEADER,
+};
+
+/// Crashes within [`CRASH_WINDOW`] that mark a model failed.
+pub const CRASHES_TO_FAIL: usize = 5;
+pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// The first pause before a restart; it doubles per crash in a row, up
+/// to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A stream silent this long (three heartbeats) has a dead worker.
+const SILENCE: Duration = Duration::from_secs(3);
+/// Time for a new worker to open its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Stderr lines kept per worker, for crash reports.
+const STDERR_LINES: usize = 20;
+/// The prefix of errors that mean the worker went away mid-answer.
+pub const WORKER_CRASHED: &str = "worker_crashed";
+/// The prefix of errors of a model marked failed.
+pub const MODEL_FAILED: &str = "model_failed";
+
+/// A backend whose models run in worker processes.
+pub struct WorkerBackend {
+    info: BackendInfo,
+    library: PathBuf,
+    program: PathBuf,
+    sockets: PathBuf,
+    handle: Handle,
+}
+
+impl WorkerBackend {
+    /// `library` is the backend's shared library; workers are started as
+    /// `program worker --library … --socket …` with sockets in `sockets`.
+    pub fn new(
+        info: BackendInfo,
+        library: PathBuf,
+        program: PathBuf,
+        sockets: PathBuf,
+        handle: Handle,
+    ) -> Self {
+        WorkerBackend {
+            info,
+            library,
+            program,
+            sockets,
+            handle,
+        }
+    }
+}
+
+impl Backend for WorkerBackend {
+    fn info(&self) -> BackendInfo {
+        self.info.clone()
+    }
+
+    fn load(
+        &self,
+        request: &LoadRequest,
+        progress: &mut dyn FnMut(f32) -> bool,
+    ) -> BackendResult<Box<dyn Model>> {
+        let supervisor = Arc::new(Supervisor {
+            library: self.library.clone(),
+            program: self.program.clone(),
+            sockets: self.sockets.clone(),
+            request: request.clone(),
+            state: tokio::sync::Mutex::new(State::default()),
+            crashes: Mutex::default(),
+            stderr: Arc::default(),
+            sequence: AtomicU64::new(0),
+            last_crashed: Mutex::default(),
+        });
+        let info = self.handle.block_on(supervisor.ready())?;
+        progress(1.0);
+        Ok(Box::new(WorkerModel {
+            supervisor,
+            info,
+            handle: self.handle.clone(),
+        }))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    worker: Option<Running>,
+    /// Set once the model failed too often.
+    failed: Option<String>,
+}
+
+/// A started worker with its model loaded.
+struct Running {
+    child: tokio::process::Child,
+    client: reqwest::Client,
+    socket: PathBuf,
+    info: ModelInfo,
+    pid: u32,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+struct Supervisor {
+    library: PathBuf,
+    program: PathBuf,
+    sockets: PathBuf,
+    request: LoadRequest,
+    state: tokio::sync::Mutex<State>,
+    /// When the worker crashed, newest last.
+    crashes: Mutex<VecDeque<Instant>>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    sequence: AtomicU64,
+    /// The last worker counted as crashed, so that requests that saw the
+    /// same crash count it once.
+    last_crashed: Mutex<Option<u32>>,
+}
+
+impl Supervisor {
+    fn last_stderr(&self) -> Option<String> {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .back()
+            .cloned()
+    }
+
+    /// The worker's client and model, starting (and loading) the worker
+    /// first when none runs.
+    async fn ready(&self) -> BackendResult<ModelInfo> {
+        self.client().await.map(|(_, info, _)| info)
+    }
+
+    async fn client(&self) -> BackendResult<(reqwest::Client, ModelInfo, u32)> {
+        let mut state = self.state.lock().await;
+        if let Some(reason) = &state.failed {
+            return Err(BackendError::Internal(format!("{MODEL_FAILED}: {reason}")));
+        }
+        if let Some(running) = state.worker.as_mut() {
+            if matches!(running.child.try_wait(), Ok(None)) {
+                return Ok((running.client.clone(), running.info.clone(), running.pid));
+            }
+            let pid = running.pid;
+            state.worker = None;
+            drop(state);
+            self.crashed(pid, "the worker process exited");
+            state = self.state.lock().await;
+            if let Some(reason) = &state.failed {
+                return Err(BackendError::Internal(format!("{MODEL_FAILED}: {reason}")));
+            }
+        }
+        let pause = self.backoff();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        let running = self.start().await?;
+        let answer = (running.client.clone(), running.info.clone(), running.pid);
+        state.worker = Some(running);
+        Ok(answer)
+    }
+
+    /// The pause before the next start: none after a clean run, then
+    /// doubling per crash within the window.
+    fn backoff(&self) -> Duration {
+        let crashes = self.recent_crashes();
+        if crashes == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 1u32 << (crashes - 1).min(16);
+        (FIRST_BACKOFF * factor).min(MAX_BACKOFF)
+    }
+
+    fn recent_crashes(&self) -> usize {
+        let mut crashes = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
+        while crashes.front().is_some_and(|t| t.elapsed() > CRASH_WINDOW) {
+            crashes.pop_front();
+        }
+        crashes.len()
+    }
+
+    /// Records that worker `pid` crashed: it is forgotten (and killed),
+    /// and the model is marked failed after too many crashes.
+    fn crashed(&self, pid: u32, what: &str) {
+        {
+            let mut last = self.last_crashed.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == Some(pid) {
+                return;
+            }
+            *last = Some(pid);
+        }
+        self.crashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(Instant::now());
+        let recent = self.recent_crashes();
+        let last = self.last_stderr();
+        tracing::warn!(
+            model = %self.request.path,
+            crashes = recent,
+            stderr = last.as_deref().unwrap_or(""),
+            "model worker crashed: {what}"
+        );
+        if let Ok(mut state) = self.state.try_lock() {
+            if state.worker.as_ref().is_some_and(|w| w.pid == pid) {
+                state.worker = None;
+            }
+            if recent >= CRASHES_TO_FAIL {
+                let reason = format!(
+                    "its worker crashed {recent} times within {} s; last error: {}",
+                    CRASH_WINDOW.as_secs(),
+                    last.unwrap_or_else(|| what.to_owned())
+                );
+                tracing::error!(model = %self.request.path, "model marked failed: {reason}");
+                state.failed = Some(reason);
+            }
+        }
+    }
+
+    /// Starts a worker, waits for its socket and loads the model.
+    async fn start(&self) -> BackendResult<Running> {
+        let n = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
+        let socket = self
+            .sockets
+            .join(format!("{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .arg("worker")
+            .arg("--library")
+            .arg(&self.library)
+            .arg("--socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                // Its own process group, so a signal to the host's group
+                // (a terminal's ^C) does not reach it unasked; and it dies
+                // when the host does.
+                libc::setpgid(0, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| BackendError::Internal(format!("cannot start a worker: {e}")))?;
+        let pid = child.id().unwrap_or(0);
+        if let Some(stderr) = child.stderr.take() {
+            let lines = self.stderr.clone();
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    tracing::debug!(target: "corral::worker", pid, "{line}");
+                    let mut kept = lines.lock().unwrap_or_else(|e| e.into_inner());
+                    if kept.len() == STDERR_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(strip_ansi(&line));
+                }
+            });
+        }
+        let client = reqwest::Client::builder()
+            .unix_socket(socket.clone())
+            .no_proxy()
+            .build()
+            .map_err(|e| BackendError::Internal(format!("cannot make a worker client: {e}")))?;
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(BackendError::Internal(format!(
+                    "the worker exited at start ({status}): {}",
+                    self.last_stderr().unwrap_or_default()
+                )));
+            }
+            if client.get(url("/health")).send().await.is_ok() {
+                break;
+            }
+            if started.elapsed() > START_TIMEOUT {
+                let _ = child.start_kill();
+                return Err(BackendError::Internal(
+                    "the worker did not open its socket in time".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let answer = client
+            .post(url("/load"))
+            .json(&self.request)
+            .send()
+            .await
+            .map_err(|e| self.lost(&mut child, &format!("loading: {e}")))?;
+        let info: ModelInfo = match answer.status().as_u16() {
+            200 => answer
+                .json()
+                .await
+                .map_err(|e| BackendError::Internal(format!("the worker's answer: {e}")))?,
+            _ => {
+                let _ = child.start_kill();
+                return Err(worker_error(answer).await);
+            }
+        };
+        tracing::info!(pid, model = %self.request.path, "model worker started");
+        Ok(Running {
+            child,
+            client,
+            socket,
+            info,
+            pid,
+        })
+    }
+
+    fn lost(&self, child: &mut tokio::process::Child, what: &str) -> BackendError {
+        let _ = child.start_kill();
+        BackendError::Internal(format!(
+            "the worker stopped while {what}; last error: {}",
+            self.last_stderr().unwrap_or_default()
+        ))
+    }
+}
+
+static NEXT_SOCKET: AtomicU64 = AtomicU64::new(0);
+
+fn url(path: &str) -> String {
+    format!("http://worker{path}")
+}
+
+/// Terminal colour codes out of a log line.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+async fn worker_error(response: reqwest::Response) -> BackendError {
+    let status = response.status();
+    match response.json::<WorkerError>().await {
+        Ok(e) => e.error,
+        Err(_) => BackendError::Internal(format!("the worker answered {status}")),
+    }
+}
+
+/// A model in a worker process.
+struct WorkerModel {
+    supervisor: Arc<Supervisor>,
+    info: ModelInfo,
+    handle: Handle,
+}
+
+/// How one attempt at a generation ended.
+enum Attempt {
+    Finished(BackendResult<GenerateSummary>),
+    /// Worker `pid` went away; `produced` says whether text had been
+    /// sent.
+    Crashed {
+        pid: u32,
+        produced: bool,
+        what: String,
+    },
+}
+
+impl WorkerModel {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> BackendResult<T> {
+        for attempt in 0..2 {
+            let (client, _, pid) = self.supervisor.client().await?;
+            match client.post(url(path)).json(body).send().await {
+                Ok(r) if r.status().is_success() => {
+                    return r
+                        .json()
+                        .await
+                        .map_err(|e| BackendError::Internal(format!("the worker's answer: {e}")))
+                }
+                Ok(r) => return Err(worker_error(r).await),
+                Err(e) if attempt == 0 => self.supervisor.crashed(pid, &e.to_string()),
+                Err(e) => {
+                    self.supervisor.crashed(pid, &e.to_string());
+                    return Err(BackendError::Internal(format!("{WORKER_CRASHED}: {e}")));
+                }
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    async fn attempt(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut dyn FnMut(TokenEvent),
+        cancel: &CancelToken,
+        started_sent: &mut bool,
+    ) -> BackendResult<Attempt> {
+        let (client, _, pid) = self.supervisor.client().await?;
+        let sequence = format!(
+            "{}",
+            self.supervisor.sequence.fetch_add(1, Ordering::Relaxed)
+        );
+        let response = match client
+            .post(url("/generate"))
+            .header(SEQUENCE_HEADER, &sequence)
+            .json(request)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => return Ok(Attempt::Finished(Err(worker_error(r).await))),
+            Err(e) => {
+                return Ok(Attempt::Crashed {
+                    pid,
+                    produced: false,
+                    what: e.to_string(),
+                })
+            }
+        };
+        let mut body = response.bytes_stream();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut produced = false;
+        let mut cancel_sent = false;
+        let mut poll = tokio::time::interval(Duration::from_millis(25));
+        let mut last_frame = Instant::now();
+        loop {
+            // Whole lines first.
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let frame: Frame = match serde_json::from_slice(&line) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        return Ok(Attempt::Crashed {
+                            pid,
+                            produced,
+                            what: format!("an unreadable frame: {e}"),
+                        })
+                    }
+                };
+                match frame {
+                    Frame::Started { prompt_tokens } => {
+                        if !*started_sent {
+                            *started_sent = true;
+                            sink(TokenEvent::Started { prompt_tokens });
+                        }
+                    }
+                    Frame::Delta { text, .. } => {
+                        produced = true;
+                        sink(TokenEvent::Text { text });
+                    }
+                    Frame::Heartbeat => {}
+                    Frame::Done { summary } => return Ok(Attempt::Finished(Ok(summary))),
+                    Frame::Error { error, .. } => return Ok(Attempt::Finished(Err(error))),
+                }
+            }
+            tokio::select! {
+                chunk = body.next() => match chunk {
+                    Some(Ok(bytes)) => {
+                        last_frame = Instant::now();
+                        buffer.extend_from_slice(&bytes);
+                    }
+                    Some(Err(e)) => return Ok(Attempt::Crashed { pid, produced, what: e.to_string() }),
+                    None => return Ok(Attempt::Crashed {
+                        pid,
+                        produced,
+                        what: "the stream ended without done or error".into(),
+                    }),
+                },
+                _ = poll.tick() => {
+                    if cancel.is_cancelled() && !cancel_sent {
+                        cancel_sent = true;
+                        let _ = client
+                            .post(url(&format!("/cancel/{sequence}")))
+                            .send()
+                            .await;
+                    }
+                    if last_frame.elapsed() > SILENCE {
+                        return Ok(Attempt::Crashed {
+                            pid,
+                            produced,
+                            what: format!(
+                                "no frame for {} s (heartbeats are every {} s)",
+                                SILENCE.as_secs(),
+                                HEARTBEAT.as_secs()
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Model for WorkerModel {
+    fn info(&self) -> ModelInfo {
+        self.info.clone()
+    }
+
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut dyn FnMut(TokenEvent),
+        cancel: &CancelToken,
+    ) -> BackendResult<GenerateSummary> {
+        self.handle.block_on(async {
+            let mut started_sent = false;
+            for attempt in 0..2 {
+                match self
+                    .attempt(request, sink, cancel, &mut started_sent)
+                    .await?
+                {
+                    Attempt::Finished(result) => return result,
+                    Attempt::Crashed {
+                        pid,
+                        produced,
+                        what,
+                    } => {
+                        self.supervisor.crashed(pid, &what);
+                        if produced || attempt == 1 || cancel.is_cancelled() {
+                            let last = self.supervisor.last_stderr();
+                            return Err(BackendError::Internal(format!(
+                                "{WORKER_CRASHED}: the model's worker process stopped ({what}){}",
+                                last.map(|l| format!("; its last words: {l}"))
+                                    .unwrap_or_default()
+                            )));
+                        }
+                        tracing::info!(
+                            "retrying a generation that had no text yet on a new worker"
+                        );
+                    }
+                }
+            }
+            unreachable!("the second attempt returns")
+        })
+    }
+
+    fn embed(&self, inputs: &[String]) -> BackendResult<Vec<Vec<f32>>> {
+        self.handle.block_on(self.call("/embed", &inputs))
+    }
+
+    fn tokenize(&self, text: &str, add_bos: bool) -> BackendResult<Vec<u32>> {
+        let request = TokenizeRequest {
+            text: text.to_owned(),
+            add_bos,
+        };
+        self.handle.block_on(self.call("/tokenize", &request))
+    }
+
+    fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> BackendResult<String> {
+        let request = TemplateRequest {
+            messages: messages.to_vec(),
+            add_generation_prompt,
+        };
+        self.handle.block_on(self.call("/template", &request))
+    }
+}
+
+/// Whether sockets in `dir` fit the 107 bytes a Unix socket path may
+/// have (with room for the name).
+pub fn socket_dir_fits(dir: &Path) -> bool {
+    dir.as_os_str().len() + 24 < 108
+}
+
+/// The same backends, each running its models in worker processes
+/// (started as this executable's `worker` command), with sockets in a
+/// private folder of the data dir.
+pub fn in_workers(
+    backends: super::backends::BackendSet,
+    data_dir: &Path,
+) -> anyhow::Result<super::backends::BackendSet> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut sockets = super::worker::socket_dir(data_dir);
+    if !socket_dir_fits(&sockets) {
+        sockets = std::env::temp_dir().join(format!("corral-workers-{}", std::process::id()));
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&sockets)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", sockets.display()))?;
+    let program = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find the corral executable: {e}"))?;
+    let handle = Handle::current();
+    let mut out = super::backends::BackendSet::default();
+    for loaded in backends.all() {
+        let backend = WorkerBackend::new(
+            loaded.info.clone(),
+            loaded.path.clone(),
+            program.clone(),
+            sockets.clone(),
+            handle.clone(),
+        );
+        out.insert(Arc::new(backend), loaded.path.clone());
+    }
+    out.add_problems(backends.problems());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_codes_are_stripped_from_stderr() {
+        assert_eq!(
+            strip_ansi("\u{1b}[31mGGML_ASSERT\u{1b}[0m failed"),
+            "GGML_ASSERT failed"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+"""Models in worker processes (`model_workers = true`), against a real
+`corral serve` with the demo model: a worker killed with SIGKILL in the
+middle of an answer ends that answer with `worker_crashed` (its text
+kept), while the host keeps its PID and keeps answering; the next request
+is answered by a new worker.
+
+The module runs its own server, on the store CORRAL_E2E_STORE names."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from openai import OpenAI
+
+from corral import (
+    DEMO_NAME,
+    Api,
+    CorralServer,
+    demo_server_config,
+    sse_events,
+    wait_for_demo,
+)
+
+LONG = "Write a long story about a lighthouse keeper and her cat, in many chapters."
+
+
+@pytest.fixture(scope="module")
+def srv(corral_bin, demo_model, module_database, tmp_path_factory):
+    work = tmp_path_factory.mktemp("workers")
+    config = demo_server_config(demo_model, extra="model_workers = true\n")
+    server = CorralServer(corral_bin, work, config, database=module_database)
+    server.start(backends_dir=os.environ.get("CORRAL_BACKENDS_DIR") or None)
+    before, pytest.corral_server = getattr(pytest, "corral_server", None), server
+    yield server
+    pytest.corral_server = before
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def user(srv) -> Api:
+    tech = Api.login(srv, "tech", srv.create_account("tech", "technician"))
+    wait_for_demo(tech)
+    return Api.login(srv, "ada", srv.create_account("ada", "user"))
+
+
+@pytest.fixture(scope="module")
+def ai(srv, user) -> OpenAI:
+    key = user.ok("POST", "/api/me/keys", json={"name": "workers e2e"}, expect=(201,))["key"]
+    return OpenAI(base_url=srv.base + "/v1", api_key=key, timeout=180, max_retries=0)
+
+
+def workers_of(pid: int) -> list[int]:
+    """PIDs of the `corral worker` processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == pid and b"worker" in cmdline[1:2]:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def greedy(ai: OpenAI, max_tokens: int = 8) -> str:
+    answer = ai.chat.completions.create(
+        model=DEMO_NAME,
+        messages=[{"role": "user", "content": "Name three colours of the rainbow."}],
+        max_tokens=max_tokens,
+        temperature=0,
+        seed=1,
+    )
+    return answer.choices[0].message.content
+
+
+def test_the_model_runs_in_a_worker_process(srv, ai):
+    first = greedy(ai)
+    assert first, "an answer"
+    host_pid = srv.proc.pid
+    workers = workers_of(host_pid)
+    assert len(workers) == 1, f"one worker for the one loaded model: {workers}"
+    # The next request goes to the same worker.
+    assert greedy(ai)
+    assert workers_of(host_pid) == workers
+
+
+def test_a_killed_worker_ends_only_its_answer(srv, user, ai):
+    host_pid = srv.proc.pid
+    greedy(ai, 1)
+    [worker] = workers_of(host_pid)
+
+    # /healthz answers throughout.
+    health_failures: list[str] = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            try:
+                r = requests.get(srv.base + "/healthz", timeout=2)
+                if r.status_code != 200:
+                    health_failures.append(f"{r.status_code}")
+            except requests.RequestException as e:
+                health_failures.append(str(e))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+
+    chat = user.ok("POST", "/api/chats", json={"model": DEMO_NAME}, expect=(201,))
+    r = user.session.post(
+        f"{user.base}/api/chats/{chat['id']}/stream",
+        json={"content": LONG, "sampling": {"max_tokens": 2000, "temperature": 0, "seed": 1}},
+        stream=True,
+        timeout=(5, 120),
+    )
+    assert r.status_code == 200, r.text
+    text, killed_at, end = "", None, None
+    for name, data in sse_events(r):
+        if name == "delta":
+            text += data.get("text") or data.get("delta") or ""
+            if killed_at is None and len(text) > 40:
+                os.kill(worker, signal.SIGKILL)
+                killed_at = time.monotonic()
+        if name in ("done", "error"):
+            end = (name, data, time.monotonic())
+            break
+    r.close()
+    stop.set()
+    watcher.join()
+
+    assert killed_at is not None, f"the answer ended before it was long enough to cut: {text!r}"
+    name, data, at = end
+    assert name == "error", (name, data)
+    assert "worker_crashed" in str(data), data
+    assert at - killed_at < 2.0, f"the stream ended {at - killed_at:.1f} s after the kill"
+    assert srv.proc.poll() is None and srv.proc.pid == host_pid, "the host lives on"
+    assert health_failures == [], health_failures
+
+    stored = user.ok("GET", f"/api/chats/{chat['id']}")["messages"][-1]
+    assert stored["role"] == "assistant", stored
+    assert stored["status"] == "interrupted", stored
+    assert stored["content"] and text.startswith(stored["content"][:40]), (stored["content"], text)
+
+    # The next request is answered, by a new worker.
+    assert greedy(ai)
+    workers = workers_of(host_pid)
+    assert len(workers) == 1 and workers != [worker], workers
+
+
+def test_five_crashes_in_a_minute_mark_the_model_failed(srv, user, ai):
+    """Each crash is followed by a restart (after a growing pause); the
+    fifth within a minute marks the model failed, and its requests get a
+    503 with the reason at once. Runs last: the model stays failed."""
+    host_pid = srv.proc.pid
+    # The crash of the test before counts too; crash until the host says so.
+    for _ in range(5):
+        try:
+            greedy(ai, 1)
+        except Exception:  # noqa: BLE001 - the request that finds the fifth crash
+            break
+        for pid in workers_of(host_pid):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    key = ai.api_key
+    body = {
+        "model": DEMO_NAME,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": 1,
+    }
+    for _ in range(2):
+        started = time.monotonic()
+        r = requests.post(
+            srv.base + "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        took = time.monotonic() - started
+        assert r.status_code == 503, r.text
+        error = r.json()["error"]
+        assert error["code"] == "model_failed", error
+        assert "crashed" in error["message"], error
+        assert took < 0.1, f"the refusal took {took * 1000:.0f} ms"
+    assert srv.proc.poll() is None and srv.proc.pid == host_pid
+    assert workers_of(host_pid) == [], "no worker is started for a failed model"
+    assert requests.get(srv.base + "/healthz", timeout=2).status_code == 200
