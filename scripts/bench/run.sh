@@ -8,15 +8,18 @@
 #   4. starts Corral on a free port with a scratch data directory, registers
 #      the same file twice with the same threads, 8 slots and 1024 tokens of
 #      context per slot (`bench-llama`, llama.cpp backend; `bench-candle`,
-#      candle backend), benchmarks both through /v1/chat/completions, and
-#      stops it,
-#   5. prints the three side by side with the ratios to llama-server,
+#      candle backend), benchmarks both through /v1/chat/completions; then a
+#      second Corral with `model_workers = true` (the llama.cpp model in a
+#      `corral worker` process) the same way (`corral-llama-worker`),
+#   5. prints them side by side with the ratios to llama-server (the worker
+#      path over the in-process one is corral-llama-worker over
+#      corral-llama),
 #   6. then the multi-turn figure: one ten-turn chat (bench.py --multi-turn)
 #      on llama-server with one slot and Gemma's chat template (the demo
 #      model has none; Corral uses Gemma's turn format for it, llama-server
 #      would fall back to chatml and read other, longer prompts) and on Corral
 #      with one slot (`bench-llama-1`, `bench-candle-1`, 8192 tokens of
-#      context), time to first token per turn (median of 3 runs of the chat;
+#      context; and `bench-llama-1` through a worker), time to first token per turn (median of 3 runs of the chat;
 #      1 for candle),
 #      printed side by side with turn 10 over turn 1 and Corral's turn 10
 #      over llama-server's, also in multi-turn-summary.json,
@@ -121,42 +124,45 @@ corral="$(target_dir)/release/corral"
 
 data="$(mktemp -d "${TMPDIR:-/tmp}/corral-bench.XXXXXX")"
 corral_pid=""
+worker_pid=""
 cleanup() {
-    if [[ -n "$corral_pid" ]] && kill -0 "$corral_pid" 2>/dev/null; then
-        kill -TERM "$corral_pid" 2>/dev/null || true
-        wait "$corral_pid" 2>/dev/null || true
-    fi
+    for pid in "$corral_pid" "$worker_pid"; do
+        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     rm -rf "$data"
 }
 trap cleanup EXIT
-port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-url="http://127.0.0.1:$port"
-
-section "Starting Corral on $url"
-# Enough concurrent generations per user for 8 streams from one API key,
-# and the demo model's folder as a model folder: Corral registers local files
+password="$("$python" -c 'import secrets; print("bench-" + secrets.token_urlsafe(18))')"
+# The demo model's folder is a model folder: Corral registers local files
 # from its model folders only. (A JSON string is a valid TOML string.)
 model_dir="$(cd "$(dirname "$model")" && pwd)"
 model_dir="$("$python" -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$model_dir")"
-printf 'per_user_generations = 16\nqueue_max_waiting = 64\nmodel_dirs = [%s]\n' "$model_dir" >"$data/corral.toml"
-RUST_LOG="${RUST_LOG:-warn}" "$corral" serve --config "$data/corral.toml" --bind "127.0.0.1:$port" \
-    --data-dir "$data" </dev/null >"$out/corral.log" 2>&1 &
-corral_pid=$!
-for _ in $(seq 300); do
-    curl -fsS -o /dev/null --max-time 2 "$url/readyz" 2>/dev/null && break
-    kill -0 "$corral_pid" 2>/dev/null || die "Corral exited: see $out/corral.log"
-    sleep 0.1
-done
-password="$("$python" -c 'import secrets; print("bench-" + secrets.token_urlsafe(18))')"
-"$corral" admin create --data-dir "$data" --username bench --role technician --password "$password" >/dev/null
-# The models the parts use: all four for the comparisons, the one-slot
-# llama.cpp one for the plugin part.
-if comparisons; then
-    models="bench-llama,bench-candle,bench-llama-1,bench-candle-1"
-else
-    models="bench-llama-1"
-fi
-key="$("$python" - "$url" "$password" "$model" "$threads" "$models" <<'PY'
+
+# start_corral NAME MODELS [TOML LINE]: starts a Corral with its own data
+# folder (enough concurrent generations per user for 8 streams from one
+# API key), registers MODELS (comma-separated, of bench-llama,
+# bench-candle, bench-llama-1, bench-candle-1) and sets started_pid,
+# started_url and started_key.
+start_corral() {
+    local name="$1" wanted="$2" line="${3:-}" dir="$data/$1" port
+    mkdir -p "$dir"
+    port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    started_url="http://127.0.0.1:$port"
+    section "Starting Corral ($name) on $started_url"
+    printf 'per_user_generations = 16\nqueue_max_waiting = 64\nmodel_dirs = [%s]\n%s\n' "$model_dir" "$line" >"$dir/corral.toml"
+    RUST_LOG="${RUST_LOG:-warn}" "$corral" serve --config "$dir/corral.toml" --bind "127.0.0.1:$port" \
+        --data-dir "$dir" </dev/null >"$out/$name.log" 2>&1 &
+    started_pid=$!
+    for _ in $(seq 300); do
+        curl -fsS -o /dev/null --max-time 2 "$started_url/readyz" 2>/dev/null && break
+        kill -0 "$started_pid" 2>/dev/null || die "Corral exited: see $out/$name.log"
+        sleep 0.1
+    done
+    "$corral" admin create --data-dir "$dir" --username bench --role technician --password "$password" >/dev/null
+    started_key="$("$python" - "$started_url" "$password" "$model" "$threads" "$wanted" <<'PY'
 import json, sys, urllib.request
 url, password, model, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 wanted = sys.argv[5].split(",")
@@ -178,7 +184,25 @@ for name, backend, slots, context in (("bench-llama", "llama", 8, 1024), ("bench
 print(call("/api/me/keys", {"name": "bench"}, token)["key"])
 PY
 )"
-[[ -n "$key" ]] || die "could not set Corral up for the benchmark"
+    [[ -n "$started_key" ]] || die "could not set Corral ($name) up for the benchmark"
+}
+
+# The models the parts use: all four for the comparisons, the one-slot
+# llama.cpp one for the plugin part.
+if comparisons; then
+    models="bench-llama,bench-candle,bench-llama-1,bench-candle-1"
+else
+    models="bench-llama-1"
+fi
+start_corral corral "$models"
+corral_pid="$started_pid" url="$started_url" key="$started_key"
+
+# A second Corral that runs its models in worker processes, for the
+# comparisons: the same models, the same threads.
+start_worker_corral() {
+    start_corral corral-worker "bench-llama,bench-llama-1" "model_workers = true"
+    worker_pid="$started_pid" worker_url="$started_url" worker_key="$started_key"
+}
 
 if streams; then
     section "Benchmark: Corral, llama.cpp backend, $threads threads"
@@ -192,6 +216,14 @@ if streams; then
             --model-name bench-candle --json "$out/corral-candle.json" "${extra[@]}" "${candle_extra[@]}" >/dev/null
         results+=("$out/corral-candle.json")
     fi
+    if [[ -z "$worker_pid" ]]; then
+        start_worker_corral
+    fi
+    section "Benchmark: Corral, llama.cpp backend in a worker process, $threads threads"
+    "$python" "$here/bench.py" --target corral --label "corral-llama-worker" --url "$worker_url" \
+        --api-key "$worker_key" --model-name bench-llama --server-pid "$worker_pid" \
+        --json "$out/corral-llama-worker.json" "${extra[@]}" >/dev/null
+    results+=("$out/corral-llama-worker.json")
 
     section "Corral vs llama-server (demo model, $threads threads)"
     "$python" "$here/bench.py" --compare "${results[@]}" | tee "$out/table.md"
@@ -211,6 +243,14 @@ if multi_turn; then
             "${turn_extra[@]}" "${candle_turn_extra[@]}" >/dev/null
         turns+=("$out/multi-turn-corral-candle.json")
     fi
+    if [[ -z "$worker_pid" ]]; then
+        start_worker_corral
+    fi
+    section "Multi-turn chat: Corral, llama.cpp backend in a worker process, one slot"
+    "$python" "$here/bench.py" --target corral --label "corral-llama-worker" --url "$worker_url" \
+        --api-key "$worker_key" --model-name bench-llama-1 --multi-turn \
+        --json "$out/multi-turn-corral-llama-worker.json" "${turn_extra[@]}" >/dev/null
+    turns+=("$out/multi-turn-corral-llama-worker.json")
     section "Multi-turn chat, time to first token per turn (demo model, one slot, $threads threads)"
     "$python" "$here/bench.py" --compare "${turns[@]}" --json "$out/multi-turn-summary.json" | tee "$out/multi-turn.md"
 fi
