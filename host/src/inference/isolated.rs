@@ -275,8 +275,12 @@ impl Supervisor {
                 Ok(())
             });
         }
-        let mut child = command
-            .spawn()
+        // The parent-death signal fires when the *thread* that forked
+        // ends, and blocking-pool threads end when idle: fork on one of
+        // the runtime's worker threads, which live as long as the host.
+        let mut child = tokio::spawn(async move { command.spawn() })
+            .await
+            .map_err(|e| BackendError::Internal(format!("cannot start a worker: {e}")))?
             .map_err(|e| BackendError::Internal(format!("cannot start a worker: {e}")))?;
         let pid = child.id().unwrap_or(0);
         if let Some(stderr) = child.stderr.take() {
