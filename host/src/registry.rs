@@ -20,7 +20,8 @@ use crate::state::AppState;
 use crate::store::StoreError;
 use crate::time::now;
 
-/// The backends a model can name.
+/// The backends a model can name on any host (others installed in the
+/// backends directory can be named too).
 pub const BACKENDS: &[&str] = &["llama", "candle"];
 pub const MAX_CONTEXT_LENGTH: u32 = 1 << 20;
 pub const MAX_THREADS: u32 = 1024;
@@ -206,10 +207,16 @@ async fn validate(
         "name",
         "must be 1 to 100 characters: letters, digits, `.`, `_`, `:`, `-`",
     );
+    // The two Corral ships, and any other library installed in the
+    // backends directory.
+    let mut known: Vec<String> = BACKENDS.iter().map(|b| (*b).to_owned()).collect();
+    known.extend(state.inference.manager.backends().names());
+    known.sort();
+    known.dedup();
     v.check(
-        BACKENDS.contains(&m.backend.as_str()),
+        known.contains(&m.backend),
         "backend",
-        format!("must be one of: {}", BACKENDS.join(", ")),
+        format!("must be one of: {}", known.join(", ")),
     );
     if let Some(sha) = &mut m.sha256 {
         *sha = sha.trim().to_ascii_lowercase();

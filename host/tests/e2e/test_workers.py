@@ -30,12 +30,26 @@ from corral import (
 LONG = "Write a long story about a lighthouse keeper and her cat, in many chapters."
 
 
+def backends_with_fault(corral_bin: str, into: Path) -> Path:
+    """A backends folder with the backends next to `corral_bin` (or in
+    CORRAL_BACKENDS_DIR) and the test backend `fault`, built as
+    `libfault_backend.so` by `cargo build -p corral-fault`."""
+    source = Path(os.environ.get("CORRAL_BACKENDS_DIR") or Path(corral_bin).parent)
+    fault = Path(corral_bin).parent / "libfault_backend.so"
+    assert fault.is_file(), f"{fault} is missing: build it with `cargo build -p corral-fault`"
+    into.mkdir()
+    for lib in source.glob("libcorral_*.so"):
+        (into / lib.name).symlink_to(lib.resolve())
+    (into / "libcorral_fault.so").symlink_to(fault.resolve())
+    return into
+
+
 @pytest.fixture(scope="module")
 def srv(corral_bin, demo_model, module_database, tmp_path_factory):
     work = tmp_path_factory.mktemp("workers")
     config = demo_server_config(demo_model, extra="model_workers = true\n")
     server = CorralServer(corral_bin, work, config, database=module_database)
-    server.start(backends_dir=os.environ.get("CORRAL_BACKENDS_DIR") or None)
+    server.start(backends_dir=str(backends_with_fault(corral_bin, work / "backends")))
     before, pytest.corral_server = getattr(pytest, "corral_server", None), server
     yield server
     pytest.corral_server = before
@@ -43,10 +57,50 @@ def srv(corral_bin, demo_model, module_database, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def user(srv) -> Api:
-    tech = Api.login(srv, "tech", srv.create_account("tech", "technician"))
-    wait_for_demo(tech)
+def tech(srv) -> Api:
+    api = Api.login(srv, "tech", srv.create_account("tech", "technician"))
+    wait_for_demo(api)
+    return api
+
+
+@pytest.fixture(scope="module")
+def user(srv, tech) -> Api:
     return Api.login(srv, "ada", srv.create_account("ada", "user"))
+
+
+def fault_model(srv, tech: Api, name: str, text: str) -> dict:
+    """A model of the `fault` backend whose file says `text`."""
+    folder = srv.data / "models"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.gguf"
+    path.write_text("GGUF\n" + text + "\n")
+    return tech.ok(
+        "POST",
+        "/api/models",
+        json={"name": name, "backend": "fault", "source": str(path), "slots": 2},
+        expect=(202,),
+    )
+
+
+def stream_chat(user: Api, model: str, content: str, max_tokens: int) -> tuple[str, str, dict, str]:
+    """(chat id, end event name, its data, the text streamed) of a chat answer."""
+    chat = user.ok("POST", "/api/chats", json={"model": model}, expect=(201,))
+    r = user.session.post(
+        f"{user.base}/api/chats/{chat['id']}/stream",
+        json={"content": content, "sampling": {"max_tokens": max_tokens, "temperature": 0, "seed": 1}},
+        stream=True,
+        timeout=(5, 120),
+    )
+    assert r.status_code == 200, r.text
+    text, end = "", ("", {})
+    for name, data in sse_events(r):
+        if name == "delta":
+            text += data.get("text") or data.get("delta") or ""
+        if name in ("done", "error"):
+            end = (name, data)
+            break
+    r.close()
+    return chat["id"], end[0], end[1], text
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +213,58 @@ def test_a_killed_worker_ends_only_its_answer(srv, user, ai):
     assert greedy(ai)
     workers = workers_of(host_pid)
     assert len(workers) == 1 and workers != [worker], workers
+
+
+def test_an_engine_that_aborts_takes_down_only_its_worker(srv, tech, user, ai):
+    """The `fault` backend calls abort() three tokens into an answer, as
+    llama.cpp does on a failed assertion: that answer ends with
+    `worker_crashed` and keeps the text it had shown, an answer of another
+    model running at the same time gets every token, and the next request
+    to the aborted model is answered by a new worker."""
+    fault_model(srv, tech, "faulty", "misbehaves on command")
+    host_pid = srv.proc.pid
+    other: dict = {}
+
+    def demo_answer():
+        other["answer"] = stream_chat(user, DEMO_NAME, LONG, 48)
+
+    thread = threading.Thread(target=demo_answer)
+    thread.start()
+    time.sleep(0.5)
+    chat_id, name, data, text = stream_chat(user, "faulty", "ABORT now", 50)
+    thread.join()
+
+    assert name == "error" and "worker_crashed" in str(data), (name, data)
+    assert "told to abort" in str(data), "the worker's last stderr line is in the reason"
+    # What reached the client before the abort (at most the three ticks;
+    # the last 20 ms of a batch die with the worker) is what is stored.
+    assert text in ("tick ", "tick " * 2, "tick " * 3), text
+    stored = user.ok("GET", f"/api/chats/{chat_id}")["messages"][-1]
+    assert stored["status"] == "interrupted" and stored["content"] == text, stored
+
+    demo_chat, demo_end, demo_data, demo_text = other["answer"]
+    assert demo_end == "done", (demo_end, demo_data)
+    demo_stored = user.ok("GET", f"/api/chats/{demo_chat}")["messages"][-1]
+    assert demo_stored["status"] == "complete", demo_stored
+    assert demo_stored["content"] == demo_text and demo_stored["usage"]["completion_tokens"] == 48, demo_stored
+    assert srv.proc.poll() is None and srv.proc.pid == host_pid
+
+    _, name, data, text = stream_chat(user, "faulty", "count for me", 5)
+    assert name == "done" and text == "tick " * 5, (name, data, text)
+
+
+def test_a_model_that_fails_to_load_in_its_worker_is_refused_with_the_reason(srv, tech, ai):
+    fault_model(srv, tech, "unloadable", "fail-load")
+    r = requests.post(
+        srv.base + "/v1/chat/completions",
+        json={"model": "unloadable", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 2},
+        headers={"Authorization": f"Bearer {ai.api_key}"},
+        timeout=60,
+    )
+    assert r.status_code == 503, r.text
+    assert "told to fail to load" in r.text, r.text
+    assert srv.proc.poll() is None
+    assert requests.get(srv.base + "/healthz", timeout=2).status_code == 200
 
 
 def test_five_crashes_in_a_minute_mark_the_model_failed(srv, user, ai):
