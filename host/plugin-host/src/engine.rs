@@ -17,6 +17,11 @@ use crate::error::PluginError;
 /// every tick, so a runaway plugin stops within its budget plus one tick.
 pub(crate) const TICK: Duration = Duration::from_millis(5);
 
+/// Memory and table bytes a freed slot keeps mapped (zeroed rather than
+/// returned to the kernel), so the next instance in it starts without
+/// page faults on what plugins touch first (stack, small heap).
+const KEEP_RESIDENT: usize = 1 << 20;
+
 /// Core instances one component may have.
 pub(crate) const MAX_CORE_INSTANCES: u32 = 32;
 /// Elements one table may have.
@@ -47,7 +52,9 @@ pub(crate) fn new_engine(max_instances: u32, max_memory_mb: u32) -> anyhow::Resu
         .total_tables(n.saturating_mul(4))
         .total_stacks(n)
         .max_memory_size((max_memory_mb as usize) << 20)
-        .table_elements(MAX_TABLE_ELEMENTS);
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT);
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start the WebAssembly engine: {e:#}"))
 }

@@ -190,8 +190,14 @@ mod wasi {
             "OPTIONS" => Method::Options,
             other => Method::Other(other.to_owned()),
         };
-        request.set_method(&method).map_err(|()| refused("method"))?;
-        let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+        request
+            .set_method(&method)
+            .map_err(|()| refused("method"))?;
+        let scheme = if scheme == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
         request
             .set_scheme(Some(&scheme))
             .map_err(|()| refused("scheme"))?;
@@ -207,8 +213,8 @@ mod wasi {
             let _ = options.set_first_byte_timeout(Some(u64::from(ms) * 1_000_000));
             options
         });
-        let pending = outgoing_handler::handle(request, options)
-            .map_err(|e| Error::new(format!("{e:?}")))?;
+        let pending =
+            outgoing_handler::handle(request, options).map_err(|e| Error::new(format!("{e:?}")))?;
         if !req.body.is_empty() {
             let out = body.write().map_err(|()| refused("body"))?;
             for chunk in req.body.chunks(4096) {
@@ -229,7 +235,12 @@ mod wasi {
             .headers()
             .entries()
             .into_iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.to_ascii_lowercase(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
             .collect();
         let incoming = response.consume().map_err(|()| Error::new("no body"))?;
         let stream = incoming.stream().map_err(|()| Error::new("no body"))?;

@@ -30,9 +30,9 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use crate::fetch::{Fetch, Fetched};
 use crate::kv::Scope;
 use crate::log::Level;
-use crate::fetch::{Fetch, Fetched};
 use crate::models::GenerateRequest;
 use crate::types::{Answer, AnswerAction, Caller, Context, Decision, Message, Prompt, Role};
 use crate::types::{Sampling, Surface};
