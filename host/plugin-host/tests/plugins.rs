@@ -1442,6 +1442,22 @@ async fn bench_noop_generation() {
         quantiles(&mut laters)
     );
 
+    // A streamed answer: one on-chunk call per token.
+    let mut chunks = Vec::new();
+    for _ in 0..50 {
+        let mut g = begin(&rig.host, &c).await;
+        let mut p = prompt("hello");
+        g.before_prompt(&mut p).await.unwrap();
+        for _ in 0..64 {
+            let started = Instant::now();
+            g.on_chunk(" token".into()).await.unwrap();
+            chunks.push(started.elapsed());
+        }
+        g.finish().await.unwrap();
+        g.after_answer(&info).await;
+    }
+    println!("  on-chunk on the started instance: {}", quantiles(&mut chunks));
+
     let mut other = c.clone();
     other.model = "no-plugin-for-this".into();
     rig.host
