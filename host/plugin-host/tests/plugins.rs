@@ -1456,7 +1456,10 @@ async fn bench_noop_generation() {
         g.finish().await.unwrap();
         g.after_answer(&info).await;
     }
-    println!("  on-chunk on the started instance: {}", quantiles(&mut chunks));
+    println!(
+        "  on-chunk on the started instance: {}",
+        quantiles(&mut chunks)
+    );
 
     let mut other = c.clone();
     other.model = "no-plugin-for-this".into();
