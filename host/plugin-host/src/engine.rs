@@ -41,6 +41,13 @@ pub(crate) fn new_engine(max_instances: u32, max_memory_mb: u32) -> anyhow::Resu
     // Plugins are small; a deep recursion is a bug or an attack, and the
     // default 512 KiB of wasm stack is plenty for either to end quickly.
     config.max_wasm_stack(512 * 1024);
+    // Each pool slot reserves address space for the largest memory a
+    // plugin may have, not wasmtime's default of 4 GiB (bounds are then
+    // checked in code): a thousand slots of 4 GiB exhaust the address
+    // space of a process with a few engines, as a test suite has.
+    let max_memory = (max_memory_mb as u64) << 20;
+    config.memory_reservation(max_memory);
+    config.memory_reservation_for_growth(0);
     // A component built by wit-component is a handful of core instances
     // with one memory and a few tables; the totals leave room for that.
     let n = max_instances.max(1);
