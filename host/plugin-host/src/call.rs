@@ -2,7 +2,8 @@
 //! under the plugin's limits, check the answer, and count the outcome.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corral_hooks::{HookCaller, HookContext};
@@ -17,6 +18,101 @@ use crate::wit;
 pub(crate) struct Live {
     store: Store<PluginState>,
     instance: wit::Instance,
+}
+
+impl Live {
+    /// Gives an instance started ahead of time the request it now serves.
+    fn bind(&mut self, caller: &HookCaller, ctx: Option<&HookContext>) {
+        let state = self.store.data_mut();
+        state.caller = caller.clone();
+        state.model = ctx.map(|c| c.model.clone());
+        self.instance.set_context(ctx);
+    }
+}
+
+fn new_store(
+    host: &Inner,
+    plugin: &Installed,
+    caller: HookCaller,
+    model: Option<String>,
+) -> Store<PluginState> {
+    sandbox::new_store(
+        &host.engine,
+        plugin.env.clone(),
+        caller,
+        model,
+        host.services.clone(),
+    )
+}
+
+/// One instance of a plugin started ahead of its next generation, so that
+/// the generation's first call does not wait for it. It has never been
+/// called, so it holds nothing of any earlier request; it is started with
+/// the plugin's settings of the moment, and a change of settings installs
+/// the plugin anew (with no spare).
+#[derive(Default)]
+pub(crate) struct Spare {
+    ready: Mutex<Option<Live>>,
+    filling: AtomicBool,
+}
+
+impl Spare {
+    fn take(&self) -> Option<Live> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Starts a new spare in the background unless one is ready or being
+    /// started. Called when a generation ends (and at install), not on
+    /// a request's way, so that waking a worker thread does not delay a
+    /// hook. A spare that fails to start is dropped quietly: the next
+    /// generation then starts its own instance, and that failure counts.
+    pub(crate) fn refill(&self, host: &Inner, plugin: &Arc<Installed>) {
+        if plugin.health.is_disabled() || self.filling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self
+            .ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            self.filling.store(false, Ordering::Release);
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.filling.store(false, Ordering::Release);
+            return;
+        };
+        let engine = host.engine.clone();
+        let services = host.services.clone();
+        let plugin = plugin.clone();
+        runtime.spawn(async move {
+            let mut store =
+                sandbox::new_store(&engine, plugin.env.clone(), nobody(), None, services);
+            sandbox::start_call(&mut store);
+            let started = plugin.pre.instantiate(&mut store, None).await;
+            store.data_mut().flush_output();
+            match started {
+                Ok(instance) => {
+                    *plugin.spare.ready.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Live { store, instance });
+                }
+                Err(e) => {
+                    tracing::debug!(plugin = %plugin.manifest.id, "spare instance failed to start: {e:#}");
+                }
+            }
+            plugin.spare.filling.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// The caller a spare instance holds until a request takes it.
+fn nobody() -> HookCaller {
+    HookCaller {
+        user_id: String::new(),
+        username: String::new(),
+        role: corral_hooks::Role::User,
+    }
 }
 
 /// Why a call into a plugin failed.
@@ -152,13 +248,13 @@ async fn run(
 ) -> Result<Reply, Failure> {
     let export = call.export();
     if live.is_none() {
-        let mut store = sandbox::new_store(
-            &host.engine,
-            plugin.env.clone(),
-            caller.clone(),
-            ctx.map(|c| c.model.clone()),
-            host.services.clone(),
-        );
+        if let Some(mut spare) = plugin.spare.take() {
+            spare.bind(caller, ctx);
+            *live = Some(spare);
+        }
+    }
+    if live.is_none() {
+        let mut store = new_store(host, plugin, caller.clone(), ctx.map(|c| c.model.clone()));
         sandbox::start_call(&mut store);
         let started = plugin.pre.instantiate(&mut store, ctx).await;
         store.data_mut().flush_output();

@@ -17,9 +17,9 @@ use crate::error::PluginError;
 /// every tick, so a runaway plugin stops within its budget plus one tick.
 pub(crate) const TICK: Duration = Duration::from_millis(5);
 
-/// Memory and table bytes a freed slot keeps mapped (zeroed rather than
+/// Memory and table bytes a freed slot keeps mapped (reset rather than
 /// returned to the kernel), so the next instance in it starts without
-/// page faults on what plugins touch first (stack, small heap).
+/// page faults on what plugins touch first (stack, data, small heap).
 const KEEP_RESIDENT: usize = 1 << 20;
 
 /// Core instances one component may have.
@@ -61,6 +61,11 @@ pub(crate) fn new_engine(max_instances: u32, max_memory_mb: u32) -> anyhow::Resu
         .max_memory_size((max_memory_mb as usize) << 20)
         .table_elements(MAX_TABLE_ELEMENTS)
         .linear_memory_keep_resident(KEEP_RESIDENT)
+        // Where the kernel can tell (Linux 6.7+), only the pages an
+        // instance dirtied are reset, wherever they lie, and they stay
+        // mapped: the next instance's first call takes no page faults,
+        // which cost more than the call itself.
+        .pagemap_scan(wasmtime::Enabled::Auto)
         .table_keep_resident(KEEP_RESIDENT);
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start the WebAssembly engine: {e:#}"))

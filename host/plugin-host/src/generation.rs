@@ -70,6 +70,19 @@ impl GenerationRun {
     }
 }
 
+impl Drop for GenerationRun {
+    fn drop(&mut self) {
+        for slot in self
+            .slots
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            slot.plugin.spare.refill(&self.host, &slot.plugin);
+        }
+    }
+}
+
 /// Whether the slot takes part in calls of `hook` now.
 fn takes(slot: &Slot, hook: Hook) -> bool {
     slot.plugin.manifest.has_hook(hook) && !slot.out && !slot.plugin.health.is_disabled()

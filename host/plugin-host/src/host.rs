@@ -226,6 +226,7 @@ pub(crate) struct Installed {
     approved_hosts: Vec<HostPattern>,
     limits: EffectiveLimits,
     pub(crate) health: Arc<Health>,
+    pub(crate) spare: crate::call::Spare,
 }
 
 impl Installed {
@@ -504,6 +505,7 @@ impl PluginHost {
             settings,
             limits,
             health,
+            spare: Default::default(),
         }))
     }
 
@@ -648,6 +650,9 @@ impl PluginHost {
             (a.manifest.priority, &a.manifest.id).cmp(&(b.manifest.priority, &b.manifest.id))
         });
         let any_optional = running.iter().any(|p| p.settings.optional);
+        for plugin in &running {
+            plugin.spare.refill(&self.inner, plugin);
+        }
         *self
             .inner
             .running

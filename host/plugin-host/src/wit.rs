@@ -87,6 +87,13 @@ impl Pre {
 }
 
 impl Instance {
+    /// Sets the generation this instance serves (none for a route).
+    pub(crate) fn set_context(&mut self, ctx: Option<&HookContext>) {
+        match self {
+            Instance::V0_1_0(bound) => bound.set_context(ctx),
+        }
+    }
+
     pub(crate) async fn call(
         &self,
         store: &mut Store<PluginState>,

@@ -1222,6 +1222,15 @@ async fn hooks_see_the_calling_users_kv_data() {
     let bob = system("bob").await;
     assert!(ann.contains("expert"), "{ann}");
     assert!(bob.contains("beginner"), "{bob}");
+    // A generation's first call usually finds an instance started ahead
+    // of time, after the previous generation ended; it must serve whoever
+    // takes it. The pauses let each spare finish starting.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(system("bob").await.contains("beginner"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(system("ann").await.contains("expert"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1356,6 +1365,9 @@ async fn a_full_instance_pool_skips_the_plugin_without_blaming_it() {
     rig.host
         .install(&noop.manifest, &noop.wasm, settings(&all_caps(), json!({})))
         .unwrap();
+    // Installing starts an instance ahead of the first generation; let it
+    // finish, so that it is the first generation's.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let c = ctx("ann");
     // Two generations hold the two slots.
     let mut held = Vec::new();
@@ -1375,8 +1387,11 @@ async fn a_full_instance_pool_skips_the_plugin_without_blaming_it() {
     assert!(status.active, "a busy host does not turn the plugin off");
     assert_eq!(status.consecutive_failures, 0);
     assert_eq!(calls(&status, Export::BeforePrompt), (5, 3));
-    // A slot comes free when a generation ends.
+    // A slot comes free when a generation ends; an instance for the next
+    // generation starts in it ahead of time (the pause lets it finish, so
+    // that the next generation takes it rather than racing it).
     drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut g = begin(&rig.host, &c).await;
     g.before_prompt(&mut prompt("hello")).await.unwrap();
     let status = rig.host.status("test-noop").unwrap();
@@ -1386,9 +1401,19 @@ async fn a_full_instance_pool_skips_the_plugin_without_blaming_it() {
 // ---------------------------------------------------------------------
 // Cost.
 
+/// Reads `junk` (empty: nothing), evicting the caches.
+fn flush(junk: &[u8]) {
+    let mut sum = 0u64;
+    for i in (0..junk.len()).step_by(64) {
+        sum = sum.wrapping_add(junk[i] as u64);
+    }
+    std::hint::black_box(sum);
+}
+
 /// `begin` + a no-op `before_prompt` + `after_answer` per generation with
 /// `test-noop`, and `begin` when no plugin applies. Run with
-/// `cargo test -p corral-plugin-host --release --test plugins -- --ignored --nocapture`.
+/// `cargo test -p corral-plugin-host --release --test plugins -- --ignored --nocapture`
+/// (and `CORRAL_BENCH_COLD=1` for cold caches).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark; prints numbers"]
 async fn bench_noop_generation() {
@@ -1401,10 +1426,20 @@ async fn bench_noop_generation() {
         .unwrap();
     let info = answer("done");
     let c = ctx("ann");
+    // With CORRAL_BENCH_COLD=1, 256 MiB are read between generations and
+    // between chunks, as a model's weights are between two tokens: every
+    // call then starts with cold caches, as in a server.
+    let cold = std::env::var_os("CORRAL_BENCH_COLD").is_some();
+    let junk = if cold {
+        vec![1u8; 256 << 20]
+    } else {
+        Vec::new()
+    };
+    let (runs, warmup) = if cold { (600, 100) } else { (3000, 300) };
     let mut times = Vec::new();
     let mut firsts = Vec::new();
     let mut laters = Vec::new();
-    for i in 0..3000 {
+    for i in 0..runs {
         let started = Instant::now();
         let mut g = begin(&rig.host, &c).await;
         let mut p = prompt("hello");
@@ -1414,7 +1449,7 @@ async fn bench_noop_generation() {
         g.after_answer(&info).await;
         let later = later.elapsed();
         drop(g);
-        if i >= 300 {
+        if i >= warmup {
             times.push(started.elapsed());
             firsts.push(first);
             laters.push(later);
@@ -1422,6 +1457,7 @@ async fn bench_noop_generation() {
         // Generations are not back to back within microseconds; with a
         // gap, caches are colder, as in a server.
         tokio::time::sleep(Duration::from_micros(500)).await;
+        flush(&junk);
     }
     let quantiles = |times: &mut Vec<Duration>| {
         times.sort();
@@ -1449,6 +1485,7 @@ async fn bench_noop_generation() {
         let mut p = prompt("hello");
         g.before_prompt(&mut p).await.unwrap();
         for _ in 0..64 {
+            flush(&junk);
             let started = Instant::now();
             g.on_chunk(" token".into()).await.unwrap();
             chunks.push(started.elapsed());

@@ -33,6 +33,12 @@ pub(crate) struct Bound {
     ctx: Option<types::Context>,
 }
 
+impl Bound {
+    pub(crate) fn set_context(&mut self, ctx: Option<&HookContext>) {
+        self.ctx = ctx.map(context);
+    }
+}
+
 pub(crate) async fn instantiate(
     pre: &PluginPre<PluginState>,
     store: &mut Store<PluginState>,
