@@ -29,6 +29,10 @@ pub struct Config {
     /// worker`), so that a crash in a backend ends only that model's
     /// worker; off: models run inside the host process.
     pub model_workers: bool,
+    /// With `model_workers`: a worker whose engine makes no progress on a
+    /// generation for this many seconds is stuck, and is killed (its
+    /// requests end as if it had crashed).
+    pub model_worker_stall_secs: f64,
     /// Unload a model unused for this many seconds.
     pub idle_unload_secs: u64,
     /// Memory all loaded models may use together, in MiB; 0 = no limit.
@@ -103,6 +107,7 @@ impl Default for Config {
             log_json: false,
             backends_dir: None,
             model_workers: false,
+            model_worker_stall_secs: 60.0,
             idle_unload_secs: 15 * 60,
             memory_budget_mb: 0,
             max_loaded_models: 0,
@@ -140,6 +145,7 @@ pub struct FileConfig {
     pub log_json: Option<bool>,
     pub backends_dir: Option<PathBuf>,
     pub model_workers: Option<bool>,
+    pub model_worker_stall_secs: Option<f64>,
     pub idle_unload_secs: Option<u64>,
     pub memory_budget_mb: Option<u64>,
     pub max_loaded_models: Option<usize>,
@@ -210,6 +216,9 @@ impl Config {
             log_json: overrides.log_json.or(file.log_json).unwrap_or(d.log_json),
             backends_dir: overrides.backends_dir.or(file.backends_dir),
             model_workers: file.model_workers.unwrap_or(d.model_workers),
+            model_worker_stall_secs: file
+                .model_worker_stall_secs
+                .unwrap_or(d.model_worker_stall_secs),
             idle_unload_secs: file.idle_unload_secs.unwrap_or(d.idle_unload_secs),
             memory_budget_mb: file.memory_budget_mb.unwrap_or(d.memory_budget_mb),
             max_loaded_models: file.max_loaded_models.unwrap_or(d.max_loaded_models),
@@ -269,6 +278,10 @@ impl Config {
         anyhow::ensure!(
             config.model_dirs.iter().flatten().all(|d| d.is_absolute()),
             "model_dirs must be absolute paths"
+        );
+        anyhow::ensure!(
+            config.model_worker_stall_secs.is_finite() && config.model_worker_stall_secs >= 0.5,
+            "model_worker_stall_secs must be at least 0.5"
         );
         anyhow::ensure!(
             config.max_download_bytes >= 1,

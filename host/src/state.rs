@@ -78,7 +78,11 @@ impl AppState {
         let downloads = Arc::new(Downloads::new(store.clone(), events.clone(), &config)?);
         let mut backends = BackendSet::discover(&config.backends_dir());
         if config.model_workers {
-            backends = crate::inference::isolated::in_workers(backends, &config.data_dir)?;
+            backends = crate::inference::isolated::in_workers(
+                backends,
+                &config.data_dir,
+                std::time::Duration::from_secs_f64(config.model_worker_stall_secs),
+            )?;
         }
         let backends = Arc::new(backends);
         let inference = Inference::new(

@@ -9,7 +9,9 @@
 //! - `ABORT`: three ticks, then `abort()` — the process dies on the spot,
 //!   as llama.cpp does on a failed `GGML_ASSERT`;
 //! - `PANIC`: three ticks, then a panic (caught at the library boundary);
-//! - `EXIT`: three ticks, then `exit(3)`.
+//! - `EXIT`: three ticks, then `exit(3)`;
+//! - `HANG`: three ticks, then it sleeps for ever without looking at the
+//!   cancel token, as an engine stuck in native code does.
 
 use std::time::{Duration, Instant};
 
@@ -113,6 +115,12 @@ impl Model for FaultModel {
                 if request.prompt.contains("EXIT") {
                     eprintln!("fault: exiting");
                     std::process::exit(3);
+                }
+                if request.prompt.contains("HANG") {
+                    eprintln!("fault: hanging");
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
                 }
             }
             std::thread::sleep(TICK);

@@ -7,7 +7,10 @@
 //! (parent-death signal). A worker that crashes is started again, after a
 //! pause that doubles with each crash in a row; a generation that had
 //! produced no text yet is tried once more on the new worker, one that
-//! had ends with `worker_crashed`. Five crashes within a minute mark the
+//! had ends with `worker_crashed`. A worker whose engine stops making
+//! progress (it no longer checks for cancellation, as it must at every
+//! decode step) is killed and counted as crashed. Five crashes within a
+//! minute mark the
 //! model failed: its requests are refused at once with the last line the
 //! worker wrote to stderr, until it is loaded again.
 
@@ -55,17 +58,21 @@ pub struct WorkerBackend {
     program: PathBuf,
     sockets: PathBuf,
     handle: Handle,
+    stall: Duration,
 }
 
 impl WorkerBackend {
     /// `library` is the backend's shared library; workers are started as
     /// `program worker --library … --socket …` with sockets in `sockets`.
+    /// A generation whose engine makes no progress for `stall` has its
+    /// worker killed.
     pub fn new(
         info: BackendInfo,
         library: PathBuf,
         program: PathBuf,
         sockets: PathBuf,
         handle: Handle,
+        stall: Duration,
     ) -> Self {
         WorkerBackend {
             info,
@@ -73,6 +80,7 @@ impl WorkerBackend {
             program,
             sockets,
             handle,
+            stall,
         }
     }
 }
@@ -97,6 +105,7 @@ impl Backend for WorkerBackend {
             stderr: Arc::default(),
             sequence: AtomicU64::new(0),
             last_crashed: Mutex::default(),
+            stall: self.stall,
         });
         let info = self.handle.block_on(supervisor.ready())?;
         progress(1.0);
@@ -144,6 +153,8 @@ struct Supervisor {
     /// The last worker counted as crashed, so that requests that saw the
     /// same crash count it once.
     last_crashed: Mutex<Option<u32>>,
+    /// How long an engine may go without progress.
+    stall: Duration,
 }
 
 impl Supervisor {
@@ -468,6 +479,8 @@ impl WorkerModel {
         let mut cancel_sent = false;
         let mut poll = tokio::time::interval(Duration::from_millis(25));
         let mut last_frame = Instant::now();
+        let mut last_progress = Instant::now();
+        let mut last_polls = 0;
         loop {
             // Whole lines first.
             while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
@@ -484,16 +497,23 @@ impl WorkerModel {
                 };
                 match frame {
                     Frame::Started { prompt_tokens } => {
+                        last_progress = Instant::now();
                         if !*started_sent {
                             *started_sent = true;
                             sink(TokenEvent::Started { prompt_tokens });
                         }
                     }
                     Frame::Delta { text, .. } => {
+                        last_progress = Instant::now();
                         produced = true;
                         sink(TokenEvent::Text { text });
                     }
-                    Frame::Heartbeat => {}
+                    Frame::Heartbeat { polls } => {
+                        if polls != last_polls {
+                            last_polls = polls;
+                            last_progress = Instant::now();
+                        }
+                    }
                     Frame::Done { summary } => return Ok(Attempt::Finished(Ok(summary))),
                     Frame::Error { error, .. } => return Ok(Attempt::Finished(Err(error))),
                 }
@@ -518,6 +538,24 @@ impl WorkerModel {
                             .post(url(&format!("/cancel/{sequence}")))
                             .send()
                             .await;
+                    }
+                    if last_progress.elapsed() > self.supervisor.stall {
+                        // A stuck engine cannot be stopped from inside; its
+                        // process can. It is reaped when the supervisor
+                        // drops it.
+                        // SAFETY: kill(2) with a pid of our own child, not
+                        // yet reaped, so it cannot name another process.
+                        unsafe {
+                            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                        }
+                        return Ok(Attempt::Crashed {
+                            pid,
+                            produced,
+                            what: format!(
+                                "its engine made no progress for {} s and was killed",
+                                self.supervisor.stall.as_secs_f32()
+                            ),
+                        });
                     }
                     if last_frame.elapsed() > SILENCE {
                         return Ok(Attempt::Crashed {
@@ -616,6 +654,7 @@ pub fn socket_dir_fits(dir: &Path) -> bool {
 pub fn in_workers(
     backends: super::backends::BackendSet,
     data_dir: &Path,
+    stall: Duration,
 ) -> anyhow::Result<super::backends::BackendSet> {
     use std::os::unix::fs::DirBuilderExt;
     let mut sockets = super::worker::socket_dir(data_dir);
@@ -638,6 +677,7 @@ pub fn in_workers(
             program.clone(),
             sockets.clone(),
             handle.clone(),
+            stall,
         );
         out.insert(Arc::new(backend), loaded.path.clone());
     }

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,7 +59,14 @@ pub enum Frame {
         text: String,
         tokens: u32,
     },
-    Heartbeat,
+    /// Sent in gaps. `polls` counts how often the engine has checked
+    /// whether the sequence was cancelled, as it must at every decode step:
+    /// when it stops growing, the engine is stuck, however long the
+    /// heartbeats go on.
+    Heartbeat {
+        #[serde(default)]
+        polls: u64,
+    },
     Done {
         summary: GenerateSummary,
     },
@@ -227,7 +235,14 @@ async fn generate(
         Ok(model) => model,
         Err(response) => return response,
     };
-    let cancel = CancelToken::new();
+    let polls = Arc::new(AtomicU64::new(0));
+    let cancel = {
+        let polls = polls.clone();
+        CancelToken::with_check(move || {
+            polls.fetch_add(1, Ordering::Relaxed);
+            false
+        })
+    };
     let sequence = headers
         .get(SEQUENCE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -267,7 +282,7 @@ async fn generate(
     let (lines_tx, lines_rx) = mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     tokio::spawn(async move {
         let _registered = registered;
-        frames(events_rx, lines_tx, cancel).await;
+        frames(events_rx, lines_tx, cancel, polls).await;
         let _ = generation.await;
     });
     let stream = futures::stream::unfold(lines_rx, |mut rx| async move {
@@ -291,6 +306,7 @@ async fn frames(
     mut events: mpsc::UnboundedReceiver<Result<TokenEvent, Frame>>,
     out: mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
     cancel: CancelToken,
+    polls: Arc<AtomicU64>,
 ) {
     let mut text = String::new();
     let mut tokens = 0usize;
@@ -309,7 +325,10 @@ async fn frames(
                 }
             } => None,
             _ = heartbeat.tick() => {
-                if text.is_empty() && out.send(Ok(line(&Frame::Heartbeat))).await.is_err() {
+                let beat = Frame::Heartbeat {
+                    polls: polls.load(Ordering::Relaxed),
+                };
+                if text.is_empty() && out.send(Ok(line(&beat))).await.is_err() {
                     cancel.cancel();
                     return;
                 }
@@ -438,7 +457,12 @@ mod tests {
     ) -> Vec<Frame> {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (out_tx, mut out_rx) = mpsc::channel(1024);
-        let task = tokio::spawn(frames(events_rx, out_tx, CancelToken::new()));
+        let task = tokio::spawn(frames(
+            events_rx,
+            out_tx,
+            CancelToken::new(),
+            Arc::default(),
+        ));
         feed(events_tx);
         task.await.unwrap();
         let mut frames = Vec::new();
@@ -512,7 +536,10 @@ mod tests {
             })
             .collect();
         assert_eq!(deltas, ["a", "b", "c"], "{frames:?}");
-        let beats = frames.iter().filter(|f| **f == Frame::Heartbeat).count();
+        let beats = frames
+            .iter()
+            .filter(|f| matches!(f, Frame::Heartbeat { .. }))
+            .count();
         assert!(beats >= 2, "{frames:?}");
     }
 }

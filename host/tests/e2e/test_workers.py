@@ -47,7 +47,8 @@ def backends_with_fault(corral_bin: str, into: Path) -> Path:
 @pytest.fixture(scope="module")
 def srv(corral_bin, demo_model, module_database, tmp_path_factory):
     work = tmp_path_factory.mktemp("workers")
-    config = demo_server_config(demo_model, extra="model_workers = true\n")
+    # A stuck engine is given up after 3 s here (60 s by default).
+    config = demo_server_config(demo_model, extra="model_workers = true\nmodel_worker_stall_secs = 3\n")
     server = CorralServer(corral_bin, work, config, database=module_database)
     server.start(backends_dir=str(backends_with_fault(corral_bin, work / "backends")))
     before, pytest.corral_server = getattr(pytest, "corral_server", None), server
@@ -251,6 +252,43 @@ def test_an_engine_that_aborts_takes_down_only_its_worker(srv, tech, user, ai):
 
     _, name, data, text = stream_chat(user, "faulty", "count for me", 5)
     assert name == "done" and text == "tick " * 5, (name, data, text)
+
+
+def test_a_stuck_engine_is_killed_and_its_answer_ends(srv, tech, user):
+    """The `fault` backend stops three tokens into an answer and never
+    looks at its cancel token again, as an engine stuck in native code:
+    its worker keeps sending heartbeats, but their count of the engine's
+    cancel checks stops growing. After `model_worker_stall_secs` the host
+    kills the worker; the answer ends with `worker_crashed` and keeps its
+    text, and the next request is answered by a new worker."""
+    fault_model(srv, tech, "stuck", "misbehaves on command")
+    host_pid = srv.proc.pid
+    # Load the model, so that its worker is known before it hangs.
+    _, name, data, text = stream_chat(user, "stuck", "count for me", 2)
+    assert name == "done", (name, data)
+    before = set(workers_of(host_pid))
+
+    started = time.monotonic()
+    chat_id, name, data, text = stream_chat(user, "stuck", "HANG now", 50)
+    took = time.monotonic() - started
+    assert name == "error" and "worker_crashed" in str(data), (name, data)
+    assert "no progress" in str(data), data
+    assert "fault: hanging" in str(data), "the worker's last stderr line is in the reason"
+    assert 3 <= took < 8, f"the stuck answer ended after {took:.1f} s"
+    assert text in ("tick ", "tick " * 2, "tick " * 3), text
+    stored = user.ok("GET", f"/api/chats/{chat_id}")["messages"][-1]
+    assert stored["status"] == "interrupted" and stored["content"] == text, stored
+    # The stuck worker is gone (the other models' workers run on), not
+    # left running beside its successor.
+    deadline = time.monotonic() + 5
+    while len(before - set(workers_of(host_pid))) != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    gone = before - set(workers_of(host_pid))
+    assert len(gone) == 1, f"workers before {sorted(before)}, now {workers_of(host_pid)}"
+
+    _, name, data, text = stream_chat(user, "stuck", "count for me", 5)
+    assert name == "done" and text == "tick " * 5, (name, data, text)
+    assert srv.proc.poll() is None and srv.proc.pid == host_pid
 
 
 def test_a_model_that_fails_to_load_in_its_worker_is_refused_with_the_reason(srv, tech, ai):
