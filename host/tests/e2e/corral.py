@@ -3,6 +3,7 @@ client, and a Server-Sent Events reader. Every HTTP call has a timeout."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -458,6 +459,35 @@ def demo_server_config(demo_model: str, embed_dir: str | None = None, extra: str
 
 
 DEMO_NAME = "gemma-3-270m"
+
+
+@contextlib.contextmanager
+def module_server(corral_bin: str, work: Path, config: str, database: str | None, backends_dir: str | None = None):
+    """A server of a test module's own, started with the backends of
+    CORRAL_BACKENDS_DIR (or `backends_dir`); while it runs, a failing
+    test's report shows its log."""
+    import pytest
+
+    server = CorralServer(corral_bin, work, config, database=database)
+    server.start(backends_dir=backends_dir or os.environ.get("CORRAL_BACKENDS_DIR") or None)
+    before, pytest.corral_server = getattr(pytest, "corral_server", None), server
+    try:
+        yield server
+    finally:
+        pytest.corral_server = before
+        server.stop()
+
+
+def account(server: CorralServer, name: str, role: str) -> Api:
+    """A new account with `role`, signed in."""
+    return Api.login(server, name, server.create_account(name, role))
+
+
+def demo_technician(server: CorralServer) -> Api:
+    """A technician of `server`, once its demo model is ready."""
+    api = account(server, "tech", "technician")
+    wait_for_demo(api)
+    return api
 
 
 def wait_for_demo(api: Api, within: float = 120) -> dict:

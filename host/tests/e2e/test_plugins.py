@@ -34,9 +34,12 @@ from corral import (
     DEMO_NAME,
     Api,
     CorralServer,
+    account,
     calls_of,
     demo_server_config,
+    demo_technician,
     error_of,
+    module_server,
     plugin_parts,
     sse_events,
     upload_plugin,
@@ -95,26 +98,14 @@ RAG_SOURCES = f"\n\nSources: [1] {RAG_DOC_NAME}"
 @pytest.fixture(scope="module")
 def srv(corral_bin, demo_model, module_database, tmp_path_factory):
     embed = os.environ.get("CORRAL_EMBED_MODEL_DIR")
-    work = tmp_path_factory.mktemp("plugins")
-    server = CorralServer(
-        corral_bin, work, demo_server_config(demo_model, embed), database=module_database
-    )
-    server.start(backends_dir=os.environ.get("CORRAL_BACKENDS_DIR") or None)
-    before, pytest.corral_server = getattr(pytest, "corral_server", None), server
-    yield server
-    pytest.corral_server = before
-    server.stop()
-
-
-def account(server: CorralServer, name: str, role: str) -> Api:
-    return Api.login(server, name, server.create_account(name, role))
+    config = demo_server_config(demo_model, embed)
+    with module_server(corral_bin, tmp_path_factory.mktemp("plugins"), config, module_database) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def tech(srv) -> Api:
-    api = account(srv, "tech", "technician")
-    wait_for_demo(api)
-    return api
+    return demo_technician(srv)
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,15 @@ from openai import BadRequestError, OpenAI
 from corral import (
     DEMO_NAME,
     Api,
-    CorralServer,
+    account,
     calls_of,
     demo_server_config,
+    demo_technician,
     error_of,
+    module_server,
     plugin_parts,
     sse_events,
     upload_plugin,
-    wait_for_demo,
     with_manifest_line,
 )
 
@@ -42,24 +43,18 @@ ANSWER_TOKENS = 6
 @pytest.fixture(scope="module")
 def srv(corral_bin, demo_model, module_database, tmp_path_factory):
     work = tmp_path_factory.mktemp("plugins-hostile")
-    server = CorralServer(corral_bin, work, demo_server_config(demo_model), database=module_database)
-    server.start(backends_dir=os.environ.get("CORRAL_BACKENDS_DIR") or None)
-    before, pytest.corral_server = getattr(pytest, "corral_server", None), server
-    yield server
-    pytest.corral_server = before
-    server.stop()
+    with module_server(corral_bin, work, demo_server_config(demo_model), module_database) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def tech(srv) -> Api:
-    api = Api.login(srv, "tech", srv.create_account("tech", "technician"))
-    wait_for_demo(api)
-    return api
+    return demo_technician(srv)
 
 
 @pytest.fixture(scope="module")
 def user(srv, tech) -> Api:
-    return Api.login(srv, "eve", srv.create_account("eve", "user"))
+    return account(srv, "eve", "user")
 
 
 @pytest.fixture(scope="module")

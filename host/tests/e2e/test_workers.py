@@ -21,10 +21,11 @@ from openai import OpenAI
 from corral import (
     DEMO_NAME,
     Api,
-    CorralServer,
+    account,
     demo_server_config,
+    demo_technician,
+    module_server,
     sse_events,
-    wait_for_demo,
 )
 
 LONG = "Write a long story about a lighthouse keeper and her cat, in many chapters."
@@ -49,24 +50,19 @@ def srv(corral_bin, demo_model, module_database, tmp_path_factory):
     work = tmp_path_factory.mktemp("workers")
     # A stuck engine is given up after 3 s here (60 s by default).
     config = demo_server_config(demo_model, extra="model_workers = true\nmodel_worker_stall_secs = 3\n")
-    server = CorralServer(corral_bin, work, config, database=module_database)
-    server.start(backends_dir=str(backends_with_fault(corral_bin, work / "backends")))
-    before, pytest.corral_server = getattr(pytest, "corral_server", None), server
-    yield server
-    pytest.corral_server = before
-    server.stop()
+    backends = str(backends_with_fault(corral_bin, work / "backends"))
+    with module_server(corral_bin, work, config, module_database, backends) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def tech(srv) -> Api:
-    api = Api.login(srv, "tech", srv.create_account("tech", "technician"))
-    wait_for_demo(api)
-    return api
+    return demo_technician(srv)
 
 
 @pytest.fixture(scope="module")
 def user(srv, tech) -> Api:
-    return Api.login(srv, "ada", srv.create_account("ada", "user"))
+    return account(srv, "ada", "user")
 
 
 def fault_model(srv, tech: Api, name: str, text: str) -> dict:
