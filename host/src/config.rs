@@ -383,6 +383,22 @@ mod tests {
     }
 
     #[test]
+    fn a_stall_limit_that_would_kill_every_worker_is_refused() {
+        for bad in ["0", "0.1", "-5", "nan", "inf"] {
+            let file: FileConfig =
+                toml::from_str(&format!("model_worker_stall_secs = {bad}")).unwrap();
+            let err = Config::resolve(file, Overrides::default()).unwrap_err();
+            assert!(
+                err.to_string().contains("model_worker_stall_secs"),
+                "{bad}: {err}"
+            );
+        }
+        let file: FileConfig = toml::from_str("model_worker_stall_secs = 2.5").unwrap();
+        let config = Config::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(config.model_worker_stall_secs, 2.5);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         assert!(toml::from_str::<FileConfig>("bnid = \"x\"").is_err());
     }

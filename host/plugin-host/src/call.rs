@@ -30,21 +30,6 @@ impl Live {
     }
 }
 
-fn new_store(
-    host: &Inner,
-    plugin: &Installed,
-    caller: HookCaller,
-    model: Option<String>,
-) -> Store<PluginState> {
-    sandbox::new_store(
-        &host.engine,
-        plugin.env.clone(),
-        caller,
-        model,
-        host.services.clone(),
-    )
-}
-
 /// One instance of a plugin started ahead of its next generation, so that
 /// the generation's first call does not wait for it. It has never been
 /// called, so it holds nothing of any earlier request; it is started with
@@ -254,7 +239,13 @@ async fn run(
         }
     }
     if live.is_none() {
-        let mut store = new_store(host, plugin, caller.clone(), ctx.map(|c| c.model.clone()));
+        let mut store = sandbox::new_store(
+            &host.engine,
+            plugin.env.clone(),
+            caller.clone(),
+            ctx.map(|c| c.model.clone()),
+            host.services.clone(),
+        );
         sandbox::start_call(&mut store);
         let started = plugin.pre.instantiate(&mut store, ctx).await;
         store.data_mut().flush_output();
