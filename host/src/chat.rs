@@ -432,6 +432,7 @@ pub async fn start(
         answer,
         handle,
         out,
+        rerouted: false,
     };
     tokio::spawn(async move {
         run.drive(events).await;
@@ -536,6 +537,8 @@ struct Run {
     answer: Message,
     handle: RunHandle,
     out: mpsc::UnboundedSender<ChatEvent>,
+    /// A fallback model answers (`answer.model` names it).
+    rerouted: bool,
 }
 
 impl Run {
@@ -563,6 +566,12 @@ impl Run {
                         chat_id: chat_id.clone(),
                         position,
                     }),
+                    Some(Event::Rerouted { model, .. }) => {
+                        // The answer is the fallback's: it says so.
+                        self.answer.model = Some(model);
+                        self.rerouted = true;
+                        true
+                    }
                     Some(Event::Started { prompt_tokens }) => {
                         started = true;
                         progress.started(prompt_tokens);
@@ -675,7 +684,7 @@ impl Run {
             content: Some(answer.content.clone()),
             status: Some(answer.status),
             error: Some(answer.error.clone()),
-            model: None,
+            model: self.rerouted.then(|| answer.model.clone()),
             usage: Some(answer.usage.clone()),
             annotations: Some(answer.annotations.clone()),
         };

@@ -79,6 +79,13 @@ pub struct Config {
     pub download_allowed_origins: Vec<String>,
     /// Largest file a download may bring, in bytes.
     pub max_download_bytes: u64,
+    /// Let remote upstreams (models of the `openai` backend) be private
+    /// addresses, e.g. a vLLM server on the LAN.
+    pub upstream_allow_private: bool,
+    /// Origins (`scheme://host:port`) upstreams may be at even though they
+    /// are loopback or private addresses: a llama-server or Ollama on this
+    /// machine.
+    pub upstream_allowed_origins: Vec<String>,
 
     // Data: shutting down without losing answers.
     /// Seconds a shutdown waits for running answers to finish before it
@@ -125,6 +132,8 @@ impl Default for Config {
             download_allow_private: false,
             download_allowed_origins: Vec::new(),
             max_download_bytes: 200 * 1024 * 1024 * 1024,
+            upstream_allow_private: false,
+            upstream_allowed_origins: Vec::new(),
             shutdown_grace_secs: 10,
             trusted_proxies: Vec::new(),
             web_dir: None,
@@ -164,6 +173,8 @@ pub struct FileConfig {
     pub model_dirs: Option<Vec<PathBuf>>,
     pub download_allow_private: Option<bool>,
     pub download_allowed_origins: Option<Vec<String>>,
+    pub upstream_allow_private: Option<bool>,
+    pub upstream_allowed_origins: Option<Vec<String>>,
     pub max_download_bytes: Option<u64>,
     // Data.
     pub shutdown_grace_secs: Option<u64>,
@@ -249,12 +260,25 @@ impl Config {
                 .map(|origins| {
                     origins
                         .iter()
-                        .map(|o| crate::download::normalize_origin(o))
+                        .map(|o| crate::download::normalize_origin("download_allowed_origins", o))
                         .collect::<anyhow::Result<Vec<_>>>()
                 })
                 .transpose()?
                 .unwrap_or_default(),
             max_download_bytes: file.max_download_bytes.unwrap_or(d.max_download_bytes),
+            upstream_allow_private: file
+                .upstream_allow_private
+                .unwrap_or(d.upstream_allow_private),
+            upstream_allowed_origins: file
+                .upstream_allowed_origins
+                .map(|origins| {
+                    origins
+                        .iter()
+                        .map(|o| crate::download::normalize_origin("upstream_allowed_origins", o))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+                .transpose()?
+                .unwrap_or_default(),
             shutdown_grace_secs: file.shutdown_grace_secs.unwrap_or(d.shutdown_grace_secs),
             trusted_proxies: file.trusted_proxies.unwrap_or(d.trusted_proxies),
             web_dir: overrides.web_dir.or(file.web_dir),

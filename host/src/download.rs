@@ -20,7 +20,7 @@
 //! name no server path and show a source URL only with its credentials
 //! redacted ([`redact_source`]).
 
-mod net;
+pub mod net;
 
 pub use net::normalize_origin;
 
@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::events::{Event, EventBus};
 use crate::model::{ModelRecord, ModelStatus};
 use crate::store::Store;
-use net::{GuardedResolver, NetPolicy};
+pub use net::{GuardedResolver, NetPolicy, Scope};
 
 /// Attempts in a row that may fail without progress before a download is
 /// given up.
@@ -242,6 +242,7 @@ impl Downloads {
 
     pub fn new(store: Arc<dyn Store>, events: EventBus, config: &Config) -> anyhow::Result<Self> {
         let net = Arc::new(NetPolicy::new(
+            net::Scope::Downloads,
             config.download_allow_private,
             &config.download_allowed_origins,
         ));

@@ -53,6 +53,9 @@ pub enum AppError {
     /// The caller's daily token allowance is used up.
     #[error("{message}")]
     QuotaExceeded { retry_after: u64, message: String },
+    /// Every model that could answer is a remote upstream cooling down.
+    #[error("{message}")]
+    CoolingDown { retry_after: u64, message: String },
     /// An extension (plugin) refused the request; the message says which
     /// and why.
     #[error("{0}")]
@@ -108,9 +111,10 @@ impl AppError {
             AppError::RateLimited { .. }
             | AppError::Busy { .. }
             | AppError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) | AppError::Timeout(_) | AppError::ModelWorker { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AppError::Unavailable(_)
+            | AppError::Timeout(_)
+            | AppError::ModelWorker { .. }
+            | AppError::CoolingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Plugin { status, .. } => *status,
             AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             AppError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
@@ -141,6 +145,7 @@ impl AppError {
             AppError::Rejected(_) => "rejected",
             AppError::Plugin { code, .. } => code,
             AppError::QuotaExceeded { .. } => "quota_exceeded",
+            AppError::CoolingDown { .. } => "upstream_cooling_down",
             AppError::Unavailable(_) => "unavailable",
             AppError::ModelWorker { code, .. } => code,
             AppError::Timeout(_) => "timeout",
@@ -180,7 +185,8 @@ impl IntoResponse for AppError {
         let mut response = (status, axum::Json(self.body())).into_response();
         if let AppError::RateLimited { retry_after }
         | AppError::Busy { retry_after, .. }
-        | AppError::QuotaExceeded { retry_after, .. } = self
+        | AppError::QuotaExceeded { retry_after, .. }
+        | AppError::CoolingDown { retry_after, .. } = self
         {
             if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);

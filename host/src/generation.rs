@@ -20,7 +20,7 @@ use corral_sdk::backend::{
 use tokio::sync::mpsc;
 
 use crate::error::{ApiResult, AppError};
-use crate::inference::{isolated, InferenceError, Job, JobEvent, Prompt};
+use crate::inference::{isolated, upstream, InferenceError, Job, JobEvent, Prompt};
 use crate::model::{
     generation_source, Generation, ModelKind, ModelRecord, SamplingOverrides, User,
 };
@@ -58,6 +58,14 @@ pub struct Running {
 pub enum Event {
     Queued {
         position: usize,
+    },
+    /// A fallback answers instead of the model asked for (it is cooling
+    /// down or failed before its first token). Comes before `Started`.
+    Rerouted {
+        /// The model that answers.
+        model: String,
+        /// Why the ones before it did not.
+        reason: String,
     },
     Started {
         prompt_tokens: u32,
@@ -148,6 +156,7 @@ pub async fn start_on(
         (prompt, sampling) = from_hooks(&prompt, hooked);
     }
 
+    let fallbacks = fallback_specs(state, user, &record).await;
     let job = Job {
         spec,
         user_id: user.id.clone(),
@@ -155,6 +164,7 @@ pub async fn start_on(
         sampling,
         truncation: Truncation::Error,
         cache_key: request.chat_id,
+        fallbacks,
     };
     let jobs = state
         .inference
@@ -179,6 +189,33 @@ pub async fn start_on(
         model: record,
         events,
     })
+}
+
+/// What the runtime needs to run `record`'s fallbacks for `user`: those
+/// that exist, that `user` may use, that generate and whose file is in
+/// place, in order. Others are passed over, as a gateway passes over a
+/// route it cannot take.
+async fn fallback_specs(
+    state: &AppState,
+    user: &User,
+    record: &ModelRecord,
+) -> Vec<crate::inference::manager::LoadSpec> {
+    let mut specs = Vec::new();
+    for name in &record.fallbacks {
+        let Ok(fallback) = registry::find_usable(state, user, name).await else {
+            continue;
+        };
+        if fallback.kind == ModelKind::Embedding {
+            continue;
+        }
+        match registry::load_spec(&state.config, &fallback).await {
+            Ok(spec) => specs.push(spec),
+            Err(err) => {
+                tracing::debug!(model = %name, error = %err.body().message, "fallback passed over")
+            }
+        }
+    }
+    specs
 }
 
 /// An account as extensions see it.
@@ -291,11 +328,34 @@ pub fn inference_error(err: InferenceError) -> AppError {
                 message: m,
             }
         }
+        InferenceError::Backend(B::Internal(m)) => match upstream_code(&m) {
+            Some(code) => AppError::ModelWorker { code, message: m },
+            None => AppError::Internal(anyhow::anyhow!(m)),
+        },
+        InferenceError::CoolingDown {
+            retry_after,
+            message,
+        } => AppError::CoolingDown {
+            retry_after,
+            message,
+        },
         InferenceError::BackendMissing(_)
         | InferenceError::Capacity(_)
         | InferenceError::Load { .. } => AppError::Unavailable(err.to_string()),
         other => AppError::Internal(anyhow::anyhow!(other.to_string())),
     }
+}
+
+/// The error code of a remote model's failure, from its message.
+fn upstream_code(message: &str) -> Option<&'static str> {
+    [
+        upstream::RATE_LIMITED,
+        upstream::UNAVAILABLE,
+        upstream::REFUSED,
+        upstream::COOLING_DOWN,
+    ]
+    .into_iter()
+    .find(|code| message.starts_with(code))
 }
 
 /// Embeds `inputs` with `record` (an embedding model the caller may use)
@@ -461,6 +521,14 @@ impl Follower {
             };
             match event {
                 Some(JobEvent::Queued { position }) => self.send(Event::Queued { position }),
+                Some(JobEvent::Rerouted { name, reason, .. }) => {
+                    // What follows is the fallback's work, counted as such.
+                    self.model = name.clone();
+                    self.send(Event::Rerouted {
+                        model: name,
+                        reason,
+                    });
+                }
                 Some(JobEvent::Started { prompt_tokens }) => {
                     so_far.started = true;
                     so_far.prompt_tokens = prompt_tokens;

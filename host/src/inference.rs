@@ -11,8 +11,11 @@ pub mod history;
 pub mod isolated;
 pub mod manager;
 pub mod scheduler;
+pub mod upstream;
 pub mod worker;
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use corral_sdk::backend::{
@@ -45,6 +48,29 @@ pub enum InferenceError {
     Backend(#[from] BackendError),
     #[error("inference failed: {0}")]
     Internal(String),
+    /// Every model that could answer is a remote upstream cooling down.
+    #[error("{message}")]
+    CoolingDown { retry_after: u64, message: String },
+}
+
+impl InferenceError {
+    /// Whether another model may answer instead: the model or its server
+    /// failed, not the request.
+    fn falls_back(&self) -> bool {
+        use corral_sdk::backend::BackendError as B;
+        match self {
+            InferenceError::Rejected(_)
+            | InferenceError::Backend(B::InvalidRequest(_))
+            | InferenceError::Backend(B::ContextOverflow(_))
+            | InferenceError::Backend(B::Unsupported(_)) => false,
+            InferenceError::BackendMissing(_)
+            | InferenceError::Load { .. }
+            | InferenceError::Capacity(_)
+            | InferenceError::Backend(_)
+            | InferenceError::Internal(_)
+            | InferenceError::CoolingDown { .. } => true,
+        }
+    }
 }
 
 /// What to generate from.
@@ -76,14 +102,28 @@ pub struct Job {
     /// Without one, the user's requests share theirs. Another user's
     /// cache is never read, whatever the key.
     pub cache_key: Option<String>,
+    /// Models tried in order when `spec`'s model is cooling down or fails
+    /// before its first token.
+    pub fallbacks: Vec<LoadSpec>,
 }
 
 /// What a job reports, in order: positions while queued, `Started`, text,
 /// then exactly one of `Done` or `Failed`.
 #[derive(Debug, Clone)]
 pub enum JobEvent {
-    Queued { position: usize },
-    Started { prompt_tokens: u32 },
+    Queued {
+        position: usize,
+    },
+    /// Another model answers: the one named failed or is cooling down.
+    /// Comes before that model's `Started`.
+    Rerouted {
+        key: String,
+        name: String,
+        reason: String,
+    },
+    Started {
+        prompt_tokens: u32,
+    },
     Text(String),
     Done(GenerateSummary),
     Failed(InferenceError),
@@ -116,38 +156,141 @@ impl Inference {
         job: Job,
         cancel: CancelToken,
     ) -> Result<mpsc::UnboundedReceiver<JobEvent>, InferenceError> {
-        let capacity = job.spec.request.slots.max(1) as usize;
-        let ticket = self
-            .scheduler
-            .enqueue(&job.spec.key, capacity, &job.user_id)?;
+        let mut candidates: VecDeque<LoadSpec> = std::iter::once(job.spec.clone())
+            .chain(job.fallbacks.iter().cloned())
+            .collect();
         let (tx, rx) = mpsc::unbounded_channel();
-        let manager = self.manager.clone();
+        let (spec, ticket, reason) = self.next_candidate(&mut candidates, &job.user_id, None)?;
+        if spec.key != job.spec.key {
+            let _ = tx.send(JobEvent::Rerouted {
+                key: spec.key.clone(),
+                name: spec.name.clone(),
+                reason,
+            });
+        }
+        let this = self.clone();
         tokio::spawn(async move {
-            let mut ticket = ticket;
-            let mut position = ticket.position();
-            let permit = loop {
-                if position > 0 && tx.send(JobEvent::Queued { position }).is_err() {
+            let (mut spec, mut ticket) = (spec, ticket);
+            loop {
+                let texted = Arc::new(AtomicBool::new(false));
+                let Some(result) = this
+                    .attempt(&spec, ticket, &job, &cancel, &tx, &texted)
+                    .await
+                else {
+                    return;
+                };
+                let err = match result {
+                    Ok(summary) => {
+                        let _ = tx.send(JobEvent::Done(summary));
+                        return;
+                    }
+                    Err(err) => err,
+                };
+                // Only a model that has not said anything yet is replaced.
+                if texted.load(Ordering::Acquire) || cancel.is_cancelled() || !err.falls_back() {
+                    let _ = tx.send(JobEvent::Failed(err));
                     return;
                 }
-                tokio::select! {
-                    update = ticket.next_update() => match update {
-                        Update::Admitted(permit) => break permit,
-                        Update::Position(p) => position = p,
-                    },
-                    () = tx.closed() => return,
+                match this.next_candidate(&mut candidates, &job.user_id, Some(err.clone())) {
+                    Ok((next, next_ticket, reason)) => {
+                        tracing::info!(from = %spec.name, to = %next.name, %reason, "falling back");
+                        let _ = tx.send(JobEvent::Rerouted {
+                            key: next.key.clone(),
+                            name: next.name.clone(),
+                            reason,
+                        });
+                        (spec, ticket) = (next, next_ticket);
+                    }
+                    Err(last) => {
+                        let _ = tx.send(JobEvent::Failed(last));
+                        return;
+                    }
                 }
-            };
-            let result = match manager.get(&job.spec).await {
-                Ok(loaded) => run(loaded, job, cancel, tx.clone()).await,
-                Err(err) => Err(err),
-            };
-            drop(permit);
-            let _ = tx.send(match result {
-                Ok(summary) => JobEvent::Done(summary),
-                Err(err) => JobEvent::Failed(err),
-            });
+            }
         });
         Ok(rx)
+    }
+
+    /// The next model of `candidates` that is not cooling down and whose
+    /// queue takes the job, with the reasons the ones before it were
+    /// passed over; the last error when none is left.
+    fn next_candidate(
+        &self,
+        candidates: &mut VecDeque<LoadSpec>,
+        user_id: &str,
+        failed: Option<InferenceError>,
+    ) -> Result<(LoadSpec, scheduler::Ticket, String), InferenceError> {
+        let mut reasons: Vec<String> = failed.iter().map(ToString::to_string).collect();
+        let mut last = failed;
+        let mut soonest: Option<std::time::Duration> = None;
+        while let Some(spec) = candidates.pop_front() {
+            if let Some(cooling) = self.manager.cooling(&spec.key) {
+                let message = format!(
+                    "`{}` is cooling down for {} s more ({})",
+                    spec.name,
+                    cooling.left.as_secs().max(1),
+                    cooling.reason
+                );
+                let wait = soonest.map_or(cooling.left, |s| s.min(cooling.left));
+                soonest = Some(wait);
+                reasons.push(message.clone());
+                last = Some(InferenceError::CoolingDown {
+                    retry_after: wait.as_secs().max(1),
+                    message: format!("{}: {message}", upstream::COOLING_DOWN),
+                });
+                continue;
+            }
+            let capacity = spec.request.slots.max(1) as usize;
+            match self.scheduler.enqueue(&spec.key, capacity, user_id) {
+                Ok(ticket) => return Ok((spec, ticket, reasons.join("; "))),
+                Err(rejected) => {
+                    reasons.push(rejected.to_string());
+                    last = Some(rejected.into());
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| InferenceError::Internal("no model to run on".into())))
+    }
+
+    /// Runs the job on `spec`'s model once admitted; `None` when the
+    /// caller went away while it waited.
+    async fn attempt(
+        &self,
+        spec: &LoadSpec,
+        mut ticket: scheduler::Ticket,
+        job: &Job,
+        cancel: &CancelToken,
+        tx: &mpsc::UnboundedSender<JobEvent>,
+        texted: &Arc<AtomicBool>,
+    ) -> Option<Result<GenerateSummary, InferenceError>> {
+        let mut position = ticket.position();
+        let permit = loop {
+            if position > 0 && tx.send(JobEvent::Queued { position }).is_err() {
+                return None;
+            }
+            tokio::select! {
+                update = ticket.next_update() => match update {
+                    Update::Admitted(permit) => break permit,
+                    Update::Position(p) => position = p,
+                },
+                () = tx.closed() => return None,
+            }
+        };
+        let result = match self.manager.get(spec).await {
+            Ok(loaded) => {
+                run(
+                    loaded,
+                    job.clone(),
+                    cancel.clone(),
+                    tx.clone(),
+                    texted.clone(),
+                )
+                .await
+            }
+            Err(err) => Err(err),
+        };
+        drop(permit);
+        Some(result)
     }
 }
 
@@ -157,6 +300,7 @@ async fn run(
     job: Job,
     cancel: CancelToken,
     tx: mpsc::UnboundedSender<JobEvent>,
+    texted: Arc<AtomicBool>,
 ) -> Result<GenerateSummary, InferenceError> {
     let watcher = {
         let cancel = cancel.clone();
@@ -168,6 +312,43 @@ async fn run(
     };
     let result = tokio::task::spawn_blocking(move || {
         let model = &loaded.model;
+        // Caches are never shared between users: the user's id is always
+        // part of the key.
+        let cache_key = Some(match &job.cache_key {
+            Some(key) => format!("{}/{key}", job.user_id),
+            None => job.user_id.clone(),
+        });
+        let mut sink = |event: TokenEvent| {
+            let event = match event {
+                TokenEvent::Started { prompt_tokens } => JobEvent::Started { prompt_tokens },
+                TokenEvent::Text { text } => {
+                    texted.store(true, Ordering::Release);
+                    JobEvent::Text(text)
+                }
+            };
+            if tx.send(event).is_err() {
+                cancel.cancel();
+            }
+        };
+        if model.takes_conversations() {
+            // A remote model renders (and fits) the conversation itself.
+            let mut request = GenerateRequest {
+                prompt: String::new(),
+                add_bos: false,
+                sampling: job.sampling,
+                truncation: job.truncation,
+                cache_key,
+            };
+            return match job.prompt {
+                Prompt::Chat(messages) | Prompt::History(messages) => {
+                    model.generate_chat(&messages, &request, &mut sink, &cancel)
+                }
+                Prompt::Text(text) => {
+                    request.prompt = text;
+                    model.generate(&request, &mut sink, &cancel)
+                }
+            };
+        }
         let (prompt, add_bos) = match job.prompt {
             Prompt::Chat(messages) => (model.apply_chat_template(&messages, true)?, false),
             Prompt::Text(text) => (text, true),
@@ -181,21 +362,7 @@ async fn run(
             add_bos,
             sampling: job.sampling,
             truncation: job.truncation,
-            // Caches are never shared between users: the user's id is
-            // always part of the key.
-            cache_key: Some(match &job.cache_key {
-                Some(key) => format!("{}/{key}", job.user_id),
-                None => job.user_id.clone(),
-            }),
-        };
-        let mut sink = |event: TokenEvent| {
-            let event = match event {
-                TokenEvent::Started { prompt_tokens } => JobEvent::Started { prompt_tokens },
-                TokenEvent::Text { text } => JobEvent::Text(text),
-            };
-            if tx.send(event).is_err() {
-                cancel.cancel();
-            }
+            cache_key,
         };
         model.generate(&request, &mut sink, &cancel)
     })

@@ -624,6 +624,18 @@ pub struct ModelRecord {
     pub created_at: DateTime<Utc>,
     #[serde(with = "serde_millis")]
     pub updated_at: DateTime<Utc>,
+    /// Remote models (backend `openai`, whose `source` is the upstream's
+    /// base URL): the model's name at the upstream; `None` means `name`.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    /// Remote models: the key sent to the upstream as a bearer token. A
+    /// secret: no API answer, event or audit entry shows it.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Names of the models that answer instead, in order, when this one
+    /// is cooling down or fails before its first token.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 impl ModelRecord {
@@ -637,14 +649,15 @@ impl ModelRecord {
         self.is_servable() && self.access.allows(user)
     }
 
-    /// Whether a file is in place to load.
+    /// Whether a file is in place to load, or the model is remote.
     pub fn is_servable(&self) -> bool {
-        self.file_path.is_some()
+        self.is_remote() || self.file_path.is_some()
     }
 
-    /// Whether `source` is a local path rather than a URL.
-    pub fn is_local(&self) -> bool {
-        !(self.source.starts_with("http://") || self.source.starts_with("https://"))
+    /// Whether another server runs the model (an OpenAI-compatible
+    /// upstream at `source`), so that there is no file.
+    pub fn is_remote(&self) -> bool {
+        self.backend == crate::inference::upstream::BACKEND
     }
 }
 

@@ -617,7 +617,7 @@ impl HostServices for Bridge {
                 Event::Text { text: t, .. } => text.push_str(&t),
                 Event::Done(_) => return Ok(text),
                 Event::Failed { error } => return Err(told(error)),
-                Event::Queued { .. } | Event::Started { .. } => {}
+                Event::Queued { .. } | Event::Rerouted { .. } | Event::Started { .. } => {}
             }
         }
         Err("the generation ended without a result".into())

@@ -15,6 +15,7 @@ use crate::download::{is_url, redact_source};
 use crate::error::{ApiResult, AppError, Validator};
 use crate::events::Event;
 use crate::inference::manager::LoadSpec;
+use crate::inference::upstream;
 use crate::model::{new_id, ModelAccess, ModelKind, ModelRecord, ModelStatus, User};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -69,15 +70,22 @@ pub async fn get_usable(state: &AppState, user: &User, id: &str) -> ApiResult<Mo
 pub struct NewModel {
     #[schema(example = "gemma-3-270m", pattern = r"^[A-Za-z0-9._:-]{1,100}$")]
     pub name: String,
-    /// `llama` or `candle`.
-    #[schema(example = "llama", pattern = "^(llama|candle)$")]
+    /// `llama` or `candle` (or another installed backend) for a model
+    /// file; `openai` for a model another server runs behind an
+    /// OpenAI-compatible API (vLLM, llama-server, Ollama, a cloud API,
+    /// another Corral).
+    #[schema(example = "llama", pattern = "^[a-z0-9_]+$")]
     pub backend: String,
     /// Default `chat`.
     pub kind: Option<ModelKind>,
     /// An http(s) URL to download, or an absolute path on the server inside
     /// one of the model folders (setting `model_dirs`): a GGUF file, or a
     /// directory for models made of several files. Downloads may not reach
-    /// loopback, link-local or (unless allowed) private addresses.
+    /// loopback, link-local or (unless allowed) private addresses. For the
+    /// `openai` backend: the upstream's base URL, the part before
+    /// `/chat/completions` (e.g. `https://api.openai.com/v1`); loopback and
+    /// private upstreams need the settings `upstream_allowed_origins` or
+    /// `upstream_allow_private`.
     #[schema(
         example = "https://huggingface.co/unsloth/gemma-3-270m-it-GGUF/resolve/main/gemma-3-270m-it-Q4_K_M.gguf",
         max_length = 2048,
@@ -106,6 +114,17 @@ pub struct NewModel {
     pub chat_template: Option<String>,
     /// Default: everyone.
     pub access: Option<ModelAccess>,
+    /// Remote models only: the model's name at the upstream (default: `name`).
+    #[schema(max_length = 200, example = "gpt-4o-mini")]
+    pub upstream_model: Option<String>,
+    /// Remote models only: the upstream's API key, sent as a bearer
+    /// token. It is never shown again.
+    #[schema(max_length = 1024, example = "sk-...")]
+    pub api_key: Option<String>,
+    /// Names of models that answer instead, in order, when this one is
+    /// cooling down or fails before its first token (at most 8).
+    #[schema(max_items = 8)]
+    pub fallbacks: Option<Vec<String>>,
 }
 
 /// Changes to a model; absent fields stay as they are. A new `source` or
@@ -116,7 +135,8 @@ pub struct NewModel {
 pub struct ModelChanges {
     #[schema(pattern = r"^[A-Za-z0-9._:-]{1,100}$")]
     pub name: Option<String>,
-    #[schema(pattern = "^(llama|candle)$")]
+    /// A file backend cannot become `openai` or the other way round.
+    #[schema(pattern = "^[a-z0-9_]+$")]
     pub backend: Option<String>,
     pub kind: Option<ModelKind>,
     /// A new source; the same source again retries a failed download.
@@ -139,6 +159,15 @@ pub struct ModelChanges {
     #[schema(max_length = 16384)]
     pub chat_template: Option<String>,
     pub access: Option<ModelAccess>,
+    /// `""` goes back to the model's own name.
+    #[schema(max_length = 200)]
+    pub upstream_model: Option<String>,
+    /// A new key; `""` removes it. A new base URL on another origin
+    /// needs the key given again, so that a key never travels to a server
+    /// it was not meant for.
+    #[schema(max_length = 1024)]
+    pub api_key: Option<String>,
+    pub fallbacks: Option<Vec<String>>,
 }
 
 pub fn valid_name(name: &str) -> bool {
@@ -210,6 +239,7 @@ async fn validate(
     // The two Corral ships, and any other library installed in the
     // backends directory.
     let mut known: Vec<String> = BACKENDS.iter().map(|b| (*b).to_owned()).collect();
+    known.push(upstream::BACKEND.to_owned());
     known.extend(state.inference.manager.backends().names());
     known.sort();
     known.dedup();
@@ -266,11 +296,31 @@ async fn validate(
         format!("may list at most {MAX_ACCESS_USERS} users"),
     );
     m.source = m.source.trim().to_owned();
-    let source_ok = check_source_syntax(&m.source);
-    if let Err(message) = &source_ok {
-        v.check(false, "source", message.clone());
+    check_fallbacks(&mut v, m);
+    if m.is_remote() {
+        check_remote(&mut v, m);
+    } else {
+        let source_ok = check_source_syntax(&m.source);
+        if let Err(message) = &source_ok {
+            v.check(false, "source", message.clone());
+        }
+        for (field, set) in [
+            ("upstream_model", m.upstream_model.is_some()),
+            ("api_key", m.api_key.is_some()),
+        ] {
+            v.check(!set, field, "applies only to the `openai` backend");
+        }
     }
     v.finish()?;
+
+    for name in &m.fallbacks {
+        if state.store.get_model_by_name(name).await?.is_none() {
+            return Err(AppError::field(
+                "fallbacks",
+                format!("no model is called `{name}`"),
+            ));
+        }
+    }
 
     for user_id in &m.access.users {
         if state.store.get_user(user_id).await?.is_none() {
@@ -281,6 +331,14 @@ async fn validate(
         }
     }
     if !check_source {
+        return Ok(None);
+    }
+    if m.is_remote() {
+        state
+            .inference
+            .manager
+            .check_upstream_url(&m.source)
+            .map_err(|message| AppError::field("source", message))?;
         return Ok(None);
     }
     if is_url(&m.source) {
@@ -329,6 +387,92 @@ async fn validate(
         size: meta.len(),
         is_dir: false,
     }))
+}
+
+/// Fallbacks a model may list.
+pub const MAX_FALLBACKS: usize = 8;
+const MAX_UPSTREAM_MODEL: usize = 200;
+const MAX_API_KEY: usize = 1024;
+
+/// Checks the list of fallbacks (their existence is looked up later).
+fn check_fallbacks(v: &mut Validator, m: &mut ModelRecord) {
+    for name in &mut m.fallbacks {
+        *name = name.trim().to_owned();
+    }
+    let mut seen = std::collections::HashSet::new();
+    let unique = m.fallbacks.iter().all(|n| seen.insert(n.as_str()));
+    v.check(
+        m.fallbacks.len() <= MAX_FALLBACKS,
+        "fallbacks",
+        format!("may list at most {MAX_FALLBACKS} models"),
+    );
+    v.check(
+        m.fallbacks.iter().all(|n| valid_name(n)),
+        "fallbacks",
+        "must be names of models",
+    );
+    v.check(unique, "fallbacks", "must not name a model twice");
+    v.check(
+        !m.fallbacks.contains(&m.name),
+        "fallbacks",
+        "must not name the model itself",
+    );
+}
+
+/// Checks the fields of a remote model (the URL's address is checked
+/// later, against the upstream settings).
+fn check_remote(v: &mut Validator, m: &mut ModelRecord) {
+    let url = reqwest::Url::parse(&m.source);
+    let url_ok = match &url {
+        Ok(url) => {
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some_and(|h| !h.is_empty())
+                && url.username().is_empty()
+                && url.password().is_none()
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && m.source.len() <= MAX_SOURCE_BYTES
+        }
+        Err(_) => false,
+    };
+    v.check(
+        url_ok,
+        "source",
+        "must be the upstream's base URL, like https://api.openai.com/v1 \
+         (http or https, no credentials, query or fragment: the key goes in `api_key`)",
+    );
+    if let Some(name) = &mut m.upstream_model {
+        *name = name.trim().to_owned();
+        v.check(
+            name.chars().count() <= MAX_UPSTREAM_MODEL && !name.chars().any(char::is_control),
+            "upstream_model",
+            format!(
+                "must be at most {MAX_UPSTREAM_MODEL} characters, none of them control characters"
+            ),
+        );
+    }
+    if let Some(key) = &m.api_key {
+        v.check(
+            key.len() <= MAX_API_KEY && key.bytes().all(|b| b.is_ascii_graphic()),
+            "api_key",
+            format!("must be at most {MAX_API_KEY} visible ASCII characters (no spaces)"),
+        );
+    }
+    v.check(
+        m.kind == ModelKind::Chat,
+        "kind",
+        "a remote model is a chat model (embeddings run on local models)",
+    );
+    v.check(
+        m.sha256.is_none(),
+        "sha256",
+        "applies to model files, not to remote models",
+    );
+    v.check(
+        m.chat_template.is_none(),
+        "chat_template",
+        "a remote model's server applies its own chat template",
+    );
 }
 
 fn check_source_syntax(source: &str) -> Result<(), String> {
@@ -412,6 +556,12 @@ async fn dir_size(dir: &Path, roots: &[PathBuf]) -> Result<u64, String> {
 /// whether a background job must run.
 fn prepare_source(m: &mut ModelRecord, local: Option<&LocalSource>) -> bool {
     m.error = None;
+    if m.is_remote() {
+        m.status = ModelStatus::Ready;
+        m.file_path = None;
+        m.size_bytes = None;
+        return false;
+    }
     match local {
         Some(local) if local.is_dir || m.sha256.is_none() => {
             m.status = ModelStatus::Ready;
@@ -458,6 +608,9 @@ pub async fn create(state: &AppState, req: NewModel) -> ApiResult<ModelRecord> {
         access: req.access.unwrap_or_default(),
         created_at: at,
         updated_at: at,
+        upstream_model: req.upstream_model.filter(|m| !m.trim().is_empty()),
+        api_key: req.api_key.filter(|k| !k.is_empty()),
+        fallbacks: req.fallbacks.unwrap_or_default(),
     };
     let local = validate(state, &mut model, true).await?;
     let fetch = prepare_source(&mut model, local.as_ref());
@@ -521,6 +674,9 @@ pub async fn register_demo_model(state: &AppState) -> anyhow::Result<Option<Mode
                     sampling: Some(sampling),
                     chat_template: None,
                     access: None,
+                    upstream_model: None,
+                    api_key: None,
+                    fallbacks: None,
                 },
             )
             .await
@@ -583,6 +739,12 @@ async fn apply_changes(
     }
     if let Some(backend) = changes.backend {
         model.backend = backend.trim().to_owned();
+        if model.is_remote() != before.is_remote() {
+            return Err(AppError::field(
+                "backend",
+                "a model file cannot become a remote model or the other way round; add a new model",
+            ));
+        }
     }
     if let Some(kind) = changes.kind {
         model.kind = kind;
@@ -622,9 +784,30 @@ async fn apply_changes(
     if let Some(access) = changes.access {
         model.access = access;
     }
+    if let Some(name) = changes.upstream_model {
+        model.upstream_model = Some(name).filter(|m| !m.trim().is_empty());
+    }
+    if let Some(fallbacks) = changes.fallbacks {
+        model.fallbacks = fallbacks;
+    }
+    let new_key = changes.api_key.is_some();
+    if let Some(key) = changes.api_key {
+        model.api_key = Some(key).filter(|k| !k.is_empty());
+    }
+    if model.is_remote() && !new_key && model.api_key.is_some() {
+        let origin = |s: &str| reqwest::Url::parse(s.trim()).ok().map(|u| u.origin());
+        if origin(&model.source) != origin(&before.source) {
+            return Err(AppError::field(
+                "api_key",
+                "must be given again when the base URL moves to another server",
+            ));
+        }
+    }
     let local = validate(state, &mut model, refetch).await?;
-    // Trimming or lowercasing may have turned a "change" into none.
+    // Trimming or lowercasing may have turned a "change" into none; a
+    // remote model has nothing to fetch.
     refetch = refetch
+        && !model.is_remote()
         && (model.source != before.source
             || model.sha256 != before.sha256
             || before.status == ModelStatus::Failed);
@@ -659,8 +842,11 @@ async fn write_update(
         .await
         .map_err(name_conflict)?;
     drop(guard);
-    if load_changed(&before, &model) && state.inference.manager.unload(&model.id) {
-        tracing::info!(model = %model.name, "unloaded: its file or load parameters changed");
+    if load_changed(&before, &model) {
+        state.inference.manager.forget_health(&model.id);
+        if state.inference.manager.unload(&model.id) {
+            tracing::info!(model = %model.name, "unloaded: its file or load parameters changed");
+        }
     }
     if refetch {
         if model.status == ModelStatus::Downloading {
@@ -690,6 +876,7 @@ pub async fn delete(state: &AppState, id: &str) -> ApiResult<ModelRecord> {
         }
     }
     state.inference.manager.unload(id);
+    state.inference.manager.forget_health(id);
     state.downloads.remove_files(id).await;
     state.events.publish(Event::ModelDeleted {
         model_id: id.to_owned(),
@@ -708,6 +895,8 @@ fn load_changed(before: &ModelRecord, after: &ModelRecord) -> bool {
         || before.threads != after.threads
         || before.slots != after.slots
         || before.chat_template != after.chat_template
+        || before.upstream_model != after.upstream_model
+        || before.api_key != after.api_key
 }
 
 fn publish_status(state: &AppState, model: &ModelRecord) {
@@ -722,6 +911,30 @@ fn publish_status(state: &AppState, model: &ModelRecord) {
 /// lie where model files may (see [`crate::config::Config::loadable_model_paths`]):
 /// a record written before the model folders were narrowed is not loaded.
 pub async fn load_spec(config: &Config, record: &ModelRecord) -> Result<LoadSpec, AppError> {
+    if record.is_remote() {
+        return Ok(LoadSpec {
+            key: record.id.clone(),
+            name: record.name.clone(),
+            backend: record.backend.clone(),
+            request: corral_sdk::backend::LoadRequest {
+                path: String::new(),
+                context_length: record.context_length,
+                threads: 0,
+                slots: record.slots.max(1),
+                chat_template: None,
+                prompt_cache: false,
+            },
+            file_bytes: 0,
+            upstream: Some(upstream::Target {
+                base_url: record.source.clone(),
+                api_key: record.api_key.clone(),
+                model: record
+                    .upstream_model
+                    .clone()
+                    .unwrap_or_else(|| record.name.clone()),
+            }),
+        });
+    }
     let path = record
         .file_path
         .as_deref()
@@ -755,6 +968,7 @@ pub async fn load_spec(config: &Config, record: &ModelRecord) -> Result<LoadSpec
             prompt_cache: true,
         },
         file_bytes: record.size_bytes.unwrap_or(0),
+        upstream: None,
     })
 }
 
@@ -805,6 +1019,9 @@ mod load_spec_tests {
             access: Default::default(),
             created_at: at,
             updated_at: at,
+            upstream_model: None,
+            api_key: None,
+            fallbacks: Vec::new(),
         }
     }
 

@@ -94,6 +94,13 @@ impl AppState {
                     max_loaded: config.max_loaded_models,
                 },
             )
+            .with_upstreams(Arc::new(crate::inference::upstream::Upstreams::new(
+                Arc::new(crate::download::NetPolicy::new(
+                    crate::download::Scope::Upstreams,
+                    config.upstream_allow_private,
+                    &config.upstream_allowed_origins,
+                )),
+            )?))
             .on_bad_file({
                 let downloads = downloads.clone();
                 Arc::new(move |model_id, reason| {

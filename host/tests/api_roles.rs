@@ -352,6 +352,9 @@ impl Ctx {
             },
             created_at: at,
             updated_at: at,
+            upstream_model: None,
+            api_key: None,
+            fallbacks: Vec::new(),
         };
         self.t
             .store

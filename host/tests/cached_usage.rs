@@ -191,6 +191,9 @@ impl Ctx {
             access: ModelAccess::default(),
             created_at: at,
             updated_at: at,
+            upstream_model: None,
+            api_key: None,
+            fallbacks: Vec::new(),
         };
         t.store.create_model(&model).await.expect("model");
         let user = t.insert_user("ursula", Role::User).await;

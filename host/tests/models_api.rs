@@ -528,6 +528,9 @@ async fn a_restarted_host_resumes_a_partial_download() {
         access: Default::default(),
         created_at: at,
         updated_at: at,
+        upstream_model: None,
+        api_key: None,
+        fallbacks: Vec::new(),
     };
     c.t.store.create_model(&record).await.expect("record");
     let target = c.t.state.downloads.target_path(&record);

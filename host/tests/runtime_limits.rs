@@ -225,6 +225,9 @@ impl Ctx {
             access: ModelAccess::default(),
             created_at: at,
             updated_at: at,
+            upstream_model: None,
+            api_key: None,
+            fallbacks: Vec::new(),
         };
         self.t.store.create_model(&model).await.expect("model");
         model.id

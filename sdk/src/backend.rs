@@ -403,6 +403,31 @@ pub trait Model: Send + Sync {
         cancel: &CancelToken,
     ) -> BackendResult<GenerateSummary>;
 
+    /// Whether the model reads a conversation itself (a remote chat API)
+    /// rather than a prompt rendered with [`Model::apply_chat_template`].
+    /// The host then hands it conversations through
+    /// [`Model::generate_chat`] and text prompts through
+    /// [`Model::generate`].
+    fn takes_conversations(&self) -> bool {
+        false
+    }
+
+    /// Generates an answer to `messages`, for a model that
+    /// [takes conversations](Model::takes_conversations); `request.prompt`
+    /// is empty and the rest applies as for [`Model::generate`].
+    fn generate_chat(
+        &self,
+        messages: &[ChatMessage],
+        request: &GenerateRequest,
+        sink: &mut dyn FnMut(TokenEvent),
+        cancel: &CancelToken,
+    ) -> BackendResult<GenerateSummary> {
+        let _ = (messages, request, sink, cancel);
+        Err(BackendError::Unsupported(
+            "this model takes a rendered prompt, not a conversation".into(),
+        ))
+    }
+
     /// One vector per input.
     fn embed(&self, inputs: &[String]) -> BackendResult<Vec<Vec<f32>>> {
         let _ = inputs;

@@ -4,7 +4,9 @@
 //! A model is a file that starts with `GGUF` (as Corral's registry wants)
 //! followed by text; `fail-load` anywhere in it makes the load fail.
 //! Generation writes `tick ` once per token, every 20 ms, until
-//! `max_tokens` or a cancel, except when the prompt says:
+//! `max_tokens` or a cancel (a line `word: tock` in the file makes it
+//! write `tock ` instead, so that tests can tell models apart), except
+//! when the prompt says:
 //!
 //! - `ABORT`: three ticks, then `abort()` — the process dies on the spot,
 //!   as llama.cpp does on a failed `GGML_ASSERT`;
@@ -51,19 +53,27 @@ impl Backend for Fault {
         if !text.starts_with(b"GGUF") {
             return Err(BackendError::InvalidModel("not a fault model".into()));
         }
-        if String::from_utf8_lossy(&text).contains("fail-load") {
+        let text = String::from_utf8_lossy(&text);
+        if text.contains("fail-load") {
             eprintln!("fault: told to fail to load");
             return Err(BackendError::Internal("told to fail to load".into()));
         }
+        let word = text
+            .lines()
+            .find_map(|line| line.strip_prefix("word:"))
+            .map_or("tick", str::trim);
         progress(1.0);
         Ok(Box::new(FaultModel {
             slots: request.slots.max(1),
+            word: format!("{word} "),
         }))
     }
 }
 
 struct FaultModel {
     slots: u32,
+    /// Written once per token.
+    word: String,
 }
 
 impl Model for FaultModel {
@@ -125,7 +135,7 @@ impl Model for FaultModel {
             }
             std::thread::sleep(TICK);
             sink(TokenEvent::Text {
-                text: "tick ".into(),
+                text: self.word.clone(),
             });
             first.get_or_insert_with(|| begun.elapsed());
             completion += 1;

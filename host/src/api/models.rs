@@ -93,6 +93,30 @@ pub struct ModelView {
     /// Technicians only, while a download or check runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<DownloadProgress>,
+    /// Technicians only, remote models: the model's name at the upstream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub upstream_model: Option<Option<String>>,
+    /// Technicians only, remote models: whether an API key is stored (the
+    /// key itself is never shown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_set: Option<bool>,
+    /// Technicians only: the models that answer instead, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<Vec<String>>,
+    /// Technicians only, remote models while they cool down (after a 429
+    /// or failures in a row): no calls go to the upstream until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<CooldownView>,
+}
+
+/// A remote model cooling down.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CooldownView {
+    /// Seconds left, rounded up.
+    pub seconds_left: u64,
+    /// Why: the 429's message, or the last of the failures.
+    pub reason: String,
 }
 
 fn view(state: &AppState, caller: &Caller, model: ModelRecord) -> ModelView {
@@ -123,6 +147,10 @@ fn view(state: &AppState, caller: &Caller, model: ModelRecord) -> ModelView {
         chat_template: None,
         access: (role != Role::User).then_some(model.access),
         progress,
+        upstream_model: None,
+        api_key_set: None,
+        fallbacks: None,
+        cooldown: None,
     };
     if technician {
         view.source = Some(redact_source(&model.source));
@@ -133,6 +161,19 @@ fn view(state: &AppState, caller: &Caller, model: ModelRecord) -> ModelView {
         view.slots = Some(model.slots);
         view.sampling = Some(model.sampling);
         view.chat_template = Some(model.chat_template);
+        view.fallbacks = Some(model.fallbacks);
+        if view.backend == crate::inference::upstream::BACKEND {
+            view.upstream_model = Some(model.upstream_model);
+            view.api_key_set = Some(model.api_key.is_some());
+            view.cooldown = state
+                .inference
+                .manager
+                .cooling(&view.id)
+                .map(|c| CooldownView {
+                    seconds_left: c.left.as_secs_f64().ceil() as u64,
+                    reason: c.reason,
+                });
+        }
     }
     view
 }
@@ -141,6 +182,7 @@ fn view(state: &AppState, caller: &Caller, model: ModelRecord) -> ModelView {
 fn redacted(model: &ModelRecord) -> ModelRecord {
     ModelRecord {
         source: redact_source(&model.source),
+        api_key: model.api_key.as_ref().map(|_| "***".to_owned()),
         ..model.clone()
     }
 }
@@ -230,6 +272,15 @@ pub async fn update(
                     changed.insert(key.clone(), value.clone());
                 }
             }
+        }
+        if before.api_key != model.api_key {
+            // Both show as `***`: say that it changed, never what it is.
+            let what = if model.api_key.is_some() {
+                "replaced"
+            } else {
+                "removed"
+            };
+            changed.insert("api_key".into(), json!(what));
         }
         let details = json!({ "name": model.name, "changed": changed });
         audit(&state, &caller, "model.update", &model.id, details).await?;

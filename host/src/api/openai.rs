@@ -404,7 +404,7 @@ async fn generate(
                 return Ok(response);
             }
             GenEvent::Failed { error } => return Err(error.into()),
-            GenEvent::Queued { .. } | GenEvent::Started { .. } => {}
+            GenEvent::Queued { .. } | GenEvent::Rerouted { .. } | GenEvent::Started { .. } => {}
         }
     }
     Err(AppError::Internal(anyhow::anyhow!("the generation ended without a result")).into())
@@ -491,7 +491,9 @@ fn chunks(
                 let body = OpenAiErrorBody::from_app(&error);
                 vec![Event::default().data(serde_json::to_string(&body).unwrap_or_default())]
             }
-            GenEvent::Queued { .. } | GenEvent::Started { .. } => Vec::new(),
+            GenEvent::Queued { .. } | GenEvent::Rerouted { .. } | GenEvent::Started { .. } => {
+                Vec::new()
+            }
         };
         futures::stream::iter(items.into_iter().map(Ok))
     });

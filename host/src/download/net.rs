@@ -132,11 +132,11 @@ fn origin_of(url: &Url) -> Option<String> {
     Some(format!("{}://{host}:{port}", url.scheme()))
 }
 
-/// Checks and normalizes a `download_allowed_origins` entry to
-/// `scheme://host:port`.
-pub fn normalize_origin(origin: &str) -> anyhow::Result<String> {
+/// Checks and normalizes an entry of the setting `key` (a list of allowed
+/// origins) to `scheme://host:port`.
+pub fn normalize_origin(key: &str, origin: &str) -> anyhow::Result<String> {
     let url = Url::parse(origin.trim())
-        .map_err(|e| anyhow::anyhow!("download_allowed_origins: `{origin}` is not a URL: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{key}: `{origin}` is not a URL: {e}"))?;
     anyhow::ensure!(
         matches!(url.scheme(), "http" | "https")
             && url.username().is_empty()
@@ -144,15 +144,40 @@ pub fn normalize_origin(origin: &str) -> anyhow::Result<String> {
             && url.path() == "/"
             && url.query().is_none()
             && url.fragment().is_none(),
-        "download_allowed_origins: `{origin}` must be an origin like http://127.0.0.1:8000 (no path, query or credentials)"
+        "{key}: `{origin}` must be an origin like http://127.0.0.1:8000 (no path, query or credentials)"
     );
-    origin_of(&url)
-        .ok_or_else(|| anyhow::anyhow!("download_allowed_origins: `{origin}` has no host"))
+    origin_of(&url).ok_or_else(|| anyhow::anyhow!("{key}: `{origin}` has no host"))
 }
 
-/// What downloads may reach.
-#[derive(Debug, Clone, Default)]
+/// Who connects under a policy, for its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Model downloads (settings `download_…`).
+    Downloads,
+    /// Remote OpenAI-compatible upstreams (settings `upstream_…`).
+    Upstreams,
+}
+
+impl Scope {
+    fn what(self) -> &'static str {
+        match self {
+            Scope::Downloads => "downloads",
+            Scope::Upstreams => "upstreams",
+        }
+    }
+
+    fn setting(self) -> &'static str {
+        match self {
+            Scope::Downloads => "download",
+            Scope::Upstreams => "upstream",
+        }
+    }
+}
+
+/// What downloads (or upstream calls) may reach.
+#[derive(Debug, Clone)]
 pub struct NetPolicy {
+    scope: Scope,
     allow_private: bool,
     /// Normalized `scheme://host:port`.
     origins: HashSet<String>,
@@ -163,10 +188,12 @@ pub struct NetPolicy {
 
 impl NetPolicy {
     /// `origins` as [`normalize_origin`] returns them.
-    pub fn new(allow_private: bool, origins: &[String]) -> Self {
+    pub fn new(scope: Scope, allow_private: bool, origins: &[String]) -> Self {
         let mut policy = NetPolicy {
+            scope,
             allow_private,
-            ..NetPolicy::default()
+            origins: HashSet::new(),
+            trusted_names: HashSet::new(),
         };
         for origin in origins {
             let Ok(url) = Url::parse(origin) else {
@@ -188,10 +215,16 @@ impl NetPolicy {
             Class::Public => Ok(()),
             Class::Private if self.allow_private => Ok(()),
             Class::Private => Err(Refused(format!(
-                "{host} is a private address ({ip}), which downloads reach only with `download_allow_private = true`"
+                "{host} is a private address ({ip}), which {} reach only with `{}_allow_private = true` \
+                 or when its origin is listed in `{}_allowed_origins`",
+                self.scope.what(),
+                self.scope.setting(),
+                self.scope.setting(),
             ))),
-            Class::Internal(what) => Err(Refused(format!(
-                "{host} is {what} ({ip}), which downloads may not reach"
+            Class::Internal(kind) => Err(Refused(format!(
+                "{host} is {kind} ({ip}), which {} may not reach unless its origin is listed in `{}_allowed_origins`",
+                self.scope.what(),
+                self.scope.setting(),
             ))),
         }
     }
@@ -201,7 +234,8 @@ impl NetPolicy {
     pub fn check_url(&self, url: &Url) -> Result<(), Refused> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(Refused(format!(
-                "only http and https can be downloaded, not {}",
+                "{} use only http and https, not {}",
+                self.scope.what(),
                 url.scheme()
             )));
         }
@@ -216,7 +250,8 @@ impl NetPolicy {
         }
         if self.trusted_names.contains(&host.to_ascii_lowercase()) {
             return Err(Refused(format!(
-                "{host} may be fetched only at the origins listed in `download_allowed_origins`"
+                "{host} may be reached only at the origins listed in `{}_allowed_origins`",
+                self.scope.setting()
             )));
         }
         Ok(())
@@ -299,8 +334,8 @@ mod tests {
 
     #[test]
     fn internal_addresses_are_never_reached() {
-        let strict = NetPolicy::new(false, &[]);
-        let lenient = NetPolicy::new(true, &[]);
+        let strict = NetPolicy::new(Scope::Downloads, false, &[]);
+        let lenient = NetPolicy::new(Scope::Downloads, true, &[]);
         for addr in [
             "127.0.0.1",
             "127.1.2.3",
@@ -337,8 +372,8 @@ mod tests {
 
     #[test]
     fn private_addresses_need_the_setting() {
-        let strict = NetPolicy::new(false, &[]);
-        let lenient = NetPolicy::new(true, &[]);
+        let strict = NetPolicy::new(Scope::Downloads, false, &[]);
+        let lenient = NetPolicy::new(Scope::Downloads, true, &[]);
         for addr in [
             "10.1.2.3",
             "172.16.0.1",
@@ -368,14 +403,18 @@ mod tests {
 
     #[test]
     fn urls_are_checked_by_literal_address_and_origin() {
-        let origin = normalize_origin("http://127.0.0.1:8000").expect("origin");
+        let origin =
+            normalize_origin("download_allowed_origins", "http://127.0.0.1:8000").expect("origin");
         assert_eq!(origin, "http://127.0.0.1:8000");
-        let named = normalize_origin("http://Mirror.Lan:80/").expect("origin");
+        let named =
+            normalize_origin("download_allowed_origins", "http://Mirror.Lan:80/").expect("origin");
         assert_eq!(named, "http://mirror.lan:80");
-        assert!(normalize_origin("http://127.0.0.1:8000/files").is_err());
-        assert!(normalize_origin("http://u:p@127.0.0.1:8000").is_err());
-        assert!(normalize_origin("ftp://127.0.0.1").is_err());
-        let policy = NetPolicy::new(false, &[origin, named]);
+        assert!(
+            normalize_origin("download_allowed_origins", "http://127.0.0.1:8000/files").is_err()
+        );
+        assert!(normalize_origin("download_allowed_origins", "http://u:p@127.0.0.1:8000").is_err());
+        assert!(normalize_origin("download_allowed_origins", "ftp://127.0.0.1").is_err());
+        let policy = NetPolicy::new(Scope::Downloads, false, &[origin, named]);
         let url = |s: &str| Url::parse(s).expect("url");
         assert!(policy
             .check_url(&url("http://127.0.0.1:8000/a.gguf"))

@@ -10,6 +10,7 @@ use corral_sdk::backend::{BackendError, LoadRequest, Model, ModelInfo};
 use futures::future::BoxFuture;
 
 use super::backends::BackendSet;
+use super::upstream::{self, Cooldown, Upstreams};
 use super::InferenceError;
 
 /// What to load, and under which key it is kept.
@@ -23,6 +24,8 @@ pub struct LoadSpec {
     pub request: LoadRequest,
     /// Bytes on disk; the first guess of the memory it needs.
     pub file_bytes: u64,
+    /// For a remote model (backend [`upstream::BACKEND`]): where it is.
+    pub upstream: Option<upstream::Target>,
 }
 
 /// Limits of the manager.
@@ -98,6 +101,7 @@ pub struct ModelManager {
     limits: ManagerLimits,
     cells: Arc<Mutex<HashMap<String, (LoadSpec, Cell)>>>,
     on_bad_file: Option<BadFileHook>,
+    upstreams: Option<Arc<Upstreams>>,
 }
 
 impl ModelManager {
@@ -107,6 +111,34 @@ impl ModelManager {
             limits,
             cells: Arc::default(),
             on_bad_file: None,
+            upstreams: None,
+        }
+    }
+
+    /// Serves remote models through `upstreams`.
+    pub fn with_upstreams(mut self, upstreams: Arc<Upstreams>) -> Self {
+        self.upstreams = Some(upstreams);
+        self
+    }
+
+    /// Whether a remote model may be at `url`, as far as the URL tells.
+    pub fn check_upstream_url(&self, url: &str) -> Result<(), String> {
+        match &self.upstreams {
+            Some(upstreams) => upstreams.check_url(url),
+            None => Err("this host serves no remote models".into()),
+        }
+    }
+
+    /// Whether the remote model `key` is cooling down.
+    pub fn cooling(&self, key: &str) -> Option<Cooldown> {
+        self.upstreams.as_ref()?.cooling(key)
+    }
+
+    /// Forgets what is known of the remote model `key`'s health (it was
+    /// changed or removed).
+    pub fn forget_health(&self, key: &str) {
+        if let Some(upstreams) = &self.upstreams {
+            upstreams.forget(key);
         }
     }
 
@@ -145,7 +177,10 @@ impl ModelManager {
         };
         let loaded = cell
             .get_or_try_init(|| async {
-                self.make_room(spec)?;
+                // A remote model holds no memory here.
+                if spec.upstream.is_none() {
+                    self.make_room(spec)?;
+                }
                 self.load(spec).await
             })
             .await?
@@ -155,6 +190,9 @@ impl ModelManager {
     }
 
     async fn load(&self, spec: &LoadSpec) -> Result<Arc<LoadedModel>, InferenceError> {
+        if let Some(target) = &spec.upstream {
+            return self.open_upstream(spec, target.clone());
+        }
         let backend = self
             .backends
             .get(&spec.backend)
@@ -214,6 +252,34 @@ impl ModelManager {
         }))
     }
 
+    /// A remote model: nothing to load, so nothing can fail here.
+    fn open_upstream(
+        &self,
+        spec: &LoadSpec,
+        target: upstream::Target,
+    ) -> Result<Arc<LoadedModel>, InferenceError> {
+        let upstreams = self
+            .upstreams
+            .as_ref()
+            .ok_or_else(|| InferenceError::BackendMissing(upstream::BACKEND.into()))?;
+        let info = upstream::model_info(spec.request.context_length, spec.request.slots);
+        let model = upstreams.model(
+            &spec.key,
+            &spec.name,
+            target,
+            info.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        Ok(Arc::new(LoadedModel {
+            spec: spec.clone(),
+            model: Arc::new(model),
+            info,
+            load_time: Duration::ZERO,
+            loaded_at: chrono::Utc::now(),
+            last_used: Mutex::new(Instant::now()),
+        }))
+    }
+
     /// Loaded models, most recently used first.
     pub fn loaded(&self) -> Vec<Arc<LoadedModel>> {
         let mut out: Vec<Arc<LoadedModel>> = self
@@ -238,7 +304,7 @@ impl ModelManager {
             let loaded: Vec<Arc<LoadedModel>> = self
                 .loaded()
                 .into_iter()
-                .filter(|m| m.spec.key != spec.key)
+                .filter(|m| m.spec.key != spec.key && m.spec.upstream.is_none())
                 .collect();
             let used: u64 = loaded.iter().map(|m| m.memory_bytes()).sum();
             let over_memory =

@@ -3222,6 +3222,9 @@ fn model(name: &str, minutes: i64) -> ModelRecord {
         },
         created_at: ts(minutes),
         updated_at: ts(minutes),
+        upstream_model: Some("org/upstream-name".to_string()),
+        api_key: Some("sk-test-ünïcode".to_string()),
+        fallbacks: vec!["other".to_string()],
     }
 }
 
