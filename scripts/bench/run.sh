@@ -11,6 +11,9 @@
 #      candle backend), benchmarks both through /v1/chat/completions; then a
 #      second Corral with `model_workers = true` (the llama.cpp model in a
 #      `corral worker` process) the same way (`corral-llama-worker`),
+#      Then a third Corral in front of a llama-server of its own (the same
+#      settings) as a remote model (`corral-upstream`, backend `openai`):
+#      what the gateway costs over calling llama-server directly,
 #   5. prints them side by side with the ratios to llama-server (the worker
 #      path over the in-process one is corral-llama-worker over
 #      corral-llama),
@@ -125,8 +128,10 @@ corral="$(target_dir)/release/corral"
 data="$(mktemp -d "${TMPDIR:-/tmp}/corral-bench.XXXXXX")"
 corral_pid=""
 worker_pid=""
+gateway_pid=""
+upstream_pid=""
 cleanup() {
-    for pid in "$corral_pid" "$worker_pid"; do
+    for pid in "$corral_pid" "$worker_pid" "$gateway_pid" "$upstream_pid"; do
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -181,6 +186,11 @@ for name, backend, slots, context in (("bench-llama", "llama", 8, 1024), ("bench
     call("/api/models", {"name": name, "backend": backend, "source": model, "threads": threads,
                          "slots": slots, "context_length": context,
                          "sampling": {"temperature": 0, "repeat_penalty": 1.0}}, token)
+for item in wanted:
+    # bench-upstream=<base URL>: a remote model on that OpenAI-compatible server.
+    if item.startswith("bench-upstream="):
+        call("/api/models", {"name": "bench-upstream", "backend": "openai", "source": item.split("=", 1)[1],
+                             "slots": 8, "sampling": {"temperature": 0}}, token)
 print(call("/api/me/keys", {"name": "bench"}, token)["key"])
 PY
 )"
@@ -224,6 +234,32 @@ if streams; then
         --api-key "$worker_key" --model-name bench-llama --server-pid "$worker_pid" \
         --json "$out/corral-llama-worker.json" "${extra[@]}" >/dev/null
     results+=("$out/corral-llama-worker.json")
+
+    # Corral in front of a llama-server as a remote model (backend
+    # `openai`): what the gateway costs over calling llama-server itself.
+    # The upstream runs as bench.py runs its own (8 slots, 8192 tokens).
+    section "Benchmark: Corral with llama-server as a remote model, $threads threads"
+    upstream_port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    "$bin/llama-server" -m "$model" -t "$threads" --parallel 8 -c 8192 --host 127.0.0.1 \
+        --port "$upstream_port" -a bench-upstream </dev/null >"$out/upstream-llama-server.log" 2>&1 &
+    upstream_pid=$!
+    for _ in $(seq 1200); do
+        curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$upstream_port/health" 2>/dev/null && break
+        kill -0 "$upstream_pid" 2>/dev/null || die "llama-server exited: see $out/upstream-llama-server.log"
+        sleep 0.1
+    done
+    start_corral corral-upstream "bench-upstream=http://127.0.0.1:$upstream_port/v1" \
+        "upstream_allowed_origins = [\"http://127.0.0.1:$upstream_port\"]"
+    gateway_pid="$started_pid"
+    "$python" "$here/bench.py" --target corral --label "corral-upstream" --url "$started_url" \
+        --api-key "$started_key" --model-name bench-upstream --server-pid "$gateway_pid" \
+        --json "$out/corral-upstream.json" "${extra[@]}" >/dev/null
+    results+=("$out/corral-upstream.json")
+    for pid in "$gateway_pid" "$upstream_pid"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    gateway_pid="" upstream_pid=""
 
     section "Corral vs llama-server (demo model, $threads threads)"
     "$python" "$here/bench.py" --compare "${results[@]}" | tee "$out/table.md"

@@ -321,6 +321,54 @@ describe("the studio", () => {
     world.checkCsp();
   });
 
+  it("lets a technician connect a remote OpenAI-compatible server whose key is never shown again, and chat with it", async () => {
+    // The upstream is this very server's /v1, reached with the technician's key.
+    const rest = await world.rest(world.technician);
+    const { key } = await rest.ok<{ key: string }>("POST", "/api/me/keys", { name: "as an upstream" });
+    const tech = await world.actor("tech-remote");
+    const page = await tech.page();
+    await signIn(page, world.technician, "/models");
+    await page.getByRole("button", { name: "Add model" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("combobox", { name: "Backend" }).selectOption("openai");
+    await dialog.getByRole("textbox", { name: "Base URL" }).fill(`${world.base}/v1`);
+    await dialog.getByRole("textbox", { name: "Name" }).fill("gemma-remote");
+    await dialog.getByRole("textbox", { name: "Model at the upstream" }).fill("gemma-3-270m");
+    await dialog.getByLabel("API key").fill(key);
+    // A file model's fields are gone for a remote one.
+    expect(await dialog.getByRole("textbox", { name: "SHA-256" }).count()).toBe(0);
+    await dialog.getByRole("button", { name: "Add", exact: true }).click();
+    await dialog.waitFor({ state: "hidden" });
+
+    const card = page.getByRole("listitem").filter({ has: page.getByRole("heading", { name: "gemma-remote", exact: true }) });
+    await card.getByText("Ready", { exact: true }).waitFor({ timeout: 30_000 });
+    await card.getByRole("link", { name: "gemma-remote" }).first().click();
+    await page.getByText("Stored (never shown)").waitFor();
+    expect(await page.content()).not.toContain(key);
+    await look(page, "model-remote");
+
+    await page.goto("/chat");
+    const picker = page.getByLabel("Model", { exact: true });
+    await eventually(
+      async () => (await picker.locator("option", { hasText: "gemma-remote" }).count()) > 0,
+      "the remote model in the picker",
+    );
+    await picker.selectOption({ label: (await picker.locator("option", { hasText: "gemma-remote" }).first().innerText()).trim() });
+    await page.getByRole("textbox", { name: "Message" }).fill("Say hello to the lighthouse.");
+    await page.getByRole("button", { name: "Send", exact: true }).click();
+    await page.waitForURL(/\/chat\/[^/]+$/);
+    await page.getByRole("button", { name: "Stop", exact: true }).waitFor({ timeout: 60_000 }).catch(() => {});
+    await answerDone(page);
+    await eventually(async () => (await lastAnswerText(page)).length > 0, "the remote answer");
+    // The upstream counted the work against the key's owner, as a client.
+    const stats = await rest.ok<{ models: { model: string; generations: number }[] }>("GET", "/api/me/stats");
+    const viaKey = stats.models.find((m) => m.model === "gemma-3-270m");
+    const viaRemote = stats.models.find((m) => m.model === "gemma-remote");
+    expect(viaKey?.generations ?? 0).toBeGreaterThanOrEqual(1);
+    expect(viaRemote?.generations ?? 0).toBe(1);
+    world.checkCsp();
+  });
+
   it("signs out every tab of the browser when one tab signs out", async () => {
     const twin = await world.actor("twin");
     const first = await twin.page();

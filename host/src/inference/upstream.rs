@@ -291,6 +291,11 @@ impl UpstreamModel {
         if let Some(seed) = s.seed {
             body["seed"] = json!(seed);
         }
+        // Not OpenAI's, but llama-server's and vLLM's; sent only when asked
+        // for, so that a server without it never sees it.
+        if s.ignore_eos {
+            body["ignore_eos"] = json!(true);
+        }
         body
     }
 

@@ -104,7 +104,8 @@ export class Corral {
         options.config ?? "",
       ].join("\n") + "\n",
     );
-    this.port = await freePort();
+    // A port chosen before the start (for a configuration that names it) stays.
+    if (!this.port) this.port = await freePort();
     const args = [
       "serve",
       "--config", this.configPath,

@@ -7,7 +7,7 @@ import path from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { Actor, SCREENSHOTS, expectNoCspViolation, launch } from "./browser";
 import { FileServer } from "./files";
-import { Corral, Rest, demoModel } from "./server";
+import { Corral, Rest, demoModel, freePort } from "./server";
 
 export interface Account {
   username: string;
@@ -33,11 +33,16 @@ export class World {
     this.files.add("/models/gemma.gguf", this.demo, 48 * 1024 * 1024);
     this.admin = { username: "boss", password: "" };
     this.technician = { username: "tech", password: "" };
+    this.corral.port = await freePort();
     await this.corral.start({
       demoModel: this.demo,
       // The file server is on 127.0.0.1, which downloads may reach only as
-      // an allowed origin (a local mirror).
-      config: `download_allowed_origins = ["${this.files.base}"]`,
+      // an allowed origin (a local mirror); the server's own /v1 serves as
+      // a remote OpenAI-compatible upstream.
+      config: [
+        `download_allowed_origins = ["${this.files.base}"]`,
+        `upstream_allowed_origins = ["${this.corral.base}"]`,
+      ].join("\n"),
     });
     this.admin.password = this.corral.createAccount("boss", "admin");
     this.technician.password = this.corral.createAccount("tech", "technician");

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ModelView } from "../api/models";
-import { nameFromSource, toChanges, type ModelFormValues } from "./ModelForm";
+import { fallbackList, nameFromSource, toChanges, toNewModel, type ModelFormValues } from "./ModelForm";
 
 const model: ModelView = {
   id: "m1",
@@ -24,6 +24,9 @@ const model: ModelView = {
 
 const values = (over: Partial<ModelFormValues> = {}): ModelFormValues => ({
   source: "https://example.com/gemma.gguf",
+  upstream_model: "",
+  api_key: "",
+  fallbacks: "",
   name: "gemma",
   backend: "llama",
   kind: "chat",
@@ -65,5 +68,68 @@ describe("nameFromSource", () => {
     );
     expect(nameFromSource("/srv/models/all-MiniLM-L6-v2/")).toBe("all-MiniLM-L6-v2");
     expect(nameFromSource("/srv/models/my model (v2).gguf")).toBe("my-model-v2");
+  });
+});
+
+const remote: ModelView = {
+  ...model,
+  id: "r1",
+  name: "gpt",
+  backend: "openai",
+  source: "https://api.example.com/v1",
+  upstream_model: "gpt-4o-mini",
+  api_key_set: true,
+  fallbacks: ["gemma"],
+};
+
+describe("remote models", () => {
+  it("sends the upstream fields and none of a file's", () => {
+    const sent = toNewModel(
+      values({
+        backend: "openai",
+        source: "https://api.example.com/v1",
+        name: "gpt",
+        upstream_model: " gpt-4o-mini ",
+        api_key: "sk-1",
+        fallbacks: "gemma, small ,",
+        sha256: "ab".repeat(32),
+        threads: "4",
+        chat_template: "{{ x }}",
+      }),
+    );
+    expect(sent).toMatchObject({
+      backend: "openai",
+      upstream_model: "gpt-4o-mini",
+      api_key: "sk-1",
+      fallbacks: ["gemma", "small"],
+    });
+    expect(sent).not.toHaveProperty("sha256");
+    expect(sent).not.toHaveProperty("threads");
+    expect(sent).not.toHaveProperty("chat_template");
+  });
+
+  it("never sends upstream fields for a model file", () => {
+    const sent = toNewModel(values({ upstream_model: "x", api_key: "sk-1" }));
+    expect(sent).not.toHaveProperty("api_key");
+    expect(sent).not.toHaveProperty("upstream_model");
+    expect(sent.fallbacks).toBeNull();
+  });
+
+  it("keeps the stored key unless a new one is typed", () => {
+    const form = values({
+      backend: "openai",
+      source: "https://api.example.com/v1",
+      name: "gpt",
+      upstream_model: "gpt-4o-mini",
+      fallbacks: "gemma",
+    });
+    expect(toChanges(remote, form)).toEqual({});
+    expect(toChanges(remote, { ...form, api_key: "sk-new" })).toEqual({ api_key: "sk-new" });
+    expect(toChanges(remote, { ...form, fallbacks: "" })).toEqual({ fallbacks: [] });
+  });
+
+  it("splits fallbacks on commas", () => {
+    expect(fallbackList(" a, b,,c ")).toEqual(["a", "b", "c"]);
+    expect(fallbackList("")).toEqual([]);
   });
 });

@@ -31,6 +31,19 @@ const numberText = (min: number, max: number, int: boolean) =>
       message: `validation.range|${min}|${max}`,
     });
 
+/** The backend of models that another server runs (OpenAI-compatible). */
+export const REMOTE_BACKEND = "openai";
+
+const modelName = /^[A-Za-z0-9._:-]{1,100}$/;
+
+/** "a, b ,c" → ["a", "b", "c"] */
+export function fallbackList(text: string): string[] {
+  return text
+    .split(",")
+    .map((n) => n.trim())
+    .filter(Boolean);
+}
+
 const schema = z.object({
   source: z
     .string()
@@ -38,12 +51,19 @@ const schema = z.object({
     .min(1, "validation.sourceRequired")
     .max(2048, "validation.tooLong")
     .regex(/^(https?:\/\/|\/)/, "validation.sourceFormat"),
+  upstream_model: z.string().trim().max(200, "validation.tooLong"),
+  // Visible ASCII only: the key goes into an HTTP header.
+  api_key: z.string().max(1024, "validation.tooLong").regex(/^[\x21-\x7e]*$/, "validation.apiKey"),
+  fallbacks: z
+    .string()
+    .refine((v) => fallbackList(v).every((n) => modelName.test(n)), { message: "validation.fallbacks" })
+    .refine((v) => fallbackList(v).length <= 8, { message: "validation.fallbacksCount" }),
   name: z
     .string()
     .trim()
     .min(1, "validation.nameRequired")
     .regex(/^[A-Za-z0-9._:-]{1,100}$/, "validation.nameFormat"),
-  backend: z.string().regex(/^(llama|candle)$/),
+  backend: z.string().regex(/^[a-z0-9_]+$/),
   kind: z.enum(["chat", "embedding"]),
   sha256: z
     .string()
@@ -74,6 +94,10 @@ function initialValues(model?: ModelView): ModelFormValues {
   const sampling = (model?.sampling ?? {}) as Record<string, unknown>;
   return {
     source: model?.source ?? "",
+    upstream_model: model?.upstream_model ?? "",
+    // The stored key is never shown; empty keeps it.
+    api_key: "",
+    fallbacks: (model?.fallbacks ?? []).join(", "),
     name: model?.name ?? "",
     backend: model?.backend ?? "llama",
     kind: model?.kind ?? "chat",
@@ -111,21 +135,31 @@ const numberOrNull = (v: string) => (v.trim() === "" ? null : Number(v));
 
 export function toNewModel(v: ModelFormValues): NewModel {
   const sampling = samplingObject(v.sampling);
-  return {
+  const remote = v.backend === REMOTE_BACKEND;
+  const fallbacks = fallbackList(v.fallbacks);
+  const model: NewModel = {
     source: v.source.trim(),
     name: v.name.trim(),
     backend: v.backend,
-    kind: v.kind,
-    sha256: v.sha256.trim() || null,
+    kind: remote ? "chat" : v.kind,
     description: v.description.trim() || null,
     context_length: numberOrNull(v.context_length),
     slots: numberOrNull(v.slots),
-    threads: numberOrNull(v.threads),
-    chat_template: v.chat_template.trim() ? v.chat_template : null,
     // The document describes sampling as a free-form object.
     sampling: (Object.keys(sampling).length ? sampling : null) as NewModel["sampling"],
     access: normalAccess(v.access),
+    fallbacks: fallbacks.length ? fallbacks : null,
   };
+  if (remote) {
+    // A remote model has no file, hash, threads or template of its own.
+    model.upstream_model = v.upstream_model.trim() || null;
+    model.api_key = v.api_key || null;
+  } else {
+    model.sha256 = v.sha256.trim() || null;
+    model.threads = numberOrNull(v.threads);
+    model.chat_template = v.chat_template.trim() ? v.chat_template : null;
+  }
+  return model;
 }
 
 /** Only what the form changed, so a save never writes back stale fields. */
@@ -154,6 +188,11 @@ export function toChanges(model: ModelView, v: ModelFormValues): ModelChanges {
   }
   const access = normalAccess(v.access);
   if (JSON.stringify(access) !== JSON.stringify(before.access)) changes.access = access;
+  if (v.upstream_model.trim() !== before.upstream_model) changes.upstream_model = v.upstream_model.trim();
+  // An empty key field keeps the stored key.
+  if (v.api_key !== "") changes.api_key = v.api_key;
+  const fallbacks = fallbackList(v.fallbacks);
+  if (JSON.stringify(fallbacks) !== JSON.stringify(fallbackList(before.fallbacks))) changes.fallbacks = fallbacks;
   return changes;
 }
 
@@ -198,6 +237,7 @@ export function ModelForm({
     control,
     watch,
     setValue,
+    getValues,
     getFieldState,
     formState: { errors },
   } = useForm<ModelFormValues>({ resolver: zodResolver(schema), defaultValues: initialValues(model) });
@@ -213,12 +253,14 @@ export function ModelForm({
 
   const source = watch("source");
   const kind = sourceKind(source);
-  const backendChoices = Array.from(new Set([...backends, watch("backend")])).filter(Boolean);
+  const backend = watch("backend");
+  const remote = backend === REMOTE_BACKEND;
+  const backendChoices = Array.from(new Set([...backends, REMOTE_BACKEND, backend])).filter(Boolean);
 
   // A new model's name, backend and kind follow its source until edited.
   const sourceField = register("source", {
     onChange: (e: { target: { value: string } }) => {
-      if (editing) return;
+      if (editing || getValues("backend") === REMOTE_BACKEND) return;
       const value = e.target.value;
       if (!getFieldState("name").isDirty) setValue("name", nameFromSource(value));
       if (!getFieldState("backend").isDirty) {
@@ -237,9 +279,11 @@ export function ModelForm({
   return (
     <form noValidate onSubmit={handleSubmit(onSubmit)}>
       <Field
-        label={t("fields.source")}
+        label={remote ? t("fields.baseUrl") : t("fields.source")}
         hint={
-          kind === "url"
+          remote
+            ? t("hints.baseUrl")
+            : kind === "url"
             ? t("hints.sourceUrl")
             : kind === "path"
               ? t("hints.sourcePath")
@@ -255,7 +299,7 @@ export function ModelForm({
           type="text"
           autoComplete="off"
           spellCheck={false}
-          placeholder="https://huggingface.co/…/resolve/main/model.gguf"
+          placeholder={remote ? "https://api.openai.com/v1" : "https://huggingface.co/…/resolve/main/model.gguf"}
         />
       </Field>
       <Field label={t("fields.name")} hint={t("hints.name")} error={err("name")}>
@@ -278,12 +322,51 @@ export function ModelForm({
           </select>
         </Field>
       </div>
-      <Field
-        label={t("fields.sha256")}
-        hint={editing ? t("hints.sha256Edit") : t("hints.sha256")}
-        error={err("sha256")}
-      >
-        <input {...register("sha256")} className="input font-mono" type="text" autoComplete="off" spellCheck={false} />
+      {remote ? (
+        <div className="grid gap-x-4 sm:grid-cols-2">
+          <Field label={t("fields.upstreamModel")} hint={t("hints.upstreamModel")} error={err("upstream_model")}>
+            <input
+              {...register("upstream_model")}
+              className="input"
+              type="text"
+              autoComplete="off"
+              spellCheck={false}
+              placeholder={watch("name")}
+            />
+          </Field>
+          <Field
+            label={t("fields.apiKey")}
+            hint={model?.api_key_set ? t("hints.apiKeyStored") : t("hints.apiKey")}
+            error={err("api_key")}
+          >
+            <input
+              {...register("api_key")}
+              className="input font-mono"
+              type="password"
+              autoComplete="new-password"
+              spellCheck={false}
+              placeholder={model?.api_key_set ? "••••••••" : ""}
+            />
+          </Field>
+        </div>
+      ) : (
+        <Field
+          label={t("fields.sha256")}
+          hint={editing ? t("hints.sha256Edit") : t("hints.sha256")}
+          error={err("sha256")}
+        >
+          <input {...register("sha256")} className="input font-mono" type="text" autoComplete="off" spellCheck={false} />
+        </Field>
+      )}
+      <Field label={t("fields.fallbacks")} hint={t("hints.fallbacks")} error={err("fallbacks")}>
+        <input
+          {...register("fallbacks")}
+          className="input"
+          type="text"
+          autoComplete="off"
+          spellCheck={false}
+          placeholder="gemma-3-270m, other-model"
+        />
       </Field>
       <Field label={t("fields.description")} error={err("description")}>
         <textarea {...register("description")} className="input" rows={2} />
@@ -295,9 +378,11 @@ export function ModelForm({
         <Field label={t("fields.slots")} hint={t("hints.slots")} error={err("slots")}>
           {numberInput(register("slots"), "4")}
         </Field>
-        <Field label={t("fields.threads")} hint={t("hints.threads")} error={err("threads")}>
-          {numberInput(register("threads"))}
-        </Field>
+        {!remote && (
+          <Field label={t("fields.threads")} hint={t("hints.threads")} error={err("threads")}>
+            {numberInput(register("threads"))}
+          </Field>
+        )}
       </div>
       <Controller
         control={control}
@@ -325,9 +410,11 @@ export function ModelForm({
             </Field>
           ))}
         </div>
-        <Field label={t("fields.chatTemplate")} hint={t("hints.chatTemplate")} error={err("chat_template")}>
-          <textarea {...register("chat_template")} className="input font-mono" rows={4} spellCheck={false} />
-        </Field>
+        {!remote && (
+          <Field label={t("fields.chatTemplate")} hint={t("hints.chatTemplate")} error={err("chat_template")}>
+            <textarea {...register("chat_template")} className="input font-mono" rows={4} spellCheck={false} />
+          </Field>
+        )}
       </details>
       <ErrorMessage error={error} />
       <div className="mt-4 flex flex-wrap justify-end gap-2">

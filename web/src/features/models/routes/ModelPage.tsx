@@ -19,6 +19,7 @@ import { DownloadBar, StatusBadge, useAccessSummary } from "../components/ModelS
 import { FailureReason } from "../components/ModelCard";
 import { ModelActions, useLoadControls } from "../components/ModelActions";
 import { DeleteModelDialog, EditModelDialog } from "../components/ModelDialogs";
+import { REMOTE_BACKEND } from "../components/ModelForm";
 import { usePeopleNames } from "../components/AccessEditor";
 
 function Row({ label, children }: { label: string; children: ReactNode }) {
@@ -154,21 +155,39 @@ export default function ModelPage() {
           <Row label={t("fields.usable")}>{m.usable ? t("yes") : t("no")}</Row>
           <Row label={t("fields.backend")}>{m.backend}</Row>
           <Row label={t("fields.kind")}>{t(`kind.${m.kind}`)}</Row>
-          <Row label={t("fields.size")}>{formatBytes(m.size_bytes)}</Row>
+          {m.backend !== REMOTE_BACKEND && <Row label={t("fields.size")}>{formatBytes(m.size_bytes)}</Row>}
           <Row label={t("fields.contextLength")}>
             {m.context_length > 0 ? formatNumber(m.context_length) : t("contextOwn")}
           </Row>
           {m.source != null && (
-            <Row label={t("fields.source")}>
+            <Row label={m.backend === REMOTE_BACKEND ? t("fields.baseUrl") : t("fields.source")}>
               <span className="font-mono text-xs">{m.source}</span>
             </Row>
+          )}
+          {m.upstream_model !== undefined && (
+            <Row label={t("fields.upstreamModel")}>
+              <span className="font-mono text-xs">{m.upstream_model ?? m.name}</span>
+            </Row>
+          )}
+          {m.api_key_set != null && (
+            <Row label={t("fields.apiKey")}>{m.api_key_set ? t("detail.keyStored") : t("detail.keyNone")}</Row>
+          )}
+          {m.cooldown != null && (
+            <Row label={t("detail.cooldown")}>
+              <span className="text-amber-700 dark:text-amber-400">
+                {t("detail.cooldownLeft", { seconds: m.cooldown.seconds_left, reason: m.cooldown.reason })}
+              </span>
+            </Row>
+          )}
+          {m.fallbacks != null && (
+            <Row label={t("fields.fallbacks")}>{m.fallbacks.length ? m.fallbacks.join(", ") : t("none")}</Row>
           )}
           {m.file_path != null && (
             <Row label={t("fields.filePath")}>
               <span className="font-mono text-xs">{m.file_path}</span>
             </Row>
           )}
-          {technician && (
+          {technician && m.backend !== REMOTE_BACKEND && (
             <Row label={t("fields.sha256")}>
               {m.sha256 ? (
                 <span className="flex flex-wrap items-center gap-2">
@@ -181,7 +200,7 @@ export default function ModelPage() {
             </Row>
           )}
           {m.slots != null && <Row label={t("fields.slots")}>{formatNumber(m.slots)}</Row>}
-          {technician && (
+          {technician && m.backend !== REMOTE_BACKEND && (
             <Row label={t("fields.threads")}>{m.threads ? formatNumber(m.threads) : t("threadsAuto")}</Row>
           )}
           {technician && (
