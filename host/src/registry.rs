@@ -842,6 +842,9 @@ async fn write_update(
         .await
         .map_err(name_conflict)?;
     drop(guard);
+    if before.name != model.name {
+        rename_fallback(state, &before.name, Some(&model.name)).await;
+    }
     if load_changed(&before, &model) {
         state.inference.manager.forget_health(&model.id);
         if state.inference.manager.unload(&model.id) {
@@ -878,10 +881,50 @@ pub async fn delete(state: &AppState, id: &str) -> ApiResult<ModelRecord> {
     state.inference.manager.unload(id);
     state.inference.manager.forget_health(id);
     state.downloads.remove_files(id).await;
+    rename_fallback(state, &model.name, None).await;
     state.events.publish(Event::ModelDeleted {
         model_id: id.to_owned(),
     });
     Ok(model)
+}
+
+/// Follows a model's new name (or its removal, with `None`) in the
+/// fallbacks of every other model, so that they keep naming the same
+/// model (or none). A record that changes meanwhile is left as it is.
+async fn rename_fallback(state: &AppState, old: &str, new: Option<&str>) {
+    let naming: Vec<String> = match state.store.list_models().await {
+        Ok(models) => models
+            .into_iter()
+            .filter(|m| m.fallbacks.iter().any(|f| f == old))
+            .map(|m| m.id)
+            .collect(),
+        Err(err) => {
+            tracing::warn!(%err, "could not update the fallbacks that name `{old}`");
+            return;
+        }
+    };
+    for id in naming {
+        let _guard = state.downloads.records.lock().await;
+        let Ok(Some(mut model)) = state.store.get_model(&id).await else {
+            continue;
+        };
+        let mut seen = std::collections::HashSet::new();
+        let fallbacks: Vec<String> = model
+            .fallbacks
+            .iter()
+            .filter_map(|f| if f == old { new } else { Some(f.as_str()) })
+            .filter(|f| *f != model.name && seen.insert(*f))
+            .map(str::to_owned)
+            .collect();
+        if fallbacks == model.fallbacks {
+            continue;
+        }
+        model.fallbacks = fallbacks;
+        model.updated_at = now();
+        if let Err(err) = state.store.update_model(&model).await {
+            tracing::warn!(%err, model = %model.name, "could not update its fallbacks");
+        }
+    }
 }
 
 /// Whether an edit changes how the model loads (its file, backend or load

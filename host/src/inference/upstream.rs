@@ -344,7 +344,17 @@ impl UpstreamModel {
             return Err(self.refusal(status, &headers, message));
         }
         sink(TokenEvent::Started { prompt_tokens: 0 });
-        self.read_stream(shape, response, begun, sink, cancel).await
+        let budget = Budget {
+            max_tokens: body["max_tokens"]
+                .as_u64()
+                .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            input_bytes: body
+                .get("messages")
+                .or_else(|| body.get("prompt"))
+                .map_or(0, |input| input.to_string().len()),
+        };
+        self.read_stream(shape, response, begun, budget, sink, cancel)
+            .await
     }
 
     /// The error for a failure of the upstream itself, counted against it.
@@ -399,11 +409,12 @@ impl UpstreamModel {
         shape: Shape,
         response: reqwest::Response,
         begun: Instant,
+        budget: Budget,
         sink: &mut dyn FnMut(TokenEvent),
         cancel: &CancelToken,
     ) -> BackendResult<GenerateSummary> {
         let mut stream = response.bytes_stream();
-        let mut parser = Parser::new(shape);
+        let mut parser = Parser::new(shape, budget);
         let mut first_token: Option<f64> = None;
         loop {
             let next = tokio::select! {
@@ -414,6 +425,11 @@ impl UpstreamModel {
             };
             let chunk = match next {
                 Err(_) => return Err(self.broken(&parser, "stopped answering")),
+                // Some servers end with the last choice, without `[DONE]`.
+                Ok(None) if parser.finish.is_some() => {
+                    self.upstreams.succeeded(&self.key);
+                    return Ok(parser.summary(begun, first_token, None));
+                }
                 Ok(None) => return Err(self.broken(&parser, "ended its answer early")),
                 Ok(Some(Err(err))) => return Err(self.broken(&parser, &describe(&err))),
                 Ok(Some(Ok(chunk))) => chunk,
@@ -426,6 +442,12 @@ impl UpstreamModel {
             if step.done {
                 self.upstreams.succeeded(&self.key);
                 return Ok(parser.summary(begun, first_token, None));
+            }
+            if step.cut {
+                // An upstream that ignores `max_tokens` is cut off, not
+                // followed for ever (nor charged to the user).
+                tracing::warn!(model = %self.name, parts = parser.pieces, "upstream sent far more than asked; cut off");
+                return Ok(parser.summary(begun, first_token, Some(FinishReason::Length)));
             }
         }
     }
@@ -508,24 +530,40 @@ struct Step {
     texts: Vec<String>,
     /// `[DONE]` arrived.
     done: bool,
+    /// The upstream sent more than the request allows; the rest is
+    /// dropped.
+    cut: bool,
+}
+
+/// What a request may cost, to check the upstream's account against.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    max_tokens: u32,
+    /// Bytes of the prompt or messages sent.
+    input_bytes: usize,
 }
 
 /// Reads `data:` lines of an OpenAI-style event stream.
 struct Parser {
     shape: Shape,
+    budget: Budget,
     line: Vec<u8>,
     /// Text parts received.
     pieces: u32,
+    /// Bytes of text received.
+    text_bytes: usize,
     finish: Option<FinishReason>,
     usage: Option<Value>,
 }
 
 impl Parser {
-    fn new(shape: Shape) -> Self {
+    fn new(shape: Shape, budget: Budget) -> Self {
         Parser {
             shape,
+            budget,
             line: Vec::new(),
             pieces: 0,
+            text_bytes: 0,
             finish: None,
             usage: None,
         }
@@ -575,7 +613,12 @@ impl Parser {
                 Shape::Text => choice.get("text"),
             };
             if let Some(text) = text.and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                if self.full() {
+                    step.cut = true;
+                    return Ok(step);
+                }
                 self.pieces = self.pieces.saturating_add(1);
+                self.text_bytes = self.text_bytes.saturating_add(text.len());
                 step.texts.push(text.to_owned());
             }
             if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
@@ -586,6 +629,12 @@ impl Parser {
             }
         }
         Ok(step)
+    }
+
+    /// Whether as many parts came as the request allows (a part is a
+    /// token or more; 16 spare for split ones).
+    fn full(&self) -> bool {
+        self.pieces >= self.budget.max_tokens.saturating_add(16)
     }
 
     fn summary(
@@ -602,13 +651,27 @@ impl Parser {
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
         };
         let total = begun.elapsed().as_secs_f64();
+        let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        // The upstream's own counts, never more than the request allowed
+        // or the text could hold (a token is at least a byte, give or take
+        // a few special ones): a user is charged for what was delivered,
+        // whatever an upstream claims. Without counts, the parts that came.
+        let delivered = as_u32(self.text_bytes).saturating_add(self.pieces);
+        let completion = count("/completion_tokens")
+            .unwrap_or(self.pieces)
+            .min(self.budget.max_tokens.max(self.pieces))
+            .min(delivered.max(self.pieces));
+        let prompt = count("/prompt_tokens")
+            .unwrap_or(0)
+            .min(as_u32(self.budget.input_bytes).saturating_add(256));
         GenerateSummary {
             finish_reason: finish.or(self.finish).unwrap_or(FinishReason::Stop),
-            prompt_tokens: count("/prompt_tokens").unwrap_or(0),
-            // What the upstream counted, or else the parts that came.
-            completion_tokens: count("/completion_tokens").unwrap_or(self.pieces),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
             truncated_tokens: 0,
-            cached_tokens: count("/prompt_tokens_details/cached_tokens").unwrap_or(0),
+            cached_tokens: count("/prompt_tokens_details/cached_tokens")
+                .unwrap_or(0)
+                .min(prompt),
             time_to_first_token: first_token.unwrap_or(total),
             total_time: total,
         }
@@ -670,9 +733,42 @@ impl Model for UpstreamModel {
 mod tests {
     use super::*;
 
+    const WIDE: Budget = Budget {
+        max_tokens: 1000,
+        input_bytes: 1000,
+    };
+
+    #[test]
+    fn an_upstream_cannot_charge_more_than_it_delivered_or_was_allowed() {
+        let budget = Budget {
+            max_tokens: 8,
+            input_bytes: 10,
+        };
+        let mut p = Parser::new(Shape::Chat, budget);
+        p.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"ab\"}}]}\n")
+            .unwrap();
+        p.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":999999,\"completion_tokens\":999999,\"prompt_tokens_details\":{\"cached_tokens\":999999}}}\n")
+            .unwrap();
+        let s = p.summary(Instant::now(), None, None);
+        // Two bytes in one part: at most 3 tokens; the prompt at most
+        // its bytes and some.
+        assert_eq!(s.completion_tokens, 3);
+        assert_eq!((s.prompt_tokens, s.cached_tokens), (266, 266));
+
+        let mut p = Parser::new(Shape::Text, budget);
+        let part = "data: {\"choices\":[{\"text\":\"word \"}]}\n";
+        let step = p.feed(part.repeat(20).as_bytes()).unwrap();
+        assert_eq!((step.texts.len(), step.cut), (20, false));
+        // More than max_tokens and 16 spare: the rest is dropped.
+        let step = p.feed(part.repeat(1000).as_bytes()).unwrap();
+        assert_eq!((step.texts.len(), step.cut), (4, true));
+        // What came is what is counted: no more than that.
+        assert_eq!(p.summary(Instant::now(), None, None).completion_tokens, 24);
+    }
+
     #[test]
     fn the_stream_parser_reads_text_usage_and_the_end_across_chunk_borders() {
-        let mut p = Parser::new(Shape::Chat);
+        let mut p = Parser::new(Shape::Chat, WIDE);
         let a = br#"data: {"choices":[{"delta":{"role":"assistant","content":""}}]}
 
 data: {"choices":[{"delta":{"content":"Hel"#;
@@ -697,7 +793,7 @@ data: [DONE]
 
     #[test]
     fn without_usage_the_parts_received_are_counted() {
-        let mut p = Parser::new(Shape::Text);
+        let mut p = Parser::new(Shape::Text, WIDE);
         let step = p
             .feed(b"data: {\"choices\":[{\"text\":\"a\"}]}\r\ndata: {\"choices\":[{\"text\":\"b\",\"finish_reason\":\"stop\"}]}\r\n")
             .unwrap();
@@ -711,12 +807,12 @@ data: [DONE]
 
     #[test]
     fn an_error_event_or_junk_ends_the_stream() {
-        let mut p = Parser::new(Shape::Chat);
+        let mut p = Parser::new(Shape::Chat, WIDE);
         let err = p
             .feed(b"data: {\"error\":{\"message\":\"overloaded\",\"code\":\"busy\"}}\n")
             .unwrap_err();
         assert!(err.contains("overloaded"), "{err}");
-        let mut p = Parser::new(Shape::Chat);
+        let mut p = Parser::new(Shape::Chat, WIDE);
         assert!(p.feed(b"data: <html>\n").is_err());
     }
 

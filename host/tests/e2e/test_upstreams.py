@@ -78,6 +78,23 @@ class Recorder(Quiet):
         self.end_headers()
 
 
+class Runaway(Quiet):
+    """A hostile upstream: streams far past `max_tokens`, then claims a
+    huge usage."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        part = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
+        usage = b'data: {"choices":[],"usage":{"prompt_tokens":1000000000,"completion_tokens":1000000000}}\n\n'
+        try:
+            self.wfile.write(part * 5000 + usage + b"data: [DONE]\n\n")
+        except OSError:
+            pass
+
+
 def serve(handler) -> tuple[http.server.ThreadingHTTPServer, int]:
     port = free_port()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
@@ -113,17 +130,22 @@ def traps():
 
 
 @pytest.fixture(scope="module")
+def runaway_port():
+    server, port = serve(Runaway)
+    yield port
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
 def dead_port() -> int:
     return free_port()
 
 
 @pytest.fixture(scope="module")
-def srv(corral_bin, module_database, tmp_path_factory, far, traps, dead_port):
+def srv(corral_bin, module_database, tmp_path_factory, far, traps, dead_port, runaway_port):
     work = tmp_path_factory.mktemp("host")
     backends = str(backends_with_fault(corral_bin, work / "backends"))
-    origins = [far.base, f"http://127.0.0.1:{dead_port}"] + [
-        f"http://127.0.0.1:{p}" for p in traps
-    ]
+    origins = [far.base] + [f"http://127.0.0.1:{p}" for p in (dead_port, runaway_port, *traps)]
     config = (
         "access_token_ttl_secs = 7200\nper_user_generations = 8\n"
         f"upstream_allowed_origins = {json.dumps(origins)}\n"
@@ -464,6 +486,43 @@ def test_a_key_does_not_follow_a_moved_base_url_or_a_redirect(srv, far, tech, us
     audit = tech.get("/api/audit").text
     assert "sk-for-the-redirector" not in audit and far.key not in audit
     tech.ok("DELETE", f"/api/models/{moved['id']}", expect=(204,))
+
+
+def test_an_upstream_cannot_run_on_or_overcharge_the_user(srv, tech, user, runaway_port):
+    hostile = tech.ok(
+        "POST",
+        "/api/models",
+        json={"name": "remote-hostile", "backend": "openai", "source": f"http://127.0.0.1:{runaway_port}/v1"},
+        expect=(202,),
+    )
+    r = user.post(
+        "/v1/chat/completions",
+        json={"model": "remote-hostile", "messages": [{"role": "user", "content": "Hi"}], **SHORT},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # max_tokens 6 and 16 spare parts, then the stream is cut off.
+    assert body["choices"][0]["message"]["content"] == "x" * 22, body
+    assert body["choices"][0]["finish_reason"] == "length", body
+    # The user is charged for what came, not for what the upstream claims.
+    assert body["usage"]["completion_tokens"] == 22, body["usage"]
+    assert body["usage"]["prompt_tokens"] < 1000, body["usage"]
+    assert usage_of(user, "remote-hostile")["completion_tokens"] == 22
+    srv.check_alive()
+    tech.ok("DELETE", f"/api/models/{hostile['id']}", expect=(204,))
+
+
+def test_fallbacks_follow_a_renamed_model_and_forget_a_removed_one(srv, far, tech):
+    spare = add_fault_model(srv, tech, "spare-words", "spare")
+    remote = add_remote(tech, far, "remote-spared", fallbacks=["spare-words", "near-words"])
+    tech.ok("PATCH", f"/api/models/{spare['id']}", json={"name": "spare-renamed"})
+    assert tech.ok("GET", f"/api/models/{remote['id']}")["fallbacks"] == ["spare-renamed", "near-words"]
+    tech.ok("DELETE", f"/api/models/{spare['id']}", expect=(204,))
+    assert tech.ok("GET", f"/api/models/{remote['id']}")["fallbacks"] == ["near-words"]
+    # The model stays editable: no stale name blocks the next change.
+    edited = tech.ok("PATCH", f"/api/models/{remote['id']}", json={"description": "with one fallback"})
+    assert edited["description"] == "with one fallback"
+    tech.ok("DELETE", f"/api/models/{remote['id']}", expect=(204,))
 
 
 def test_an_answer_cut_off_upstream_keeps_its_text_and_is_not_retried(srv, far, tech, user, remote):
