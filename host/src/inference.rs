@@ -340,7 +340,12 @@ async fn run(
                 cache_key,
             };
             return match job.prompt {
-                Prompt::Chat(messages) | Prompt::History(messages) => {
+                Prompt::Chat(messages) => {
+                    model.generate_chat(&messages, &request, &mut sink, &cancel)
+                }
+                Prompt::History(messages) => {
+                    let context = loaded.info.context_length;
+                    let messages = history::fit_conversation(messages, context, &request.sampling);
                     model.generate_chat(&messages, &request, &mut sink, &cancel)
                 }
                 Prompt::Text(text) => {

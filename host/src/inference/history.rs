@@ -85,6 +85,42 @@ pub fn fit_history(
     }
 }
 
+/// Bytes per token in the estimate of [`fit_conversation`]: most text
+/// takes more (English about four), so the estimate errs on the safe side.
+const BYTES_PER_TOKEN: usize = 3;
+
+/// The messages to send a model that reads conversations itself (a remote
+/// one, which cannot tokenize here) whose context is `context` tokens (0:
+/// unknown, everything is sent): as [`fit_history`] does, the oldest turns
+/// go in whole blocks until the estimated prompt and `max_tokens` of answer
+/// fit. System messages and the last message always stay.
+pub fn fit_conversation(
+    messages: Vec<ChatMessage>,
+    context: u32,
+    sampling: &SamplingParams,
+) -> Vec<ChatMessage> {
+    let context = context as usize;
+    let (system, turns): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| m.role == "system");
+    if context == 0 || turns.len() <= 1 {
+        return system.into_iter().chain(turns).collect();
+    }
+    let size = |m: &ChatMessage| m.content.len().div_ceil(BYTES_PER_TOKEN) + MARKUP_TOKENS;
+    let sizes: Vec<usize> = turns.iter().map(size).collect();
+    let fixed = system.iter().map(size).sum::<usize>() + MARKUP_TOKENS;
+    let room = context.saturating_sub(sampling.max_tokens as usize);
+    let block = (context / 4).min(room / 2).max(1);
+    let cuts = cuts(&turns, &sizes, block);
+    let start = cuts
+        .iter()
+        .copied()
+        .find(|&cut| fixed + sizes[cut..].iter().sum::<usize>() <= room)
+        .unwrap_or(turns.len() - 1);
+    system
+        .into_iter()
+        .chain(turns.into_iter().skip(start))
+        .collect()
+}
+
 /// The first index in `0..n` where `fits` holds, or `n` if none, for a
 /// `fits` that holds from some index on. The search starts at `guess` and
 /// steps away from it in doubling steps until the answer is bracketed, then
@@ -478,5 +514,37 @@ mod tests {
         fit_history(&model, messages, &sampling(64)).expect("fit");
         let renders = model.renders.load(Ordering::Relaxed);
         assert!(renders <= 4, "{renders} renders");
+    }
+
+    #[test]
+    fn a_remote_conversation_keeps_its_system_message_its_last_turns_and_its_cuts() {
+        // Unknown context: everything goes.
+        assert_eq!(fit_conversation(chat(50), 0, &sampling(64)).len(), 102);
+        let mut starts = Vec::new();
+        for exchanges in 10..200 {
+            let kept = fit_conversation(chat(exchanges), 2048, &sampling(64));
+            assert_eq!(kept[0].role, "system");
+            assert_eq!(kept.last(), chat(exchanges).last());
+            assert_eq!(kept[1].role, "user", "the kept turns start with a question");
+            let estimate: usize = kept
+                .iter()
+                .map(|m| m.content.len().div_ceil(BYTES_PER_TOKEN) + MARKUP_TOKENS)
+                .sum::<usize>()
+                + MARKUP_TOKENS;
+            assert!(
+                estimate + 64 <= 2048,
+                "{exchanges} exchanges: {estimate} estimated"
+            );
+            starts.push(kept[1].content.clone());
+        }
+        // Whole blocks go: the first kept turn stays put for many turns.
+        let mut distinct = starts.clone();
+        distinct.dedup();
+        assert!(
+            distinct.len() * 4 < starts.len(),
+            "{} starts in {} turns",
+            distinct.len(),
+            starts.len()
+        );
     }
 }

@@ -434,7 +434,16 @@ impl UpstreamModel {
                 Ok(Some(Err(err))) => return Err(self.broken(&parser, &describe(&err))),
                 Ok(Some(Ok(chunk))) => chunk,
             };
-            let step = parser.feed(&chunk).map_err(|m| self.broken(&parser, &m))?;
+            let step = parser.feed(&chunk).map_err(|m| match &parser.refused {
+                // The request itself, refused once the stream had begun (a
+                // prompt over the upstream's context, say): the upstream
+                // is well.
+                Some(why) if parser.pieces == 0 => BackendError::InvalidRequest(format!(
+                    "`{}` refused the request: {why}",
+                    self.name
+                )),
+                _ => self.broken(&parser, &m),
+            })?;
             for text in step.texts {
                 first_token.get_or_insert_with(|| begun.elapsed().as_secs_f64());
                 sink(TokenEvent::Text { text });
@@ -554,6 +563,8 @@ struct Parser {
     text_bytes: usize,
     finish: Option<FinishReason>,
     usage: Option<Value>,
+    /// Why the upstream refused the request, when it said so in the stream.
+    refused: Option<String>,
 }
 
 impl Parser {
@@ -566,6 +577,7 @@ impl Parser {
             text_bytes: 0,
             finish: None,
             usage: None,
+            refused: None,
         }
     }
 
@@ -597,6 +609,12 @@ impl Parser {
                     .get("message")
                     .and_then(Value::as_str)
                     .unwrap_or("an error");
+                let kind = error.get("type").and_then(Value::as_str);
+                if kind == Some("invalid_request_error") {
+                    self.refused = Some(error_message(
+                        json!({"message": message}).to_string().as_bytes(),
+                    ));
+                }
                 return Err(format!(
                     "reported an error mid-answer: {}",
                     error_message(json!({"message": message}).to_string().as_bytes())
@@ -812,6 +830,13 @@ data: [DONE]
             .feed(b"data: {\"error\":{\"message\":\"overloaded\",\"code\":\"busy\"}}\n")
             .unwrap_err();
         assert!(err.contains("overloaded"), "{err}");
+        assert_eq!(p.refused, None, "an upstream's trouble, not the request's");
+        let mut p = Parser::new(Shape::Chat, WIDE);
+        p.feed(
+            b"data: {\"error\":{\"message\":\"too long\",\"type\":\"invalid_request_error\"}}\n",
+        )
+        .unwrap_err();
+        assert_eq!(p.refused.as_deref(), Some("too long"));
         let mut p = Parser::new(Shape::Chat, WIDE);
         assert!(p.feed(b"data: <html>\n").is_err());
     }

@@ -14,6 +14,7 @@ import json
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -103,15 +104,31 @@ def serve(handler) -> tuple[http.server.ThreadingHTTPServer, int]:
 
 
 @pytest.fixture(scope="module")
-def far(corral_bin, tmp_path_factory):
-    """The upstream: a Corral with the `fault` backend, its own technician
-    and `svc`, the account whose API key the host uses."""
+def far(corral_bin, demo_model, tmp_path_factory):
+    """The upstream: a Corral with the `fault` backend and the demo model
+    with a context of 1024 tokens, its own technician and `svc`, the
+    account whose API key the host uses."""
     work = tmp_path_factory.mktemp("upstream")
     backends = str(backends_with_fault(corral_bin, work / "backends"))
-    config = "access_token_ttl_secs = 7200\nper_user_generations = 1\n"
+    config = (
+        "access_token_ttl_secs = 7200\nper_user_generations = 1\n"
+        f"model_dirs = {json.dumps([str(Path(demo_model).resolve().parent), str(work / 'data' / 'models')])}\n"
+    )
     with module_server(corral_bin, work, config, None, backends) as server:
         tech = account(server, "far-tech", "technician")
         add_fault_model(server, tech, "far-words", "far")
+        tech.ok(
+            "POST",
+            "/api/models",
+            json={
+                "name": "far-gemma",
+                "backend": "llama",
+                "source": str(Path(demo_model).resolve()),
+                "context_length": 1024,
+                "slots": 1,
+            },
+            expect=(202,),
+        )
         svc = account(server, "svc", "user")
         key = svc.ok("POST", "/api/me/keys", json={"name": "the host"}, expect=(201,))["key"]
         server.tech, server.svc, server.key = tech, svc, key
@@ -486,6 +503,27 @@ def test_a_key_does_not_follow_a_moved_base_url_or_a_redirect(srv, far, tech, us
     audit = tech.get("/api/audit").text
     assert "sk-for-the-redirector" not in audit and far.key not in audit
     tech.ok("DELETE", f"/api/models/{moved['id']}", expect=(204,))
+
+
+def test_a_long_chat_on_a_remote_model_drops_its_oldest_turns_to_fit(srv, far, tech, user):
+    # The upstream's model holds 1024 tokens; eight messages of about 160
+    # tokens and their answers do not fit, the last few do.
+    small = add_remote(tech, far, "remote-1k", upstream_model="far-gemma", context_length=1024)
+    created = user.ok("POST", "/api/chats", json={"model": "remote-1k"}, expect=(201,))
+    sentence = "The keeper of the lighthouse walked along the shore and counted the boats coming home. "
+    for turn in range(8):
+        r = user.session.post(
+            f"{user.base}/api/chats/{created['id']}/stream",
+            json={"content": f"Part {turn}. " + sentence * 9, "sampling": SHORT},
+            stream=True,
+            timeout=(5, 120),
+        )
+        assert r.status_code == 200, r.text
+        end = [(n, d) for n, d in sse_events(r) if n in ("done", "error")]
+        r.close()
+        assert end and end[-1][0] == "done", f"turn {turn}: {end}"
+        assert end[-1][1]["message"]["status"] == "complete", end[-1][1]
+    tech.ok("DELETE", f"/api/models/{small['id']}", expect=(204,))
 
 
 def test_an_upstream_cannot_run_on_or_overcharge_the_user(srv, tech, user, runaway_port):
