@@ -134,7 +134,10 @@ def seed(base: str, binary: str, data: str, config_out: str, admin_config_out: s
     source.write_bytes(b"GGUF" + bytes(8188))
     source_sha = hashlib.sha256(source.read_bytes()).hexdigest()
 
-    model_id = new_model("fuzz-model")
+    # The chats' model is never edited (a new name or source would leave
+    # the chat operations without a model); the fuzzer edits another.
+    new_model("fuzz-model")
+    model_id = new_model("fuzz-edited")
     doomed_model_id = new_model("fuzz-doomed")
 
     def new_chat(title: str) -> str:
@@ -224,6 +227,10 @@ def seed(base: str, binary: str, data: str, config_out: str, admin_config_out: s
         ("PUT /api/me/plugins/{id}", {"path.id": "code-mentor"}, {}),
         # Registration stays open for the register operation.
         ("PATCH /api/settings", {"body.registration_open": True}, {}),
+        # No role's allowance is cut to nothing: the fuzzing account keeps
+        # its own for the operations that generate. (Per-user allowances
+        # are still fuzzed.)
+        ("PUT /api/quotas", {"body.roles": {}}, {}),
     ]
     _write_config(config_out, tech_token, operations)
     _write_config(admin_config_out, admin_token, operations)
