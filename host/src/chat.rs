@@ -660,14 +660,17 @@ impl Run {
                     .collect();
             }
             Outcome::Failed(err) => {
-                // A crashed worker cut the answer off; what was said stands.
-                answer.status = if matches!(
-                    err,
-                    AppError::ModelWorker {
-                        code: "worker_crashed",
-                        ..
+                // A crashed worker, or an upstream that broke off, cut the
+                // answer off; what was said stands.
+                let cut_off = match &err {
+                    AppError::ModelWorker { code, .. } => {
+                        *code == "worker_crashed"
+                            || (*code == crate::inference::upstream::UNAVAILABLE
+                                && !answer.content.is_empty())
                     }
-                ) {
+                    _ => false,
+                };
+                answer.status = if cut_off {
                     MessageStatus::Interrupted
                 } else {
                     MessageStatus::Failed

@@ -890,7 +890,8 @@ pub async fn delete(state: &AppState, id: &str) -> ApiResult<ModelRecord> {
 
 /// Follows a model's new name (or its removal, with `None`) in the
 /// fallbacks of every other model, so that they keep naming the same
-/// model (or none). A record that changes meanwhile is left as it is.
+/// model (or none). Each record is read again under the records lock, so
+/// that an edit made meanwhile is kept.
 async fn rename_fallback(state: &AppState, old: &str, new: Option<&str>) {
     let naming: Vec<String> = match state.store.list_models().await {
         Ok(models) => models

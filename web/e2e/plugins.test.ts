@@ -80,7 +80,8 @@ async function installThroughPage(page: Page, id: string, preview: string[]): Pr
  * with its reason.
  */
 async function writtenAnswer(page: Page, before?: string): Promise<string> {
-  const last = conversation(page).getByRole("listitem").last();
+  // Messages only: an answer's own Markdown lists are list items too.
+  const last = conversation(page).locator(":scope > ol > li").last();
   const written = last.getByRole("button", { name: "Regenerate" });
   const failed = last.getByRole("alert").filter({ hasText: /\S/ });
   // `eventually` retries what throws, so a failure comes back as a value.

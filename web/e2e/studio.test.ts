@@ -26,7 +26,8 @@ let ticketUrl = "";
 const look = (page: Page, name: string) => lookAt(page, name, violations);
 
 const conversation = (page: Page) => page.getByRole("log", { name: "Conversation" });
-const answers = (page: Page) => conversation(page).getByRole("listitem");
+// Messages only: an answer's own Markdown lists are list items too.
+const answers = (page: Page) => conversation(page).locator(":scope > ol > li");
 
 async function lastAnswerText(page: Page): Promise<string> {
   return (await answers(page).last().innerText()).trim();

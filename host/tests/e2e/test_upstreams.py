@@ -588,6 +588,7 @@ def test_an_answer_cut_off_upstream_keeps_its_text_and_is_not_retried(srv, far, 
         assert end[1]["error"]["code"] == "upstream_unavailable", end[1]
         message = end[1]["message"]
         assert message["content"] == text and text.startswith("far " * 5), message
+        assert message["status"] == "interrupted", message
         assert "near" not in text, "a fallback took over after the first token"
         assert usage_of(user, "near-words") == near_before
         srv.check_alive()
