@@ -391,7 +391,7 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-async fn worker_error(response: reqwest::Response) -> BackendError {
+pub(super) async fn worker_error(response: reqwest::Response) -> BackendError {
     let status = response.status();
     match response.json::<WorkerError>().await {
         Ok(e) => e.error,
@@ -473,101 +473,148 @@ impl WorkerModel {
                 })
             }
         };
-        let mut body = response.bytes_stream();
-        let mut buffer: Vec<u8> = Vec::new();
-        let mut produced = false;
-        let mut cancel_sent = false;
-        let mut poll = tokio::time::interval(Duration::from_millis(25));
-        let mut last_frame = Instant::now();
-        let mut last_progress = Instant::now();
-        let mut last_polls = 0;
-        loop {
-            // Whole lines first.
-            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buffer.drain(..=end).collect();
-                let frame: Frame = match serde_json::from_slice(&line) {
-                    Ok(frame) => frame,
-                    Err(e) => {
-                        return Ok(Attempt::Crashed {
-                            pid,
-                            produced,
-                            what: format!("an unreadable frame: {e}"),
-                        })
-                    }
-                };
-                match frame {
-                    Frame::Started { prompt_tokens } => {
-                        last_progress = Instant::now();
-                        if !*started_sent {
-                            *started_sent = true;
-                            sink(TokenEvent::Started { prompt_tokens });
-                        }
-                    }
-                    Frame::Delta { text, .. } => {
-                        last_progress = Instant::now();
-                        produced = true;
-                        sink(TokenEvent::Text { text });
-                    }
-                    Frame::Heartbeat { polls } => {
-                        if polls != last_polls {
-                            last_polls = polls;
-                            last_progress = Instant::now();
-                        }
-                    }
-                    Frame::Done { summary } => return Ok(Attempt::Finished(Ok(summary))),
-                    Frame::Error { error, .. } => return Ok(Attempt::Finished(Err(error))),
+        let cancel_call = {
+            let client = client.clone();
+            move || -> futures::future::BoxFuture<'static, ()> {
+                let request = client.post(url(&format!("/cancel/{sequence}")));
+                Box::pin(async move {
+                    let _ = request.send().await;
+                })
+            }
+        };
+        let followed = follow(
+            response,
+            sink,
+            cancel,
+            started_sent,
+            Some(self.supervisor.stall),
+            &cancel_call,
+        )
+        .await;
+        Ok(match followed {
+            Followed::Finished(result) => Attempt::Finished(result),
+            Followed::Lost { produced, what } => Attempt::Crashed {
+                pid,
+                produced,
+                what,
+            },
+            Followed::Stalled { produced } => {
+                // A stuck engine cannot be stopped from inside; its
+                // process can. It is reaped when the supervisor drops it.
+                // SAFETY: kill(2) with a pid of our own child, not yet
+                // reaped, so it cannot name another process.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+                Attempt::Crashed {
+                    pid,
+                    produced,
+                    what: format!(
+                        "its engine made no progress for {} s and was killed",
+                        self.supervisor.stall.as_secs_f32()
+                    ),
                 }
             }
-            tokio::select! {
-                chunk = body.next() => match chunk {
-                    Some(Ok(bytes)) => {
-                        last_frame = Instant::now();
-                        buffer.extend_from_slice(&bytes);
-                    }
-                    Some(Err(e)) => return Ok(Attempt::Crashed { pid, produced, what: e.to_string() }),
-                    None => return Ok(Attempt::Crashed {
-                        pid,
+        })
+    }
+}
+
+/// How following a `/generate` stream ended.
+pub(super) enum Followed {
+    /// With `done` or `error`.
+    Finished(BackendResult<GenerateSummary>),
+    /// The stream broke off or went silent; `produced` says whether text
+    /// had been passed on.
+    Lost { produced: bool, what: String },
+    /// Frames came, but the engine made no progress for the stall limit.
+    Stalled { produced: bool },
+}
+
+/// Passes a `/generate` stream's frames on to `sink` until it ends,
+/// calling `send_cancel` once when `cancel` fires. With a `stall` limit, a
+/// stream whose engine stops making progress (no text and no new cancel
+/// checks) ends as [`Followed::Stalled`].
+pub(super) async fn follow(
+    response: reqwest::Response,
+    sink: &mut dyn FnMut(TokenEvent),
+    cancel: &CancelToken,
+    started_sent: &mut bool,
+    stall: Option<Duration>,
+    send_cancel: &(dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync),
+) -> Followed {
+    let mut body = response.bytes_stream();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut produced = false;
+    let mut cancel_sent = false;
+    let mut poll = tokio::time::interval(Duration::from_millis(25));
+    let mut last_frame = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut last_polls = 0;
+    loop {
+        // Whole lines first.
+        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            let frame: Frame = match serde_json::from_slice(&line) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    return Followed::Lost {
                         produced,
-                        what: "the stream ended without done or error".into(),
-                    }),
+                        what: format!("an unreadable frame: {e}"),
+                    }
+                }
+            };
+            match frame {
+                Frame::Started { prompt_tokens } => {
+                    last_progress = Instant::now();
+                    if !*started_sent {
+                        *started_sent = true;
+                        sink(TokenEvent::Started { prompt_tokens });
+                    }
+                }
+                Frame::Delta { text, .. } => {
+                    last_progress = Instant::now();
+                    produced = true;
+                    sink(TokenEvent::Text { text });
+                }
+                Frame::Heartbeat { polls } => {
+                    if polls != last_polls {
+                        last_polls = polls;
+                        last_progress = Instant::now();
+                    }
+                }
+                Frame::Done { summary } => return Followed::Finished(Ok(summary)),
+                Frame::Error { error, .. } => return Followed::Finished(Err(error)),
+            }
+        }
+        tokio::select! {
+            chunk = body.next() => match chunk {
+                Some(Ok(bytes)) => {
+                    last_frame = Instant::now();
+                    buffer.extend_from_slice(&bytes);
+                }
+                Some(Err(e)) => return Followed::Lost { produced, what: e.to_string() },
+                None => return Followed::Lost {
+                    produced,
+                    what: "the stream ended without done or error".into(),
                 },
-                _ = poll.tick() => {
-                    if cancel.is_cancelled() && !cancel_sent {
-                        cancel_sent = true;
-                        let _ = client
-                            .post(url(&format!("/cancel/{sequence}")))
-                            .send()
-                            .await;
-                    }
-                    if last_progress.elapsed() > self.supervisor.stall {
-                        // A stuck engine cannot be stopped from inside; its
-                        // process can. It is reaped when the supervisor
-                        // drops it.
-                        // SAFETY: kill(2) with a pid of our own child, not
-                        // yet reaped, so it cannot name another process.
-                        unsafe {
-                            libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                        }
-                        return Ok(Attempt::Crashed {
-                            pid,
-                            produced,
-                            what: format!(
-                                "its engine made no progress for {} s and was killed",
-                                self.supervisor.stall.as_secs_f32()
-                            ),
-                        });
-                    }
-                    if last_frame.elapsed() > SILENCE {
-                        return Ok(Attempt::Crashed {
-                            pid,
-                            produced,
-                            what: format!(
-                                "no frame for {} s (heartbeats are every {} s)",
-                                SILENCE.as_secs(),
-                                HEARTBEAT.as_secs()
-                            ),
-                        });
-                    }
+            },
+            _ = poll.tick() => {
+                if cancel.is_cancelled() && !cancel_sent {
+                    cancel_sent = true;
+                    send_cancel().await;
+                }
+                if stall.is_some_and(|stall| last_progress.elapsed() > stall) {
+                    return Followed::Stalled { produced };
+                }
+                if last_frame.elapsed() > SILENCE {
+                    return Followed::Lost {
+                        produced,
+                        what: format!(
+                            "no frame for {} s (heartbeats are every {} s)",
+                            SILENCE.as_secs(),
+                            HEARTBEAT.as_secs()
+                        ),
+                    };
                 }
             }
         }

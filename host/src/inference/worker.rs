@@ -83,15 +83,18 @@ pub struct WorkerError {
     pub error: BackendError,
 }
 
+/// The cancel tokens of running sequences, by the id their client gave.
+pub type Sequences = Arc<Mutex<HashMap<String, CancelToken>>>;
+
 struct Worker {
     backend: DynBackend,
     model: tokio::sync::RwLock<Option<Arc<dyn Model>>>,
-    sequences: Mutex<HashMap<String, CancelToken>>,
+    sequences: Sequences,
 }
 
 type Shared = Arc<Worker>;
 
-fn failure(status: StatusCode, code: &str, error: BackendError) -> Response {
+pub(super) fn failure(status: StatusCode, code: &str, error: BackendError) -> Response {
     let body = WorkerError {
         code: code.to_owned(),
         error,
@@ -99,7 +102,7 @@ fn failure(status: StatusCode, code: &str, error: BackendError) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn backend_failure(error: BackendError) -> Response {
+pub(super) fn backend_failure(error: BackendError) -> Response {
     let code = match &error {
         BackendError::InvalidModel(_) => "invalid_model",
         BackendError::InvalidRequest(_) => "invalid_request",
@@ -127,7 +130,7 @@ pub async fn run(library: &Path, socket: &Path) -> anyhow::Result<()> {
     let worker = Arc::new(Worker {
         backend,
         model: tokio::sync::RwLock::new(None),
-        sequences: Mutex::default(),
+        sequences: Sequences::default(),
     });
     let _ = std::fs::remove_file(socket);
     let listener = tokio::net::UnixListener::bind(socket)
@@ -193,11 +196,15 @@ async fn load(State(worker): State<Shared>, Json(request): Json<LoadRequest>) ->
 }
 
 async fn cancel(State(worker): State<Shared>, UrlPath(sequence): UrlPath<String>) -> StatusCode {
-    let token = worker
-        .sequences
+    cancel_sequence(&worker.sequences, &sequence)
+}
+
+/// Cancels the running sequence `sequence`: 204, or 404 when none runs.
+pub(super) fn cancel_sequence(sequences: &Sequences, sequence: &str) -> StatusCode {
+    let token = sequences
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .get(&sequence)
+        .get(sequence)
         .cloned();
     match token {
         Some(token) => {
@@ -210,15 +217,14 @@ async fn cancel(State(worker): State<Shared>, UrlPath(sequence): UrlPath<String>
 
 /// Forgets a sequence's cancel token when its stream ends.
 struct Registered {
-    worker: Shared,
+    sequences: Sequences,
     sequence: Option<String>,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
         if let Some(sequence) = &self.sequence {
-            self.worker
-                .sequences
+            self.sequences
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(sequence);
@@ -235,6 +241,21 @@ async fn generate(
         Ok(model) => model,
         Err(response) => return response,
     };
+    let sequence = headers
+        .get(SEQUENCE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    stream_generation(model, worker.sequences.clone(), sequence, request)
+}
+
+/// Runs `request` on `model` and answers with its stream of frames; the
+/// sequence, when named, can be cancelled through `sequences` meanwhile.
+pub(super) fn stream_generation(
+    model: Arc<dyn Model>,
+    sequences: Sequences,
+    sequence: Option<String>,
+    request: GenerateRequest,
+) -> Response {
     let polls = Arc::new(AtomicU64::new(0));
     let cancel = {
         let polls = polls.clone();
@@ -243,19 +264,14 @@ async fn generate(
             false
         })
     };
-    let sequence = headers
-        .get(SEQUENCE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     if let Some(sequence) = &sequence {
-        worker
-            .sequences
+        sequences
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(sequence.clone(), cancel.clone());
     }
     let registered = Registered {
-        worker: worker.clone(),
+        sequences,
         sequence,
     };
 
@@ -425,7 +441,7 @@ async fn template(State(worker): State<Shared>, Json(req): Json<TemplateRequest>
     blocking(move || model.apply_chat_template(&req.messages, req.add_generation_prompt)).await
 }
 
-async fn blocking<T: Serialize + Send + 'static>(
+pub(super) async fn blocking<T: Serialize + Send + 'static>(
     f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
 ) -> Response {
     match tokio::task::spawn_blocking(f).await {
