@@ -22,6 +22,7 @@ pub mod chat_stream;
 pub mod chats;
 pub mod health;
 pub mod models;
+pub mod nodes;
 pub mod openai;
 pub mod plugins;
 pub mod runtime;
@@ -191,6 +192,20 @@ pub fn routes() -> Vec<ApiRoute> {
             post(runtime::unload),
         ),
         route(M::GET, "/api/status", Technician, get(runtime::status)),
+        route(M::GET, "/api/nodes", Technician, get(nodes::list)),
+        route(M::POST, "/api/nodes", Technician, post(nodes::create)),
+        route(
+            M::PATCH,
+            "/api/nodes/{name}",
+            Technician,
+            patch(nodes::update),
+        ),
+        route(
+            M::DELETE,
+            "/api/nodes/{name}",
+            Technician,
+            delete(nodes::remove),
+        ),
         route(M::GET, "/metrics", Staff, get(runtime::metrics)),
         // Tickets.
         route(M::GET, "/api/plugins", Technician, get(plugins::list)),

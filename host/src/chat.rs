@@ -660,12 +660,16 @@ impl Run {
                     .collect();
             }
             Outcome::Failed(err) => {
-                // A crashed worker, or an upstream that broke off, cut the
-                // answer off; what was said stands.
+                // A crashed worker, or an upstream or node that broke off,
+                // cut the answer off; what was said stands.
                 let cut_off = match &err {
                     AppError::ModelWorker { code, .. } => {
                         *code == "worker_crashed"
-                            || (*code == crate::inference::upstream::UNAVAILABLE
+                            || ([
+                                crate::inference::upstream::UNAVAILABLE,
+                                crate::inference::nodes::UNREACHABLE,
+                            ]
+                            .contains(code)
                                 && !answer.content.is_empty())
                     }
                     _ => false,

@@ -86,6 +86,10 @@ pub struct Config {
     /// are loopback or private addresses: a llama-server or Ollama on this
     /// machine.
     pub upstream_allowed_origins: Vec<String>,
+    /// Origins (`scheme://host:port`) worker nodes may be at even though
+    /// they are loopback or link-local addresses. Private addresses (a
+    /// node on the LAN) are always allowed.
+    pub node_allowed_origins: Vec<String>,
 
     // Data: shutting down without losing answers.
     /// Seconds a shutdown waits for running answers to finish before it
@@ -134,6 +138,7 @@ impl Default for Config {
             max_download_bytes: 200 * 1024 * 1024 * 1024,
             upstream_allow_private: false,
             upstream_allowed_origins: Vec::new(),
+            node_allowed_origins: Vec::new(),
             shutdown_grace_secs: 10,
             trusted_proxies: Vec::new(),
             web_dir: None,
@@ -175,6 +180,7 @@ pub struct FileConfig {
     pub download_allowed_origins: Option<Vec<String>>,
     pub upstream_allow_private: Option<bool>,
     pub upstream_allowed_origins: Option<Vec<String>>,
+    pub node_allowed_origins: Option<Vec<String>>,
     pub max_download_bytes: Option<u64>,
     // Data.
     pub shutdown_grace_secs: Option<u64>,
@@ -275,6 +281,16 @@ impl Config {
                     origins
                         .iter()
                         .map(|o| crate::download::normalize_origin("upstream_allowed_origins", o))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+                .transpose()?
+                .unwrap_or_default(),
+            node_allowed_origins: file
+                .node_allowed_origins
+                .map(|origins| {
+                    origins
+                        .iter()
+                        .map(|o| crate::download::normalize_origin("node_allowed_origins", o))
                         .collect::<anyhow::Result<Vec<_>>>()
                 })
                 .transpose()?

@@ -346,13 +346,15 @@ pub fn inference_error(err: InferenceError) -> AppError {
     }
 }
 
-/// The error code of a remote model's failure, from its message.
+/// The error code of a remote model's (or worker node's) failure, from
+/// its message.
 fn upstream_code(message: &str) -> Option<&'static str> {
     [
         upstream::RATE_LIMITED,
         upstream::UNAVAILABLE,
         upstream::REFUSED,
         upstream::COOLING_DOWN,
+        crate::inference::nodes::UNREACHABLE,
     ]
     .into_iter()
     .find(|code| message.starts_with(code))

@@ -10,6 +10,8 @@ pub mod backends;
 pub mod history;
 pub mod isolated;
 pub mod manager;
+pub mod node;
+pub mod nodes;
 pub mod scheduler;
 pub mod upstream;
 pub mod worker;

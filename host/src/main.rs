@@ -37,6 +37,78 @@ enum Command {
         #[arg(long)]
         socket: PathBuf,
     },
+    /// Run models for a Corral host on this machine: a worker node. The
+    /// host registers it with its URL and token (`POST /api/nodes`).
+    Node(NodeArgs),
+}
+
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// Address to listen on, e.g. 0.0.0.0:7000 (put a TLS reverse proxy in
+    /// front when the network is not trusted).
+    #[arg(long, env = "CORRAL_NODE_LISTEN")]
+    listen: SocketAddr,
+    /// A file holding the token the host must send (its first line, at
+    /// least 16 characters); or set CORRAL_NODE_TOKEN.
+    #[arg(long, env = "CORRAL_NODE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The folder of model files the host may load by name.
+    #[arg(long, env = "CORRAL_NODE_MODELS_DIR")]
+    models_dir: PathBuf,
+    /// Directory of backend libraries [default: the executable's directory].
+    #[arg(long, env = "CORRAL_BACKENDS_DIR")]
+    backends_dir: Option<PathBuf>,
+    /// A private folder for the workers' sockets [default: ./node-data].
+    #[arg(long, env = "CORRAL_DATA_DIR", default_value = "./node-data")]
+    data_dir: PathBuf,
+    /// Seconds a generation may go without progress before its worker is
+    /// killed.
+    #[arg(long, default_value_t = 60.0)]
+    stall_secs: f64,
+}
+
+/// The node's token: from `--token-file`, else `CORRAL_NODE_TOKEN`.
+fn node_token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let token = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        None => std::env::var("CORRAL_NODE_TOKEN").context(
+            "no token: pass --token-file FILE or set CORRAL_NODE_TOKEN (e.g. `openssl rand -hex 32`)",
+        )?,
+    };
+    Ok(token)
+}
+
+async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let token = node_token(args.token_file.as_deref())?;
+    let backends_dir = Config {
+        backends_dir: args.backends_dir,
+        ..Config::default()
+    }
+    .backends_dir();
+    let backends = corral_host::inference::backends::BackendSet::discover(&backends_dir);
+    for problem in backends.problems() {
+        tracing::warn!("{problem}");
+    }
+    anyhow::ensure!(
+        !backends.names().is_empty(),
+        "no backend library in {}",
+        backends_dir.display()
+    );
+    corral_host::store::secure_data_dir(&args.data_dir)
+        .with_context(|| format!("preparing {}", args.data_dir.display()))?;
+    anyhow::ensure!(args.stall_secs >= 0.5, "--stall-secs must be at least 0.5");
+    let backends = corral_host::inference::isolated::in_workers(
+        backends,
+        &args.data_dir,
+        std::time::Duration::from_secs_f64(args.stall_secs),
+    )?;
+    corral_host::inference::node::run(args.listen, &token, backends, &args.models_dir).await
 }
 
 /// Where configuration and data come from (shared by `serve` and `admin`).
@@ -165,6 +237,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker { library, socket } => {
             init_logging(false);
             corral_host::inference::worker::run(&library, &socket).await
+        }
+        Command::Node(args) => {
+            init_logging(false);
+            run_node(args).await
         }
         Command::Admin {
             command:

@@ -636,6 +636,11 @@ pub struct ModelRecord {
     /// is cooling down or fails before its first token.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// The worker node that runs the model (see `/api/nodes`); `None`:
+    /// this host. The node loads the file of the same name from its own
+    /// models folder.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 impl ModelRecord {

@@ -11,7 +11,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{
-    self, admin, auth, chat_stream, chats, health, models, openai, plugins, runtime, stats,
+    self, admin, auth, chat_stream, chats, health, models, nodes, openai, plugins, runtime, stats,
     tickets, users,
 };
 use crate::policy::Access;
@@ -60,6 +60,7 @@ pub struct SseEvent {
         models::list, models::create, models::get_one, models::update, models::remove,
         models::progress, models::events,
         runtime::status, runtime::load, runtime::unload, runtime::metrics,
+        nodes::list, nodes::create, nodes::update, nodes::remove,
         plugins::list, plugins::install, plugins::get_one, plugins::update, plugins::remove,
         plugins::upgrade, plugins::configure, plugins::mine, plugins::choose,
         plugins::route_get, plugins::route_post, plugins::route_put, plugins::route_patch,
@@ -85,6 +86,7 @@ pub struct SseEvent {
         (name = "stats", description = "Usage statistics (admin, technician)"),
         (name = "models", description = "The model registry: everyone lists the models they may use; technicians manage them"),
         (name = "runtime", description = "The inference runtime: backends, loaded models, queues, load and unload (technicians), metrics (admin, technician)"),
+        (name = "nodes", description = "Worker nodes: other machines running `corral node` that run the models placed on them (technicians)"),
         (name = "plugins", description = "WebAssembly extension plugins: technicians install, approve, configure and watch them; users turn on optional ones; everyone signed in reaches their routes"),
         (name = "health", description = "Probes"),
         (name = "openai", description = "OpenAI-compatible API; send a personal API key as the Bearer token"),

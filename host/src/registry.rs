@@ -125,6 +125,11 @@ pub struct NewModel {
     /// cooling down or fails before its first token (at most 8).
     #[schema(max_items = 8)]
     pub fallbacks: Option<Vec<String>>,
+    /// The worker node that runs the model (a name from `/api/nodes`);
+    /// absent: this host. The node needs a copy of the file, under the
+    /// same name, in its models folder.
+    #[schema(max_length = 100)]
+    pub node: Option<String>,
 }
 
 /// Changes to a model; absent fields stay as they are. A new `source` or
@@ -168,6 +173,9 @@ pub struct ModelChanges {
     #[schema(max_length = 1024)]
     pub api_key: Option<String>,
     pub fallbacks: Option<Vec<String>>,
+    /// A worker node's name; `""` brings the model back to this host.
+    #[schema(max_length = 100)]
+    pub node: Option<String>,
 }
 
 pub fn valid_name(name: &str) -> bool {
@@ -241,6 +249,15 @@ async fn validate(
     let mut known: Vec<String> = BACKENDS.iter().map(|b| (*b).to_owned()).collect();
     known.push(upstream::BACKEND.to_owned());
     known.extend(state.inference.manager.backends().names());
+    // A model placed on a worker node may use the node's backends.
+    if let Some(report) = m
+        .node
+        .as_deref()
+        .and_then(|node| state.nodes.link(node))
+        .and_then(|link| link.health().report)
+    {
+        known.extend(report.backends);
+    }
     known.sort();
     known.dedup();
     v.check(
@@ -311,7 +328,27 @@ async fn validate(
             v.check(!set, field, "applies only to the `openai` backend");
         }
     }
+    if m.node.is_some() {
+        v.check(
+            !m.is_remote(),
+            "node",
+            "a remote model runs at its upstream, not on a node",
+        );
+    }
     v.finish()?;
+
+    if let Some(node) = &m.node {
+        let known = crate::inference::nodes::load_records(state.store.as_ref())
+            .await?
+            .iter()
+            .any(|n| &n.name == node);
+        if !known {
+            return Err(AppError::field(
+                "node",
+                format!("no worker node is called `{node}`"),
+            ));
+        }
+    }
 
     for name in &m.fallbacks {
         if state.store.get_model_by_name(name).await?.is_none() {
@@ -611,6 +648,10 @@ pub async fn create(state: &AppState, req: NewModel) -> ApiResult<ModelRecord> {
         upstream_model: req.upstream_model.filter(|m| !m.trim().is_empty()),
         api_key: req.api_key.filter(|k| !k.is_empty()),
         fallbacks: req.fallbacks.unwrap_or_default(),
+        node: req
+            .node
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty()),
     };
     let local = validate(state, &mut model, true).await?;
     let fetch = prepare_source(&mut model, local.as_ref());
@@ -677,6 +718,7 @@ pub async fn register_demo_model(state: &AppState) -> anyhow::Result<Option<Mode
                     upstream_model: None,
                     api_key: None,
                     fallbacks: None,
+                    node: None,
                 },
             )
             .await
@@ -789,6 +831,9 @@ async fn apply_changes(
     }
     if let Some(fallbacks) = changes.fallbacks {
         model.fallbacks = fallbacks;
+    }
+    if let Some(node) = changes.node {
+        model.node = Some(node.trim().to_owned()).filter(|n| !n.is_empty());
     }
     let new_key = changes.api_key.is_some();
     if let Some(key) = changes.api_key {
@@ -941,6 +986,7 @@ fn load_changed(before: &ModelRecord, after: &ModelRecord) -> bool {
         || before.chat_template != after.chat_template
         || before.upstream_model != after.upstream_model
         || before.api_key != after.api_key
+        || before.node != after.node
 }
 
 fn publish_status(state: &AppState, model: &ModelRecord) {
@@ -977,6 +1023,7 @@ pub async fn load_spec(config: &Config, record: &ModelRecord) -> Result<LoadSpec
                     .clone()
                     .unwrap_or_else(|| record.name.clone()),
             }),
+            node: None,
         });
     }
     let path = record
@@ -988,6 +1035,29 @@ pub async fn load_spec(config: &Config, record: &ModelRecord) -> Result<LoadSpec
             }
             _ => AppError::Unavailable(format!("model `{}` is not downloaded yet", record.name)),
         })?;
+    if let Some(node) = &record.node {
+        // The node finds the file of this name in its own models folder.
+        let file = std::path::Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Ok(LoadSpec {
+            key: record.id.clone(),
+            name: record.name.clone(),
+            backend: record.backend.clone(),
+            request: corral_sdk::backend::LoadRequest {
+                path: file,
+                context_length: record.context_length,
+                threads: record.threads,
+                slots: record.slots.max(1),
+                chat_template: record.chat_template.clone(),
+                prompt_cache: true,
+            },
+            file_bytes: record.size_bytes.unwrap_or(0),
+            upstream: None,
+            node: Some(node.clone()),
+        });
+    }
     let path = resolve_local(&config.loadable_model_paths(), path)
         .await
         .map_err(|_| {
@@ -1013,6 +1083,7 @@ pub async fn load_spec(config: &Config, record: &ModelRecord) -> Result<LoadSpec
         },
         file_bytes: record.size_bytes.unwrap_or(0),
         upstream: None,
+        node: None,
     })
 }
 
@@ -1066,6 +1137,7 @@ mod load_spec_tests {
             upstream_model: None,
             api_key: None,
             fallbacks: Vec::new(),
+            node: None,
         }
     }
 

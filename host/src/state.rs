@@ -52,6 +52,8 @@ pub struct AppState {
     /// The plugin runtime (the same object as `hooks`), for managing
     /// plugins and their routes.
     pub plugins: Arc<PluginHost>,
+    /// Worker nodes on other machines.
+    pub nodes: Arc<crate::inference::nodes::Nodes>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// Begins when the server is asked to stop.
@@ -85,6 +87,16 @@ impl AppState {
             )?;
         }
         let backends = Arc::new(backends);
+        let nodes = Arc::new(crate::inference::nodes::Nodes::new(Arc::new(
+            crate::download::NetPolicy::new(
+                crate::download::Scope::Nodes,
+                true,
+                &config.node_allowed_origins,
+            ),
+        ))?);
+        for record in crate::inference::nodes::load_records(store.as_ref()).await? {
+            nodes.set(&record);
+        }
         let inference = Inference::new(
             ModelManager::new(
                 backends,
@@ -101,6 +113,7 @@ impl AppState {
                     &config.upstream_allowed_origins,
                 )),
             )?))
+            .with_nodes(nodes.clone())
             .on_bad_file({
                 let downloads = downloads.clone();
                 Arc::new(move |model_id, reason| {
@@ -130,6 +143,7 @@ impl AppState {
             hooks: plugins.clone(),
             plugins,
             shutdown: Shutdown::default(),
+            nodes,
             metrics,
         };
         bridge.connect(state.clone());

@@ -229,6 +229,11 @@ fn rows() -> Vec<Row> {
         row("POST", "/api/models/{id}/load", "a model whose file is missing", [401, 403, 403, 503], Id::Model, none),
         row("POST", "/api/models/{id}/unload", "a model not loaded", TECH_204, Id::Model, none),
         row("GET", "/metrics", "Prometheus text", STAFF_200, Id::None, none),
+        // Worker nodes: technicians.
+        row("GET", "/api/nodes", "nodes", TECH_200, Id::None, none),
+        row("POST", "/api/nodes", "a node on the LAN", [401, 403, 403, 201], Id::None, Json(r#"{"name":"lan-node","url":"http://10.255.255.1:7000","token":"0123456789abcdef0123"}"#)),
+        row("PATCH", "/api/nodes/{name}", "a node not registered", [401, 403, 403, 404], Id::None, Json(r#"{"token":"0123456789abcdef0123"}"#)),
+        row("DELETE", "/api/nodes/{name}", "a node not registered", [401, 403, 403, 404], Id::None, none),
         // Plugins: technicians manage; everyone signed in reaches their
         // routes and turns on optional ones.
         row("GET", "/api/plugins", "installed plugins", TECH_200, Id::None, none),
@@ -355,6 +360,7 @@ impl Ctx {
             upstream_model: None,
             api_key: None,
             fallbacks: Vec::new(),
+            node: None,
         };
         self.t
             .store
@@ -461,7 +467,8 @@ async fn every_operation_answers_each_role_as_specified() {
                 Some(id) => row.path.replace("{id}", &id),
                 None => row.path.to_owned(),
             }
-            .replace("{path}", "documents");
+            .replace("{path}", "documents")
+            .replace("{name}", "no-such-node");
             let body = ctx.body(row.body).await;
             let method = Method::from_bytes(row.method.as_bytes()).expect("a method");
             let token = account.as_ref().map(|a| a.access.as_str());

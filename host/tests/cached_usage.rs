@@ -194,6 +194,7 @@ impl Ctx {
             upstream_model: None,
             api_key: None,
             fallbacks: Vec::new(),
+            node: None,
         };
         t.store.create_model(&model).await.expect("model");
         let user = t.insert_user("ursula", Role::User).await;

@@ -88,6 +88,7 @@ impl Ctx {
             upstream_model: None,
             api_key: None,
             fallbacks: Vec::new(),
+            node: None,
         };
         self.t
             .store

@@ -531,6 +531,7 @@ async fn a_restarted_host_resumes_a_partial_download() {
         upstream_model: None,
         api_key: None,
         fallbacks: Vec::new(),
+        node: None,
     };
     c.t.store.create_model(&record).await.expect("record");
     let target = c.t.state.downloads.target_path(&record);

@@ -228,6 +228,7 @@ impl Ctx {
             upstream_model: None,
             api_key: None,
             fallbacks: Vec::new(),
+            node: None,
         };
         self.t.store.create_model(&model).await.expect("model");
         model.id

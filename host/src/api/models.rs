@@ -108,6 +108,15 @@ pub struct ModelView {
     /// or failures in a row): no calls go to the upstream until then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cooldown: Option<CooldownView>,
+    /// Technicians only: the worker node that runs the model; `null`:
+    /// this host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub node: Option<Option<String>>,
+    /// Why the model cannot answer right now (its worker node is down),
+    /// while that lasts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 /// A remote model cooling down.
@@ -151,7 +160,16 @@ fn view(state: &AppState, caller: &Caller, model: ModelRecord) -> ModelView {
         api_key_set: None,
         fallbacks: None,
         cooldown: None,
+        node: None,
+        unavailable: None,
     };
+    if let Some(node) = &model.node {
+        let down = state.nodes.link(node).and_then(|l| l.down());
+        view.unavailable = down.map(|reason| match technician {
+            true => format!("its worker node `{node}` is unreachable: {reason}"),
+            false => "its worker node is unreachable".to_owned(),
+        });
+    }
     if technician {
         view.source = Some(redact_source(&model.source));
         view.sha256 = Some(model.sha256);
@@ -162,6 +180,7 @@ fn view(state: &AppState, caller: &Caller, model: ModelRecord) -> ModelView {
         view.sampling = Some(model.sampling);
         view.chat_template = Some(model.chat_template);
         view.fallbacks = Some(model.fallbacks);
+        view.node = Some(model.node);
         if view.backend == crate::inference::upstream::BACKEND {
             view.upstream_model = Some(model.upstream_model);
             view.api_key_set = Some(model.api_key.is_some());

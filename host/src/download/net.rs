@@ -156,6 +156,9 @@ pub enum Scope {
     Downloads,
     /// Remote OpenAI-compatible upstreams (settings `upstream_…`).
     Upstreams,
+    /// Worker nodes (setting `node_allowed_origins`; private addresses are
+    /// where nodes usually are, so they are allowed).
+    Nodes,
 }
 
 impl Scope {
@@ -163,6 +166,7 @@ impl Scope {
         match self {
             Scope::Downloads => "downloads",
             Scope::Upstreams => "upstreams",
+            Scope::Nodes => "nodes",
         }
     }
 
@@ -170,6 +174,7 @@ impl Scope {
         match self {
             Scope::Downloads => "download",
             Scope::Upstreams => "upstream",
+            Scope::Nodes => "node",
         }
     }
 }

@@ -10,6 +10,7 @@ use corral_sdk::backend::{BackendError, LoadRequest, Model, ModelInfo};
 use futures::future::BoxFuture;
 
 use super::backends::BackendSet;
+use super::nodes::Nodes;
 use super::upstream::{self, Cooldown, Upstreams};
 use super::InferenceError;
 
@@ -26,6 +27,16 @@ pub struct LoadSpec {
     pub file_bytes: u64,
     /// For a remote model (backend [`upstream::BACKEND`]): where it is.
     pub upstream: Option<upstream::Target>,
+    /// For a model placed on a worker node: the node's name. `request.path`
+    /// is then the file's name in the node's models folder.
+    pub node: Option<String>,
+}
+
+impl LoadSpec {
+    /// Whether the model holds memory on this machine.
+    fn is_local(&self) -> bool {
+        self.upstream.is_none() && self.node.is_none()
+    }
 }
 
 /// Limits of the manager.
@@ -102,6 +113,7 @@ pub struct ModelManager {
     cells: Arc<Mutex<HashMap<String, (LoadSpec, Cell)>>>,
     on_bad_file: Option<BadFileHook>,
     upstreams: Option<Arc<Upstreams>>,
+    nodes: Option<Arc<Nodes>>,
 }
 
 impl ModelManager {
@@ -112,7 +124,18 @@ impl ModelManager {
             cells: Arc::default(),
             on_bad_file: None,
             upstreams: None,
+            nodes: None,
         }
+    }
+
+    /// Runs models placed on worker nodes through `nodes`.
+    pub fn with_nodes(mut self, nodes: Arc<Nodes>) -> Self {
+        self.nodes = Some(nodes);
+        self
+    }
+
+    pub fn nodes(&self) -> Option<&Arc<Nodes>> {
+        self.nodes.as_ref()
     }
 
     /// Serves remote models through `upstreams`.
@@ -178,7 +201,7 @@ impl ModelManager {
         let loaded = cell
             .get_or_try_init(|| async {
                 // A remote model holds no memory here.
-                if spec.upstream.is_none() {
+                if spec.is_local() {
                     self.make_room(spec)?;
                 }
                 self.load(spec).await
@@ -192,6 +215,9 @@ impl ModelManager {
     async fn load(&self, spec: &LoadSpec) -> Result<Arc<LoadedModel>, InferenceError> {
         if let Some(target) = &spec.upstream {
             return self.open_upstream(spec, target.clone());
+        }
+        if let Some(node) = &spec.node {
+            return self.open_on_node(spec, node).await;
         }
         let backend = self
             .backends
@@ -280,6 +306,30 @@ impl ModelManager {
         }))
     }
 
+    /// A model placed on a worker node: loaded there.
+    async fn open_on_node(
+        &self,
+        spec: &LoadSpec,
+        node: &str,
+    ) -> Result<Arc<LoadedModel>, InferenceError> {
+        let nodes = self
+            .nodes
+            .as_ref()
+            .ok_or_else(|| InferenceError::Internal("this host runs no worker nodes".into()))?;
+        let started = Instant::now();
+        let (model, info) = nodes.open(spec, node).await?;
+        let load_time = started.elapsed();
+        tracing::info!(model = %spec.name, %node, secs = load_time.as_secs_f64(), "model loaded on its node");
+        Ok(Arc::new(LoadedModel {
+            spec: spec.clone(),
+            model: Arc::new(model),
+            info,
+            load_time,
+            loaded_at: chrono::Utc::now(),
+            last_used: Mutex::new(Instant::now()),
+        }))
+    }
+
     /// Loaded models, most recently used first.
     pub fn loaded(&self) -> Vec<Arc<LoadedModel>> {
         let mut out: Vec<Arc<LoadedModel>> = self
@@ -304,7 +354,7 @@ impl ModelManager {
             let loaded: Vec<Arc<LoadedModel>> = self
                 .loaded()
                 .into_iter()
-                .filter(|m| m.spec.key != spec.key && m.spec.upstream.is_none())
+                .filter(|m| m.spec.key != spec.key && m.spec.is_local())
                 .collect();
             let used: u64 = loaded.iter().map(|m| m.memory_bytes()).sum();
             let over_memory =

@@ -3225,6 +3225,7 @@ fn model(name: &str, minutes: i64) -> ModelRecord {
         upstream_model: Some("org/upstream-name".to_string()),
         api_key: Some("sk-test-ünïcode".to_string()),
         fallbacks: vec!["other".to_string()],
+        node: None,
     }
 }
 

@@ -1,0 +1,566 @@
+//! Worker nodes: other machines running `corral node`, and the models
+//! placed on them.
+//!
+//! A technician registers a node by URL and the token it was started
+//! with. The host asks every node for its health each second; a node that
+//! does not answer within two seconds (or refuses the token) is down, its
+//! models' requests fail at once with `worker_unreachable` and the reason,
+//! and it is up again with its first good answer. A model placed on a node
+//! is loaded there on first use, like a local one, and its generations
+//! stream the worker protocol (see [`super::worker`]) over the network: a
+//! stream that breaks off or goes silent for three seconds ends with
+//! `worker_unreachable` and marks the node down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use corral_sdk::backend::{
+    BackendError, BackendResult, CancelToken, ChatMessage, GenerateRequest, GenerateSummary, Model,
+    ModelInfo, TokenEvent,
+};
+use reqwest::{StatusCode, Url};
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+
+use super::isolated::{follow, worker_error, Followed};
+use super::manager::LoadSpec;
+use super::node::{NodeReport, Placement};
+use super::worker::{TemplateRequest, TokenizeRequest, SEQUENCE_HEADER};
+use super::InferenceError;
+use crate::download::{GuardedResolver, NetPolicy};
+use crate::store::{Store, StoreResult};
+use crate::time::serde_millis;
+
+/// The prefix (and error code) of a request that could not reach its node.
+pub const UNREACHABLE: &str = "worker_unreachable";
+/// How often each node is asked for its health.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+/// A health answer later than this counts as none.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time to connect to a node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time for a node to start answering a generation or finish a short call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time for a node to load a model.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// The setting that holds the registered nodes.
+const SETTING: &str = "internal.nodes";
+/// Nodes a host may have.
+pub const MAX_NODES: usize = 64;
+
+/// A registered node, as stored.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    /// Where the node answers, e.g. `http://10.0.0.7:7000`.
+    pub url: String,
+    /// The token the node was started with. A secret: never shown.
+    pub token: String,
+    #[serde(with = "serde_millis")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "serde_millis")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for NodeRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeRecord")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("token", &"***")
+            .finish()
+    }
+}
+
+/// The registered nodes.
+pub async fn load_records(store: &dyn Store) -> StoreResult<Vec<NodeRecord>> {
+    Ok(match store.get_setting(SETTING).await? {
+        Some(value) => serde_json::from_value(value).unwrap_or_else(|e| {
+            tracing::error!(%e, "the stored list of nodes is unreadable; starting without nodes");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    })
+}
+
+pub async fn save_records(store: &dyn Store, records: &[NodeRecord]) -> StoreResult<()> {
+    let value = serde_json::to_value(records).unwrap_or_default();
+    store.put_setting(SETTING, &value).await
+}
+
+/// Whether a node is answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Not asked yet.
+    Unknown,
+    Up,
+    Down,
+}
+
+/// What is known of a node's health.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub status: NodeStatus,
+    /// Why it is down.
+    pub reason: Option<String>,
+    /// When the status last changed.
+    pub since: DateTime<Utc>,
+    /// Its last good answer.
+    pub last_seen: Option<DateTime<Utc>>,
+    pub report: Option<NodeReport>,
+}
+
+/// The host's end of one node.
+pub struct Link {
+    pub name: String,
+    base: String,
+    token: String,
+    health: Mutex<Health>,
+}
+
+impl Link {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Why the node is down, if it is.
+    pub fn down(&self) -> Option<String> {
+        let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        (health.status == NodeStatus::Down).then(|| health.reason.clone().unwrap_or_default())
+    }
+
+    fn set_up(&self, report: NodeReport) {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Utc::now();
+        if health.status != NodeStatus::Up {
+            tracing::info!(node = %self.name, "node is up");
+            health.since = now;
+        }
+        health.status = NodeStatus::Up;
+        health.reason = None;
+        health.last_seen = Some(now);
+        health.report = Some(report);
+    }
+
+    fn set_down(&self, reason: String) {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        if health.status != NodeStatus::Down {
+            tracing::warn!(node = %self.name, %reason, "node is down");
+            health.since = Utc::now();
+        }
+        health.status = NodeStatus::Down;
+        health.reason = Some(reason);
+    }
+
+    fn unreachable(&self, reason: &str) -> BackendError {
+        BackendError::Internal(format!(
+            "{UNREACHABLE}: node `{}` is unreachable ({reason})",
+            self.name
+        ))
+    }
+}
+
+/// The registered nodes and their health.
+pub struct Nodes {
+    client: reqwest::Client,
+    policy: Arc<NetPolicy>,
+    links: RwLock<HashMap<String, Arc<Link>>>,
+}
+
+impl Nodes {
+    pub fn new(policy: Arc<NetPolicy>) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()?;
+        Ok(Nodes {
+            client,
+            policy,
+            links: RwLock::default(),
+        })
+    }
+
+    /// Checks a node's URL and returns it without a trailing slash.
+    pub fn check_url(&self, url: &str) -> Result<String, String> {
+        let parsed = Url::parse(url.trim()).map_err(|e| format!("not a URL: {e}"))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err("must not hold credentials; give the token separately".into());
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err("must not have a query or fragment".into());
+        }
+        self.policy.check_url(&parsed).map_err(|r| r.0)?;
+        Ok(parsed.as_str().trim_end_matches('/').to_owned())
+    }
+
+    /// Starts following `record` (or follows it anew after a change).
+    pub fn set(&self, record: &NodeRecord) {
+        let link = Arc::new(Link {
+            name: record.name.clone(),
+            base: record.url.trim_end_matches('/').to_owned(),
+            token: record.token.clone(),
+            health: Mutex::new(Health {
+                status: NodeStatus::Unknown,
+                reason: None,
+                since: Utc::now(),
+                last_seen: None,
+                report: None,
+            }),
+        });
+        self.write().insert(record.name.clone(), link);
+    }
+
+    pub fn remove(&self, name: &str) {
+        self.write().remove(name);
+    }
+
+    pub fn link(&self, name: &str) -> Option<Arc<Link>> {
+        self.links
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Link>>> {
+        self.links.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn all(&self) -> Vec<Arc<Link>> {
+        self.links
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Asks every node for its health each [`POLL_EVERY`], for as long as
+    /// the runtime runs.
+    pub fn spawn_poller(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let nodes = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLL_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let polls = nodes.all().into_iter().map(|link| nodes.poll(link));
+                futures::future::join_all(polls).await;
+            }
+        })
+    }
+
+    /// Asks one node for its health now.
+    pub async fn poll(&self, link: Arc<Link>) {
+        let answer = self
+            .client
+            .get(link.url("/health"))
+            .bearer_auth(&link.token)
+            .timeout(POLL_TIMEOUT)
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status().is_success() => match r.json::<NodeReport>().await {
+                Ok(report) => link.set_up(report),
+                Err(e) => link.set_down(format!("its health answer is unreadable: {e}")),
+            },
+            Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
+                link.set_down("it refused the token".into())
+            }
+            Ok(r) => link.set_down(format!("it answered {}", r.status())),
+            Err(e) => link.set_down(describe(&e)),
+        }
+    }
+
+    /// Loads `spec` on its node and returns a model that runs there.
+    pub async fn open(
+        &self,
+        spec: &LoadSpec,
+        node: &str,
+    ) -> Result<(NodeModel, ModelInfo), InferenceError> {
+        let link = self.link(node).ok_or_else(|| {
+            InferenceError::Backend(BackendError::Internal(format!(
+                "{UNREACHABLE}: node `{node}` is not registered"
+            )))
+        })?;
+        let placement = Placement {
+            backend: spec.backend.clone(),
+            file: spec.request.path.clone(),
+            size_bytes: Some(spec.file_bytes).filter(|n| *n > 0),
+            request: spec.request.clone(),
+        };
+        let info = place(&self.client, &link, &spec.key, &placement)
+            .await
+            .map_err(|e| match e {
+                BackendError::Internal(m) if m.starts_with(UNREACHABLE) => {
+                    InferenceError::Backend(BackendError::Internal(m))
+                }
+                other => InferenceError::Load {
+                    model: spec.name.clone(),
+                    reason: format!("on node `{node}`: {other}"),
+                    bad_file: false,
+                },
+            })?;
+        let model = NodeModel {
+            client: self.client.clone(),
+            link,
+            id: spec.key.clone(),
+            placement,
+            info: info.clone(),
+            handle: Handle::current(),
+            sequence: AtomicU64::new(0),
+        };
+        Ok((model, info))
+    }
+}
+
+/// A failed call to a node, told without its URL's details.
+fn describe(e: &reqwest::Error) -> String {
+    if let Some(refused) = crate::download::net::refusal(e) {
+        return refused.0;
+    }
+    if e.is_timeout() {
+        return format!("no answer within {} s", POLL_TIMEOUT.as_secs());
+    }
+    if e.is_connect() {
+        return "cannot connect".into();
+    }
+    "the connection failed".into()
+}
+
+/// Loads a model on its node; the node answers at once when it already
+/// holds it.
+async fn place(
+    client: &reqwest::Client,
+    link: &Link,
+    id: &str,
+    placement: &Placement,
+) -> BackendResult<ModelInfo> {
+    if let Some(reason) = link.down() {
+        return Err(link.unreachable(&reason));
+    }
+    let answer = client
+        .put(link.url(&format!("/models/{id}")))
+        .bearer_auth(&link.token)
+        .timeout(LOAD_TIMEOUT)
+        .json(placement)
+        .send()
+        .await
+        .map_err(|e| lost(link, &describe(&e)))?;
+    if !answer.status().is_success() {
+        return Err(refused(link, answer).await);
+    }
+    answer
+        .json()
+        .await
+        .map_err(|e| BackendError::Internal(format!("the node's answer: {e}")))
+}
+
+/// The error of a request the node reached and refused.
+async fn refused(link: &Link, answer: reqwest::Response) -> BackendError {
+    if answer.status() == StatusCode::UNAUTHORIZED {
+        link.set_down("it refused the token".into());
+        return link.unreachable("it refused the token");
+    }
+    worker_error(answer).await
+}
+
+/// Marks the node down and returns the request's error.
+fn lost(link: &Link, what: &str) -> BackendError {
+    link.set_down(what.to_owned());
+    link.unreachable(what)
+}
+
+/// A model loaded on a node.
+pub struct NodeModel {
+    client: reqwest::Client,
+    link: Arc<Link>,
+    id: String,
+    placement: Placement,
+    info: ModelInfo,
+    handle: Handle,
+    sequence: AtomicU64,
+}
+
+impl NodeModel {
+    async fn place(&self) -> BackendResult<ModelInfo> {
+        place(&self.client, &self.link, &self.id, &self.placement).await
+    }
+
+    async fn refused(&self, answer: reqwest::Response) -> BackendError {
+        refused(&self.link, answer).await
+    }
+
+    fn lost(&self, what: &str) -> BackendError {
+        lost(&self.link, what)
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + Sync),
+    ) -> BackendResult<T> {
+        if let Some(reason) = self.link.down() {
+            return Err(self.link.unreachable(&reason));
+        }
+        for attempt in 0..2 {
+            let answer = self
+                .client
+                .post(self.link.url(&format!("/models/{}{path}", self.id)))
+                .bearer_auth(&self.link.token)
+                .timeout(CALL_TIMEOUT)
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| self.lost(&describe(&e)))?;
+            if answer.status().is_success() {
+                return answer
+                    .json()
+                    .await
+                    .map_err(|e| BackendError::Internal(format!("the node's answer: {e}")));
+            }
+            if attempt == 0 && answer.status() == StatusCode::CONFLICT {
+                // The node restarted and lost the model: load it again.
+                self.place().await?;
+                continue;
+            }
+            return Err(self.refused(answer).await);
+        }
+        unreachable!("the second attempt returns")
+    }
+
+    async fn generate_async(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut dyn FnMut(TokenEvent),
+        cancel: &CancelToken,
+    ) -> BackendResult<GenerateSummary> {
+        if let Some(reason) = self.link.down() {
+            return Err(self.link.unreachable(&reason));
+        }
+        let mut started_sent = false;
+        for attempt in 0..2 {
+            let sequence = self.sequence.fetch_add(1, Ordering::Relaxed).to_string();
+            let sent = self
+                .client
+                .post(self.link.url(&format!("/models/{}/generate", self.id)))
+                .bearer_auth(&self.link.token)
+                .header(SEQUENCE_HEADER, &sequence)
+                .json(request)
+                .send();
+            let answer = match tokio::time::timeout(CALL_TIMEOUT, sent).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => return Err(self.lost(&describe(&e))),
+                Err(_) => {
+                    return Err(self.lost(&format!("no answer within {} s", CALL_TIMEOUT.as_secs())))
+                }
+            };
+            if answer.status() == StatusCode::CONFLICT && attempt == 0 {
+                self.place().await?;
+                continue;
+            }
+            if !answer.status().is_success() {
+                return Err(self.refused(answer).await);
+            }
+            let cancel_call = {
+                let request = self
+                    .client
+                    .post(
+                        self.link
+                            .url(&format!("/models/{}/cancel/{sequence}", self.id)),
+                    )
+                    .bearer_auth(&self.link.token)
+                    .timeout(POLL_TIMEOUT);
+                let request = Mutex::new(Some(request));
+                move || -> futures::future::BoxFuture<'static, ()> {
+                    let request = request.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    Box::pin(async move {
+                        if let Some(request) = request {
+                            let _ = request.send().await;
+                        }
+                    })
+                }
+            };
+            let followed =
+                follow(answer, sink, cancel, &mut started_sent, None, &cancel_call).await;
+            return match followed {
+                Followed::Finished(result) => result,
+                Followed::Lost { what, .. } => Err(self.lost(&what)),
+                // No stall limit was given.
+                Followed::Stalled { .. } => Err(self.lost("its engine made no progress")),
+            };
+        }
+        unreachable!("the second attempt returns")
+    }
+}
+
+impl Drop for NodeModel {
+    fn drop(&mut self) {
+        // Unloaded here: free it there. A node that is gone has nothing to
+        // free, and one that comes back without the model loses nothing.
+        let request = self
+            .client
+            .delete(self.link.url(&format!("/models/{}", self.id)))
+            .bearer_auth(&self.link.token)
+            .timeout(POLL_TIMEOUT);
+        self.handle.spawn(async move {
+            let _ = request.send().await;
+        });
+    }
+}
+
+impl Model for NodeModel {
+    fn info(&self) -> ModelInfo {
+        self.info.clone()
+    }
+
+    fn generate(
+        &self,
+        request: &GenerateRequest,
+        sink: &mut dyn FnMut(TokenEvent),
+        cancel: &CancelToken,
+    ) -> BackendResult<GenerateSummary> {
+        self.handle
+            .block_on(self.generate_async(request, sink, cancel))
+    }
+
+    fn embed(&self, inputs: &[String]) -> BackendResult<Vec<Vec<f32>>> {
+        self.handle.block_on(self.call("/embed", &inputs))
+    }
+
+    fn tokenize(&self, text: &str, add_bos: bool) -> BackendResult<Vec<u32>> {
+        let request = TokenizeRequest {
+            text: text.to_owned(),
+            add_bos,
+        };
+        self.handle.block_on(self.call("/tokenize", &request))
+    }
+
+    fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> BackendResult<String> {
+        let request = TemplateRequest {
+            messages: messages.to_vec(),
+            add_generation_prompt,
+        };
+        self.handle.block_on(self.call("/template", &request))
+    }
+}

@@ -1,0 +1,521 @@
+"""Worker nodes: two real `corral node` processes on one machine, one
+listening on 127.0.0.2 and one on 127.0.0.3, and the host under test (on
+the store CORRAL_E2E_STORE names) that runs models on them.
+
+The host reaches node A only through a user-space TCP proxy that can
+freeze traffic without closing a socket: the network going silent, as a
+machine that hangs or a cable pulled out does. Each node runs the `fault`
+backend, whose models write one word per token: the host's copy of a
+model file says `local`, node A's `alpha`, node B's `bravo`, so an answer
+says where it ran."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from openai import OpenAI
+
+from corral import (
+    Api,
+    account,
+    clean_env,
+    error_of,
+    free_port,
+    module_server,
+    sse_events,
+    stop_process,
+    wait_until,
+)
+from test_workers import backends_with_fault
+
+NODE_A, NODE_B = "127.0.0.2", "127.0.0.3"
+FILE = "words.gguf"
+
+
+def model_text(word: str) -> str:
+    return f"GGUF\nword: {word}\n"
+
+
+class FreezingProxy:
+    """Forwards TCP from 127.0.0.1:`port` to `target`; `freeze()` stops
+    moving bytes both ways (and connecting new clients onwards) while
+    every socket stays open; `thaw()` moves them again."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.moving = threading.Event()
+        self.moving.set()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def freeze(self):
+        self.moving.clear()
+
+    def thaw(self):
+        self.moving.set()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+
+    def _connect(self, client: socket.socket):
+        self.moving.wait()
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+            upstream.settimeout(None)
+        except OSError:
+            client.close()
+            return
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket):
+        try:
+            while True:
+                self.moving.wait()
+                data = source.recv(65536)
+                if not data:
+                    break
+                self.moving.wait()
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.thaw()
+        self.listener.close()
+
+
+class Node:
+    """A `corral node` on `address` with the fault backend, whose copy of
+    the model file says `word`."""
+
+    def __init__(self, corral_bin: str, work: Path, address: str, word: str, backends: str):
+        self.work = work
+        self.models = work / "models"
+        self.models.mkdir(parents=True)
+        (self.models / FILE).write_text(model_text(word))
+        self.token = secrets.token_hex(24)
+        token_file = work / "token"
+        token_file.write_text(self.token + "\n")
+        self.port = free_port()
+        self.address = address
+        self.url = f"http://{address}:{self.port}"
+        self.log = open(work / "node.log", "wb")
+        self.proc = subprocess.Popen(
+            [
+                corral_bin,
+                "node",
+                "--listen",
+                f"{address}:{self.port}",
+                "--token-file",
+                str(token_file),
+                "--models-dir",
+                str(self.models),
+                "--backends-dir",
+                backends,
+                "--data-dir",
+                str(work / "data"),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((address, self.port), timeout=0.5).close()
+                break
+            except OSError:
+                assert self.proc.poll() is None, (work / "node.log").read_text()
+                assert time.monotonic() < deadline, "the node did not start listening"
+                time.sleep(0.05)
+
+    def call(self, method: str, path: str, token: str | None = "", **kw) -> requests.Response:
+        headers = {} if token is None else {"Authorization": f"Bearer {token or self.token}"}
+        return requests.request(method, self.url + path, headers=headers, timeout=10, **kw)
+
+    def stop(self):
+        stop_process(self.proc)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def nodes(corral_bin, tmp_path_factory):
+    work = tmp_path_factory.mktemp("nodes")
+    backends = str(backends_with_fault(corral_bin, work / "backends"))
+    a = Node(corral_bin, work / "a", NODE_A, "alpha", backends)
+    b = Node(corral_bin, work / "b", NODE_B, "bravo", backends)
+    proxy = FreezingProxy((NODE_A, a.port))
+    yield a, b, proxy
+    proxy.close()
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def host(corral_bin, demo_model, module_database, tmp_path_factory, nodes):
+    a, b, proxy = nodes
+    work = tmp_path_factory.mktemp("node-host")
+    backends = str(backends_with_fault(corral_bin, work / "backends"))
+    folders = [str(Path(demo_model).resolve().parent), str(work / "data" / "models")]
+    config = (
+        "access_token_ttl_secs = 7200\nper_user_generations = 8\n"
+        f"node_allowed_origins = {json.dumps([proxy.url, b.url])}\n"
+        f"model_dirs = {json.dumps(folders)}\n"
+    )
+    with module_server(corral_bin, work, config, module_database, backends) as server:
+        models = server.data / "models"
+        models.mkdir(exist_ok=True)
+        (models / FILE).write_text(model_text("local"))
+        server.tech = account(server, "node-tech", "technician")
+        server.user = account(server, "node-user", "user")
+        yield server
+
+
+@pytest.fixture(scope="module")
+def registered(host, nodes):
+    """Both nodes registered (A through the proxy) and a model `words`
+    on the host."""
+    a, b, proxy = nodes
+    tech = host.tech
+    tech.ok("POST", "/api/nodes", json={"name": "node-a", "url": proxy.url, "token": a.token}, expect=(201,))
+    tech.ok("POST", "/api/nodes", json={"name": "node-b", "url": b.url, "token": b.token}, expect=(201,))
+    model = tech.ok(
+        "POST",
+        "/api/models",
+        json={"name": "words", "backend": "fault", "source": str(host.data / "models" / FILE), "slots": 4},
+        expect=(202,),
+    )
+    return model
+
+
+def node_view(tech: Api, name: str) -> dict:
+    [view] = [n for n in tech.ok("GET", "/api/nodes")["items"] if n["name"] == name]
+    return view
+
+
+def words(ai: OpenAI, n: int = 4) -> str:
+    answer = ai.chat.completions.create(
+        model="words", messages=[{"role": "user", "content": "hello"}], max_tokens=n, temperature=0
+    )
+    return answer.choices[0].message.content.strip()
+
+
+@pytest.fixture(scope="module")
+def ai(host) -> OpenAI:
+    key = host.user.ok("POST", "/api/me/keys", json={"name": "nodes e2e"}, expect=(201,))["key"]
+    return OpenAI(base_url=host.base + "/v1", api_key=key, timeout=60, max_retries=0)
+
+
+def place(tech: Api, model: dict, node: str) -> dict:
+    return tech.ok("PATCH", f"/api/models/{model['id']}", json={"node": node})
+
+
+def test_a_registered_node_reports_itself_and_its_token_is_never_shown(host, nodes, registered):
+    a, b, proxy = nodes
+    view = node_view(host.tech, "node-b")
+    assert view["status"] == "up", view
+    assert "fault" in view["backends"], view
+    assert view["memory_total_bytes"] > view["memory_available_bytes"] > 0, view
+    assert view["url"] == b.url
+    listing = json.dumps(host.tech.ok("GET", "/api/nodes"))
+    audit = json.dumps(host.tech.ok("GET", "/api/audit", params={"action": "node.create"}))
+    for token in (a.token, b.token):
+        assert token not in listing and token not in audit
+    assert "node-b" in audit
+
+    # A wrong token: registered, but down with the reason.
+    r = host.tech.post("/api/nodes", json={"name": "node-wrong", "url": b.url, "token": "w" * 32})
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "down" and "token" in r.json()["reason"], r.json()
+    host.tech.ok("DELETE", "/api/nodes/node-wrong", expect=(204,))
+    assert host.tech.delete("/api/nodes/node-wrong").status_code == 404
+
+
+def test_only_technicians_manage_nodes(host, registered):
+    admin = account(host, "node-admin", "admin")
+    body = {"name": "x", "url": "http://10.0.0.9:7000", "token": "t" * 32}
+    for api in (admin, host.user):
+        assert api.get("/api/nodes").status_code == 403
+        r = api.post("/api/nodes", json=body)
+        assert r.status_code == 403, r.text
+        assert api.delete("/api/nodes/node-b").status_code == 403
+        assert api.patch("/api/nodes/node-b", json={"token": "t" * 32}).status_code == 403
+    assert node_view(host.tech, "node-b")["status"] == "up"
+
+
+def test_node_addresses_and_tokens_are_checked(host, nodes, registered):
+    a, b, proxy = nodes
+    tech = host.tech
+
+    def refused(body: dict, field: str):
+        base = {"name": "bad", "url": "http://10.0.0.9:7000", "token": "t" * 32}
+        r = tech.post("/api/nodes", json={**base, **body})
+        assert r.status_code == 422, (body, r.text)
+        assert error_of(r)["details"][0]["field"] == field, (body, r.text)
+
+    # Loopback and link-local addresses only as the listed origins.
+    refused({"url": f"http://127.0.0.1:{free_port()}"}, "url")
+    refused({"url": f"http://{NODE_A}:{a.port}"}, "url")
+    refused({"url": "http://169.254.169.254/"}, "url")
+    refused({"url": "http://[::1]:7000"}, "url")
+    refused({"url": "file:///etc/passwd"}, "url")
+    refused({"url": f"http://user:pw@{NODE_B}:{b.port}"}, "url")
+    refused({"token": "short"}, "token")
+    refused({"token": "t" * 20 + "\r\nX-Evil: 1"}, "token")
+    refused({"name": "../x"}, "name")
+    r = tech.post("/api/nodes", json={"name": "node-b", "url": b.url, "token": b.token})
+    assert r.status_code == 409, r.text
+    # Moving a node to another server needs its token again.
+    r = tech.patch("/api/nodes/node-b", json={"url": proxy.url})
+    assert r.status_code == 422 and error_of(r)["details"][0]["field"] == "token", r.text
+    assert node_view(tech, "node-b")["url"] == b.url
+    # A placement on a node that does not exist.
+    r = tech.patch(f"/api/models/{registered['id']}", json={"node": "nowhere"})
+    assert r.status_code == 422 and error_of(r)["details"][0]["field"] == "node", r.text
+
+
+def test_the_node_itself_wants_its_token_and_plain_file_names(nodes):
+    a, b, proxy = nodes
+    assert b.call("GET", "/health", token=None).status_code == 401
+    assert b.call("GET", "/health", token="x" * 32).status_code == 401
+    assert b.call("GET", "/health").status_code == 200
+    placement = {
+        "backend": "fault",
+        "size_bytes": None,
+        "request": {"path": "", "context_length": 0, "threads": 0, "slots": 1, "chat_template": None, "prompt_cache": False},
+    }
+    secret = b.work / "secret.gguf"
+    secret.write_text(model_text("stolen"))
+    for name in ("../secret.gguf", str(secret), "/etc/passwd", ".", ""):
+        r = b.call("PUT", "/models/probe", json={**placement, "file": name})
+        assert r.status_code == 422, (name, r.text)
+        assert r.json()["code"] in ("file_missing",), r.text
+    r = b.call("PUT", "/models/probe", json={**placement, "file": "missing.gguf"})
+    assert r.status_code == 422 and "copy it there" in r.text
+    r = b.call("PUT", "/models/probe", json={**placement, "file": FILE, "size_bytes": 3})
+    assert r.status_code == 422 and r.json()["code"] == "file_differs", r.text
+    assert [m["id"] for m in b.call("GET", "/health").json()["models"]] == []
+
+
+def test_a_model_runs_on_the_node_it_is_placed_on(host, nodes, registered, ai):
+    tech = host.tech
+    assert words(ai) == "local local local local"
+    view = place(tech, registered, "node-b")
+    assert view["node"] == "node-b"
+    assert words(ai) == "bravo bravo bravo bravo"
+    # The node's report (asked for every second) shows it.
+    wait_until(
+        lambda: [m["name"] for m in node_view(tech, "node-b")["loaded"]] == ["words"],
+        3,
+        "node B reports the model",
+    )
+    assert node_view(tech, "node-b")["placed"] == ["words"]
+    # The user sees neither the node nor its address.
+    user_view = host.user.ok("GET", f"/api/models/{registered['id']}")
+    assert "node" not in user_view and "source" not in user_view
+
+    place(tech, registered, "node-a")
+    assert words(ai) == "alpha alpha alpha alpha"
+    # The model left node B: B frees it.
+    wait_until(lambda: node_view(tech, "node-b")["loaded"] == [], 5, "node B unloads the model")
+    # A node with models on it stays.
+    r = tech.delete("/api/nodes/node-a")
+    assert r.status_code == 409 and "words" in r.text, r.text
+
+    # Usage is counted on the host, per user, like any model's.
+    stats = host.user.ok("GET", "/api/me/stats")
+    assert json.dumps(stats).count("words") >= 1, stats
+
+
+def stream_answer(user: Api, chat_id: str, max_tokens: int, on_text=None):
+    r = user.session.post(
+        f"{user.base}/api/chats/{chat_id}/stream",
+        json={"content": "go on", "sampling": {"max_tokens": max_tokens, "temperature": 0}},
+        stream=True,
+        timeout=(5, 60),
+    )
+    assert r.status_code == 200, r.text
+    text, end = "", None
+    for name, data in sse_events(r):
+        if name == "delta":
+            text += data.get("text") or data.get("delta") or ""
+            if on_text:
+                on_text(text)
+        if name in ("done", "error"):
+            end = (name, data, time.monotonic())
+            break
+    r.close()
+    return text, end
+
+
+def test_a_frozen_node_fails_fast_is_marked_down_and_comes_back(host, nodes, registered, ai):
+    a, b, proxy = nodes
+    tech, user = host.tech, host.user
+    place(tech, registered, "node-a")
+    assert words(ai, 1) == "alpha"
+    # A second model, on node B, answers throughout.
+    (host.data / "models" / "other.gguf").write_text(model_text("local"))
+    (b.models / "other.gguf").write_text(model_text("bravo"))
+    other = tech.ok(
+        "POST",
+        "/api/models",
+        json={"name": "other", "backend": "fault", "source": str(host.data / "models" / "other.gguf"), "node": "node-b"},
+        expect=(202,),
+    )
+    chat = user.ok("POST", "/api/chats", json={"model": "words"}, expect=(201,))
+    other_chat = user.ok("POST", "/api/chats", json={"model": "other"}, expect=(201,))
+
+    beside: dict = {}
+
+    def other_answer():
+        beside["text"], beside["end"] = stream_answer(user, other_chat["id"], 150)
+
+    frozen_at: list[float] = []
+
+    def freeze_once(text: str):
+        if not frozen_at and text.count("alpha") >= 5:
+            proxy.freeze()
+            frozen_at.append(time.monotonic())
+
+    try:
+        runner = threading.Thread(target=other_answer)
+        runner.start()
+        text, end = stream_answer(user, chat["id"], 500, freeze_once)
+        assert frozen_at, f"the answer ended before the freeze: {text!r}"
+        name, data, at = end
+        assert name == "error" and data["error"]["code"] == "worker_unreachable", end
+        assert at - frozen_at[0] < 5.0, f"the stream ended {at - frozen_at[0]:.1f} s after the freeze"
+
+        # Marked down with a reason, within 5 s of the freeze.
+        wait_until(
+            lambda: node_view(tech, "node-a")["status"] == "down",
+            max(0.1, frozen_at[0] + 5 - time.monotonic()),
+            "node A is marked down",
+        )
+        assert node_view(tech, "node-a")["reason"]
+        assert "unreachable" in host.user.ok("GET", f"/api/models/{registered['id']}")["unavailable"]
+        # New requests fail at once.
+        started = time.monotonic()
+        r = requests.post(
+            host.base + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {ai.api_key}"},
+            json={"model": "words", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            timeout=10,
+        )
+        assert r.status_code == 503 and r.json()["error"]["code"] == "worker_unreachable", r.text
+        assert time.monotonic() - started < 1.0
+
+        # What the user saw is kept.
+        [*_, answer] = user.ok("GET", f"/api/chats/{chat['id']}")["messages"]
+        assert answer["status"] == "interrupted", answer
+        assert answer["content"] == text and text.count("alpha") >= 5
+    finally:
+        proxy.thaw()
+        thawed_at = time.monotonic()
+        runner.join()
+
+    # The other node's answer got every token.
+    name, data, _ = beside["end"]
+    assert name == "done", beside["end"]
+    assert beside["text"].split() == ["bravo"] * 150, beside["text"]
+
+    # Back within 10 s of the freeze ending, and answering.
+    wait_until(lambda: node_view(tech, "node-a")["status"] == "up", 10, "node A is up again")
+    assert time.monotonic() - thawed_at < 10
+    assert "unavailable" not in host.user.ok("GET", f"/api/models/{registered['id']}")
+    assert words(ai, 2) == "alpha alpha"
+    tech.ok("DELETE", f"/api/models/{other['id']}", expect=(204,))
+    print(f"stream ended {at - frozen_at[0]:.2f} s after the freeze; up {time.monotonic() - thawed_at:.2f} s after the thaw")
+
+
+def test_an_idle_node_that_freezes_is_seen_by_its_heartbeats(host, nodes, registered):
+    a, b, proxy = nodes
+    tech = host.tech
+    wait_until(lambda: node_view(tech, "node-a")["status"] == "up", 10, "node A is up")
+    proxy.freeze()
+    frozen_at = time.monotonic()
+    try:
+        wait_until(lambda: node_view(tech, "node-a")["status"] == "down", 5, "node A is marked down")
+        down_after = time.monotonic() - frozen_at
+        assert "no answer" in node_view(tech, "node-a")["reason"]
+    finally:
+        proxy.thaw()
+    thawed_at = time.monotonic()
+    wait_until(lambda: node_view(tech, "node-a")["status"] == "up", 10, "node A is up again")
+    print(f"idle node: down {down_after:.2f} s after the freeze, up {time.monotonic() - thawed_at:.2f} s after the thaw")
+
+
+def test_a_real_model_runs_on_a_node(host, nodes, registered, ai, demo_model):
+    """The demo model through llama.cpp on node B: the chat template and
+    the token counts come from the node too."""
+    a, b, proxy = nodes
+    demo = Path(demo_model).resolve()
+    link = b.models / demo.name
+    if not link.exists():
+        link.symlink_to(demo)
+    model = host.tech.ok(
+        "POST",
+        "/api/models",
+        json={"name": "gemma-on-b", "backend": "llama", "source": str(demo), "node": "node-b", "context_length": 1024, "slots": 1},
+        expect=(202,),
+    )
+    answer = ai.chat.completions.create(
+        model="gemma-on-b",
+        messages=[{"role": "user", "content": "Name three colours of the rainbow."}],
+        max_tokens=8,
+        temperature=0,
+        seed=1,
+    )
+    assert answer.choices[0].message.content
+    assert answer.usage.prompt_tokens > 5 and answer.usage.completion_tokens == 8, answer.usage
+    wait_until(
+        lambda: "gemma-on-b" in [m["name"] for m in node_view(host.tech, "node-b")["loaded"]],
+        3,
+        "node B reports the model",
+    )
+    host.tech.ok("DELETE", f"/api/models/{model['id']}", expect=(204,))
+
+
+def test_a_node_that_restarts_gets_its_models_again(host, nodes, registered, ai):
+    a, b, proxy = nodes
+    place(host.tech, registered, "node-b")
+    assert words(ai, 1) == "bravo"
+    # The node loses what it held (as after a restart); the next request
+    # loads the model there again.
+    assert b.call("DELETE", f"/models/{registered['id']}").status_code == 204
+    assert words(ai, 2) == "bravo bravo"
+    # Removing a node: its models must move first.
+    place(host.tech, registered, "")
+    assert words(ai, 1) == "local"
+    host.tech.ok("DELETE", "/api/nodes/node-b", expect=(204,))
+    assert "node-b" not in json.dumps(host.tech.ok("GET", "/api/nodes"))
+    r = host.tech.patch(f"/api/models/{registered['id']}", json={"node": "node-b"})
+    assert r.status_code == 422, r.text
