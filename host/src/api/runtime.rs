@@ -66,8 +66,12 @@ pub struct LoadedModelView {
     /// e.g. `gemma3`, `bert`.
     pub architecture: String,
     pub capabilities: CapabilitiesView,
-    /// Bytes of memory it holds, as the backend reports them.
+    /// Bytes of memory it holds, as the backend reports them (on its
+    /// node, for a model placed on one).
     pub memory_bytes: u64,
+    /// The worker node it is loaded on; `null`: this host (or, for a
+    /// remote model, its upstream).
+    pub node: Option<String>,
     /// The context window in use, in tokens.
     pub context_length: u32,
     /// Generations it serves at once.
@@ -134,6 +138,7 @@ fn loaded_view(m: &LoadedModel, in_flight: usize) -> LoadedModelView {
         architecture: m.info.architecture.clone(),
         capabilities: m.info.capabilities.into(),
         memory_bytes: m.memory_bytes(),
+        node: m.spec.node.clone(),
         context_length: m.info.context_length,
         slots: m.info.slots,
         in_flight,
@@ -168,7 +173,13 @@ pub async fn status(State(state): State<AppState>) -> ApiResult<Json<RuntimeStat
         .collect();
     let running = running(&state);
     let loaded: Vec<Arc<LoadedModel>> = manager.loaded();
-    let memory_used_bytes = loaded.iter().map(|m| m.memory_bytes()).sum();
+    // Memory of this machine: models on nodes and upstreams hold theirs
+    // elsewhere.
+    let memory_used_bytes = loaded
+        .iter()
+        .filter(|m| m.spec.is_local())
+        .map(|m| m.memory_bytes())
+        .sum();
     let limits = manager.limits();
     Ok(Json(RuntimeStatus {
         backends: manager

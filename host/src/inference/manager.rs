@@ -34,7 +34,7 @@ pub struct LoadSpec {
 
 impl LoadSpec {
     /// Whether the model holds memory on this machine.
-    fn is_local(&self) -> bool {
+    pub fn is_local(&self) -> bool {
         self.upstream.is_none() && self.node.is_none()
     }
 }

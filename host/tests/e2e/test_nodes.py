@@ -501,6 +501,14 @@ def test_a_real_model_runs_on_a_node(host, nodes, registered, ai, demo_model):
         3,
         "node B reports the model",
     )
+    # The host's runtime lists it as loaded (there, on the node), with the
+    # node's own figures.
+    status = host.tech.ok("GET", "/api/status")
+    [loaded] = [m for m in status["loaded"] if m["name"] == "gemma-on-b"]
+    assert loaded["context_length"] == 1024 and loaded["memory_bytes"] > 0, loaded
+    assert loaded["node"] == "node-b", loaded
+    # That memory is the node's, not this machine's.
+    assert status["limits"]["memory_used_bytes"] < loaded["memory_bytes"], status["limits"]
     host.tech.ok("DELETE", f"/api/models/{model['id']}", expect=(204,))
 
 
