@@ -370,6 +370,72 @@ describe("the studio", () => {
     world.checkCsp();
   });
 
+  it("lets a technician register a worker node, run a model on it and see it there", async () => {
+    await world.node.start([world.demo]);
+    const tech = await world.actor("tech-node");
+    const page = await tech.page();
+    await signIn(page, world.technician, "/inference");
+    const section = page.getByRole("region", { name: "Worker nodes" });
+    await section.getByRole("button", { name: "Register a node" }).click();
+    await section.getByRole("textbox", { name: "Name" }).fill("box-2");
+    await section.getByRole("textbox", { name: "URL" }).fill(world.node.url);
+    await section.getByLabel("Token").fill(world.node.token);
+    await section.getByRole("button", { name: "Register", exact: true }).click();
+    const row = section.getByRole("row").filter({ has: page.getByRole("rowheader", { name: /box-2/ }) });
+    await row.getByText("Up", { exact: true }).waitFor({ timeout: 10_000 });
+    await row.getByText(/llama/).first().waitFor();
+    expect(await page.content()).not.toContain(world.node.token);
+
+    // The demo file, as a model that runs on the node.
+    await page.goto("/models");
+    await page.getByRole("button", { name: "Add model" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByRole("textbox", { name: "Source" }).fill(world.demo);
+    await dialog.getByRole("textbox", { name: "Name" }).fill("gemma-on-box");
+    await dialog.getByRole("combobox", { name: "Runs on" }).selectOption("box-2");
+    await dialog.getByRole("button", { name: "Add", exact: true }).click();
+    await dialog.waitFor({ state: "hidden" });
+    const card = page.getByRole("listitem").filter({ has: page.getByRole("heading", { name: "gemma-on-box", exact: true }) });
+    await card.getByText("Ready", { exact: true }).waitFor({ timeout: 30_000 });
+
+    await page.goto("/chat");
+    const picker = page.getByLabel("Model", { exact: true });
+    await eventually(
+      async () => (await picker.locator("option", { hasText: "gemma-on-box" }).count()) > 0,
+      "the node's model in the picker",
+    );
+    await picker.selectOption({ label: (await picker.locator("option", { hasText: "gemma-on-box" }).first().innerText()).trim() });
+    await page.getByRole("textbox", { name: "Message" }).fill("Name a lighthouse.");
+    await page.getByRole("button", { name: "Send", exact: true }).click();
+    await page.waitForURL(/\/chat\/[^/]+$/);
+    const chatId = new URL(page.url()).pathname.split("/").pop()!;
+    await eventually(async () => (await answers(page).count()) >= 2, "the answer begins");
+    await page.getByRole("button", { name: "Stop", exact: true }).waitFor({ timeout: 30_000 }).catch(() => {});
+    await answerDone(page);
+    // Stored as finished, by the model on the node.
+    const rest = await world.rest(world.technician);
+    const stored = await eventually(async () => {
+      const chat = await rest.ok<{ messages: { role: string; status: string; content: string; model: string }[] }>(
+        "GET",
+        `/api/chats/${chatId}`,
+      );
+      const last = chat.messages[chat.messages.length - 1];
+      return last?.role === "assistant" && last.status === "complete" ? last : null;
+    }, "the node's answer is stored");
+    expect(stored?.content.length).toBeGreaterThan(0);
+    expect(stored?.model).toBe("gemma-on-box");
+
+    // The node reports that it holds the model.
+    await page.goto("/inference");
+    await eventually(
+      async () => (await row.getByText("gemma-on-box").count()) > 0,
+      "the node lists the model it holds",
+      10_000,
+    );
+    await look(page, "inference-nodes");
+    world.checkCsp();
+  });
+
   it("signs out every tab of the browser when one tab signs out", async () => {
     const twin = await world.actor("twin");
     const first = await twin.page();

@@ -3,7 +3,8 @@
 // `corral admin create`, stopped with SIGTERM (then SIGKILL).
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { accessSync, constants, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { accessSync, constants, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -174,6 +175,65 @@ export class Corral {
       const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
       await exited;
       clearTimeout(timer);
+    }
+    if (!process.env.CORRAL_E2E_KEEP) rmSync(this.work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A real `corral node` on 127.0.0.1: a token of its own, and a models
+ * folder holding a link to each file it is given.
+ */
+export class CorralNode {
+  readonly bin = corralBinary();
+  readonly work = mkdtempSync(path.join(tmpdir(), "corral-web-e2e-node-"));
+  readonly models = path.join(this.work, "models");
+  readonly token = randomBytes(24).toString("hex");
+  private proc: ChildProcess | null = null;
+
+  constructor(readonly port: number) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(files: string[]): Promise<this> {
+    mkdirSync(this.models);
+    for (const file of files) symlinkSync(file, path.join(this.models, path.basename(file)));
+    const tokenFile = path.join(this.work, "token");
+    writeFileSync(tokenFile, `${this.token}\n`, { mode: 0o600 });
+    const args = [
+      "node",
+      "--listen", `127.0.0.1:${this.port}`,
+      "--token-file", tokenFile,
+      "--models-dir", this.models,
+      "--data-dir", path.join(this.work, "data"),
+    ];
+    if (process.env.CORRAL_BACKENDS_DIR) args.push("--backends-dir", process.env.CORRAL_BACKENDS_DIR);
+    const log = openSync(path.join(this.work, "node.log"), "a");
+    this.proc = spawn(this.bin, args, { stdio: ["ignore", log, log], env: cleanEnv() });
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      if (this.proc.exitCode !== null) throw new Error(`corral node exited with status ${this.proc.exitCode}`);
+      try {
+        // Without the token it answers 401: it is listening.
+        const response = await fetch(`${this.url}/health`, { signal: AbortSignal.timeout(2000) });
+        if (response.status === 401) return this;
+      } catch {
+        // not listening yet
+      }
+      await sleep(100);
+    }
+    throw new Error("corral node was not listening within 30 s");
+  }
+
+  async stop(): Promise<void> {
+    const proc = this.proc;
+    this.proc = null;
+    if (proc && proc.exitCode === null) {
+      const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+      proc.kill("SIGKILL");
+      await exited;
     }
     if (!process.env.CORRAL_E2E_KEEP) rmSync(this.work, { recursive: true, force: true });
   }

@@ -7,7 +7,7 @@ import path from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { Actor, SCREENSHOTS, expectNoCspViolation, launch } from "./browser";
 import { FileServer } from "./files";
-import { Corral, Rest, demoModel, freePort } from "./server";
+import { Corral, CorralNode, Rest, demoModel, freePort } from "./server";
 
 export interface Account {
   username: string;
@@ -18,6 +18,8 @@ export class World {
   readonly files = new FileServer();
   readonly corral = new Corral();
   readonly demo = demoModel();
+  /** A worker node the journeys may start; its port is allowed at start. */
+  node!: CorralNode;
   browser!: Browser;
   admin!: Account;
   technician!: Account;
@@ -34,6 +36,7 @@ export class World {
     this.admin = { username: "boss", password: "" };
     this.technician = { username: "tech", password: "" };
     this.corral.port = await freePort();
+    this.node = new CorralNode(await freePort());
     await this.corral.start({
       demoModel: this.demo,
       // The file server is on 127.0.0.1, which downloads may reach only as
@@ -42,6 +45,7 @@ export class World {
       config: [
         `download_allowed_origins = ["${this.files.base}"]`,
         `upstream_allowed_origins = ["${this.corral.base}"]`,
+        `node_allowed_origins = ["${this.node.url}"]`,
       ].join("\n"),
     });
     this.admin.password = this.corral.createAccount("boss", "admin");
@@ -95,6 +99,7 @@ export class World {
     for (const actor of this.actors) await actor.close().catch(() => {});
     await this.browser?.close().catch(() => {});
     await this.corral.stop();
+    await this.node.stop();
     await this.files.close();
   }
 }

@@ -7,6 +7,13 @@ import { ModelActions, type LoadControls } from "./ModelActions";
 
 export function FailureReason({ model }: { model: ModelView }) {
   const { t } = useTranslation("models");
+  if (model.unavailable) {
+    return (
+      <p className="rounded-md border border-amber-300 bg-amber-50 p-2 text-sm text-amber-950 dark:border-amber-800 dark:bg-amber-950 dark:text-amber-100">
+        {t("unavailable", { reason: model.unavailable })}
+      </p>
+    );
+  }
   if (model.status !== "failed") return null;
   return (
     <p className="rounded-md border border-red-200 bg-red-50 p-2 text-sm text-red-900 dark:border-red-900 dark:bg-red-950 dark:text-red-100">

@@ -8,6 +8,7 @@ import {
   useUpdateModel,
   type ModelView,
 } from "../api/models";
+import { useNodes } from "../api/nodes";
 import { ModelForm, toChanges, toNewModel } from "./ModelForm";
 
 const knownBackends = ["llama", "candle"];
@@ -17,6 +18,12 @@ function useBackendNames() {
   const status = useRuntimeStatus();
   const installed = (status.data?.backends ?? []).map((b) => b.name).filter((n) => knownBackends.includes(n));
   return installed.length ? installed : knownBackends;
+}
+
+/** The worker nodes a model may be placed on. */
+function useNodeNames() {
+  const nodes = useNodes();
+  return (nodes.data ?? []).map((n) => n.name);
 }
 
 export function AddModelDialog({
@@ -30,6 +37,7 @@ export function AddModelDialog({
 }) {
   const { t } = useTranslation("models");
   const backends = useBackendNames();
+  const nodes = useNodeNames();
   const create = useCreateModel();
   const close = () => {
     create.reset();
@@ -39,6 +47,7 @@ export function AddModelDialog({
     <Dialog open={open} onClose={close} title={t("dialogs.addTitle")}>
       <ModelForm
         backends={backends}
+        nodes={nodes}
         submitLabel={t("actions.add")}
         busyLabel={t("actions.adding")}
         busy={create.isPending}
@@ -68,6 +77,7 @@ export function EditModelDialog({
 }) {
   const { t } = useTranslation("models");
   const backends = useBackendNames();
+  const nodes = useNodeNames();
   const update = useUpdateModel(model?.id ?? "");
   const close = () => {
     update.reset();
@@ -80,6 +90,7 @@ export function EditModelDialog({
           key={model.id}
           model={model}
           backends={backends}
+          nodes={nodes}
           submitLabel={t("actions.save")}
           busyLabel={t("actions.saving")}
           busy={update.isPending}

@@ -27,6 +27,7 @@ const values = (over: Partial<ModelFormValues> = {}): ModelFormValues => ({
   upstream_model: "",
   api_key: "",
   fallbacks: "",
+  node: "",
   name: "gemma",
   backend: "llama",
   kind: "chat",
@@ -44,6 +45,13 @@ const values = (over: Partial<ModelFormValues> = {}): ModelFormValues => ({
 describe("toChanges", () => {
   it("sends nothing when nothing changed", () => {
     expect(toChanges(model, values())).toEqual({});
+  });
+
+  it("places a model on a node and brings it back with an empty name", () => {
+    expect(toChanges(model, values({ node: "gpu-1" }))).toEqual({ node: "gpu-1" });
+    const placed = { ...model, node: "gpu-1" };
+    expect(toChanges(placed, values({ node: "gpu-1" }))).toEqual({});
+    expect(toChanges(placed, values({ node: "" }))).toEqual({ node: "" });
   });
 
   it("sends only the changed fields", () => {
@@ -95,6 +103,7 @@ describe("remote models", () => {
         sha256: "ab".repeat(32),
         threads: "4",
         chat_template: "{{ x }}",
+        node: "gpu-1",
       }),
     );
     expect(sent).toMatchObject({
@@ -106,6 +115,12 @@ describe("remote models", () => {
     expect(sent).not.toHaveProperty("sha256");
     expect(sent).not.toHaveProperty("threads");
     expect(sent).not.toHaveProperty("chat_template");
+    expect(sent).not.toHaveProperty("node");
+  });
+
+  it("places a new model file on the chosen node, or on this host", () => {
+    expect(toNewModel(values({ node: "gpu-1" })).node).toBe("gpu-1");
+    expect(toNewModel(values()).node).toBeNull();
   });
 
   it("never sends upstream fields for a model file", () => {

@@ -58,6 +58,7 @@ const schema = z.object({
     .string()
     .refine((v) => fallbackList(v).every((n) => modelName.test(n)), { message: "validation.fallbacks" })
     .refine((v) => fallbackList(v).length <= 8, { message: "validation.fallbacksCount" }),
+  node: z.string(),
   name: z
     .string()
     .trim()
@@ -98,6 +99,7 @@ function initialValues(model?: ModelView): ModelFormValues {
     // The stored key is never shown; empty keeps it.
     api_key: "",
     fallbacks: (model?.fallbacks ?? []).join(", "),
+    node: model?.node ?? "",
     name: model?.name ?? "",
     backend: model?.backend ?? "llama",
     kind: model?.kind ?? "chat",
@@ -158,6 +160,7 @@ export function toNewModel(v: ModelFormValues): NewModel {
     model.sha256 = v.sha256.trim() || null;
     model.threads = numberOrNull(v.threads);
     model.chat_template = v.chat_template.trim() ? v.chat_template : null;
+    model.node = v.node || null;
   }
   return model;
 }
@@ -193,6 +196,8 @@ export function toChanges(model: ModelView, v: ModelFormValues): ModelChanges {
   if (v.api_key !== "") changes.api_key = v.api_key;
   const fallbacks = fallbackList(v.fallbacks);
   if (JSON.stringify(fallbacks) !== JSON.stringify(fallbackList(before.fallbacks))) changes.fallbacks = fallbacks;
+  // "" brings the model back to this host.
+  if (v.node !== before.node) changes.node = v.node;
   return changes;
 }
 
@@ -213,6 +218,7 @@ function sourceKind(source: string): "url" | "path" | null {
 export function ModelForm({
   model,
   backends,
+  nodes = [],
   submitLabel,
   busyLabel,
   busy,
@@ -222,6 +228,8 @@ export function ModelForm({
 }: {
   model?: ModelView;
   backends: string[];
+  /** Names of the registered worker nodes. */
+  nodes?: string[];
   submitLabel: string;
   busyLabel: string;
   busy: boolean;
@@ -356,6 +364,20 @@ export function ModelForm({
           error={err("sha256")}
         >
           <input {...register("sha256")} className="input font-mono" type="text" autoComplete="off" spellCheck={false} />
+        </Field>
+      )}
+      {!remote && (nodes.length > 0 || model?.node) && (
+        <Field label={t("fields.node")} hint={t("hints.node")} error={err("node")}>
+          <select {...register("node")} className="input">
+            <option value="">{t("nodeHere")}</option>
+            {Array.from(new Set([...nodes, model?.node ?? ""]))
+              .filter(Boolean)
+              .map((n) => (
+                <option key={n} value={n}>
+                  {n}
+                </option>
+              ))}
+          </select>
         </Field>
       )}
       <Field label={t("fields.fallbacks")} hint={t("hints.fallbacks")} error={err("fallbacks")}>

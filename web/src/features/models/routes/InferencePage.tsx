@@ -7,6 +7,7 @@ import { ErrorMessage } from "@/components/ErrorMessage";
 import { EmptyState } from "@/components/EmptyState";
 import { formatBytes, formatDateTime, formatDuration, formatNumber } from "@/lib/format";
 import { useRuntimeStatus, type RuntimeStatus } from "../api/models";
+import { NodesSection } from "../components/NodesSection";
 
 function Section({ id, title, children }: { id: string; title: string; children: ReactNode }) {
   return (
@@ -164,7 +165,9 @@ function InferenceDetails({ data, error }: { data: RuntimeStatus; error: unknown
                       <Link to={`/models/${m.model_id}`} className="text-brand-700 hover:underline dark:text-brand-100">
                         {m.name}
                       </Link>
-                      <span className="block text-xs font-normal muted">{m.architecture}</span>
+                      <span className="block text-xs font-normal muted">
+                        {m.node ? `${m.architecture} · ${t("inference.onNode", { node: m.node })}` : m.architecture}
+                      </span>
                     </th>
                     <td>{m.backend}</td>
                     <td className="tabular-nums">{formatBytes(m.memory_bytes)}</td>
@@ -209,6 +212,7 @@ function InferenceDetails({ data, error }: { data: RuntimeStatus; error: unknown
           </div>
         )}
       </Section>
+      <NodesSection />
       <Section id="inference-backends" title={t("inference.backends")}>
         {data.backends.length === 0 ? (
           <EmptyState title={t("inference.noBackends")} />

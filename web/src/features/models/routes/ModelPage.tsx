@@ -179,6 +179,9 @@ export default function ModelPage() {
               </span>
             </Row>
           )}
+          {m.node !== undefined && m.backend !== REMOTE_BACKEND && (
+            <Row label={t("fields.node")}>{m.node ?? t("nodeHere")}</Row>
+          )}
           {m.fallbacks != null && (
             <Row label={t("fields.fallbacks")}>{m.fallbacks.length ? m.fallbacks.join(", ") : t("none")}</Row>
           )}
