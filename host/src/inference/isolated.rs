@@ -44,6 +44,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const SILENCE: Duration = Duration::from_secs(3);
 /// Time for a new worker to open its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest frame line a stream may send (deltas are at most 16
+/// tokens; this bounds what a broken or hostile peer can make us hold).
+const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// Stderr lines kept per worker, for crash reports.
 const STDERR_LINES: usize = 20;
 /// The prefix of errors that mean the worker went away mid-answer.
@@ -391,7 +394,7 @@ fn strip_ansi(line: &str) -> String {
     out
 }
 
-pub(super) async fn worker_error(response: reqwest::Response) -> BackendError {
+async fn worker_error(response: reqwest::Response) -> BackendError {
     let status = response.status();
     match response.json::<WorkerError>().await {
         Ok(e) => e.error,
@@ -591,6 +594,12 @@ pub(super) async fn follow(
                 Some(Ok(bytes)) => {
                     last_frame = Instant::now();
                     buffer.extend_from_slice(&bytes);
+                    if buffer.len() > MAX_FRAME_BYTES {
+                        return Followed::Lost {
+                            produced,
+                            what: format!("a frame longer than {MAX_FRAME_BYTES} bytes"),
+                        };
+                    }
                 }
                 Some(Err(e)) => return Followed::Lost { produced, what: e.to_string() },
                 None => return Followed::Lost {

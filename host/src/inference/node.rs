@@ -284,7 +284,11 @@ async fn place(
     let backend = backend.backend.clone();
     let mut request = placement.request.clone();
     request.path = path.to_string_lossy().into_owned();
+    let full_path = request.path.clone();
     let loaded = tokio::task::spawn_blocking(move || backend.load(&request, &mut |_| true)).await;
+    // The node's folders are none of the host's business: errors name the
+    // file only.
+    let loaded = loaded.map(|r| r.map_err(|e| without_path(e, &full_path, &placement.file)));
     match loaded {
         Ok(Ok(model)) => {
             let model: Arc<dyn Model> = Arc::from(model);
@@ -306,6 +310,17 @@ async fn place(
             "internal",
             BackendError::Internal(format!("the load task failed: {e}")),
         ),
+    }
+}
+
+fn without_path(error: BackendError, path: &str, file: &str) -> BackendError {
+    let strip = |m: String| m.replace(path, file);
+    match error {
+        BackendError::InvalidModel(m) => BackendError::InvalidModel(strip(m)),
+        BackendError::InvalidRequest(m) => BackendError::InvalidRequest(strip(m)),
+        BackendError::ContextOverflow(m) => BackendError::ContextOverflow(strip(m)),
+        BackendError::Unsupported(m) => BackendError::Unsupported(strip(m)),
+        BackendError::Internal(m) => BackendError::Internal(strip(m)),
     }
 }
 
@@ -430,6 +445,19 @@ mod tests {
         );
         let missing = model_file(&models, "b.gguf").unwrap_err();
         assert!(missing.contains("copy it there"), "{missing}");
+    }
+
+    #[test]
+    fn load_errors_name_the_file_not_the_folder() {
+        let e = without_path(
+            BackendError::InvalidModel("cannot read /srv/models/a.gguf: bad magic".into()),
+            "/srv/models/a.gguf",
+            "a.gguf",
+        );
+        assert_eq!(
+            e,
+            BackendError::InvalidModel("cannot read a.gguf: bad magic".into())
+        );
     }
 
     #[test]

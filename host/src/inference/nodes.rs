@@ -25,9 +25,12 @@ use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
-use super::isolated::{follow, worker_error, Followed};
+use futures::StreamExt;
+
+use super::isolated::{follow, Followed};
 use super::manager::LoadSpec;
 use super::node::{NodeReport, Placement};
+use super::worker::WorkerError;
 use super::worker::{TemplateRequest, TokenizeRequest, SEQUENCE_HEADER};
 use super::InferenceError;
 use crate::download::{GuardedResolver, NetPolicy};
@@ -48,6 +51,10 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// The setting that holds the registered nodes.
 const SETTING: &str = "internal.nodes";
+/// The largest health, load or error answer read from a node.
+const SMALL_ANSWER: usize = 1024 * 1024;
+/// The largest answer to an embedding, tokenizing or template call.
+const LARGE_ANSWER: usize = 64 * 1024 * 1024;
 /// Nodes a host may have.
 pub const MAX_NODES: usize = 64;
 
@@ -276,10 +283,12 @@ impl Nodes {
             .send()
             .await;
         match answer {
-            Ok(r) if r.status().is_success() => match r.json::<NodeReport>().await {
-                Ok(report) => link.set_up(report),
-                Err(e) => link.set_down(format!("its health answer is unreadable: {e}")),
-            },
+            Ok(r) if r.status().is_success() => {
+                match read_json::<NodeReport>(r, SMALL_ANSWER).await {
+                    Ok(report) => link.set_up(report),
+                    Err(e) => link.set_down(format!("its health answer is unreadable: {e}")),
+                }
+            }
             Ok(r) if r.status() == StatusCode::UNAUTHORIZED => {
                 link.set_down("it refused the token".into())
             }
@@ -355,21 +364,49 @@ async fn place(
     if let Some(reason) = link.down() {
         return Err(link.unreachable(&reason));
     }
-    let answer = client
+    let sent = client
         .put(link.url(&format!("/models/{id}")))
         .bearer_auth(&link.token)
         .timeout(LOAD_TIMEOUT)
         .json(placement)
-        .send()
-        .await
-        .map_err(|e| lost(link, &describe(&e)))?;
+        .send();
+    // A load may take minutes; a node that goes down meanwhile ends it.
+    let answer = tokio::select! {
+        answer = sent => answer.map_err(|e| lost(link, &describe(&e)))?,
+        reason = went_down(link) => return Err(link.unreachable(&reason)),
+    };
     if !answer.status().is_success() {
         return Err(refused(link, answer).await);
     }
-    answer
-        .json()
-        .await
-        .map_err(|e| BackendError::Internal(format!("the node's answer: {e}")))
+    read_json(answer, SMALL_ANSWER).await
+}
+
+/// Resolves with the reason once the node is marked down.
+async fn went_down(link: &Link) -> String {
+    loop {
+        if let Some(reason) = link.down() {
+            return reason;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A node's JSON answer, read up to `limit` bytes.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    answer: reqwest::Response,
+    limit: usize,
+) -> BackendResult<T> {
+    let unreadable =
+        |e: &dyn std::fmt::Display| BackendError::Internal(format!("the node's answer: {e}"));
+    let mut body = answer.bytes_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|e| unreadable(&e))?);
+        if bytes.len() > limit {
+            return Err(unreadable(&format!("longer than {limit} bytes")));
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(|e| unreadable(&e))
 }
 
 /// The error of a request the node reached and refused.
@@ -378,7 +415,11 @@ async fn refused(link: &Link, answer: reqwest::Response) -> BackendError {
         link.set_down("it refused the token".into());
         return link.unreachable("it refused the token");
     }
-    worker_error(answer).await
+    let status = answer.status();
+    match read_json::<WorkerError>(answer, SMALL_ANSWER).await {
+        Ok(e) => e.error,
+        Err(_) => BackendError::Internal(format!("the node answered {status}")),
+    }
 }
 
 /// Marks the node down and returns the request's error.
@@ -430,10 +471,11 @@ impl NodeModel {
                 .await
                 .map_err(|e| self.lost(&describe(&e)))?;
             if answer.status().is_success() {
-                return answer
-                    .json()
+                // A node that answers garbage is a broken node, not a bug
+                // here.
+                return read_json(answer, LARGE_ANSWER)
                     .await
-                    .map_err(|e| BackendError::Internal(format!("the node's answer: {e}")));
+                    .map_err(|e| self.link.unreachable(&e.to_string()));
             }
             if attempt == 0 && answer.status() == StatusCode::CONFLICT {
                 // The node restarted and lost the model: load it again.

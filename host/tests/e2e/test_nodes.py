@@ -11,6 +11,7 @@ says where it ran."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import secrets
 import socket
@@ -179,15 +180,75 @@ def nodes(corral_bin, tmp_path_factory):
     b.stop()
 
 
+class HostileNode(http.server.BaseHTTPRequestHandler):
+    """A node that answers its health and loads, then streams a frame
+    line that never ends; with `huge_health` its health answer is 2 MB."""
+
+    huge_health = False
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status: int, body: bytes, kind: str = "application/json"):
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802
+        report = {"version": "0", "backends": ["fault"], "memory_total_bytes": 2, "memory_available_bytes": 1, "models": []}
+        if HostileNode.huge_health:
+            report["version"] = "x" * (2 * 1024 * 1024)
+        self.reply(200, json.dumps(report).encode())
+
+    def do_PUT(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        info = {
+            "architecture": "hostile", "capabilities": {"chat": True, "completion": True, "embeddings": False},
+            "context_length": 4096, "trained_context_length": None, "slots": 4, "vocab_size": 10,
+            "embedding_length": None, "chat_template": None, "chat_template_source": None, "memory_bytes": 1,
+        }
+        self.reply(200, json.dumps(info).encode())
+
+    def do_DELETE(self):  # noqa: N802
+        self.reply(204, b"")
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.endswith("/template"):
+            return self.reply(200, b'"hi"')
+        if self.path.endswith("/tokenize"):
+            return self.reply(200, b"[1, 2]")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.end_headers()
+        try:
+            self.wfile.write(b'{"type":"started","prompt_tokens":1}\n{"type":"delta","tokens":1,"text":"')
+            for _ in range(80):
+                self.wfile.write(b"a" * 65536)
+            time.sleep(10)
+        except OSError:
+            pass
+
+
 @pytest.fixture(scope="module")
-def host(corral_bin, demo_model, module_database, tmp_path_factory, nodes):
+def hostile():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileNode)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def host(corral_bin, demo_model, module_database, tmp_path_factory, nodes, hostile):
     a, b, proxy = nodes
     work = tmp_path_factory.mktemp("node-host")
     backends = str(backends_with_fault(corral_bin, work / "backends"))
     folders = [str(Path(demo_model).resolve().parent), str(work / "data" / "models")]
     config = (
         "access_token_ttl_secs = 7200\nper_user_generations = 8\n"
-        f"node_allowed_origins = {json.dumps([proxy.url, b.url])}\n"
+        f"node_allowed_origins = {json.dumps([proxy.url, b.url, hostile])}\n"
         f"model_dirs = {json.dumps(folders)}\n"
     )
     with module_server(corral_bin, work, config, module_database, backends) as server:
@@ -471,6 +532,34 @@ def test_an_idle_node_that_freezes_is_seen_by_its_heartbeats(host, nodes, regist
     thawed_at = time.monotonic()
     wait_until(lambda: node_view(tech, "node-a")["status"] == "up", 10, "node A is up again")
     print(f"idle node: down {down_after:.2f} s after the freeze, up {time.monotonic() - thawed_at:.2f} s after the thaw")
+
+
+def test_a_hostile_node_cannot_make_the_host_hold_its_garbage(host, hostile, registered, ai):
+    tech = host.tech
+    tech.ok("POST", "/api/nodes", json={"name": "hostile", "url": hostile, "token": "h" * 32}, expect=(201,))
+    assert node_view(tech, "hostile")["status"] == "up"
+    place(tech, registered, "hostile")
+    # A frame line that never ends is given up after 4 MiB, not held.
+    r = requests.post(
+        host.base + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {ai.api_key}"},
+        json={"model": "words", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+        timeout=30,
+    )
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "worker_unreachable" and "longer than" in r.text, r.text
+    host.check_alive()
+    # That marked the node down; its next health answer brings it back.
+    wait_until(lambda: node_view(tech, "hostile")["status"] == "up", 5, "the hostile node is up again")
+    # A health answer of 2 MB is not read to its end: the node is down.
+    HostileNode.huge_health = True
+    try:
+        wait_until(lambda: node_view(tech, "hostile")["status"] == "down", 5, "the hostile node is down")
+        assert "unreadable" in node_view(tech, "hostile")["reason"]
+    finally:
+        HostileNode.huge_health = False
+    place(tech, registered, "")
+    tech.ok("DELETE", "/api/nodes/hostile", expect=(204,))
 
 
 def test_a_real_model_runs_on_a_node(host, nodes, registered, ai, demo_model):
