@@ -523,7 +523,7 @@ impl Follower {
             };
             match event {
                 Some(JobEvent::Queued { position }) => self.send(Event::Queued { position }),
-                Some(JobEvent::Rerouted { name, reason, .. }) => {
+                Some(JobEvent::Rerouted { name, reason }) => {
                     // What follows is the fallback's work, counted as such.
                     self.model = name.clone();
                     self.send(Event::Rerouted {

@@ -119,7 +119,6 @@ pub enum JobEvent {
     /// Another model answers: the one named failed or is cooling down.
     /// Comes before that model's `Started`.
     Rerouted {
-        key: String,
         name: String,
         reason: String,
     },
@@ -165,7 +164,6 @@ impl Inference {
         let (spec, ticket, reason) = self.next_candidate(&mut candidates, &job.user_id, None)?;
         if spec.key != job.spec.key {
             let _ = tx.send(JobEvent::Rerouted {
-                key: spec.key.clone(),
                 name: spec.name.clone(),
                 reason,
             });
@@ -197,7 +195,6 @@ impl Inference {
                     Ok((next, next_ticket, reason)) => {
                         tracing::info!(from = %spec.name, to = %next.name, %reason, "falling back");
                         let _ = tx.send(JobEvent::Rerouted {
-                            key: next.key.clone(),
                             name: next.name.clone(),
                             reason,
                         });

@@ -144,12 +144,9 @@ impl Upstreams {
         })
     }
 
-    /// Forgets a model's health (it was changed or removed).
+    /// Forgets the model's failures and cooldown: it answered, or it was
+    /// changed or removed.
     pub fn forget(&self, key: &str) {
-        self.lock().remove(key);
-    }
-
-    fn succeeded(&self, key: &str) {
         self.lock().remove(key);
     }
 
@@ -427,7 +424,7 @@ impl UpstreamModel {
                 Err(_) => return Err(self.broken(&parser, "stopped answering")),
                 // Some servers end with the last choice, without `[DONE]`.
                 Ok(None) if parser.finish.is_some() => {
-                    self.upstreams.succeeded(&self.key);
+                    self.upstreams.forget(&self.key);
                     return Ok(parser.summary(begun, first_token, None));
                 }
                 Ok(None) => return Err(self.broken(&parser, "ended its answer early")),
@@ -449,7 +446,7 @@ impl UpstreamModel {
                 sink(TokenEvent::Text { text });
             }
             if step.done {
-                self.upstreams.succeeded(&self.key);
+                self.upstreams.forget(&self.key);
                 return Ok(parser.summary(begun, first_token, None));
             }
             if step.cut {
@@ -861,7 +858,7 @@ data: [DONE]
             cooling.reason.contains("3 failures in a row"),
             "{cooling:?}"
         );
-        ups.succeeded("m");
+        ups.forget("m");
         assert!(ups.cooling("m").is_none());
         ups.rate_limited("m", Duration::from_secs(2), "429".into());
         assert!(ups
