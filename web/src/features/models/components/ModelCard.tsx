@@ -4,6 +4,7 @@ import { formatBytes } from "@/lib/format";
 import type { ModelView } from "../api/models";
 import { DownloadBar, StatusBadge, useAccessSummary } from "./ModelStatus";
 import { ModelActions, type LoadControls } from "./ModelActions";
+import { REMOTE_BACKEND } from "./ModelForm";
 
 export function FailureReason({ model }: { model: ModelView }) {
   const { t } = useTranslation("models");
@@ -68,8 +69,19 @@ export function ModelCard({
         <dd>{model.backend}</dd>
         <dt className="muted">{t("fields.kind")}</dt>
         <dd>{t(`kind.${model.kind}`)}</dd>
-        <dt className="muted">{t("fields.size")}</dt>
-        <dd>{formatBytes(model.size_bytes)}</dd>
+        {/* A remote model has no file here. */}
+        {model.backend !== REMOTE_BACKEND && (
+          <>
+            <dt className="muted">{t("fields.size")}</dt>
+            <dd>{formatBytes(model.size_bytes)}</dd>
+          </>
+        )}
+        {model.node && (
+          <>
+            <dt className="muted">{t("fields.node")}</dt>
+            <dd>{model.node}</dd>
+          </>
+        )}
         {model.access !== undefined && (
           <>
             <dt className="muted">{t("fields.access")}</dt>
