@@ -493,6 +493,10 @@ def test_a_frozen_node_fails_fast_is_marked_down_and_comes_back(host, nodes, reg
         )
         assert r.status_code == 503 and r.json()["error"]["code"] == "worker_unreachable", r.text
         assert time.monotonic() - started < 1.0
+        # With a fallback on another node, the fallback answers instead.
+        tech.ok("PATCH", f"/api/models/{registered['id']}", json={"fallbacks": ["other"]})
+        assert words(ai, 2) == "bravo bravo"
+        tech.ok("PATCH", f"/api/models/{registered['id']}", json={"fallbacks": []})
 
         # What the user saw is kept.
         [*_, answer] = user.ok("GET", f"/api/chats/{chat['id']}")["messages"]
