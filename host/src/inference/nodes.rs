@@ -33,7 +33,7 @@ use super::node::{NodeReport, Placement};
 use super::worker::WorkerError;
 use super::worker::{TemplateRequest, TokenizeRequest, SEQUENCE_HEADER};
 use super::InferenceError;
-use crate::download::{GuardedResolver, NetPolicy};
+use crate::download::NetPolicy;
 use crate::store::{Store, StoreResult};
 use crate::time::serde_millis;
 
@@ -187,15 +187,7 @@ pub struct Nodes {
 
 impl Nodes {
     pub fn new(policy: Arc<NetPolicy>) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-            }))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
+        let client = crate::download::net::guarded_client(&policy, CONNECT_TIMEOUT)?;
         Ok(Nodes {
             client,
             policy,

@@ -25,7 +25,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::runtime::Handle;
 
-use crate::download::{GuardedResolver, NetPolicy};
+use crate::download::NetPolicy;
 
 /// The backend name of upstream models.
 pub const BACKEND: &str = "openai";
@@ -106,15 +106,7 @@ impl Upstreams {
     /// Calls go only where `policy` lets them (also after DNS), and never
     /// follow redirects: an API key must not travel to another origin.
     pub fn new(policy: Arc<NetPolicy>) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-            }))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
+        let client = crate::download::net::guarded_client(&policy, CONNECT_TIMEOUT)?;
         Ok(Upstreams {
             policy,
             client,
