@@ -52,6 +52,22 @@ pub struct Placement {
     pub request: LoadRequest,
 }
 
+/// The header of a `DELETE /models/{id}` that names the placement to
+/// remove: a newer placement under the same id stays.
+pub const PLACEMENT_HEADER: &str = "x-corral-placement";
+
+impl Placement {
+    /// A short digest that tells placements apart.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(&bytes)
+            .iter()
+            .take(12)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
 /// A model a node holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostedModel {
@@ -324,9 +340,20 @@ fn without_path(error: BackendError, path: &str, file: &str) -> BackendError {
     }
 }
 
-async fn remove(State(node): State<Shared>, UrlPath(id): UrlPath<String>) -> StatusCode {
-    match node.models.write().await.remove(&id) {
+async fn remove(
+    State(node): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> StatusCode {
+    let wanted = headers.get(PLACEMENT_HEADER).and_then(|v| v.to_str().ok());
+    let mut models = node.models.write().await;
+    match models.get(&id) {
+        // The host let go of an older placement; the newer one stays.
+        Some(hosted) if wanted.is_some_and(|w| w != hosted.placement.digest()) => {
+            StatusCode::CONFLICT
+        }
         Some(_) => {
+            models.remove(&id);
             tracing::info!(%id, "model removed");
             StatusCode::NO_CONTENT
         }

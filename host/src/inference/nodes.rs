@@ -29,7 +29,7 @@ use futures::StreamExt;
 
 use super::isolated::{follow, Followed};
 use super::manager::LoadSpec;
-use super::node::{NodeReport, Placement};
+use super::node::{NodeReport, Placement, PLACEMENT_HEADER};
 use super::worker::WorkerError;
 use super::worker::{TemplateRequest, TokenizeRequest, SEQUENCE_HEADER};
 use super::InferenceError;
@@ -548,10 +548,13 @@ impl Drop for NodeModel {
     fn drop(&mut self) {
         // Unloaded here: free it there. A node that is gone has nothing to
         // free, and one that comes back without the model loses nothing.
+        // Only this placement: a newer one under the same id (the model
+        // was changed while this copy still answered) stays.
         let request = self
             .client
             .delete(self.link.url(&format!("/models/{}", self.id)))
             .bearer_auth(&self.link.token)
+            .header(PLACEMENT_HEADER, self.placement.digest())
             .timeout(POLL_TIMEOUT);
         self.handle.spawn(async move {
             let _ = request.send().await;

@@ -158,8 +158,10 @@ class Node:
                 assert time.monotonic() < deadline, "the node did not start listening"
                 time.sleep(0.05)
 
-    def call(self, method: str, path: str, token: str | None = "", **kw) -> requests.Response:
-        headers = {} if token is None else {"Authorization": f"Bearer {token or self.token}"}
+    def call(self, method: str, path: str, token: str | None = "", headers: dict | None = None, **kw) -> requests.Response:
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token or self.token}"
         return requests.request(method, self.url + path, headers=headers, timeout=10, **kw)
 
     def stop(self):
@@ -383,7 +385,15 @@ def test_the_node_itself_wants_its_token_and_plain_file_names(nodes):
     assert r.status_code == 422 and "copy it there" in r.text
     r = b.call("PUT", "/models/probe", json={**placement, "file": FILE, "size_bytes": 3})
     assert r.status_code == 422 and r.json()["code"] == "file_differs", r.text
-    assert [m["id"] for m in b.call("GET", "/health").json()["models"]] == []
+    held = lambda: [m["id"] for m in b.call("GET", "/health").json()["models"]]  # noqa: E731
+    assert "probe" not in held()
+    # A host letting go of an older placement does not remove a newer one.
+    r = b.call("PUT", "/models/probe", json={**placement, "file": FILE})
+    assert r.status_code == 200 and r.json()["architecture"], r.text
+    assert b.call("DELETE", "/models/probe", headers={"x-corral-placement": "0" * 24}).status_code == 409
+    assert "probe" in held()
+    assert b.call("DELETE", "/models/probe").status_code == 204
+    assert "probe" not in held()
 
 
 def test_a_model_runs_on_the_node_it_is_placed_on(host, nodes, registered, ai):
