@@ -485,15 +485,11 @@ impl WorkerModel {
                 })
             }
         };
-        let followed = follow(
-            response,
-            sink,
-            cancel,
-            started_sent,
-            Some(self.supervisor.stall),
-            &cancel_call,
-        )
-        .await;
+        let limits = Limits {
+            stall: Some(self.supervisor.stall),
+            text_bytes: None,
+        };
+        let followed = follow(response, sink, cancel, started_sent, limits, &cancel_call).await;
         Ok(match followed {
             Followed::Finished(result) => Attempt::Finished(result),
             Followed::Lost { produced, what } => Attempt::Crashed {
@@ -533,18 +529,28 @@ pub(super) enum Followed {
     Stalled { produced: bool },
 }
 
+/// Limits on a followed stream.
+#[derive(Clone, Copy)]
+pub(super) struct Limits {
+    /// A stream whose engine makes no progress (no text and no new cancel
+    /// checks) this long ends as [`Followed::Stalled`].
+    pub stall: Option<Duration>,
+    /// Bytes of text a stream may send in all; past them it is lost.
+    pub text_bytes: Option<usize>,
+}
+
 /// Passes a `/generate` stream's frames on to `sink` until it ends,
-/// calling `send_cancel` once when `cancel` fires. With a `stall` limit, a
-/// stream whose engine stops making progress (no text and no new cancel
-/// checks) ends as [`Followed::Stalled`].
+/// calling `send_cancel` (in the background) once when `cancel` fires.
 pub(super) async fn follow(
     response: reqwest::Response,
     sink: &mut dyn FnMut(TokenEvent),
     cancel: &CancelToken,
     started_sent: &mut bool,
-    stall: Option<Duration>,
+    limits: Limits,
     send_cancel: &(dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync),
 ) -> Followed {
+    let stall = limits.stall;
+    let mut text_bytes = 0usize;
     let mut body = response.bytes_stream();
     let mut buffer: Vec<u8> = Vec::new();
     let mut produced = false;
@@ -577,6 +583,13 @@ pub(super) async fn follow(
                 Frame::Delta { text, .. } => {
                     last_progress = Instant::now();
                     produced = true;
+                    text_bytes += text.len();
+                    if limits.text_bytes.is_some_and(|limit| text_bytes > limit) {
+                        return Followed::Lost {
+                            produced,
+                            what: "it sent more text than the request allows".into(),
+                        };
+                    }
                     sink(TokenEvent::Text { text });
                 }
                 Frame::Heartbeat { polls } => {
@@ -590,6 +603,9 @@ pub(super) async fn follow(
             }
         }
         tokio::select! {
+            // Frames that arrived first: a late timer tick must not make a
+            // busy stream look silent.
+            biased;
             chunk = body.next() => match chunk {
                 Some(Ok(bytes)) => {
                     last_frame = Instant::now();
@@ -610,7 +626,7 @@ pub(super) async fn follow(
             _ = poll.tick() => {
                 if cancel.is_cancelled() && !cancel_sent {
                     cancel_sent = true;
-                    send_cancel().await;
+                    tokio::spawn(send_cancel());
                 }
                 if stall.is_some_and(|stall| last_progress.elapsed() > stall) {
                     return Followed::Stalled { produced };

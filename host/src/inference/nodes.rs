@@ -27,7 +27,7 @@ use tokio::runtime::Handle;
 
 use futures::StreamExt;
 
-use super::isolated::{follow, Followed};
+use super::isolated::{follow, Followed, Limits};
 use super::manager::LoadSpec;
 use super::node::{NodeReport, Placement, PLACEMENT_HEADER};
 use super::worker::WorkerError;
@@ -170,10 +170,13 @@ impl Link {
         health.reason = Some(reason);
     }
 
+    /// The request's error. It names neither the node nor its address
+    /// (users see it); the reason goes to the log, and technicians see the
+    /// node's own reason at `/api/nodes`.
     fn unreachable(&self, reason: &str) -> BackendError {
+        tracing::warn!(node = %self.name, %reason, "a request could not reach its node");
         BackendError::Internal(format!(
-            "{UNREACHABLE}: node `{}` is unreachable ({reason})",
-            self.name
+            "{UNREACHABLE}: the model's worker node is unreachable"
         ))
     }
 }
@@ -183,7 +186,65 @@ pub struct Nodes {
     client: reqwest::Client,
     policy: Arc<NetPolicy>,
     links: RwLock<HashMap<String, Arc<Link>>>,
+    copies: Arc<Copies>,
 }
+
+/// The host's loaded copies of each model placed on a node, by placement,
+/// so that letting go of one copy frees the model on the node only when no
+/// other copy of the same placement is left, and a copy whose placement was
+/// replaced never loads it back.
+#[derive(Default)]
+struct Copies {
+    /// By `node/id`.
+    by_model: Mutex<HashMap<String, ModelCopies>>,
+}
+
+/// The newest placement's digest, and the live copies per digest.
+type ModelCopies = (String, HashMap<String, usize>);
+
+impl Copies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ModelCopies>> {
+        self.by_model.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, key: &str, digest: &str) {
+        let mut map = self.lock();
+        let entry = map.entry(key.to_owned()).or_default();
+        entry.0 = digest.to_owned();
+        *entry.1.entry(digest.to_owned()).or_default() += 1;
+    }
+
+    /// Forgets one copy; true when it was the last of its placement.
+    fn remove(&self, key: &str, digest: &str) -> bool {
+        let mut map = self.lock();
+        let Some(entry) = map.get_mut(key) else {
+            return true;
+        };
+        let last = match entry.1.get_mut(digest) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                entry.1.remove(digest);
+                true
+            }
+        };
+        if entry.1.is_empty() {
+            map.remove(key);
+        }
+        last
+    }
+
+    fn is_current(&self, key: &str, digest: &str) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|(current, _)| current == digest)
+    }
+}
+
+/// Sequence ids unique among this process's generations on any node.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 impl Nodes {
     pub fn new(policy: Arc<NetPolicy>) -> anyhow::Result<Self> {
@@ -192,6 +253,7 @@ impl Nodes {
             client,
             policy,
             links: RwLock::default(),
+            copies: Arc::default(),
         })
     }
 
@@ -285,7 +347,7 @@ impl Nodes {
                 link.set_down("it refused the token".into())
             }
             Ok(r) => link.set_down(format!("it answered {}", r.status())),
-            Err(e) => link.set_down(describe(&e)),
+            Err(e) => link.set_down(describe_within(&e, POLL_TIMEOUT)),
         }
     }
 
@@ -296,8 +358,9 @@ impl Nodes {
         node: &str,
     ) -> Result<(NodeModel, ModelInfo), InferenceError> {
         let link = self.link(node).ok_or_else(|| {
+            tracing::warn!(%node, model = %spec.name, "the model's node is not registered");
             InferenceError::Backend(BackendError::Internal(format!(
-                "{UNREACHABLE}: node `{node}` is not registered"
+                "{UNREACHABLE}: the model's worker node is not registered"
             )))
         })?;
         let placement = Placement {
@@ -314,30 +377,36 @@ impl Nodes {
                 }
                 other => InferenceError::Load {
                     model: spec.name.clone(),
-                    reason: format!("on node `{node}`: {other}"),
+                    reason: format!("on its worker node: {other}"),
                     bad_file: false,
                 },
             })?;
+        let digest = placement.digest();
+        let copy_key = format!("{node}/{}", spec.key);
+        self.copies.add(&copy_key, &digest);
         let model = NodeModel {
             client: self.client.clone(),
             link,
             id: spec.key.clone(),
             placement,
+            digest,
+            copies: self.copies.clone(),
+            copy_key,
             info: info.clone(),
             handle: Handle::current(),
-            sequence: AtomicU64::new(0),
         };
         Ok((model, info))
     }
 }
 
-/// A failed call to a node, told without its URL's details.
-fn describe(e: &reqwest::Error) -> String {
+/// A failed call to a node (with the time limit it had), told without its
+/// URL's details.
+fn describe_within(e: &reqwest::Error, limit: Duration) -> String {
     if let Some(refused) = crate::download::net::refusal(e) {
         return refused.0;
     }
     if e.is_timeout() {
-        return format!("no answer within {} s", POLL_TIMEOUT.as_secs());
+        return format!("no answer within {} s", limit.as_secs());
     }
     if e.is_connect() {
         return "cannot connect".into();
@@ -364,7 +433,7 @@ async fn place(
         .send();
     // A load may take minutes; a node that goes down meanwhile ends it.
     let answer = tokio::select! {
-        answer = sent => answer.map_err(|e| lost(link, &describe(&e)))?,
+        answer = sent => answer.map_err(|e| failed(link, &e, LOAD_TIMEOUT))?,
         reason = went_down(link) => return Err(link.unreachable(&reason)),
     };
     if !answer.status().is_success() {
@@ -409,8 +478,10 @@ async fn refused(link: &Link, answer: reqwest::Response) -> BackendError {
     }
     let status = answer.status();
     match read_json::<WorkerError>(answer, SMALL_ANSWER).await {
-        Ok(e) => e.error,
-        Err(_) => BackendError::Internal(format!("the node answered {status}")),
+        Ok(e) if !status.is_server_error() => e.error,
+        // A proxy in front of a dead node, or the node failing.
+        Ok(e) => link.unreachable(&format!("it answered {status}: {}", e.error)),
+        Err(_) => link.unreachable(&format!("it answered {status}")),
     }
 }
 
@@ -420,20 +491,51 @@ fn lost(link: &Link, what: &str) -> BackendError {
     link.unreachable(what)
 }
 
+/// The error of a call that got no answer. A call that ran out of its own
+/// time (a long load or embedding) says nothing of the node's health,
+/// which the poller judges; a refused connection does.
+fn failed(link: &Link, e: &reqwest::Error, limit: Duration) -> BackendError {
+    let what = describe_within(e, limit);
+    if e.is_timeout() {
+        link.unreachable(&what)
+    } else {
+        lost(link, &what)
+    }
+}
+
 /// A model loaded on a node.
 pub struct NodeModel {
     client: reqwest::Client,
     link: Arc<Link>,
     id: String,
     placement: Placement,
+    digest: String,
+    copies: Arc<Copies>,
+    copy_key: String,
     info: ModelInfo,
     handle: Handle,
-    sequence: AtomicU64,
 }
 
 impl NodeModel {
-    async fn place(&self) -> BackendResult<ModelInfo> {
-        place(&self.client, &self.link, &self.id, &self.placement).await
+    /// Loads the model again after the node lost it (it restarted). A
+    /// copy whose placement was replaced in the meantime does not: that
+    /// would evict the newer one. Failures here are the node's.
+    async fn place_again(&self) -> BackendResult<ModelInfo> {
+        if !self.copies.is_current(&self.copy_key, &self.digest) {
+            return Err(self
+                .link
+                .unreachable("the model was changed while this request ran"));
+        }
+        place(&self.client, &self.link, &self.id, &self.placement)
+            .await
+            .map_err(|e| match e {
+                BackendError::Internal(m) if m.starts_with(UNREACHABLE) => {
+                    BackendError::Internal(m)
+                }
+                other => self
+                    .link
+                    .unreachable(&format!("it could not load the model again: {other}")),
+            })
     }
 
     async fn refused(&self, answer: reqwest::Response) -> BackendError {
@@ -461,7 +563,7 @@ impl NodeModel {
                 .json(body)
                 .send()
                 .await
-                .map_err(|e| self.lost(&describe(&e)))?;
+                .map_err(|e| failed(&self.link, &e, CALL_TIMEOUT))?;
             if answer.status().is_success() {
                 // A node that answers garbage is a broken node, not a bug
                 // here.
@@ -471,7 +573,7 @@ impl NodeModel {
             }
             if attempt == 0 && answer.status() == StatusCode::CONFLICT {
                 // The node restarted and lost the model: load it again.
-                self.place().await?;
+                self.place_again().await?;
                 continue;
             }
             return Err(self.refused(answer).await);
@@ -490,7 +592,11 @@ impl NodeModel {
         }
         let mut started_sent = false;
         for attempt in 0..2 {
-            let sequence = self.sequence.fetch_add(1, Ordering::Relaxed).to_string();
+            let sequence = format!(
+                "{}-{}",
+                std::process::id(),
+                SEQUENCE.fetch_add(1, Ordering::Relaxed)
+            );
             let sent = self
                 .client
                 .post(self.link.url(&format!("/models/{}/generate", self.id)))
@@ -500,13 +606,15 @@ impl NodeModel {
                 .send();
             let answer = match tokio::time::timeout(CALL_TIMEOUT, sent).await {
                 Ok(Ok(answer)) => answer,
-                Ok(Err(e)) => return Err(self.lost(&describe(&e))),
+                Ok(Err(e)) => return Err(failed(&self.link, &e, CALL_TIMEOUT)),
                 Err(_) => {
-                    return Err(self.lost(&format!("no answer within {} s", CALL_TIMEOUT.as_secs())))
+                    return Err(self
+                        .link
+                        .unreachable(&format!("no answer within {} s", CALL_TIMEOUT.as_secs())))
                 }
             };
             if answer.status() == StatusCode::CONFLICT && attempt == 0 {
-                self.place().await?;
+                self.place_again().await?;
                 continue;
             }
             if !answer.status().is_success() {
@@ -531,13 +639,31 @@ impl NodeModel {
                     })
                 }
             };
-            let followed =
-                follow(answer, sink, cancel, &mut started_sent, None, &cancel_call).await;
+            // Text past what `max_tokens` can produce (a token is rarely
+            // more than a few bytes) means a broken or hostile node.
+            let limits = Limits {
+                stall: None,
+                text_bytes: Some(request.sampling.max_tokens as usize * 64 + 64 * 1024),
+            };
+            let followed = follow(
+                answer,
+                sink,
+                cancel,
+                &mut started_sent,
+                limits,
+                &cancel_call,
+            )
+            .await;
+            let lost = |what: &str| {
+                // The node may still be generating: stop it, if it hears.
+                tokio::spawn(cancel_call());
+                self.lost(what)
+            };
             return match followed {
                 Followed::Finished(result) => result,
-                Followed::Lost { what, .. } => Err(self.lost(&what)),
+                Followed::Lost { what, .. } => Err(lost(&what)),
                 // No stall limit was given.
-                Followed::Stalled { .. } => Err(self.lost("its engine made no progress")),
+                Followed::Stalled { .. } => Err(lost("its engine made no progress")),
             };
         }
         unreachable!("the second attempt returns")
@@ -546,15 +672,18 @@ impl NodeModel {
 
 impl Drop for NodeModel {
     fn drop(&mut self) {
-        // Unloaded here: free it there. A node that is gone has nothing to
-        // free, and one that comes back without the model loses nothing.
-        // Only this placement: a newer one under the same id (the model
-        // was changed while this copy still answered) stays.
+        // Unloaded here: free it there, once no other copy of the same
+        // placement is left (a renamed model's new copy shares it), and
+        // only this placement: a newer one under the same id stays. A node
+        // that is gone has nothing to free.
+        if !self.copies.remove(&self.copy_key, &self.digest) {
+            return;
+        }
         let request = self
             .client
             .delete(self.link.url(&format!("/models/{}", self.id)))
             .bearer_auth(&self.link.token)
-            .header(PLACEMENT_HEADER, self.placement.digest())
+            .header(PLACEMENT_HEADER, &self.digest)
             .timeout(POLL_TIMEOUT);
         self.handle.spawn(async move {
             let _ = request.send().await;
@@ -599,5 +728,25 @@ impl Model for NodeModel {
             add_generation_prompt,
         };
         self.handle.block_on(self.call("/template", &request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_placement_is_freed_with_its_last_copy_and_a_replaced_one_is_not_current() {
+        let copies = Copies::default();
+        copies.add("n/m", "a");
+        copies.add("n/m", "a");
+        assert!(copies.is_current("n/m", "a"));
+        // A renamed model: two copies of one placement.
+        assert!(!copies.remove("n/m", "a"), "another copy still uses it");
+        copies.add("n/m", "b");
+        assert!(!copies.is_current("n/m", "a") && copies.is_current("n/m", "b"));
+        assert!(copies.remove("n/m", "a"), "the last copy of `a`");
+        assert!(copies.remove("n/m", "b"));
+        assert!(copies.lock().is_empty());
     }
 }
