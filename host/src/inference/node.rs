@@ -137,7 +137,10 @@ pub async fn run(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(%listen, backends = ?names, models = %node.models_dir.display(), "node listening");
-    axum::serve(listener, router(node)).await?;
+    // The same bounds as the host's own listener: a slow or idle client
+    // cannot hold the node's connections before its token is even read.
+    let limits = crate::listener::ConnectionLimits::from_config(&crate::config::Config::default());
+    crate::listener::serve(listener, router(node), limits, std::future::pending()).await?;
     Ok(())
 }
 
