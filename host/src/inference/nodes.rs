@@ -477,6 +477,10 @@ async fn refused(link: &Link, answer: reqwest::Response) -> BackendError {
         return link.unreachable("it refused the token");
     }
     let status = answer.status();
+    if status == StatusCode::CONFLICT {
+        // It lost the model again right after it was loaded again.
+        return link.unreachable("it does not hold the model");
+    }
     match read_json::<WorkerError>(answer, SMALL_ANSWER).await {
         Ok(e) if !status.is_server_error() => e.error,
         // A proxy in front of a dead node, or the node failing.
