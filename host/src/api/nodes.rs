@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use crate::api::audit;
 use crate::error::{ApiResult, AppError, Json, Path};
 use crate::inference::nodes::{self, NodeRecord, NodeStatus, MAX_NODES};
+use crate::model::ModelRecord;
 use crate::policy::Caller;
 use crate::registry::valid_name;
 use crate::state::AppState;
@@ -125,8 +126,9 @@ fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
         .map_err(|message| AppError::field("url", message))
 }
 
-async fn view(state: &AppState, record: &NodeRecord) -> ApiResult<NodeView> {
-    let models = state.store.list_models().await?;
+/// `record` as the API shows it; `models` are the registered models (read
+/// once for a whole listing).
+fn view(state: &AppState, record: &NodeRecord, models: &[ModelRecord]) -> NodeView {
     let health = state.nodes.link(&record.name).map(|l| l.health());
     let report = health.as_ref().and_then(|h| h.report.clone());
     let loaded = report
@@ -144,7 +146,7 @@ async fn view(state: &AppState, record: &NodeRecord) -> ApiResult<NodeView> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(NodeView {
+    NodeView {
         name: record.name.clone(),
         url: record.url.clone(),
         status: health.as_ref().map_or(NodeStatus::Unknown, |h| h.status),
@@ -166,7 +168,12 @@ async fn view(state: &AppState, record: &NodeRecord) -> ApiResult<NodeView> {
             .collect(),
         created_at: record.created_at,
         updated_at: record.updated_at,
-    })
+    }
+}
+
+/// One node as the API shows it.
+async fn view_one(state: &AppState, record: &NodeRecord) -> ApiResult<NodeView> {
+    Ok(view(state, record, &state.store.list_models().await?))
 }
 
 async fn find(state: &AppState, name: &str) -> ApiResult<(Vec<NodeRecord>, usize)> {
@@ -202,10 +209,8 @@ async fn unload_placed(state: &AppState, node: &str) -> ApiResult<()> {
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<NodeList>> {
     let mut records = nodes::load_records(state.store.as_ref()).await?;
     records.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut items = Vec::with_capacity(records.len());
-    for record in &records {
-        items.push(view(&state, record).await?);
-    }
+    let models = state.store.list_models().await?;
+    let items = records.iter().map(|r| view(&state, r, &models)).collect();
     Ok(Json(NodeList { items }))
 }
 
@@ -266,7 +271,7 @@ pub async fn create(
     )
     .await?;
     poll_now(&state, &record.name).await;
-    Ok((StatusCode::CREATED, Json(view(&state, &record).await?)))
+    Ok((StatusCode::CREATED, Json(view_one(&state, &record).await?)))
 }
 
 /// Change a node's URL or token. Its models load again through the new
@@ -318,7 +323,7 @@ pub async fn update(
             details.insert("token".into(), json!("replaced"));
         }
         if details.is_empty() {
-            return Ok(Json(view(&state, &before).await?));
+            return Ok(Json(view_one(&state, &before).await?));
         }
         record.updated_at = now();
         let record = record.clone();
@@ -336,7 +341,7 @@ pub async fn update(
     )
     .await?;
     poll_now(&state, &record.name).await;
-    Ok(Json(view(&state, &record).await?))
+    Ok(Json(view_one(&state, &record).await?))
 }
 
 /// Remove a node. Models placed on it must be moved first (set their
