@@ -65,6 +65,10 @@ struct NodeArgs {
     /// killed.
     #[arg(long, default_value_t = 60.0)]
     stall_secs: f64,
+    /// Seconds a host may go unheard before the models it placed are
+    /// freed (a host asks for the node's health every second).
+    #[arg(long, default_value_t = 30.0)]
+    lease_secs: f64,
 }
 
 /// The node's token: from `--token-file`, else `CORRAL_NODE_TOKEN`.
@@ -108,7 +112,18 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         &args.data_dir,
         std::time::Duration::from_secs_f64(args.stall_secs),
     )?;
-    corral_host::inference::node::run(args.listen, &token, backends, &args.models_dir).await
+    anyhow::ensure!(
+        (2.0..=86_400.0).contains(&args.lease_secs),
+        "--lease-secs must be between 2 and 86400"
+    );
+    corral_host::inference::node::run(
+        args.listen,
+        &token,
+        backends,
+        &args.models_dir,
+        std::time::Duration::from_secs_f64(args.lease_secs),
+    )
+    .await
 }
 
 /// Where configuration and data come from (shared by `serve` and `admin`).

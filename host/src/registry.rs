@@ -338,16 +338,7 @@ async fn validate(
     v.finish()?;
 
     if let Some(node) = &m.node {
-        let known = crate::inference::nodes::load_records(state.store.as_ref())
-            .await?
-            .iter()
-            .any(|n| &n.name == node);
-        if !known {
-            return Err(AppError::field(
-                "node",
-                format!("no worker node is called `{node}`"),
-            ));
-        }
+        check_node(state, node).await?;
     }
 
     for name in &m.fallbacks {
@@ -657,6 +648,9 @@ pub async fn create(state: &AppState, req: NewModel) -> ApiResult<ModelRecord> {
     let fetch = prepare_source(&mut model, local.as_ref());
     {
         let _guard = state.downloads.records.lock().await;
+        if let Some(node) = &model.node {
+            check_node(state, node).await?;
+        }
         state
             .store
             .create_model(&model)
@@ -731,6 +725,23 @@ pub async fn register_demo_model(state: &AppState) -> anyhow::Result<Option<Mode
         .put_setting(DEMO_REGISTERED, &serde_json::Value::Bool(true))
         .await?;
     Ok(model)
+}
+
+/// Refuses a worker node that is not registered. Checked again under the
+/// records lock before a write, which is also held while a node is removed.
+async fn check_node(state: &AppState, node: &str) -> ApiResult<()> {
+    let known = crate::inference::nodes::load_records(state.store.as_ref())
+        .await?
+        .iter()
+        .any(|n| n.name == node);
+    if known {
+        Ok(())
+    } else {
+        Err(AppError::field(
+            "node",
+            format!("no worker node is called `{node}`"),
+        ))
+    }
 }
 
 /// Times an edit is checked again when the record changed meanwhile.
@@ -879,6 +890,9 @@ async fn write_update(
     }
     if model == before {
         return Ok((before, model));
+    }
+    if let Some(node) = model.node.as_deref().filter(|_| model.node != before.node) {
+        check_node(state, node).await?;
     }
     model.updated_at = now();
     state

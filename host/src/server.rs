@@ -149,7 +149,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     spawn_sweeper(store);
     state.inference.manager.spawn_idle_sweeper();
-    state.nodes.spawn_poller();
+    state.nodes.spawn_poller(state.store.clone());
     match state.downloads.resume_all().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(downloads = n, "resumed model downloads"),

@@ -21,9 +21,6 @@ use crate::time::{now, serde_millis, serde_millis_opt};
 /// Lengths a node token may have.
 const TOKEN_LEN: std::ops::RangeInclusive<usize> = crate::inference::node::MIN_TOKEN_LEN..=1024;
 
-/// One edit of the node list at a time.
-static EDITS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// A model a node holds right now.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NodeModelView {
@@ -237,7 +234,7 @@ pub async fn create(
     let url = check_url(&state, &req.url)?;
     check_token(&req.token)?;
     let record = {
-        let _edit = EDITS.lock().await;
+        let _edit = nodes::EDITS.lock().await;
         let mut records = nodes::load_records(state.store.as_ref()).await?;
         if records.iter().any(|r| r.name == name) {
             return Err(AppError::Conflict(format!(
@@ -298,7 +295,7 @@ pub async fn update(
         check_token(token)?;
     }
     let (record, details) = {
-        let _edit = EDITS.lock().await;
+        let _edit = nodes::EDITS.lock().await;
         let (mut records, index) = find(&state, &name).await?;
         let before = records[index].clone();
         let record = &mut records[index];
@@ -359,7 +356,10 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     {
-        let _edit = EDITS.lock().await;
+        let _edit = nodes::EDITS.lock().await;
+        // Model records are written under this lock, so no model can be
+        // placed on the node between the check and its removal.
+        let _models = state.downloads.records.lock().await;
         let (mut records, index) = find(&state, &name).await?;
         let placed: Vec<String> = state
             .store

@@ -12,6 +12,11 @@
 //!   (a file in the node's models folder, named without a path) under the
 //!   host's id; the same placement again is answered at once.
 //! - `DELETE /models/{id}`: unloads it.
+//!
+//! A host names itself in every call ([`HOST_HEADER`], one id per host
+//! process). A model belongs to the host that placed it last, and is freed
+//! once that host has not been heard from for the node's lease, so a host
+//! that crashed or lost the network leaves nothing loaded behind.
 //! - `POST /models/{id}/generate`, `/cancel/{sequence}`, `/embed`,
 //!   `/tokenize`, `/template`: the worker protocol of [`super::worker`].
 
@@ -19,6 +24,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -56,6 +62,13 @@ pub struct Placement {
 /// remove: a newer placement under the same id stays.
 pub const PLACEMENT_HEADER: &str = "x-corral-placement";
 
+/// The header naming the host process that makes a call.
+pub const HOST_HEADER: &str = "x-corral-host";
+
+/// Hosts a node keeps track of at once; calls from more are served, but
+/// their models are not leased to them.
+const MAX_HOSTS: usize = 256;
+
 impl Placement {
     /// A short digest that tells placements apart.
     pub fn digest(&self) -> String {
@@ -75,6 +88,12 @@ pub struct HostedModel {
     pub backend: String,
     pub file: String,
     pub memory_bytes: u64,
+    /// The digest of its placement ([`Placement::digest`]).
+    #[serde(default)]
+    pub placement: String,
+    /// The host process that placed it last.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// A node's answer to `GET /health`.
@@ -91,6 +110,7 @@ struct Hosted {
     placement: Placement,
     model: Arc<dyn Model>,
     info: ModelInfo,
+    owner: Option<String>,
 }
 
 struct Node {
@@ -101,6 +121,47 @@ struct Node {
     /// One load at a time.
     loading: tokio::sync::Mutex<()>,
     sequences: Sequences,
+    /// When each host was last heard from.
+    hosts: std::sync::Mutex<HashMap<String, Instant>>,
+    /// How long a host's models outlive its silence.
+    lease: Duration,
+}
+
+impl Node {
+    fn heard_from(&self, host: &str) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if hosts.len() < MAX_HOSTS || hosts.contains_key(host) {
+            hosts.insert(host.to_owned(), Instant::now());
+        }
+    }
+
+    /// Frees the models whose host has been silent for the lease.
+    async fn free_abandoned(&self) {
+        let now = Instant::now();
+        let mut models = self.models.write().await;
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.retain(|_, seen| now.duration_since(*seen) < self.lease);
+        models.retain(|id, hosted| match &hosted.owner {
+            Some(owner) if !hosts.contains_key(owner) => {
+                tracing::info!(
+                    %id,
+                    lease_secs = self.lease.as_secs_f64(),
+                    "model freed: its host has not been heard from within the lease"
+                );
+                false
+            }
+            _ => true,
+        });
+    }
+}
+
+/// The calling host's id, when it gives a well-formed one.
+pub(super) fn caller_host(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(HOST_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_id(v))
+        .map(str::to_owned)
 }
 
 type Shared = Arc<Node>;
@@ -116,6 +177,7 @@ pub async fn run(
     token: &str,
     backends: BackendSet,
     models_dir: &Path,
+    lease: Duration,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         token.len() >= MIN_TOKEN_LEN,
@@ -132,6 +194,18 @@ pub async fn run(
         models: tokio::sync::RwLock::default(),
         loading: tokio::sync::Mutex::default(),
         sequences: Sequences::default(),
+        hosts: std::sync::Mutex::default(),
+        lease,
+    });
+    let sweeper = Arc::downgrade(&node);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(node) = sweeper.upgrade() else { break };
+            node.free_abandoned().await;
+        }
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -168,7 +242,12 @@ async fn authorize(State(node): State<Shared>, request: Request, next: Next) -> 
         .and_then(|v| v.strip_prefix("Bearer "));
     // Digests of equal length compare in the same time whatever the token.
     match given {
-        Some(token) if digest(token) == node.token_digest => next.run(request).await,
+        Some(token) if digest(token) == node.token_digest => {
+            if let Some(host) = caller_host(request.headers()) {
+                node.heard_from(&host);
+            }
+            next.run(request).await
+        }
         _ => failure(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -246,6 +325,8 @@ async fn health(State(node): State<Shared>) -> Json<NodeReport> {
             backend: hosted.placement.backend.clone(),
             file: hosted.placement.file.clone(),
             memory_bytes: hosted.info.memory_bytes,
+            placement: hosted.placement.digest(),
+            owner: hosted.owner.clone(),
         })
         .collect();
     models.sort_by(|a, b| a.id.cmp(&b.id));
@@ -261,14 +342,20 @@ async fn health(State(node): State<Shared>) -> Json<NodeReport> {
 async fn place(
     State(node): State<Shared>,
     UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
     Json(placement): Json<Placement>,
 ) -> Response {
     if !valid_id(&id) {
         return invalid("invalid_id", format!("`{id}` is not a model id"));
     }
+    let owner = caller_host(&headers);
     let _one_load = node.loading.lock().await;
-    if let Some(hosted) = node.models.read().await.get(&id) {
+    if let Some(hosted) = node.models.write().await.get_mut(&id) {
         if hosted.placement == placement {
+            // The host placing it now takes it over.
+            if owner.is_some() {
+                hosted.owner.clone_from(&owner);
+            }
             return Json(hosted.info.clone()).into_response();
         }
     }
@@ -319,6 +406,7 @@ async fn place(
                     placement,
                     model,
                     info: info.clone(),
+                    owner,
                 },
             );
             Json(info).into_response()
@@ -349,10 +437,15 @@ async fn remove(
     headers: HeaderMap,
 ) -> StatusCode {
     let wanted = headers.get(PLACEMENT_HEADER).and_then(|v| v.to_str().ok());
+    let caller = caller_host(&headers);
     let mut models = node.models.write().await;
     match models.get(&id) {
         // The host let go of an older placement; the newer one stays.
         Some(hosted) if wanted.is_some_and(|w| w != hosted.placement.digest()) => {
+            StatusCode::CONFLICT
+        }
+        // Another host has placed it since, and uses it.
+        Some(hosted) if caller.is_some() && hosted.owner.is_some() && hosted.owner != caller => {
             StatusCode::CONFLICT
         }
         Some(_) => {

@@ -29,7 +29,7 @@ use futures::StreamExt;
 
 use super::isolated::{follow, Followed, Limits};
 use super::manager::LoadSpec;
-use super::node::{NodeReport, Placement, PLACEMENT_HEADER};
+use super::node::{NodeReport, Placement, HOST_HEADER, PLACEMENT_HEADER};
 use super::worker::WorkerError;
 use super::worker::{TemplateRequest, TokenizeRequest, SEQUENCE_HEADER};
 use super::InferenceError;
@@ -82,6 +82,14 @@ impl std::fmt::Debug for NodeRecord {
     }
 }
 
+/// One change of the stored node list (and of the links that follow it)
+/// at a time.
+pub static EDITS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Health calls between two reads of the node list from the store, so that
+/// hosts sharing one store follow each other's node edits.
+const SYNC_EVERY: u32 = 5;
+
 /// The registered nodes.
 pub async fn load_records(store: &dyn Store) -> StoreResult<Vec<NodeRecord>> {
     Ok(match store.get_setting(SETTING).await? {
@@ -130,6 +138,21 @@ pub struct Link {
 }
 
 impl Link {
+    fn new(record: &NodeRecord) -> Self {
+        Link {
+            name: record.name.clone(),
+            base: record.url.trim_end_matches('/').to_owned(),
+            token: record.token.clone(),
+            health: Mutex::new(Health {
+                status: NodeStatus::Unknown,
+                reason: None,
+                since: Utc::now(),
+                last_seen: None,
+                report: None,
+            }),
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -197,6 +220,31 @@ pub struct Nodes {
 struct Copies {
     /// By `node/id`.
     by_model: Mutex<HashMap<String, ModelCopies>>,
+    /// Placements being loaded, by `node/id#digest`: not held yet, but not
+    /// to be freed either.
+    placing: Mutex<HashMap<String, usize>>,
+}
+
+/// A placement being loaded, until the guard is dropped.
+struct Placing<'a> {
+    copies: &'a Copies,
+    key: String,
+}
+
+impl Drop for Placing<'_> {
+    fn drop(&mut self) {
+        let mut placing = self
+            .copies
+            .placing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = placing.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                placing.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// The newest placement's digest, and the live copies per digest.
@@ -236,6 +284,29 @@ impl Copies {
         last
     }
 
+    fn placing(&self, key: &str, digest: &str) -> Placing<'_> {
+        let key = format!("{key}#{digest}");
+        *self
+            .placing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default() += 1;
+        Placing { copies: self, key }
+    }
+
+    /// Whether a copy of this placement is loaded or being loaded.
+    fn holds(&self, key: &str, digest: &str) -> bool {
+        self.lock()
+            .get(key)
+            .is_some_and(|(_, live)| live.contains_key(digest))
+            || self
+                .placing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&format!("{key}#{digest}"))
+    }
+
     fn is_current(&self, key: &str, digest: &str) -> bool {
         self.lock()
             .get(key)
@@ -245,6 +316,19 @@ impl Copies {
 
 /// Sequence ids unique among this process's generations on any node.
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// This host process's id, sent to nodes in [`HOST_HEADER`]: a node frees
+/// what this process placed once it stops hearing from it. Random, so a
+/// restarted host (or one in a container, always pid 1) is another host.
+fn host_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use rand::RngCore;
+        let mut bytes = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    })
+}
 
 impl Nodes {
     pub fn new(policy: Arc<NetPolicy>) -> anyhow::Result<Self> {
@@ -272,19 +356,24 @@ impl Nodes {
 
     /// Starts following `record` (or follows it anew after a change).
     pub fn set(&self, record: &NodeRecord) {
-        let link = Arc::new(Link {
-            name: record.name.clone(),
-            base: record.url.trim_end_matches('/').to_owned(),
-            token: record.token.clone(),
-            health: Mutex::new(Health {
-                status: NodeStatus::Unknown,
-                reason: None,
-                since: Utc::now(),
-                last_seen: None,
-                report: None,
-            }),
-        });
-        self.write().insert(record.name.clone(), link);
+        self.write()
+            .insert(record.name.clone(), Arc::new(Link::new(record)));
+    }
+
+    /// Follows exactly `records`: new and changed nodes anew, removed ones
+    /// no longer; an unchanged node keeps its link and health.
+    pub fn sync(&self, records: &[NodeRecord]) {
+        let mut links = self.write();
+        links.retain(|name, _| records.iter().any(|r| &r.name == name));
+        for record in records {
+            let unchanged = links.get(&record.name).is_some_and(|link| {
+                link.base == record.url.trim_end_matches('/') && link.token == record.token
+            });
+            if !unchanged {
+                tracing::info!(node = %record.name, "following a node changed in the store");
+                links.insert(record.name.clone(), Arc::new(Link::new(record)));
+            }
+        }
     }
 
     pub fn remove(&self, name: &str) {
@@ -313,14 +402,24 @@ impl Nodes {
     }
 
     /// Asks every node for its health each [`POLL_EVERY`], for as long as
-    /// the runtime runs.
-    pub fn spawn_poller(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// the runtime runs, and reads the node list from `store` again every
+    /// [`SYNC_EVERY`] of those.
+    pub fn spawn_poller(self: &Arc<Self>, store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
         let nodes = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks = 0u32;
             loop {
                 tick.tick().await;
+                ticks = ticks.wrapping_add(1);
+                if ticks % SYNC_EVERY == 0 {
+                    let _edit = EDITS.lock().await;
+                    match load_records(store.as_ref()).await {
+                        Ok(records) => nodes.sync(&records),
+                        Err(e) => tracing::warn!(%e, "could not read the node list"),
+                    }
+                }
                 let polls = nodes.all().into_iter().map(|link| nodes.poll(link));
                 futures::future::join_all(polls).await;
             }
@@ -333,13 +432,17 @@ impl Nodes {
             .client
             .get(link.url("/health"))
             .bearer_auth(&link.token)
+            .header(HOST_HEADER, host_id())
             .timeout(POLL_TIMEOUT)
             .send()
             .await;
         match answer {
             Ok(r) if r.status().is_success() => {
                 match read_json::<NodeReport>(r, SMALL_ANSWER).await {
-                    Ok(report) => link.set_up(report),
+                    Ok(report) => {
+                        self.free_orphans(&link, &report);
+                        link.set_up(report)
+                    }
                     Err(e) => link.set_down(format!("its health answer is unreadable: {e}")),
                 }
             }
@@ -348,6 +451,26 @@ impl Nodes {
             }
             Ok(r) => link.set_down(format!("it answered {}", r.status())),
             Err(e) => link.set_down(describe_within(&e, POLL_TIMEOUT)),
+        }
+    }
+
+    /// Frees what `link`'s node holds for this process that no copy here
+    /// holds or is loading: models let go of while the node could not be
+    /// reached.
+    fn free_orphans(&self, link: &Link, report: &NodeReport) {
+        for hosted in &report.models {
+            if hosted.owner.as_deref() != Some(host_id()) {
+                continue;
+            }
+            let key = format!("{}/{}", link.name, hosted.id);
+            if self.copies.holds(&key, &hosted.placement) {
+                continue;
+            }
+            tracing::info!(node = %link.name, model = %hosted.id, "freeing a model this host let go of");
+            let request = free_request(&self.client, link, &hosted.id, &hosted.placement);
+            tokio::spawn(async move {
+                let _ = request.send().await;
+            });
         }
     }
 
@@ -369,6 +492,9 @@ impl Nodes {
             size_bytes: Some(spec.file_bytes).filter(|n| *n > 0),
             request: spec.request.clone(),
         };
+        let digest = placement.digest();
+        let copy_key = format!("{node}/{}", spec.key);
+        let placing = self.copies.placing(&copy_key, &digest);
         let info = place(&self.client, &link, &spec.key, &placement)
             .await
             .map_err(|e| match e {
@@ -381,9 +507,8 @@ impl Nodes {
                     bad_file: false,
                 },
             })?;
-        let digest = placement.digest();
-        let copy_key = format!("{node}/{}", spec.key);
         self.copies.add(&copy_key, &digest);
+        drop(placing);
         let model = NodeModel {
             client: self.client.clone(),
             link,
@@ -428,6 +553,7 @@ async fn place(
     let sent = client
         .put(link.url(&format!("/models/{id}")))
         .bearer_auth(&link.token)
+        .header(HOST_HEADER, host_id())
         .timeout(LOAD_TIMEOUT)
         .json(placement)
         .send();
@@ -440,6 +566,22 @@ async fn place(
         return Err(refused(link, answer).await);
     }
     read_json(answer, SMALL_ANSWER).await
+}
+
+/// The call that frees placement `digest` of model `id` on `link`'s node
+/// (a newer placement there stays).
+fn free_request(
+    client: &reqwest::Client,
+    link: &Link,
+    id: &str,
+    digest: &str,
+) -> reqwest::RequestBuilder {
+    client
+        .delete(link.url(&format!("/models/{id}")))
+        .bearer_auth(&link.token)
+        .header(HOST_HEADER, host_id())
+        .header(PLACEMENT_HEADER, digest)
+        .timeout(POLL_TIMEOUT)
 }
 
 /// Resolves with the reason once the node is marked down.
@@ -683,12 +825,7 @@ impl Drop for NodeModel {
         if !self.copies.remove(&self.copy_key, &self.digest) {
             return;
         }
-        let request = self
-            .client
-            .delete(self.link.url(&format!("/models/{}", self.id)))
-            .bearer_auth(&self.link.token)
-            .header(PLACEMENT_HEADER, &self.digest)
-            .timeout(POLL_TIMEOUT);
+        let request = free_request(&self.client, &self.link, &self.id, &self.digest);
         self.handle.spawn(async move {
             let _ = request.send().await;
         });
@@ -752,5 +889,63 @@ mod tests {
         assert!(copies.remove("n/m", "a"), "the last copy of `a`");
         assert!(copies.remove("n/m", "b"));
         assert!(copies.lock().is_empty());
+    }
+
+    #[test]
+    fn a_placement_being_loaded_or_held_is_not_an_orphan() {
+        let copies = Copies::default();
+        assert!(!copies.holds("n/m", "a"));
+        let first = copies.placing("n/m", "a");
+        let second = copies.placing("n/m", "a");
+        assert!(copies.holds("n/m", "a") && !copies.holds("n/m", "b"));
+        drop(first);
+        assert!(copies.holds("n/m", "a"), "another load of it still runs");
+        copies.add("n/m", "a");
+        drop(second);
+        assert!(copies.holds("n/m", "a"), "loaded");
+        assert!(copies.remove("n/m", "a"));
+        assert!(!copies.holds("n/m", "a"), "let go of");
+        assert!(copies.placing.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_sync_follows_the_stored_list_and_keeps_unchanged_links() {
+        let policy = NetPolicy::new(crate::download::Scope::Nodes, true, &[]);
+        let nodes = Nodes::new(Arc::new(policy)).unwrap();
+        let record = |name: &str, url: &str, token: &str| NodeRecord {
+            name: name.into(),
+            url: url.into(),
+            token: token.into(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let a = record("a", "http://10.0.0.1:7000", "token-a-0123456789");
+        let b = record("b", "http://10.0.0.2:7000", "token-b-0123456789");
+        nodes.sync(&[a.clone(), b.clone()]);
+        let (first_a, first_b) = (nodes.link("a").unwrap(), nodes.link("b").unwrap());
+        let b_moved = record("b", "http://10.0.0.3:7000", "token-b-0123456789");
+        nodes.sync(&[a.clone(), b_moved]);
+        assert!(
+            Arc::ptr_eq(&first_a, &nodes.link("a").unwrap()),
+            "unchanged"
+        );
+        let moved = nodes.link("b").unwrap();
+        assert!(!Arc::ptr_eq(&first_b, &moved) && moved.base == "http://10.0.0.3:7000");
+        let a_token = record("a", "http://10.0.0.1:7000/", "token-a-9876543210");
+        nodes.sync(&[a_token]);
+        assert_eq!(nodes.link("a").unwrap().token, "token-a-9876543210");
+        assert!(nodes.link("b").is_none(), "removed from the store");
+    }
+
+    #[test]
+    fn the_host_id_is_one_per_process_and_a_node_accepts_it() {
+        assert_eq!(host_id(), host_id());
+        assert_eq!(host_id().len(), 24);
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(HOST_HEADER, host_id().parse().unwrap());
+        assert_eq!(
+            super::super::node::caller_host(&headers).as_deref(),
+            Some(host_id())
+        );
     }
 }

@@ -26,6 +26,7 @@ from openai import OpenAI
 
 from corral import (
     Api,
+    CorralServer,
     account,
     clean_env,
     error_of,
@@ -48,12 +49,16 @@ def model_text(word: str) -> str:
 class FreezingProxy:
     """Forwards TCP from 127.0.0.1:`port` to `target`; `freeze()` stops
     moving bytes both ways (and connecting new clients onwards) while
-    every socket stays open; `thaw()` moves them again."""
+    every socket stays open; `thaw()` moves them again, and `thaw(lose=True)`
+    first drops every connection with what was sent while frozen, as a
+    network that comes back after losing it does."""
 
     def __init__(self, target: tuple[str, int]):
         self.target = target
         self.moving = threading.Event()
         self.moving.set()
+        self.sockets: set[socket.socket] = set()
+        self.lock = threading.Lock()
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", 0))
@@ -68,8 +73,21 @@ class FreezingProxy:
     def freeze(self):
         self.moving.clear()
 
-    def thaw(self):
+    def thaw(self, lose: bool = False):
+        if lose:
+            with self.lock:
+                lost, self.sockets = self.sockets, set()
+            for s in lost:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
         self.moving.set()
+
+    def _track(self, s: socket.socket):
+        with self.lock:
+            self.sockets.add(s)
 
     def _accept(self):
         while True:
@@ -77,16 +95,20 @@ class FreezingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            self._track(client)
             threading.Thread(target=self._connect, args=(client,), daemon=True).start()
 
     def _connect(self, client: socket.socket):
         self.moving.wait()
+        if client.fileno() < 0:
+            return  # lost while frozen
         try:
             upstream = socket.create_connection(self.target, timeout=5)
             upstream.settimeout(None)
         except OSError:
             client.close()
             return
+        self._track(upstream)
         for a, b in ((client, upstream), (upstream, client)):
             threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -117,7 +139,7 @@ class Node:
     """A `corral node` on `address` with the fault backend, whose copy of
     the model file says `word`."""
 
-    def __init__(self, corral_bin: str, work: Path, address: str, word: str, backends: str):
+    def __init__(self, corral_bin: str, work: Path, address: str, word: str, backends: str, extra: tuple = ()):
         self.work = work
         self.models = work / "models"
         self.models.mkdir(parents=True)
@@ -143,6 +165,7 @@ class Node:
                 backends,
                 "--data-dir",
                 str(work / "data"),
+                *extra,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -167,6 +190,10 @@ class Node:
     def stop(self):
         stop_process(self.proc)
         self.log.close()
+
+    def held(self, model_id: str) -> list[dict]:
+        """The node's own report of model `model_id`."""
+        return [m for m in self.call("GET", "/health").json()["models"] if m["id"] == model_id]
 
 
 @pytest.fixture(scope="module")
@@ -546,6 +573,100 @@ def test_an_idle_node_that_freezes_is_seen_by_its_heartbeats(host, nodes, regist
     thawed_at = time.monotonic()
     wait_until(lambda: node_view(tech, "node-a")["status"] == "up", 10, "node A is up again")
     print(f"idle node: down {down_after:.2f} s after the freeze, up {time.monotonic() - thawed_at:.2f} s after the thaw")
+
+
+def test_a_model_let_go_of_while_its_node_was_cut_off_is_freed_when_it_returns(host, nodes, registered, ai):
+    """The host unloads a model while the network to its node is gone, so
+    the node never hears of it; once the node answers again, the host frees
+    it there."""
+    a, b, proxy = nodes
+    tech = host.tech
+    place(tech, registered, "node-a")
+    wait_until(lambda: node_view(tech, "node-a")["status"] == "up", 10, "node A is up")
+    assert words(ai, 1) == "alpha"
+    [hosted] = a.held(registered["id"])
+    assert hosted["owner"], hosted  # the host named itself when it placed the model
+    proxy.freeze()
+    try:
+        wait_until(lambda: node_view(tech, "node-a")["status"] == "down", 5, "node A is marked down")
+        tech.ok("POST", f"/api/models/{registered['id']}/unload", expect=(204,))
+        # The host's call to free the model went into the frozen network,
+        # and has given up by now.
+        time.sleep(3)
+        assert a.held(registered["id"]), "node A heard of the unload through a frozen network"
+    finally:
+        proxy.thaw(lose=True)
+    thawed_at = time.monotonic()
+    wait_until(lambda: not a.held(registered["id"]), 10, "node A frees the model its host let go of")
+    print(f"a model let go of during a partition: freed {time.monotonic() - thawed_at:.2f} s after it ended")
+    wait_until(lambda: node_view(tech, "node-a")["status"] == "up", 10, "node A is up")
+    # The next request places it there again.
+    assert words(ai, 1) == "alpha"
+    assert a.held(registered["id"])
+
+
+def test_a_node_frees_what_a_killed_host_placed_once_its_lease_runs_out(corral_bin, tmp_path):
+    """A host killed with SIGKILL cannot free its models; its node does, once
+    it has not heard from the host for its lease (2 s here), and not while the
+    host is alive."""
+    backends = str(backends_with_fault(corral_bin, tmp_path / "backends"))
+    node = Node(corral_bin, tmp_path / "c", NODE_B, "cedar", backends, ("--lease-secs", "2"))
+    server = None
+    try:
+        models = tmp_path / "host-models"
+        models.mkdir()
+        (models / FILE).write_text(model_text("local"))
+        config = f"node_allowed_origins = {json.dumps([node.url])}\nmodel_dirs = {json.dumps([str(models)])}\n"
+        server = CorralServer(corral_bin, tmp_path / "host", config)
+        server.start(backends_dir=backends)
+        tech = account(server, "lease-tech", "technician")
+        tech.ok("POST", "/api/nodes", json={"name": "node-c", "url": node.url, "token": node.token}, expect=(201,))
+        model = tech.ok(
+            "POST",
+            "/api/models",
+            json={"name": "words", "backend": "fault", "source": str(models / FILE), "node": "node-c"},
+            expect=(202,),
+        )
+        key = tech.ok("POST", "/api/me/keys", json={"name": "lease"}, expect=(201,))["key"]
+        ai = OpenAI(base_url=server.base + "/v1", api_key=key, timeout=60, max_retries=0)
+        assert words(ai, 1) == "cedar"
+        # The host's health calls keep its lease: the model stays well past it.
+        time.sleep(4)
+        assert node.held(model["id"]), "the node freed a model whose host is alive"
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+        killed_at = time.monotonic()
+        wait_until(lambda: not node.held(model["id"]), 10, "the node frees the killed host's model")
+        freed_after = time.monotonic() - killed_at
+        assert freed_after >= 1.0, f"freed {freed_after:.2f} s after the kill, before the lease ran out"
+        print(f"a killed host's model: freed {freed_after:.2f} s after the kill (lease 2 s)")
+        assert node.proc.poll() is None
+    finally:
+        if server is not None:
+            server.stop()
+        node.stop()
+
+
+def test_hosts_sharing_a_store_follow_each_others_node_edits(corral_bin, tmp_path, host, nodes, registered):
+    """Two hosts on one MongoDB database: a node registered through one is
+    followed (polled, up) by the other within seconds, without a restart."""
+    if not host.database:
+        pytest.skip("hosts share a store only on MongoDB (CORRAL_E2E_STORE=mongodb)")
+    a, b, proxy = nodes
+    config = f"node_allowed_origins = {json.dumps([proxy.url, b.url])}\n"
+    other = CorralServer(corral_bin, tmp_path / "other", config, database=host.database)
+    other.start()
+    try:
+        tech = account(other, "other-tech", "technician")
+        wait_until(lambda: node_view(tech, "node-b")["status"] == "up", 10, "the other host follows node B")
+        host.tech.ok("POST", "/api/nodes", json={"name": "node-b2", "url": b.url, "token": b.token}, expect=(201,))
+        registered_at = time.monotonic()
+        wait_until(lambda: node_view(tech, "node-b2")["status"] == "up", 15, "the other host follows the new node")
+        print(f"a node registered on one host: up on the other {time.monotonic() - registered_at:.2f} s later")
+        host.tech.ok("DELETE", "/api/nodes/node-b2", expect=(204,))
+        assert "node-b2" not in json.dumps(tech.ok("GET", "/api/nodes"))
+    finally:
+        other.stop()
 
 
 def test_a_hostile_node_cannot_make_the_host_hold_its_garbage(host, hostile, registered, ai):
