@@ -26,8 +26,8 @@ pub struct Config {
     /// directory of the `corral` executable.
     pub backends_dir: Option<PathBuf>,
     /// Run each loaded model in a worker process of its own (`corral
-    /// worker`), so that a crash in a backend ends only that model's
-    /// worker; off: models run inside the host process.
+    /// worker`, the default), so that a crash in a backend ends only that
+    /// model's worker; off: models run inside the host process.
     pub model_workers: bool,
     /// With `model_workers`: a worker whose engine makes no progress on a
     /// generation for this many seconds is stuck, and is killed (its
@@ -117,7 +117,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             log_json: false,
             backends_dir: None,
-            model_workers: false,
+            model_workers: true,
             model_worker_stall_secs: 60.0,
             idle_unload_secs: 15 * 60,
             memory_budget_mb: 0,

@@ -99,6 +99,10 @@ impl TestApp {
         config
             .model_dirs
             .get_or_insert_with(|| vec![PathBuf::from("/")]);
+        // A test executable cannot be started as `corral worker`, so these
+        // tests run their models inside the process; the end-to-end tests
+        // run the real binary with its workers.
+        config.model_workers = false;
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("corral.db");
         let store: Arc<dyn Store> = Arc::new(

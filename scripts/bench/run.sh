@@ -8,9 +8,10 @@
 #   4. starts Corral on a free port with a scratch data directory, registers
 #      the same file twice with the same threads, 8 slots and 1024 tokens of
 #      context per slot (`bench-llama`, llama.cpp backend; `bench-candle`,
-#      candle backend), benchmarks both through /v1/chat/completions; then a
-#      second Corral with `model_workers = true` (the llama.cpp model in a
-#      `corral worker` process) the same way (`corral-llama-worker`),
+#      candle backend) to run inside it (`model_workers = false`),
+#      benchmarks both through /v1/chat/completions; then a second Corral
+#      as it runs by default (the llama.cpp model in a `corral worker`
+#      process) the same way (`corral-llama-worker`),
 #      Then a third Corral in front of a llama-server of its own (the same
 #      settings) as a remote model (`corral-upstream`, backend `openai`):
 #      what the gateway costs over calling llama-server directly,
@@ -204,7 +205,7 @@ if comparisons; then
 else
     models="bench-llama-1"
 fi
-start_corral corral "$models"
+start_corral corral "$models" "model_workers = false"
 corral_pid="$started_pid" url="$started_url" key="$started_key"
 
 # A second Corral that runs its models in worker processes, for the
