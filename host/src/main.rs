@@ -113,8 +113,8 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         std::time::Duration::from_secs_f64(args.stall_secs),
     )?;
     anyhow::ensure!(
-        (2.0..=86_400.0).contains(&args.lease_secs),
-        "--lease-secs must be between 2 and 86400"
+        (10.0..=86_400.0).contains(&args.lease_secs),
+        "--lease-secs must be between 10 and 86400"
     );
     corral_host::inference::node::run(
         args.listen,

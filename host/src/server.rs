@@ -149,7 +149,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     spawn_sweeper(store);
     state.inference.manager.spawn_idle_sweeper();
-    state.nodes.spawn_poller(state.store.clone());
+    state.nodes.spawn_poller();
+    crate::api::nodes::spawn_sync(&state);
     match state.downloads.resume_all().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(downloads = n, "resumed model downloads"),

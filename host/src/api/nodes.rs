@@ -189,6 +189,23 @@ async fn poll_now(state: &AppState, name: &str) {
     }
 }
 
+/// Follows node edits made through other hosts that share the store: the
+/// models placed on a node changed or removed there let go of their old
+/// address and token.
+pub fn spawn_sync(state: &AppState) {
+    let for_changes = state.clone();
+    nodes::spawn_sync(state.nodes.clone(), state.store.clone(), move |names| {
+        let state = for_changes.clone();
+        async move {
+            for name in names {
+                if let Err(e) = unload_placed(&state, &name).await {
+                    tracing::warn!(node = %name, error = %e.body().message, "could not let go of the models placed on a changed node");
+                }
+            }
+        }
+    });
+}
+
 /// Lets go of the loaded copies of the models placed on `node`, so that
 /// they load again through its new address or token.
 async fn unload_placed(state: &AppState, node: &str) -> ApiResult<()> {

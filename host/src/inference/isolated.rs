@@ -267,7 +267,17 @@ impl Supervisor {
             .sockets
             .join(format!("{}-{n}.sock", std::process::id()));
         let _ = std::fs::remove_file(&socket);
-        let mut command = tokio::process::Command::new(&self.program);
+        // This very executable, also once its file was replaced (an
+        // upgrade while the host runs): a worker must speak the host's
+        // protocol. Its own name stays in the process list.
+        let this = Path::new("/proc/self/exe");
+        let mut command = if this.exists() {
+            let mut command = tokio::process::Command::new(this);
+            command.arg0(&self.program);
+            command
+        } else {
+            tokio::process::Command::new(&self.program)
+        };
         command
             .arg("worker")
             .arg("--library")

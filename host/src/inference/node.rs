@@ -12,13 +12,15 @@
 //!   (a file in the node's models folder, named without a path) under the
 //!   host's id; the same placement again is answered at once.
 //! - `DELETE /models/{id}`: unloads it.
-//!
-//! A host names itself in every call ([`HOST_HEADER`], one id per host
-//! process). A model belongs to the host that placed it last, and is freed
-//! once that host has not been heard from for the node's lease, so a host
-//! that crashed or lost the network leaves nothing loaded behind.
 //! - `POST /models/{id}/generate`, `/cancel/{sequence}`, `/embed`,
 //!   `/tokenize`, `/template`: the worker protocol of [`super::worker`].
+//!
+//! A host names itself in every call ([`HOST_HEADER`], one id per host
+//! process). A model is held for the hosts that placed it: a host's
+//! `DELETE` lets go for that host only, and a host not heard from for the
+//! node's lease lets go of all it held, so a host that crashed or lost the
+//! network leaves nothing loaded behind. The ids only coordinate hosts that
+//! hold the token; the token is the node's only boundary.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -65,8 +67,8 @@ pub const PLACEMENT_HEADER: &str = "x-corral-placement";
 /// The header naming the host process that makes a call.
 pub const HOST_HEADER: &str = "x-corral-host";
 
-/// Hosts a node keeps track of at once; calls from more are served, but
-/// their models are not leased to them.
+/// Hosts a node keeps track of at once; calls from more are served, and
+/// what they place is held for no host (freed only by a plain `DELETE`).
 const MAX_HOSTS: usize = 256;
 
 impl Placement {
@@ -91,9 +93,9 @@ pub struct HostedModel {
     /// The digest of its placement ([`Placement::digest`]).
     #[serde(default)]
     pub placement: String,
-    /// The host process that placed it last.
+    /// The host processes that hold it.
     #[serde(default)]
-    pub owner: Option<String>,
+    pub owners: Vec<String>,
 }
 
 /// A node's answer to `GET /health`.
@@ -110,7 +112,10 @@ struct Hosted {
     placement: Placement,
     model: Arc<dyn Model>,
     info: ModelInfo,
-    owner: Option<String>,
+    /// The hosts that placed it and have not let go. Empty for a model
+    /// placed by a host that gave no (or no tracked) id: it is never freed
+    /// by a lease.
+    owners: std::collections::BTreeSet<String>,
 }
 
 struct Node {
@@ -128,11 +133,23 @@ struct Node {
 }
 
 impl Node {
-    fn heard_from(&self, host: &str) {
+    /// Notes a call from `host`; false when too many hosts are tracked to
+    /// track it too.
+    fn heard_from(&self, host: &str) -> bool {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         if hosts.len() < MAX_HOSTS || hosts.contains_key(host) {
             hosts.insert(host.to_owned(), Instant::now());
+            true
+        } else {
+            false
         }
+    }
+
+    /// The calling host's id, when it gives one and is tracked.
+    fn tracked_caller(&self, headers: &HeaderMap) -> Option<String> {
+        let host = caller_host(headers)?;
+        let hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        hosts.contains_key(&host).then_some(host)
     }
 
     /// Frees the models whose host has been silent for the lease.
@@ -141,16 +158,20 @@ impl Node {
         let mut models = self.models.write().await;
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         hosts.retain(|_, seen| now.duration_since(*seen) < self.lease);
-        models.retain(|id, hosted| match &hosted.owner {
-            Some(owner) if !hosts.contains_key(owner) => {
+        models.retain(|id, hosted| {
+            if hosted.owners.is_empty() {
+                return true;
+            }
+            hosted.owners.retain(|owner| hosts.contains_key(owner));
+            let keep = !hosted.owners.is_empty();
+            if !keep {
                 tracing::info!(
                     %id,
                     lease_secs = self.lease.as_secs_f64(),
-                    "model freed: its host has not been heard from within the lease"
+                    "model freed: no host that holds it was heard from within the lease"
                 );
-                false
             }
-            _ => true,
+            keep
         });
     }
 }
@@ -244,7 +265,7 @@ async fn authorize(State(node): State<Shared>, request: Request, next: Next) -> 
     match given {
         Some(token) if digest(token) == node.token_digest => {
             if let Some(host) = caller_host(request.headers()) {
-                node.heard_from(&host);
+                let _ = node.heard_from(&host);
             }
             next.run(request).await
         }
@@ -326,7 +347,7 @@ async fn health(State(node): State<Shared>) -> Json<NodeReport> {
             file: hosted.placement.file.clone(),
             memory_bytes: hosted.info.memory_bytes,
             placement: hosted.placement.digest(),
-            owner: hosted.owner.clone(),
+            owners: hosted.owners.iter().cloned().collect(),
         })
         .collect();
     models.sort_by(|a, b| a.id.cmp(&b.id));
@@ -348,14 +369,12 @@ async fn place(
     if !valid_id(&id) {
         return invalid("invalid_id", format!("`{id}` is not a model id"));
     }
-    let owner = caller_host(&headers);
+    let owner = node.tracked_caller(&headers);
     let _one_load = node.loading.lock().await;
     if let Some(hosted) = node.models.write().await.get_mut(&id) {
         if hosted.placement == placement {
-            // The host placing it now takes it over.
-            if owner.is_some() {
-                hosted.owner.clone_from(&owner);
-            }
+            // Held for this host as well.
+            hosted.owners.extend(owner);
             return Json(hosted.info.clone()).into_response();
         }
     }
@@ -406,7 +425,7 @@ async fn place(
                     placement,
                     model,
                     info: info.clone(),
-                    owner,
+                    owners: owner.into_iter().collect(),
                 },
             );
             Json(info).into_response()
@@ -439,22 +458,23 @@ async fn remove(
     let wanted = headers.get(PLACEMENT_HEADER).and_then(|v| v.to_str().ok());
     let caller = caller_host(&headers);
     let mut models = node.models.write().await;
-    match models.get(&id) {
-        // The host let go of an older placement; the newer one stays.
-        Some(hosted) if wanted.is_some_and(|w| w != hosted.placement.digest()) => {
-            StatusCode::CONFLICT
-        }
-        // Another host has placed it since, and uses it.
-        Some(hosted) if caller.is_some() && hosted.owner.is_some() && hosted.owner != caller => {
-            StatusCode::CONFLICT
-        }
-        Some(_) => {
-            models.remove(&id);
-            tracing::info!(%id, "model removed");
-            StatusCode::NO_CONTENT
-        }
-        None => StatusCode::NOT_FOUND,
+    let Some(hosted) = models.get_mut(&id) else {
+        return StatusCode::NOT_FOUND;
+    };
+    // The host let go of an older placement; the newer one stays.
+    if wanted.is_some_and(|w| w != hosted.placement.digest()) {
+        return StatusCode::CONFLICT;
     }
+    if let Some(caller) = &caller {
+        hosted.owners.remove(caller);
+        if !hosted.owners.is_empty() {
+            // Held for other hosts too: it stays for them.
+            return StatusCode::NO_CONTENT;
+        }
+    }
+    models.remove(&id);
+    tracing::info!(%id, "model removed");
+    StatusCode::NO_CONTENT
 }
 
 async fn hosted(node: &Node, id: &str) -> Result<Arc<dyn Model>, Response> {

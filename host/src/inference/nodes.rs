@@ -90,14 +90,64 @@ pub static EDITS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// hosts sharing one store follow each other's node edits.
 const SYNC_EVERY: u32 = 5;
 
+/// Calls a host makes to let go of orphans per health answer of a node.
+const MAX_FREES: usize = 8;
+
 /// The registered nodes.
 pub async fn load_records(store: &dyn Store) -> StoreResult<Vec<NodeRecord>> {
+    Ok(read_records(store).await?.unwrap_or_else(|e| {
+        tracing::error!(%e, "the stored list of nodes is unreadable; starting without nodes");
+        Vec::new()
+    }))
+}
+
+/// The registered nodes, or why the stored list is unreadable.
+async fn read_records(
+    store: &dyn Store,
+) -> StoreResult<Result<Vec<NodeRecord>, serde_json::Error>> {
     Ok(match store.get_setting(SETTING).await? {
-        Some(value) => serde_json::from_value(value).unwrap_or_else(|e| {
-            tracing::error!(%e, "the stored list of nodes is unreadable; starting without nodes");
-            Vec::new()
-        }),
-        None => Vec::new(),
+        Some(value) => serde_json::from_value(value),
+        None => Ok(Vec::new()),
+    })
+}
+
+/// Reads the node list from the store again every [`SYNC_EVERY`] health
+/// calls' time and follows it; `changed` gets the names of the nodes that
+/// were changed or removed meanwhile, whose loaded models must let go of
+/// the old address or token.
+pub fn spawn_sync<F, Fut>(
+    nodes: Arc<Nodes>,
+    store: Arc<dyn Store>,
+    changed: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Vec<String>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POLL_EVERY * SYNC_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let names = {
+                let _edit = EDITS.lock().await;
+                match read_records(store.as_ref()).await {
+                    Ok(Ok(records)) => nodes.sync(&records),
+                    Ok(Err(e)) => {
+                        tracing::warn!(%e, "the stored list of nodes is unreadable; keeping the nodes followed");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%e, "could not read the node list");
+                        continue;
+                    }
+                }
+            };
+            if !names.is_empty() {
+                changed(names).await;
+            }
+        }
     })
 }
 
@@ -223,6 +273,23 @@ struct Copies {
     /// Placements being loaded, by `node/id#digest`: not held yet, but not
     /// to be freed either.
     placing: Mutex<HashMap<String, usize>>,
+    /// Orphans being let go of, by `node/id`.
+    freeing: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+/// An orphan being let go of, until the guard is dropped.
+struct Freeing {
+    set: Arc<Mutex<std::collections::HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for Freeing {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// A placement being loaded, until the guard is dropped.
@@ -295,16 +362,26 @@ impl Copies {
         Placing { copies: self, key }
     }
 
-    /// Whether a copy of this placement is loaded or being loaded.
-    fn holds(&self, key: &str, digest: &str) -> bool {
-        self.lock()
-            .get(key)
-            .is_some_and(|(_, live)| live.contains_key(digest))
-            || self
-                .placing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&format!("{key}#{digest}"))
+    /// Whether a copy of placement `digest` of model `id` is loaded or
+    /// being loaded, on whichever node.
+    fn holds_anywhere(&self, id: &str, digest: &str) -> bool {
+        let suffix = format!("/{id}");
+        let placing_key = format!("{suffix}#{digest}");
+        let by_model = self.lock();
+        let placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+        by_model
+            .iter()
+            .any(|(key, (_, live))| key.ends_with(&suffix) && live.contains_key(digest))
+            || placing.keys().any(|key| key.ends_with(&placing_key))
+    }
+
+    /// Marks the orphan `key` as being let go of; None when it already is.
+    fn freeing(&self, key: &str) -> Option<Freeing> {
+        let mut set = self.freeing.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(key.to_owned()).then(|| Freeing {
+            set: self.freeing.clone(),
+            key: key.to_owned(),
+        })
     }
 
     fn is_current(&self, key: &str, digest: &str) -> bool {
@@ -361,19 +438,32 @@ impl Nodes {
     }
 
     /// Follows exactly `records`: new and changed nodes anew, removed ones
-    /// no longer; an unchanged node keeps its link and health.
-    pub fn sync(&self, records: &[NodeRecord]) {
+    /// no longer; an unchanged node keeps its link and health. Returns the
+    /// names of the nodes changed or removed.
+    pub fn sync(&self, records: &[NodeRecord]) -> Vec<String> {
         let mut links = self.write();
-        links.retain(|name, _| records.iter().any(|r| &r.name == name));
+        let mut changed = Vec::new();
+        links.retain(|name, _| {
+            let kept = records.iter().any(|r| &r.name == name);
+            if !kept {
+                changed.push(name.clone());
+            }
+            kept
+        });
         for record in records {
-            let unchanged = links.get(&record.name).is_some_and(|link| {
+            let link = links.get(&record.name);
+            let unchanged = link.is_some_and(|link| {
                 link.base == record.url.trim_end_matches('/') && link.token == record.token
             });
             if !unchanged {
                 tracing::info!(node = %record.name, "following a node changed in the store");
+                if link.is_some() {
+                    changed.push(record.name.clone());
+                }
                 links.insert(record.name.clone(), Arc::new(Link::new(record)));
             }
         }
+        changed
     }
 
     pub fn remove(&self, name: &str) {
@@ -402,24 +492,14 @@ impl Nodes {
     }
 
     /// Asks every node for its health each [`POLL_EVERY`], for as long as
-    /// the runtime runs, and reads the node list from `store` again every
-    /// [`SYNC_EVERY`] of those.
-    pub fn spawn_poller(self: &Arc<Self>, store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+    /// the runtime runs.
+    pub fn spawn_poller(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let nodes = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(POLL_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut ticks = 0u32;
             loop {
                 tick.tick().await;
-                ticks = ticks.wrapping_add(1);
-                if ticks % SYNC_EVERY == 0 {
-                    let _edit = EDITS.lock().await;
-                    match load_records(store.as_ref()).await {
-                        Ok(records) => nodes.sync(&records),
-                        Err(e) => tracing::warn!(%e, "could not read the node list"),
-                    }
-                }
                 let polls = nodes.all().into_iter().map(|link| nodes.poll(link));
                 futures::future::join_all(polls).await;
             }
@@ -454,22 +534,34 @@ impl Nodes {
         }
     }
 
-    /// Frees what `link`'s node holds for this process that no copy here
-    /// holds or is loading: models let go of while the node could not be
-    /// reached.
+    /// Lets go of what `link`'s node holds for this process that no copy
+    /// here holds or is loading (on any node: one node may be registered
+    /// twice): models let go of while the node could not be reached. At
+    /// most [`MAX_FREES`] calls per answer, one per model at a time, for
+    /// well-formed ids only: the report is the node's word.
     fn free_orphans(&self, link: &Link, report: &NodeReport) {
-        for hosted in &report.models {
-            if hosted.owner.as_deref() != Some(host_id()) {
-                continue;
-            }
+        let plain = |s: &str, max: usize| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let orphans = report.models.iter().filter(|hosted| {
+            hosted.owners.iter().any(|o| o == host_id())
+                && plain(&hosted.id, 100)
+                && plain(&hosted.placement, 64)
+                && !self.copies.holds_anywhere(&hosted.id, &hosted.placement)
+        });
+        for hosted in orphans.take(MAX_FREES) {
             let key = format!("{}/{}", link.name, hosted.id);
-            if self.copies.holds(&key, &hosted.placement) {
+            let Some(freeing) = self.copies.freeing(&key) else {
                 continue;
-            }
-            tracing::info!(node = %link.name, model = %hosted.id, "freeing a model this host let go of");
+            };
+            tracing::info!(node = %link.name, model = %hosted.id, "letting go of a model this host no longer holds");
             let request = free_request(&self.client, link, &hosted.id, &hosted.placement);
             tokio::spawn(async move {
                 let _ = request.send().await;
+                drop(freeing);
             });
         }
     }
@@ -894,18 +986,29 @@ mod tests {
     #[test]
     fn a_placement_being_loaded_or_held_is_not_an_orphan() {
         let copies = Copies::default();
-        assert!(!copies.holds("n/m", "a"));
+        assert!(!copies.holds_anywhere("m", "a"));
         let first = copies.placing("n/m", "a");
         let second = copies.placing("n/m", "a");
-        assert!(copies.holds("n/m", "a") && !copies.holds("n/m", "b"));
+        assert!(copies.holds_anywhere("m", "a") && !copies.holds_anywhere("m", "b"));
+        assert!(!copies.holds_anywhere("xm", "a") && !copies.holds_anywhere("n", "a"));
         drop(first);
-        assert!(copies.holds("n/m", "a"), "another load of it still runs");
+        assert!(
+            copies.holds_anywhere("m", "a"),
+            "another load of it still runs"
+        );
         copies.add("n/m", "a");
         drop(second);
-        assert!(copies.holds("n/m", "a"), "loaded");
+        assert!(copies.holds_anywhere("m", "a"), "loaded");
         assert!(copies.remove("n/m", "a"));
-        assert!(!copies.holds("n/m", "a"), "let go of");
+        assert!(!copies.holds_anywhere("m", "a"), "let go of");
+        // The same node under another name holds it.
+        copies.add("alias/m", "a");
+        assert!(copies.holds_anywhere("m", "a"));
         assert!(copies.placing.lock().unwrap().is_empty());
+        let freeing = copies.freeing("n/m").expect("not yet being let go of");
+        assert!(copies.freeing("n/m").is_none(), "one call at a time");
+        drop(freeing);
+        assert!(copies.freeing("n/m").is_some());
     }
 
     #[test]
@@ -921,10 +1024,13 @@ mod tests {
         };
         let a = record("a", "http://10.0.0.1:7000", "token-a-0123456789");
         let b = record("b", "http://10.0.0.2:7000", "token-b-0123456789");
-        nodes.sync(&[a.clone(), b.clone()]);
+        assert!(
+            nodes.sync(&[a.clone(), b.clone()]).is_empty(),
+            "new, not changed"
+        );
         let (first_a, first_b) = (nodes.link("a").unwrap(), nodes.link("b").unwrap());
         let b_moved = record("b", "http://10.0.0.3:7000", "token-b-0123456789");
-        nodes.sync(&[a.clone(), b_moved]);
+        assert_eq!(nodes.sync(&[a.clone(), b_moved]), ["b"]);
         assert!(
             Arc::ptr_eq(&first_a, &nodes.link("a").unwrap()),
             "unchanged"
@@ -932,7 +1038,9 @@ mod tests {
         let moved = nodes.link("b").unwrap();
         assert!(!Arc::ptr_eq(&first_b, &moved) && moved.base == "http://10.0.0.3:7000");
         let a_token = record("a", "http://10.0.0.1:7000/", "token-a-9876543210");
-        nodes.sync(&[a_token]);
+        let mut changed = nodes.sync(&[a_token]);
+        changed.sort();
+        assert_eq!(changed, ["a", "b"]);
         assert_eq!(nodes.link("a").unwrap().token, "token-a-9876543210");
         assert!(nodes.link("b").is_none(), "removed from the store");
     }

@@ -421,6 +421,18 @@ def test_the_node_itself_wants_its_token_and_plain_file_names(nodes):
     assert "probe" in held()
     assert b.call("DELETE", "/models/probe").status_code == 204
     assert "probe" not in held()
+    # Two hosts place the same model: it is held for both, and one letting
+    # go (or a host that never held it) leaves it to the other.
+    for host_id in ("host-one", "host-two"):
+        r = b.call("PUT", "/models/probe", json={**placement, "file": FILE}, headers={"x-corral-host": host_id})
+        assert r.status_code == 200, r.text
+    [probe] = [m for m in b.call("GET", "/health").json()["models"] if m["id"] == "probe"]
+    assert sorted(probe["owners"]) == ["host-one", "host-two"], probe
+    for host_id in ("host-one", "host-three"):
+        assert b.call("DELETE", "/models/probe", headers={"x-corral-host": host_id}).status_code == 204
+        assert "probe" in held(), f"{host_id} freed a model another host holds"
+    assert b.call("DELETE", "/models/probe", headers={"x-corral-host": "host-two"}).status_code == 204
+    assert "probe" not in held()
 
 
 def test_a_model_runs_on_the_node_it_is_placed_on(host, nodes, registered, ai):
@@ -585,7 +597,7 @@ def test_a_model_let_go_of_while_its_node_was_cut_off_is_freed_when_it_returns(h
     wait_until(lambda: node_view(tech, "node-a")["status"] == "up", 10, "node A is up")
     assert words(ai, 1) == "alpha"
     [hosted] = a.held(registered["id"])
-    assert hosted["owner"], hosted  # the host named itself when it placed the model
+    assert len(hosted["owners"]) == 1, hosted  # the host named itself when it placed the model
     proxy.freeze()
     try:
         wait_until(lambda: node_view(tech, "node-a")["status"] == "down", 5, "node A is marked down")
@@ -607,10 +619,10 @@ def test_a_model_let_go_of_while_its_node_was_cut_off_is_freed_when_it_returns(h
 
 def test_a_node_frees_what_a_killed_host_placed_once_its_lease_runs_out(corral_bin, tmp_path):
     """A host killed with SIGKILL cannot free its models; its node does, once
-    it has not heard from the host for its lease (2 s here), and not while the
-    host is alive."""
+    it has not heard from the host for its lease (10 s here, the shortest), and
+    not while the host is alive."""
     backends = str(backends_with_fault(corral_bin, tmp_path / "backends"))
-    node = Node(corral_bin, tmp_path / "c", NODE_B, "cedar", backends, ("--lease-secs", "2"))
+    node = Node(corral_bin, tmp_path / "c", NODE_B, "cedar", backends, ("--lease-secs", "10"))
     server = None
     try:
         models = tmp_path / "host-models"
@@ -630,16 +642,16 @@ def test_a_node_frees_what_a_killed_host_placed_once_its_lease_runs_out(corral_b
         key = tech.ok("POST", "/api/me/keys", json={"name": "lease"}, expect=(201,))["key"]
         ai = OpenAI(base_url=server.base + "/v1", api_key=key, timeout=60, max_retries=0)
         assert words(ai, 1) == "cedar"
-        # The host's health calls keep its lease: the model stays well past it.
-        time.sleep(4)
+        # The host's health calls keep its lease: the model stays past it.
+        time.sleep(12)
         assert node.held(model["id"]), "the node freed a model whose host is alive"
         server.proc.kill()
         server.proc.wait(timeout=10)
         killed_at = time.monotonic()
-        wait_until(lambda: not node.held(model["id"]), 10, "the node frees the killed host's model")
+        wait_until(lambda: not node.held(model["id"]), 20, "the node frees the killed host's model")
         freed_after = time.monotonic() - killed_at
-        assert freed_after >= 1.0, f"freed {freed_after:.2f} s after the kill, before the lease ran out"
-        print(f"a killed host's model: freed {freed_after:.2f} s after the kill (lease 2 s)")
+        assert freed_after >= 7.5, f"freed {freed_after:.2f} s after the kill, before the lease ran out"
+        print(f"a killed host's model: freed {freed_after:.2f} s after the kill (lease 10 s)")
         assert node.proc.poll() is None
     finally:
         if server is not None:
