@@ -107,15 +107,15 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     corral_host::store::secure_data_dir(&args.data_dir)
         .with_context(|| format!("preparing {}", args.data_dir.display()))?;
     anyhow::ensure!(args.stall_secs >= 0.5, "--stall-secs must be at least 0.5");
+    anyhow::ensure!(
+        (10.0..=86_400.0).contains(&args.lease_secs),
+        "--lease-secs must be between 10 and 86400"
+    );
     let backends = corral_host::inference::isolated::in_workers(
         backends,
         &args.data_dir,
         std::time::Duration::from_secs_f64(args.stall_secs),
     )?;
-    anyhow::ensure!(
-        (10.0..=86_400.0).contains(&args.lease_secs),
-        "--lease-secs must be between 10 and 86400"
-    );
     corral_host::inference::node::run(
         args.listen,
         &token,

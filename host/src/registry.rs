@@ -337,10 +337,6 @@ async fn validate(
     }
     v.finish()?;
 
-    if let Some(node) = &m.node {
-        check_node(state, node).await?;
-    }
-
     for name in &m.fallbacks {
         if state.store.get_model_by_name(name).await?.is_none() {
             return Err(AppError::field(
@@ -727,8 +723,8 @@ pub async fn register_demo_model(state: &AppState) -> anyhow::Result<Option<Mode
     Ok(model)
 }
 
-/// Refuses a worker node that is not registered. Checked again under the
-/// records lock before a write, which is also held while a node is removed.
+/// Refuses a worker node that is not registered. Checked under the records
+/// lock right before a write, which is also held while a node is removed.
 async fn check_node(state: &AppState, node: &str) -> ApiResult<()> {
     let known = crate::inference::nodes::load_records(state.store.as_ref())
         .await?

@@ -189,15 +189,33 @@ async fn poll_now(state: &AppState, name: &str) {
     }
 }
 
-/// Follows node edits made through other hosts that share the store: the
-/// models placed on a node changed or removed there let go of their old
-/// address and token.
+/// Reads the node list from the store again every [`nodes::SYNC_EVERY`]
+/// and follows it, for node edits made through other hosts that share the
+/// store: the models placed on a node changed or removed there let go of
+/// their old address and token. A list that cannot be read is ignored.
 pub fn spawn_sync(state: &AppState) {
-    let for_changes = state.clone();
-    nodes::spawn_sync(state.nodes.clone(), state.store.clone(), move |names| {
-        let state = for_changes.clone();
-        async move {
-            for name in names {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(nodes::SYNC_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let changed = {
+                let _edit = nodes::EDITS.lock().await;
+                match nodes::read_records(state.store.as_ref()).await {
+                    Ok(Ok(records)) => state.nodes.sync(&records),
+                    Ok(Err(e)) => {
+                        tracing::warn!(%e, "the stored list of nodes is unreadable; keeping the nodes followed");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%e, "could not read the node list");
+                        continue;
+                    }
+                }
+            };
+            for name in changed {
                 if let Err(e) = unload_placed(&state, &name).await {
                     tracing::warn!(node = %name, error = %e.body().message, "could not let go of the models placed on a changed node");
                 }

@@ -133,15 +133,11 @@ struct Node {
 }
 
 impl Node {
-    /// Notes a call from `host`; false when too many hosts are tracked to
-    /// track it too.
-    fn heard_from(&self, host: &str) -> bool {
+    /// Notes a call from `host`, unless too many hosts are tracked.
+    fn heard_from(&self, host: &str) {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         if hosts.len() < MAX_HOSTS || hosts.contains_key(host) {
             hosts.insert(host.to_owned(), Instant::now());
-            true
-        } else {
-            false
         }
     }
 
@@ -265,7 +261,7 @@ async fn authorize(State(node): State<Shared>, request: Request, next: Next) -> 
     match given {
         Some(token) if digest(token) == node.token_digest => {
             if let Some(host) = caller_host(request.headers()) {
-                let _ = node.heard_from(&host);
+                node.heard_from(&host);
             }
             next.run(request).await
         }

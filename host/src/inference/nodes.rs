@@ -86,9 +86,9 @@ impl std::fmt::Debug for NodeRecord {
 /// at a time.
 pub static EDITS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Health calls between two reads of the node list from the store, so that
-/// hosts sharing one store follow each other's node edits.
-const SYNC_EVERY: u32 = 5;
+/// How often the node list is read from the store again, so that hosts
+/// sharing one store follow each other's node edits.
+pub const SYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// Calls a host makes to let go of orphans per health answer of a node.
 const MAX_FREES: usize = 8;
@@ -102,52 +102,12 @@ pub async fn load_records(store: &dyn Store) -> StoreResult<Vec<NodeRecord>> {
 }
 
 /// The registered nodes, or why the stored list is unreadable.
-async fn read_records(
+pub async fn read_records(
     store: &dyn Store,
 ) -> StoreResult<Result<Vec<NodeRecord>, serde_json::Error>> {
     Ok(match store.get_setting(SETTING).await? {
         Some(value) => serde_json::from_value(value),
         None => Ok(Vec::new()),
-    })
-}
-
-/// Reads the node list from the store again every [`SYNC_EVERY`] health
-/// calls' time and follows it; `changed` gets the names of the nodes that
-/// were changed or removed meanwhile, whose loaded models must let go of
-/// the old address or token.
-pub fn spawn_sync<F, Fut>(
-    nodes: Arc<Nodes>,
-    store: Arc<dyn Store>,
-    changed: F,
-) -> tokio::task::JoinHandle<()>
-where
-    F: Fn(Vec<String>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(POLL_EVERY * SYNC_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let names = {
-                let _edit = EDITS.lock().await;
-                match read_records(store.as_ref()).await {
-                    Ok(Ok(records)) => nodes.sync(&records),
-                    Ok(Err(e)) => {
-                        tracing::warn!(%e, "the stored list of nodes is unreadable; keeping the nodes followed");
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(%e, "could not read the node list");
-                        continue;
-                    }
-                }
-            };
-            if !names.is_empty() {
-                changed(names).await;
-            }
-        }
     })
 }
 

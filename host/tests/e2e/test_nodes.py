@@ -412,15 +412,14 @@ def test_the_node_itself_wants_its_token_and_plain_file_names(nodes):
     assert r.status_code == 422 and "copy it there" in r.text
     r = b.call("PUT", "/models/probe", json={**placement, "file": FILE, "size_bytes": 3})
     assert r.status_code == 422 and r.json()["code"] == "file_differs", r.text
-    held = lambda: [m["id"] for m in b.call("GET", "/health").json()["models"]]  # noqa: E731
-    assert "probe" not in held()
+    assert not b.held("probe")
     # A host letting go of an older placement does not remove a newer one.
     r = b.call("PUT", "/models/probe", json={**placement, "file": FILE})
     assert r.status_code == 200 and r.json()["architecture"], r.text
     assert b.call("DELETE", "/models/probe", headers={"x-corral-placement": "0" * 24}).status_code == 409
-    assert "probe" in held()
+    assert b.held("probe")
     assert b.call("DELETE", "/models/probe").status_code == 204
-    assert "probe" not in held()
+    assert not b.held("probe")
     # Two hosts place the same model: it is held for both, and one letting
     # go (or a host that never held it) leaves it to the other.
     for host_id in ("host-one", "host-two"):
@@ -430,9 +429,9 @@ def test_the_node_itself_wants_its_token_and_plain_file_names(nodes):
     assert sorted(probe["owners"]) == ["host-one", "host-two"], probe
     for host_id in ("host-one", "host-three"):
         assert b.call("DELETE", "/models/probe", headers={"x-corral-host": host_id}).status_code == 204
-        assert "probe" in held(), f"{host_id} freed a model another host holds"
+        assert b.held("probe"), f"{host_id} freed a model another host holds"
     assert b.call("DELETE", "/models/probe", headers={"x-corral-host": "host-two"}).status_code == 204
-    assert "probe" not in held()
+    assert not b.held("probe")
 
 
 def test_a_model_runs_on_the_node_it_is_placed_on(host, nodes, registered, ai):
