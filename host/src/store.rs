@@ -308,6 +308,15 @@ pub trait AuditRepo: Send + Sync {
 pub trait SettingsRepo: Send + Sync {
     async fn get_setting(&self, key: &str) -> StoreResult<Option<serde_json::Value>>;
     async fn put_setting(&self, key: &str, value: &serde_json::Value) -> StoreResult<()>;
+    /// Writes `value` only if the setting still holds `expected` (`None`:
+    /// it does not exist), atomically. False, and nothing written, when it
+    /// holds something else: another host changed it since it was read.
+    async fn swap_setting(
+        &self,
+        key: &str,
+        expected: Option<&serde_json::Value>,
+        value: &serde_json::Value,
+    ) -> StoreResult<bool>;
 }
 
 /// The model registry.

@@ -173,13 +173,13 @@ async fn view_one(state: &AppState, record: &NodeRecord) -> ApiResult<NodeView> 
     Ok(view(state, record, &state.store.list_models().await?))
 }
 
-async fn find(state: &AppState, name: &str) -> ApiResult<(Vec<NodeRecord>, usize)> {
-    let records = nodes::load_records(state.store.as_ref()).await?;
-    let index = records
-        .iter()
-        .position(|r| r.name == name)
-        .ok_or(AppError::NotFound("worker node"))?;
-    Ok((records, index))
+/// The stored node called `name`.
+async fn find(state: &AppState, name: &str) -> ApiResult<NodeRecord> {
+    nodes::load_records(state.store.as_ref())
+        .await?
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or(AppError::NotFound("worker node"))
 }
 
 /// Asks the node for its health now, so that the answer shows it.
@@ -268,32 +268,34 @@ pub async fn create(
     }
     let url = check_url(&state, &req.url)?;
     check_token(&req.token)?;
-    let record = {
-        let _edit = nodes::EDITS.lock().await;
-        let mut records = nodes::load_records(state.store.as_ref()).await?;
-        if records.iter().any(|r| r.name == name) {
-            return Err(AppError::Conflict(format!(
-                "a worker node is already called `{name}`"
-            )));
-        }
-        if records.len() >= MAX_NODES {
-            return Err(AppError::Conflict(format!(
-                "a host may have at most {MAX_NODES} worker nodes"
-            )));
-        }
-        let at = now();
-        let record = NodeRecord {
-            name,
-            url,
-            token: req.token,
-            created_at: at,
-            updated_at: at,
-        };
-        records.push(record.clone());
-        nodes::save_records(state.store.as_ref(), &records).await?;
-        state.nodes.set(&record);
-        record
+    let at = now();
+    let record = NodeRecord {
+        name,
+        url,
+        token: req.token,
+        created_at: at,
+        updated_at: at,
     };
+    {
+        let _edit = nodes::EDITS.lock().await;
+        nodes::edit_records(state.store.as_ref(), |records| {
+            if records.iter().any(|r| r.name == record.name) {
+                return Err(AppError::Conflict(format!(
+                    "a worker node is already called `{}`",
+                    record.name
+                )));
+            }
+            if records.len() >= MAX_NODES {
+                return Err(AppError::Conflict(format!(
+                    "a host may have at most {MAX_NODES} worker nodes"
+                )));
+            }
+            records.push(record.clone());
+            Ok(())
+        })
+        .await?;
+        state.nodes.set(&record);
+    }
     audit(
         &state,
         &caller,
@@ -331,35 +333,41 @@ pub async fn update(
     }
     let (record, details) = {
         let _edit = nodes::EDITS.lock().await;
-        let (mut records, index) = find(&state, &name).await?;
-        let before = records[index].clone();
-        let record = &mut records[index];
-        if let Some(url) = new_url {
-            let origin = |s: &str| reqwest::Url::parse(s).ok().map(|u| u.origin());
-            if origin(&url) != origin(&before.url) && changes.token.is_none() {
-                return Err(AppError::field(
-                    "token",
-                    "must be given again when the node moves to another server",
-                ));
+        let (record, details) = nodes::edit_records(state.store.as_ref(), |records| {
+            let record = records
+                .iter_mut()
+                .find(|r| r.name == name)
+                .ok_or(AppError::NotFound("worker node"))?;
+            let before = record.clone();
+            if let Some(url) = &new_url {
+                let origin = |s: &str| reqwest::Url::parse(s).ok().map(|u| u.origin());
+                if origin(url) != origin(&before.url) && changes.token.is_none() {
+                    return Err(AppError::field(
+                        "token",
+                        "must be given again when the node moves to another server",
+                    ));
+                }
+                record.url.clone_from(url);
             }
-            record.url = url;
-        }
-        if let Some(token) = changes.token {
-            record.token = token;
-        }
-        let mut details = serde_json::Map::new();
-        if record.url != before.url {
-            details.insert("url".into(), json!(record.url));
-        }
-        if record.token != before.token {
-            details.insert("token".into(), json!("replaced"));
-        }
+            if let Some(token) = &changes.token {
+                record.token.clone_from(token);
+            }
+            let mut details = serde_json::Map::new();
+            if record.url != before.url {
+                details.insert("url".into(), json!(record.url));
+            }
+            if record.token != before.token {
+                details.insert("token".into(), json!("replaced"));
+            }
+            if !details.is_empty() {
+                record.updated_at = now();
+            }
+            Ok((record.clone(), details))
+        })
+        .await?;
         if details.is_empty() {
-            return Ok(Json(view_one(&state, &before).await?));
+            return Ok(Json(view_one(&state, &record).await?));
         }
-        record.updated_at = now();
-        let record = record.clone();
-        nodes::save_records(state.store.as_ref(), &records).await?;
         state.nodes.set(&record);
         (record, details)
     };
@@ -395,7 +403,7 @@ pub async fn remove(
         // Model records are written under this lock, so no model can be
         // placed on the node between the check and its removal.
         let _models = state.downloads.records.lock().await;
-        let (mut records, index) = find(&state, &name).await?;
+        find(&state, &name).await?;
         let placed: Vec<String> = state
             .store
             .list_models()
@@ -410,8 +418,15 @@ pub async fn remove(
                 placed.join(", ")
             )));
         }
-        records.remove(index);
-        nodes::save_records(state.store.as_ref(), &records).await?;
+        nodes::edit_records(state.store.as_ref(), |records| {
+            let index = records
+                .iter()
+                .position(|r| r.name == name)
+                .ok_or(AppError::NotFound("worker node"))?;
+            records.remove(index);
+            Ok::<_, AppError>(())
+        })
+        .await?;
         state.nodes.remove(&name);
     }
     audit(&state, &caller, "node.delete", &name, json!({})).await?;

@@ -34,7 +34,7 @@ use super::worker::WorkerError;
 use super::worker::{TemplateRequest, TokenizeRequest, SEQUENCE_HEADER};
 use super::InferenceError;
 use crate::download::NetPolicy;
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreError, StoreResult};
 use crate::time::serde_millis;
 
 /// The prefix (and error code) of a request that could not reach its node.
@@ -90,6 +90,9 @@ pub static EDITS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// sharing one store follow each other's node edits.
 pub const SYNC_EVERY: Duration = Duration::from_secs(5);
 
+/// Times one node edit is tried while other hosts keep changing the list.
+const EDIT_TRIES: usize = 5;
+
 /// Calls a host makes to let go of orphans per health answer of a node.
 const MAX_FREES: usize = 8;
 
@@ -111,9 +114,38 @@ pub async fn read_records(
     })
 }
 
-pub async fn save_records(store: &dyn Store, records: &[NodeRecord]) -> StoreResult<()> {
-    let value = serde_json::to_value(records).unwrap_or_default();
-    store.put_setting(SETTING, &value).await
+/// Applies `edit` to the stored node list and writes the result back only
+/// if the list is still what was read, so that hosts sharing one store
+/// cannot lose each other's edits: after a concurrent change it reads the
+/// list again and runs `edit` again. Nothing is written when `edit` fails
+/// or changes nothing, nor over a list that cannot be read.
+pub async fn edit_records<T, E>(
+    store: &dyn Store,
+    mut edit: impl FnMut(&mut Vec<NodeRecord>) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<StoreError>,
+{
+    for _ in 0..EDIT_TRIES {
+        let before = store.get_setting(SETTING).await?;
+        let mut records: Vec<NodeRecord> = match &before {
+            Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
+                StoreError::Corrupt(format!("the stored list of nodes is unreadable: {e}"))
+            })?,
+            None => Vec::new(),
+        };
+        let out = edit(&mut records)?;
+        let after = serde_json::to_value(&records)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode the node list: {e}")))?;
+        let unchanged = match &before {
+            Some(value) => *value == after,
+            None => records.is_empty(),
+        };
+        if unchanged || store.swap_setting(SETTING, before.as_ref(), &after).await? {
+            return Ok(out);
+        }
+    }
+    Err(StoreError::Unavailable("the node list kept changing; try again".to_owned()).into())
 }
 
 /// Whether a node is answering.

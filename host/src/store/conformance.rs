@@ -86,6 +86,7 @@ cases![
     generation_totals_sum_cached_prompt_tokens,
     audit_list,
     settings_round_trip,
+    settings_swap,
     model_round_trip_and_name_conflict,
     model_update_delete_and_order,
     plugin_round_trip_and_replace,
@@ -3188,6 +3189,79 @@ pub async fn settings_round_trip(s: &dyn Store) {
         ok!(s.get_setting("int")),
         Some(json!(42)),
         "other settings kept"
+    );
+}
+
+/// A swap writes only over the value it was given, as read back; a
+/// missing setting is created once; of writers racing from one read,
+/// exactly one wins.
+pub async fn settings_swap(s: &dyn Store) {
+    let first = json!([{ "name": "a", "url": "http://a:7000", "at": 1_767_000_000_000_i64 }]);
+    assert!(
+        ok!(s.swap_setting("list", None, &first)),
+        "creating a missing setting"
+    );
+    assert!(
+        !ok!(s.swap_setting("list", None, &json!([]))),
+        "creating it again"
+    );
+    assert_eq!(
+        ok!(s.get_setting("list")),
+        Some(first.clone()),
+        "after a second create"
+    );
+
+    let second = json!([
+        { "name": "a", "url": "http://a:7000", "at": 1_767_000_000_000_i64 },
+        { "name": "b", "url": "http://b:7000", "at": 1_767_000_000_001_i64 },
+    ]);
+    assert!(
+        !ok!(s.swap_setting("list", Some(&json!([])), &second)),
+        "a swap from a stale value"
+    );
+    assert_eq!(
+        ok!(s.get_setting("list")),
+        Some(first.clone()),
+        "after a stale swap"
+    );
+    let read = ok!(s.get_setting("list")).expect("the setting");
+    assert!(
+        ok!(s.swap_setting("list", Some(&read), &second)),
+        "a swap from the read value"
+    );
+    assert_eq!(
+        ok!(s.get_setting("list")),
+        Some(second.clone()),
+        "after the swap"
+    );
+
+    let read = ok!(s.get_setting("list")).expect("the setting");
+    let (x, y) = (json!(["x"]), json!(["y"]));
+    let (a, b) = futures::join!(
+        s.swap_setting("list", Some(&read), &x),
+        s.swap_setting("list", Some(&read), &y)
+    );
+    let (a, b) = (a.expect("swap x"), b.expect("swap y"));
+    assert!(
+        a != b,
+        "exactly one of two racing swaps wins (x: {a}, y: {b})"
+    );
+    let winner = if a { x } else { y };
+    assert_eq!(
+        ok!(s.get_setting("list")),
+        Some(winner),
+        "the winner's value"
+    );
+
+    ok!(s.put_setting("other", &json!(1)));
+    assert!(
+        !ok!(s.swap_setting("other", Some(&json!(2)), &json!(3))),
+        "a swap over another value"
+    );
+    assert_eq!(
+        ok!(s.get_setting("other")),
+        Some(json!(1)),
+        "untouched by it"
     );
 }
 

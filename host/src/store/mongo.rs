@@ -1309,6 +1309,29 @@ impl SettingsRepo for MongoStore {
             .map_err(db_err)?;
         Ok(())
     }
+
+    async fn swap_setting(
+        &self,
+        key: &str,
+        expected: Option<&serde_json::Value>,
+        value: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let document = doc! { "_id": key, "value": to_bson(value)? };
+        let Some(expected) = expected else {
+            // Only the first writer of a missing setting creates it.
+            return match self.settings.insert_one(document).await.map_err(db_err) {
+                Ok(_) => Ok(true),
+                Err(StoreError::Conflict(_)) => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let replaced = self
+            .settings
+            .replace_one(doc! { "_id": key, "value": to_bson(expected)? }, document)
+            .await
+            .map_err(db_err)?;
+        Ok(replaced.matched_count == 1)
+    }
 }
 
 #[async_trait]

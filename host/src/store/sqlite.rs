@@ -1810,6 +1810,39 @@ impl SettingsRepo for SqliteStore {
             .await?;
         Ok(())
     }
+
+    async fn swap_setting(
+        &self,
+        key: &str,
+        expected: Option<&serde_json::Value>,
+        value: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let json = serde_json::to_string(value)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode setting: {e}")))?;
+        let key = key.to_owned();
+        let expected = expected.cloned();
+        self.call(move |c| {
+            // Compared as JSON values, not as text: the stored text need not
+            // be what encoding `expected` gives.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored = tx
+                .query_row("SELECT value FROM settings WHERE key = ?1", [&key], |r| {
+                    get_json(r, 0)
+                })
+                .optional()?;
+            if stored != expected {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [&key, &json],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
 }
 
 fn model_values(m: &ModelRecord) -> StoreResult<Vec<Value>> {

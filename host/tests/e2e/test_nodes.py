@@ -676,6 +676,37 @@ def test_hosts_sharing_a_store_follow_each_others_node_edits(corral_bin, tmp_pat
         print(f"a node registered on one host: up on the other {time.monotonic() - registered_at:.2f} s later")
         host.tech.ok("DELETE", "/api/nodes/node-b2", expect=(204,))
         assert "node-b2" not in json.dumps(tech.ok("GET", "/api/nodes"))
+
+        # Technicians on both hosts edit the one stored list at once: no
+        # edit is lost, on either host.
+        names = [f"{side}-{i}" for side in ("here", "there") for i in range(6)]
+
+        failures = []
+
+        def edit(method, name):
+            client = host.tech if name.startswith("here") else tech
+            try:
+                if method == "POST":
+                    body = {"name": name, "url": b.url, "token": b.token}
+                    client.ok("POST", "/api/nodes", json=body, expect=(201,))
+                else:
+                    client.ok("DELETE", f"/api/nodes/{name}", expect=(204,))
+            except Exception as e:  # noqa: BLE001 - reported below
+                failures.append(f"{method} {name}: {e}")
+
+        def listed(client):
+            return {n["name"] for n in client.ok("GET", "/api/nodes")["items"]}
+
+        for method in ("POST", "DELETE"):
+            threads = [threading.Thread(target=edit, args=(method, n)) for n in names]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not failures, failures
+            wanted = set(names) if method == "POST" else set()
+            for client in (host.tech, tech):
+                assert listed(client) & set(names) == wanted, f"after concurrent {method}s"
     finally:
         other.stop()
 
