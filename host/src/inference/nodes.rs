@@ -356,19 +356,25 @@ impl Copies {
 
     /// Whether a copy of placement `digest` of model `id` is loaded or
     /// being loaded, on whichever node.
+    #[cfg(test)]
     fn holds_anywhere(&self, id: &str, digest: &str) -> bool {
-        let suffix = format!("/{id}");
-        let placing_key = format!("{suffix}#{digest}");
         let by_model = self.lock();
         let placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
-        by_model
-            .iter()
-            .any(|(key, (_, live))| key.ends_with(&suffix) && live.contains_key(digest))
-            || placing.keys().any(|key| key.ends_with(&placing_key))
+        held_in(&by_model, &placing, id, digest)
     }
 
-    /// Marks the orphan `key` as being let go of; None when it already is.
-    fn freeing(&self, key: &str) -> Option<Freeing> {
+    /// Claims the orphan `key` (placement `digest` of model `id`) to let
+    /// go of it: None while a copy holds or loads that placement, on
+    /// whichever node, or while it is being let go of already. Checked
+    /// and claimed under the lock that a load takes to start, so a load
+    /// either stops the claim or starts after it and waits for the free to
+    /// end (see [`Copies::is_freeing`]) instead of being undone by it.
+    fn claim_orphan(&self, key: &str, id: &str, digest: &str) -> Option<Freeing> {
+        let by_model = self.lock();
+        let placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+        if held_in(&by_model, &placing, id, digest) {
+            return None;
+        }
         let mut set = self.freeing.lock().unwrap_or_else(|e| e.into_inner());
         set.insert(key.to_owned()).then(|| Freeing {
             set: self.freeing.clone(),
@@ -376,11 +382,37 @@ impl Copies {
         })
     }
 
+    /// Whether model `id` is being let go of on some node.
+    fn is_freeing(&self, id: &str) -> bool {
+        let suffix = format!("/{id}");
+        self.freeing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|key| key.ends_with(&suffix))
+    }
+
     fn is_current(&self, key: &str, digest: &str) -> bool {
         self.lock()
             .get(key)
             .is_some_and(|(current, _)| current == digest)
     }
+}
+
+/// Whether `by_model` or `placing` has a copy of placement `digest` of
+/// model `id`, under whichever node name.
+fn held_in(
+    by_model: &HashMap<String, ModelCopies>,
+    placing: &HashMap<String, usize>,
+    id: &str,
+    digest: &str,
+) -> bool {
+    let suffix = format!("/{id}");
+    let placing_key = format!("{suffix}#{digest}");
+    by_model
+        .iter()
+        .any(|(key, (_, live))| key.ends_with(&suffix) && live.contains_key(digest))
+        || placing.keys().any(|key| key.ends_with(&placing_key))
 }
 
 /// Sequence ids unique among this process's generations on any node.
@@ -538,17 +570,19 @@ impl Nodes {
                 && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
-        let orphans = report.models.iter().filter(|hosted| {
-            hosted.owners.iter().any(|o| o == host_id())
+        let orphans = report.models.iter().filter_map(|hosted| {
+            let mine = hosted.owners.iter().any(|o| o == host_id())
                 && plain(&hosted.id, 100)
-                && plain(&hosted.placement, 64)
-                && !self.copies.holds_anywhere(&hosted.id, &hosted.placement)
-        });
-        for hosted in orphans.take(MAX_FREES) {
+                && plain(&hosted.placement, 64);
             let key = format!("{}/{}", link.name, hosted.id);
-            let Some(freeing) = self.copies.freeing(&key) else {
-                continue;
-            };
+            mine.then(|| {
+                self.copies
+                    .claim_orphan(&key, &hosted.id, &hosted.placement)
+            })
+            .flatten()
+            .map(|freeing| (hosted, freeing))
+        });
+        for (hosted, freeing) in orphans.take(MAX_FREES) {
             tracing::info!(node = %link.name, model = %hosted.id, "letting go of a model this host no longer holds");
             let request = free_request(&self.client, link, &hosted.id, &hosted.placement);
             tokio::spawn(async move {
@@ -579,6 +613,12 @@ impl Nodes {
         let digest = placement.digest();
         let copy_key = format!("{node}/{}", spec.key);
         let placing = self.copies.placing(&copy_key, &digest);
+        // A free of this model that began before this load must land
+        // first, or it would undo the placement. Frees give up after
+        // POLL_TIMEOUT.
+        while self.copies.is_freeing(&spec.key) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let info = place(&self.client, &link, &spec.key, &placement)
             .await
             .map_err(|e| match e {
@@ -997,10 +1037,32 @@ mod tests {
         copies.add("alias/m", "a");
         assert!(copies.holds_anywhere("m", "a"));
         assert!(copies.placing.lock().unwrap().is_empty());
-        let freeing = copies.freeing("n/m").expect("not yet being let go of");
-        assert!(copies.freeing("n/m").is_none(), "one call at a time");
-        drop(freeing);
-        assert!(copies.freeing("n/m").is_some());
+    }
+
+    #[test]
+    fn an_orphan_is_claimed_once_and_not_while_it_loads_and_a_later_load_waits() {
+        let copies = Copies::default();
+        let claim = copies.claim_orphan("n/m", "m", "a").expect("an orphan");
+        assert!(
+            copies.claim_orphan("n/m", "m", "a").is_none(),
+            "one call at a time"
+        );
+        // A load that starts now must wait for the free.
+        let load = copies.placing("n/m", "a");
+        assert!(copies.is_freeing("m") && !copies.is_freeing("xm"));
+        drop(claim);
+        assert!(!copies.is_freeing("m"), "the free is over");
+        // While it loads, or once it is held, the placement is no orphan.
+        assert!(copies.claim_orphan("n/m", "m", "a").is_none(), "loading");
+        copies.add("n/m", "a");
+        drop(load);
+        assert!(copies.claim_orphan("alias/m", "m", "a").is_none(), "held");
+        assert!(
+            copies.claim_orphan("n/m", "m", "b").is_some(),
+            "another placement"
+        );
+        assert!(copies.remove("n/m", "a"));
+        assert!(copies.claim_orphan("n/m", "m", "a").is_some(), "let go of");
     }
 
     #[test]
