@@ -23,10 +23,12 @@
 #      model has none; Corral uses Gemma's turn format for it, llama-server
 #      would fall back to chatml and read other, longer prompts) and on Corral
 #      with one slot (`bench-llama-1`, `bench-candle-1`, 8192 tokens of
-#      context; and `bench-llama-1` through a worker), time to first token per turn (median of 3 runs of the chat;
+#      context; and both again through workers), time to first token per turn (median of 3 runs of the chat;
 #      1 for candle),
 #      printed side by side with turn 10 over turn 1 and Corral's turn 10
-#      over llama-server's, also in multi-turn-summary.json,
+#      over llama-server's, also in multi-turn-summary.json; and the same
+#      growth in llama.cpp alone: llama-bench reading turn 10's new tokens
+#      after none and after its cached history (multi-turn-engine.md),
 #   7. then what plugins cost (plugins.py): the WebAssembly plugins built by
 #      ../build-plugins.sh, streamed chats on Corral with one slot
 #      (`bench-llama-1`) with no plugin, with `test-noop` and with
@@ -211,7 +213,11 @@ corral_pid="$started_pid" url="$started_url" key="$started_key"
 # A second Corral that runs its models in worker processes, for the
 # comparisons: the same models, the same threads.
 start_worker_corral() {
-    start_corral corral-worker "bench-llama,bench-llama-1" "model_workers = true"
+    local worker_models="bench-llama,bench-llama-1"
+    if multi_turn && [[ -z "${CORRAL_BENCH_NO_CANDLE:-}" ]]; then
+        worker_models+=",bench-candle-1"
+    fi
+    start_corral corral-worker "$worker_models" "model_workers = true"
     worker_pid="$started_pid" worker_url="$started_url" worker_key="$started_key"
 }
 
@@ -288,8 +294,41 @@ if multi_turn; then
         --api-key "$worker_key" --model-name bench-llama-1 --multi-turn \
         --json "$out/multi-turn-corral-llama-worker.json" "${turn_extra[@]}" >/dev/null
     turns+=("$out/multi-turn-corral-llama-worker.json")
+    if [[ -z "${CORRAL_BENCH_NO_CANDLE:-}" ]]; then
+        section "Multi-turn chat: Corral, candle backend in a worker process, one slot"
+        "$python" "$here/bench.py" --target corral --label "corral-candle-worker" --url "$worker_url" \
+            --api-key "$worker_key" --model-name bench-candle-1 --multi-turn \
+            --json "$out/multi-turn-corral-candle-worker.json" "${turn_extra[@]}" "${candle_turn_extra[@]}" >/dev/null
+        turns+=("$out/multi-turn-corral-candle-worker.json")
+    fi
     section "Multi-turn chat, time to first token per turn (demo model, one slot, $threads threads)"
     "$python" "$here/bench.py" --compare "${turns[@]}" --json "$out/multi-turn-summary.json" | tee "$out/multi-turn.md"
+
+    # The same growth in llama.cpp alone, with no server around it: how much
+    # slower llama-bench reads turn 10's new tokens after turn 10's cached
+    # history than after none, with flash attention on and off.
+    section "Multi-turn chat: llama.cpp alone (llama-bench), turn 10's new tokens after its history"
+    "$python" - "$out/multi-turn-corral-llama-worker.json" "$bin/llama-bench" "$model" "$threads" \
+        "$out/multi-turn-engine.json" <<'PY' | tee "$out/multi-turn-engine.md"
+import json, subprocess, sys
+turns, bench, model, threads, out = sys.argv[1:]
+last = json.load(open(turns))["multi_turn"]["turns"][-1]
+depth = last["cached_tokens"]
+new = last["prompt_tokens"] - depth
+rows = []
+for fa in ("on", "off"):
+    run = subprocess.run([bench, "-m", model, "-t", threads, "-p", str(new), "-n", "0", "-d", f"0,{depth}",
+                          "-fa", fa, "-r", "5", "-o", "json"], check=True, capture_output=True, text=True)
+    speed = {r["n_depth"]: r["avg_ts"] for r in json.loads(run.stdout)}
+    rows.append({"flash_attn": fa, "new_tokens": new, "depth": depth, "tokens_per_s_at_0": speed[0],
+                 "tokens_per_s_at_depth": speed[depth], "ratio": speed[0] / speed[depth]})
+print(f"| flash attention | {new} tokens after 0 (ms) | after {depth} (ms) | ratio |")
+print("|---|---|---|---|")
+for r in rows:
+    print(f"| {r['flash_attn']} | {1000 * new / r['tokens_per_s_at_0']:.1f} | "
+          f"{1000 * new / r['tokens_per_s_at_depth']:.1f} | {r['ratio']:.2f}x |")
+json.dump(rows, open(out, "w"), indent=2)
+PY
 fi
 
 if plugins; then
