@@ -91,7 +91,7 @@ pub static EDITS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub const SYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// Times one node edit is tried while other hosts keep changing the list.
-const EDIT_TRIES: usize = 5;
+const EDIT_TRIES: usize = 20;
 
 /// Calls a host makes to let go of orphans per health answer of a node.
 const MAX_FREES: usize = 8;
@@ -144,6 +144,9 @@ where
         if unchanged || store.swap_setting(SETTING, before.as_ref(), &after).await? {
             return Ok(out);
         }
+        // Another host wrote in between; let its next edit pass first.
+        let pause = 5 + rand::random::<u64>() % 45;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     Err(StoreError::Unavailable("the node list kept changing; try again".to_owned()).into())
 }

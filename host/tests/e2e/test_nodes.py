@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import openai
 import pytest
 import requests
 from openai import OpenAI
@@ -709,6 +710,67 @@ def test_hosts_sharing_a_store_follow_each_others_node_edits(corral_bin, tmp_pat
                 assert listed(client) & set(names) == wanted, f"after concurrent {method}s"
     finally:
         other.stop()
+
+
+def test_a_node_moved_through_one_host_moves_the_models_the_other_host_runs(corral_bin, tmp_path, host, nodes):
+    """Two hosts on one MongoDB database: when a technician on one host
+    points a node at another server, the other host lets go of the model it
+    runs there and runs it through the new address and token."""
+    if not host.database:
+        pytest.skip("hosts share a store only on MongoDB (CORRAL_E2E_STORE=mongodb)")
+    a, b, proxy = nodes
+    models = host.data / "models"
+    config = (
+        f"node_allowed_origins = {json.dumps([proxy.url, b.url])}\n"
+        f"model_dirs = {json.dumps([str(models)])}\n"
+    )
+    other = CorralServer(corral_bin, tmp_path / "other", config, database=host.database)
+    other.start(backends_dir=str(backends_with_fault(corral_bin, tmp_path / "backends")))
+    tech = host.tech
+    model = None
+    try:
+        tech.ok("POST", "/api/nodes", json={"name": "node-m", "url": b.url, "token": b.token}, expect=(201,))
+        model = tech.ok(
+            "POST",
+            "/api/models",
+            json={"name": "moving", "backend": "fault", "source": str(models / FILE), "node": "node-m"},
+            expect=(202,),
+        )
+        user = account(other, "moving-user", "user")
+        key = user.ok("POST", "/api/me/keys", json={"name": "moving"}, expect=(201,))["key"]
+        ai = OpenAI(base_url=other.base + "/v1", api_key=key, timeout=60, max_retries=0)
+
+        def ask():
+            """The word of the node that answered; None until the other
+            host has read node-m from the store."""
+            try:
+                answer = ai.chat.completions.create(
+                    model="moving", messages=[{"role": "user", "content": "hi"}], max_tokens=1, temperature=0
+                )
+            except openai.InternalServerError as e:
+                assert "the model's worker node is not registered" in str(e), e
+                return None
+            return answer.choices[0].message.content.strip()
+
+        # The other host follows node-m (synced) and runs the model on B.
+        wait_until(lambda: ask() == "bravo", 15, "the other host runs the model on node B")
+        assert b.held(model["id"]) and not a.held(model["id"])
+
+        tech.ok("PATCH", "/api/nodes/node-m", json={"url": proxy.url, "token": a.token})
+        moved_at = time.monotonic()
+        wait_until(lambda: ask() == "alpha", 15, "the other host runs the model on node A")
+        print(f"a node moved on one host: the other host's model follows {time.monotonic() - moved_at:.2f} s later")
+        wait_until(lambda: not b.held(model["id"]), 5, "node B frees what the other host let go of")
+        assert a.held(model["id"])
+    finally:
+        other.stop()
+        if model is not None:
+            tech.ok("DELETE", f"/api/models/{model['id']}", expect=(204,))
+            # A stopped host's placements stay for its lease (a restart finds
+            # them loaded); free this one now, as its node's owner may.
+            a.call("DELETE", f"/models/{model['id']}")
+            assert not a.held(model["id"])
+        tech.ok("DELETE", "/api/nodes/node-m", expect=(204,))
 
 
 def test_a_hostile_node_cannot_make_the_host_hold_its_garbage(host, hostile, registered, ai):
