@@ -175,8 +175,9 @@ async fn view_one(state: &AppState, record: &NodeRecord) -> ApiResult<NodeView> 
 
 /// The stored node called `name`.
 async fn find(state: &AppState, name: &str) -> ApiResult<NodeRecord> {
-    nodes::load_records(state.store.as_ref())
+    nodes::read_records(state.store.as_ref())
         .await?
+        .map_err(nodes::unreadable)?
         .into_iter()
         .find(|r| r.name == name)
         .ok_or(AppError::NotFound("worker node"))
@@ -252,7 +253,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<NodeList>> {
     request_body = NewNode,
     responses(
         (status = 201, description = "Registered", body = NodeView),
-        (status = 409, description = "A node with this name exists, or there are too many", body = corral_sdk::ErrorBody),
+        (status = 409, description = "A node with this name exists, there are too many, or other hosts kept changing the list", body = corral_sdk::ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -316,6 +317,7 @@ pub async fn create(
     responses(
         (status = 200, description = "Changed", body = NodeView),
         (status = 404, description = "No such node", body = corral_sdk::ErrorBody),
+        (status = 409, description = "Other hosts kept changing the list", body = corral_sdk::ErrorBody),
     ))]
 pub async fn update(
     State(state): State<AppState>,
@@ -391,7 +393,7 @@ pub async fn update(
     responses(
         (status = 204, description = "Removed"),
         (status = 404, description = "No such node", body = corral_sdk::ErrorBody),
-        (status = 409, description = "Models are placed on it", body = corral_sdk::ErrorBody),
+        (status = 409, description = "Models are placed on it, or other hosts kept changing the list", body = corral_sdk::ErrorBody),
     ))]
 pub async fn remove(
     State(state): State<AppState>,
@@ -424,7 +426,7 @@ pub async fn remove(
                 .position(|r| r.name == name)
                 .ok_or(AppError::NotFound("worker node"))?;
             records.remove(index);
-            Ok::<_, AppError>(())
+            Ok(())
         })
         .await?;
         state.nodes.remove(&name);

@@ -34,6 +34,7 @@ use super::worker::WorkerError;
 use super::worker::{TemplateRequest, TokenizeRequest, SEQUENCE_HEADER};
 use super::InferenceError;
 use crate::download::NetPolicy;
+use crate::error::AppError;
 use crate::store::{Store, StoreError, StoreResult};
 use crate::time::serde_millis;
 
@@ -119,19 +120,14 @@ pub async fn read_records(
 /// cannot lose each other's edits: after a concurrent change it reads the
 /// list again and runs `edit` again. Nothing is written when `edit` fails
 /// or changes nothing, nor over a list that cannot be read.
-pub async fn edit_records<T, E>(
+pub async fn edit_records<T>(
     store: &dyn Store,
-    mut edit: impl FnMut(&mut Vec<NodeRecord>) -> Result<T, E>,
-) -> Result<T, E>
-where
-    E: From<StoreError>,
-{
+    mut edit: impl FnMut(&mut Vec<NodeRecord>) -> Result<T, AppError>,
+) -> Result<T, AppError> {
     for _ in 0..EDIT_TRIES {
         let before = store.get_setting(SETTING).await?;
         let mut records: Vec<NodeRecord> = match &before {
-            Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
-                StoreError::Corrupt(format!("the stored list of nodes is unreadable: {e}"))
-            })?,
+            Some(value) => serde_json::from_value(value.clone()).map_err(unreadable)?,
             None => Vec::new(),
         };
         let out = edit(&mut records)?;
@@ -148,7 +144,15 @@ where
         let pause = 5 + rand::random::<u64>() % 45;
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
-    Err(StoreError::Unavailable("the node list kept changing; try again".to_owned()).into())
+    Err(AppError::Conflict(
+        "other hosts kept changing the node list; try again".to_owned(),
+    ))
+}
+
+/// The error for a stored node list that cannot be read. It is never
+/// written over: what it holds stays for an operator to mend.
+pub fn unreadable(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(format!("the stored list of nodes is unreadable: {e}"))
 }
 
 /// Whether a node is answering.
@@ -268,22 +272,25 @@ struct Copies {
     /// Placements being loaded, by `node/id#digest`: not held yet, but not
     /// to be freed either.
     placing: Mutex<HashMap<String, usize>>,
-    /// Orphans being let go of, by `node/id`.
-    freeing: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Frees in flight (of unloaded copies and of orphans), by `node/id`.
+    freeing: Arc<Mutex<HashMap<String, usize>>>,
 }
 
-/// An orphan being let go of, until the guard is dropped.
+/// A free in flight, until the guard is dropped.
 struct Freeing {
-    set: Arc<Mutex<std::collections::HashSet<String>>>,
+    counts: Arc<Mutex<HashMap<String, usize>>>,
     key: String,
 }
 
 impl Drop for Freeing {
     fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -324,26 +331,34 @@ impl Copies {
         *entry.1.entry(digest.to_owned()).or_default() += 1;
     }
 
-    /// Forgets one copy; true when it was the last of its placement.
-    fn remove(&self, key: &str, digest: &str) -> bool {
+    /// Forgets one copy. When it was the last of its placement under
+    /// `key` and no load of that placement under `key` has begun since
+    /// (which takes it over), returns the guard under which to free it on
+    /// the node: a load that starts later waits for that free to end.
+    fn release(&self, key: &str, digest: &str) -> Option<Freeing> {
         let mut map = self.lock();
-        let Some(entry) = map.get_mut(key) else {
-            return true;
-        };
-        let last = match entry.1.get_mut(digest) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            _ => {
-                entry.1.remove(digest);
-                true
-            }
-        };
-        if entry.1.is_empty() {
-            map.remove(key);
+        if !remove_copy(&mut map, key, digest) {
+            return None;
         }
-        last
+        let placing = self.placing.lock().unwrap_or_else(|e| e.into_inner());
+        if placing.contains_key(&format!("{key}#{digest}")) {
+            return None;
+        }
+        Some(self.begin_freeing(key))
+    }
+
+    /// Counts a free of `key` in flight until the guard is dropped.
+    fn begin_freeing(&self, key: &str) -> Freeing {
+        *self
+            .freeing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_owned())
+            .or_default() += 1;
+        Freeing {
+            counts: self.freeing.clone(),
+            key: key.to_owned(),
+        }
     }
 
     fn placing(&self, key: &str, digest: &str) -> Placing<'_> {
@@ -378,11 +393,15 @@ impl Copies {
         if held_in(&by_model, &placing, id, digest) {
             return None;
         }
-        let mut set = self.freeing.lock().unwrap_or_else(|e| e.into_inner());
-        set.insert(key.to_owned()).then(|| Freeing {
-            set: self.freeing.clone(),
-            key: key.to_owned(),
-        })
+        if self
+            .freeing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+        {
+            return None;
+        }
+        Some(self.begin_freeing(key))
     }
 
     /// Whether model `id` is being let go of on some node.
@@ -391,7 +410,7 @@ impl Copies {
         self.freeing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
+            .keys()
             .any(|key| key.ends_with(&suffix))
     }
 
@@ -400,6 +419,28 @@ impl Copies {
             .get(key)
             .is_some_and(|(current, _)| current == digest)
     }
+}
+
+/// Forgets one copy of placement `digest` under `key`; true when it was
+/// the last.
+fn remove_copy(map: &mut HashMap<String, ModelCopies>, key: &str, digest: &str) -> bool {
+    let Some(entry) = map.get_mut(key) else {
+        return true;
+    };
+    let last = match entry.1.get_mut(digest) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        _ => {
+            entry.1.remove(digest);
+            true
+        }
+    };
+    if entry.1.is_empty() {
+        map.remove(key);
+    }
+    last
 }
 
 /// Whether `by_model` or `placing` has a copy of placement `digest` of
@@ -949,12 +990,13 @@ impl Drop for NodeModel {
         // placement is left (a renamed model's new copy shares it), and
         // only this placement: a newer one under the same id stays. A node
         // that is gone has nothing to free.
-        if !self.copies.remove(&self.copy_key, &self.digest) {
+        let Some(freeing) = self.copies.release(&self.copy_key, &self.digest) else {
             return;
-        }
+        };
         let request = free_request(&self.client, &self.link, &self.id, &self.digest);
         self.handle.spawn(async move {
             let _ = request.send().await;
+            drop(freeing);
         });
     }
 }
@@ -1010,11 +1052,14 @@ mod tests {
         copies.add("n/m", "a");
         assert!(copies.is_current("n/m", "a"));
         // A renamed model: two copies of one placement.
-        assert!(!copies.remove("n/m", "a"), "another copy still uses it");
+        assert!(
+            copies.release("n/m", "a").is_none(),
+            "another copy still uses it"
+        );
         copies.add("n/m", "b");
         assert!(!copies.is_current("n/m", "a") && copies.is_current("n/m", "b"));
-        assert!(copies.remove("n/m", "a"), "the last copy of `a`");
-        assert!(copies.remove("n/m", "b"));
+        assert!(copies.release("n/m", "a").is_some(), "the last copy of `a`");
+        assert!(copies.release("n/m", "b").is_some());
         assert!(copies.lock().is_empty());
     }
 
@@ -1034,7 +1079,7 @@ mod tests {
         copies.add("n/m", "a");
         drop(second);
         assert!(copies.holds_anywhere("m", "a"), "loaded");
-        assert!(copies.remove("n/m", "a"));
+        assert!(copies.release("n/m", "a").is_some());
         assert!(!copies.holds_anywhere("m", "a"), "let go of");
         // The same node under another name holds it.
         copies.add("alias/m", "a");
@@ -1064,8 +1109,38 @@ mod tests {
             copies.claim_orphan("n/m", "m", "b").is_some(),
             "another placement"
         );
-        assert!(copies.remove("n/m", "a"));
+        assert!(copies.release("n/m", "a").is_some());
         assert!(copies.claim_orphan("n/m", "m", "a").is_some(), "let go of");
+    }
+
+    #[test]
+    fn an_unloaded_copy_is_freed_unless_a_new_load_takes_it_over_and_a_later_load_waits() {
+        let copies = Copies::default();
+        copies.add("n/m", "a");
+        let free = copies.release("n/m", "a").expect("the last copy is freed");
+        assert!(copies.is_freeing("m"), "a load now waits for the free");
+        assert!(
+            copies.claim_orphan("n/m", "m", "a").is_none(),
+            "no orphan call beside it"
+        );
+        drop(free);
+        assert!(!copies.is_freeing("m"));
+        // A load of the same placement began before the last copy went:
+        // it takes the model over, so it is not freed.
+        copies.add("n/m", "a");
+        let load = copies.placing("n/m", "a");
+        assert!(copies.release("n/m", "a").is_none(), "taken over");
+        assert!(!copies.is_freeing("m"));
+        copies.add("n/m", "a");
+        drop(load);
+        // Two frees in flight under one key: a load waits for both.
+        let first = copies.release("n/m", "a").expect("freed");
+        copies.add("n/m", "a");
+        let second = copies.release("n/m", "a").expect("freed again");
+        drop(first);
+        assert!(copies.is_freeing("m"), "the second free is still in flight");
+        drop(second);
+        assert!(!copies.is_freeing("m"));
     }
 
     #[test]
