@@ -11,7 +11,9 @@
 #      candle backend) to run inside it (`model_workers = false`),
 #      benchmarks both through /v1/chat/completions; then a second Corral
 #      as it runs by default (the llama.cpp model in a `corral worker`
-#      process) the same way (`corral-llama-worker`),
+#      process) the same way (`corral-llama-worker`), and one with the model
+#      on a worker node (`corral node` on this machine, over loopback HTTP:
+#      `corral-llama-node`),
 #      Then a third Corral in front of a llama-server of its own (the same
 #      settings) as a remote model (`corral-upstream`, backend `openai`):
 #      what the gateway costs over calling llama-server directly,
@@ -133,8 +135,10 @@ corral_pid=""
 worker_pid=""
 gateway_pid=""
 upstream_pid=""
+node_pid=""
+on_node_pid=""
 cleanup() {
-    for pid in "$corral_pid" "$worker_pid" "$gateway_pid" "$upstream_pid"; do
+    for pid in "$corral_pid" "$worker_pid" "$gateway_pid" "$upstream_pid" "$on_node_pid" "$node_pid"; do
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -171,7 +175,7 @@ start_corral() {
     done
     "$corral" admin create --data-dir "$dir" --username bench --role technician --password "$password" >/dev/null
     started_key="$("$python" - "$started_url" "$password" "$model" "$threads" "$wanted" <<'PY'
-import json, sys, urllib.request
+import json, os, sys, urllib.request
 url, password, model, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 wanted = sys.argv[5].split(",")
 def call(path, body, token=None):
@@ -190,6 +194,15 @@ for name, backend, slots, context in (("bench-llama", "llama", 8, 1024), ("bench
                          "slots": slots, "context_length": context,
                          "sampling": {"temperature": 0, "repeat_penalty": 1.0}}, token)
 for item in wanted:
+    # bench-llama@node=<URL>: bench-llama on the worker node at URL, whose
+    # token is in CORRAL_BENCH_NODE_TOKEN.
+    if item.startswith("bench-llama@node="):
+        node_url = item.split("=", 1)[1]
+        call("/api/nodes", {"name": "bench-node", "url": node_url,
+                            "token": os.environ["CORRAL_BENCH_NODE_TOKEN"]}, token)
+        call("/api/models", {"name": "bench-llama", "backend": "llama", "source": model, "threads": threads,
+                             "slots": 8, "context_length": 1024, "node": "bench-node",
+                             "sampling": {"temperature": 0, "repeat_penalty": 1.0}}, token)
     # bench-upstream=<base URL>: a remote model on that OpenAI-compatible server.
     if item.startswith("bench-upstream="):
         call("/api/models", {"name": "bench-upstream", "backend": "openai", "source": item.split("=", 1)[1],
@@ -241,6 +254,35 @@ if streams; then
         --api-key "$worker_key" --model-name bench-llama --server-pid "$worker_pid" \
         --json "$out/corral-llama-worker.json" "${extra[@]}" >/dev/null
     results+=("$out/corral-llama-worker.json")
+
+    # Corral with its model on a worker node: `corral node` on this machine,
+    # reached over loopback HTTP, with the same model file and threads.
+    section "Benchmark: Corral, llama.cpp backend on a worker node, $threads threads"
+    node_port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    node_token="$("$python" -c 'import secrets; print(secrets.token_hex(32))')"
+    (umask 077 && printf '%s\n' "$node_token" >"$data/node.token")
+    "$corral" node --listen "127.0.0.1:$node_port" --token-file "$data/node.token" \
+        --models-dir "$(dirname "$model")" --data-dir "$data/node" </dev/null >"$out/corral-node.log" 2>&1 &
+    node_pid=$!
+    for _ in $(seq 300); do
+        curl -fsS -o /dev/null --max-time 2 -H "Authorization: Bearer $node_token" \
+            "http://127.0.0.1:$node_port/health" 2>/dev/null && break
+        kill -0 "$node_pid" 2>/dev/null || die "corral node exited: see $out/corral-node.log"
+        sleep 0.1
+    done
+    export CORRAL_BENCH_NODE_TOKEN="$node_token"
+    start_corral corral-on-node "bench-llama@node=http://127.0.0.1:$node_port" \
+        "node_allowed_origins = [\"http://127.0.0.1:$node_port\"]"
+    on_node_pid="$started_pid"
+    "$python" "$here/bench.py" --target corral --label "corral-llama-node" --url "$started_url" \
+        --api-key "$started_key" --model-name bench-llama --server-pid "$on_node_pid" \
+        --json "$out/corral-llama-node.json" "${extra[@]}" >/dev/null
+    results+=("$out/corral-llama-node.json")
+    for pid in "$on_node_pid" "$node_pid"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    on_node_pid="" node_pid=""
 
     # Corral in front of a llama-server as a remote model (backend
     # `openai`): what the gateway costs over calling llama-server itself.
