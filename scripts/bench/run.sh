@@ -147,6 +147,17 @@ cleanup() {
     rm -rf "$data"
 }
 trap cleanup EXIT
+# A TCP port free on loopback now.
+free_port() {
+    "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+# stop PID...: stops those processes and waits for them.
+stop() {
+    for pid in "$@"; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
 password="$("$python" -c 'import secrets; print("bench-" + secrets.token_urlsafe(18))')"
 # The demo model's folder is a model folder: Corral registers local files
 # from its model folders only. (A JSON string is a valid TOML string.)
@@ -161,7 +172,7 @@ model_dir="$("$python" -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$m
 start_corral() {
     local name="$1" wanted="$2" line="${3:-}" dir="$data/$1" port
     mkdir -p "$dir"
-    port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    port="$(free_port)"
     started_url="http://127.0.0.1:$port"
     section "Starting Corral ($name) on $started_url"
     printf 'per_user_generations = 16\nqueue_max_waiting = 64\nmodel_dirs = [%s]\n%s\n' "$model_dir" "$line" >"$dir/corral.toml"
@@ -258,7 +269,7 @@ if streams; then
     # Corral with its model on a worker node: `corral node` on this machine,
     # reached over loopback HTTP, with the same model file and threads.
     section "Benchmark: Corral, llama.cpp backend on a worker node, $threads threads"
-    node_port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    node_port="$(free_port)"
     node_token="$("$python" -c 'import secrets; print(secrets.token_hex(32))')"
     (umask 077 && printf '%s\n' "$node_token" >"$data/node.token")
     "$corral" node --listen "127.0.0.1:$node_port" --token-file "$data/node.token" \
@@ -278,17 +289,14 @@ if streams; then
         --api-key "$started_key" --model-name bench-llama --server-pid "$on_node_pid" \
         --json "$out/corral-llama-node.json" "${extra[@]}" >/dev/null
     results+=("$out/corral-llama-node.json")
-    for pid in "$on_node_pid" "$node_pid"; do
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop "$on_node_pid" "$node_pid"
     on_node_pid="" node_pid=""
 
     # Corral in front of a llama-server as a remote model (backend
     # `openai`): what the gateway costs over calling llama-server itself.
     # The upstream runs as bench.py runs its own (8 slots, 8192 tokens).
     section "Benchmark: Corral with llama-server as a remote model, $threads threads"
-    upstream_port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+    upstream_port="$(free_port)"
     "$bin/llama-server" -m "$model" -t "$threads" --parallel 8 -c 8192 --host 127.0.0.1 \
         --port "$upstream_port" -a bench-upstream </dev/null >"$out/upstream-llama-server.log" 2>&1 &
     upstream_pid=$!
@@ -304,10 +312,7 @@ if streams; then
         --api-key "$started_key" --model-name bench-upstream --server-pid "$gateway_pid" \
         --json "$out/corral-upstream.json" "${extra[@]}" >/dev/null
     results+=("$out/corral-upstream.json")
-    for pid in "$gateway_pid" "$upstream_pid"; do
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop "$gateway_pid" "$upstream_pid"
     gateway_pid="" upstream_pid=""
 
     section "Corral vs llama-server (demo model, $threads threads)"
