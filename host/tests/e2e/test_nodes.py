@@ -325,6 +325,17 @@ def ai(host) -> OpenAI:
     return OpenAI(base_url=host.base + "/v1", api_key=key, timeout=60, max_retries=0)
 
 
+def model_on_new_node(tech: Api, node_name: str, node: Node, name: str, source: Path) -> dict:
+    """Registers `node` as `node_name` and a `fault` model `name` placed on it."""
+    tech.ok("POST", "/api/nodes", json={"name": node_name, "url": node.url, "token": node.token}, expect=(201,))
+    return tech.ok(
+        "POST",
+        "/api/models",
+        json={"name": name, "backend": "fault", "source": str(source), "node": node_name},
+        expect=(202,),
+    )
+
+
 def place(tech: Api, model: dict, node: str) -> dict:
     return tech.ok("PATCH", f"/api/models/{model['id']}", json={"node": node})
 
@@ -632,13 +643,7 @@ def test_a_node_frees_what_a_killed_host_placed_once_its_lease_runs_out(corral_b
         server = CorralServer(corral_bin, tmp_path / "host", config)
         server.start(backends_dir=backends)
         tech = account(server, "lease-tech", "technician")
-        tech.ok("POST", "/api/nodes", json={"name": "node-c", "url": node.url, "token": node.token}, expect=(201,))
-        model = tech.ok(
-            "POST",
-            "/api/models",
-            json={"name": "words", "backend": "fault", "source": str(models / FILE), "node": "node-c"},
-            expect=(202,),
-        )
+        model = model_on_new_node(tech, "node-c", node, "words", models / FILE)
         key = tech.ok("POST", "/api/me/keys", json={"name": "lease"}, expect=(201,))["key"]
         ai = OpenAI(base_url=server.base + "/v1", api_key=key, timeout=60, max_retries=0)
         assert words(ai, 1) == "cedar"
@@ -729,13 +734,7 @@ def test_a_node_moved_through_one_host_moves_the_models_the_other_host_runs(corr
     tech = host.tech
     model = None
     try:
-        tech.ok("POST", "/api/nodes", json={"name": "node-m", "url": b.url, "token": b.token}, expect=(201,))
-        model = tech.ok(
-            "POST",
-            "/api/models",
-            json={"name": "moving", "backend": "fault", "source": str(models / FILE), "node": "node-m"},
-            expect=(202,),
-        )
+        model = model_on_new_node(tech, "node-m", b, "moving", models / FILE)
         user = account(other, "moving-user", "user")
         key = user.ok("POST", "/api/me/keys", json={"name": "moving"}, expect=(201,))["key"]
         ai = OpenAI(base_url=other.base + "/v1", api_key=key, timeout=60, max_retries=0)
