@@ -11,12 +11,12 @@
 #      candle backend) to run inside it (`model_workers = false`),
 #      benchmarks both through /v1/chat/completions; then a second Corral
 #      as it runs by default (the llama.cpp model in a `corral worker`
-#      process) the same way (`corral-llama-worker`), and one with the model
-#      on a worker node (`corral node` on this machine, over loopback HTTP:
-#      `corral-llama-node`),
-#      Then a third Corral in front of a llama-server of its own (the same
-#      settings) as a remote model (`corral-upstream`, backend `openai`):
-#      what the gateway costs over calling llama-server directly,
+#      process) the same way (`corral-llama-worker`), then one with the
+#      model on a worker node (`corral node` on this machine, over loopback
+#      HTTP: `corral-llama-node`), then one in front of a llama-server of
+#      its own (the same settings) as a remote model (`corral-upstream`,
+#      backend `openai`): what the gateway costs over calling llama-server
+#      directly,
 #   5. prints them side by side with the ratios to llama-server (the worker
 #      path over the in-process one is corral-llama-worker over
 #      corral-llama),
@@ -167,8 +167,9 @@ model_dir="$("$python" -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$m
 # start_corral NAME MODELS [TOML LINE]: starts a Corral with its own data
 # folder (enough concurrent generations per user for 8 streams from one
 # API key), registers MODELS (comma-separated, of bench-llama,
-# bench-candle, bench-llama-1, bench-candle-1) and sets started_pid,
-# started_url and started_key.
+# bench-candle, bench-llama-1, bench-candle-1, bench-llama@node=URL: on the
+# worker node at URL, bench-upstream=URL: on that OpenAI-compatible server)
+# and sets started_pid, started_url and started_key.
 start_corral() {
     local name="$1" wanted="$2" line="${3:-}" dir="$data/$1" port
     mkdir -p "$dir"
@@ -281,6 +282,8 @@ if streams; then
         kill -0 "$node_pid" 2>/dev/null || die "corral node exited: see $out/corral-node.log"
         sleep 0.1
     done
+    curl -fsS -o /dev/null --max-time 2 -H "Authorization: Bearer $node_token" \
+        "http://127.0.0.1:$node_port/health" || die "corral node does not answer: see $out/corral-node.log"
     export CORRAL_BENCH_NODE_TOKEN="$node_token"
     start_corral corral-on-node "bench-llama@node=http://127.0.0.1:$node_port" \
         "node_allowed_origins = [\"http://127.0.0.1:$node_port\"]"
@@ -360,8 +363,11 @@ if multi_turn; then
 import json, subprocess, sys
 turns, bench, model, threads, out = sys.argv[1:]
 last = json.load(open(turns))["multi_turn"]["turns"][-1]
-depth = last["cached_tokens"]
-new = last["prompt_tokens"] - depth
+depth = last.get("cached_tokens") or 0
+new = (last.get("prompt_tokens") or 0) - depth
+if depth <= 0 or new <= 0:
+    print(f"skipped: turn 10 has no cached history to measure ({last})")
+    sys.exit(0)
 rows = []
 for fa in ("on", "off"):
     run = subprocess.run([bench, "-m", model, "-t", threads, "-p", str(new), "-n", "0", "-d", f"0,{depth}",

@@ -403,7 +403,8 @@ pub async fn remove(
     {
         let _edit = nodes::EDITS.lock().await;
         // Model records are written under this lock, so no model can be
-        // placed on the node between the check and its removal.
+        // placed on the node through this host between the check and its
+        // removal (another host sharing the store has a lock of its own).
         let _models = state.downloads.records.lock().await;
         find(&state, &name).await?;
         let placed: Vec<String> = state

@@ -124,7 +124,7 @@ pub async fn edit_records<T>(
     store: &dyn Store,
     mut edit: impl FnMut(&mut Vec<NodeRecord>) -> Result<T, AppError>,
 ) -> Result<T, AppError> {
-    for _ in 0..EDIT_TRIES {
+    for attempt in 1..=EDIT_TRIES {
         let before = store.get_setting(SETTING).await?;
         let mut records: Vec<NodeRecord> = match &before {
             Some(value) => serde_json::from_value(value.clone()).map_err(unreadable)?,
@@ -141,8 +141,10 @@ pub async fn edit_records<T>(
             return Ok(out);
         }
         // Another host wrote in between; let its next edit pass first.
-        let pause = 5 + rand::random::<u64>() % 45;
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+        if attempt < EDIT_TRIES {
+            let pause = 5 + rand::random::<u64>() % 46;
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
     }
     Err(AppError::Conflict(
         "other hosts kept changing the node list; try again".to_owned(),
@@ -332,9 +334,12 @@ impl Copies {
     }
 
     /// Forgets one copy. When it was the last of its placement under
-    /// `key` and no load of that placement under `key` has begun since
-    /// (which takes it over), returns the guard under which to free it on
-    /// the node: a load that starts later waits for that free to end.
+    /// `key` and no load of that placement under `key` is in flight (which
+    /// takes it over), returns the guard under which to free it on the
+    /// node: a load that starts later waits for that free to end. Only
+    /// `key` counts, not the same model under another node name: a model
+    /// moved to another node keeps its placement, and its old node must
+    /// still let go of it.
     fn release(&self, key: &str, digest: &str) -> Option<Freeing> {
         let mut map = self.lock();
         if !remove_copy(&mut map, key, digest) {

@@ -1325,6 +1325,11 @@ impl SettingsRepo for MongoStore {
                 Err(e) => Err(e),
             };
         };
+        // An embedded document matches only with its fields in the same
+        // order. `expected` comes from `get_setting` and every value here
+        // from serde_json, so the orders agree; a value rewritten by hand
+        // with its fields in another order never matches, and its swaps
+        // fail until it is written whole again.
         let replaced = self
             .settings
             .replace_one(doc! { "_id": key, "value": to_bson(expected)? }, document)
