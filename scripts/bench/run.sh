@@ -151,6 +151,18 @@ trap cleanup EXIT
 free_port() {
     "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
+# wait_ready PID LOG URL [CURL ARGS...]: waits up to two minutes for
+# URL to answer; dies when process PID exits first or it never answers.
+wait_ready() {
+    local pid="$1" log="$2" url="$3"
+    shift 3
+    for _ in $(seq 1200); do
+        curl -fsS -o /dev/null --max-time 2 "$@" "$url" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || die "the server exited: see $log"
+        sleep 0.1
+    done
+    die "the server does not answer at $url: see $log"
+}
 # stop PID...: stops those processes and waits for them.
 stop() {
     for pid in "$@"; do
@@ -180,11 +192,7 @@ start_corral() {
     RUST_LOG="${RUST_LOG:-warn}" "$corral" serve --config "$dir/corral.toml" --bind "127.0.0.1:$port" \
         --data-dir "$dir" </dev/null >"$out/$name.log" 2>&1 &
     started_pid=$!
-    for _ in $(seq 300); do
-        curl -fsS -o /dev/null --max-time 2 "$started_url/readyz" 2>/dev/null && break
-        kill -0 "$started_pid" 2>/dev/null || die "Corral exited: see $out/$name.log"
-        sleep 0.1
-    done
+    wait_ready "$started_pid" "$out/$name.log" "$started_url/readyz"
     "$corral" admin create --data-dir "$dir" --username bench --role technician --password "$password" >/dev/null
     started_key="$("$python" - "$started_url" "$password" "$model" "$threads" "$wanted" <<'PY'
 import json, os, sys, urllib.request
@@ -276,14 +284,8 @@ if streams; then
     "$corral" node --listen "127.0.0.1:$node_port" --token-file "$data/node.token" \
         --models-dir "$(dirname "$model")" --data-dir "$data/node" </dev/null >"$out/corral-node.log" 2>&1 &
     node_pid=$!
-    for _ in $(seq 300); do
-        curl -fsS -o /dev/null --max-time 2 -H "Authorization: Bearer $node_token" \
-            "http://127.0.0.1:$node_port/health" 2>/dev/null && break
-        kill -0 "$node_pid" 2>/dev/null || die "corral node exited: see $out/corral-node.log"
-        sleep 0.1
-    done
-    curl -fsS -o /dev/null --max-time 2 -H "Authorization: Bearer $node_token" \
-        "http://127.0.0.1:$node_port/health" || die "corral node does not answer: see $out/corral-node.log"
+    wait_ready "$node_pid" "$out/corral-node.log" "http://127.0.0.1:$node_port/health" \
+        -H "Authorization: Bearer $node_token"
     export CORRAL_BENCH_NODE_TOKEN="$node_token"
     start_corral corral-on-node "bench-llama@node=http://127.0.0.1:$node_port" \
         "node_allowed_origins = [\"http://127.0.0.1:$node_port\"]"
@@ -303,11 +305,7 @@ if streams; then
     "$bin/llama-server" -m "$model" -t "$threads" --parallel 8 -c 8192 --host 127.0.0.1 \
         --port "$upstream_port" -a bench-upstream </dev/null >"$out/upstream-llama-server.log" 2>&1 &
     upstream_pid=$!
-    for _ in $(seq 1200); do
-        curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$upstream_port/health" 2>/dev/null && break
-        kill -0 "$upstream_pid" 2>/dev/null || die "llama-server exited: see $out/upstream-llama-server.log"
-        sleep 0.1
-    done
+    wait_ready "$upstream_pid" "$out/upstream-llama-server.log" "http://127.0.0.1:$upstream_port/health"
     start_corral corral-upstream "bench-upstream=http://127.0.0.1:$upstream_port/v1" \
         "upstream_allowed_origins = [\"http://127.0.0.1:$upstream_port\"]"
     gateway_pid="$started_pid"

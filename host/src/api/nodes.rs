@@ -173,16 +173,6 @@ async fn view_one(state: &AppState, record: &NodeRecord) -> ApiResult<NodeView> 
     Ok(view(state, record, &state.store.list_models().await?))
 }
 
-/// The stored node called `name`.
-async fn find(state: &AppState, name: &str) -> ApiResult<NodeRecord> {
-    nodes::read_records(state.store.as_ref())
-        .await?
-        .map_err(nodes::unreadable)?
-        .into_iter()
-        .find(|r| r.name == name)
-        .ok_or(AppError::NotFound("worker node"))
-}
-
 /// Asks the node for its health now, so that the answer shows it.
 async fn poll_now(state: &AppState, name: &str) {
     if let Some(link) = state.nodes.link(name) {
@@ -406,7 +396,6 @@ pub async fn remove(
         // placed on the node through this host between the check and its
         // removal (another host sharing the store has a lock of its own).
         let _models = state.downloads.records.lock().await;
-        find(&state, &name).await?;
         let placed: Vec<String> = state
             .store
             .list_models()
@@ -415,17 +404,17 @@ pub async fn remove(
             .filter(|m| m.node.as_deref() == Some(name.as_str()))
             .map(|m| m.name)
             .collect();
-        if !placed.is_empty() {
-            return Err(AppError::Conflict(format!(
-                "models are placed on `{name}`: {}; move them first",
-                placed.join(", ")
-            )));
-        }
         nodes::edit_records(state.store.as_ref(), |records| {
             let index = records
                 .iter()
                 .position(|r| r.name == name)
                 .ok_or(AppError::NotFound("worker node"))?;
+            if !placed.is_empty() {
+                return Err(AppError::Conflict(format!(
+                    "models are placed on `{name}`: {}; move them first",
+                    placed.join(", ")
+                )));
+            }
             records.remove(index);
             Ok(())
         })

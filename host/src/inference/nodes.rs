@@ -153,7 +153,7 @@ pub async fn edit_records<T>(
 
 /// The error for a stored node list that cannot be read. It is never
 /// written over: what it holds stays for an operator to mend.
-pub fn unreadable(e: serde_json::Error) -> StoreError {
+fn unreadable(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(format!("the stored list of nodes is unreadable: {e}"))
 }
 
