@@ -254,6 +254,15 @@ start_worker_corral() {
     worker_pid="$started_pid" worker_url="$started_url" worker_key="$started_key"
 }
 
+# bench_started LABEL MODEL: benchmarks MODEL on the Corral started last,
+# into $out/LABEL.json, added to the comparison.
+bench_started() {
+    "$python" "$here/bench.py" --target corral --label "$1" --url "$started_url" \
+        --api-key "$started_key" --model-name "$2" --server-pid "$started_pid" \
+        --json "$out/$1.json" "${extra[@]}" >/dev/null
+    results+=("$out/$1.json")
+}
+
 if streams; then
     section "Benchmark: Corral, llama.cpp backend, $threads threads"
     "$python" "$here/bench.py" --target corral --label "corral-llama" --url "$url" --api-key "$key" \
@@ -290,10 +299,7 @@ if streams; then
     start_corral corral-on-node "bench-llama@node=http://127.0.0.1:$node_port" \
         "node_allowed_origins = [\"http://127.0.0.1:$node_port\"]"
     on_node_pid="$started_pid"
-    "$python" "$here/bench.py" --target corral --label "corral-llama-node" --url "$started_url" \
-        --api-key "$started_key" --model-name bench-llama --server-pid "$on_node_pid" \
-        --json "$out/corral-llama-node.json" "${extra[@]}" >/dev/null
-    results+=("$out/corral-llama-node.json")
+    bench_started corral-llama-node bench-llama
     stop "$on_node_pid" "$node_pid"
     on_node_pid="" node_pid=""
 
@@ -309,10 +315,7 @@ if streams; then
     start_corral corral-upstream "bench-upstream=http://127.0.0.1:$upstream_port/v1" \
         "upstream_allowed_origins = [\"http://127.0.0.1:$upstream_port\"]"
     gateway_pid="$started_pid"
-    "$python" "$here/bench.py" --target corral --label "corral-upstream" --url "$started_url" \
-        --api-key "$started_key" --model-name bench-upstream --server-pid "$gateway_pid" \
-        --json "$out/corral-upstream.json" "${extra[@]}" >/dev/null
-    results+=("$out/corral-upstream.json")
+    bench_started corral-upstream bench-upstream
     stop "$gateway_pid" "$upstream_pid"
     gateway_pid="" upstream_pid=""
 
