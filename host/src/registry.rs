@@ -652,6 +652,13 @@ pub async fn create(state: &AppState, req: NewModel) -> ApiResult<ModelRecord> {
             .create_model(&model)
             .await
             .map_err(name_conflict)?;
+        if let Some(node) = &model.node {
+            if let Err(gone) = check_node(state, node).await {
+                // Removed through another host meanwhile (see `check_node`).
+                state.store.delete_model(&model.id).await?;
+                return Err(gone);
+            }
+        }
     }
     if fetch {
         state.downloads.start(&model).await;
@@ -724,7 +731,11 @@ pub async fn register_demo_model(state: &AppState) -> anyhow::Result<Option<Mode
 }
 
 /// Refuses a worker node that is not registered. Checked under the records
-/// lock right before a write, which is also held while a node is removed.
+/// lock, which is also held while a node is removed through this host, right
+/// before a placement is written, and again right after it: a node removed
+/// through another host sharing the store checks the models after its own
+/// write, so that of two such writes at least one sees the other and is
+/// undone (both may be), and no model is left on a node that is gone.
 async fn check_node(state: &AppState, node: &str) -> ApiResult<()> {
     let known = crate::inference::nodes::load_records(state.store.as_ref())
         .await?
@@ -876,18 +887,21 @@ async fn write_update(
     local: Option<LocalSource>,
     guard: tokio::sync::MutexGuard<'_, ()>,
 ) -> ApiResult<(ModelRecord, ModelRecord)> {
+    let mut cancelled = false;
     if refetch {
         if prepare_source(&mut model, local.as_ref()) {
             // Keeps `file_path` and `size_bytes`: the old file serves until
             // the new one is ready.
         } else {
             state.downloads.cancel(&model.id).await;
+            cancelled = true;
         }
     }
     if model == before {
         return Ok((before, model));
     }
-    if let Some(node) = model.node.as_deref().filter(|_| model.node != before.node) {
+    let new_node = model.node.clone().filter(|_| model.node != before.node);
+    if let Some(node) = &new_node {
         check_node(state, node).await?;
     }
     model.updated_at = now();
@@ -896,6 +910,18 @@ async fn write_update(
         .update_model(&model)
         .await
         .map_err(name_conflict)?;
+    if let Some(node) = &new_node {
+        if let Err(gone) = check_node(state, node).await {
+            // Removed through another host meanwhile (see `check_node`):
+            // the edit is undone as a whole.
+            state.store.update_model(&before).await?;
+            drop(guard);
+            if cancelled && before.status == ModelStatus::Downloading {
+                state.downloads.start(&before).await;
+            }
+            return Err(gone);
+        }
+    }
     drop(guard);
     if before.name != model.name {
         rename_fallback(state, &before.name, Some(&model.name)).await;

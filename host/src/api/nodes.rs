@@ -376,6 +376,25 @@ pub async fn update(
     Ok(Json(view_one(&state, &record).await?))
 }
 
+/// Names of the models placed on the node `name`.
+async fn placed_on(state: &AppState, name: &str) -> ApiResult<Vec<String>> {
+    Ok(state
+        .store
+        .list_models()
+        .await?
+        .into_iter()
+        .filter(|m| m.node.as_deref() == Some(name))
+        .map(|m| m.name)
+        .collect())
+}
+
+fn in_use(name: &str, placed: &[String]) -> AppError {
+    AppError::Conflict(format!(
+        "models are placed on `{name}`: {}; move them first",
+        placed.join(", ")
+    ))
+}
+
 /// Remove a node. Models placed on it must be moved first (set their
 /// `node` to another node or to `""`).
 #[utoipa::path(delete, path = "/api/nodes/{name}", tag = "nodes",
@@ -394,31 +413,35 @@ pub async fn remove(
         let _edit = nodes::EDITS.lock().await;
         // Model records are written under this lock, so no model can be
         // placed on the node through this host between the check and its
-        // removal (another host sharing the store has a lock of its own).
+        // removal. Another host sharing the store has a lock of its own:
+        // its placement checks the node list again after writing, and the
+        // models are checked again here after the removal, so that of two
+        // such writes at least one is undone.
         let _models = state.downloads.records.lock().await;
-        let placed: Vec<String> = state
-            .store
-            .list_models()
-            .await?
-            .into_iter()
-            .filter(|m| m.node.as_deref() == Some(name.as_str()))
-            .map(|m| m.name)
-            .collect();
-        nodes::edit_records(state.store.as_ref(), |records| {
+        let placed = placed_on(&state, &name).await?;
+        let (index, removed) = nodes::edit_records(state.store.as_ref(), |records| {
             let index = records
                 .iter()
                 .position(|r| r.name == name)
                 .ok_or(AppError::NotFound("worker node"))?;
             if !placed.is_empty() {
-                return Err(AppError::Conflict(format!(
-                    "models are placed on `{name}`: {}; move them first",
-                    placed.join(", ")
-                )));
+                return Err(in_use(&name, &placed));
             }
-            records.remove(index);
-            Ok(())
+            Ok((index, records.remove(index)))
         })
         .await?;
+        let placed = placed_on(&state, &name).await?;
+        if !placed.is_empty() {
+            // Placed through another host meanwhile: the node stays.
+            nodes::edit_records(state.store.as_ref(), |records| {
+                if !records.iter().any(|r| r.name == name) {
+                    records.insert(index.min(records.len()), removed.clone());
+                }
+                Ok(())
+            })
+            .await?;
+            return Err(in_use(&name, &placed));
+        }
         state.nodes.remove(&name);
     }
     audit(&state, &caller, "node.delete", &name, json!({})).await?;

@@ -455,7 +455,7 @@ def test_a_model_runs_on_the_node_it_is_placed_on(host, nodes, registered, ai):
     # The node's report (asked for every second) shows it.
     wait_until(
         lambda: [m["name"] for m in node_view(tech, "node-b")["loaded"]] == ["words"],
-        3,
+        10,
         "node B reports the model",
     )
     assert node_view(tech, "node-b")["placed"] == ["words"]
@@ -774,6 +774,87 @@ def test_a_node_moved_through_one_host_moves_the_models_the_other_host_runs(corr
             tech.ok("DELETE", "/api/nodes/node-m", expect=(204,))
 
 
+def test_a_node_removed_through_one_host_while_the_other_places_a_model_on_it(corral_bin, tmp_path, host, nodes):
+    """Two hosts on one MongoDB database: one removes a node while the other
+    places a model on it (by a change, or with a new model), at the same
+    moment, round after round. At most one of the two succeeds, and no
+    model is ever left on a node that is gone."""
+    if not host.database:
+        pytest.skip("hosts share a store only on MongoDB (CORRAL_E2E_STORE=mongodb)")
+    a, b, proxy = nodes
+    models = host.data / "models"
+    config = (
+        f"node_allowed_origins = {json.dumps([proxy.url, b.url])}\n"
+        f"model_dirs = {json.dumps([str(models)])}\n"
+    )
+    other = CorralServer(corral_bin, tmp_path / "other", config, database=host.database)
+    other.start(backends_dir=str(backends_with_fault(corral_bin, tmp_path / "backends")))
+    here = host.tech
+    source = str(models / FILE)
+    moved = here.ok("POST", "/api/models", json={"name": "racing", "backend": "fault", "source": source}, expect=(202,))
+    outcomes = []
+    try:
+        there = account(other, "racing-tech", "technician")
+        for round_no in range(24):
+            node = f"race-{round_no}"
+            here.ok("POST", "/api/nodes", json={"name": node, "url": b.url, "token": b.token}, expect=(201,))
+            new_model = round_no % 2 == 1
+            start = threading.Barrier(2)
+            status = {}
+
+            def remove():
+                start.wait()
+                status["remove"] = here.request("DELETE", f"/api/nodes/{node}")
+
+            def place_there():
+                start.wait()
+                if new_model:
+                    body = {"name": f"racing-{round_no}", "backend": "fault", "source": source, "node": node}
+                    status["place"] = there.request("POST", "/api/models", json=body)
+                else:
+                    status["place"] = there.request("PATCH", f"/api/models/{moved['id']}", json={"node": node})
+
+            threads = [threading.Thread(target=remove), threading.Thread(target=place_there)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            removed, placed = status["remove"], status["place"]
+            assert removed.status_code in (204, 409), removed.text
+            assert placed.status_code in (200, 202, 422), placed.text
+            if removed.status_code == 409:
+                assert "models are placed on" in error_of(removed)["message"], removed.text
+            if placed.status_code == 422:
+                assert "no worker node is called" in placed.text, placed.text
+            removed_ok, placed_ok = removed.status_code == 204, placed.status_code in (200, 202)
+            outcomes.append((removed_ok, placed_ok))
+            assert not (removed_ok and placed_ok), f"round {round_no}: both the removal and the placement succeeded"
+
+            # What is stored agrees with the answers, seen from both hosts.
+            for client in (here, there):
+                listed = {n["name"] for n in client.ok("GET", "/api/nodes")["items"]}
+                on_node = [m["name"] for m in client.ok("GET", "/api/models")["items"] if m.get("node") == node]
+                assert (node in listed) == (not removed_ok), f"round {round_no}: {listed}"
+                if node not in listed:
+                    assert on_node == [], f"round {round_no}: {on_node} left on the removed node"
+
+            # Back to the start: the model off the node, the node gone.
+            if new_model and placed_ok:
+                here.ok("DELETE", f"/api/models/{placed.json()['id']}", expect=(204,))
+            if not new_model:
+                place(here, moved, "")
+            if not removed_ok:
+                here.ok("DELETE", f"/api/nodes/{node}", expect=(204,))
+        print(
+            "removal against placement on two hosts, 24 rounds: "
+            f"{sum(r for r, _ in outcomes)} removals won, {sum(p for _, p in outcomes)} placements won, "
+            f"{sum(not r and not p for r, p in outcomes)} both refused"
+        )
+    finally:
+        other.stop()
+        here.ok("DELETE", f"/api/models/{moved['id']}", expect=(204,))
+
+
 def test_a_hostile_node_cannot_make_the_host_hold_its_garbage(host, hostile, registered, ai):
     tech = host.tech
     tech.ok("POST", "/api/nodes", json={"name": "hostile", "url": hostile, "token": "h" * 32}, expect=(201,))
@@ -830,7 +911,7 @@ def test_a_real_model_runs_on_a_node(host, nodes, registered, ai, demo_model):
     assert answer.usage.prompt_tokens > 5 and answer.usage.completion_tokens == 8, answer.usage
     wait_until(
         lambda: "gemma-on-b" in [m["name"] for m in node_view(host.tech, "node-b")["loaded"]],
-        3,
+        10,
         "node B reports the model",
     )
     # The host's runtime lists it as loaded (there, on the node), with the
