@@ -655,7 +655,9 @@ pub async fn create(state: &AppState, req: NewModel) -> ApiResult<ModelRecord> {
         if let Some(node) = &model.node {
             if let Err(gone) = check_node(state, node).await {
                 // Removed through another host meanwhile (see `check_node`).
-                state.store.delete_model(&model.id).await?;
+                if let Err(e) = state.store.delete_model(&model.id).await {
+                    tracing::error!(model = %model.name, error = %e, "could not take back a model placed on a removed node");
+                }
                 return Err(gone);
             }
         }
@@ -877,6 +879,41 @@ async fn apply_changes(
     Ok((model, refetch, local))
 }
 
+/// Takes back an edit that placed a model on a node removed meanwhile
+/// through another host (see `check_node`): the record goes back to
+/// `before`, unless another host changed it since `written` was stored (or
+/// `before` cannot be written again); then only its node goes back. Should
+/// that node be gone by now too, the model comes back to this host.
+async fn undo_placement(state: &AppState, before: &ModelRecord, written: &ModelRecord) {
+    let undo = async {
+        let Some(stored) = state.store.get_model(&written.id).await? else {
+            return Ok(());
+        };
+        if stored.node != written.node {
+            // Moved on by another edit: that one stands.
+            return Ok(());
+        }
+        let mut back = before.clone();
+        if stored != *written || state.store.update_model(before).await.is_err() {
+            back = ModelRecord {
+                node: before.node.clone(),
+                ..stored
+            };
+            state.store.update_model(&back).await?;
+        }
+        if let Some(old) = &back.node {
+            if check_node(state, old).await.is_err() {
+                back.node = None;
+                state.store.update_model(&back).await?;
+            }
+        }
+        Ok::<(), AppError>(())
+    };
+    if let Err(e) = undo.await {
+        tracing::error!(model = %written.name, error = %e.body().message, "could not take back a model placed on a removed node");
+    }
+}
+
 /// Writes a checked edit; `guard` is the records lock, held since the
 /// record was last read.
 async fn write_update(
@@ -887,17 +924,14 @@ async fn write_update(
     local: Option<LocalSource>,
     guard: tokio::sync::MutexGuard<'_, ()>,
 ) -> ApiResult<(ModelRecord, ModelRecord)> {
-    let mut cancelled = false;
-    if refetch {
-        if prepare_source(&mut model, local.as_ref()) {
-            // Keeps `file_path` and `size_bytes`: the old file serves until
-            // the new one is ready.
-        } else {
-            state.downloads.cancel(&model.id).await;
-            cancelled = true;
-        }
-    }
+    // A source that needs no fetch stops the download of the old one, once
+    // the edit stands. (One that does keeps `file_path` and `size_bytes`:
+    // the old file serves until the new one is ready.)
+    let stop_download = refetch && !prepare_source(&mut model, local.as_ref());
     if model == before {
+        if stop_download {
+            state.downloads.cancel(&model.id).await;
+        }
         return Ok((before, model));
     }
     let new_node = model.node.clone().filter(|_| model.node != before.node);
@@ -912,15 +946,12 @@ async fn write_update(
         .map_err(name_conflict)?;
     if let Some(node) = &new_node {
         if let Err(gone) = check_node(state, node).await {
-            // Removed through another host meanwhile (see `check_node`):
-            // the edit is undone as a whole.
-            state.store.update_model(&before).await?;
-            drop(guard);
-            if cancelled && before.status == ModelStatus::Downloading {
-                state.downloads.start(&before).await;
-            }
+            undo_placement(state, &before, &model).await;
             return Err(gone);
         }
+    }
+    if stop_download {
+        state.downloads.cancel(&model.id).await;
     }
     drop(guard);
     if before.name != model.name {

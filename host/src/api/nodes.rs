@@ -430,17 +430,24 @@ pub async fn remove(
             Ok((index, records.remove(index)))
         })
         .await?;
-        let placed = placed_on(&state, &name).await?;
-        if !placed.is_empty() {
-            // Placed through another host meanwhile: the node stays.
-            nodes::edit_records(state.store.as_ref(), |records| {
+        let placed = placed_on(&state, &name).await;
+        if !matches!(&placed, Ok(placed) if placed.is_empty()) {
+            // Placed through another host meanwhile (or that cannot be
+            // told): the node stays.
+            let back = nodes::edit_records(state.store.as_ref(), |records| {
                 if !records.iter().any(|r| r.name == name) {
                     records.insert(index.min(records.len()), removed.clone());
                 }
                 Ok(())
             })
-            .await?;
-            return Err(in_use(&name, &placed));
+            .await;
+            if let Err(e) = back {
+                tracing::error!(node = %name, error = %e.body().message, "could not put back a node that models were placed on");
+            }
+            return Err(match placed {
+                Ok(placed) => in_use(&name, &placed),
+                Err(e) => e,
+            });
         }
         state.nodes.remove(&name);
     }

@@ -776,9 +776,10 @@ def test_a_node_moved_through_one_host_moves_the_models_the_other_host_runs(corr
 
 def test_a_node_removed_through_one_host_while_the_other_places_a_model_on_it(corral_bin, tmp_path, host, nodes):
     """Two hosts on one MongoDB database: one removes a node while the other
-    places a model on it (by a change, or with a new model), at the same
-    moment, round after round. At most one of the two succeeds, and no
-    model is ever left on a node that is gone."""
+    places a model on it at the same moment, round after round: by a change,
+    with a new model, or by a move from a node that is removed at the same
+    moment too. At most one of removal and placement succeeds, and no model
+    is ever left on a node that is gone."""
     if not host.database:
         pytest.skip("hosts share a store only on MongoDB (CORRAL_E2E_STORE=mongodb)")
     a, b, proxy = nodes
@@ -789,32 +790,46 @@ def test_a_node_removed_through_one_host_while_the_other_places_a_model_on_it(co
     )
     other = CorralServer(corral_bin, tmp_path / "other", config, database=host.database)
     other.start(backends_dir=str(backends_with_fault(corral_bin, tmp_path / "backends")))
-    here = host.tech
+    here, here_too = host.tech, account(host, "racing-tech-here", "technician")
     source = str(models / FILE)
     moved = here.ok("POST", "/api/models", json={"name": "racing", "backend": "fault", "source": source}, expect=(202,))
+
+    def register(node):
+        here.ok("POST", "/api/nodes", json={"name": node, "url": b.url, "token": b.token}, expect=(201,))
+
     outcomes = []
     try:
         there = account(other, "racing-tech", "technician")
-        for round_no in range(24):
-            node = f"race-{round_no}"
-            here.ok("POST", "/api/nodes", json={"name": node, "url": b.url, "token": b.token}, expect=(201,))
-            new_model = round_no % 2 == 1
-            start = threading.Barrier(2)
+        for round_no in range(30):
+            kind = ("change", "new model", "move")[round_no % 3]
+            node, old = f"race-{round_no}", f"race-{round_no}-old"
+            register(node)
+            if kind == "move":
+                register(old)
+                place(here, moved, old)
             status = {}
 
             def remove():
-                start.wait()
                 status["remove"] = here.request("DELETE", f"/api/nodes/{node}")
 
+            def remove_old():
+                status["remove old"] = here_too.request("DELETE", f"/api/nodes/{old}")
+
             def place_there():
-                start.wait()
-                if new_model:
+                if kind == "new model":
                     body = {"name": f"racing-{round_no}", "backend": "fault", "source": source, "node": node}
                     status["place"] = there.request("POST", "/api/models", json=body)
                 else:
                     status["place"] = there.request("PATCH", f"/api/models/{moved['id']}", json={"node": node})
 
-            threads = [threading.Thread(target=remove), threading.Thread(target=place_there)]
+            calls = [remove, place_there] + ([remove_old] if kind == "move" else [])
+            start = threading.Barrier(len(calls))
+
+            def at_once(call):
+                start.wait()
+                call()
+
+            threads = [threading.Thread(target=at_once, args=(call,)) for call in calls]
             for t in threads:
                 t.start()
             for t in threads:
@@ -826,27 +841,38 @@ def test_a_node_removed_through_one_host_while_the_other_places_a_model_on_it(co
                 assert "models are placed on" in error_of(removed)["message"], removed.text
             if placed.status_code == 422:
                 assert "no worker node is called" in placed.text, placed.text
+            if kind == "move":
+                assert status["remove old"].status_code in (204, 409), status["remove old"].text
             removed_ok, placed_ok = removed.status_code == 204, placed.status_code in (200, 202)
             outcomes.append((removed_ok, placed_ok))
-            assert not (removed_ok and placed_ok), f"round {round_no}: both the removal and the placement succeeded"
+            assert not (removed_ok and placed_ok), f"round {round_no} ({kind}): both the removal and the placement succeeded"
 
             # What is stored agrees with the answers, seen from both hosts.
             for client in (here, there):
                 listed = {n["name"] for n in client.ok("GET", "/api/nodes")["items"]}
-                on_node = [m["name"] for m in client.ok("GET", "/api/models")["items"] if m.get("node") == node]
-                assert (node in listed) == (not removed_ok), f"round {round_no}: {listed}"
-                if node not in listed:
-                    assert on_node == [], f"round {round_no}: {on_node} left on the removed node"
+                assert (node in listed) == (not removed_ok), f"round {round_no} ({kind}): {listed}"
+                stranded = [
+                    (m["name"], m["node"])
+                    for m in client.ok("GET", "/api/models")["items"]
+                    if m.get("node") and m["node"] not in listed
+                ]
+                assert stranded == [], f"round {round_no} ({kind}): models left on removed nodes"
+                if kind != "new model" and not placed_ok:
+                    # A placement taken back returns the model to its
+                    # earlier node, or to the host when that one is gone.
+                    earlier = old if kind == "move" and old in listed else None
+                    assert client.ok("GET", f"/api/models/{moved['id']}").get("node") == earlier, f"round {round_no}"
 
-            # Back to the start: the model off the node, the node gone.
-            if new_model and placed_ok:
+            # Back to the start: the model off the nodes, the nodes gone.
+            if kind == "new model" and placed_ok:
                 here.ok("DELETE", f"/api/models/{placed.json()['id']}", expect=(204,))
-            if not new_model:
+            if kind != "new model":
                 place(here, moved, "")
-            if not removed_ok:
-                here.ok("DELETE", f"/api/nodes/{node}", expect=(204,))
+            for name in (node, old):
+                if name in {n["name"] for n in here.ok("GET", "/api/nodes")["items"]}:
+                    here.ok("DELETE", f"/api/nodes/{name}", expect=(204,))
         print(
-            "removal against placement on two hosts, 24 rounds: "
+            "removal against placement on two hosts, 30 rounds: "
             f"{sum(r for r, _ in outcomes)} removals won, {sum(p for _, p in outcomes)} placements won, "
             f"{sum(not r and not p for r, p in outcomes)} both refused"
         )
