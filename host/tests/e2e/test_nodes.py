@@ -717,20 +717,28 @@ def test_hosts_sharing_a_store_follow_each_others_node_edits(corral_bin, tmp_pat
         other.stop()
 
 
+def second_host(corral_bin: str, tmp_path: Path, host: CorralServer, nodes) -> CorralServer:
+    """Another host on the MongoDB database of `host`, with the `fault`
+    backend and the host's models folder (the test is skipped on SQLite)."""
+    if not host.database:
+        pytest.skip("hosts share a store only on MongoDB (CORRAL_E2E_STORE=mongodb)")
+    a, b, proxy = nodes
+    config = (
+        f"node_allowed_origins = {json.dumps([proxy.url, b.url])}\n"
+        f"model_dirs = {json.dumps([str(host.data / 'models')])}\n"
+    )
+    other = CorralServer(corral_bin, tmp_path / "other", config, database=host.database)
+    other.start(backends_dir=str(backends_with_fault(corral_bin, tmp_path / "backends")))
+    return other
+
+
 def test_a_node_moved_through_one_host_moves_the_models_the_other_host_runs(corral_bin, tmp_path, host, nodes):
     """Two hosts on one MongoDB database: when a technician on one host
     points a node at another server, the other host lets go of the model it
     runs there and runs it through the new address and token."""
-    if not host.database:
-        pytest.skip("hosts share a store only on MongoDB (CORRAL_E2E_STORE=mongodb)")
     a, b, proxy = nodes
     models = host.data / "models"
-    config = (
-        f"node_allowed_origins = {json.dumps([proxy.url, b.url])}\n"
-        f"model_dirs = {json.dumps([str(models)])}\n"
-    )
-    other = CorralServer(corral_bin, tmp_path / "other", config, database=host.database)
-    other.start(backends_dir=str(backends_with_fault(corral_bin, tmp_path / "backends")))
+    other = second_host(corral_bin, tmp_path, host, nodes)
     tech = host.tech
     model = None
     try:
@@ -780,16 +788,9 @@ def test_a_node_removed_through_one_host_while_the_other_places_a_model_on_it(co
     with a new model, or by a move from a node that is removed at the same
     moment too. At most one of removal and placement succeeds, and no model
     is ever left on a node that is gone."""
-    if not host.database:
-        pytest.skip("hosts share a store only on MongoDB (CORRAL_E2E_STORE=mongodb)")
     a, b, proxy = nodes
     models = host.data / "models"
-    config = (
-        f"node_allowed_origins = {json.dumps([proxy.url, b.url])}\n"
-        f"model_dirs = {json.dumps([str(models)])}\n"
-    )
-    other = CorralServer(corral_bin, tmp_path / "other", config, database=host.database)
-    other.start(backends_dir=str(backends_with_fault(corral_bin, tmp_path / "backends")))
+    other = second_host(corral_bin, tmp_path, host, nodes)
     here, here_too = host.tech, account(host, "racing-tech-here", "technician")
     source = str(models / FILE)
     moved = here.ok("POST", "/api/models", json={"name": "racing", "backend": "fault", "source": source}, expect=(202,))
