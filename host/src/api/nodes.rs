@@ -51,6 +51,12 @@ pub struct NodeView {
     #[serde(with = "serde_millis_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_seen: Option<DateTime<Utc>>,
+    /// The latest reason it was marked down, shown after it is up again too.
+    pub last_error: Option<String>,
+    /// When it was last marked down.
+    #[serde(with = "serde_millis_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_error_at: Option<DateTime<Utc>>,
     /// From its last answer: Corral's version on the node.
     pub version: Option<String>,
     /// From its last answer: the backends it can run.
@@ -150,6 +156,12 @@ fn view(state: &AppState, record: &NodeRecord, models: &[ModelRecord]) -> NodeVi
         reason: health.as_ref().and_then(|h| h.reason.clone()),
         since: health.as_ref().map_or(record.updated_at, |h| h.since),
         last_seen: health.as_ref().and_then(|h| h.last_seen),
+        last_error: health
+            .as_ref()
+            .and_then(|h| h.last_error.as_ref().map(|(e, _)| e.clone())),
+        last_error_at: health
+            .as_ref()
+            .and_then(|h| h.last_error.as_ref().map(|(_, at)| *at)),
         version: report.as_ref().map(|r| r.version.clone()),
         backends: report
             .as_ref()

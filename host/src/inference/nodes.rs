@@ -177,6 +177,10 @@ pub struct Health {
     pub since: DateTime<Utc>,
     /// Its last good answer.
     pub last_seen: Option<DateTime<Utc>>,
+    /// The latest reason it was marked down, and when; kept after it is
+    /// up again, so that a node that fails and recovers between two looks
+    /// still shows why.
+    pub last_error: Option<(String, DateTime<Utc>)>,
     pub report: Option<NodeReport>,
 }
 
@@ -199,6 +203,7 @@ impl Link {
                 reason: None,
                 since: Utc::now(),
                 last_seen: None,
+                last_error: None,
                 report: None,
             }),
         }
@@ -236,11 +241,13 @@ impl Link {
 
     fn set_down(&self, reason: String) {
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Utc::now();
         if health.status != NodeStatus::Down {
             tracing::warn!(node = %self.name, %reason, "node is down");
-            health.since = Utc::now();
+            health.since = now;
         }
         health.status = NodeStatus::Down;
+        health.last_error = Some((reason.clone(), now));
         health.reason = Some(reason);
     }
 

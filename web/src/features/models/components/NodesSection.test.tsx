@@ -20,6 +20,8 @@ const node = (over: Record<string, unknown>) => ({
   reason: null,
   since: "2026-11-28T10:00:00Z",
   last_seen: "2026-11-28T10:00:05Z",
+  last_error: null,
+  last_error_at: null,
   version: "0.1.0",
   backends: ["llama", "candle"],
   memory_total_bytes: 64 * 1024 ** 3,
@@ -47,7 +49,20 @@ describe("NodesSection", () => {
       json({
         items: [
           node({}),
-          node({ name: "gpu-2", status: "down", reason: "no answer within 2 s", loaded: [], placed: [] }),
+          node({
+            name: "gpu-2",
+            status: "down",
+            reason: "no answer within 2 s",
+            last_error: "no answer within 2 s",
+            last_error_at: "2026-11-28T10:01:00Z",
+            loaded: [],
+            placed: [],
+          }),
+          node({
+            name: "gpu-3",
+            last_error: "a frame longer than 4194304 bytes",
+            last_error_at: "2026-11-28T09:59:00Z",
+          }),
         ],
       }),
     );
@@ -60,6 +75,13 @@ describe("NodesSection", () => {
     const down = screen.getByRole("rowheader", { name: /gpu-2/ }).closest("tr")!;
     expect(within(down).getByText("Down")).toBeInTheDocument();
     expect(within(down).getByText("no answer within 2 s")).toBeInTheDocument();
+    // Down now: the reason is shown once, not repeated as the last error.
+    expect(within(down).queryByText(/Last down/)).not.toBeInTheDocument();
+    // Up again: why it last went down stays in view.
+    const recovered = screen.getByRole("rowheader", { name: /gpu-3/ }).closest("tr")!;
+    expect(within(recovered).getByText("Up")).toBeInTheDocument();
+    expect(within(recovered).getByText(/Last down .*: a frame longer than 4194304 bytes/)).toBeInTheDocument();
+    expect(within(up).queryByText(/Last down/)).not.toBeInTheDocument();
   });
 
   it("registers a node with its token and shows the server's verdict on a field", async () => {

@@ -110,6 +110,11 @@ function NodeRow({ node, onEdit, onRemove }: { node: NodeView; onEdit: () => voi
           {t(`nodes.status.${node.status}`)}
         </span>
         {node.reason && <span className="mt-1 block text-xs">{node.reason}</span>}
+        {node.status !== "down" && node.last_error && node.last_error_at && (
+          <span className="mt-1 block text-xs muted">
+            {t("nodes.lastError", { time: formatDateTime(node.last_error_at), reason: node.last_error })}
+          </span>
+        )}
         <span className="mt-1 block text-xs muted">
           {node.last_seen ? t("nodes.lastSeen", { time: formatDateTime(node.last_seen) }) : t("nodes.neverSeen")}
         </span>
