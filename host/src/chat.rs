@@ -695,9 +695,9 @@ impl Run {
             usage: Some(answer.usage.clone()),
             annotations: Some(answer.annotations.clone()),
         };
-        if let Err(err) = state.store.update_message(&answer.id, &end).await {
-            tracing::error!(%err, chat = %self.chat.id, "could not store an answer");
-        }
+        // The chat is touched first: the answer's final status is the last
+        // write before the chat is free again, so a client that sees the
+        // answer settled can send the next message at once.
         let touch = ChatUpdate {
             updated_at: Some(now()),
             ..Default::default()
@@ -709,6 +709,9 @@ impl Run {
         {
             // A chat deleted while it was answered ends up here.
             tracing::debug!(%err, chat = %self.chat.id, "could not touch the chat");
+        }
+        if let Err(err) = state.store.update_message(&answer.id, &end).await {
+            tracing::error!(%err, chat = %self.chat.id, "could not store an answer");
         }
         let chat_id = self.chat.id.clone();
         self.send(match error {
