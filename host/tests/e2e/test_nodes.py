@@ -342,8 +342,10 @@ def place(tech: Api, model: dict, node: str) -> dict:
 
 def test_a_registered_node_reports_itself_and_its_token_is_never_shown(host, nodes, registered):
     a, b, proxy = nodes
+    # One health answer late by 2 s on a busy machine marks a node down until
+    # the next, so "up" is waited for rather than read once.
+    wait_until(lambda: node_view(host.tech, "node-b")["status"] == "up", 5, "node B is up")
     view = node_view(host.tech, "node-b")
-    assert view["status"] == "up", view
     assert "fault" in view["backends"], view
     assert view["memory_total_bytes"] > view["memory_available_bytes"] > 0, view
     assert view["url"] == b.url
@@ -370,7 +372,8 @@ def test_only_technicians_manage_nodes(host, registered):
         assert r.status_code == 403, r.text
         assert api.delete("/api/nodes/node-b").status_code == 403
         assert api.patch("/api/nodes/node-b", json={"token": "t" * 32}).status_code == 403
-    assert node_view(host.tech, "node-b")["status"] == "up"
+    assert [n["name"] for n in host.tech.ok("GET", "/api/nodes")["items"]].count("node-b") == 1
+    wait_until(lambda: node_view(host.tech, "node-b")["status"] == "up", 5, "node B is up")
 
 
 def test_node_addresses_and_tokens_are_checked(host, nodes, registered):
@@ -655,7 +658,9 @@ def test_a_node_frees_what_a_killed_host_placed_once_its_lease_runs_out(corral_b
         killed_at = time.monotonic()
         wait_until(lambda: not node.held(model["id"]), 20, "the node frees the killed host's model")
         freed_after = time.monotonic() - killed_at
-        assert freed_after >= 7.5, f"freed {freed_after:.2f} s after the kill, before the lease ran out"
+        # The lease runs from the last health call the node heard: about a
+        # second before the kill, a few seconds on a busy machine.
+        assert freed_after >= 6.0, f"freed {freed_after:.2f} s after the kill, before the lease ran out"
         print(f"a killed host's model: freed {freed_after:.2f} s after the kill (lease 10 s)")
         assert node.proc.poll() is None
     finally:
