@@ -153,7 +153,7 @@ fn view(state: &AppState, record: &NodeRecord, models: &[ModelRecord]) -> NodeVi
         name: record.name.clone(),
         url: record.url.clone(),
         status: health.as_ref().map_or(NodeStatus::Unknown, |h| h.status),
-        reason: health.as_ref().and_then(|h| h.reason.clone()),
+        reason: health.as_ref().and_then(|h| h.reason().map(str::to_owned)),
         since: health.as_ref().map_or(record.updated_at, |h| h.since),
         last_seen: health.as_ref().and_then(|h| h.last_seen),
         last_error: health

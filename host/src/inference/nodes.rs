@@ -171,8 +171,6 @@ pub enum NodeStatus {
 #[derive(Debug, Clone)]
 pub struct Health {
     pub status: NodeStatus,
-    /// Why it is down.
-    pub reason: Option<String>,
     /// When the status last changed.
     pub since: DateTime<Utc>,
     /// Its last good answer.
@@ -182,6 +180,16 @@ pub struct Health {
     /// still shows why.
     pub last_error: Option<(String, DateTime<Utc>)>,
     pub report: Option<NodeReport>,
+}
+
+impl Health {
+    /// Why it is down, if it is.
+    pub fn reason(&self) -> Option<&str> {
+        match (&self.status, &self.last_error) {
+            (NodeStatus::Down, Some((reason, _))) => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 /// The host's end of one node.
@@ -200,7 +208,6 @@ impl Link {
             token: record.token.clone(),
             health: Mutex::new(Health {
                 status: NodeStatus::Unknown,
-                reason: None,
                 since: Utc::now(),
                 last_seen: None,
                 last_error: None,
@@ -223,7 +230,7 @@ impl Link {
     /// Why the node is down, if it is.
     pub fn down(&self) -> Option<String> {
         let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        (health.status == NodeStatus::Down).then(|| health.reason.clone().unwrap_or_default())
+        health.reason().map(str::to_owned)
     }
 
     fn set_up(&self, report: NodeReport) {
@@ -234,7 +241,6 @@ impl Link {
             health.since = now;
         }
         health.status = NodeStatus::Up;
-        health.reason = None;
         health.last_seen = Some(now);
         health.report = Some(report);
     }
@@ -247,8 +253,7 @@ impl Link {
             health.since = now;
         }
         health.status = NodeStatus::Down;
-        health.last_error = Some((reason.clone(), now));
-        health.reason = Some(reason);
+        health.last_error = Some((reason, now));
     }
 
     /// The request's error. It names neither the node nor its address
