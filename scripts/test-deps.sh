@@ -7,7 +7,8 @@
 #   - openai, pymongo: real clients for end-to-end checks
 #   - pytest, requests, websocket-client: the end-to-end tests in
 #     host/tests/e2e (scripts/e2e.sh)
-# and Debian's chromium (a browser test in the end-to-end suite).
+# and Debian's chromium (a browser test in the end-to-end suite) and openssl
+# (certificates for a worker node's own TLS).
 # Every version is pinned; nothing is reinstalled while the venv's stamp
 # matches the pins.
 set -euo pipefail
@@ -29,8 +30,9 @@ python="${PYTHON:-python3}"
 stamp="$venv/.corral-test-deps"
 
 # Debian's Chromium: the end-to-end tests check that pages render under
-# Corral's Content-Security-Policy in a real browser.
-ensure_debs chromium
+# Corral's Content-Security-Policy in a real browser. openssl makes the
+# self-signed certificates of the worker node TLS tests.
+ensure_debs chromium openssl
 
 section "Test dependencies in $venv"
 command -v "$python" >/dev/null 2>&1 || die "$python not found: install Python 3.9 or later"

@@ -31,5 +31,6 @@ pub mod state;
 pub mod store;
 pub mod tickets;
 pub mod time;
+pub mod tls;
 pub mod usage;
 pub mod web;

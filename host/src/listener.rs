@@ -49,11 +49,13 @@ impl ConnectionLimits {
 /// Serves `app` on `listener` until `shutdown` completes; then stops
 /// accepting, lets every connection finish the answer it is sending
 /// (idle ones close at once) and returns when all are closed. Handlers see
-/// the peer's address as `ConnectInfo<SocketAddr>`.
+/// the peer's address as `ConnectInfo<SocketAddr>`. With `tls`, every
+/// connection is TLS.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -91,33 +93,28 @@ pub async fn serve(
                     .insert(ConnectInfo::<SocketAddr>(peer));
                 request.map(axum::body::Body::new)
             });
-        let mut stopping = stopping.clone();
+        let stopping = stopping.clone();
         let open = open.clone();
         let stream = Counted {
             stream,
             _permit: permit,
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                .with_upgrades();
-            let mut connection = std::pin::pin!(connection);
-            let stop_asked = async move {
-                let _ = stopping.wait_for(|stop| *stop).await;
-            };
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                () = stop_asked => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            match tls {
+                None => connection(stream, service, limits, stopping, peer).await,
+                Some(acceptor) => {
+                    // The handshake has the same time as a request's
+                    // headers: a silent client cannot hold a place.
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+                        Ok(Ok(stream)) => connection(stream, service, limits, stopping, peer).await,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, %err, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(err) = ended {
-                tracing::debug!(%peer, %err, "connection ended with an error");
             }
             drop(open);
         });
@@ -129,6 +126,46 @@ pub async fn serve(
     // end with the application's own shutdown.
     let _ = all_closed.recv().await;
     Ok(())
+}
+
+/// Serves one connection until it ends, or ends it gracefully once
+/// `stopping` turns true.
+async fn connection<S, A>(
+    stream: S,
+    service: A,
+    limits: ConnectionLimits,
+    mut stopping: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: tower::Service<Request<Incoming>, Response = axum::response::Response>
+        + Clone
+        + Send
+        + 'static,
+    A::Future: Send + 'static,
+    A::Error: std::error::Error + Send + Sync + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let stop_asked = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = stop_asked => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = ended {
+        tracing::debug!(%peer, %err, "connection ended with an error");
+    }
 }
 
 /// A connection with its place among `max_connections`: the place is

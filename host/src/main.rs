@@ -44,10 +44,18 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct NodeArgs {
-    /// Address to listen on, e.g. 0.0.0.0:7000 (put a TLS reverse proxy in
-    /// front when the network is not trusted).
+    /// Address to listen on, e.g. 0.0.0.0:7000 (serve TLS with --tls-cert
+    /// and --tls-key, or put a TLS reverse proxy in front, when the network
+    /// is not trusted).
     #[arg(long, env = "CORRAL_NODE_LISTEN")]
     listen: SocketAddr,
+    /// Serve HTTPS with this PEM certificate (chain), e.g. a self-signed
+    /// one; the node prints its SHA-256 fingerprint for the host to pin.
+    #[arg(long, env = "CORRAL_NODE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CORRAL_NODE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// A file holding the token the host must send (its first line, at
     /// least 16 characters); or set CORRAL_NODE_TOKEN.
     #[arg(long, env = "CORRAL_NODE_TOKEN_FILE")]
@@ -90,6 +98,16 @@ fn node_token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
 
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let token = node_token(args.token_file.as_deref())?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let (config, pin) = corral_host::tls::server_config(cert, key)?;
+            let shown = corral_host::tls::show(&pin);
+            tracing::info!(fingerprint = %shown, "serving TLS");
+            println!("TLS certificate SHA-256 fingerprint: {shown}");
+            Some(config)
+        }
+        _ => None,
+    };
     let backends_dir = Config {
         backends_dir: args.backends_dir,
         ..Config::default()
@@ -122,6 +140,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         backends,
         &args.models_dir,
         std::time::Duration::from_secs_f64(args.lease_secs),
+        tls,
     )
     .await
 }

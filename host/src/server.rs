@@ -166,7 +166,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let mut server = tokio::spawn({
         let shutdown = shutdown.clone();
-        crate::listener::serve(listener, app(state), limits, async move {
+        crate::listener::serve(listener, app(state), limits, None, async move {
             shutdown.begun().await
         })
     });

@@ -40,6 +40,10 @@ pub struct NodeView {
     pub name: String,
     #[schema(example = "http://10.0.0.7:7000")]
     pub url: String,
+    /// The SHA-256 fingerprint of the node's own certificate, trusted
+    /// instead of public certificate authorities.
+    #[schema(example = "3F:0A:…")]
+    pub tls_fingerprint: Option<String>,
     pub status: NodeStatus,
     /// Why it is down.
     pub reason: Option<String>,
@@ -87,11 +91,17 @@ pub struct NewNode {
     #[schema(example = "gpu-1", pattern = r"^[A-Za-z0-9._:-]{1,100}$")]
     pub name: String,
     /// Where `corral node` answers (through its TLS proxy, if any).
-    #[schema(example = "http://10.0.0.7:7000", max_length = 2048)]
+    #[schema(example = "https://10.0.0.7:7000", max_length = 2048)]
     pub url: String,
     /// The token the node was started with; never shown again.
     #[schema(min_length = 16, max_length = 1024)]
     pub token: String,
+    /// For an `https` URL: the SHA-256 fingerprint `corral node --tls-cert`
+    /// prints (64 hex digits, colons allowed). The host then trusts that
+    /// certificate only. Without it, the node's certificate must come from
+    /// a public certificate authority.
+    #[schema(max_length = 200)]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// Changes to a node; absent fields stay as they are.
@@ -103,6 +113,11 @@ pub struct NodeChanges {
     pub url: Option<String>,
     #[schema(min_length = 16, max_length = 1024)]
     pub token: Option<String>,
+    /// A new pinned certificate fingerprint, or `""` to trust public
+    /// certificate authorities again; a change needs the token given
+    /// again.
+    #[schema(max_length = 200)]
+    pub tls_fingerprint: Option<String>,
 }
 
 fn check_token(token: &str) -> ApiResult<()> {
@@ -114,6 +129,34 @@ fn check_token(token: &str) -> ApiResult<()> {
                 TOKEN_LEN.start(),
                 TOKEN_LEN.end()
             ),
+        ));
+    }
+    Ok(())
+}
+
+/// A fingerprint as stored (`None` for `""`).
+fn check_fingerprint(text: &str) -> ApiResult<Option<String>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > 200 {
+        return Err(AppError::field(
+            "tls_fingerprint",
+            "must be at most 200 bytes",
+        ));
+    }
+    crate::tls::parse(text)
+        .map(|pin| Some(crate::tls::show(&pin)))
+        .map_err(|message| AppError::field("tls_fingerprint", message))
+}
+
+/// A pinned certificate is only of use over TLS: refuses a pin on an
+/// `http` URL rather than send the token in the clear.
+fn check_pin_scheme(record: &NodeRecord) -> ApiResult<()> {
+    if record.tls_fingerprint.is_some() && !record.url.starts_with("https://") {
+        return Err(AppError::field(
+            "tls_fingerprint",
+            "needs an https URL: a pinned certificate is only checked over TLS",
         ));
     }
     Ok(())
@@ -152,6 +195,7 @@ fn view(state: &AppState, record: &NodeRecord, models: &[ModelRecord]) -> NodeVi
     NodeView {
         name: record.name.clone(),
         url: record.url.clone(),
+        tls_fingerprint: record.tls_fingerprint.clone(),
         status: health.as_ref().map_or(NodeStatus::Unknown, |h| h.status),
         reason: health.as_ref().and_then(|h| h.reason().map(str::to_owned)),
         since: health.as_ref().map_or(record.updated_at, |h| h.since),
@@ -271,14 +315,17 @@ pub async fn create(
     }
     let url = check_url(&state, &req.url)?;
     check_token(&req.token)?;
+    let tls_fingerprint = check_fingerprint(req.tls_fingerprint.as_deref().unwrap_or(""))?;
     let at = now();
     let record = NodeRecord {
         name,
         url,
         token: req.token,
+        tls_fingerprint,
         created_at: at,
         updated_at: at,
     };
+    check_pin_scheme(&record)?;
     {
         let _edit = nodes::EDITS.lock().await;
         nodes::edit_records(state.store.as_ref(), |records| {
@@ -304,15 +351,15 @@ pub async fn create(
         &caller,
         "node.create",
         &record.name,
-        json!({ "url": record.url }),
+        json!({ "url": record.url, "tls_fingerprint": record.tls_fingerprint }),
     )
     .await?;
     poll_now(&state, &record.name).await;
     Ok((StatusCode::CREATED, Json(view_one(&state, &record).await?)))
 }
 
-/// Change a node's URL or token. Its models load again through the new
-/// ones.
+/// Change a node's URL, token or pinned certificate. Its models load
+/// again through the new ones.
 #[utoipa::path(patch, path = "/api/nodes/{name}", tag = "nodes",
     params(("name" = String, Path, description = "Node name")),
     request_body = NodeChanges,
@@ -335,6 +382,11 @@ pub async fn update(
     if let Some(token) = &changes.token {
         check_token(token)?;
     }
+    let new_pin = changes
+        .tls_fingerprint
+        .as_deref()
+        .map(check_fingerprint)
+        .transpose()?;
     let (record, details) = {
         let _edit = nodes::EDITS.lock().await;
         let (record, details) = nodes::edit_records(state.store.as_ref(), |records| {
@@ -353,12 +405,27 @@ pub async fn update(
                 }
                 record.url.clone_from(url);
             }
+            if let Some(pin) = &new_pin {
+                // Trusting another certificate could hand the token to
+                // whoever holds that one.
+                if *pin != before.tls_fingerprint && changes.token.is_none() {
+                    return Err(AppError::field(
+                        "token",
+                        "must be given again when the pinned certificate changes",
+                    ));
+                }
+                record.tls_fingerprint.clone_from(pin);
+            }
             if let Some(token) = &changes.token {
                 record.token.clone_from(token);
             }
+            check_pin_scheme(record)?;
             let mut details = serde_json::Map::new();
             if record.url != before.url {
                 details.insert("url".into(), json!(record.url));
+            }
+            if record.tls_fingerprint != before.tls_fingerprint {
+                details.insert("tls_fingerprint".into(), json!(record.tls_fingerprint));
             }
             if record.token != before.token {
                 details.insert("token".into(), json!("replaced"));

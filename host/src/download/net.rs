@@ -283,20 +283,26 @@ impl NetPolicy {
 /// A client for calls that carry a secret (an API key, a node's token):
 /// it reaches only what `policy` allows, also after DNS, and follows no
 /// redirect and no proxy from the environment, so the secret never
-/// travels anywhere else.
+/// travels anywhere else. With `tls`, HTTPS uses that configuration (a
+/// pinned certificate) instead of the public certificate authorities.
 pub fn guarded_client(
     policy: &Arc<NetPolicy>,
     connect_timeout: std::time::Duration,
+    tls: Option<rustls::ClientConfig>,
 ) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(connect_timeout)
         .dns_resolver(Arc::new(GuardedResolver {
             policy: policy.clone(),
         }))
         .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
+        .no_proxy();
+    match tls {
+        Some(config) => builder.use_preconfigured_tls(config),
+        None => builder,
+    }
+    .build()
 }
 
 /// Resolves host names with the system resolver and keeps only the

@@ -188,13 +188,14 @@ fn digest(token: &str) -> [u8; 32] {
 }
 
 /// Serves `backends` (already wrapped to run in worker processes) on
-/// `listen` until the process ends.
+/// `listen` until the process ends; with `tls`, over HTTPS only.
 pub async fn run(
     listen: SocketAddr,
     token: &str,
     backends: BackendSet,
     models_dir: &Path,
     lease: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         token.len() >= MIN_TOKEN_LEN,
@@ -227,11 +228,13 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(%listen, backends = ?names, models = %node.models_dir.display(), "node listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%listen, %scheme, backends = ?names, models = %node.models_dir.display(), "node listening");
     // The same bounds as the host's own listener: a slow or idle client
     // cannot hold the node's connections before its token is even read.
     let limits = crate::listener::ConnectionLimits::from_config(&crate::config::Config::default());
-    crate::listener::serve(listener, router(node), limits, std::future::pending()).await?;
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    crate::listener::serve(listener, router(node), limits, tls, std::future::pending()).await?;
     Ok(())
 }
 

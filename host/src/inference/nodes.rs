@@ -67,6 +67,11 @@ pub struct NodeRecord {
     pub url: String,
     /// The token the node was started with. A secret: never shown.
     pub token: String,
+    /// The SHA-256 fingerprint of the certificate an `https` node serves
+    /// (as [`crate::tls::show`] writes it), trusted instead of the public
+    /// certificate authorities; `None` trusts those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
     #[serde(with = "serde_millis")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "serde_millis")]
@@ -79,6 +84,7 @@ impl std::fmt::Debug for NodeRecord {
             .field("name", &self.name)
             .field("url", &self.url)
             .field("token", &"***")
+            .field("tls_fingerprint", &self.tls_fingerprint)
             .finish()
     }
 }
@@ -197,15 +203,40 @@ pub struct Link {
     pub name: String,
     base: String,
     token: String,
+    pin: Option<String>,
+    /// The host's shared client, or one that trusts only the node's pinned
+    /// certificate.
+    client: reqwest::Client,
     health: Mutex<Health>,
 }
 
 impl Link {
-    fn new(record: &NodeRecord) -> Self {
-        Link {
+    fn new(record: &NodeRecord, nodes: &Nodes) -> Self {
+        let pinned = record.tls_fingerprint.as_deref().map(|shown| {
+            crate::tls::parse(shown)
+                .map_err(|e| e.to_string())
+                .and_then(|pin| crate::tls::pinned_client_config(pin).map_err(|e| e.to_string()))
+                .and_then(|tls| {
+                    crate::download::net::guarded_client(&nodes.policy, CONNECT_TIMEOUT, Some(tls))
+                        .map_err(|e| e.to_string())
+                })
+        });
+        let (client, broken) = match pinned {
+            None => (nodes.client.clone(), None),
+            Some(Ok(client)) => (client, None),
+            // Never the shared client: it would trust any certificate a
+            // public authority signed for the node's name.
+            Some(Err(e)) => (
+                nodes.refusing.clone(),
+                Some(format!("its pinned certificate cannot be used: {e}")),
+            ),
+        };
+        let link = Link {
             name: record.name.clone(),
             base: record.url.trim_end_matches('/').to_owned(),
             token: record.token.clone(),
+            pin: record.tls_fingerprint.clone(),
+            client,
             health: Mutex::new(Health {
                 status: NodeStatus::Unknown,
                 since: Utc::now(),
@@ -213,7 +244,11 @@ impl Link {
                 last_error: None,
                 report: None,
             }),
+        };
+        if let Some(reason) = broken {
+            link.set_down(reason);
         }
+        link
     }
 
     fn url(&self, path: &str) -> String {
@@ -270,6 +305,9 @@ impl Link {
 /// The registered nodes and their health.
 pub struct Nodes {
     client: reqwest::Client,
+    /// Trusts no certificate and sends nothing unencrypted: for a node
+    /// whose pinned certificate cannot be used.
+    refusing: reqwest::Client,
     policy: Arc<NetPolicy>,
     links: RwLock<HashMap<String, Arc<Link>>>,
     copies: Arc<Copies>,
@@ -494,9 +532,15 @@ fn host_id() -> &'static str {
 
 impl Nodes {
     pub fn new(policy: Arc<NetPolicy>) -> anyhow::Result<Self> {
-        let client = crate::download::net::guarded_client(&policy, CONNECT_TIMEOUT)?;
+        let client = crate::download::net::guarded_client(&policy, CONNECT_TIMEOUT, None)?;
+        let refusing = reqwest::Client::builder()
+            .https_only(true)
+            .tls_built_in_root_certs(false)
+            .no_proxy()
+            .build()?;
         Ok(Nodes {
             client,
+            refusing,
             policy,
             links: RwLock::default(),
             copies: Arc::default(),
@@ -518,8 +562,8 @@ impl Nodes {
 
     /// Starts following `record` (or follows it anew after a change).
     pub fn set(&self, record: &NodeRecord) {
-        self.write()
-            .insert(record.name.clone(), Arc::new(Link::new(record)));
+        let link = Arc::new(Link::new(record, self));
+        self.write().insert(record.name.clone(), link);
     }
 
     /// Follows exactly `records`: new and changed nodes anew, removed ones
@@ -538,14 +582,16 @@ impl Nodes {
         for record in records {
             let link = links.get(&record.name);
             let unchanged = link.is_some_and(|link| {
-                link.base == record.url.trim_end_matches('/') && link.token == record.token
+                link.base == record.url.trim_end_matches('/')
+                    && link.token == record.token
+                    && link.pin == record.tls_fingerprint
             });
             if !unchanged {
                 tracing::info!(node = %record.name, "following a node changed in the store");
                 if link.is_some() {
                     changed.push(record.name.clone());
                 }
-                links.insert(record.name.clone(), Arc::new(Link::new(record)));
+                links.insert(record.name.clone(), Arc::new(Link::new(record, self)));
             }
         }
         changed
@@ -593,7 +639,7 @@ impl Nodes {
 
     /// Asks one node for its health now.
     pub async fn poll(&self, link: Arc<Link>) {
-        let answer = self
+        let answer = link
             .client
             .get(link.url("/health"))
             .bearer_auth(&link.token)
@@ -645,7 +691,7 @@ impl Nodes {
         });
         for (hosted, freeing) in orphans.take(MAX_FREES) {
             tracing::info!(node = %link.name, model = %hosted.id, "letting go of a model this host no longer holds");
-            let request = free_request(&self.client, link, &hosted.id, &hosted.placement);
+            let request = free_request(link, &hosted.id, &hosted.placement);
             tokio::spawn(async move {
                 let _ = request.send().await;
                 drop(freeing);
@@ -680,7 +726,7 @@ impl Nodes {
         while self.copies.is_freeing(&spec.key) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let info = place(&self.client, &link, &spec.key, &placement)
+        let info = place(&link, &spec.key, &placement)
             .await
             .map_err(|e| match e {
                 BackendError::Internal(m) if m.starts_with(UNREACHABLE) => {
@@ -695,7 +741,6 @@ impl Nodes {
         self.copies.add(&copy_key, &digest);
         drop(placing);
         let model = NodeModel {
-            client: self.client.clone(),
             link,
             id: spec.key.clone(),
             placement,
@@ -718,24 +763,52 @@ fn describe_within(e: &reqwest::Error, limit: Duration) -> String {
     if e.is_timeout() {
         return format!("no answer within {} s", limit.as_secs());
     }
+    if let Some(tls) = tls_failure(e) {
+        return tls;
+    }
     if e.is_connect() {
         return "cannot connect".into();
     }
     "the connection failed".into()
 }
 
+/// What TLS refused, when that is why a call failed: a certificate that
+/// is not the pinned one or that no authority signed, or a node that does
+/// not speak TLS.
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = vec![e];
+    while let Some(err) = next.pop() {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(match tls {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                    format!("TLS refused its certificate: {}", other.0)
+                }
+                rustls::Error::InvalidCertificate(why) => {
+                    format!("TLS refused its certificate: {why}")
+                }
+                other => format!("TLS failed: {other}"),
+            });
+        }
+        next.extend(err.source());
+        // An `io::Error` hides the error it wraps from `source()`.
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            next.push(inner);
+        }
+    }
+    None
+}
+
 /// Loads a model on its node; the node answers at once when it already
 /// holds it.
-async fn place(
-    client: &reqwest::Client,
-    link: &Link,
-    id: &str,
-    placement: &Placement,
-) -> BackendResult<ModelInfo> {
+async fn place(link: &Link, id: &str, placement: &Placement) -> BackendResult<ModelInfo> {
     if let Some(reason) = link.down() {
         return Err(link.unreachable(&reason));
     }
-    let sent = client
+    let sent = link
+        .client
         .put(link.url(&format!("/models/{id}")))
         .bearer_auth(&link.token)
         .header(HOST_HEADER, host_id())
@@ -755,13 +828,8 @@ async fn place(
 
 /// The call that frees placement `digest` of model `id` on `link`'s node
 /// (a newer placement there stays).
-fn free_request(
-    client: &reqwest::Client,
-    link: &Link,
-    id: &str,
-    digest: &str,
-) -> reqwest::RequestBuilder {
-    client
+fn free_request(link: &Link, id: &str, digest: &str) -> reqwest::RequestBuilder {
+    link.client
         .delete(link.url(&format!("/models/{id}")))
         .bearer_auth(&link.token)
         .header(HOST_HEADER, host_id())
@@ -836,7 +904,6 @@ fn failed(link: &Link, e: &reqwest::Error, limit: Duration) -> BackendError {
 
 /// A model loaded on a node.
 pub struct NodeModel {
-    client: reqwest::Client,
     link: Arc<Link>,
     id: String,
     placement: Placement,
@@ -857,7 +924,7 @@ impl NodeModel {
                 .link
                 .unreachable("the model was changed while this request ran"));
         }
-        place(&self.client, &self.link, &self.id, &self.placement)
+        place(&self.link, &self.id, &self.placement)
             .await
             .map_err(|e| match e {
                 BackendError::Internal(m) if m.starts_with(UNREACHABLE) => {
@@ -887,6 +954,7 @@ impl NodeModel {
         }
         for attempt in 0..2 {
             let answer = self
+                .link
                 .client
                 .post(self.link.url(&format!("/models/{}{path}", self.id)))
                 .bearer_auth(&self.link.token)
@@ -929,6 +997,7 @@ impl NodeModel {
                 SEQUENCE.fetch_add(1, Ordering::Relaxed)
             );
             let sent = self
+                .link
                 .client
                 .post(self.link.url(&format!("/models/{}/generate", self.id)))
                 .bearer_auth(&self.link.token)
@@ -953,6 +1022,7 @@ impl NodeModel {
             }
             let cancel_call = {
                 let request = self
+                    .link
                     .client
                     .post(
                         self.link
@@ -1010,7 +1080,7 @@ impl Drop for NodeModel {
         let Some(freeing) = self.copies.release(&self.copy_key, &self.digest) else {
             return;
         };
-        let request = free_request(&self.client, &self.link, &self.id, &self.digest);
+        let request = free_request(&self.link, &self.id, &self.digest);
         self.handle.spawn(async move {
             let _ = request.send().await;
             drop(freeing);
@@ -1168,6 +1238,7 @@ mod tests {
             name: name.into(),
             url: url.into(),
             token: token.into(),
+            tls_fingerprint: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };
@@ -1192,6 +1263,37 @@ mod tests {
         assert_eq!(changed, ["a", "b"]);
         assert_eq!(nodes.link("a").unwrap().token, "token-a-9876543210");
         assert!(nodes.link("b").is_none(), "removed from the store");
+        let a = nodes.link("a").unwrap();
+        let pinned = NodeRecord {
+            url: "https://10.0.0.1:7000".into(),
+            tls_fingerprint: Some(crate::tls::show(&[7; 32])),
+            ..record("a", "", "token-a-9876543210")
+        };
+        assert_eq!(nodes.sync(std::slice::from_ref(&pinned)), ["a"]);
+        assert!(!Arc::ptr_eq(&a, &nodes.link("a").unwrap()), "followed anew");
+        assert!(nodes.sync(std::slice::from_ref(&pinned)).is_empty());
+        let repinned = NodeRecord {
+            tls_fingerprint: Some(crate::tls::show(&[8; 32])),
+            ..pinned
+        };
+        assert_eq!(nodes.sync(&[repinned]), ["a"], "a new pin is a change");
+    }
+
+    #[test]
+    fn a_pin_that_cannot_be_read_leaves_the_node_down_and_trusting_nothing() {
+        let policy = NetPolicy::new(crate::download::Scope::Nodes, true, &[]);
+        let nodes = Nodes::new(Arc::new(policy)).unwrap();
+        nodes.set(&NodeRecord {
+            name: "a".into(),
+            url: "https://10.0.0.1:7000".into(),
+            token: "token-a-0123456789".into(),
+            tls_fingerprint: Some("not a fingerprint".into()),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        });
+        let link = nodes.link("a").unwrap();
+        let reason = link.down().expect("down at once");
+        assert!(reason.contains("pinned certificate"), "{reason}");
     }
 
     #[test]

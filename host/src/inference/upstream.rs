@@ -106,7 +106,7 @@ impl Upstreams {
     /// Calls go only where `policy` lets them (also after DNS), and never
     /// follow redirects: an API key must not travel to another origin.
     pub fn new(policy: Arc<NetPolicy>) -> anyhow::Result<Self> {
-        let client = crate::download::net::guarded_client(&policy, CONNECT_TIMEOUT)?;
+        let client = crate::download::net::guarded_client(&policy, CONNECT_TIMEOUT, None)?;
         Ok(Upstreams {
             policy,
             client,

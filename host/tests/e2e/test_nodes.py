@@ -262,6 +262,40 @@ class HostileNode(http.server.BaseHTTPRequestHandler):
             pass
 
 
+def self_signed(work: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and its key, as `openssl` makes them."""
+    cert, key = work / "node.crt", work / "node.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=corral-node", "-addext", f"subjectAltName=IP:{NODE_A}"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def openssl_fingerprint(cert: Path) -> str:
+    out = subprocess.run(
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", str(cert)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return out.strip().split("=", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def tls_node(corral_bin, tmp_path_factory):
+    """A node on 127.0.0.2 serving HTTPS with a self-signed certificate;
+    its model says `tango`."""
+    work = tmp_path_factory.mktemp("tls-node")
+    backends = str(backends_with_fault(corral_bin, work / "backends"))
+    cert, key = self_signed(work)
+    node = Node(corral_bin, work / "n", NODE_A, "tango", backends,
+                extra=("--tls-cert", str(cert), "--tls-key", str(key)))
+    node.url = f"https://{NODE_A}:{node.port}"
+    node.cert = cert
+    yield node
+    node.stop()
+
+
 @pytest.fixture(scope="module")
 def hostile():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileNode)
@@ -271,14 +305,14 @@ def hostile():
 
 
 @pytest.fixture(scope="module")
-def host(corral_bin, demo_model, module_database, tmp_path_factory, nodes, hostile):
+def host(corral_bin, demo_model, module_database, tmp_path_factory, nodes, hostile, tls_node):
     a, b, proxy = nodes
     work = tmp_path_factory.mktemp("node-host")
     backends = str(backends_with_fault(corral_bin, work / "backends"))
     folders = [str(Path(demo_model).resolve().parent), str(work / "data" / "models")]
     config = (
         "access_token_ttl_secs = 7200\nper_user_generations = 8\n"
-        f"node_allowed_origins = {json.dumps([proxy.url, b.url, hostile])}\n"
+        f"node_allowed_origins = {json.dumps([proxy.url, b.url, hostile, tls_node.url])}\n"
         f"model_dirs = {json.dumps(folders)}\n"
     )
     with module_server(corral_bin, work, config, module_database, backends) as server:
@@ -477,6 +511,72 @@ def test_a_model_runs_on_the_node_it_is_placed_on(host, nodes, registered, ai):
     # Usage is counted on the host, per user, like any model's.
     stats = host.user.ok("GET", "/api/me/stats")
     assert json.dumps(stats).count("words") >= 1, stats
+
+
+def test_a_node_with_its_own_certificate_is_trusted_by_its_pinned_fingerprint(host, nodes, tls_node, ai):
+    tech, node, plain = host.tech, tls_node, nodes[1].url
+    pin = openssl_fingerprint(node.cert)
+    # The node prints the fingerprint `openssl x509 -fingerprint -sha256` shows.
+    assert f"TLS certificate SHA-256 fingerprint: {pin}" in (node.work / "node.log").read_text()
+    # It speaks TLS only: plain HTTP gets no answer.
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://{NODE_A}:{node.port}/health", timeout=5)
+    assert requests.get(node.url + "/health", headers={"Authorization": f"Bearer {node.token}"},
+                        verify=str(node.cert), timeout=5).status_code == 200
+
+    def refused(body: dict, field: str):
+        r = tech.post("/api/nodes", json={"name": "tls-bad", "url": node.url, "token": node.token, **body})
+        assert r.status_code == 422 and error_of(r)["details"][0]["field"] == field, (body, r.text)
+
+    refused({"tls_fingerprint": pin[:-3]}, "tls_fingerprint")
+    refused({"tls_fingerprint": "zz" * 32}, "tls_fingerprint")
+    # A pin on a plain HTTP URL would send the token in the clear.
+    refused({"url": plain, "tls_fingerprint": pin}, "tls_fingerprint")
+
+    # Without a pin the certificate must come from a public authority, and
+    # a self-signed one does not: the node is down with TLS's reason.
+    tech.ok("POST", "/api/nodes", json={"name": "tls", "url": node.url, "token": node.token}, expect=(201,))
+    wait_until(lambda: node_view(tech, "tls")["status"] == "down", 5, "the untrusted node is down")
+    assert "TLS refused its certificate" in node_view(tech, "tls")["reason"], node_view(tech, "tls")
+    # A wrong pin: down, and the reason says the fingerprint differs.
+    other = "AB:" * 31 + "AB"
+    r = tech.patch("/api/nodes/tls", json={"tls_fingerprint": other})
+    assert r.status_code == 422 and error_of(r)["details"][0]["field"] == "token", r.text
+    view = tech.ok("PATCH", "/api/nodes/tls", json={"tls_fingerprint": other.lower(), "token": node.token})
+    assert view["tls_fingerprint"] == other, view
+    wait_until(lambda: "fingerprint differs" in (node_view(tech, "tls")["reason"] or ""), 5, "the wrong pin is named")
+    assert node.call("GET", "/health", verify=str(node.cert)).json()["models"] == []
+
+    # The right pin (written without colons): up, and a model runs there.
+    bare = pin.replace(":", "").lower()
+    view = tech.ok("PATCH", "/api/nodes/tls", json={"tls_fingerprint": bare, "token": node.token})
+    assert view["tls_fingerprint"] == pin, view
+    wait_until(lambda: node_view(tech, "tls")["status"] == "up", 5, "the pinned node is up")
+    assert "fault" in node_view(tech, "tls")["backends"]
+    model = tech.ok(
+        "POST", "/api/models",
+        json={"name": "tango", "backend": "fault", "source": str(host.data / "models" / FILE), "node": "tls"},
+        expect=(202,),
+    )
+    answer = ai.chat.completions.create(
+        model="tango", messages=[{"role": "user", "content": "hello"}], max_tokens=3, temperature=0
+    )
+    assert answer.choices[0].message.content.strip() == "tango tango tango"
+    held = node.call("GET", "/health", verify=str(node.cert)).json()["models"]
+    assert [m["id"] for m in held] == [model["id"]], held
+    # A pinned node cannot move to plain HTTP, and dropping the pin needs
+    # the token.
+    r = tech.patch("/api/nodes/tls", json={"url": plain, "token": node.token})
+    assert r.status_code == 422 and error_of(r)["details"][0]["field"] == "tls_fingerprint", r.text
+    r = tech.patch("/api/nodes/tls", json={"tls_fingerprint": ""})
+    assert r.status_code == 422 and error_of(r)["details"][0]["field"] == "token", r.text
+    assert node_view(tech, "tls")["tls_fingerprint"] == pin
+    # Audit entries name the pin, never the token.
+    audit = tech.get("/api/audit").text
+    assert pin in audit and node.token not in audit
+
+    tech.ok("DELETE", f"/api/models/{model['id']}", expect=(204,))
+    tech.ok("DELETE", "/api/nodes/tls", expect=(204,))
 
 
 def stream_answer(user: Api, chat_id: str, max_tokens: int, on_text=None):
