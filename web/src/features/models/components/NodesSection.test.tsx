@@ -16,6 +16,7 @@ const json = (body: unknown, status = 200) =>
 const node = (over: Record<string, unknown>) => ({
   name: "gpu-1",
   url: "http://10.0.0.7:7000",
+  tls_fingerprint: null,
   status: "up",
   reason: null,
   since: "2026-11-28T10:00:00Z",
@@ -112,5 +113,56 @@ describe("NodesSection", () => {
     const post = fetchMock.mock.calls.map((c) => c[0] as Request).find((r) => r.method === "POST")!;
     expect(new URL(post.url).pathname).toBe("/api/nodes");
     expect(await post.json()).toEqual({ name: "gpu-3", url: "http://127.0.0.1:7000", token: "0123456789abcdef0123" });
+  });
+
+  it("pins a node's certificate, and asks for the token again when the pin changes", async () => {
+    const pin = Array.from({ length: 32 }, (_, i) => (i + 16).toString(16).toUpperCase()).join(":");
+    fetchMock.mockImplementation(async (input) => {
+      const request = input as Request;
+      if (request.method === "PATCH") {
+        return json(
+          {
+            code: "validation_failed",
+            message: "invalid field",
+            details: [{ field: "token", message: "must be given again when the pinned certificate changes" }],
+          },
+          422,
+        );
+      }
+      if (request.method === "POST") return json(node({ name: "gpu-9" }), 201);
+      return json({ items: [node({ url: "https://10.0.0.7:7000", tls_fingerprint: pin })] });
+    });
+    show();
+    const row = (await screen.findByRole("rowheader", { name: /gpu-1/ })).closest("tr")!;
+    // The table shows the start of the pin; the whole one is in the title.
+    const shown = within(row).getByText(/^Pinned certificate 10:11:12:13:14:15:16:17…$/);
+    expect(shown).toHaveAttribute("title", pin);
+
+    // Registering sends the fingerprint as typed; the server reads it.
+    await userEvent.click(screen.getByRole("button", { name: "Register a node" }));
+    await userEvent.type(screen.getByLabelText("Name"), "gpu-9");
+    await userEvent.type(screen.getByLabelText("URL"), "https://10.0.0.9:7000");
+    await userEvent.type(screen.getByLabelText("Token"), "0123456789abcdef0123");
+    await userEvent.type(screen.getByLabelText("Certificate fingerprint (SHA-256)"), ` ${pin.toLowerCase()} `);
+    await userEvent.click(screen.getByRole("button", { name: "Register" }));
+    const post = fetchMock.mock.calls.map((c) => c[0] as Request).find((r) => r.method === "POST")!;
+    expect(await post.json()).toEqual({
+      name: "gpu-9",
+      url: "https://10.0.0.9:7000",
+      token: "0123456789abcdef0123",
+      tls_fingerprint: pin.toLowerCase(),
+    });
+
+    // Clearing the pin sends "" and nothing else; the server wants the token.
+    await userEvent.click(within(row).getByRole("button", { name: "Change" }));
+    const dialog = await screen.findByRole("dialog");
+    const field = within(dialog).getByLabelText("Certificate fingerprint (SHA-256)");
+    expect(field).toHaveValue(pin);
+    await userEvent.clear(field);
+    await userEvent.click(within(dialog).getByRole("button", { name: "Save" }));
+    expect(await within(dialog).findByText("must be given again when the pinned certificate changes")).toBeInTheDocument();
+    const patch = fetchMock.mock.calls.map((c) => c[0] as Request).find((r) => r.method === "PATCH")!;
+    expect(new URL(patch.url).pathname).toBe("/api/nodes/gpu-1");
+    expect(await patch.json()).toEqual({ tls_fingerprint: "" });
   });
 });

@@ -19,7 +19,22 @@ function fieldError(error: unknown, name: string): string | undefined {
   return error instanceof ApiError ? error.fields[name] : undefined;
 }
 
-/** Register a node: its name, URL and the token it was started with. */
+/** What the node form gives: `tls_fingerprint` is "" for none. */
+export interface NodeFormValues {
+  name: string;
+  url: string;
+  token: string;
+  tls_fingerprint: string;
+}
+
+/** A fingerprint shortened for a table: its first eight pairs. */
+function shortFingerprint(fingerprint: string): string {
+  const pairs = fingerprint.split(":");
+  return pairs.length > 8 ? `${pairs.slice(0, 8).join(":")}…` : fingerprint;
+}
+
+/** Register a node: its name, URL, the token it was started with and,
+ * for a node serving its own certificate, that certificate's fingerprint. */
 export function NodeForm({
   node,
   busy,
@@ -27,20 +42,21 @@ export function NodeForm({
   onSubmit,
   onCancel,
 }: {
-  /** Set when changing an existing node: only its URL and token. */
+  /** Set when changing an existing node: its URL, token and fingerprint. */
   node?: NodeView;
   busy: boolean;
   error: unknown;
-  onSubmit: (values: { name: string; url: string; token: string }) => void;
+  onSubmit: (values: NodeFormValues) => void;
   onCancel?: () => void;
 }) {
   const { t } = useTranslation("models");
   const [name, setName] = useState(node?.name ?? "");
   const [url, setUrl] = useState(node?.url ?? "");
   const [token, setToken] = useState("");
+  const [fingerprint, setFingerprint] = useState(node?.tls_fingerprint ?? "");
   const submit = (e: FormEvent) => {
     e.preventDefault();
-    onSubmit({ name: name.trim(), url: url.trim(), token });
+    onSubmit({ name: name.trim(), url: url.trim(), token, tls_fingerprint: fingerprint.trim() });
   };
   return (
     <form noValidate onSubmit={submit}>
@@ -74,6 +90,22 @@ export function NodeForm({
             placeholder={node ? "••••••••" : ""}
           />
         </Field>
+        <div className="md:col-span-3">
+          <Field
+            label={t("nodes.fingerprint")}
+            hint={t("nodes.fingerprintHint")}
+            error={fieldError(error, "tls_fingerprint")}
+          >
+            <input
+              className="input font-mono"
+              value={fingerprint}
+              onChange={(e) => setFingerprint(e.target.value)}
+              placeholder="3F:0A:…"
+              autoComplete="off"
+              spellCheck={false}
+            />
+          </Field>
+        </div>
       </div>
       {!(error instanceof ApiError && Object.keys(error.fields).length > 0) && <ErrorMessage error={error} />}
       <div className="mt-2 flex flex-wrap justify-end gap-2">
@@ -104,6 +136,11 @@ function NodeRow({ node, onEdit, onRemove }: { node: NodeView; onEdit: () => voi
       <th scope="row" className="font-medium">
         {node.name}
         <span className="block break-all font-mono text-xs font-normal muted">{node.url}</span>
+        {node.tls_fingerprint && (
+          <span className="block text-xs font-normal muted" title={node.tls_fingerprint}>
+            {t("nodes.pinned", { fingerprint: shortFingerprint(node.tls_fingerprint) })}
+          </span>
+        )}
       </th>
       <td>
         <span className={`rounded px-2 py-0.5 text-xs font-medium ${statusStyle[node.status]}`}>
@@ -177,8 +214,8 @@ export function NodesSection() {
               create.reset();
               setAdding(false);
             }}
-            onSubmit={(v) =>
-              create.mutate(v, {
+            onSubmit={({ tls_fingerprint, ...v }) =>
+              create.mutate(tls_fingerprint ? { ...v, tls_fingerprint } : v, {
                 onSuccess: () => {
                   create.reset();
                   setAdding(false);
@@ -238,9 +275,10 @@ export function NodesSection() {
               setEditing(null);
             }}
             onSubmit={(v) => {
-              const changes: { url?: string; token?: string } = {};
+              const changes: { url?: string; token?: string; tls_fingerprint?: string } = {};
               if (v.url !== editing.url) changes.url = v.url;
               if (v.token) changes.token = v.token;
+              if (v.tls_fingerprint !== (editing.tls_fingerprint ?? "")) changes.tls_fingerprint = v.tls_fingerprint;
               update.mutate(
                 { name: editing.name, changes },
                 {
