@@ -160,6 +160,148 @@ impl ServerCertVerifier for Pinned {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::sign::CertifiedKey;
+
+    // Two self-signed P-256 identities made for these tests only
+    // (`openssl req -x509 -newkey ec ...`).
+    const A_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBeTCCAR+gAwIBAgIUTDaBCdwuUt6kn4yDcazeUDAaWQEwCgYIKoZIzj0EAwIw
+EjEQMA4GA1UEAwwHZ3B1LWJveDAeFw0yNjExMjkxNjIzMTlaFw0zNjExMjYxNjIz
+MTlaMBIxEDAOBgNVBAMMB2dwdS1ib3gwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC
+AARNgWvjUmeAgbgNy6uQUf4ctlJzmdzAOprG2kipBZbqy2nX9UXr7T14pMFhWvdN
+Oj0Pc1bj89ZPxrqGFZV73iIAo1MwUTAdBgNVHQ4EFgQU0UicVFhV6wE28fg4UgQK
+KhojRg0wHwYDVR0jBBgwFoAU0UicVFhV6wE28fg4UgQKKhojRg0wDwYDVR0TAQH/
+BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEAgwh6v7gWpLvgab6Y7a9PrnpKyLBq
+3caCVT9q8AGbW90CIAtMdGoTvpiH+kuv1Qrxic6YAF8EgSJJVVvRXmBnoIig
+-----END CERTIFICATE-----
+";
+    const A_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgi8XmYmD/dnCRStB4
+5QynEuHl5U1YIUIhGh4UsPn5zHWhRANCAARNgWvjUmeAgbgNy6uQUf4ctlJzmdzA
+OprG2kipBZbqy2nX9UXr7T14pMFhWvdNOj0Pc1bj89ZPxrqGFZV73iIA
+-----END PRIVATE KEY-----
+";
+    const B_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBeTCCAR+gAwIBAgIUflY+l5p79UZHawn3sthelUZdO6EwCgYIKoZIzj0EAwIw
+EjEQMA4GA1UEAwwHZ3B1LWJveDAeFw0yNjExMjkxNjIzMTlaFw0zNjExMjYxNjIz
+MTlaMBIxEDAOBgNVBAMMB2dwdS1ib3gwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC
+AASq93kj92tG8NdSL/sVoRLG5r8vcuMtwCSXeuQqpXC7S/kbKHiFYdWNC8lqTiL4
+aJTFyqQYBu7SxQJPVF4uATuJo1MwUTAdBgNVHQ4EFgQUWCRj+1/b37vHDocsM74s
+qgXA7iEwHwYDVR0jBBgwFoAUWCRj+1/b37vHDocsM74sqgXA7iEwDwYDVR0TAQH/
+BAUwAwEB/zAKBggqhkjOPQQDAgNIADBFAiEA9YUD/NM8X9fAKlQsvgAijp0HOsXa
+DFb/peKYSVSx/R8CIC2D874zaDf1ek4jVFEr7QEzLt4h6U8Mp9aubkdb8X2Q
+-----END CERTIFICATE-----
+";
+    const B_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgXfBPhiunUxCxW/8g
+rjvziG+BvyfQ9oBX+B7wOCpwEgihRANCAASq93kj92tG8NdSL/sVoRLG5r8vcuMt
+wCSXeuQqpXC7S/kbKHiFYdWNC8lqTiL4aJTFyqQYBu7SxQJPVF4uATuJ
+-----END PRIVATE KEY-----
+";
+
+    fn cert(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    }
+
+    /// A server that presents `cert_pem` and signs with `key_pem`, whether
+    /// or not they belong together.
+    fn server(cert_pem: &str, key_pem: &str) -> rustls::ServerConfig {
+        #[derive(Debug)]
+        struct Fixed(Arc<CertifiedKey>);
+        impl rustls::server::ResolvesServerCert for Fixed {
+            fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+                Some(self.0.clone())
+            }
+        }
+        let provider = provider();
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let signer = provider.key_provider.load_private_key(key).unwrap();
+        let identity = CertifiedKey::new(vec![cert(cert_pem)], signer);
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Fixed(Arc::new(identity))))
+    }
+
+    /// Runs a handshake in memory; the client's error if it refuses.
+    fn handshake(
+        client: rustls::ClientConfig,
+        server: rustls::ServerConfig,
+    ) -> Result<(), rustls::Error> {
+        let name = ServerName::try_from("node.invalid").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut server = rustls::ServerConnection::new(Arc::new(server))?;
+        for _ in 0..10 {
+            let mut to_server = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut to_server).unwrap();
+            }
+            server.read_tls(&mut to_server.as_slice()).unwrap();
+            server
+                .process_new_packets()
+                .expect("the server accepts the client");
+            let mut to_client = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut to_client).unwrap();
+            }
+            client.read_tls(&mut to_client.as_slice()).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not end");
+    }
+
+    fn pinned_to(pem: &str) -> rustls::ClientConfig {
+        pinned_client_config(fingerprint(cert(pem).as_ref())).unwrap()
+    }
+
+    #[test]
+    fn the_pinned_certificate_with_its_key_is_accepted() {
+        assert!(handshake(pinned_to(A_CERT), server(A_CERT, A_KEY)).is_ok());
+        assert!(handshake(pinned_to(B_CERT), server(B_CERT, B_KEY)).is_ok());
+    }
+
+    #[test]
+    fn another_certificate_is_refused_as_not_pinned() {
+        let refused = handshake(pinned_to(A_CERT), server(B_CERT, B_KEY)).unwrap_err();
+        let rustls::Error::InvalidCertificate(CertificateError::Other(why)) = &refused else {
+            panic!("refused for another reason: {refused:?}");
+        };
+        assert!(why.0.to_string().contains("not the pinned one"), "{why}");
+    }
+
+    #[test]
+    fn the_pinned_certificate_without_its_key_is_refused() {
+        // A man in the middle can replay the node's certificate, but not
+        // sign the handshake with its key.
+        let refused = handshake(pinned_to(A_CERT), server(A_CERT, B_KEY)).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                rustls::Error::InvalidCertificate(CertificateError::BadSignature)
+            ),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_server_config_reads_the_pem_files_and_names_the_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (crt, key) = (dir.path().join("a.crt"), dir.path().join("a.key"));
+        std::fs::write(&crt, A_CERT).unwrap();
+        std::fs::write(&key, A_KEY).unwrap();
+        let (_, pin) = server_config(&crt, &key).unwrap();
+        assert_eq!(pin, fingerprint(cert(A_CERT).as_ref()));
+        std::fs::write(&key, B_KEY).unwrap();
+        let mismatch = server_config(&crt, &key).unwrap_err().to_string();
+        assert!(
+            mismatch.contains("do not make a TLS identity"),
+            "{mismatch}"
+        );
+    }
 
     #[test]
     fn fingerprints_read_with_or_without_colons_in_either_case() {

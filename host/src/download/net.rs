@@ -299,7 +299,8 @@ pub fn guarded_client(
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy();
     match tls {
-        Some(config) => builder.use_preconfigured_tls(config),
+        // A pin is only of use over TLS: never send the secret in clear.
+        Some(config) => builder.use_preconfigured_tls(config).https_only(true),
         None => builder,
     }
     .build()

@@ -207,6 +207,9 @@ pub struct Link {
     /// The host's shared client, or one that trusts only the node's pinned
     /// certificate.
     client: reqwest::Client,
+    /// Why the node cannot be called at all (its pin cannot be used): it
+    /// stays down with this reason and is not asked for its health.
+    broken: Option<String>,
     health: Mutex<Health>,
 }
 
@@ -237,6 +240,7 @@ impl Link {
             token: record.token.clone(),
             pin: record.tls_fingerprint.clone(),
             client,
+            broken: broken.clone(),
             health: Mutex::new(Health {
                 status: NodeStatus::Unknown,
                 since: Utc::now(),
@@ -536,6 +540,7 @@ impl Nodes {
         let refusing = reqwest::Client::builder()
             .https_only(true)
             .tls_built_in_root_certs(false)
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()?;
         Ok(Nodes {
@@ -570,6 +575,21 @@ impl Nodes {
     /// no longer; an unchanged node keeps its link and health. Returns the
     /// names of the nodes changed or removed.
     pub fn sync(&self, records: &[NodeRecord]) -> Vec<String> {
+        let followed = |record: &NodeRecord| {
+            self.link(&record.name).is_some_and(|link| {
+                link.base == record.url.trim_end_matches('/')
+                    && link.token == record.token
+                    && link.pin == record.tls_fingerprint
+            })
+        };
+        // New links (and their clients) are made before the list is
+        // locked; node edits are one at a time, so the list cannot change
+        // meanwhile.
+        let fresh: Vec<Arc<Link>> = records
+            .iter()
+            .filter(|record| !followed(record))
+            .map(|record| Arc::new(Link::new(record, self)))
+            .collect();
         let mut links = self.write();
         let mut changed = Vec::new();
         links.retain(|name, _| {
@@ -579,20 +599,12 @@ impl Nodes {
             }
             kept
         });
-        for record in records {
-            let link = links.get(&record.name);
-            let unchanged = link.is_some_and(|link| {
-                link.base == record.url.trim_end_matches('/')
-                    && link.token == record.token
-                    && link.pin == record.tls_fingerprint
-            });
-            if !unchanged {
-                tracing::info!(node = %record.name, "following a node changed in the store");
-                if link.is_some() {
-                    changed.push(record.name.clone());
-                }
-                links.insert(record.name.clone(), Arc::new(Link::new(record, self)));
+        for link in fresh {
+            tracing::info!(node = %link.name, "following a node changed in the store");
+            if links.contains_key(&link.name) {
+                changed.push(link.name.clone());
             }
+            links.insert(link.name.clone(), link);
         }
         changed
     }
@@ -639,6 +651,10 @@ impl Nodes {
 
     /// Asks one node for its health now.
     pub async fn poll(&self, link: Arc<Link>) {
+        if let Some(reason) = &link.broken {
+            link.set_down(reason.clone());
+            return;
+        }
         let answer = link
             .client
             .get(link.url("/health"))
@@ -1294,6 +1310,10 @@ mod tests {
         let link = nodes.link("a").unwrap();
         let reason = link.down().expect("down at once");
         assert!(reason.contains("pinned certificate"), "{reason}");
+        // It is not called: a health check keeps the reason instead of
+        // trying the address.
+        futures::executor::block_on(nodes.poll(link.clone()));
+        assert_eq!(link.down(), Some(reason));
     }
 
     #[test]
