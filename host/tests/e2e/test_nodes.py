@@ -530,6 +530,11 @@ def test_a_node_with_its_own_certificate_is_trusted_by_its_pinned_fingerprint(ho
 
     refused({"tls_fingerprint": pin[:-3]}, "tls_fingerprint")
     refused({"tls_fingerprint": "zz" * 32}, "tls_fingerprint")
+    refused({"tls_fingerprint": pin + ":" * 200}, "tls_fingerprint")  # over the 200-byte limit
+    refused({"tls_fingerprint": "\u00e9" * 32}, "tls_fingerprint")  # 64 bytes, none of them hex
+    r = tech.post("/api/nodes", json={"name": "tls-bad", "url": node.url, "token": node.token, "tls_fingerprint": 5})
+    assert r.status_code == 422 and "tls_fingerprint" in r.text, r.text
+    assert "tls-bad" not in [n["name"] for n in tech.ok("GET", "/api/nodes")["items"]], "a refused node was stored"
     # A pin on a plain HTTP URL would send the token in the clear.
     refused({"url": plain, "tls_fingerprint": pin}, "tls_fingerprint")
 
