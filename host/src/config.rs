@@ -11,6 +11,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Serve HTTPS with this PEM certificate (chain) and `tls_key`; read
+    /// again when the files change or on SIGHUP. `None`: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// `None`: the embedded SQLite store in `data_dir`.
     pub database: Option<String>,
@@ -110,6 +115,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
             data_dir: PathBuf::from("./data"),
             database: None,
             access_token_ttl_secs: 15 * 60,
@@ -151,6 +158,8 @@ impl Default for Config {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub bind: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub database: Option<String>,
     pub access_token_ttl_secs: Option<u64>,
@@ -204,6 +213,8 @@ impl FileConfig {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub bind: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub database: Option<String>,
     pub log_json: Option<bool>,
@@ -218,6 +229,8 @@ impl Config {
         let d = Config::default();
         let config = Config {
             bind: overrides.bind.or(file.bind).unwrap_or(d.bind),
+            tls_cert: overrides.tls_cert.or(file.tls_cert),
+            tls_key: overrides.tls_key.or(file.tls_key),
             data_dir: overrides.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             database: overrides
                 .database
@@ -299,6 +312,10 @@ impl Config {
             trusted_proxies: file.trusted_proxies.unwrap_or(d.trusted_proxies),
             web_dir: overrides.web_dir.or(file.web_dir),
         };
+        anyhow::ensure!(
+            config.tls_cert.is_some() == config.tls_key.is_some(),
+            "tls_cert and tls_key go together: give both to serve HTTPS, or neither"
+        );
         anyhow::ensure!(
             config.access_token_ttl_secs >= 30,
             "access_token_ttl_secs must be at least 30"
@@ -388,6 +405,27 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/corral"));
         assert_eq!(config.max_body_bytes, 2048);
         assert_eq!(config.database, None);
+    }
+
+    #[test]
+    fn a_certificate_needs_its_key() {
+        let file: FileConfig = toml::from_str("tls_cert = \"/etc/corral/cert.pem\"").unwrap();
+        let alone = Config::resolve(file, Overrides::default()).unwrap_err();
+        assert!(
+            alone
+                .to_string()
+                .contains("tls_cert and tls_key go together"),
+            "{alone}"
+        );
+        // A flag completes (or replaces) what the file says.
+        let file: FileConfig = toml::from_str("tls_cert = \"/etc/corral/cert.pem\"").unwrap();
+        let overrides = Overrides {
+            tls_key: Some("/run/secrets/key.pem".into()),
+            ..Overrides::default()
+        };
+        let config = Config::resolve(file, overrides).unwrap();
+        assert_eq!(config.tls_cert, Some(PathBuf::from("/etc/corral/cert.pem")));
+        assert_eq!(config.tls_key, Some(PathBuf::from("/run/secrets/key.pem")));
     }
 
     #[tokio::test]

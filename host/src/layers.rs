@@ -77,11 +77,15 @@ pub async fn security_headers(
     response
 }
 
-/// Corral itself speaks plain HTTP; a request came over TLS when a trusted
-/// reverse proxy in front says so with `X-Forwarded-Proto: https`. The
-/// header from anyone else is ignored, lest a client on plain HTTP pin
-/// HTTPS on a host that does not serve it.
+/// Whether a request came over TLS: always when Corral serves HTTPS itself
+/// (it then speaks nothing else); otherwise when a trusted reverse proxy in
+/// front says so with `X-Forwarded-Proto: https`. The header from anyone
+/// else is ignored, lest a client on plain HTTP pin HTTPS on a host that
+/// does not serve it.
 pub fn came_over_tls(config: &Config, extensions: &Extensions, headers: &HeaderMap) -> bool {
+    if config.tls_cert.is_some() {
+        return true;
+    }
     let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() else {
         return false;
     };

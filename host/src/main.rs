@@ -100,8 +100,9 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let token = node_token(args.token_file.as_deref())?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            let (config, pin) = corral_host::tls::server_config(cert, key)?;
-            let shown = corral_host::tls::show(&pin);
+            let identity = corral_host::tls::Identity::load(cert, key)?;
+            let shown = corral_host::tls::show(&identity.fingerprint());
+            let config = corral_host::tls::server_config(identity)?;
             tracing::info!(fingerprint = %shown, "serving TLS");
             println!("TLS certificate SHA-256 fingerprint: {shown}");
             Some(config)
@@ -166,6 +167,14 @@ struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "CORRAL_BIND")]
     bind: Option<SocketAddr>,
+    /// Serve HTTPS with this PEM certificate (chain) and --tls-key, e.g.
+    /// Let's Encrypt's fullchain.pem; a renewal is picked up by itself (or
+    /// at once on SIGHUP).
+    #[arg(long, env = "CORRAL_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "CORRAL_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Log JSON lines instead of text.
     #[arg(long, env = "CORRAL_LOG_JSON")]
     log_json: Option<bool>,
@@ -208,14 +217,9 @@ enum AdminCommand {
     },
 }
 
-fn resolve(
-    store: &StoreArgs,
-    bind: Option<SocketAddr>,
-    log_json: Option<bool>,
-    backends_dir: Option<PathBuf>,
-    demo_model: Option<PathBuf>,
-    web_dir: Option<PathBuf>,
-) -> anyhow::Result<Config> {
+/// The configuration: the file `store` names, then `overrides` (from the
+/// environment and flags), then the store's own flags.
+fn resolve(store: &StoreArgs, overrides: Overrides) -> anyhow::Result<Config> {
     let file = match &store.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -223,13 +227,9 @@ fn resolve(
     Config::resolve(
         file,
         Overrides {
-            bind,
             data_dir: store.data_dir.clone(),
             database: store.database.clone(),
-            log_json,
-            backends_dir,
-            demo_model,
-            web_dir,
+            ..overrides
         },
     )
 }
@@ -255,11 +255,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = resolve(
                 &args.store,
-                args.bind,
-                args.log_json,
-                args.backends_dir,
-                args.demo_model,
-                args.web_dir,
+                Overrides {
+                    bind: args.bind,
+                    tls_cert: args.tls_cert,
+                    tls_key: args.tls_key,
+                    log_json: args.log_json,
+                    backends_dir: args.backends_dir,
+                    demo_model: args.demo_model,
+                    web_dir: args.web_dir,
+                    ..Overrides::default()
+                },
             )?;
             init_logging(config.log_json);
             corral_host::server::serve(config).await
@@ -287,7 +292,7 @@ async fn main() -> anyhow::Result<()> {
                     display_name,
                 },
         } => {
-            let config = resolve(&store, None, None, None, None, None)?;
+            let config = resolve(&store, Overrides::default())?;
             let password = match password {
                 Some(p) => p,
                 None if password_stdin => read_password_line(std::io::stdin().lock())?,

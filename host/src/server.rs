@@ -118,9 +118,64 @@ fn spawn_sweeper(store: Arc<dyn Store>) {
     });
 }
 
+/// How often the certificate files are looked at for a renewal.
+const TLS_RECHECK: Duration = Duration::from_secs(10);
+
+/// Serves a renewed certificate once its files change (looked at every
+/// [`TLS_RECHECK`]), or at once on SIGHUP; a renewal that cannot be read
+/// is logged and the previous certificate stays.
+fn spawn_tls_reloader(identity: Arc<crate::tls::Identity>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => Some(signal),
+            Err(err) => {
+                tracing::warn!(%err, "no SIGHUP: certificate files are only looked at every few seconds");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(TLS_RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            #[cfg(unix)]
+            let hung_up = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hung_up = std::future::pending::<Option<()>>();
+            let force = tokio::select! {
+                Some(()) = hung_up => true,
+                _ = tick.tick() => false,
+            };
+            let reading = identity.clone();
+            match tokio::task::spawn_blocking(move || reading.reload(force)).await {
+                Ok(Ok(Some(pin))) => tracing::info!(
+                    fingerprint = %crate::tls::show(&pin),
+                    "read the TLS certificate files again"
+                ),
+                Ok(Ok(None)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!("{err:#}; the previous TLS certificate is still served")
+                }
+                Err(err) => tracing::warn!(%err, "reading the TLS certificate files failed"),
+            }
+        }
+    });
+}
+
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     crate::openapi::check_routes().map_err(|e| anyhow::anyhow!(e))?;
+    // Bad certificate files stop the start before anything else happens.
+    let identity = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::Identity::load(cert, key)?),
+        _ => None,
+    };
     crate::store::restrict_new_files();
     crate::store::secure_data_dir(&config.data_dir)
         .map_err(|e| anyhow::anyhow!("securing the data dir {}: {e}", config.data_dir.display()))?;
@@ -158,15 +213,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(bind).await?;
     let local = listener.local_addr()?;
-    tracing::info!(%local, "listening");
-    println!("Corral is listening on http://{local} (API docs at http://{local}/docs)");
+    let scheme = if identity.is_some() { "https" } else { "http" };
+    tracing::info!(%local, scheme, "listening");
+    println!("Corral is listening on {scheme}://{local} (API docs at {scheme}://{local}/docs)");
+    let tls = match identity {
+        Some(identity) => {
+            let shown = crate::tls::show(&identity.fingerprint());
+            tracing::info!(fingerprint = %shown, "serving TLS");
+            spawn_tls_reloader(identity.clone());
+            Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+                identity,
+            )?))
+        }
+        None => None,
+    };
     let limits = crate::listener::ConnectionLimits::from_config(&state.config);
     let shutdown = state.shutdown.clone();
     let runs = state.chat_runs.clone();
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let mut server = tokio::spawn({
         let shutdown = shutdown.clone();
-        crate::listener::serve(listener, app(state), limits, None, async move {
+        crate::listener::serve(listener, app(state), limits, tls, async move {
             shutdown.begun().await
         })
     });

@@ -1,18 +1,22 @@
-//! TLS for worker nodes: `corral node` can serve HTTPS with a certificate
-//! of its own, and the host then trusts exactly that certificate, named by
-//! its SHA-256 fingerprint (pinned, as SSH pins a host key), instead of a
-//! public certificate authority. A self-signed certificate is enough.
+//! TLS of Corral's own: `corral serve` and `corral node` can serve HTTPS
+//! from PEM files, and the host can call a node that trusts exactly one
+//! certificate, named by its SHA-256 fingerprint (pinned, as SSH pins a
+//! host key), instead of a public certificate authority. A self-signed
+//! certificate is enough for a node.
 //!
 //! A pinned certificate is the node's identity: its names and validity
 //! dates are not checked, only that the node proves it holds the
 //! certificate's key.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
@@ -54,31 +58,110 @@ pub fn parse(text: &str) -> Result<Fingerprint, String> {
     Ok(out)
 }
 
-/// A server configuration from a PEM certificate chain (the node's own
-/// certificate first) and its PEM private key, with the fingerprint of the
-/// first certificate.
-pub fn server_config(
-    cert_file: &Path,
-    key_file: &Path,
-) -> anyhow::Result<(Arc<rustls::ServerConfig>, Fingerprint)> {
+/// Reads a PEM certificate chain (the server's own certificate first) and
+/// its PEM private key, checking that they belong together.
+fn read_identity(cert_file: &Path, key_file: &Path) -> anyhow::Result<CertifiedKey> {
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| anyhow::anyhow!("the certificate file {}: {e}", cert_file.display()))?;
-    let first = certs.first().ok_or_else(|| {
-        anyhow::anyhow!(
-            "the certificate file {} holds no certificate",
-            cert_file.display()
-        )
-    })?;
-    let pin = fingerprint(first.as_ref());
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "the certificate file {} holds no certificate",
+        cert_file.display()
+    );
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| anyhow::anyhow!("the key file {}: {e}", key_file.display()))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+    CertifiedKey::from_der(certs, key, &provider())
+        .map_err(|e| anyhow::anyhow!("the certificate and key do not make a TLS identity: {e}"))
+}
+
+fn fingerprint_of(identity: &CertifiedKey) -> Fingerprint {
+    fingerprint(identity.cert[0].as_ref())
+}
+
+/// When each of the two files was last changed, and how long it is (a
+/// renewed certificate replaces or rewrites them).
+type Stamp = [Option<(SystemTime, u64)>; 2];
+
+fn stamp(files: [&Path; 2]) -> Stamp {
+    files.map(|file| {
+        let meta = std::fs::metadata(file).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    })
+}
+
+/// A server's certificate and key, read from PEM files, that can be read
+/// again while the server runs: a renewed certificate is served to new
+/// connections without a restart. A renewal that cannot be read (a key
+/// that does not match, a file half written) leaves the previous identity
+/// in place.
+#[derive(Debug)]
+pub struct Identity {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// The files' stamp when they were last read, whether or not reading
+    /// them worked; a failed renewal is tried again once they change.
+    read_at: Mutex<Stamp>,
+}
+
+impl Identity {
+    /// Reads the files; an error names the one at fault.
+    pub fn load(cert_file: &Path, key_file: &Path) -> anyhow::Result<Arc<Self>> {
+        let read_at = stamp([cert_file, key_file]);
+        let identity = read_identity(cert_file, key_file)?;
+        Ok(Arc::new(Identity {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            current: RwLock::new(Arc::new(identity)),
+            read_at: Mutex::new(read_at),
+        }))
+    }
+
+    /// The fingerprint of the certificate now served.
+    pub fn fingerprint(&self) -> Fingerprint {
+        fingerprint_of(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reads the files again when they changed since they were last read
+    /// (always with `force`). `Ok(Some(_))`: a new certificate is served,
+    /// with this fingerprint; `Ok(None)`: nothing to do; an error: the
+    /// files could not be read, and the previous certificate stays.
+    pub fn reload(&self, force: bool) -> anyhow::Result<Option<Fingerprint>> {
+        let now = stamp([&self.cert_file, &self.key_file]);
+        {
+            let mut read_at = self.read_at.lock().unwrap_or_else(|e| e.into_inner());
+            if !force && *read_at == now {
+                return Ok(None);
+            }
+            *read_at = now;
+        }
+        let identity = read_identity(&self.cert_file, &self.key_file)?;
+        let pin = fingerprint_of(&identity);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(identity);
+        Ok(Some(pin))
+    }
+}
+
+impl ResolvesServerCert for Identity {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// A server configuration that presents `identity` and speaks HTTP/1.1.
+pub fn server_config(identity: Arc<Identity>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| anyhow::anyhow!("the certificate and key do not make a TLS identity: {e}"))?;
-    Ok((Arc::new(config), pin))
+        .with_cert_resolver(identity);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A client configuration that accepts exactly the certificate `pin` names.
@@ -287,20 +370,97 @@ wCSXeuQqpXC7S/kbKHiFYdWNC8lqTiL4aJTFyqQYBu7SxQJPVF4uATuJ
         );
     }
 
-    #[test]
-    fn a_server_config_reads_the_pem_files_and_names_the_fingerprint() {
+    fn fingerprint_of_pem(pem: &str) -> Fingerprint {
+        fingerprint(cert(pem).as_ref())
+    }
+
+    /// `a.crt` and `a.key` in a temporary folder.
+    fn files(cert_pem: &str, key_pem: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let (crt, key) = (dir.path().join("a.crt"), dir.path().join("a.key"));
-        std::fs::write(&crt, A_CERT).unwrap();
-        std::fs::write(&key, A_KEY).unwrap();
-        let (_, pin) = server_config(&crt, &key).unwrap();
-        assert_eq!(pin, fingerprint(cert(A_CERT).as_ref()));
+        std::fs::write(&crt, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        (dir, crt, key)
+    }
+
+    /// Whether a server with `identity` shows clients the certificate
+    /// `pem` (a client pinned to it completes the handshake).
+    fn serves(identity: &Arc<Identity>, pem: &str) -> bool {
+        let config = server_config(identity.clone()).unwrap();
+        handshake(pinned_to(pem), (*config).clone()).is_ok()
+    }
+
+    #[test]
+    fn an_identity_reads_the_pem_files_and_names_the_fingerprint() {
+        let (_dir, crt, key) = files(A_CERT, A_KEY);
+        let identity = Identity::load(&crt, &key).unwrap();
+        assert_eq!(identity.fingerprint(), fingerprint_of_pem(A_CERT));
+        assert!(serves(&identity, A_CERT));
+
         std::fs::write(&key, B_KEY).unwrap();
-        let mismatch = server_config(&crt, &key).unwrap_err().to_string();
+        let mismatch = Identity::load(&crt, &key).unwrap_err().to_string();
         assert!(
             mismatch.contains("do not make a TLS identity"),
             "{mismatch}"
         );
+        std::fs::write(&key, A_CERT).unwrap();
+        let not_a_key = Identity::load(&crt, &key).unwrap_err().to_string();
+        assert!(not_a_key.contains("the key file"), "{not_a_key}");
+        std::fs::write(&crt, A_KEY).unwrap();
+        let no_cert = Identity::load(&crt, &key).unwrap_err().to_string();
+        assert!(no_cert.contains("holds no certificate"), "{no_cert}");
+        let missing = Identity::load(&crt.with_extension("gone"), &key)
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("a.gone"), "{missing}");
+    }
+
+    #[test]
+    fn a_renewed_certificate_is_served_once_its_files_change() {
+        let (_dir, crt, key) = files(A_CERT, A_KEY);
+        let identity = Identity::load(&crt, &key).unwrap();
+        assert_eq!(identity.reload(false).unwrap(), None, "nothing changed");
+
+        // The renewal is written in place; the two certificates are the
+        // same length, so only the change time tells them apart.
+        std::fs::write(&crt, B_CERT).unwrap();
+        std::fs::write(&key, B_KEY).unwrap();
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        for file in [&crt, &key] {
+            let f = std::fs::File::options().write(true).open(file).unwrap();
+            f.set_modified(later).unwrap();
+        }
+        assert_eq!(
+            identity.reload(false).unwrap(),
+            Some(fingerprint_of_pem(B_CERT))
+        );
+        assert!(serves(&identity, B_CERT));
+        assert_eq!(
+            identity.reload(false).unwrap(),
+            None,
+            "read once per change"
+        );
+    }
+
+    #[test]
+    fn a_renewal_that_cannot_be_read_keeps_the_served_certificate() {
+        let (_dir, crt, key) = files(A_CERT, A_KEY);
+        let identity = Identity::load(&crt, &key).unwrap();
+        // Half a renewal: the new certificate, the old key.
+        std::fs::write(&crt, B_CERT).unwrap();
+        let refused = identity.reload(true).unwrap_err().to_string();
+        assert!(refused.contains("do not make a TLS identity"), "{refused}");
+        assert_eq!(identity.fingerprint(), fingerprint_of_pem(A_CERT));
+        assert!(serves(&identity, A_CERT));
+        // The rest of it arrives.
+        std::fs::write(&key, B_KEY).unwrap();
+        assert_eq!(
+            identity.reload(true).unwrap(),
+            Some(fingerprint_of_pem(B_CERT))
+        );
+        std::fs::remove_file(&key).unwrap();
+        assert!(identity.reload(true).is_err());
+        assert!(serves(&identity, B_CERT));
     }
 
     #[test]

@@ -142,10 +142,16 @@ class SecantusServer:
 
 class CorralServer:
     """`corral serve` on 127.0.0.1:<free port> with its own data directory;
-    on the embedded SQLite store, or on `database` (a mongodb:// URL)."""
+    on the embedded SQLite store, or on `database` (a mongodb:// URL). With
+    `tls` (a PEM certificate and key) it serves HTTPS, and clients trust
+    that certificate."""
 
-    def __init__(self, binary: str, work: Path, config: str = "", database: str | None = None):
+    def __init__(self, binary: str, work: Path, config: str = "", database: str | None = None,
+                 tls: tuple[Path, Path] | None = None):
         self.binary = binary
+        self.tls = tls
+        # What `requests` checks the server's certificate against.
+        self.verify: str | bool = str(tls[0]) if tls else True
         self.work = work
         self.data = work / "data"
         self.data.mkdir(parents=True, exist_ok=True)
@@ -157,7 +163,7 @@ class CorralServer:
         self.config.write_text(config)
         self.log_path = work / "server.log"
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self._log = None
 
@@ -175,6 +181,8 @@ class CorralServer:
         ]
         if backends_dir:
             args += ["--backends-dir", backends_dir]
+        if self.tls:
+            args += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         self.proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -186,7 +194,7 @@ class CorralServer:
         while time.monotonic() < deadline:
             self.check_alive()
             try:
-                if requests.get(self.base + "/readyz", timeout=2).status_code == 200:
+                if requests.get(self.base + "/readyz", timeout=2, verify=self.verify).status_code == 200:
                     return
             except requests.RequestException:
                 pass
@@ -258,12 +266,15 @@ class Api:
             server.base + "/api/auth/login",
             json={"username": username, "password": password},
             timeout=TIMEOUT,
+            verify=server.verify,
         )
         assert r.status_code == 200, f"login as {username}: {r.status_code} {r.text}"
         return cls(server, r.json()["access_token"])
 
     def request(self, method: str, path: str, **kw) -> requests.Response:
         kw.setdefault("timeout", TIMEOUT)
+        # Per request: a session's own `verify` loses to REQUESTS_CA_BUNDLE.
+        kw.setdefault("verify", self.server.verify)
         try:
             return self.session.request(method, self.base + path, **kw)
         except requests.RequestException:
@@ -462,13 +473,14 @@ DEMO_NAME = "gemma-3-270m"
 
 
 @contextlib.contextmanager
-def module_server(corral_bin: str, work: Path, config: str, database: str | None, backends_dir: str | None = None):
+def module_server(corral_bin: str, work: Path, config: str, database: str | None, backends_dir: str | None = None,
+                  tls: tuple[Path, Path] | None = None):
     """A server of a test module's own, started with the backends of
-    CORRAL_BACKENDS_DIR (or `backends_dir`); while it runs, a failing
-    test's report shows its log."""
+    CORRAL_BACKENDS_DIR (or `backends_dir`), over HTTPS with `tls`; while it
+    runs, a failing test's report shows its log."""
     import pytest
 
-    server = CorralServer(corral_bin, work, config, database=database)
+    server = CorralServer(corral_bin, work, config, database=database, tls=tls)
     server.start(backends_dir=backends_dir or os.environ.get("CORRAL_BACKENDS_DIR") or None)
     before, pytest.corral_server = getattr(pytest, "corral_server", None), server
     try:

@@ -1,0 +1,232 @@
+"""`corral serve` with a certificate of its own (`--tls-cert`,
+`--tls-key`): it speaks HTTPS only, every kind of client works over it (REST,
+the web UI, WebSockets, the official OpenAI client), the refresh cookie is
+`Secure`, and a renewed certificate is served without a restart."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import websocket
+from openai import DefaultHttpxClient, OpenAI
+
+from corral import (
+    DEMO_NAME,
+    TIMEOUT,
+    Api,
+    account,
+    clean_env,
+    demo_server_config,
+    demo_technician,
+    free_port,
+    module_server,
+    wait_until,
+)
+
+
+def make_certificate(cert: Path, key: Path, name: str):
+    """A self-signed certificate for 127.0.0.1 and localhost, written to
+    `cert` and `key` the way a renewal writes them: new files renamed over
+    the old ones."""
+    new_cert, new_key = cert.with_suffix(".new"), key.with_suffix(".new")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(new_key), "-out", str(new_cert), "-days", "2", "-subj", f"/CN={name}",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )
+    os.replace(new_key, key)
+    os.replace(new_cert, cert)
+
+
+def fingerprint_of(cert: Path) -> str:
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert.read_text())).hexdigest()
+
+
+def served_fingerprint(port: int) -> str:
+    """The SHA-256 fingerprint of the certificate a new connection is shown."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw) as tls:
+            return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+
+
+def log_count(srv, text: str) -> int:
+    return srv.log_path.read_text(errors="replace").count(text)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    make_certificate(cert, key, "corral-first")
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def srv(corral_bin, demo_model, module_database, tmp_path_factory, certificate):
+    config = demo_server_config(demo_model)
+    with module_server(corral_bin, tmp_path_factory.mktemp("https"), config, module_database,
+                       tls=certificate) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tech(srv) -> Api:
+    return demo_technician(srv)
+
+
+@pytest.fixture(scope="module")
+def ada(srv, tech) -> Api:
+    return account(srv, "ada", "user")
+
+
+def test_every_client_works_over_https_and_nothing_over_plain_http(srv, ada, certificate):
+    cert, _ = certificate
+    assert srv.base.startswith("https://")
+    assert f"Corral is listening on {srv.base}" in srv.log_path.read_text()
+    # HTTPS only: plain HTTP on the port gets no HTTP answer.
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{srv.port}/healthz", timeout=5)
+
+    health = requests.get(srv.base + "/healthz", verify=srv.verify, timeout=TIMEOUT)
+    assert health.status_code == 200
+    assert health.headers["Strict-Transport-Security"].startswith("max-age=")
+    page = requests.get(srv.base + "/", verify=srv.verify, timeout=TIMEOUT)
+    assert page.status_code == 200 and "<html" in page.text.lower(), page.text[:200]
+
+    # A browser's sign-in: the refresh cookie may only travel over HTTPS.
+    password = srv.create_account("browser", "user")
+    login = requests.post(srv.base + "/api/auth/login", verify=srv.verify, timeout=TIMEOUT,
+                          json={"username": "browser", "password": password, "refresh_cookie": True})
+    assert login.status_code == 200, login.text
+    assert "; Secure" in login.headers["Set-Cookie"], login.headers["Set-Cookie"]
+
+    # The official OpenAI client, streaming, trusting only this certificate.
+    key = ada.ok("POST", "/api/me/keys", json={"name": "https"}, expect=(201,))["key"]
+    trust = ssl.create_default_context(cafile=str(cert))
+    with DefaultHttpxClient(verify=trust, timeout=180) as http:
+        client = OpenAI(base_url=srv.base + "/v1", api_key=key, http_client=http, max_retries=0)
+        stream = client.chat.completions.create(
+            model=DEMO_NAME, messages=[{"role": "user", "content": "Name a colour."}],
+            max_tokens=12, temperature=0, seed=1, stream=True,
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.strip(), "the streamed answer is empty"
+
+    # The chat WebSocket over wss://.
+    chat = ada.ok("POST", "/api/chats", json={"model": DEMO_NAME}, expect=(201,))["id"]
+    ws = websocket.create_connection(
+        srv.base.replace("https://", "wss://", 1) + "/api/chats/ws",
+        header=[f"Authorization: Bearer {ada.token}"], sslopt={"ca_certs": str(cert)}, timeout=120,
+    )
+    try:
+        ws.send(json.dumps({"type": "send", "chat_id": chat, "content": "Name a fruit.",
+                            "sampling": {"max_tokens": 12, "temperature": 0, "seed": 1}}))
+        while True:
+            event = json.loads(ws.recv())
+            if event.get("chat_id") == chat and event["type"] in ("done", "error"):
+                break
+    finally:
+        ws.close()
+    assert event["type"] == "done" and event["message"]["status"] == "complete", event
+    stored = ada.ok("GET", f"/api/chats/{chat}")["messages"]
+    assert stored[-1]["content"] == event["message"]["content"]
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(srv, certificate):
+    cert, key = certificate
+    pid = srv.proc.pid
+    assert served_fingerprint(srv.port) == fingerprint_of(cert)
+    # A client already connected keeps its connection across the renewal.
+    kept = requests.Session()
+    assert kept.get(srv.base + "/healthz", verify=srv.verify, timeout=TIMEOUT).status_code == 200
+    # Renewed in place, as certbot does: the files change, nobody signals.
+    first = fingerprint_of(cert)
+    make_certificate(cert, key, "corral-renewed")
+    renewed = fingerprint_of(cert)
+    assert renewed != first
+    wait_until(lambda: served_fingerprint(srv.port) == renewed, 20, "the renewed certificate is served")
+    assert requests.get(srv.base + "/healthz", verify=srv.verify, timeout=TIMEOUT).status_code == 200
+    assert kept.get(srv.base + "/healthz", verify=srv.verify, timeout=TIMEOUT).status_code == 200
+
+    # SIGHUP reads the files at once, changed or not, and does not stop
+    # the server (its default action would).
+    reads = log_count(srv, "read the TLS certificate files again")
+    srv.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: log_count(srv, "read the TLS certificate files again") > reads, 5,
+               "SIGHUP made the server read its certificate again")
+    srv.check_alive()
+    assert srv.proc.pid == pid
+    assert served_fingerprint(srv.port) == renewed
+
+
+def test_a_renewal_that_cannot_be_read_leaves_the_working_certificate(srv, certificate):
+    cert, key = certificate
+    served = fingerprint_of(cert)
+    good_key = key.read_bytes()
+    warned = log_count(srv, "the previous TLS certificate is still served")
+    try:
+        key.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+        srv.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: log_count(srv, "the previous TLS certificate is still served") > warned, 5,
+                   "the unreadable renewal is reported")
+        srv.check_alive()
+        assert served_fingerprint(srv.port) == served
+        assert requests.get(srv.base + "/healthz", verify=srv.verify, timeout=TIMEOUT).status_code == 200
+        # A key of another certificate is refused as well.
+        other = cert.parent / "other"
+        other.mkdir(exist_ok=True)
+        make_certificate(other / "cert.pem", other / "key.pem", "corral-other")
+        key.write_bytes((other / "key.pem").read_bytes())
+        srv.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "do not make a TLS identity" in srv.log_path.read_text(errors="replace"), 5,
+                   "the mismatched key is reported")
+        assert served_fingerprint(srv.port) == served
+    finally:
+        key.write_bytes(good_key)
+    srv.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert served_fingerprint(srv.port) == served
+    srv.check_alive()
+
+
+def serve_once(corral_bin: str, work: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [corral_bin, "serve", "--data-dir", str(work / "data"), "--bind", f"127.0.0.1:{free_port()}", *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, env=clean_env(), timeout=60,
+    )
+
+
+def test_tls_files_that_cannot_serve_stop_the_start_with_the_reason(corral_bin, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    make_certificate(cert, key, "corral-start")
+    other_cert, other_key = tmp_path / "other.pem", tmp_path / "other-key.pem"
+    make_certificate(other_cert, other_key, "corral-other")
+    cases = [
+        (("--tls-cert", str(cert)), "tls_cert and tls_key go together"),
+        (("--tls-key", str(key)), "tls_cert and tls_key go together"),
+        (("--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(key)), "missing.pem"),
+        (("--tls-cert", str(key), "--tls-key", str(key)), "holds no certificate"),
+        (("--tls-cert", str(cert), "--tls-key", str(cert)), "the key file"),
+        (("--tls-cert", str(cert), "--tls-key", str(other_key)), "do not make a TLS identity"),
+    ]
+    for args, reason in cases:
+        out = serve_once(corral_bin, tmp_path, *args)
+        assert out.returncode != 0, (args, out.stdout)
+        assert reason in out.stderr, (args, out.stderr[-2000:])
+        assert "listening" not in out.stdout, (args, out.stdout)
+        # Nothing was set up: the data directory was not even made.
+        assert not (tmp_path / "data").exists(), args
