@@ -41,13 +41,18 @@ export class Actor {
     readonly base: string,
   ) {}
 
-  static async open(browser: Browser, name: string, base: string): Promise<Actor> {
+  /**
+   * A new context on `base`; with `trustAnyCertificate`, it accepts a
+   * certificate no authority signed (a test server's self-signed one).
+   */
+  static async open(browser: Browser, name: string, base: string, trustAnyCertificate = false): Promise<Actor> {
     const context = await browser.newContext({
       baseURL: base,
       viewport: DESKTOP,
       colorScheme: "light",
       locale: "en-US",
       acceptDownloads: true,
+      ignoreHTTPSErrors: trustAnyCertificate,
     });
     context.setDefaultTimeout(20_000);
     await context.addInitScript(() => {

@@ -5,6 +5,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { accessSync, constants, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
+import { request as httpsRequest } from "node:https";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -78,6 +79,21 @@ export interface CorralOptions {
   /** Extra lines of the TOML configuration. */
   config?: string;
   demoModel?: string;
+  /** Serve HTTPS with this PEM certificate and key. */
+  tls?: { cert: string; key: string };
+}
+
+/** The status of a GET of `url`, trusting only the PEM certificate `ca`. */
+function httpsStatus(url: string, ca: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { ca, timeout: 2000 }, (response) => {
+      response.resume();
+      resolve(response.statusCode ?? 0);
+    });
+    req.on("timeout", () => req.destroy(new Error("timed out")));
+    req.on("error", reject);
+    req.end();
+  });
 }
 
 export class Corral {
@@ -88,12 +104,14 @@ export class Corral {
   readonly logPath = path.join(this.work, "server.log");
   port = 0;
   private proc: ChildProcess | null = null;
+  private tls: CorralOptions["tls"];
 
   get base(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.tls ? "https" : "http"}://127.0.0.1:${this.port}`;
   }
 
   async start(options: CorralOptions = {}): Promise<this> {
+    this.tls = options.tls;
     writeFileSync(
       this.configPath,
       [
@@ -114,15 +132,19 @@ export class Corral {
       "--bind", `127.0.0.1:${this.port}`,
     ];
     if (options.demoModel) args.push("--demo-model", options.demoModel);
+    if (options.tls) args.push("--tls-cert", options.tls.cert, "--tls-key", options.tls.key);
     if (process.env.CORRAL_BACKENDS_DIR) args.push("--backends-dir", process.env.CORRAL_BACKENDS_DIR);
     const log = openSync(this.logPath, "a");
     this.proc = spawn(this.bin, args, { stdio: ["ignore", log, log], env: cleanEnv() });
+    const ca = options.tls && readFileSync(options.tls.cert, "utf8");
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
       this.checkAlive();
       try {
-        const response = await fetch(`${this.base}/readyz`, { signal: AbortSignal.timeout(2000) });
-        if (response.status === 200) return this;
+        const status = ca
+          ? await httpsStatus(`${this.base}/readyz`, ca)
+          : (await fetch(`${this.base}/readyz`, { signal: AbortSignal.timeout(2000) })).status;
+        if (status === 200) return this;
       } catch {
         // not listening yet
       }
