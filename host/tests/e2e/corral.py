@@ -61,6 +61,22 @@ def stop_process(proc: subprocess.Popen | None, log=None):
         log.close()
 
 
+def closed_by_server(s: socket.socket, within: float) -> bool:
+    """Whether the server closes `s` within `within` seconds (reading and
+    dropping whatever it sends first)."""
+    s.settimeout(within)
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            if not s.recv(4096):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+    return False
+
+
 class ServerDied(AssertionError):
     pass
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from corral import TIMEOUT, Api, CorralServer, sse_events, wait_until
+from corral import TIMEOUT, Api, CorralServer, closed_by_server, sse_events, wait_until
 
 DEMO_NAME = "gemma-3-270m"
 # Long enough that no answer ends by itself within a test.
@@ -427,22 +427,6 @@ def strict(corral_bin, tmp_path_factory):
     srv.start()
     yield srv
     srv.stop()
-
-
-def closed_by_server(s: socket.socket, within: float) -> bool:
-    """Whether the server closes `s` within `within` seconds (reading and
-    dropping whatever it sends first)."""
-    s.settimeout(within)
-    deadline = time.monotonic() + within
-    try:
-        while time.monotonic() < deadline:
-            if not s.recv(4096):
-                return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except socket.timeout:
-        return False
-    return False
 
 
 def fresh_get(server: CorralServer, path: str = "/healthz", timeout=(5, 20)) -> requests.Response:

@@ -24,8 +24,10 @@ from corral import (
     DEMO_NAME,
     TIMEOUT,
     Api,
+    CorralServer,
     account,
     clean_env,
+    closed_by_server,
     demo_server_config,
     demo_technician,
     free_port,
@@ -201,6 +203,36 @@ def test_a_renewal_that_cannot_be_read_leaves_the_working_certificate(srv, certi
     time.sleep(0.5)
     assert served_fingerprint(srv.port) == served
     srv.check_alive()
+
+
+def test_clients_that_stall_the_handshake_cannot_hold_the_server(corral_bin, tmp_path):
+    """A TLS handshake gets the time a request's headers get: silent
+    connections and a half-sent ClientHello are closed, and meanwhile the
+    server's few places come free for a real client."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    make_certificate(cert, key, "corral-strict")
+    header_timeout = 2
+    strict = CorralServer(corral_bin, tmp_path / "srv",
+                          f"header_read_timeout_secs = {header_timeout}\nmax_connections = 3\n", tls=(cert, key))
+    strict.start()
+    stalled = []
+    try:
+        stalled = [socket.create_connection(("127.0.0.1", strict.port), timeout=10) for _ in range(4)]
+        # The start of a TLS record (a handshake of 512 bytes), never the rest.
+        stalled[0].sendall(bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]))
+        began = time.monotonic()
+        fresh = requests.get(strict.base + "/healthz", headers={"Connection": "close"}, verify=strict.verify,
+                             timeout=(5, 20))
+        assert fresh.status_code == 200
+        took = time.monotonic() - began
+        assert took < header_timeout * 4, f"served only after {took:.1f} s"
+        for s in stalled:
+            assert closed_by_server(s, header_timeout * 4), "a stalled handshake stayed open"
+        strict.check_alive()
+    finally:
+        for s in stalled:
+            s.close()
+        strict.stop()
 
 
 def serve_once(corral_bin: str, work: Path, *args: str) -> subprocess.CompletedProcess:
