@@ -632,6 +632,12 @@ pub struct ModelRecord {
     /// secret: no API answer, event or audit entry shows it.
     #[serde(default)]
     pub api_key: Option<String>,
+    /// Remote models on `https`: the SHA-256 fingerprint of the upstream's
+    /// own certificate (as [`crate::tls::show`] writes it), trusted instead
+    /// of the public certificate authorities, e.g. another Corral serving a
+    /// self-signed certificate.
+    #[serde(default)]
+    pub tls_fingerprint: Option<String>,
     /// Names of the models that answer instead, in order, when this one
     /// is cooling down or fails before its first token.
     #[serde(default)]

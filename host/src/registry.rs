@@ -121,6 +121,12 @@ pub struct NewModel {
     /// token. It is never shown again.
     #[schema(max_length = 1024, example = "sk-...")]
     pub api_key: Option<String>,
+    /// Remote models on `https` only: the SHA-256 fingerprint of the
+    /// upstream's certificate (64 hex digits, colons allowed), trusted
+    /// instead of the public certificate authorities; for a server with a
+    /// self-signed certificate, such as another Corral.
+    #[schema(max_length = 200, example = "AB:CD:...")]
+    pub tls_fingerprint: Option<String>,
     /// Names of models that answer instead, in order, when this one is
     /// cooling down or fails before its first token (at most 8).
     #[schema(max_items = 8)]
@@ -167,11 +173,15 @@ pub struct ModelChanges {
     /// `""` goes back to the model's own name.
     #[schema(max_length = 200)]
     pub upstream_model: Option<String>,
-    /// A new key; `""` removes it. A new base URL on another origin
-    /// needs the key given again, so that a key never travels to a server
-    /// it was not meant for.
+    /// A new key; `""` removes it. A new base URL on another origin, or a
+    /// new `tls_fingerprint`, needs the key given again, so that a key
+    /// never travels to a server it was not meant for.
     #[schema(max_length = 1024)]
     pub api_key: Option<String>,
+    /// A new pinned certificate fingerprint; `""` trusts the public
+    /// certificate authorities again.
+    #[schema(max_length = 200)]
+    pub tls_fingerprint: Option<String>,
     pub fallbacks: Option<Vec<String>>,
     /// A worker node's name; `""` brings the model back to this host.
     #[schema(max_length = 100)]
@@ -324,6 +334,7 @@ async fn validate(
         for (field, set) in [
             ("upstream_model", m.upstream_model.is_some()),
             ("api_key", m.api_key.is_some()),
+            ("tls_fingerprint", m.tls_fingerprint.is_some()),
         ] {
             v.check(!set, field, "applies only to the `openai` backend");
         }
@@ -482,6 +493,22 @@ fn check_remote(v: &mut Validator, m: &mut ModelRecord) {
             format!("must be at most {MAX_API_KEY} visible ASCII characters (no spaces)"),
         );
     }
+    if let Some(text) = m.tls_fingerprint.take() {
+        match crate::tls::normalize(&text) {
+            Ok(pin) => m.tls_fingerprint = pin,
+            Err(message) => {
+                v.check(false, "tls_fingerprint", message);
+                m.tls_fingerprint = Some(text);
+            }
+        }
+        // A pinned certificate is only checked over TLS: a pin on `http`
+        // would send the key in the clear.
+        v.check(
+            m.tls_fingerprint.is_none() || url.as_ref().is_ok_and(|u| u.scheme() == "https"),
+            "tls_fingerprint",
+            "needs an https base URL: a pinned certificate is only checked over TLS",
+        );
+    }
     v.check(
         m.kind == ModelKind::Chat,
         "kind",
@@ -634,6 +661,7 @@ pub async fn create(state: &AppState, req: NewModel) -> ApiResult<ModelRecord> {
         updated_at: at,
         upstream_model: req.upstream_model.filter(|m| !m.trim().is_empty()),
         api_key: req.api_key.filter(|k| !k.is_empty()),
+        tls_fingerprint: req.tls_fingerprint.filter(|f| !f.is_empty()),
         fallbacks: req.fallbacks.unwrap_or_default(),
         node: req
             .node
@@ -716,6 +744,7 @@ pub async fn register_demo_model(state: &AppState) -> anyhow::Result<Option<Mode
                     access: None,
                     upstream_model: None,
                     api_key: None,
+                    tls_fingerprint: None,
                     fallbacks: None,
                     node: None,
                 },
@@ -859,12 +888,25 @@ async fn apply_changes(
     if let Some(key) = changes.api_key {
         model.api_key = Some(key).filter(|k| !k.is_empty());
     }
+    if let Some(pin) = changes.tls_fingerprint {
+        model.tls_fingerprint = Some(pin).filter(|f| !f.is_empty());
+    }
     if model.is_remote() && !new_key && model.api_key.is_some() {
         let origin = |s: &str| reqwest::Url::parse(s.trim()).ok().map(|u| u.origin());
         if origin(&model.source) != origin(&before.source) {
             return Err(AppError::field(
                 "api_key",
                 "must be given again when the base URL moves to another server",
+            ));
+        }
+        // A malformed fingerprint is left for `validate` to name.
+        let pin = |p: &Option<String>| p.as_deref().map(crate::tls::normalize).transpose();
+        let pins = (pin(&model.tls_fingerprint), pin(&before.tls_fingerprint));
+        if matches!(&pins, (Ok(new), Ok(old)) if new.as_ref().and_then(Option::as_ref) != old.as_ref().and_then(Option::as_ref))
+        {
+            return Err(AppError::field(
+                "api_key",
+                "must be given again when the pinned certificate changes",
             ));
         }
     }
@@ -1053,6 +1095,7 @@ fn load_changed(before: &ModelRecord, after: &ModelRecord) -> bool {
         || before.chat_template != after.chat_template
         || before.upstream_model != after.upstream_model
         || before.api_key != after.api_key
+        || before.tls_fingerprint != after.tls_fingerprint
         || before.node != after.node
 }
 
@@ -1085,6 +1128,17 @@ pub async fn load_spec(config: &Config, record: &ModelRecord) -> Result<LoadSpec
             upstream: Some(upstream::Target {
                 base_url: record.source.clone(),
                 api_key: record.api_key.clone(),
+                pin: record
+                    .tls_fingerprint
+                    .as_deref()
+                    .map(crate::tls::parse)
+                    .transpose()
+                    .map_err(|e| {
+                        AppError::Unavailable(format!(
+                            "model `{}` is unavailable: its pinned certificate fingerprint {e}",
+                            record.name
+                        ))
+                    })?,
                 model: record
                     .upstream_model
                     .clone()
@@ -1203,6 +1257,7 @@ mod load_spec_tests {
             updated_at: at,
             upstream_model: None,
             api_key: None,
+            tls_fingerprint: None,
             fallbacks: Vec::new(),
             node: None,
         }

@@ -220,6 +220,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(identity) => {
             let shown = crate::tls::show(&identity.fingerprint());
             tracing::info!(fingerprint = %shown, "serving TLS");
+            // What another host pins to use this one as an upstream.
+            println!("TLS certificate SHA-256 fingerprint: {shown}");
             spawn_tls_reloader(identity.clone());
             Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
                 identity,

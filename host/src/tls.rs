@@ -58,6 +58,47 @@ pub fn parse(text: &str) -> Result<Fingerprint, String> {
     Ok(out)
 }
 
+/// A fingerprint as the API takes it, in the form it is stored and shown
+/// ([`show`]); `""` is none.
+pub fn normalize(text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > 200 {
+        return Err("must be at most 200 bytes".into());
+    }
+    parse(text).map(|pin| Some(show(&pin)))
+}
+
+/// What TLS refused, when that is why a call failed: a certificate that
+/// is not the pinned one or that no authority signed, or a peer that does
+/// not speak TLS.
+pub fn failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = vec![e];
+    while let Some(err) = next.pop() {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(match tls {
+                rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+                    format!("TLS refused its certificate: {}", other.0)
+                }
+                rustls::Error::InvalidCertificate(why) => {
+                    format!("TLS refused its certificate: {why}")
+                }
+                other => format!("TLS failed: {other}"),
+            });
+        }
+        next.extend(err.source());
+        // An `io::Error` hides the error it wraps from `source()`.
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            next.push(inner);
+        }
+    }
+    None
+}
+
 /// Reads a PEM certificate chain (the server's own certificate first) and
 /// its PEM private key, checking that they belong together.
 fn read_identity(cert_file: &Path, key_file: &Path) -> anyhow::Result<CertifiedKey> {

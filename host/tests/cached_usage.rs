@@ -193,6 +193,7 @@ impl Ctx {
             updated_at: at,
             upstream_model: None,
             api_key: None,
+            tls_fingerprint: None,
             fallbacks: Vec::new(),
             node: None,
         };

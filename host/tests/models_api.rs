@@ -530,6 +530,7 @@ async fn a_restarted_host_resumes_a_partial_download() {
         updated_at: at,
         upstream_model: None,
         api_key: None,
+        tls_fingerprint: None,
         fallbacks: Vec::new(),
         node: None,
     };

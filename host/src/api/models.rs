@@ -101,6 +101,11 @@ pub struct ModelView {
     /// key itself is never shown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key_set: Option<bool>,
+    /// Technicians only, remote models: the fingerprint of the upstream's
+    /// pinned certificate; `null`: public certificate authorities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub tls_fingerprint: Option<Option<String>>,
     /// Technicians only: the models that answer instead, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallbacks: Option<Vec<String>>,
@@ -158,6 +163,7 @@ fn view(state: &AppState, caller: &Caller, model: ModelRecord) -> ModelView {
         progress,
         upstream_model: None,
         api_key_set: None,
+        tls_fingerprint: None,
         fallbacks: None,
         cooldown: None,
         node: None,
@@ -184,6 +190,7 @@ fn view(state: &AppState, caller: &Caller, model: ModelRecord) -> ModelView {
         if view.backend == crate::inference::upstream::BACKEND {
             view.upstream_model = Some(model.upstream_model);
             view.api_key_set = Some(model.api_key.is_some());
+            view.tls_fingerprint = Some(model.tls_fingerprint);
             view.cooldown = state
                 .inference
                 .manager

@@ -136,18 +136,7 @@ fn check_token(token: &str) -> ApiResult<()> {
 
 /// A fingerprint as stored (`None` for `""`).
 fn check_fingerprint(text: &str) -> ApiResult<Option<String>> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    if text.len() > 200 {
-        return Err(AppError::field(
-            "tls_fingerprint",
-            "must be at most 200 bytes",
-        ));
-    }
-    crate::tls::parse(text)
-        .map(|pin| Some(crate::tls::show(&pin)))
-        .map_err(|message| AppError::field("tls_fingerprint", message))
+    crate::tls::normalize(text).map_err(|message| AppError::field("tls_fingerprint", message))
 }
 
 /// A pinned certificate is only of use over TLS: refuses a pin on an

@@ -278,7 +278,8 @@ impl ModelManager {
         }))
     }
 
-    /// A remote model: nothing to load, so nothing can fail here.
+    /// A remote model: nothing to load; only a pinned client can fail to
+    /// be made.
     fn open_upstream(
         &self,
         spec: &LoadSpec,
@@ -289,13 +290,17 @@ impl ModelManager {
             .as_ref()
             .ok_or_else(|| InferenceError::BackendMissing(upstream::BACKEND.into()))?;
         let info = upstream::model_info(spec.request.context_length, spec.request.slots);
-        let model = upstreams.model(
-            &spec.key,
-            &spec.name,
-            target,
-            info.clone(),
-            tokio::runtime::Handle::current(),
-        );
+        let model = upstreams
+            .model(
+                &spec.key,
+                &spec.name,
+                target,
+                info.clone(),
+                tokio::runtime::Handle::current(),
+            )
+            .map_err(|e| {
+                InferenceError::Internal(format!("the client for `{}`: {e:#}", spec.name))
+            })?;
         Ok(Arc::new(LoadedModel {
             spec: spec.clone(),
             model: Arc::new(model),

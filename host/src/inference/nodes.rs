@@ -779,42 +779,13 @@ fn describe_within(e: &reqwest::Error, limit: Duration) -> String {
     if e.is_timeout() {
         return format!("no answer within {} s", limit.as_secs());
     }
-    if let Some(tls) = tls_failure(e) {
+    if let Some(tls) = crate::tls::failure(e) {
         return tls;
     }
     if e.is_connect() {
         return "cannot connect".into();
     }
     "the connection failed".into()
-}
-
-/// What TLS refused, when that is why a call failed: a certificate that
-/// is not the pinned one or that no authority signed, or a node that does
-/// not speak TLS.
-fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut next = vec![e];
-    while let Some(err) = next.pop() {
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(match tls {
-                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
-                    format!("TLS refused its certificate: {}", other.0)
-                }
-                rustls::Error::InvalidCertificate(why) => {
-                    format!("TLS refused its certificate: {why}")
-                }
-                other => format!("TLS failed: {other}"),
-            });
-        }
-        next.extend(err.source());
-        // An `io::Error` hides the error it wraps from `source()`.
-        if let Some(inner) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            next.push(inner);
-        }
-    }
-    None
 }
 
 /// Loads a model on its node; the node answers at once when it already

@@ -63,6 +63,9 @@ pub struct Target {
     pub base_url: String,
     /// Sent as a bearer token.
     pub api_key: Option<String>,
+    /// The one certificate the upstream may present, trusted instead of
+    /// the public certificate authorities.
+    pub pin: Option<crate::tls::Fingerprint>,
     /// The model's name at the upstream.
     pub model: String,
 }
@@ -72,6 +75,7 @@ impl std::fmt::Debug for Target {
         f.debug_struct("Target")
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("pin", &self.pin.as_ref().map(crate::tls::show))
             .field("model", &self.model)
             .finish()
     }
@@ -165,6 +169,8 @@ impl Upstreams {
     }
 
     /// A model of `target`, kept under `key` and named `name` in messages.
+    /// A pinned target gets a client of its own, which trusts only that
+    /// certificate and speaks only HTTPS (building it can fail).
     pub fn model(
         self: &Arc<Self>,
         key: &str,
@@ -172,15 +178,23 @@ impl Upstreams {
         target: Target,
         info: ModelInfo,
         handle: Handle,
-    ) -> UpstreamModel {
-        UpstreamModel {
+    ) -> anyhow::Result<UpstreamModel> {
+        let client = match target.pin {
+            None => self.client.clone(),
+            Some(pin) => {
+                let tls = crate::tls::pinned_client_config(pin)?;
+                crate::download::net::guarded_client(&self.policy, CONNECT_TIMEOUT, Some(tls))?
+            }
+        };
+        Ok(UpstreamModel {
             upstreams: self.clone(),
+            client,
             key: key.to_owned(),
             name: name.to_owned(),
             target,
             info,
             handle,
-        }
+        })
     }
 }
 
@@ -245,6 +259,8 @@ fn error_message(body: &[u8]) -> String {
 /// A model served by an upstream.
 pub struct UpstreamModel {
     upstreams: Arc<Upstreams>,
+    /// The shared client, or the pinned one of this model's upstream.
+    client: reqwest::Client,
     key: String,
     name: String,
     target: Target,
@@ -311,7 +327,7 @@ impl UpstreamModel {
             Shape::Text => "completions",
         };
         let url = format!("{}/{path}", self.target.base_url.trim_end_matches('/'));
-        let mut request = ups.client.post(url).json(&body);
+        let mut request = self.client.post(url).json(&body);
         if let Some(key) = &self.target.api_key {
             request = request.bearer_auth(key);
         }
@@ -469,6 +485,9 @@ impl UpstreamModel {
 fn describe(err: &reqwest::Error) -> String {
     if let Some(refused) = crate::download::net::refusal(err) {
         return format!("may not be reached: {}", refused.0);
+    }
+    if let Some(tls) = crate::tls::failure(err) {
+        return format!("cannot be reached ({tls})");
     }
     let what = if err.is_connect() {
         "cannot be reached"
@@ -879,6 +898,7 @@ data: [DONE]
         let t = Target {
             base_url: "https://api.example.com/v1".into(),
             api_key: Some("sk-secret".into()),
+            pin: None,
             model: "m".into(),
         };
         assert!(!format!("{t:?}").contains("sk-secret"));

@@ -3298,6 +3298,7 @@ fn model(name: &str, minutes: i64) -> ModelRecord {
         updated_at: ts(minutes),
         upstream_model: Some("org/upstream-name".to_string()),
         api_key: Some("sk-test-ünïcode".to_string()),
+        tls_fingerprint: Some(crate::tls::show(&[0xab; 32])),
         fallbacks: vec!["other".to_string()],
         node: None,
     }

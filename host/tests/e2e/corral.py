@@ -4,11 +4,13 @@ client, and a Server-Sent Events reader. Every HTTP call has a timeout."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -75,6 +77,37 @@ def closed_by_server(s: socket.socket, within: float) -> bool:
     except socket.timeout:
         return False
     return False
+
+
+def make_certificate(cert: Path, key: Path, name: str, ip: str = "127.0.0.1"):
+    """A self-signed certificate for `ip` and localhost, as `openssl` makes
+    one, written to `cert` and `key` the way a renewal writes them: new
+    files renamed over the old ones."""
+    new_cert, new_key = cert.with_name(cert.name + ".new"), key.with_name(key.name + ".new")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(new_key), "-out", str(new_cert), "-days", "2", "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName=IP:{ip},DNS:localhost"],
+        check=True, capture_output=True,
+    )
+    os.replace(new_key, key)
+    os.replace(new_cert, cert)
+
+
+def fingerprint_of(cert: Path) -> str:
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert.read_text())).hexdigest()
+
+
+def fingerprint_of(cert: Path) -> str:
+    """The SHA-256 fingerprint of a PEM certificate, as lower-case hex."""
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert.read_text())).hexdigest()
+
+
+def shown_fingerprint(cert: Path) -> str:
+    """`fingerprint_of` as Corral and `openssl x509 -fingerprint` show it:
+    upper-case pairs joined by colons."""
+    pin = fingerprint_of(cert).upper()
+    return ":".join(pin[i:i + 2] for i in range(0, len(pin), 2))
 
 
 class ServerDied(AssertionError):

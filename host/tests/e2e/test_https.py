@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import socket
 import ssl
@@ -30,29 +29,13 @@ from corral import (
     closed_by_server,
     demo_server_config,
     demo_technician,
+    fingerprint_of,
     free_port,
+    make_certificate,
     module_server,
+    shown_fingerprint,
     wait_until,
 )
-
-
-def make_certificate(cert: Path, key: Path, name: str):
-    """A self-signed certificate for 127.0.0.1 and localhost, written to
-    `cert` and `key` the way a renewal writes them: new files renamed over
-    the old ones."""
-    new_cert, new_key = cert.with_suffix(".new"), key.with_suffix(".new")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(new_key), "-out", str(new_cert), "-days", "2", "-subj", f"/CN={name}",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
-    )
-    os.replace(new_key, key)
-    os.replace(new_cert, cert)
-
-
-def fingerprint_of(cert: Path) -> str:
-    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert.read_text())).hexdigest()
 
 
 def served_fingerprint(port: int) -> str:
@@ -98,7 +81,10 @@ def ada(srv, tech) -> Api:
 def test_every_client_works_over_https_and_nothing_over_plain_http(srv, ada, certificate):
     cert, _ = certificate
     assert srv.base.startswith("https://")
-    assert f"Corral is listening on {srv.base}" in srv.log_path.read_text()
+    log = srv.log_path.read_text()
+    assert f"Corral is listening on {srv.base}" in log
+    # What another host pins to use this one as an upstream.
+    assert f"TLS certificate SHA-256 fingerprint: {shown_fingerprint(cert)}" in log
     # HTTPS only: plain HTTP on the port gets no HTTP answer.
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(f"http://127.0.0.1:{srv.port}/healthz", timeout=5)

@@ -32,6 +32,7 @@ from corral import (
     clean_env,
     error_of,
     free_port,
+    make_certificate,
     module_server,
     sse_events,
     stop_process,
@@ -263,13 +264,9 @@ class HostileNode(http.server.BaseHTTPRequestHandler):
 
 
 def self_signed(work: Path) -> tuple[Path, Path]:
-    """A self-signed certificate and its key, as `openssl` makes them."""
+    """A self-signed certificate of the node and its key."""
     cert, key = work / "node.crt", work / "node.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=corral-node", "-addext", f"subjectAltName=IP:{NODE_A}"],
-        check=True, capture_output=True,
-    )
+    make_certificate(cert, key, "corral-node", ip=NODE_A)
     return cert, key
 
 

@@ -25,8 +25,11 @@ from corral import (
     CorralServer,
     account,
     error_of,
+    fingerprint_of,
     free_port,
+    make_certificate,
     module_server,
+    shown_fingerprint,
     sse_events,
     wait_until,
 )
@@ -136,6 +139,24 @@ def far(corral_bin, demo_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def sealed(corral_bin, tmp_path_factory):
+    """A second upstream Corral that serves HTTPS with a self-signed
+    certificate (`.cert`); its model `sealed-words` writes `sealed`."""
+    work = tmp_path_factory.mktemp("sealed")
+    backends = str(backends_with_fault(corral_bin, work / "backends"))
+    cert, key = work / "cert.pem", work / "key.pem"
+    make_certificate(cert, key, "corral-sealed")
+    config = f"access_token_ttl_secs = 7200\nmodel_dirs = {json.dumps([str(work / 'data' / 'models')])}\n"
+    with module_server(corral_bin, work, config, None, backends, tls=(cert, key)) as server:
+        tech = account(server, "sealed-tech", "technician")
+        add_fault_model(server, tech, "sealed-words", "sealed")
+        svc = account(server, "svc", "user")
+        server.key = svc.ok("POST", "/api/me/keys", json={"name": "the host"}, expect=(201,))["key"]
+        server.cert = cert
+        yield server
+
+
+@pytest.fixture(scope="module")
 def traps():
     """A server that redirects to a recorder, and the recorder."""
     recorder, recorder_port = serve(Recorder)
@@ -159,10 +180,10 @@ def dead_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def srv(corral_bin, module_database, tmp_path_factory, far, traps, dead_port, runaway_port):
+def srv(corral_bin, module_database, tmp_path_factory, far, sealed, traps, dead_port, runaway_port):
     work = tmp_path_factory.mktemp("host")
     backends = str(backends_with_fault(corral_bin, work / "backends"))
-    origins = [far.base] + [f"http://127.0.0.1:{p}" for p in (dead_port, runaway_port, *traps)]
+    origins = [far.base, sealed.base] + [f"http://127.0.0.1:{p}" for p in (dead_port, runaway_port, *traps)]
     config = (
         "access_token_ttl_secs = 7200\nper_user_generations = 8\n"
         f"upstream_allowed_origins = {json.dumps(origins)}\n"
@@ -506,6 +527,65 @@ def test_a_key_does_not_follow_a_moved_base_url_or_a_redirect(srv, far, tech, us
     audit = tech.get("/api/audit").text
     assert "sk-for-the-redirector" not in audit and far.key not in audit
     tech.ok("DELETE", f"/api/models/{moved['id']}", expect=(204,))
+
+
+def test_an_upstream_with_its_own_certificate_is_trusted_by_its_pinned_fingerprint(srv, sealed, tech, user):
+    pin, shown = fingerprint_of(sealed.cert), shown_fingerprint(sealed.cert)
+    body = {"name": "sealed", "backend": "openai", "source": sealed.base + "/v1", "api_key": sealed.key,
+            "upstream_model": "sealed-words"}
+
+    def refused(field: str, **changes):
+        r = tech.post("/api/models", json={**body, **changes})
+        assert r.status_code == 422 and field in [d["field"] for d in error_of(r)["details"]], (changes, r.text)
+
+    refused("tls_fingerprint", tls_fingerprint=pin[:-2])
+    refused("tls_fingerprint", tls_fingerprint="zz" * 32)
+    refused("tls_fingerprint", tls_fingerprint=pin + ":" * 200)
+    # A pin on plain HTTP would send the key in the clear.
+    refused("tls_fingerprint", tls_fingerprint=pin, source=sealed.base.replace("https://", "http://") + "/v1")
+    r = tech.post("/api/models", json={**body, "tls_fingerprint": 5})
+    assert r.status_code == 422 and "tls_fingerprint" in r.text, r.text
+    # A model file has no upstream to pin.
+    r = tech.post("/api/models", json={"name": "sealed-file", "backend": "fault", "tls_fingerprint": pin,
+                                       "source": fault_file(srv, "sealed-file", "x")})
+    assert r.status_code == 422 and [d["field"] for d in error_of(r)["details"]] == ["tls_fingerprint"], r.text
+    names = [m["name"] for m in tech.ok("GET", "/api/models")["items"]]
+    assert "sealed" not in names and "sealed-file" not in names, "a refused model was stored"
+
+    def ask() -> requests.Response:
+        return user.post("/v1/chat/completions",
+                         json={"model": "sealed", "messages": [{"role": "user", "content": "Hi"}], **SHORT})
+
+    # Without a pin the certificate must come from a public authority.
+    model = add_remote(tech, sealed, "sealed", upstream_model="sealed-words")
+    assert model["tls_fingerprint"] is None
+    r = ask()
+    assert r.status_code == 503 and "TLS refused its certificate" in r.json()["error"]["message"], r.text
+    # Pinning another certificate needs the key again, and is refused by TLS.
+    r = tech.patch(f"/api/models/{model['id']}", json={"tls_fingerprint": "AB" * 32})
+    assert r.status_code == 422 and [d["field"] for d in error_of(r)["details"]] == ["api_key"], r.text
+    tech.ok("PATCH", f"/api/models/{model['id']}", json={"tls_fingerprint": "AB" * 32, "api_key": sealed.key})
+    r = ask()
+    assert r.status_code == 503 and "not the pinned one" in r.json()["error"]["message"], r.text
+    # The right pin (written in lower case, without colons): it answers.
+    view = tech.ok("PATCH", f"/api/models/{model['id']}", json={"tls_fingerprint": pin, "api_key": sealed.key})
+    assert view["tls_fingerprint"] == shown
+    r = ask()
+    assert r.status_code == 200 and "sealed" in r.json()["choices"][0]["message"]["content"], r.text
+    end, data, text = chat(user, "sealed")
+    assert end == "done" and "sealed" in text, (end, data)
+    # Dropping the pin needs the key too; the base URL cannot turn to http
+    # while a pin is set.
+    r = tech.patch(f"/api/models/{model['id']}", json={"tls_fingerprint": ""})
+    assert r.status_code == 422 and [d["field"] for d in error_of(r)["details"]] == ["api_key"], r.text
+    r = tech.patch(f"/api/models/{model['id']}", json={
+        "source": sealed.base.replace("https://", "http://") + "/v1", "api_key": sealed.key})
+    assert r.status_code == 422 and [d["field"] for d in error_of(r)["details"]] == ["tls_fingerprint"], r.text
+    assert tech.ok("GET", f"/api/models/{model['id']}")["tls_fingerprint"] == shown
+    # The audit log names the pin, never the key.
+    audit = tech.get("/api/audit").text
+    assert shown in audit and sealed.key not in audit
+    tech.ok("DELETE", f"/api/models/{model['id']}", expect=(204,))
 
 
 def test_a_long_chat_on_a_remote_model_drops_its_oldest_turns_to_fit(srv, far, tech, user):
