@@ -26,6 +26,7 @@ const values = (over: Partial<ModelFormValues> = {}): ModelFormValues => ({
   source: "https://example.com/gemma.gguf",
   upstream_model: "",
   api_key: "",
+  tls_fingerprint: "",
   fallbacks: "",
   node: "",
   name: "gemma",
@@ -124,8 +125,9 @@ describe("remote models", () => {
   });
 
   it("never sends upstream fields for a model file", () => {
-    const sent = toNewModel(values({ upstream_model: "x", api_key: "sk-1" }));
+    const sent = toNewModel(values({ upstream_model: "x", api_key: "sk-1", tls_fingerprint: "AB".repeat(32) }));
     expect(sent).not.toHaveProperty("api_key");
+    expect(sent).not.toHaveProperty("tls_fingerprint");
     expect(sent).not.toHaveProperty("upstream_model");
     expect(sent.fallbacks).toBeNull();
   });
@@ -141,6 +143,25 @@ describe("remote models", () => {
     expect(toChanges(remote, form)).toEqual({});
     expect(toChanges(remote, { ...form, api_key: "sk-new" })).toEqual({ api_key: "sk-new" });
     expect(toChanges(remote, { ...form, fallbacks: "" })).toEqual({ fallbacks: [] });
+  });
+
+  it("pins a certificate, keeps it however it is written, and drops it with an empty field", () => {
+    const pinned = { ...remote, tls_fingerprint: Array(32).fill("AB").join(":") };
+    const form = values({
+      backend: "openai",
+      source: "https://api.example.com/v1",
+      name: "gpt",
+      upstream_model: "gpt-4o-mini",
+      fallbacks: "gemma",
+    });
+    expect(toNewModel({ ...form, tls_fingerprint: " " + "ab".repeat(32) + " " }).tls_fingerprint).toBe("ab".repeat(32));
+    expect(toNewModel(form).tls_fingerprint).toBeNull();
+    expect(toChanges(pinned, { ...form, tls_fingerprint: "ab".repeat(32) })).toEqual({});
+    expect(toChanges(pinned, { ...form, tls_fingerprint: "" })).toEqual({ tls_fingerprint: "" });
+    expect(toChanges(pinned, { ...form, tls_fingerprint: "CD".repeat(32), api_key: "sk-again" })).toEqual({
+      tls_fingerprint: "CD".repeat(32),
+      api_key: "sk-again",
+    });
   });
 
   it("splits fallbacks on commas", () => {

@@ -54,6 +54,11 @@ const schema = z.object({
   upstream_model: z.string().trim().max(200, "validation.tooLong"),
   // Visible ASCII only: the key goes into an HTTP header.
   api_key: z.string().max(1024, "validation.tooLong").regex(/^[\x21-\x7e]*$/, "validation.apiKey"),
+  tls_fingerprint: z
+    .string()
+    .trim()
+    .max(200, "validation.tooLong")
+    .refine((v) => v === "" || /^[0-9A-Fa-f]{64}$/.test(v.replace(/:/g, "")), { message: "validation.fingerprint" }),
   fallbacks: z
     .string()
     .refine((v) => fallbackList(v).every((n) => modelName.test(n)), { message: "validation.fallbacks" })
@@ -98,6 +103,7 @@ function initialValues(model?: ModelView): ModelFormValues {
     upstream_model: model?.upstream_model ?? "",
     // The stored key is never shown; empty keeps it.
     api_key: "",
+    tls_fingerprint: model?.tls_fingerprint ?? "",
     fallbacks: (model?.fallbacks ?? []).join(", "),
     node: model?.node ?? "",
     name: model?.name ?? "",
@@ -156,6 +162,7 @@ export function toNewModel(v: ModelFormValues): NewModel {
     // A remote model has no file, hash, threads or template of its own.
     model.upstream_model = v.upstream_model.trim() || null;
     model.api_key = v.api_key || null;
+    model.tls_fingerprint = v.tls_fingerprint.trim() || null;
   } else {
     model.sha256 = v.sha256.trim() || null;
     model.threads = numberOrNull(v.threads);
@@ -194,6 +201,9 @@ export function toChanges(model: ModelView, v: ModelFormValues): ModelChanges {
   if (v.upstream_model.trim() !== before.upstream_model) changes.upstream_model = v.upstream_model.trim();
   // An empty key field keeps the stored key.
   if (v.api_key !== "") changes.api_key = v.api_key;
+  // The same fingerprint written another way is no change; "" drops it.
+  const pin = (f: string) => f.trim().replace(/:/g, "").toUpperCase();
+  if (pin(v.tls_fingerprint) !== pin(before.tls_fingerprint)) changes.tls_fingerprint = v.tls_fingerprint.trim();
   const fallbacks = fallbackList(v.fallbacks);
   if (JSON.stringify(fallbacks) !== JSON.stringify(fallbackList(before.fallbacks))) changes.fallbacks = fallbacks;
   // "" brings the model back to this host.
@@ -356,6 +366,18 @@ export function ModelForm({
               placeholder={model?.api_key_set ? "••••••••" : ""}
             />
           </Field>
+          <div className="sm:col-span-2">
+            <Field label={t("fields.tlsFingerprint")} hint={t("hints.tlsFingerprint")} error={err("tls_fingerprint")}>
+              <input
+                {...register("tls_fingerprint")}
+                className="input font-mono"
+                type="text"
+                autoComplete="off"
+                spellCheck={false}
+                placeholder="AB:CD:…"
+              />
+            </Field>
+          </div>
         </div>
       ) : (
         <Field

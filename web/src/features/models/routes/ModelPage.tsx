@@ -172,6 +172,17 @@ export default function ModelPage() {
           {m.api_key_set != null && (
             <Row label={t("fields.apiKey")}>{m.api_key_set ? t("detail.keyStored") : t("detail.keyNone")}</Row>
           )}
+          {m.tls_fingerprint !== undefined && (
+            <Row label={t("detail.certificate")}>
+              {m.tls_fingerprint == null ? (
+                t("detail.certificatePublic")
+              ) : (
+                <span className="break-all font-mono text-xs">
+                  {t("detail.certificatePinned", { fingerprint: m.tls_fingerprint })}
+                </span>
+              )}
+            </Row>
+          )}
           {m.cooldown != null && (
             <Row label={t("detail.cooldown")}>
               <span className="text-amber-700 dark:text-amber-400">
