@@ -16,6 +16,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// `Strict-Transport-Security: max-age` sent over HTTPS (Corral's own,
+    /// or a trusted proxy's), in seconds; 0 sends none. It covers the host
+    /// name only, not its subdomains.
+    pub hsts_max_age_secs: u64,
     pub data_dir: PathBuf,
     /// `None`: the embedded SQLite store in `data_dir`.
     pub database: Option<String>,
@@ -117,6 +121,7 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tls_cert: None,
             tls_key: None,
+            hsts_max_age_secs: 63_072_000,
             data_dir: PathBuf::from("./data"),
             database: None,
             access_token_ttl_secs: 15 * 60,
@@ -160,6 +165,7 @@ pub struct FileConfig {
     pub bind: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub hsts_max_age_secs: Option<u64>,
     pub data_dir: Option<PathBuf>,
     pub database: Option<String>,
     pub access_token_ttl_secs: Option<u64>,
@@ -231,6 +237,7 @@ impl Config {
             bind: overrides.bind.or(file.bind).unwrap_or(d.bind),
             tls_cert: overrides.tls_cert.or(file.tls_cert),
             tls_key: overrides.tls_key.or(file.tls_key),
+            hsts_max_age_secs: file.hsts_max_age_secs.unwrap_or(d.hsts_max_age_secs),
             data_dir: overrides.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             database: overrides
                 .database

@@ -30,9 +30,6 @@ const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self
      img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; \
      base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
 
-/// Two years, with subdomains: what HSTS preload lists expect.
-const STRICT_TRANSPORT_SECURITY: &str = "max-age=63072000; includeSubDomains";
-
 /// Adds the security headers to every answer, errors included.
 ///
 /// `Referrer-Policy: no-referrer`: Corral's URLs name private records
@@ -68,11 +65,13 @@ pub async fn security_headers(
             }),
         );
     }
-    if tls {
-        headers.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static(STRICT_TRANSPORT_SECURITY),
-        );
+    // The host name only: Corral does not speak for the other services on
+    // its subdomains.
+    if tls && config.hsts_max_age_secs > 0 {
+        let value = format!("max-age={}", config.hsts_max_age_secs);
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, value);
+        }
     }
     response
 }

@@ -899,11 +899,21 @@ async fn apply_changes(
                 "must be given again when the base URL moves to another server",
             ));
         }
-        // A malformed fingerprint is left for `validate` to name.
-        let pin = |p: &Option<String>| p.as_deref().map(crate::tls::normalize).transpose();
-        let pins = (pin(&model.tls_fingerprint), pin(&before.tls_fingerprint));
-        if matches!(&pins, (Ok(new), Ok(old)) if new.as_ref().and_then(Option::as_ref) != old.as_ref().and_then(Option::as_ref))
-        {
+        // A malformed new fingerprint is left for `validate` to name; a
+        // stored one that cannot be read (written behind the API) counts
+        // as changed.
+        let pin = |p: &Option<String>| {
+            p.as_deref()
+                .map(crate::tls::normalize)
+                .transpose()
+                .map(Option::flatten)
+        };
+        let changed = match (pin(&model.tls_fingerprint), pin(&before.tls_fingerprint)) {
+            (Err(_), _) => false,
+            (Ok(new), Ok(old)) => new != old,
+            (Ok(_), Err(_)) => true,
+        };
+        if changed {
             return Err(AppError::field(
                 "api_key",
                 "must be given again when the pinned certificate changes",

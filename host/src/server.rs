@@ -125,16 +125,17 @@ const TLS_RECHECK: Duration = Duration::from_secs(10);
 /// [`TLS_RECHECK`]), or at once on SIGHUP; a renewal that cannot be read
 /// is logged and the previous certificate stays.
 fn spawn_tls_reloader(identity: Arc<crate::tls::Identity>) {
+    // Taken over before the server says it listens: from then on a SIGHUP
+    // (a reload after a renewal) must not end the process.
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(err) => {
+            tracing::warn!(%err, "no SIGHUP: certificate files are only looked at every few seconds");
+            None
+        }
+    };
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(signal) => Some(signal),
-            Err(err) => {
-                tracing::warn!(%err, "no SIGHUP: certificate files are only looked at every few seconds");
-                None
-            }
-        };
         let mut tick = tokio::time::interval(TLS_RECHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -214,21 +215,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await?;
     let local = listener.local_addr()?;
     let scheme = if identity.is_some() { "https" } else { "http" };
-    tracing::info!(%local, scheme, "listening");
-    println!("Corral is listening on {scheme}://{local} (API docs at {scheme}://{local}/docs)");
     let tls = match identity {
         Some(identity) => {
+            spawn_tls_reloader(identity.clone());
             let shown = crate::tls::show(&identity.fingerprint());
             tracing::info!(fingerprint = %shown, "serving TLS");
             // What another host pins to use this one as an upstream.
             println!("TLS certificate SHA-256 fingerprint: {shown}");
-            spawn_tls_reloader(identity.clone());
             Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
                 identity,
             )?))
         }
         None => None,
     };
+    tracing::info!(%local, scheme, "listening");
+    println!("Corral is listening on {scheme}://{local} (API docs at {scheme}://{local}/docs)");
     let limits = crate::listener::ConnectionLimits::from_config(&state.config);
     let shutdown = state.shutdown.clone();
     let runs = state.chat_runs.clone();

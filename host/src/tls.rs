@@ -1,13 +1,13 @@
-//! TLS of Corral's own: `corral serve` and `corral node` can serve HTTPS
-//! from PEM files, and the host can call a node that trusts exactly one
-//! certificate, named by its SHA-256 fingerprint (pinned, as SSH pins a
-//! host key), instead of a public certificate authority. A self-signed
-//! certificate is enough for a node.
+//! TLS of Corral's own. `corral serve` and `corral node` serve HTTPS from
+//! PEM files (the server's certificate is read again when its files are
+//! renewed). The host calls a worker node or a remote upstream that has a
+//! certificate of its own by trusting exactly that certificate, named by
+//! its SHA-256 fingerprint (pinned, as SSH pins a host key), instead of the
+//! public certificate authorities; a self-signed certificate is enough.
 //!
-//! A pinned certificate is the node's identity: its names and validity
-//! dates are not checked, only that the node proves it holds the
+//! A pinned certificate is the peer's identity: its names and validity
+//! dates are not checked, only that the peer proves it holds the
 //! certificate's key.
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
@@ -72,17 +72,15 @@ pub fn normalize(text: &str) -> Result<Option<String>, String> {
 
 /// What TLS refused, when that is why a call failed: a certificate that
 /// is not the pinned one or that no authority signed, or a peer that does
-/// not speak TLS.
+/// not speak TLS. The reason names no host: it may reach the users of a
+/// remote model.
 pub fn failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = vec![e];
     while let Some(err) = next.pop() {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return Some(match tls {
-                rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-                    format!("TLS refused its certificate: {}", other.0)
-                }
                 rustls::Error::InvalidCertificate(why) => {
-                    format!("TLS refused its certificate: {why}")
+                    format!("TLS refused its certificate: {}", certificate_problem(why))
                 }
                 other => format!("TLS failed: {other}"),
             });
@@ -97,6 +95,29 @@ pub fn failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         }
     }
     None
+}
+
+/// Why a certificate was refused, without the names it holds or was asked
+/// for.
+fn certificate_problem(why: &CertificateError) -> String {
+    use CertificateError as E;
+    match why {
+        E::Other(other) => other.0.to_string(),
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            "it is not valid for the server's name".into()
+        }
+        E::Expired | E::ExpiredContext { .. } => "it has expired".into(),
+        E::NotValidYet | E::NotValidYetContext { .. } => "it is not valid yet".into(),
+        E::UnknownIssuer => "no trusted authority issued it".into(),
+        E::Revoked => "it was revoked".into(),
+        E::BadSignature => "its signature does not match".into(),
+        // Others by their name only: some carry details of the peer.
+        other => {
+            let shown = format!("{other:?}");
+            let name = shown.split([' ', '(', '{']).next().unwrap_or_default();
+            format!("it is not acceptable ({name})")
+        }
+    }
 }
 
 /// Reads a PEM certificate chain (the server's own certificate first) and
@@ -120,14 +141,25 @@ fn fingerprint_of(identity: &CertifiedKey) -> Fingerprint {
     fingerprint(identity.cert[0].as_ref())
 }
 
-/// When each of the two files was last changed, and how long it is (a
-/// renewed certificate replaces or rewrites them).
-type Stamp = [Option<(SystemTime, u64)>; 2];
+/// What tells that a file was replaced or rewritten: its inode, length,
+/// and modification and change times (a copy that keeps the old
+/// modification time still gets a new change time).
+type FileStamp = (u64, u64, SystemTime, i64, i64);
+
+/// The two files' stamps (a renewed certificate replaces or rewrites them).
+type Stamp = [Option<FileStamp>; 2];
 
 fn stamp(files: [&Path; 2]) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
     files.map(|file| {
         let meta = std::fs::metadata(file).ok()?;
-        Some((meta.modified().ok()?, meta.len()))
+        Some((
+            meta.ino(),
+            meta.len(),
+            meta.modified().ok()?,
+            meta.ctime(),
+            meta.ctime_nsec(),
+        ))
     })
 }
 
@@ -462,14 +494,18 @@ wCSXeuQqpXC7S/kbKHiFYdWNC8lqTiL4aJTFyqQYBu7SxQJPVF4uATuJ
         let identity = Identity::load(&crt, &key).unwrap();
         assert_eq!(identity.reload(false).unwrap(), None, "nothing changed");
 
-        // The renewal is written in place; the two certificates are the
-        // same length, so only the change time tells them apart.
+        // The renewal is written in place, the same length, and keeps the
+        // old modification time (as `cp -p` would): the change time tells.
+        let old_times: Vec<SystemTime> = [&crt, &key]
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().modified().unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&crt, B_CERT).unwrap();
         std::fs::write(&key, B_KEY).unwrap();
-        let later = SystemTime::now() + std::time::Duration::from_secs(5);
-        for file in [&crt, &key] {
+        for (file, time) in [&crt, &key].into_iter().zip(old_times) {
             let f = std::fs::File::options().write(true).open(file).unwrap();
-            f.set_modified(later).unwrap();
+            f.set_modified(time).unwrap();
         }
         assert_eq!(
             identity.reload(false).unwrap(),
@@ -481,6 +517,51 @@ wCSXeuQqpXC7S/kbKHiFYdWNC8lqTiL4aJTFyqQYBu7SxQJPVF4uATuJ
             None,
             "read once per change"
         );
+    }
+
+    #[test]
+    fn a_failed_renewal_is_tried_again_once_the_files_change() {
+        let (_dir, crt, key) = files(A_CERT, A_KEY);
+        let identity = Identity::load(&crt, &key).unwrap();
+        // The certificate is replaced first, the key a moment later.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&crt, B_CERT).unwrap();
+        assert!(identity.reload(false).is_err());
+        assert_eq!(
+            identity.reload(false).unwrap(),
+            None,
+            "not read again unchanged"
+        );
+        assert!(serves(&identity, A_CERT));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&key, B_KEY).unwrap();
+        assert_eq!(
+            identity.reload(false).unwrap(),
+            Some(fingerprint_of_pem(B_CERT))
+        );
+        assert!(serves(&identity, B_CERT));
+    }
+
+    #[test]
+    fn refused_certificates_are_described_without_names() {
+        let named = CertificateError::NotValidForNameContext {
+            expected: ServerName::try_from("secret.internal").unwrap().to_owned(),
+            presented: vec!["DnsName(\"other.internal\")".into()],
+        };
+        for (why, said) in [
+            (named, "not valid for the server's name"),
+            (CertificateError::UnknownIssuer, "no trusted authority"),
+            (CertificateError::Expired, "expired"),
+            (
+                CertificateError::BadEncoding,
+                "not acceptable (BadEncoding)",
+            ),
+        ] {
+            let text = failure(&rustls::Error::InvalidCertificate(why)).unwrap();
+            assert!(text.starts_with("TLS refused its certificate: "), "{text}");
+            assert!(text.contains(said), "{text}");
+            assert!(!text.contains("internal"), "{text}");
+        }
     }
 
     #[test]

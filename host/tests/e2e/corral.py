@@ -196,9 +196,11 @@ class CorralServer:
     that certificate."""
 
     def __init__(self, binary: str, work: Path, config: str = "", database: str | None = None,
-                 tls: tuple[Path, Path] | None = None):
+                 tls: tuple[Path, Path] | None = None, tls_flags: bool = True):
         self.binary = binary
         self.tls = tls
+        # False: `config` names the certificate itself, not the flags.
+        self.tls_flags = tls_flags
         # What `requests` checks the server's certificate against.
         self.verify: str | bool = str(tls[0]) if tls else True
         self.work = work
@@ -230,7 +232,7 @@ class CorralServer:
         ]
         if backends_dir:
             args += ["--backends-dir", backends_dir]
-        if self.tls:
+        if self.tls and self.tls_flags:
             args += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         self.proc = subprocess.Popen(
             args,

@@ -570,6 +570,12 @@ def test_an_upstream_with_its_own_certificate_is_trusted_by_its_pinned_fingerpri
     # The right pin (written in lower case, without colons): it answers.
     view = tech.ok("PATCH", f"/api/models/{model['id']}", json={"tls_fingerprint": pin, "api_key": sealed.key})
     assert view["tls_fingerprint"] == shown
+    # The same pin written another way is no change, and needs no key; a
+    # malformed one is refused for what it is, and nothing changes.
+    assert tech.ok("PATCH", f"/api/models/{model['id']}", json={"tls_fingerprint": shown.lower()})[
+        "tls_fingerprint"] == shown
+    r = tech.patch(f"/api/models/{model['id']}", json={"tls_fingerprint": "zz" * 32})
+    assert r.status_code == 422 and [d["field"] for d in error_of(r)["details"]] == ["tls_fingerprint"], r.text
     r = ask()
     assert r.status_code == 200 and "sealed" in r.json()["choices"][0]["message"]["content"], r.text
     end, data, text = chat(user, "sealed")
