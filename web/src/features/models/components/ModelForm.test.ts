@@ -91,6 +91,16 @@ const remote: ModelView = {
   fallbacks: ["gemma"],
 };
 
+/** The form as `remote` fills it. */
+const remoteForm = () =>
+  values({
+    backend: "openai",
+    source: "https://api.example.com/v1",
+    name: "gpt",
+    upstream_model: "gpt-4o-mini",
+    fallbacks: "gemma",
+  });
+
 describe("remote models", () => {
   it("sends the upstream fields and none of a file's", () => {
     const sent = toNewModel(
@@ -133,13 +143,7 @@ describe("remote models", () => {
   });
 
   it("keeps the stored key unless a new one is typed", () => {
-    const form = values({
-      backend: "openai",
-      source: "https://api.example.com/v1",
-      name: "gpt",
-      upstream_model: "gpt-4o-mini",
-      fallbacks: "gemma",
-    });
+    const form = remoteForm();
     expect(toChanges(remote, form)).toEqual({});
     expect(toChanges(remote, { ...form, api_key: "sk-new" })).toEqual({ api_key: "sk-new" });
     expect(toChanges(remote, { ...form, fallbacks: "" })).toEqual({ fallbacks: [] });
@@ -147,13 +151,7 @@ describe("remote models", () => {
 
   it("pins a certificate, keeps it however it is written, and drops it with an empty field", () => {
     const pinned = { ...remote, tls_fingerprint: Array(32).fill("AB").join(":") };
-    const form = values({
-      backend: "openai",
-      source: "https://api.example.com/v1",
-      name: "gpt",
-      upstream_model: "gpt-4o-mini",
-      fallbacks: "gemma",
-    });
+    const form = remoteForm();
     expect(toNewModel({ ...form, tls_fingerprint: " " + "ab".repeat(32) + " " }).tls_fingerprint).toBe("ab".repeat(32));
     expect(toNewModel(form).tls_fingerprint).toBeNull();
     expect(toChanges(pinned, { ...form, tls_fingerprint: "ab".repeat(32) })).toEqual({});
