@@ -336,8 +336,10 @@ describe("the studio", () => {
     await dialog.getByRole("textbox", { name: "Name" }).fill("gemma-remote");
     await dialog.getByRole("textbox", { name: "Model at the upstream" }).fill("gemma-3-270m");
     await dialog.getByLabel("API key").fill(key);
-    // A file model's fields are gone for a remote one.
-    expect(await dialog.getByRole("textbox", { name: "SHA-256" }).count()).toBe(0);
+    // A file model's fields are gone for a remote one, which may pin its
+    // server's certificate instead.
+    expect(await dialog.getByRole("textbox", { name: "SHA-256", exact: true }).count()).toBe(0);
+    expect(await dialog.getByRole("textbox", { name: "Certificate fingerprint (SHA-256)" }).count()).toBe(1);
     await dialog.getByRole("button", { name: "Add", exact: true }).click();
     await dialog.waitFor({ state: "hidden" });
 
