@@ -101,6 +101,9 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let identity = corral_host::tls::Identity::load(cert, key)?;
+            // A renewal is served without a restart (a pinned node then
+            // needs its new fingerprint on the host).
+            corral_host::tls::watch(identity.clone());
             let shown = corral_host::tls::show(&identity.fingerprint());
             let config = corral_host::tls::server_config(identity)?;
             tracing::info!(fingerprint = %shown, "serving TLS");

@@ -118,57 +118,6 @@ fn spawn_sweeper(store: Arc<dyn Store>) {
     });
 }
 
-/// How often the certificate files are looked at for a renewal.
-const TLS_RECHECK: Duration = Duration::from_secs(10);
-
-/// Serves a renewed certificate once its files change (looked at every
-/// [`TLS_RECHECK`]), or at once on SIGHUP; a renewal that cannot be read
-/// is logged and the previous certificate stays.
-fn spawn_tls_reloader(identity: Arc<crate::tls::Identity>) {
-    // Taken over before the server says it listens: from then on a SIGHUP
-    // (a reload after a renewal) must not end the process.
-    #[cfg(unix)]
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(err) => {
-            tracing::warn!(%err, "no SIGHUP: certificate files are only looked at every few seconds");
-            None
-        }
-    };
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(TLS_RECHECK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            #[cfg(unix)]
-            let hung_up = async {
-                match hangup.as_mut() {
-                    Some(signal) => signal.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let hung_up = std::future::pending::<Option<()>>();
-            let force = tokio::select! {
-                Some(()) = hung_up => true,
-                _ = tick.tick() => false,
-            };
-            let reading = identity.clone();
-            match tokio::task::spawn_blocking(move || reading.reload(force)).await {
-                Ok(Ok(Some(pin))) => tracing::info!(
-                    fingerprint = %crate::tls::show(&pin),
-                    "read the TLS certificate files again"
-                ),
-                Ok(Ok(None)) => {}
-                Ok(Err(err)) => {
-                    tracing::warn!("{err:#}; the previous TLS certificate is still served")
-                }
-                Err(err) => tracing::warn!(%err, "reading the TLS certificate files failed"),
-            }
-        }
-    });
-}
-
 /// Runs the server until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     crate::openapi::check_routes().map_err(|e| anyhow::anyhow!(e))?;
@@ -217,7 +166,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let scheme = if identity.is_some() { "https" } else { "http" };
     let tls = match identity {
         Some(identity) => {
-            spawn_tls_reloader(identity.clone());
+            crate::tls::watch(identity.clone());
             let shown = crate::tls::show(&identity.fingerprint());
             tracing::info!(fingerprint = %shown, "serving TLS");
             // What another host pins to use this one as an upstream.

@@ -227,6 +227,57 @@ impl ResolvesServerCert for Identity {
     }
 }
 
+/// How often the certificate files are looked at for a renewal.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves a renewed certificate once its files change (looked at every
+/// [`RECHECK`]), or at once on SIGHUP; a renewal that cannot be read
+/// is logged and the previous certificate stays.
+pub fn watch(identity: Arc<Identity>) {
+    // Taken over before the server says it listens: from then on a SIGHUP
+    // (a reload after a renewal) must not end the process.
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(err) => {
+            tracing::warn!(%err, "no SIGHUP: certificate files are only looked at every few seconds");
+            None
+        }
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RECHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            #[cfg(unix)]
+            let hung_up = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hung_up = std::future::pending::<Option<()>>();
+            let force = tokio::select! {
+                Some(()) = hung_up => true,
+                _ = tick.tick() => false,
+            };
+            let reading = identity.clone();
+            match tokio::task::spawn_blocking(move || reading.reload(force)).await {
+                Ok(Ok(Some(pin))) => tracing::info!(
+                    fingerprint = %show(&pin),
+                    "read the TLS certificate files again"
+                ),
+                Ok(Ok(None)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!("{err:#}; the previous TLS certificate is still served")
+                }
+                Err(err) => tracing::warn!(%err, "reading the TLS certificate files failed"),
+            }
+        }
+    });
+}
+
 /// A server configuration that presents `identity` and speaks HTTP/1.1.
 pub fn server_config(identity: Arc<Identity>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())

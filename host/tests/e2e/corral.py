@@ -103,6 +103,17 @@ def fingerprint_of(cert: Path) -> str:
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert.read_text())).hexdigest()
 
 
+def served_fingerprint(host: str, port: int) -> str:
+    """The SHA-256 fingerprint (lower-case hex) of the certificate a new
+    TLS connection to `host`:`port` is shown."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=5) as raw:
+        with context.wrap_socket(raw) as tls:
+            return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+
+
 def shown_fingerprint(cert: Path) -> str:
     """`fingerprint_of` as Corral and `openssl x509 -fingerprint` show it:
     upper-case pairs joined by colons."""

@@ -5,7 +5,6 @@ the web UI, WebSockets, the official OpenAI client), the refresh cookie is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import socket
@@ -33,19 +32,10 @@ from corral import (
     free_port,
     make_certificate,
     module_server,
+    served_fingerprint,
     shown_fingerprint,
     wait_until,
 )
-
-
-def served_fingerprint(port: int) -> str:
-    """The SHA-256 fingerprint of the certificate a new connection is shown."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        with context.wrap_socket(raw) as tls:
-            return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
 
 
 def log_count(srv, text: str) -> int:
@@ -137,7 +127,7 @@ def test_every_client_works_over_https_and_nothing_over_plain_http(srv, ada, cer
 def test_a_renewed_certificate_is_served_without_a_restart(srv, certificate):
     cert, key = certificate
     pid = srv.proc.pid
-    assert served_fingerprint(srv.port) == fingerprint_of(cert)
+    assert served_fingerprint("127.0.0.1", srv.port) == fingerprint_of(cert)
     # A client already connected keeps its connection across the renewal.
     kept = requests.Session()
     assert kept.get(srv.base + "/healthz", verify=srv.verify, timeout=TIMEOUT).status_code == 200
@@ -146,7 +136,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(srv, certificate):
     make_certificate(cert, key, "corral-renewed")
     renewed = fingerprint_of(cert)
     assert renewed != first
-    wait_until(lambda: served_fingerprint(srv.port) == renewed, 20, "the renewed certificate is served")
+    wait_until(lambda: served_fingerprint("127.0.0.1", srv.port) == renewed, 20, "the renewed certificate is served")
     assert requests.get(srv.base + "/healthz", verify=srv.verify, timeout=TIMEOUT).status_code == 200
     assert kept.get(srv.base + "/healthz", verify=srv.verify, timeout=TIMEOUT).status_code == 200
 
@@ -158,7 +148,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(srv, certificate):
                "SIGHUP made the server read its certificate again")
     srv.check_alive()
     assert srv.proc.pid == pid
-    assert served_fingerprint(srv.port) == renewed
+    assert served_fingerprint("127.0.0.1", srv.port) == renewed
 
 
 def test_a_renewal_that_cannot_be_read_leaves_the_working_certificate(srv, certificate):
@@ -172,7 +162,7 @@ def test_a_renewal_that_cannot_be_read_leaves_the_working_certificate(srv, certi
         wait_until(lambda: log_count(srv, "the previous TLS certificate is still served") > warned, 5,
                    "the unreadable renewal is reported")
         srv.check_alive()
-        assert served_fingerprint(srv.port) == served
+        assert served_fingerprint("127.0.0.1", srv.port) == served
         assert requests.get(srv.base + "/healthz", verify=srv.verify, timeout=TIMEOUT).status_code == 200
         # A key of another certificate is refused as well.
         other = cert.parent / "other"
@@ -182,12 +172,12 @@ def test_a_renewal_that_cannot_be_read_leaves_the_working_certificate(srv, certi
         srv.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "do not make a TLS identity" in srv.log_path.read_text(errors="replace"), 5,
                    "the mismatched key is reported")
-        assert served_fingerprint(srv.port) == served
+        assert served_fingerprint("127.0.0.1", srv.port) == served
     finally:
         key.write_bytes(good_key)
     srv.proc.send_signal(signal.SIGHUP)
     time.sleep(0.5)
-    assert served_fingerprint(srv.port) == served
+    assert served_fingerprint("127.0.0.1", srv.port) == served
     srv.check_alive()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.server
 import json
 import secrets
+import signal
 import socket
 import subprocess
 import threading
@@ -31,9 +32,11 @@ from corral import (
     account,
     clean_env,
     error_of,
+    fingerprint_of,
     free_port,
     make_certificate,
     module_server,
+    served_fingerprint,
     sse_events,
     stop_process,
     wait_until,
@@ -508,6 +511,23 @@ def test_a_model_runs_on_the_node_it_is_placed_on(host, nodes, registered, ai):
     # Usage is counted on the host, per user, like any model's.
     stats = host.user.ok("GET", "/api/me/stats")
     assert json.dumps(stats).count("words") >= 1, stats
+
+
+def test_a_node_serves_its_renewed_certificate_without_a_restart(corral_bin, tmp_path):
+    backends = str(backends_with_fault(corral_bin, tmp_path / "backends"))
+    cert, key = self_signed(tmp_path)
+    node = Node(corral_bin, tmp_path / "n", NODE_A, "renewed", backends,
+                extra=("--tls-cert", str(cert), "--tls-key", str(key)))
+    try:
+        assert served_fingerprint(NODE_A, node.port) == fingerprint_of(cert)
+        make_certificate(cert, key, "corral-node-renewed", ip=NODE_A)
+        node.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: served_fingerprint(NODE_A, node.port) == fingerprint_of(cert), 5,
+                   "the node serves its renewed certificate")
+        assert node.proc.poll() is None, "SIGHUP stopped the node"
+        assert "read the TLS certificate files again" in (node.work / "node.log").read_text()
+    finally:
+        node.stop()
 
 
 def test_a_node_with_its_own_certificate_is_trusted_by_its_pinned_fingerprint(host, nodes, tls_node, ai):
