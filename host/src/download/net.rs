@@ -283,13 +283,14 @@ impl NetPolicy {
 /// A client for calls that carry a secret (an API key, a node's token):
 /// it reaches only what `policy` allows, also after DNS, and follows no
 /// redirect and no proxy from the environment, so the secret never
-/// travels anywhere else. With `tls`, HTTPS uses that configuration (a
-/// pinned certificate) instead of the public certificate authorities.
+/// travels anywhere else. With `pin`, it speaks HTTPS only and trusts
+/// exactly the certificate of that fingerprint instead of the public
+/// certificate authorities.
 pub fn guarded_client(
     policy: &Arc<NetPolicy>,
     connect_timeout: std::time::Duration,
-    tls: Option<rustls::ClientConfig>,
-) -> reqwest::Result<reqwest::Client> {
+    pin: Option<crate::tls::Fingerprint>,
+) -> anyhow::Result<reqwest::Client> {
     let builder = reqwest::Client::builder()
         .user_agent(concat!("corral/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(connect_timeout)
@@ -298,12 +299,14 @@ pub fn guarded_client(
         }))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy();
-    match tls {
+    let builder = match pin {
         // A pin is only of use over TLS: never send the secret in clear.
-        Some(config) => builder.use_preconfigured_tls(config).https_only(true),
+        Some(pin) => builder
+            .use_preconfigured_tls(crate::tls::pinned_client_config(pin)?)
+            .https_only(true),
         None => builder,
-    }
-    .build()
+    };
+    Ok(builder.build()?)
 }
 
 /// Resolves host names with the system resolver and keeps only the

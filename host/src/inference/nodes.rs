@@ -216,13 +216,10 @@ pub struct Link {
 impl Link {
     fn new(record: &NodeRecord, nodes: &Nodes) -> Self {
         let pinned = record.tls_fingerprint.as_deref().map(|shown| {
-            crate::tls::parse(shown)
-                .map_err(|e| e.to_string())
-                .and_then(|pin| crate::tls::pinned_client_config(pin).map_err(|e| e.to_string()))
-                .and_then(|tls| {
-                    crate::download::net::guarded_client(&nodes.policy, CONNECT_TIMEOUT, Some(tls))
-                        .map_err(|e| e.to_string())
-                })
+            crate::tls::parse(shown).and_then(|pin| {
+                crate::download::net::guarded_client(&nodes.policy, CONNECT_TIMEOUT, Some(pin))
+                    .map_err(|e| format!("{e:#}"))
+            })
         });
         let (client, broken) = match pinned {
             None => (nodes.client.clone(), None),

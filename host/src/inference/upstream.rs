@@ -182,8 +182,7 @@ impl Upstreams {
         let client = match target.pin {
             None => self.client.clone(),
             Some(pin) => {
-                let tls = crate::tls::pinned_client_config(pin)?;
-                crate::download::net::guarded_client(&self.policy, CONNECT_TIMEOUT, Some(tls))?
+                crate::download::net::guarded_client(&self.policy, CONNECT_TIMEOUT, Some(pin))?
             }
         };
         Ok(UpstreamModel {
