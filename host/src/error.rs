@@ -118,7 +118,9 @@ impl AppError {
             AppError::Plugin { status, .. } => *status,
             AppError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
             AppError::Store(StoreError::NotFound) => StatusCode::NOT_FOUND,
-            AppError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(StoreError::Unavailable(_) | StoreError::Newer(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Store(StoreError::Corrupt(_)) | AppError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -151,6 +153,7 @@ impl AppError {
             AppError::Timeout(_) => "timeout",
             AppError::Store(StoreError::NotFound) => "not_found",
             AppError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            AppError::Store(StoreError::Newer(_)) => "store_upgraded",
             AppError::Store(StoreError::Corrupt(_)) | AppError::Internal(_) => "internal",
         }
     }
@@ -159,6 +162,10 @@ impl AppError {
     pub fn body(&self) -> ErrorBody {
         let message = match self {
             AppError::Store(StoreError::Unavailable(_)) => "the store is unavailable".to_owned(),
+            AppError::Store(StoreError::Newer(_)) => {
+                "the store was upgraded by a newer Corral; this host must be upgraded too"
+                    .to_owned()
+            }
             AppError::Store(StoreError::Corrupt(_)) | AppError::Internal(_) => {
                 "internal error".to_owned()
             }

@@ -41,6 +41,10 @@ pub enum StoreError {
     /// Stored data could not be read back.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A newer Corral changed the store's layout past what this build
+    /// knows; the message says which layouts.
+    #[error("the store was upgraded by a newer Corral: {0}")]
+    Newer(String),
 }
 
 /// Result of store operations.

@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, FindOptions, IndexOptions, ReturnDocument};
-use mongodb::{Client, Collection, Database, IndexModel};
+use mongodb::{Client, Collection, IndexModel};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -35,9 +35,22 @@ const TICKET_COUNTER: &str = "tickets";
 /// Tries of a key-value write that raced another write of the same key.
 const KV_WRITE_ATTEMPTS: usize = 8;
 
+/// The layout of the documents this build reads and writes. It goes up when
+/// a change would be misread or silently dropped by an older Corral (a field
+/// whose loss weakens a check, a moved collection): every host sharing the
+/// database must then know the new layout. A host finds the database's
+/// layout in `meta` at start, raises it to its own, and refuses to start on
+/// a newer one; a running host whose database moves past it stops being
+/// ready (`/readyz`).
+pub const SCHEMA: i64 = 1;
+/// The `meta` document that records the layout.
+const SCHEMA_ID: &str = "schema";
+
 /// MongoDB-backed [`super::Store`].
 pub struct MongoStore {
-    db: Database,
+    /// For tests, which drop their database when done.
+    #[cfg(test)]
+    db: mongodb::Database,
     users: Collection<Document>,
     sessions: Collection<Document>,
     api_keys: Collection<Document>,
@@ -55,6 +68,7 @@ pub struct MongoStore {
     user_plugins: Collection<Document>,
     plugin_kv: Collection<Document>,
     plugin_kv_usage: Collection<Document>,
+    meta: Collection<Document>,
 }
 
 impl MongoStore {
@@ -98,8 +112,12 @@ impl MongoStore {
             user_plugins: db.collection("user_plugins"),
             plugin_kv: db.collection("plugin_kv"),
             plugin_kv_usage: db.collection("plugin_kv_usage"),
+            meta: db.collection("meta"),
+            #[cfg(test)]
             db,
         };
+        // Before anything is written: a newer layout is left untouched.
+        store.claim_schema().await?;
         store.create_indexes().await?;
         // Creating the ticket counter up front keeps concurrent first
         // tickets from racing to create it.
@@ -112,6 +130,64 @@ impl MongoStore {
             .upsert(true)
             .await?;
         Ok(store)
+    }
+
+    /// Records this build's layout in the database, raising an older one
+    /// (nothing has to be rewritten for it yet), or fails on a newer one.
+    /// Conditional writes make concurrent starts of several hosts agree.
+    async fn claim_schema(&self) -> anyhow::Result<()> {
+        let by = concat!("corral ", env!("CARGO_PKG_VERSION"));
+        for _ in 0..4 {
+            let found = self.meta.find_one(doc! { "_id": SCHEMA_ID }).await?;
+            let stamp =
+                doc! { "version": SCHEMA, "written_by": by, "at": time::format(&Utc::now()) };
+            let Some(found) = found else {
+                let mut record = stamp;
+                record.insert("_id", SCHEMA_ID);
+                // Another host may have created it in the meantime.
+                match self.meta.insert_one(record).await.map_err(db_err) {
+                    Ok(_) => return Ok(()),
+                    Err(StoreError::Conflict(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            let version = schema_version(&found)?;
+            if version > SCHEMA {
+                anyhow::bail!("{}", newer_schema(&found, version));
+            }
+            if version == SCHEMA {
+                return Ok(());
+            }
+            let raised = self
+                .meta
+                .update_one(
+                    doc! { "_id": SCHEMA_ID, "version": version },
+                    doc! { "$set": stamp },
+                )
+                .await?;
+            if raised.matched_count == 1 {
+                tracing::info!(from = version, to = SCHEMA, "store layout raised");
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the store's layout record kept changing while this host started; try again")
+    }
+
+    /// Fails with [`StoreError::Newer`] once another host has raised the
+    /// layout past this build's; also proves the database answers.
+    async fn check_schema(&self) -> StoreResult<()> {
+        let found = self
+            .meta
+            .find_one(doc! { "_id": SCHEMA_ID })
+            .await
+            .map_err(db_err)?;
+        if let Some(found) = found {
+            let version = schema_version(&found).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if version > SCHEMA {
+                return Err(StoreError::Newer(newer_schema(&found, version)));
+            }
+        }
+        Ok(())
     }
 
     async fn create_indexes(&self) -> anyhow::Result<()> {
@@ -175,6 +251,28 @@ impl MongoStore {
             .await?;
         Ok(())
     }
+}
+
+fn schema_version(found: &Document) -> anyhow::Result<i64> {
+    match found.get("version") {
+        Some(Bson::Int64(v)) => Ok(*v),
+        Some(Bson::Int32(v)) => Ok(i64::from(*v)),
+        other => anyhow::bail!("the store's layout record has no readable version ({other:?})"),
+    }
+}
+
+/// Why a database with layout `version` is refused, and what to do.
+fn newer_schema(found: &Document, version: i64) -> String {
+    let by = found
+        .get_str("written_by")
+        .map(|by| format!(", raised by {by}"))
+        .unwrap_or_default();
+    format!(
+        "the database has store layout {version}{by}; this Corral ({}) knows layouts up to \
+         {SCHEMA}. Upgrade this host: every host that shares a database must run a version \
+         that knows its layout",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 fn plain(keys: Document) -> IndexModel {
@@ -1764,9 +1862,10 @@ impl Store for MongoStore {
     async fn ping(&self) -> StoreResult<()> {
         // The driver waits up to 30 s to select a server; a readiness probe
         // must answer well within a load balancer's check interval.
-        let ping = self.db.run_command(doc! { "ping": 1 });
-        match tokio::time::timeout(std::time::Duration::from_secs(3), ping).await {
-            Ok(answer) => answer.map(drop).map_err(db_err),
+        // Reading the layout record is the ping: it also tells a host that
+        // a newer Corral has taken the database over.
+        match tokio::time::timeout(std::time::Duration::from_secs(3), self.check_schema()).await {
+            Ok(answer) => answer,
             Err(_) => Err(StoreError::Unavailable(
                 "the database did not answer within 3 s".into(),
             )),
@@ -1982,6 +2081,84 @@ mod tests {
             .unwrap();
         assert_eq!(raw.get_binary_generic("value").unwrap(), &value.to_vec());
         assert_eq!(raw.get_i64("size").unwrap(), 5);
+        store.db.drop().await.unwrap();
+    }
+
+    /// The layout record is made once by hosts starting together, an older
+    /// one is raised, and a newer one is refused, at start and by `ping`,
+    /// without being touched.
+    #[tokio::test]
+    async fn store_layout_is_claimed_raised_and_a_newer_one_refused() {
+        let server = Server::start();
+        let database = format!("corral_layout_{}", new_id().replace('-', ""));
+        let url = server.url();
+        let opens = (0..4).map(|_| MongoStore::connect_database(&url, &database));
+        let stores = futures::future::try_join_all(opens)
+            .await
+            .expect("concurrent opens");
+        let store = &stores[0];
+        let layout = || async {
+            let mut all: Vec<Document> = store
+                .meta
+                .find(doc! {})
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            assert_eq!(all.len(), 1, "{all:?}");
+            all.remove(0)
+        };
+        let record = layout().await;
+        assert_eq!(record.get_i64("version").unwrap(), SCHEMA);
+        let now = time::now();
+        store
+            .create_user(&user("kept", Role::User, now))
+            .await
+            .unwrap();
+
+        let set = |version: i64, by: &'static str| async move {
+            store
+                .meta
+                .update_one(
+                    doc! { "_id": SCHEMA_ID },
+                    doc! { "$set": { "version": version, "written_by": by } },
+                )
+                .await
+                .unwrap();
+        };
+        set(SCHEMA - 1, "corral 0.0.1").await;
+        MongoStore::connect_database(&url, &database)
+            .await
+            .expect("an older layout opens");
+        let record = layout().await;
+        assert_eq!(record.get_i64("version").unwrap(), SCHEMA);
+        assert_eq!(
+            record.get_str("written_by").unwrap(),
+            concat!("corral ", env!("CARGO_PKG_VERSION"))
+        );
+
+        set(SCHEMA + 1, "corral 99.0.0").await;
+        let Err(StoreError::Newer(why)) = store.ping().await else {
+            panic!("ping on a newer layout did not say so");
+        };
+        assert!(
+            why.contains(&format!("layout {}, raised by corral 99.0.0", SCHEMA + 1)),
+            "{why}"
+        );
+        let err = MongoStore::connect_database(&url, &database)
+            .await
+            .err()
+            .expect("a newer layout must not open");
+        let err = err.to_string();
+        assert!(
+            err.contains(&format!("knows layouts up to {SCHEMA}")),
+            "{err}"
+        );
+        let record = layout().await;
+        assert_eq!(record.get_i64("version").unwrap(), SCHEMA + 1);
+        assert_eq!(record.get_str("written_by").unwrap(), "corral 99.0.0");
+        assert!(store.get_user_by_username("kept").await.unwrap().is_some());
         store.db.drop().await.unwrap();
     }
 

@@ -606,18 +606,29 @@ impl SqliteStore {
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if let Some(why) = newer_schema(version) {
+        anyhow::bail!("{why}");
+    }
     let applied = usize::try_from(version)?;
-    anyhow::ensure!(
-        applied <= MIGRATIONS.len(),
-        "the database has schema version {version}, newer than this build knows ({})",
-        MIGRATIONS.len()
-    );
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i64::try_from(i + 1)?)?;
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Why a database at schema `version` is refused, when it is newer than
+/// this build's migrations.
+fn newer_schema(version: i64) -> Option<String> {
+    let known = MIGRATIONS.len();
+    (usize::try_from(version).map_or(true, |v| v > known)).then(|| {
+        format!(
+            "the database has schema version {version}; this Corral ({}) knows versions up to \
+             {known}. Run the Corral that last opened it, or a newer one",
+            env!("CARGO_PKG_VERSION")
+        )
+    })
 }
 
 /// Maps a driver error onto the store's error kinds.
@@ -2155,9 +2166,17 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.query_one("SELECT 1".to_owned(), vec![], |r| r.get::<_, i64>(0))
+        // The schema version is the ping: a newer Corral that opened this
+        // file since has migrated it past what this build knows.
+        let version = self
+            .query_one("PRAGMA user_version".to_owned(), vec![], |r| {
+                r.get::<_, i64>(0)
+            })
             .await?;
-        Ok(())
+        match newer_schema(version.unwrap_or_default()) {
+            Some(why) => Err(StoreError::Newer(why)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -2379,6 +2398,44 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() as i64);
         assert_eq!(store.kind(), "sqlite");
         store.ping().await.unwrap();
+    }
+
+    /// A file migrated by a newer Corral is refused at open and by `ping`,
+    /// and is left as it is.
+    #[tokio::test]
+    async fn a_newer_schema_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("corral.db");
+        let alice = user("alice");
+        let store = SqliteStore::open(&path).unwrap();
+        store.create_user(&alice).await.unwrap();
+        let newer = MIGRATIONS.len() as i64 + 1;
+        store
+            .call(move |c| c.pragma_update(None, "user_version", newer))
+            .await
+            .unwrap();
+        let Err(StoreError::Newer(why)) = store.ping().await else {
+            panic!("ping on a newer schema did not say so");
+        };
+        assert!(why.contains(&format!("schema version {newer};")), "{why}");
+        drop(store);
+        let err = SqliteStore::open(&path)
+            .err()
+            .expect("a newer schema must not open");
+        let err = format!("{err:#}");
+        assert!(
+            err.contains(&format!("knows versions up to {}", MIGRATIONS.len())),
+            "{err}"
+        );
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, newer);
+        let kept: String = conn
+            .query_row("SELECT username FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kept, "alice");
     }
 
     #[tokio::test]

@@ -1,16 +1,21 @@
 """Faults and limits that the README promises, against real servers:
 `/readyz` answers 503 while the MongoDB store is down (and 200 once it is
-back, with nothing lost), a WebSocket that closes stops its answers, and
-sign-in attempts from one address are limited with 429 and Retry-After."""
+back, with nothing lost), a store upgraded by a newer Corral takes an older
+host out of service without touching the data, a WebSocket that closes
+stops its answers, and sign-in attempts from one address are limited with
+429 and Retry-After."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
+import pymongo
+import pytest
 import requests
 
-from corral import TIMEOUT, Api, CorralServer, SecantusServer
+from corral import TIMEOUT, Api, CorralServer, SecantusServer, ServerDied
 from test_chat_stream import LONG, LONG_PROMPT, new_chat, wait_until_settled, ws_connect
 
 
@@ -52,6 +57,86 @@ def test_readyz_is_503_while_the_mongodb_store_is_down(corral_bin, tmp_path):
     finally:
         srv.stop()
         db.stop()
+
+
+class StoreLayout:
+    """Reads and sets the store's layout number behind Corral's back, as a
+    newer Corral would: SQLite's `user_version`, or MongoDB's `meta` record."""
+
+    def __init__(self, server: CorralServer):
+        self.server = server
+
+    def get(self) -> tuple[int, str | None]:
+        if self.server.database:
+            with pymongo.MongoClient(self.server.database) as client:
+                record = client.get_default_database()["meta"].find_one({"_id": "schema"})
+                return record["version"], record["written_by"]
+        with sqlite3.connect(self.server.data / "corral.db") as db:
+            return db.execute("PRAGMA user_version").fetchone()[0], None
+
+    def set(self, version: int):
+        if self.server.database:
+            with pymongo.MongoClient(self.server.database) as client:
+                client.get_default_database()["meta"].update_one(
+                    {"_id": "schema"}, {"$set": {"version": version, "written_by": "corral 99.0.0"}})
+            return
+        db = sqlite3.connect(self.server.data / "corral.db")
+        try:
+            db.execute(f"PRAGMA user_version = {int(version)}")
+        finally:
+            db.close()
+
+    def users(self) -> list[str]:
+        if self.server.database:
+            with pymongo.MongoClient(self.server.database) as client:
+                return sorted(u["username"] for u in client.get_default_database()["users"].find())
+        with sqlite3.connect(self.server.data / "corral.db") as db:
+            return sorted(r[0] for r in db.execute("SELECT username FROM users"))
+
+
+def test_a_store_upgraded_by_a_newer_corral_takes_this_host_out_of_service(corral_bin, tmp_path, store_database):
+    """When a newer Corral moves the store past this build's layout, the
+    running host says it is not ready (and why) while staying alive, a
+    restart of it is refused with the reason, and the data stays as the
+    newer Corral left it. Back on a layout it knows, it serves again."""
+    srv = CorralServer(corral_bin, tmp_path / "corral", database=store_database)
+    layout = StoreLayout(srv)
+    try:
+        srv.start()
+        password = srv.create_account("keeper", "user")
+        Api.login(srv, "keeper", password)
+        known, written_by = layout.get()
+        assert known >= 1
+        if store_database:
+            assert written_by and written_by.startswith("corral "), written_by
+
+        layout.set(known + 1)
+        r = requests.get(srv.base + "/readyz", timeout=TIMEOUT)
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert (body["status"], body["store"]) == ("upgraded", srv.database and "mongodb" or "sqlite"), body
+        assert f"{known + 1}" in body["reason"] and f"up to {known}" in body["reason"], body
+        assert requests.get(srv.base + "/healthz", timeout=TIMEOUT).status_code == 200
+        srv.check_alive()
+
+        srv.stop()
+        with pytest.raises(ServerDied) as died:
+            srv.start(ready_within=30)
+        assert "corral exited early with status 1" in str(died.value), died.value
+        said = srv.log_path.read_text(errors="replace")
+        assert f"knows {'layouts' if store_database else 'versions'} up to {known}" in said, said[-3000:]
+        assert layout.get()[0] == known + 1
+        if store_database:
+            assert layout.get()[1] == "corral 99.0.0", "the refused host rewrote the layout record"
+        assert layout.users() == ["keeper"]
+
+        # Back to a layout this build knows (as when the newer Corral's
+        # version is rolled back with its data): served again, nothing lost.
+        layout.set(known)
+        srv.start()
+        Api.login(srv, "keeper", password)
+    finally:
+        srv.stop()
 
 
 def test_a_closed_websocket_stops_its_answer(user, models):
