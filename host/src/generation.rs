@@ -124,7 +124,18 @@ pub async fn start_on(
         )));
     }
     let spec = registry::load_spec(&state.config, &record).await?;
-    crate::quota::admit(state, user, &mut sampling).await?;
+    let prompt_bytes = match &request.prompt {
+        Prompt::Text(text) => text.len(),
+        Prompt::Chat(messages) | Prompt::History(messages) => {
+            messages.iter().map(|m| m.content.len()).sum()
+        }
+    };
+    let mut prompt_tokens = crate::quota::estimate_tokens(prompt_bytes);
+    if record.context_length > 0 {
+        // A long chat is cut to fit the context.
+        prompt_tokens = prompt_tokens.min(u64::from(record.context_length));
+    }
+    let reservation = crate::quota::admit(state, user, &mut sampling, prompt_tokens).await?;
     let admitted_max_tokens = sampling.max_tokens;
 
     let mut prompt = request.prompt;
@@ -183,6 +194,7 @@ pub async fn start_on(
         cancel,
         hooks,
         out,
+        _reservation: reservation,
     };
     tokio::spawn(follower.run(jobs));
     Ok(Running {
@@ -481,6 +493,8 @@ struct Follower {
     cancel: CancelToken,
     hooks: Option<Box<dyn GenerationHooks>>,
     out: mpsc::UnboundedSender<Event>,
+    /// Held until the follower ends, after it has recorded the generation.
+    _reservation: crate::quota::Reservation,
 }
 
 /// What a generation did before it ended.

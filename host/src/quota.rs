@@ -2,8 +2,14 @@
 //! user; prompt and completion tokens of every generation (chat answers and
 //! the OpenAI-compatible API) count against the day (UTC) they ran on. A
 //! user without a limit is unlimited.
+//!
+//! A generation is counted once it has ended; until then it holds a
+//! [`Reservation`] of what it may still use (its prompt, estimated, and its
+//! `max_tokens`), which requests admitted meanwhile see as spent. So
+//! requests sent side by side cannot each spend the same allowance.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use chrono::{DateTime, Days, Utc};
@@ -105,28 +111,148 @@ pub async fn allowance(state: &AppState, user: &User) -> ApiResult<Allowance> {
 /// otherwise returns the tokens left today (`None`: unlimited).
 pub async fn check(state: &AppState, user: &User) -> ApiResult<Option<u64>> {
     let allowance = allowance(state, user).await?;
+    refuse_if_spent(&allowance, 0)?;
+    Ok(allowance.remaining)
+}
+
+/// The error for an allowance with nothing left; `holding` of its `used`
+/// is held by generations still under way.
+fn refuse_if_spent(allowance: &Allowance, holding: u64) -> ApiResult<()> {
     match allowance.limit {
         Some(limit) if allowance.used >= limit => {
             let wait = (allowance.resets_at - Utc::now()).num_seconds().max(1);
+            let under_way = match holding {
+                0 => String::new(),
+                n => format!(", {n} of them held by generations still under way"),
+            };
             Err(AppError::QuotaExceeded {
                 retry_after: u64::try_from(wait).unwrap_or(1),
                 message: format!(
-                    "the daily allowance of {limit} tokens is used up ({} used); it renews at \
-                     00:00 UTC",
+                    "the daily allowance of {limit} tokens is used up ({} used{under_way}); it \
+                     renews at 00:00 UTC",
                     allowance.used
                 ),
             })
         }
-        _ => Ok(allowance.remaining),
+        _ => Ok(()),
     }
 }
 
-/// Refuses a generation when `user` has used up today's allowance, and
-/// caps its `max_tokens` at what is left, so one long answer cannot run
-/// far past the limit.
-pub async fn admit(state: &AppState, user: &User, sampling: &mut SamplingParams) -> ApiResult<()> {
-    cap(sampling, check(state, user).await?);
-    Ok(())
+/// Tokens held by the generations of each user that were admitted on this
+/// host and are not counted yet. (Hosts that share a store each hold their
+/// own.)
+#[derive(Clone, Default)]
+pub struct Reservations {
+    users: Arc<Mutex<HashMap<String, Arc<Held>>>>,
+}
+
+/// One user's holds. `admitting` makes that user's admissions one at a
+/// time, so each sees the holds of those before it.
+#[derive(Default)]
+struct Held {
+    admitting: tokio::sync::Mutex<()>,
+    tokens: Mutex<u64>,
+}
+
+impl Reservations {
+    fn held(&self, user_id: &str) -> Arc<Held> {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.entry(user_id.to_owned()).or_default().clone()
+    }
+
+    fn release(&self, user_id: &str, tokens: u64) {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(held) = users.get(user_id) else {
+            return;
+        };
+        let left = {
+            let mut held_tokens = held.tokens.lock().unwrap_or_else(|e| e.into_inner());
+            *held_tokens = held_tokens.saturating_sub(tokens);
+            *held_tokens
+        };
+        // Nobody is admitting and nothing is held: forget the user.
+        if left == 0 && Arc::strong_count(held) == 1 {
+            users.remove(user_id);
+        }
+    }
+
+    /// Users with holds, for tests.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.users.lock().unwrap().len()
+    }
+}
+
+/// What one admitted generation may still use of its user's allowance
+/// until it is counted; dropping it gives that back. Drop it only after
+/// the generation is recorded, so that no admission in between misses it.
+pub struct Reservation {
+    reservations: Reservations,
+    user_id: String,
+    tokens: u64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.tokens > 0 {
+            self.reservations.release(&self.user_id, self.tokens);
+        }
+    }
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("tokens", &self.tokens)
+            .finish()
+    }
+}
+
+/// A rough count of a prompt's tokens from its length in bytes (about four
+/// bytes a token in English text; more tokens than this in most other
+/// text), for holding a share of the allowance while it runs.
+pub fn estimate_tokens(bytes: usize) -> u64 {
+    u64::try_from(bytes.div_ceil(4)).unwrap_or(u64::MAX)
+}
+
+/// Refuses a generation when `user` has used up today's allowance, counting
+/// what the user's other generations under way may still use; otherwise
+/// caps its `max_tokens` at what is left, so one long answer cannot run far
+/// past the limit, and holds `prompt_tokens` (an estimate) plus that
+/// `max_tokens` until the returned reservation is dropped.
+pub async fn admit(
+    state: &AppState,
+    user: &User,
+    sampling: &mut SamplingParams,
+    prompt_tokens: u64,
+) -> ApiResult<Reservation> {
+    let reservations = &state.quota_holds;
+    let held = reservations.held(&user.id);
+    let _one_at_a_time = held.admitting.lock().await;
+    // Holds before counts: a generation that ends meanwhile is recorded
+    // before it lets go of its hold, so it is seen in one or the other.
+    let holding = *held.tokens.lock().unwrap_or_else(|e| e.into_inner());
+    let mut allowance = allowance(state, user).await?;
+    let unlimited = allowance.limit.is_none();
+    allowance.used = allowance.used.saturating_add(holding);
+    allowance.remaining = allowance
+        .limit
+        .map(|limit| limit.saturating_sub(allowance.used));
+    refuse_if_spent(&allowance, holding)?;
+    cap(sampling, allowance.remaining);
+    let tokens = if unlimited {
+        0
+    } else {
+        prompt_tokens.saturating_add(u64::from(sampling.max_tokens))
+    };
+    *held.tokens.lock().unwrap_or_else(|e| e.into_inner()) += tokens;
+    drop(_one_at_a_time);
+    drop(held);
+    Ok(Reservation {
+        reservations: reservations.clone(),
+        user_id: user.id.clone(),
+        tokens,
+    })
 }
 
 fn cap(sampling: &mut SamplingParams, remaining: Option<u64>) {
@@ -236,6 +362,29 @@ pub async fn my_quota(State(state): State<AppState>, caller: Caller) -> ApiResul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn holds_add_up_per_user_and_are_forgotten_once_given_back() {
+        let holds = Reservations::default();
+        let hold = |user: &str, tokens: u64| {
+            *holds.held(user).tokens.lock().unwrap() += tokens;
+            Reservation {
+                reservations: holds.clone(),
+                user_id: user.into(),
+                tokens,
+            }
+        };
+        let a = hold("ada", 300);
+        let b = hold("ada", 50);
+        let c = hold("bob", 7);
+        assert_eq!(*holds.held("ada").tokens.lock().unwrap(), 350);
+        drop(a);
+        assert_eq!(*holds.held("ada").tokens.lock().unwrap(), 50);
+        drop((b, c));
+        assert_eq!(holds.len(), 0, "users with nothing held are forgotten");
+        assert_eq!(estimate_tokens(0), 0);
+        assert_eq!(estimate_tokens(9), 3);
+    }
 
     fn user(id: &str, role: Role) -> User {
         User {

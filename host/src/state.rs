@@ -56,6 +56,9 @@ pub struct AppState {
     pub nodes: Arc<crate::inference::nodes::Nodes>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// What generations under way may still use of their users' daily
+    /// allowances.
+    pub quota_holds: crate::quota::Reservations,
     /// Begins when the server is asked to stop.
     pub shutdown: Shutdown,
 }
@@ -145,6 +148,7 @@ impl AppState {
             shutdown: Shutdown::default(),
             nodes,
             metrics,
+            quota_holds: Default::default(),
         };
         bridge.connect(state.clone());
         let loaded = crate::plugins::load_all(&state).await?;

@@ -214,6 +214,56 @@ def test_max_tokens_is_capped_by_what_is_left(limited, staff, demo):
     assert r.json()["error"]["code"] == "quota_exceeded"
 
 
+def test_requests_sent_side_by_side_cannot_spend_one_allowance_twice(limited, staff, demo):
+    """Four requests at once (two on /v1, two chat answers) with 300 tokens
+    left: the first admitted holds the allowance until it is counted, so
+    the others are refused instead of each spending the same 300."""
+    user = new_user(limited, "side-by-side")
+    set_quota(staff, user, 300)
+    chats = [user.ok("POST", "/api/chats", json={"model": DEMO_NAME}, expect=(201,))["id"] for _ in range(2)]
+    answers: list[tuple[int, dict]] = []
+    gate = threading.Barrier(4)
+
+    def completion():
+        gate.wait()
+        r = user.post("/v1/completions", json={"model": DEMO_NAME, "prompt": "Once upon a time", **LONG},
+                      timeout=(5, 300))
+        answers.append((r.status_code, r.json()))
+
+    def chat_answer(chat_id: str):
+        gate.wait()
+        r = user.post(f"/api/chats/{chat_id}/stream", json={"content": "Tell me a long story.", "sampling": LONG},
+                      stream=True, timeout=(5, 300))
+        if r.status_code != 200:
+            answers.append((r.status_code, r.json()))
+            return
+        done = None
+        for _, data in sse_events(r):
+            if isinstance(data, dict) and data.get("type") in ("done", "error"):
+                done = data
+                break
+        r.close()
+        assert done and done["type"] == "done", done
+        answers.append((200, {"usage": done["message"]["usage"]}))
+
+    threads = [threading.Thread(target=completion) for _ in range(2)]
+    threads += [threading.Thread(target=chat_answer, args=(c,)) for c in chats]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(status for status, _ in answers) == [200, 429, 429, 429], answers
+    for status, body in answers:
+        if status == 429:
+            # OpenAI's shape on /v1, Corral's on the chat.
+            error = body.get("error", body)
+            assert error["code"] == "quota_exceeded", body
+            assert "held by generations still under way" in error["message"], body
+    (usage,) = [body["usage"] for status, body in answers if status == 200]
+    assert usage["completion_tokens"] <= 300, usage
+    assert used(user) == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
 def test_a_chat_answer_is_capped_by_what_is_left(limited, staff, demo):
     user = new_user(limited, "chatter")
     set_quota(staff, user, 40)
