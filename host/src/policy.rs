@@ -11,6 +11,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use corral_sdk::Role;
 
@@ -88,6 +90,47 @@ impl Caller {
                 DateTime::from_timestamp(*expires_at, 0).or(Some(DateTime::<Utc>::MIN_UTC))
             }
             Credential::ApiKey { expires_at, .. } => *expires_at,
+        }
+    }
+}
+
+/// How often a long-lived connection checks its credential again.
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The time left until `at`; `None` is never.
+pub fn until(at: Option<DateTime<Utc>>) -> std::time::Duration {
+    const NEVER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+    at.map_or(NEVER, |at| {
+        (at - crate::time::now())
+            .to_std()
+            .unwrap_or(std::time::Duration::ZERO)
+    })
+}
+
+/// Whether a failed credential check means a connection's access is over
+/// (a store error is not).
+pub fn ends_access(err: &AppError) -> bool {
+    matches!(err, AppError::Unauthorized(_) | AppError::AccountDisabled)
+}
+
+/// Resolves once `caller` may no longer hold a stream that needs `access`:
+/// the credential expired or was revoked, or the account was disabled or
+/// lost the role (checked every [`RECHECK_EVERY`]). A store that does not
+/// answer ends nothing.
+pub async fn access_lost(store: Arc<dyn Store>, caller: Caller, access: Access) {
+    let expiry = tokio::time::sleep(until(caller.expires_at()));
+    tokio::pin!(expiry);
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_EVERY, RECHECK_EVERY);
+    loop {
+        tokio::select! {
+            () = &mut expiry => return,
+            _ = every.tick() => match recheck(store.as_ref(), &caller).await {
+                Ok(user) if access.allows(user.role) => {}
+                Ok(_) => return,
+                Err(err) if ends_access(&err) => return,
+                Err(_) => {}
+            },
         }
     }
 }

@@ -3,7 +3,6 @@
 //! same [`ChatEvent`] objects.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::ws::{
     close_code, CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade,
@@ -11,7 +10,6 @@ use axum::extract::ws::{
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use futures::SinkExt;
 use serde::{Deserialize, Serialize};
@@ -22,7 +20,7 @@ use crate::api::event_stream;
 use crate::chat::load_chat;
 use crate::chat::{self, Action, ChatEvent, SamplingOverrides, SocketSlot};
 use crate::error::{ApiResult, AppError, Json, OptionalJson, Path};
-use crate::policy::{self, Caller, Credential};
+use crate::policy::{self, ends_access, until, Caller, Credential, RECHECK_EVERY};
 use crate::state::AppState;
 
 /// A message to send and answer.
@@ -423,23 +421,6 @@ async fn renew(state: &AppState, caller: &Caller, access_token: &str) -> Result<
         ));
     }
     Ok(renewed)
-}
-
-/// How often an open WebSocket checks its credential when no frame comes.
-const RECHECK_EVERY: Duration = Duration::from_secs(5);
-
-/// Time from now until `at`; a credential that never expires, a long time.
-fn until(at: Option<DateTime<Utc>>) -> Duration {
-    const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    at.map_or(NEVER, |at| {
-        (at - crate::time::now()).to_std().unwrap_or(Duration::ZERO)
-    })
-}
-
-/// Whether a failed credential check means the socket's access is over (a
-/// store error is not).
-fn ends_access(err: &AppError) -> bool {
-    matches!(err, AppError::Unauthorized(_) | AppError::AccountDisabled)
 }
 
 /// Ends a socket whose access is over: an `error` event says why, then a

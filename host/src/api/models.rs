@@ -15,7 +15,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use corral_sdk::Role;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -356,11 +356,20 @@ pub async fn progress(
 /// JSON data of an `Event` (`model_download`, `model_status`,
 /// `model_deleted`). A listener that falls behind gets a `lagged` event
 /// saying how many it missed. When the server stops, the stream ends with
-/// a `shutting_down` event.
+/// a `shutting_down` event. It also ends, without one, when the caller's
+/// access does (the token expires or is revoked, the account is disabled or
+/// no longer a technician's), checked every few seconds: reconnect with a
+/// fresh token.
 #[utoipa::path(get, path = "/api/events", tag = "models",
-    responses((status = 200, description = "An endless stream of events",
+    responses((status = 200, description = "A stream of events until the server stops or the \
+        caller's access ends",
         content_type = "text/event-stream", body = crate::openapi::SseEvent)))]
-pub async fn events(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn events(State(state): State<AppState>, caller: Caller) -> impl IntoResponse {
+    let lost = crate::policy::access_lost(
+        state.store.clone(),
+        caller,
+        crate::policy::Access::Technician,
+    );
     let rx = state.events.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         let event = match rx.recv().await {
@@ -374,7 +383,8 @@ pub async fn events(State(state): State<AppState>) -> impl IntoResponse {
             Err(RecvError::Closed) => return None,
         };
         Some((Ok::<_, Infallible>(event), rx))
-    });
+    })
+    .take_until(Box::pin(lost));
     let last = crate::events::Event::ShuttingDown;
     let last = SseEvent::default()
         .event(last.name())

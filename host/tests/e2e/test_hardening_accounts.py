@@ -12,6 +12,7 @@ import re
 import secrets
 import string
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,7 +26,7 @@ from corral import TIMEOUT, Api, CorralServer, clean_env
 # and the failed attempts one address may make per window.
 MAX_DELAY_S = 4
 PER_ADDRESS = 30
-# chat_stream.rs: how often an open WebSocket checks its credential.
+# policy.rs: how often an open WebSocket or event stream checks its credential.
 RECHECK_EVERY_S = 5
 
 
@@ -244,6 +245,58 @@ def test_a_websocket_closes_when_its_access_token_expires(own_server):
     # Closed at the expiry, not at some later sweep.
     assert 25 <= took <= 40, took
 
+
+
+def open_events(server: CorralServer, token: str) -> tuple[requests.Response, threading.Thread, list]:
+    """Opens `/api/events` with `token` and reads it in a thread until it
+    ends; the list gets when it ended (monotonic seconds)."""
+    r = requests.get(server.base + "/api/events", headers={"Authorization": f"Bearer {token}"},
+                     stream=True, timeout=(5, 120))
+    assert r.status_code == 200, r.text
+    ended: list = []
+
+    def read():
+        try:
+            for _ in r.iter_lines():
+                pass
+        except requests.RequestException:
+            pass
+        ended.append(time.monotonic())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return r, reader, ended
+
+
+def test_the_event_stream_ends_when_its_technician_loses_access(server, technician):
+    """`/api/events` (technicians' model news) ends within a recheck of
+    its technician being demoted, and of the API key it was opened with
+    being revoked; reconnecting is then refused."""
+    _, _, demoted = account(server, "technician")
+    r, reader, ended = open_events(server, demoted.token)
+    try:
+        time.sleep(1)
+        assert not ended, "the stream ended by itself"
+        changed_at = time.monotonic()
+        technician.ok("PATCH", f"/api/users/{user_id(demoted)}", json={"role": "user"})
+        reader.join(RECHECK_EVERY_S + 10)
+        assert ended, "the stream of a demoted technician goes on"
+        assert ended[0] - changed_at <= RECHECK_EVERY_S + 3, ended[0] - changed_at
+    finally:
+        r.close()
+    again = requests.get(server.base + "/api/events", headers={"Authorization": f"Bearer {demoted.token}"},
+                         timeout=TIMEOUT)
+    assert_error(again, 403, "forbidden")
+
+    _, _, keeper = account(server, "technician")
+    created = keeper.ok("POST", "/api/me/keys", json={"name": "events"}, expect=(201,))
+    r, reader, ended = open_events(server, created["key"])
+    try:
+        keeper.ok("DELETE", f"/api/me/keys/{created['id']}", expect=(204,))
+        reader.join(RECHECK_EVERY_S + 10)
+        assert ended, "the stream of a revoked key goes on"
+    finally:
+        r.close()
 
 
 def test_an_auth_frame_moves_a_websocket_onto_a_renewed_token(own_server):
