@@ -495,6 +495,60 @@ async fn api_keys_are_shown_once_work_and_stop_when_deleted() {
 }
 
 #[tokio::test]
+async fn a_key_that_expires_makes_only_keys_that_expire_by_then() {
+    let t = TestApp::new().await;
+    let ivy = t.signed_in("ivy", Role::User).await;
+    let make = |auth: String, body: serde_json::Value| {
+        let t = &t;
+        async move { t.post("/api/me/keys", Some(&auth), &body).await }
+    };
+    let (status, short) = make(
+        ivy.access.clone(),
+        json!({"name": "short", "expires_in_days": 2}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{short}");
+    let short = short["key"].as_str().expect("the key").to_owned();
+
+    // Neither a key without an end nor one that ends later.
+    for body in [
+        json!({"name": "forever"}),
+        json!({"name": "longer", "expires_in_days": 3}),
+    ] {
+        let (status, refused) = make(short.clone(), body).await;
+        assert_error(status, &refused, StatusCode::FORBIDDEN, "forbidden");
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("must expire by then")),
+            "{refused}"
+        );
+    }
+    // One that ends sooner, yes.
+    let (status, sooner) = make(
+        short.clone(),
+        json!({"name": "sooner", "expires_in_days": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{sooner}");
+    // A key without an end, or a signed-in session, is not held back.
+    let (status, forever) = make(ivy.access.clone(), json!({"name": "forever"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{forever}");
+    let forever = forever["key"].as_str().expect("the key").to_owned();
+    let (status, made) = make(forever, json!({"name": "another"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let (_, list) = t.get("/api/me/keys", Some(&ivy.access)).await;
+    let mut names: Vec<&str> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["another", "forever", "short", "sooner"], "{list}");
+}
+
+#[tokio::test]
 async fn closed_registration_is_refused_and_audited() {
     let t = TestApp::new().await;
     let admin = t.signed_in("admin", Role::Admin).await;

@@ -17,7 +17,7 @@ use crate::auth::{new_secret, token_hash, API_KEY_PREFIX};
 use crate::client_addr::{bucket, client_address};
 use crate::error::{ApiResult, AppError, Json, Path, Validator};
 use crate::model::{new_id, ApiKey, User};
-use crate::policy::Caller;
+use crate::policy::{Caller, Credential};
 use crate::sessions::{Issued, Sessions};
 use crate::state::AppState;
 use crate::time::{now, serde_millis, serde_millis_opt};
@@ -567,6 +567,8 @@ pub struct CreatedKey {
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "The new key, shown once", body = CreatedKey),
+        (status = 403, description = "Called with an API key that expires, for a key that would \
+            outlive it", body = corral_sdk::ErrorBody),
         (status = 409, description = "The account holds as many keys as it may (`limit_reached`)", body = corral_sdk::ErrorBody),
     ))]
 pub async fn create_key(
@@ -587,9 +589,26 @@ pub async fn create_key(
             "must be 1 to 3650",
         )
         .finish()?;
+    let created_at = now();
+    let expires_at = req
+        .expires_in_days
+        .map(|d| created_at + chrono::Duration::days(d as i64));
+    // A key that expires must not be a way to a key that lasts longer.
+    if let Credential::ApiKey {
+        expires_at: Some(own),
+        ..
+    } = &caller.credential
+    {
+        if expires_at.is_none_or(|new| new > *own) {
+            return Err(AppError::Forbidden(format!(
+                "this API key expires at {}; a key made with it must expire by then (choose \
+                 fewer days, or sign in to make a longer-lived key)",
+                crate::time::format(own)
+            )));
+        }
+    }
     crate::limits::room_for_api_key(&state, caller.id()).await?;
     let key = new_secret(API_KEY_PREFIX);
-    let created_at = now();
     let record = ApiKey {
         id: new_id(),
         user_id: caller.id().to_owned(),
@@ -598,9 +617,7 @@ pub async fn create_key(
         key_hash: token_hash(&key),
         created_at,
         last_used_at: None,
-        expires_at: req
-            .expires_in_days
-            .map(|d| created_at + chrono::Duration::days(d as i64)),
+        expires_at,
     };
     state.store.create_api_key(&record).await?;
     Ok((
