@@ -151,7 +151,8 @@ impl Inference {
     /// Like [`Self::submit`], with a token that stops the generation while
     /// its events keep coming: a cancelled job still ends with `Done`,
     /// whose finish reason says it was cancelled. (A job cancelled while
-    /// it waits in the queue starts and stops at once.)
+    /// it waits in the queue leaves it at once, and its `Done` says that
+    /// nothing was read or generated.)
     pub fn submit_with_cancel(
         &self,
         job: Job,
@@ -252,7 +253,8 @@ impl Inference {
     }
 
     /// Runs the job on `spec`'s model once admitted; `None` when the
-    /// caller went away while it waited.
+    /// caller went away while it waited. A job cancelled before it runs
+    /// gives up its place (or its slot) without loading anything.
     async fn attempt(
         &self,
         spec: &LoadSpec,
@@ -273,8 +275,12 @@ impl Inference {
                     Update::Position(p) => position = p,
                 },
                 () = tx.closed() => return None,
+                () = upstream::cancelled(cancel) => return Some(Ok(not_started())),
             }
         };
+        if cancel.is_cancelled() {
+            return Some(Ok(not_started()));
+        }
         let result = match self.manager.get(spec).await {
             Ok(loaded) => {
                 run(
@@ -290,6 +296,19 @@ impl Inference {
         };
         drop(permit);
         Some(result)
+    }
+}
+
+/// The summary of a job cancelled before it read its prompt.
+fn not_started() -> GenerateSummary {
+    GenerateSummary {
+        finish_reason: corral_sdk::backend::FinishReason::Cancelled,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        truncated_tokens: 0,
+        cached_tokens: 0,
+        time_to_first_token: 0.0,
+        total_time: 0.0,
     }
 }
 

@@ -521,7 +521,7 @@ async fn read_capped(response: reqwest::Response) -> Vec<u8> {
 }
 
 /// Resolves once `cancel` is raised.
-async fn cancelled(cancel: &CancelToken) {
+pub(crate) async fn cancelled(cancel: &CancelToken) {
     while !cancel.is_cancelled() {
         tokio::time::sleep(CANCEL_POLL).await;
     }

@@ -196,6 +196,68 @@ def test_a_request_abandoned_before_its_answer_still_counts(limited, staff, tech
     assert 0 < spent < 1000, spent
 
 
+def queue_of(technician: Api, model_id: str) -> tuple[int, int]:
+    queues = technician.ok("GET", "/api/status")["queues"]
+    found = [(q["running"], q["waiting"]) for q in queues if q["model_id"] == model_id]
+    return found[0] if found else (0, 0)
+
+
+def send_and_hang_up(server: CorralServer, token: str, body: dict) -> socket.socket:
+    """Sends a request on a raw connection (the caller closes it)."""
+    data = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    s.sendall(
+        (
+            "POST /v1/completions HTTP/1.1\r\nHost: corral\r\n"
+            f"Authorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        ).encode()
+        + data
+    )
+    return s
+
+
+def test_requests_abandoned_in_the_queue_leave_it_at_once(limited, technician, demo_model, demo):
+    """Behind a running answer, requests whose clients hang up while they
+    wait leave the queue at once: they do not hold the user's places until
+    their turn comes, and nobody behind them waits for them."""
+    created = technician.ok(
+        "POST", "/api/models",
+        json={"name": "one-slot", "backend": "llama", "source": demo_model, "slots": 1},
+        expect=(201, 202),
+    )
+    model_id = created["id"]
+    try:
+        wait_until(lambda: technician.ok("GET", f"/api/models/{model_id}")["status"] == "ready", 120,
+                   "the one-slot model is ready")
+        busy = new_user(limited, "slot-holder")
+        leaver = new_user(limited, "queue-leaver")
+        long = {"model": "one-slot", "prompt": "Once upon a time", "stream": True, **LONG}
+        holder = send_and_hang_up(limited, busy.token, long)
+        try:
+            wait_until(lambda: queue_of(technician, model_id)[0] == 1, 60, "the first request runs")
+            waiting = [send_and_hang_up(limited, leaver.token, long) for _ in range(4)]
+            wait_until(lambda: queue_of(technician, model_id)[1] == 4, 10, "four requests wait")
+            for s in waiting:
+                s.close()
+            left_at = time.monotonic()
+            wait_until(lambda: queue_of(technician, model_id)[1] == 0, 5, "the abandoned requests leave the queue")
+            print(f"queue emptied {time.monotonic() - left_at:.2f} s after the clients hung up")
+            assert queue_of(technician, model_id)[0] == 1, "the running answer goes on"
+            # The user's places are free again: four more may wait.
+            again = [send_and_hang_up(limited, leaver.token, long) for _ in range(4)]
+            wait_until(lambda: queue_of(technician, model_id)[1] == 4, 10, "four more requests wait")
+            for s in again:
+                s.close()
+        finally:
+            holder.close()
+        wait_until(lambda: queue_of(technician, model_id) == (0, 0), 30, "the model is idle")
+        # Nothing that never ran was counted.
+        assert leaver.ok("GET", "/api/me/quota")["used"] == 0
+    finally:
+        technician.ok("DELETE", f"/api/models/{model_id}", expect=(200, 204))
+
+
 def test_max_tokens_is_capped_by_what_is_left(limited, staff, demo):
     user = new_user(limited, "big-asker")
     set_quota(staff, user, 50)
