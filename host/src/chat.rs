@@ -614,7 +614,7 @@ impl Run {
             }
         };
         drop(events);
-        self.finish(outcome, text).await;
+        self.finish(outcome, text, &progress).await;
     }
 
     /// Saves the text so far, so that a crash loses at most the last
@@ -634,7 +634,7 @@ impl Run {
         }
     }
 
-    async fn finish(&mut self, outcome: Outcome, text: String) {
+    async fn finish(&mut self, outcome: Outcome, text: String, progress: &Progress) {
         let mut answer = self.answer.clone();
         answer.content = text;
         let mut error = None;
@@ -679,6 +679,10 @@ impl Run {
                 } else {
                     MessageStatus::Failed
                 };
+                // What it read and wrote before it failed, as counted.
+                if progress.started.is_some() {
+                    answer.usage = Some(progress.usage());
+                }
                 answer.error = Some(err.body().message.clone());
                 error = Some(err.body());
             }

@@ -573,6 +573,10 @@ impl Follower {
                                 Err(_) => break,
                             }
                         }
+                        if text.is_empty() {
+                            // Counted above; nothing for the filters.
+                            continue;
+                        }
                         match self.filter(text).await {
                             Ok(text) => self.emit(&mut so_far, text),
                             Err(err) => {

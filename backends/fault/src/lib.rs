@@ -5,8 +5,8 @@
 //! followed by text; `fail-load` anywhere in it makes the load fail.
 //! Generation writes `tick ` once per token, every 20 ms, until
 //! `max_tokens` or a cancel (a line `word: tock` in the file makes it
-//! write `tock ` instead, so that tests can tell models apart), except
-//! when the prompt says:
+//! write `tock ` instead, so that tests can tell models apart, and a line
+//! `pace: 1` one every millisecond), except when the prompt says:
 //!
 //! - `ABORT`: three ticks, then `abort()` — the process dies on the spot,
 //!   as llama.cpp does on a failed `GGML_ASSERT`;
@@ -22,7 +22,7 @@ use corral_sdk::backend::{
     FinishReason, GenerateRequest, GenerateSummary, LoadRequest, Model, ModelInfo, TokenEvent,
 };
 
-/// The time between two tokens.
+/// The time between two tokens, unless the file says `pace: <ms>`.
 const TICK: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
@@ -62,10 +62,16 @@ impl Backend for Fault {
             .lines()
             .find_map(|line| line.strip_prefix("word:"))
             .map_or("tick", str::trim);
+        let tick = text
+            .lines()
+            .find_map(|line| line.strip_prefix("pace:"))
+            .and_then(|ms| ms.trim().parse().ok())
+            .map_or(TICK, Duration::from_millis);
         progress(1.0);
         Ok(Box::new(FaultModel {
             slots: request.slots.max(1),
             word: format!("{word} "),
+            tick,
         }))
     }
 }
@@ -74,6 +80,8 @@ struct FaultModel {
     slots: u32,
     /// Written once per token.
     word: String,
+    /// The time between two tokens.
+    tick: Duration,
 }
 
 impl Model for FaultModel {
@@ -133,7 +141,7 @@ impl Model for FaultModel {
                     }
                 }
             }
-            std::thread::sleep(TICK);
+            std::thread::sleep(self.tick);
             sink(TokenEvent::Text {
                 text: self.word.clone(),
             });

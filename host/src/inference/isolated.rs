@@ -30,7 +30,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::runtime::Handle;
 
 use super::worker::{
-    Frame, TemplateRequest, TokenizeRequest, WorkerError, HEARTBEAT, SEQUENCE_HEADER,
+    Frame, TemplateRequest, TokenizeRequest, WorkerError, FLUSH_TOKENS, HEARTBEAT, SEQUENCE_HEADER,
 };
 
 /// Crashes within [`CRASH_WINDOW`] that mark a model failed.
@@ -590,7 +590,7 @@ pub(super) async fn follow(
                         sink(TokenEvent::Started { prompt_tokens });
                     }
                 }
-                Frame::Delta { text, .. } => {
+                Frame::Delta { text, tokens } => {
                     last_progress = Instant::now();
                     produced = true;
                     text_bytes += text.len();
@@ -599,6 +599,17 @@ pub(super) async fn follow(
                             produced,
                             what: "it sent more text than the request allows".into(),
                         };
+                    }
+                    // A delta batches up to FLUSH_TOKENS of the engine's
+                    // text events. All but one are passed on as empty text
+                    // ahead of it, so that a generation that never reaches
+                    // `done` is counted by its tokens, as in process, and
+                    // the text carries their count.
+                    let batched = usize::try_from(tokens).unwrap_or(usize::MAX);
+                    for _ in 1..batched.min(FLUSH_TOKENS) {
+                        sink(TokenEvent::Text {
+                            text: String::new(),
+                        });
                     }
                     sink(TokenEvent::Text { text });
                 }

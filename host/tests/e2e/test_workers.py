@@ -250,6 +250,47 @@ def test_an_engine_that_aborts_takes_down_only_its_worker(srv, tech, user, ai):
     assert name == "done" and text == "tick " * 5, (name, data, text)
 
 
+def test_an_answer_cut_off_by_a_crash_counts_every_token_it_delivered(srv, tech, user):
+    """A fast engine (a token a millisecond) fills each worker frame with up
+    to 16 tokens. When its worker is killed mid-answer, the stored answer,
+    its usage and the user's statistics count every token delivered, not
+    one per frame."""
+    fault_model(srv, tech, "rapid", "pace: 1")
+    host_pid = srv.proc.pid
+    before = set(workers_of(host_pid))
+    counted_before = sum(m["completion_tokens"] for m in user.ok("GET", "/api/me/stats")["models"]
+                         if m["model"] == "rapid")
+    chat = user.ok("POST", "/api/chats", json={"model": "rapid"}, expect=(201,))
+    r = user.session.post(
+        f"{user.base}/api/chats/{chat['id']}/stream",
+        json={"content": "count for me", "sampling": {"max_tokens": 60000}},
+        stream=True,
+        timeout=(5, 120),
+    )
+    assert r.status_code == 200, r.text
+    text, end, killed = "", None, False
+    for name, data in sse_events(r):
+        if name == "delta":
+            text += data.get("text") or data.get("delta") or ""
+            if not killed and text.count("tick") >= 1500:
+                (worker,) = set(workers_of(host_pid)) - before
+                os.kill(worker, signal.SIGKILL)
+                killed = True
+        if name in ("done", "error"):
+            end = (name, data)
+            break
+    r.close()
+    assert killed and end and end[0] == "error" and "worker_crashed" in str(end[1]), end
+
+    stored = user.ok("GET", f"/api/chats/{chat['id']}")["messages"][-1]
+    assert stored["status"] == "interrupted" and stored["content"] == text, stored["status"]
+    delivered = text.count("tick")
+    assert stored["usage"] and stored["usage"]["completion_tokens"] == delivered, (stored["usage"], delivered)
+    counted = sum(m["completion_tokens"] for m in user.ok("GET", "/api/me/stats")["models"]
+                  if m["model"] == "rapid")
+    assert counted - counted_before == delivered, (counted - counted_before, delivered)
+
+
 def test_a_stuck_engine_is_killed_and_its_answer_ends(srv, tech, user):
     """The `fault` backend stops three tokens into an answer and never
     looks at its cancel token again, as an engine stuck in native code:
