@@ -168,6 +168,7 @@ pub async fn start_on(
     }
 
     let fallbacks = fallback_specs(state, user, &record).await;
+    let replicas = replica_specs(state, &record).await;
     let job = Job {
         spec,
         user_id: user.id.clone(),
@@ -176,6 +177,7 @@ pub async fn start_on(
         truncation: Truncation::Error,
         cache_key: request.chat_id,
         fallbacks,
+        replicas,
     };
     let jobs = state
         .inference
@@ -224,6 +226,32 @@ async fn fallback_specs(
             Ok(spec) => specs.push(spec),
             Err(err) => {
                 tracing::debug!(model = %name, error = %err.body().message, "fallback passed over")
+            }
+        }
+    }
+    specs
+}
+
+/// What the runtime needs to run `record`'s replicas: those that exist,
+/// generate and are ready to serve, in order. A replica serves on
+/// `record`'s behalf (its access rules, its usage), so the caller's access
+/// to the replica itself is not asked.
+async fn replica_specs(
+    state: &AppState,
+    record: &ModelRecord,
+) -> Vec<crate::inference::manager::LoadSpec> {
+    let mut specs = Vec::new();
+    for name in &record.replicas {
+        let Ok(Some(replica)) = state.store.get_model_by_name(name).await else {
+            continue;
+        };
+        if !replica.is_servable() || replica.kind == ModelKind::Embedding {
+            continue;
+        }
+        match registry::load_spec(&state.config, &replica).await {
+            Ok(spec) => specs.push(spec),
+            Err(err) => {
+                tracing::debug!(model = %name, error = %err.body().message, "replica passed over")
             }
         }
     }

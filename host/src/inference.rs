@@ -16,9 +16,9 @@ pub mod scheduler;
 pub mod upstream;
 pub mod worker;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use corral_sdk::backend::{
     BackendError, CancelToken, ChatMessage, GenerateRequest, GenerateSummary, SamplingParams,
@@ -107,6 +107,10 @@ pub struct Job {
     /// Models tried in order when `spec`'s model is cooling down or fails
     /// before its first token.
     pub fallbacks: Vec<LoadSpec>,
+    /// Models that serve the same weights as `spec`'s: the job goes to
+    /// the least busy of them and `spec`, and is not rerouted in the
+    /// caller's eyes when it lands on one.
+    pub replicas: Vec<LoadSpec>,
 }
 
 /// What a job reports, in order: positions while queued, `Started`, text,
@@ -135,11 +139,99 @@ pub enum JobEvent {
 pub struct Inference {
     pub manager: ModelManager,
     pub scheduler: Scheduler,
+    /// Which of a model's replicas last served each conversation.
+    affinity: Arc<Mutex<Affinity>>,
+}
+
+/// Conversations remembered per host, at most; past that the older half
+/// is forgotten (those chats then go wherever is least busy).
+const AFFINITY_LIMIT: usize = 4096;
+
+/// The replica that last served a conversation (keyed like the caches: the
+/// user, and the chat when there is one), so that its next turn goes where
+/// its history is cached.
+#[derive(Default)]
+struct Affinity {
+    served: HashMap<String, (String, u64)>,
+    clock: u64,
+}
+
+impl Affinity {
+    fn get(&self, conversation: &str) -> Option<&str> {
+        self.served.get(conversation).map(|(key, _)| key.as_str())
+    }
+
+    fn remember(&mut self, conversation: String, model_key: &str) {
+        self.clock += 1;
+        self.served
+            .insert(conversation, (model_key.to_owned(), self.clock));
+        if self.served.len() > AFFINITY_LIMIT {
+            let mut stamps: Vec<u64> = self.served.values().map(|(_, at)| *at).collect();
+            stamps.sort_unstable();
+            let keep_from = stamps[stamps.len() / 2];
+            self.served.retain(|_, (_, at)| *at >= keep_from);
+        }
+    }
+}
+
+/// The order in which a model and its replicas are offered one request,
+/// as indexes into `loads`: each one's generations running or waiting and
+/// its slots. The one that served the conversation last (`last`) comes
+/// first while it has a free slot, since its cache holds the history; the
+/// others by how busy each slot is, the model asked for first among
+/// equals.
+fn spread_order(loads: &[(usize, usize)], last: Option<usize>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..loads.len()).collect();
+    let busy = |i: usize| (loads[i].0, loads[i].1.max(1));
+    order.sort_by(|&a, &b| {
+        let ((la, ca), (lb, cb)) = (busy(a), busy(b));
+        (la * cb).cmp(&(lb * ca)).then(a.cmp(&b))
+    });
+    if let Some(last) = last.filter(|&i| i < loads.len() && busy(i).0 < busy(i).1) {
+        order.retain(|&i| i != last);
+        order.insert(0, last);
+    }
+    order
 }
 
 impl Inference {
     pub fn new(manager: ModelManager, scheduler: Scheduler) -> Self {
-        Inference { manager, scheduler }
+        Inference {
+            manager,
+            scheduler,
+            affinity: Arc::default(),
+        }
+    }
+
+    /// `job`'s model and its replicas, in the order to offer them the job
+    /// ([`spread_order`]); the conversation's key for [`Affinity`].
+    fn spread(&self, job: &Job) -> (Vec<LoadSpec>, String) {
+        let conversation = match &job.cache_key {
+            Some(key) => format!("{}/{key}", job.user_id),
+            None => job.user_id.clone(),
+        };
+        let group: Vec<&LoadSpec> = std::iter::once(&job.spec).chain(&job.replicas).collect();
+        if group.len() == 1 {
+            return (vec![job.spec.clone()], conversation);
+        }
+        let loads: Vec<(usize, usize)> = group
+            .iter()
+            .map(|spec| {
+                let (running, waiting) = self.scheduler.load(&spec.key);
+                (running + waiting, spec.request.slots.max(1) as usize)
+            })
+            .collect();
+        let last = {
+            let affinity = self.affinity.lock().unwrap_or_else(|e| e.into_inner());
+            affinity
+                .get(&conversation)
+                .and_then(|key| group.iter().position(|spec| spec.key == key))
+        };
+        let order = spread_order(&loads, last);
+        (
+            order.into_iter().map(|i| group[i].clone()).collect(),
+            conversation,
+        )
     }
 
     /// Queues a job and returns its events. Fails at once when the queue
@@ -158,12 +250,18 @@ impl Inference {
         job: Job,
         cancel: CancelToken,
     ) -> Result<mpsc::UnboundedReceiver<JobEvent>, InferenceError> {
-        let mut candidates: VecDeque<LoadSpec> = std::iter::once(job.spec.clone())
+        let (group, conversation) = self.spread(&job);
+        // Landing on a replica is no reroute: it is the same model.
+        let replica_keys: Vec<String> = group.iter().map(|s| s.key.clone()).collect();
+        let rerouted = move |spec: &LoadSpec| !replica_keys.contains(&spec.key);
+        let spread = group.len() > 1;
+        let mut candidates: VecDeque<LoadSpec> = group
+            .into_iter()
             .chain(job.fallbacks.iter().cloned())
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
         let (spec, ticket, reason) = self.next_candidate(&mut candidates, &job.user_id, None)?;
-        if spec.key != job.spec.key {
+        if rerouted(&spec) {
             let _ = tx.send(JobEvent::Rerouted {
                 name: spec.name.clone(),
                 reason,
@@ -173,6 +271,12 @@ impl Inference {
         tokio::spawn(async move {
             let (mut spec, mut ticket) = (spec, ticket);
             loop {
+                if spread && !rerouted(&spec) {
+                    this.affinity
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remember(conversation.clone(), &spec.key);
+                }
                 let texted = Arc::new(AtomicBool::new(false));
                 let Some(result) = this
                     .attempt(&spec, ticket, &job, &cancel, &tx, &texted)
@@ -195,10 +299,12 @@ impl Inference {
                 match this.next_candidate(&mut candidates, &job.user_id, Some(err.clone())) {
                     Ok((next, next_ticket, reason)) => {
                         tracing::info!(from = %spec.name, to = %next.name, %reason, "falling back");
-                        let _ = tx.send(JobEvent::Rerouted {
-                            name: next.name.clone(),
-                            reason,
-                        });
+                        if rerouted(&next) {
+                            let _ = tx.send(JobEvent::Rerouted {
+                                name: next.name.clone(),
+                                reason,
+                            });
+                        }
                         (spec, ticket) = (next, next_ticket);
                     }
                     Err(last) => {
@@ -397,5 +503,38 @@ async fn run(
         Err(err) => Err(InferenceError::Internal(format!(
             "the generation task failed: {err}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_are_offered_least_busy_first_and_a_warm_one_keeps_its_chat() {
+        // Idle: the model asked for first, then its replicas in order.
+        assert_eq!(spread_order(&[(0, 1), (0, 1), (0, 2)], None), [0, 1, 2]);
+        // Busy per slot: 1 of 1 is busier than 1 of 2.
+        assert_eq!(spread_order(&[(1, 1), (1, 2), (0, 1)], None), [2, 1, 0]);
+        assert_eq!(spread_order(&[(2, 4), (1, 2), (3, 4)], None), [0, 1, 2]);
+        // The replica that served the chat comes first while it has room…
+        assert_eq!(spread_order(&[(0, 1), (1, 2), (0, 1)], Some(1)), [1, 0, 2]);
+        // …and takes its place by load once it is full.
+        assert_eq!(spread_order(&[(0, 1), (2, 2), (1, 1)], Some(1)), [0, 1, 2]);
+        // A replica no longer listed is ignored.
+        assert_eq!(spread_order(&[(1, 1), (0, 1)], Some(5)), [1, 0]);
+    }
+
+    #[test]
+    fn affinity_forgets_the_older_half_past_its_limit() {
+        let mut affinity = Affinity::default();
+        for i in 0..=AFFINITY_LIMIT {
+            affinity.remember(format!("u/{i}"), "a");
+        }
+        assert!(affinity.served.len() <= AFFINITY_LIMIT / 2 + 1);
+        assert_eq!(affinity.get(&format!("u/{AFFINITY_LIMIT}")), Some("a"));
+        assert_eq!(affinity.get("u/0"), None);
+        affinity.remember("u/1".into(), "b");
+        assert_eq!(affinity.get("u/1"), Some("b"));
     }
 }

@@ -642,6 +642,11 @@ pub struct ModelRecord {
     /// is cooling down or fails before its first token.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Names of other models that serve the same weights: each request
+    /// goes to the least busy of this model and its replicas, on this
+    /// model's access rules, settings and usage.
+    #[serde(default)]
+    pub replicas: Vec<String>,
     /// The worker node that runs the model (see `/api/nodes`); `None`:
     /// this host. The node loads the file of the same name from its own
     /// models folder.

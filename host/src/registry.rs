@@ -131,6 +131,12 @@ pub struct NewModel {
     /// cooling down or fails before its first token (at most 8).
     #[schema(max_items = 8)]
     pub fallbacks: Option<Vec<String>>,
+    /// Names of other models that serve the same model (copies on other
+    /// nodes, or other servers of it): each request goes to whichever of
+    /// this model and its replicas is least busy, and a chat keeps to the
+    /// one that holds its cache while that one has a free slot (at most 8).
+    #[schema(max_items = 8)]
+    pub replicas: Option<Vec<String>>,
     /// The worker node that runs the model (a name from `/api/nodes`);
     /// absent: this host. The node needs a copy of the file, under the
     /// same name, in its models folder.
@@ -183,6 +189,9 @@ pub struct ModelChanges {
     #[schema(max_length = 200)]
     pub tls_fingerprint: Option<String>,
     pub fallbacks: Option<Vec<String>>,
+    /// `[]` removes every replica.
+    #[schema(max_items = 8)]
+    pub replicas: Option<Vec<String>>,
     /// A worker node's name; `""` brings the model back to this host.
     #[schema(max_length = 100)]
     pub node: Option<String>,
@@ -323,7 +332,7 @@ async fn validate(
         format!("may list at most {MAX_ACCESS_USERS} users"),
     );
     m.source = m.source.trim().to_owned();
-    check_fallbacks(&mut v, m);
+    check_routes(&mut v, m);
     if m.is_remote() {
         check_remote(&mut v, m);
     } else {
@@ -348,12 +357,14 @@ async fn validate(
     }
     v.finish()?;
 
-    for name in &m.fallbacks {
-        if state.store.get_model_by_name(name).await?.is_none() {
-            return Err(AppError::field(
-                "fallbacks",
-                format!("no model is called `{name}`"),
-            ));
+    for (field, names) in [("fallbacks", &m.fallbacks), ("replicas", &m.replicas)] {
+        for name in names {
+            if state.store.get_model_by_name(name).await?.is_none() {
+                return Err(AppError::field(
+                    field,
+                    format!("no model is called `{name}`"),
+                ));
+            }
         }
     }
 
@@ -424,33 +435,44 @@ async fn validate(
     }))
 }
 
-/// Fallbacks a model may list.
+/// Fallbacks, and replicas, a model may list.
 pub const MAX_FALLBACKS: usize = 8;
 const MAX_UPSTREAM_MODEL: usize = 200;
 const MAX_API_KEY: usize = 1024;
 
-/// Checks the list of fallbacks (their existence is looked up later).
-fn check_fallbacks(v: &mut Validator, m: &mut ModelRecord) {
-    for name in &mut m.fallbacks {
-        *name = name.trim().to_owned();
+/// Checks the lists of fallbacks and replicas (their existence is looked
+/// up later).
+fn check_routes(v: &mut Validator, m: &mut ModelRecord) {
+    for (field, names) in [
+        ("fallbacks", &mut m.fallbacks),
+        ("replicas", &mut m.replicas),
+    ] {
+        for name in names.iter_mut() {
+            *name = name.trim().to_owned();
+        }
+        let mut seen = std::collections::HashSet::new();
+        let unique = names.iter().all(|n| seen.insert(n.as_str()));
+        v.check(
+            names.len() <= MAX_FALLBACKS,
+            field,
+            format!("may list at most {MAX_FALLBACKS} models"),
+        );
+        v.check(
+            names.iter().all(|n| valid_name(n)),
+            field,
+            "must be names of models",
+        );
+        v.check(unique, field, "must not name a model twice");
+        v.check(
+            !names.contains(&m.name),
+            field,
+            "must not name the model itself",
+        );
     }
-    let mut seen = std::collections::HashSet::new();
-    let unique = m.fallbacks.iter().all(|n| seen.insert(n.as_str()));
     v.check(
-        m.fallbacks.len() <= MAX_FALLBACKS,
-        "fallbacks",
-        format!("may list at most {MAX_FALLBACKS} models"),
-    );
-    v.check(
-        m.fallbacks.iter().all(|n| valid_name(n)),
-        "fallbacks",
-        "must be names of models",
-    );
-    v.check(unique, "fallbacks", "must not name a model twice");
-    v.check(
-        !m.fallbacks.contains(&m.name),
-        "fallbacks",
-        "must not name the model itself",
+        !m.replicas.iter().any(|r| m.fallbacks.contains(r)),
+        "replicas",
+        "a model is either a replica or a fallback, not both",
     );
 }
 
@@ -663,6 +685,7 @@ pub async fn create(state: &AppState, req: NewModel) -> ApiResult<ModelRecord> {
         api_key: req.api_key.filter(|k| !k.is_empty()),
         tls_fingerprint: req.tls_fingerprint.filter(|f| !f.is_empty()),
         fallbacks: req.fallbacks.unwrap_or_default(),
+        replicas: req.replicas.unwrap_or_default(),
         node: req
             .node
             .map(|n| n.trim().to_owned())
@@ -746,6 +769,7 @@ pub async fn register_demo_model(state: &AppState) -> anyhow::Result<Option<Mode
                     api_key: None,
                     tls_fingerprint: None,
                     fallbacks: None,
+                    replicas: None,
                     node: None,
                 },
             )
@@ -880,6 +904,9 @@ async fn apply_changes(
     }
     if let Some(fallbacks) = changes.fallbacks {
         model.fallbacks = fallbacks;
+    }
+    if let Some(replicas) = changes.replicas {
+        model.replicas = replicas;
     }
     if let Some(node) = changes.node {
         model.node = Some(node.trim().to_owned()).filter(|n| !n.is_empty());
@@ -1053,41 +1080,45 @@ pub async fn delete(state: &AppState, id: &str) -> ApiResult<ModelRecord> {
 }
 
 /// Follows a model's new name (or its removal, with `None`) in the
-/// fallbacks of every other model, so that they keep naming the same
-/// model (or none). Each record is read again under the records lock, so
-/// that an edit made meanwhile is kept.
+/// fallbacks and replicas of every other model, so that they keep naming
+/// the same model (or none). Each record is read again under the records
+/// lock, so that an edit made meanwhile is kept.
 async fn rename_fallback(state: &AppState, old: &str, new: Option<&str>) {
+    let names = |m: &ModelRecord| m.fallbacks.iter().chain(&m.replicas).any(|f| f == old);
     let naming: Vec<String> = match state.store.list_models().await {
         Ok(models) => models
             .into_iter()
-            .filter(|m| m.fallbacks.iter().any(|f| f == old))
+            .filter(|m| names(m))
             .map(|m| m.id)
             .collect(),
         Err(err) => {
-            tracing::warn!(%err, "could not update the fallbacks that name `{old}`");
+            tracing::warn!(%err, "could not update the fallbacks and replicas that name `{old}`");
             return;
         }
+    };
+    let follow = |list: &[String], own: &str| -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        list.iter()
+            .filter_map(|f| if f == old { new } else { Some(f.as_str()) })
+            .filter(|f| *f != own && seen.insert(*f))
+            .map(str::to_owned)
+            .collect()
     };
     for id in naming {
         let _guard = state.downloads.records.lock().await;
         let Ok(Some(mut model)) = state.store.get_model(&id).await else {
             continue;
         };
-        let mut seen = std::collections::HashSet::new();
-        let fallbacks: Vec<String> = model
-            .fallbacks
-            .iter()
-            .filter_map(|f| if f == old { new } else { Some(f.as_str()) })
-            .filter(|f| *f != model.name && seen.insert(*f))
-            .map(str::to_owned)
-            .collect();
-        if fallbacks == model.fallbacks {
+        let fallbacks = follow(&model.fallbacks, &model.name);
+        let replicas = follow(&model.replicas, &model.name);
+        if fallbacks == model.fallbacks && replicas == model.replicas {
             continue;
         }
         model.fallbacks = fallbacks;
+        model.replicas = replicas;
         model.updated_at = now();
         if let Err(err) = state.store.update_model(&model).await {
-            tracing::warn!(%err, model = %model.name, "could not update its fallbacks");
+            tracing::warn!(%err, model = %model.name, "could not update its fallbacks and replicas");
         }
     }
 }
@@ -1269,6 +1300,7 @@ mod load_spec_tests {
             api_key: None,
             tls_fingerprint: None,
             fallbacks: Vec::new(),
+            replicas: Vec::new(),
             node: None,
         }
     }

@@ -187,6 +187,7 @@ impl Ctx {
             api_key: None,
             tls_fingerprint: None,
             fallbacks: Vec::new(),
+            replicas: Vec::new(),
             node: None,
         };
         t.store.create_model(&model).await.expect("model");

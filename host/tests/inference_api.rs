@@ -89,6 +89,7 @@ impl Ctx {
             api_key: None,
             tls_fingerprint: None,
             fallbacks: Vec::new(),
+            replicas: Vec::new(),
             node: None,
         };
         self.t

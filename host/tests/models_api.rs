@@ -532,6 +532,7 @@ async fn a_restarted_host_resumes_a_partial_download() {
         api_key: None,
         tls_fingerprint: None,
         fallbacks: Vec::new(),
+        replicas: Vec::new(),
         node: None,
     };
     c.t.store.create_model(&record).await.expect("record");

@@ -229,6 +229,7 @@ impl Ctx {
             api_key: None,
             tls_fingerprint: None,
             fallbacks: Vec::new(),
+            replicas: Vec::new(),
             node: None,
         };
         self.t.store.create_model(&model).await.expect("model");

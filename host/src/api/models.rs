@@ -109,6 +109,9 @@ pub struct ModelView {
     /// Technicians only: the models that answer instead, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallbacks: Option<Vec<String>>,
+    /// Technicians only: the models that share this one's requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Vec<String>>,
     /// Technicians only, remote models while they cool down (after a 429
     /// or failures in a row): no calls go to the upstream until then.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -165,6 +168,7 @@ fn view(state: &AppState, caller: &Caller, model: ModelRecord) -> ModelView {
         api_key_set: None,
         tls_fingerprint: None,
         fallbacks: None,
+        replicas: None,
         cooldown: None,
         node: None,
         unavailable: None,
@@ -186,6 +190,7 @@ fn view(state: &AppState, caller: &Caller, model: ModelRecord) -> ModelView {
         view.sampling = Some(model.sampling);
         view.chat_template = Some(model.chat_template);
         view.fallbacks = Some(model.fallbacks);
+        view.replicas = Some(model.replicas);
         view.node = Some(model.node);
         if view.backend == crate::inference::upstream::BACKEND {
             view.upstream_model = Some(model.upstream_model);

@@ -274,6 +274,15 @@ impl Scheduler {
         }
     }
 
+    /// A model's generations running and waiting.
+    pub fn load(&self, model: &str) -> (usize, usize) {
+        let state = self.lock();
+        state
+            .models
+            .get(model)
+            .map_or((0, 0), |q| (q.running, q.waiting_len()))
+    }
+
     /// Waiting requests per model.
     pub fn depths(&self) -> Vec<(String, usize, usize)> {
         let state = self.lock();

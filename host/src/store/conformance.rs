@@ -3300,6 +3300,7 @@ fn model(name: &str, minutes: i64) -> ModelRecord {
         api_key: Some("sk-test-ünïcode".to_string()),
         tls_fingerprint: Some(crate::tls::show(&[0xab; 32])),
         fallbacks: vec!["other".to_string()],
+        replicas: vec!["twin".to_string()],
         node: None,
     }
 }

@@ -348,7 +348,7 @@ def test_the_api_key_is_never_shown_again(srv, far, tech, user, remote):
     for text in texts:
         assert far.key not in text
     seen_by_user = [m for m in user.ok("GET", "/api/models")["items"] if m["name"] == "remote"][0]
-    for hidden in ("source", "api_key_set", "upstream_model", "fallbacks", "cooldown"):
+    for hidden in ("source", "api_key_set", "upstream_model", "fallbacks", "replicas", "cooldown"):
         assert hidden not in seen_by_user, seen_by_user
 
 
@@ -650,6 +650,90 @@ def test_fallbacks_follow_a_renamed_model_and_forget_a_removed_one(srv, far, tec
     edited = tech.ok("PATCH", f"/api/models/{remote['id']}", json={"description": "with one fallback"})
     assert edited["description"] == "with one fallback"
     tech.ok("DELETE", f"/api/models/{remote['id']}", expect=(204,))
+
+
+def chat_turn(user: Api, chat_id: str, content: str, max_tokens: int) -> dict:
+    """Sends one turn of a chat and returns the stored answer."""
+    r = user.session.post(
+        f"{user.base}/api/chats/{chat_id}/stream",
+        json={"content": content, "sampling": {"max_tokens": max_tokens}},
+        stream=True,
+        timeout=(5, 60),
+    )
+    assert r.status_code == 200, r.text
+    end = None
+    for name, data in sse_events(r):
+        if name in ("done", "error"):
+            end = (name, data)
+            break
+    r.close()
+    assert end and end[0] == "done", end
+    return end[1]["message"]
+
+
+def test_replicas_share_a_models_requests_and_a_chat_keeps_to_its_replica(srv, tech, user, ai):
+    """A model with a replica sends a request to the replica while its own
+    slot is busy, and a chat that the replica answered keeps going there
+    once both are free. Answers and usage are the model's, under its name;
+    the replica itself may be one the user cannot see."""
+    staff_only = {"everyone": False, "roles": ["technician"], "users": []}
+    twin = add_fault_model(srv, tech, "pair-b", "pb", slots=1, access=staff_only)
+    pair = add_fault_model(srv, tech, "pair-a", "pa", slots=1, replicas=["pair-b"])
+    assert tech.ok("GET", f"/api/models/{pair['id']}")["replicas"] == ["pair-b"]
+    assert "replicas" not in user.ok("GET", f"/api/models/{pair['id']}")
+    before = usage_of(user, "pair-a")["completion_tokens"]
+    try:
+        # Idle: the model itself answers.
+        chat = user.ok("POST", "/api/chats", json={"model": "pair-a"}, expect=(201,))["id"]
+        first = chat_turn(user, chat, "hello", 3)
+        assert first["content"] == "pa pa pa " and first["model"] in (None, "pair-a"), first
+
+        # Its slot busy: the next request goes to the replica at once.
+        busy: dict = {}
+
+        def hold():
+            busy["answer"] = ai.chat.completions.create(
+                model="pair-a", messages=[{"role": "user", "content": "long"}], max_tokens=150)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        wait_until(lambda: any(q["name"] == "pair-a" and q["running"] == 1
+                               for q in tech.ok("GET", "/api/status")["queues"]), 10, "pair-a is busy")
+        spread = ai.chat.completions.create(model="pair-a", messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=4)
+        assert spread.choices[0].message.content == "pb pb pb pb ", spread
+        assert spread.model == "pair-a", spread.model
+        other = user.ok("POST", "/api/chats", json={"model": "pair-a"}, expect=(201,))["id"]
+        turn = chat_turn(user, other, "hello", 2)
+        assert turn["content"] == "pb pb " and turn["model"] in (None, "pair-a"), turn
+        holder.join()
+        assert busy["answer"].choices[0].message.content == "pa " * 150
+
+        # Both free again: that chat stays with the replica that holds its
+        # history; the first chat with the model itself.
+        assert chat_turn(user, other, "and again", 2)["content"] == "pb pb "
+        assert chat_turn(user, chat, "and again", 2)["content"] == "pa pa "
+
+        used = usage_of(user, "pair-a")["completion_tokens"] - before
+        assert used == 3 + 150 + 4 + 2 + 2 + 2, used
+        assert usage_of(user, "pair-b")["completion_tokens"] == 0
+
+        # A replica's rename is followed; its removal forgets it.
+        tech.ok("PATCH", f"/api/models/{twin['id']}", json={"name": "pair-b2"})
+        assert tech.ok("GET", f"/api/models/{pair['id']}")["replicas"] == ["pair-b2"]
+        # Bad lists are refused, and change nothing.
+        for replicas, why in ((["pair-a"], "itself"), (["no-such"], "no model"), (["pair-b2", "pair-b2"], "twice")):
+            r = tech.patch(f"/api/models/{pair['id']}", json={"replicas": replicas})
+            assert r.status_code == 422 and error_of(r)["details"][0]["field"] == "replicas", r.text
+            assert why in r.text, r.text
+        r = tech.patch(f"/api/models/{pair['id']}", json={"fallbacks": ["pair-b2"]})
+        assert r.status_code == 422 and "either a replica or a fallback" in r.text, r.text
+        assert tech.ok("GET", f"/api/models/{pair['id']}")["replicas"] == ["pair-b2"]
+        tech.ok("DELETE", f"/api/models/{twin['id']}", expect=(204,))
+        assert tech.ok("GET", f"/api/models/{pair['id']}")["replicas"] == []
+    finally:
+        tech.delete(f"/api/models/{pair['id']}")
+        tech.delete(f"/api/models/{twin['id']}")
 
 
 def test_an_answer_cut_off_upstream_keeps_its_text_and_is_not_retried(srv, far, tech, user, remote):

@@ -28,6 +28,7 @@ const values = (over: Partial<ModelFormValues> = {}): ModelFormValues => ({
   api_key: "",
   tls_fingerprint: "",
   fallbacks: "",
+  replicas: "",
   node: "",
   name: "gemma",
   backend: "llama",
@@ -160,6 +161,16 @@ describe("remote models", () => {
       tls_fingerprint: "CD".repeat(32),
       api_key: "sk-again",
     });
+  });
+
+  it("sends replicas apart from fallbacks, and clears them with an empty field", () => {
+    const sent = toNewModel(values({ replicas: "gemma-b, gemma-c", fallbacks: "gpt" }));
+    expect(sent).toMatchObject({ replicas: ["gemma-b", "gemma-c"], fallbacks: ["gpt"] });
+    expect(toNewModel(values()).replicas).toBeNull();
+    const spread = { ...model, replicas: ["gemma-b"] };
+    expect(toChanges(spread, values({ replicas: "gemma-b" }))).toEqual({});
+    expect(toChanges(spread, values({ replicas: "gemma-b, gemma-c" }))).toEqual({ replicas: ["gemma-b", "gemma-c"] });
+    expect(toChanges(spread, values({ replicas: "" }))).toEqual({ replicas: [] });
   });
 
   it("splits fallbacks on commas", () => {

@@ -63,6 +63,10 @@ const schema = z.object({
     .string()
     .refine((v) => fallbackList(v).every((n) => modelName.test(n)), { message: "validation.fallbacks" })
     .refine((v) => fallbackList(v).length <= 8, { message: "validation.fallbacksCount" }),
+  replicas: z
+    .string()
+    .refine((v) => fallbackList(v).every((n) => modelName.test(n)), { message: "validation.fallbacks" })
+    .refine((v) => fallbackList(v).length <= 8, { message: "validation.fallbacksCount" }),
   node: z.string(),
   name: z
     .string()
@@ -105,6 +109,7 @@ function initialValues(model?: ModelView): ModelFormValues {
     api_key: "",
     tls_fingerprint: model?.tls_fingerprint ?? "",
     fallbacks: (model?.fallbacks ?? []).join(", "),
+    replicas: (model?.replicas ?? []).join(", "),
     node: model?.node ?? "",
     name: model?.name ?? "",
     backend: model?.backend ?? "llama",
@@ -145,6 +150,7 @@ export function toNewModel(v: ModelFormValues): NewModel {
   const sampling = samplingObject(v.sampling);
   const remote = v.backend === REMOTE_BACKEND;
   const fallbacks = fallbackList(v.fallbacks);
+  const replicas = fallbackList(v.replicas);
   const model: NewModel = {
     source: v.source.trim(),
     name: v.name.trim(),
@@ -157,6 +163,7 @@ export function toNewModel(v: ModelFormValues): NewModel {
     sampling: (Object.keys(sampling).length ? sampling : null) as NewModel["sampling"],
     access: normalAccess(v.access),
     fallbacks: fallbacks.length ? fallbacks : null,
+    replicas: replicas.length ? replicas : null,
   };
   if (remote) {
     // A remote model has no file, hash, threads or template of its own.
@@ -206,6 +213,8 @@ export function toChanges(model: ModelView, v: ModelFormValues): ModelChanges {
   if (pin(v.tls_fingerprint) !== pin(before.tls_fingerprint)) changes.tls_fingerprint = v.tls_fingerprint.trim();
   const fallbacks = fallbackList(v.fallbacks);
   if (JSON.stringify(fallbacks) !== JSON.stringify(fallbackList(before.fallbacks))) changes.fallbacks = fallbacks;
+  const replicas = fallbackList(v.replicas);
+  if (JSON.stringify(replicas) !== JSON.stringify(fallbackList(before.replicas))) changes.replicas = replicas;
   // "" brings the model back to this host.
   if (v.node !== before.node) changes.node = v.node;
   return changes;
@@ -410,6 +419,16 @@ export function ModelForm({
           autoComplete="off"
           spellCheck={false}
           placeholder="gemma-3-270m, other-model"
+        />
+      </Field>
+      <Field label={t("fields.replicas")} hint={t("hints.replicas")} error={err("replicas")}>
+        <input
+          {...register("replicas")}
+          className="input"
+          type="text"
+          autoComplete="off"
+          spellCheck={false}
+          placeholder="gemma-3-270m-node-b"
         />
       </Field>
       <Field label={t("fields.description")} error={err("description")}>

@@ -196,6 +196,9 @@ export default function ModelPage() {
           {m.fallbacks != null && (
             <Row label={t("fields.fallbacks")}>{m.fallbacks.length ? m.fallbacks.join(", ") : t("none")}</Row>
           )}
+          {m.replicas != null && (
+            <Row label={t("fields.replicas")}>{m.replicas.length ? m.replicas.join(", ") : t("none")}</Row>
+          )}
           {m.file_path != null && (
             <Row label={t("fields.filePath")}>
               <span className="font-mono text-xs">{m.file_path}</span>
