@@ -371,6 +371,18 @@ pub async fn start(
             message,
         });
     }
+    if regenerate {
+        // Before the answer is reset: if this fails, the old answer stands
+        // rather than one left `pending` with nothing writing it.
+        let touch = ChatUpdate {
+            updated_at: Some(at),
+            ..Default::default()
+        };
+        chat = state
+            .store
+            .update_chat(caller.id(), &chat.id, &touch)
+            .await?;
+    }
     let answer = match replaced {
         Some(old) => {
             let answer = Message {
@@ -411,16 +423,6 @@ pub async fn start(
             answer
         }
     };
-    if regenerate {
-        let touch = ChatUpdate {
-            updated_at: Some(at),
-            ..Default::default()
-        };
-        chat = state
-            .store
-            .update_chat(caller.id(), &chat.id, &touch)
-            .await?;
-    }
     let _ = out.send(ChatEvent::AssistantMessage {
         chat_id: chat.id.clone(),
         message: answer.clone(),
