@@ -415,7 +415,9 @@ pub async fn embed(
     if record.kind != ModelKind::Embedding {
         return Err(not_embedding());
     }
-    crate::quota::check(state, user).await?;
+    let input_bytes = inputs.iter().map(String::len).sum();
+    let hold =
+        crate::quota::hold_input(state, user, crate::quota::estimate_tokens(input_bytes)).await?;
     // Embeddings wait in the model's queue like generations: the same
     // slots, the same per-user allowance. Leaving (a client that goes
     // away) drops the ticket or the permit.
@@ -461,6 +463,8 @@ pub async fn embed(
                 tracing::warn!(%err, "could not record an embedding run");
             }
         }
+        // Counted now: the hold can go.
+        drop(hold);
         result
     });
     let (vectors, tokens) = work

@@ -107,14 +107,6 @@ pub async fn allowance(state: &AppState, user: &User) -> ApiResult<Allowance> {
     })
 }
 
-/// Refuses a generation when `user` has used up today's allowance;
-/// otherwise returns the tokens left today (`None`: unlimited).
-pub async fn check(state: &AppState, user: &User) -> ApiResult<Option<u64>> {
-    let allowance = allowance(state, user).await?;
-    refuse_if_spent(&allowance, 0)?;
-    Ok(allowance.remaining)
-}
-
 /// The error for an allowance with nothing left; `holding` of its `used`
 /// is held by generations still under way.
 fn refuse_if_spent(allowance: &Allowance, holding: u64) -> ApiResult<()> {
@@ -226,6 +218,25 @@ pub async fn admit(
     sampling: &mut SamplingParams,
     prompt_tokens: u64,
 ) -> ApiResult<Reservation> {
+    reserve(state, user, prompt_tokens, Some(sampling)).await
+}
+
+/// Like [`admit`], for work that reads its input and writes nothing (an
+/// embedding run): holds `input_tokens` (an estimate).
+pub async fn hold_input(
+    state: &AppState,
+    user: &User,
+    input_tokens: u64,
+) -> ApiResult<Reservation> {
+    reserve(state, user, input_tokens, None).await
+}
+
+async fn reserve(
+    state: &AppState,
+    user: &User,
+    prompt_tokens: u64,
+    mut sampling: Option<&mut SamplingParams>,
+) -> ApiResult<Reservation> {
     let reservations = &state.quota_holds;
     let held = reservations.held(&user.id);
     let _one_at_a_time = held.admitting.lock().await;
@@ -239,12 +250,14 @@ pub async fn admit(
         .limit
         .map(|limit| limit.saturating_sub(allowance.used));
     refuse_if_spent(&allowance, holding)?;
-    cap(sampling, allowance.remaining);
-    let tokens = if unlimited {
-        0
-    } else {
-        prompt_tokens.saturating_add(u64::from(sampling.max_tokens))
-    };
+    let mut tokens = prompt_tokens;
+    if let Some(sampling) = sampling.as_deref_mut() {
+        cap(sampling, allowance.remaining);
+        tokens = tokens.saturating_add(u64::from(sampling.max_tokens));
+    }
+    if unlimited {
+        tokens = 0;
+    }
     *held.tokens.lock().unwrap_or_else(|e| e.into_inner()) += tokens;
     drop(_one_at_a_time);
     drop(held);
