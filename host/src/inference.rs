@@ -56,6 +56,47 @@ pub enum InferenceError {
 }
 
 impl InferenceError {
+    /// The error as the caller may see it when a replica (`hidden`) of
+    /// the model it asked for (`shown`) failed: the replica's own name
+    /// (perhaps one of a model the caller cannot see) becomes the model's.
+    fn shown_as(self, hidden: &str, shown: &str) -> InferenceError {
+        let (hidden_quoted, shown_quoted) = (format!("`{hidden}`"), format!("`{shown}`"));
+        let rename = |text: String| text.replace(&hidden_quoted, &shown_quoted);
+        match self {
+            InferenceError::Load {
+                model,
+                reason,
+                bad_file,
+            } => InferenceError::Load {
+                model: if model == hidden {
+                    shown.to_owned()
+                } else {
+                    model
+                },
+                reason: rename(reason),
+                bad_file,
+            },
+            InferenceError::Capacity(m) => InferenceError::Capacity(rename(m)),
+            InferenceError::Internal(m) => InferenceError::Internal(rename(m)),
+            InferenceError::CoolingDown {
+                retry_after,
+                message,
+            } => InferenceError::CoolingDown {
+                retry_after,
+                message: rename(message),
+            },
+            // Upstreams and nodes name the model in their failures.
+            InferenceError::Backend(err) => InferenceError::Backend(match err {
+                BackendError::InvalidModel(m) => BackendError::InvalidModel(rename(m)),
+                BackendError::InvalidRequest(m) => BackendError::InvalidRequest(rename(m)),
+                BackendError::ContextOverflow(m) => BackendError::ContextOverflow(rename(m)),
+                BackendError::Unsupported(m) => BackendError::Unsupported(rename(m)),
+                BackendError::Internal(m) => BackendError::Internal(rename(m)),
+            }),
+            other => other,
+        }
+    }
+
     /// Whether another model may answer instead: the model or its server
     /// failed, not the request.
     fn falls_back(&self) -> bool {
@@ -255,16 +296,35 @@ impl Inference {
         let replica_keys: Vec<String> = group.iter().map(|s| s.key.clone()).collect();
         let rerouted = move |spec: &LoadSpec| !replica_keys.contains(&spec.key);
         let spread = group.len() > 1;
+        // Replicas are the model to the caller, whose errors and reasons
+        // name the model asked for instead (a replica may be a model the
+        // caller cannot see).
+        let masked: Vec<String> = job.replicas.iter().map(|s| s.name.clone()).collect();
+        let shown = job.spec.name.clone();
+        let mask = move |err: InferenceError| {
+            masked
+                .iter()
+                .fold(err, |err, hidden| err.shown_as(hidden, &shown))
+        };
+        let mask_text = {
+            let mask = mask.clone();
+            move |text: String| match mask(InferenceError::Internal(text)) {
+                InferenceError::Internal(text) => text,
+                other => other.to_string(),
+            }
+        };
         let mut candidates: VecDeque<LoadSpec> = group
             .into_iter()
             .chain(job.fallbacks.iter().cloned())
             .collect();
         let (tx, rx) = mpsc::unbounded_channel();
-        let (spec, ticket, reason) = self.next_candidate(&mut candidates, &job.user_id, None)?;
+        let (spec, ticket, reason) = self
+            .next_candidate(&mut candidates, &job.user_id, None)
+            .map_err(&mask)?;
         if rerouted(&spec) {
             let _ = tx.send(JobEvent::Rerouted {
                 name: spec.name.clone(),
-                reason,
+                reason: mask_text(reason),
             });
         }
         let this = self.clone();
@@ -293,7 +353,7 @@ impl Inference {
                 };
                 // Only a model that has not said anything yet is replaced.
                 if texted.load(Ordering::Acquire) || cancel.is_cancelled() || !err.falls_back() {
-                    let _ = tx.send(JobEvent::Failed(err));
+                    let _ = tx.send(JobEvent::Failed(mask(err)));
                     return;
                 }
                 match this.next_candidate(&mut candidates, &job.user_id, Some(err.clone())) {
@@ -302,13 +362,13 @@ impl Inference {
                         if rerouted(&next) {
                             let _ = tx.send(JobEvent::Rerouted {
                                 name: next.name.clone(),
-                                reason,
+                                reason: mask_text(reason),
                             });
                         }
                         (spec, ticket) = (next, next_ticket);
                     }
                     Err(last) => {
-                        let _ = tx.send(JobEvent::Failed(last));
+                        let _ = tx.send(JobEvent::Failed(mask(last)));
                         return;
                     }
                 }
@@ -523,6 +583,44 @@ mod tests {
         assert_eq!(spread_order(&[(0, 1), (2, 2), (1, 1)], Some(1)), [0, 1, 2]);
         // A replica no longer listed is ignored.
         assert_eq!(spread_order(&[(1, 1), (0, 1)], Some(5)), [1, 0]);
+    }
+
+    #[test]
+    fn a_replicas_failure_names_the_model_asked_for() {
+        let cooling = InferenceError::CoolingDown {
+            retry_after: 3,
+            message: "upstream_cooling_down: `hidden-b` is cooling down (429); `other` too".into(),
+        };
+        let InferenceError::CoolingDown { message, .. } = cooling.shown_as("hidden-b", "public")
+        else {
+            panic!("not cooling down");
+        };
+        assert_eq!(
+            message,
+            "upstream_cooling_down: `public` is cooling down (429); `other` too"
+        );
+        let load = InferenceError::Load {
+            model: "hidden-b".into(),
+            reason: "no room to load `hidden-b`".into(),
+            bad_file: false,
+        };
+        assert_eq!(
+            load.shown_as("hidden-b", "public").to_string(),
+            "model `public` could not be loaded: no room to load `public`"
+        );
+        let upstream = InferenceError::Backend(BackendError::Internal(
+            "upstream_unavailable: `hidden-b` cannot be reached".into(),
+        ));
+        assert_eq!(
+            upstream.shown_as("hidden-b", "public").to_string(),
+            "backend failure: upstream_unavailable: `public` cannot be reached"
+        );
+        // A name that only contains the replica's is left alone.
+        let other = InferenceError::Capacity("no room for `hidden-bb`".into());
+        assert_eq!(
+            other.shown_as("hidden-b", "public").to_string(),
+            "no room for `hidden-bb`"
+        );
     }
 
     #[test]

@@ -186,9 +186,9 @@ pub struct Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if self.tokens > 0 {
-            self.reservations.release(&self.user_id, self.tokens);
-        }
+        // With nothing held too: that forgets a user whose admission
+        // held nothing or was refused.
+        self.reservations.release(&self.user_id, self.tokens);
     }
 }
 
@@ -238,8 +238,15 @@ async fn reserve(
     mut sampling: Option<&mut SamplingParams>,
 ) -> ApiResult<Reservation> {
     let reservations = &state.quota_holds;
+    // Made first, so that it is dropped last on every way out: its drop
+    // forgets the user when nothing else is held.
+    let mut reservation = Reservation {
+        reservations: reservations.clone(),
+        user_id: user.id.clone(),
+        tokens: 0,
+    };
     let held = reservations.held(&user.id);
-    let _one_at_a_time = held.admitting.lock().await;
+    let one_at_a_time = held.admitting.lock().await;
     // Holds before counts: a generation that ends meanwhile is recorded
     // before it lets go of its hold, so it is seen in one or the other.
     let holding = *held.tokens.lock().unwrap_or_else(|e| e.into_inner());
@@ -259,13 +266,10 @@ async fn reserve(
         tokens = 0;
     }
     *held.tokens.lock().unwrap_or_else(|e| e.into_inner()) += tokens;
-    drop(_one_at_a_time);
+    reservation.tokens = tokens;
+    drop(one_at_a_time);
     drop(held);
-    Ok(Reservation {
-        reservations: reservations.clone(),
-        user_id: user.id.clone(),
-        tokens,
-    })
+    Ok(reservation)
 }
 
 fn cap(sampling: &mut SamplingParams, remaining: Option<u64>) {
@@ -395,6 +399,9 @@ mod tests {
         assert_eq!(*holds.held("ada").tokens.lock().unwrap(), 50);
         drop((b, c));
         assert_eq!(holds.len(), 0, "users with nothing held are forgotten");
+        // An admission that held nothing (an unlimited user, a refusal).
+        drop(hold("eve", 0));
+        assert_eq!(holds.len(), 0);
         assert_eq!(estimate_tokens(0), 0);
         assert_eq!(estimate_tokens(9), 3);
     }

@@ -388,14 +388,17 @@ pub async fn events(State(state): State<AppState>, caller: Caller) -> impl IntoR
             Err(RecvError::Closed) => return None,
         };
         Some((Ok::<_, Infallible>(event), rx))
-    })
-    .take_until(Box::pin(lost));
+    });
     let last = crate::events::Event::ShuttingDown;
     let last = SseEvent::default()
         .event(last.name())
         .json_data(&last)
         .unwrap_or_else(|_| SseEvent::default().event(last.name()));
-    sse(state.shutdown.until_shutdown(stream, Ok(last)))
+    // Lost access ends it all, `shutting_down` included.
+    sse(state
+        .shutdown
+        .until_shutdown(stream, Ok(last))
+        .take_until(Box::pin(lost)))
 }
 
 fn sse<S>(stream: S) -> impl IntoResponse

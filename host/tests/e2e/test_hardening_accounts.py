@@ -249,19 +249,21 @@ def test_a_websocket_closes_when_its_access_token_expires(own_server):
 
 def open_events(server: CorralServer, token: str) -> tuple[requests.Response, threading.Thread, list]:
     """Opens `/api/events` with `token` and reads it in a thread until it
-    ends; the list gets when it ended (monotonic seconds)."""
+    ends; the list gets when it ended (monotonic seconds), then the lines
+    read."""
     r = requests.get(server.base + "/api/events", headers={"Authorization": f"Bearer {token}"},
                      stream=True, timeout=(5, 120))
     assert r.status_code == 200, r.text
     ended: list = []
 
     def read():
+        lines = []
         try:
-            for _ in r.iter_lines():
-                pass
+            for line in r.iter_lines(decode_unicode=True):
+                lines.append(line)
         except requests.RequestException:
             pass
-        ended.append(time.monotonic())
+        ended.extend([time.monotonic(), lines])
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -282,6 +284,8 @@ def test_the_event_stream_ends_when_its_technician_loses_access(server, technici
         reader.join(RECHECK_EVERY_S + 10)
         assert ended, "the stream of a demoted technician goes on"
         assert ended[0] - changed_at <= RECHECK_EVERY_S + 3, ended[0] - changed_at
+        # It just ends: the server is not stopping.
+        assert "event: shutting_down" not in ended[1], ended[1]
     finally:
         r.close()
     again = requests.get(server.base + "/api/events", headers={"Authorization": f"Bearer {demoted.token}"},
