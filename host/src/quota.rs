@@ -235,7 +235,7 @@ async fn reserve(
     state: &AppState,
     user: &User,
     prompt_tokens: u64,
-    mut sampling: Option<&mut SamplingParams>,
+    sampling: Option<&mut SamplingParams>,
 ) -> ApiResult<Reservation> {
     let reservations = &state.quota_holds;
     // Made first, so that it is dropped last on every way out: its drop
@@ -258,7 +258,7 @@ async fn reserve(
         .map(|limit| limit.saturating_sub(allowance.used));
     refuse_if_spent(&allowance, holding)?;
     let mut tokens = prompt_tokens;
-    if let Some(sampling) = sampling.as_deref_mut() {
+    if let Some(sampling) = sampling {
         cap(sampling, allowance.remaining);
         tokens = tokens.saturating_add(u64::from(sampling.max_tokens));
     }
