@@ -167,8 +167,8 @@ pub async fn start_on(
         (prompt, sampling) = from_hooks(&prompt, hooked);
     }
 
-    let fallbacks = fallback_specs(state, user, &record).await;
-    let replicas = replica_specs(state, &record).await;
+    let fallbacks = route_specs(state, &record.fallbacks, Some(user)).await;
+    let replicas = route_specs(state, &record.replicas, None).await;
     let job = Job {
         spec,
         user_id: user.id.clone(),
@@ -205,53 +205,36 @@ pub async fn start_on(
     })
 }
 
-/// What the runtime needs to run `record`'s fallbacks for `user`: those
-/// that exist, that `user` may use, that generate and whose file is in
-/// place, in order. Others are passed over, as a gateway passes over a
-/// route it cannot take.
-async fn fallback_specs(
+/// What the runtime needs to run the models `names` (a model's fallbacks
+/// or replicas), in order: those that exist, generate and are ready to
+/// serve. Others are passed over, as a gateway passes over a route it
+/// cannot take. With `user`, only models that user may use: a fallback
+/// answers as itself. A replica answers on behalf of the model that lists
+/// it (its access rules, its usage), so its own access is not asked.
+async fn route_specs(
     state: &AppState,
-    user: &User,
-    record: &ModelRecord,
+    names: &[String],
+    user: Option<&User>,
 ) -> Vec<crate::inference::manager::LoadSpec> {
     let mut specs = Vec::new();
-    for name in &record.fallbacks {
-        let Ok(fallback) = registry::find_usable(state, user, name).await else {
+    for name in names {
+        let found = match user {
+            Some(user) => registry::find_usable(state, user, name).await.ok(),
+            None => state
+                .store
+                .get_model_by_name(name)
+                .await
+                .ok()
+                .flatten()
+                .filter(ModelRecord::is_servable),
+        };
+        let Some(model) = found.filter(|m| m.kind != ModelKind::Embedding) else {
             continue;
         };
-        if fallback.kind == ModelKind::Embedding {
-            continue;
-        }
-        match registry::load_spec(&state.config, &fallback).await {
+        match registry::load_spec(&state.config, &model).await {
             Ok(spec) => specs.push(spec),
             Err(err) => {
-                tracing::debug!(model = %name, error = %err.body().message, "fallback passed over")
-            }
-        }
-    }
-    specs
-}
-
-/// What the runtime needs to run `record`'s replicas: those that exist,
-/// generate and are ready to serve, in order. A replica serves on
-/// `record`'s behalf (its access rules, its usage), so the caller's access
-/// to the replica itself is not asked.
-async fn replica_specs(
-    state: &AppState,
-    record: &ModelRecord,
-) -> Vec<crate::inference::manager::LoadSpec> {
-    let mut specs = Vec::new();
-    for name in &record.replicas {
-        let Ok(Some(replica)) = state.store.get_model_by_name(name).await else {
-            continue;
-        };
-        if !replica.is_servable() || replica.kind == ModelKind::Embedding {
-            continue;
-        }
-        match registry::load_spec(&state.config, &replica).await {
-            Ok(spec) => specs.push(spec),
-            Err(err) => {
-                tracing::debug!(model = %name, error = %err.body().message, "replica passed over")
+                tracing::debug!(model = %name, error = %err.body().message, "route passed over")
             }
         }
     }

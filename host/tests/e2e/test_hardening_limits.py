@@ -294,19 +294,12 @@ def test_requests_sent_side_by_side_cannot_spend_one_allowance_twice(limited, st
 
     def chat_answer(chat_id: str):
         gate.wait()
-        r = user.post(f"/api/chats/{chat_id}/stream", json={"content": "Tell me a long story.", "sampling": LONG},
-                      stream=True, timeout=(5, 300))
-        if r.status_code != 200:
-            answers.append((r.status_code, r.json()))
+        status, end = long_chat_answer(user, chat_id)
+        if status != 200:
+            answers.append((status, end))
             return
-        done = None
-        for _, data in sse_events(r):
-            if isinstance(data, dict) and data.get("type") in ("done", "error"):
-                done = data
-                break
-        r.close()
-        assert done and done["type"] == "done", done
-        answers.append((200, {"usage": done["message"]["usage"]}))
+        assert end["type"] == "done", end
+        answers.append((200, {"usage": end["message"]["usage"]}))
 
     threads = [threading.Thread(target=completion) for _ in range(2)]
     threads += [threading.Thread(target=chat_answer, args=(c,)) for c in chats]
@@ -326,24 +319,33 @@ def test_requests_sent_side_by_side_cannot_spend_one_allowance_twice(limited, st
     assert used(user) == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
-def test_a_chat_answer_is_capped_by_what_is_left(limited, staff, demo):
-    user = new_user(limited, "chatter")
-    set_quota(staff, user, 40)
-    chat = user.ok("POST", "/api/chats", json={"model": DEMO_NAME}, expect=(201,))
+def long_chat_answer(user: Api, chat_id: str) -> tuple[int, dict]:
+    """Asks the chat for a long story: the HTTP status, and the error body
+    or the stream's `done` or `error` event."""
     r = user.post(
-        f"/api/chats/{chat['id']}/stream",
+        f"/api/chats/{chat_id}/stream",
         json={"content": "Tell me a long story.", "sampling": LONG},
         stream=True,
         timeout=(5, 300),
     )
-    assert r.status_code == 200, r.text
-    done = None
+    if r.status_code != 200:
+        return r.status_code, r.json()
+    end: dict = {}
     for _, data in sse_events(r):
         if isinstance(data, dict) and data.get("type") in ("done", "error"):
-            done = data
+            end = data
             break
     r.close()
-    assert done and done["type"] == "done", done
+    assert end, "the stream ended without done or error"
+    return 200, end
+
+
+def test_a_chat_answer_is_capped_by_what_is_left(limited, staff, demo):
+    user = new_user(limited, "chatter")
+    set_quota(staff, user, 40)
+    chat = user.ok("POST", "/api/chats", json={"model": DEMO_NAME}, expect=(201,))
+    status, done = long_chat_answer(user, chat["id"])
+    assert status == 200 and done["type"] == "done", (status, done)
     assert done["message"]["usage"]["completion_tokens"] <= 40, done["message"]["usage"]
 
 

@@ -688,12 +688,13 @@ def test_replicas_share_a_models_requests_and_a_chat_keeps_to_its_replica(srv, t
         first = chat_turn(user, chat, "hello", 3)
         assert first["content"] == "pa pa pa " and first["model"] in (None, "pair-a"), first
 
-        # Its slot busy: the next request goes to the replica at once.
+        # Its slot busy (8 s of ticks): the next request goes to the
+        # replica at once.
         busy: dict = {}
 
         def hold():
             busy["answer"] = ai.chat.completions.create(
-                model="pair-a", messages=[{"role": "user", "content": "long"}], max_tokens=150)
+                model="pair-a", messages=[{"role": "user", "content": "long"}], max_tokens=400)
 
         holder = threading.Thread(target=hold)
         holder.start()
@@ -707,7 +708,7 @@ def test_replicas_share_a_models_requests_and_a_chat_keeps_to_its_replica(srv, t
         turn = chat_turn(user, other, "hello", 2)
         assert turn["content"] == "pb pb " and turn["model"] in (None, "pair-a"), turn
         holder.join()
-        assert busy["answer"].choices[0].message.content == "pa " * 150
+        assert busy["answer"].choices[0].message.content == "pa " * 400
 
         # Both free again: that chat stays with the replica that holds its
         # history; the first chat with the model itself.
@@ -715,7 +716,7 @@ def test_replicas_share_a_models_requests_and_a_chat_keeps_to_its_replica(srv, t
         assert chat_turn(user, chat, "and again", 2)["content"] == "pa pa "
 
         used = usage_of(user, "pair-a")["completion_tokens"] - before
-        assert used == 3 + 150 + 4 + 2 + 2 + 2, used
+        assert used == 3 + 400 + 4 + 2 + 2 + 2, used
         assert usage_of(user, "pair-b")["completion_tokens"] == 0
 
         # A replica's rename is followed; its removal forgets it.
