@@ -55,13 +55,18 @@ pub enum InferenceError {
     CoolingDown { retry_after: u64, message: String },
 }
 
+/// `text` with the model `hidden`, where it is named (in backquotes), named
+/// `shown` instead.
+fn shown_name(text: String, hidden: &str, shown: &str) -> String {
+    text.replace(&format!("`{hidden}`"), &format!("`{shown}`"))
+}
+
 impl InferenceError {
     /// The error as the caller may see it when a replica (`hidden`) of
     /// the model it asked for (`shown`) failed: the replica's own name
     /// (perhaps one of a model the caller cannot see) becomes the model's.
     fn shown_as(self, hidden: &str, shown: &str) -> InferenceError {
-        let (hidden_quoted, shown_quoted) = (format!("`{hidden}`"), format!("`{shown}`"));
-        let rename = |text: String| text.replace(&hidden_quoted, &shown_quoted);
+        let rename = |text: String| shown_name(text, hidden, shown);
         match self {
             InferenceError::Load {
                 model,
@@ -301,17 +306,18 @@ impl Inference {
         // caller cannot see).
         let masked: Vec<String> = job.replicas.iter().map(|s| s.name.clone()).collect();
         let shown = job.spec.name.clone();
+        let mask_text = {
+            let (masked, shown) = (masked.clone(), shown.clone());
+            move |text: String| {
+                masked
+                    .iter()
+                    .fold(text, |text, hidden| shown_name(text, hidden, &shown))
+            }
+        };
         let mask = move |err: InferenceError| {
             masked
                 .iter()
                 .fold(err, |err, hidden| err.shown_as(hidden, &shown))
-        };
-        let mask_text = {
-            let mask = mask.clone();
-            move |text: String| match mask(InferenceError::Internal(text)) {
-                InferenceError::Internal(text) => text,
-                other => other.to_string(),
-            }
         };
         let mut candidates: VecDeque<LoadSpec> = group
             .into_iter()
