@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use corral_hooks::Surface;
 use corral_sdk::backend::{ChatMessage, FinishReason, GenerateSummary, SamplingParams};
 use corral_sdk::ErrorBody;
@@ -28,7 +29,7 @@ use crate::model::{
 use crate::policy::Caller;
 use crate::registry;
 use crate::state::AppState;
-use crate::store::{ChatUpdate, MessageUpdate, Store, StoreResult};
+use crate::store::{ChatUpdate, MessageUpdate, Store, StoreError, StoreResult};
 use crate::time::now;
 
 pub use corral_sdk::backend::CancelToken;
@@ -347,6 +348,18 @@ pub async fn start(
         ));
     }
 
+    // The answer's id and time are settled first: they name the run its
+    // generation is recorded under.
+    let at = now();
+    let (answer_id, answer_at) = match &replaced {
+        // Strictly later than the run it replaces, so the runs' names differ.
+        Some(old) => (
+            old.id.clone(),
+            at.max(old.created_at + chrono::TimeDelta::milliseconds(1)),
+        ),
+        // After the user message, also within the same millisecond.
+        None => (new_id(), at + chrono::TimeDelta::milliseconds(1)),
+    };
     let request = generation::Request {
         model: chat.model.clone(),
         surface: Surface::Chat,
@@ -355,6 +368,7 @@ pub async fn start(
         sampling: overrides.over(&chat.sampling),
         chat_id: Some(chat.id.clone()),
         hooks: true,
+        record_as: Some(run_id(&answer_id, &answer_at)),
     };
     let running =
         generation::start_on(state, &caller.user, record, request, handle.cancel.clone()).await?;
@@ -362,10 +376,8 @@ pub async fn start(
     let events = running.events;
 
     let (out, rx) = mpsc::unbounded_channel();
-    let mut at = now();
     if let Action::Send(content) = action {
-        let message = store_user_message(state, caller, &mut chat, content).await?;
-        at = message.created_at;
+        let message = store_user_message(state, caller, &mut chat, content, at).await?;
         let _ = out.send(ChatEvent::UserMessage {
             chat_id: chat.id.clone(),
             message,
@@ -392,6 +404,7 @@ pub async fn start(
                 model: Some(record.name.clone()),
                 usage: None,
                 annotations: Vec::new(),
+                created_at: answer_at,
                 ..old
             };
             let restart = MessageUpdate {
@@ -401,13 +414,14 @@ pub async fn start(
                 model: Some(answer.model.clone()),
                 usage: Some(None),
                 annotations: Some(Vec::new()),
+                created_at: Some(answer_at),
             };
             state.store.update_message(&answer.id, &restart).await?;
             answer
         }
         None => {
             let answer = Message {
-                id: new_id(),
+                id: answer_id,
                 chat_id: chat.id.clone(),
                 role: MessageRole::Assistant,
                 content: String::new(),
@@ -416,8 +430,7 @@ pub async fn start(
                 model: Some(record.name.clone()),
                 usage: None,
                 annotations: Vec::new(),
-                // After the user message, also within the same millisecond.
-                created_at: at + chrono::TimeDelta::milliseconds(1),
+                created_at: answer_at,
             };
             state.store.add_message(&answer).await?;
             answer
@@ -452,14 +465,21 @@ pub async fn load_chat(state: &AppState, caller: &Caller, id: &str) -> ApiResult
         .ok_or(AppError::NotFound("chat"))
 }
 
-/// Stores a message of the caller in `chat`, names an untitled chat after
-/// it, marks the chat active and counts the message; `chat` becomes the
-/// chat as stored.
+/// The id an answer's generation is recorded under: the answer and the
+/// time this version of it was started, which a regenerated answer moves on.
+pub fn run_id(answer_id: &str, created_at: &DateTime<Utc>) -> String {
+    format!("{answer_id}@{}", created_at.timestamp_millis())
+}
+
+/// Stores a message of the caller written `at` in `chat`, names an untitled
+/// chat after it, marks the chat active and counts the message; `chat`
+/// becomes the chat as stored.
 pub async fn store_user_message(
     state: &AppState,
     caller: &Caller,
     chat: &mut Chat,
     content: String,
+    at: DateTime<Utc>,
 ) -> ApiResult<Message> {
     let message = Message {
         id: new_id(),
@@ -471,7 +491,7 @@ pub async fn store_user_message(
         model: None,
         usage: None,
         annotations: Vec::new(),
-        created_at: now(),
+        created_at: at,
     };
     state.store.add_message(&message).await?;
     let changes = ChatUpdate {
@@ -700,6 +720,7 @@ impl Run {
             model: self.rerouted.then(|| answer.model.clone()),
             usage: Some(answer.usage.clone()),
             annotations: Some(answer.annotations.clone()),
+            created_at: None,
         };
         // The chat is touched first: the answer's final status is the last
         // write before the chat is free again, so a client that sees the
@@ -802,7 +823,7 @@ pub async fn recover_interrupted(store: &dyn Store) -> StoreResult<usize> {
             0
         };
         let generation = Generation {
-            id: new_id(),
+            id: run_id(&answer.id, &answer.created_at),
             user_id: owner_id.clone(),
             model: answer.model.clone().unwrap_or_default(),
             source: generation_source::CHAT.to_owned(),
@@ -819,12 +840,20 @@ pub async fn recover_interrupted(store: &dyn Store) -> StoreResult<usize> {
         // never written, so one failure does not stop the others, and each
         // is tried again once.
         let mut result = store.record_generation(&generation).await;
-        if result.is_err() {
+        if matches!(result, Err(StoreError::Unavailable(_))) {
             result = store.record_generation(&generation).await;
         }
-        if let Err(err) = result {
-            tracing::error!(%err, answer = %answer.id, "could not count an interrupted answer");
-            unrecorded.get_or_insert(err);
+        match result {
+            Ok(()) => {}
+            // The run was counted when it ended; the process died before
+            // it stored the answer's end.
+            Err(StoreError::Conflict(_)) => {
+                tracing::info!(answer = %answer.id, "an interrupted answer was already counted");
+            }
+            Err(err) => {
+                tracing::error!(%err, answer = %answer.id, "could not count an interrupted answer");
+                unrecorded.get_or_insert(err);
+            }
         }
     }
     match unrecorded {

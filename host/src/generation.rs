@@ -42,6 +42,11 @@ pub struct Request {
     /// Whether extensions' hooks run on it (not on generations that
     /// extensions ask for themselves).
     pub hooks: bool,
+    /// The id its generation is recorded under; `None` for a fresh one. A
+    /// chat answer's names its run ([`crate::chat::run_id`]), so that the
+    /// count a restart makes for an answer cut off by a crash is refused
+    /// when this one was already recorded.
+    pub record_as: Option<String>,
 }
 
 /// A generation under way.
@@ -196,6 +201,7 @@ pub async fn start_on(
         cancel,
         hooks,
         out,
+        record_as: request.record_as,
         _reservation: reservation,
     };
     tokio::spawn(follower.run(jobs));
@@ -508,6 +514,8 @@ struct Follower {
     cancel: CancelToken,
     hooks: Option<Box<dyn GenerationHooks>>,
     out: mpsc::UnboundedSender<Event>,
+    /// See [`Request::record_as`].
+    record_as: Option<String>,
     /// Held until the follower ends, after it has recorded the generation.
     _reservation: crate::quota::Reservation,
 }
@@ -727,7 +735,10 @@ impl Follower {
         self.record(generation).await;
     }
 
-    async fn record(&self, generation: Generation) {
+    async fn record(&self, mut generation: Generation) {
+        if let Some(id) = &self.record_as {
+            generation.id.clone_from(id);
+        }
         if let Err(err) = self.state.store.record_generation(&generation).await {
             tracing::warn!(%err, "could not record a generation");
         }

@@ -606,6 +606,7 @@ impl HostServices for Bridge {
             },
             chat_id: None,
             hooks: false,
+            record_as: None,
         };
         let running = generation::start(state, &user, request, Default::default())
             .await

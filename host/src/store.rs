@@ -107,6 +107,8 @@ pub struct MessageUpdate {
     /// Replaces the message's annotations as a whole (an empty list
     /// removes them).
     pub annotations: Option<Vec<MessageAnnotation>>,
+    /// When it was written (a regenerated answer is written anew).
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// Fields of an installed plugin to change; `None` keeps what is stored.

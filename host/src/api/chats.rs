@@ -441,7 +441,7 @@ pub async fn add_message(
         )
         .finish()?;
     let mut chat = load_chat(&state, &caller, &id).await?;
-    let message = store_user_message(&state, &caller, &mut chat, req.content).await?;
+    let message = store_user_message(&state, &caller, &mut chat, req.content, now()).await?;
     Ok((StatusCode::CREATED, Json(message)))
 }
 

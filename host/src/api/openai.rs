@@ -300,6 +300,7 @@ pub async fn chat_completions(
         sampling: req.sampling_fields(),
         chat_id: None,
         hooks: true,
+        record_as: None,
     };
     let answer = Answer {
         stream: req.stream,
@@ -634,6 +635,7 @@ pub async fn completions(
         sampling: req.sampling_fields(),
         chat_id: None,
         hooks: true,
+        record_as: None,
     };
     generate(&state, &caller, request, answer).await
 }

@@ -76,6 +76,7 @@ cases![
     message_order_and_update,
     message_annotations,
     answer_progress_and_interrupt,
+    interrupted_answers_are_counted_once,
     ticket_numbers_are_sequential,
     ticket_numbers_are_distinct_under_concurrency,
     ticket_update,
@@ -1936,12 +1937,14 @@ pub async fn message_order_and_update(s: &dyn Store) {
         time_to_first_token_ms: 87,
         tokens_per_second: 41.25,
     };
+    // Written anew, later (a regenerated answer).
     let done = Message {
         content: "full answer".to_string(),
         status: MessageStatus::Complete,
         error: None,
         model: Some("gemma-3-270m".to_string()),
         usage: Some(usage.clone()),
+        created_at: failed.created_at + Duration::seconds(30),
         ..failed
     };
     ok!(s.update_message(
@@ -1953,6 +1956,7 @@ pub async fn message_order_and_update(s: &dyn Store) {
             model: Some(Some("gemma-3-270m".to_string())),
             usage: Some(Some(usage)),
             annotations: None,
+            created_at: Some(done.created_at),
         }
     ));
     let cancelled = Message {
@@ -2175,6 +2179,74 @@ pub async fn answer_progress_and_interrupt(s: &dyn Store) {
     assert!(
         !ok!(s.save_answer_progress(&growing.id, "more", &so_far)),
         "a save reached an interrupted answer"
+    );
+}
+
+/// The count made at start for answers a dead process left `pending`
+/// skips an answer whose run was recorded just before the process died:
+/// each run is counted once.
+pub async fn interrupted_answers_are_counted_once(s: &dyn Store) {
+    let a = chat("alice", "a", false, 1);
+    ok!(s.create_chat(&a));
+    let mut answers = Vec::new();
+    for minutes in [2, 3] {
+        let mut answer = message(&a.id, MessageRole::Assistant, "", minutes);
+        answer.status = MessageStatus::Pending;
+        answer.model = Some("m-a".to_string());
+        ok!(s.add_message(&answer));
+        let so_far = MessageUsage {
+            prompt_tokens: 20,
+            cached_tokens: 0,
+            completion_tokens: 5,
+            time_to_first_token_ms: 40,
+            tokens_per_second: 25.0,
+        };
+        assert!(ok!(s.save_answer_progress(&answer.id, "Once", &so_far)));
+        answers.push(answer);
+    }
+    // The first run ended and was recorded (7 tokens); its answer's end
+    // was never stored.
+    let today = time::now();
+    let recorded = &answers[0];
+    ok!(s.record_generation(&Generation {
+        id: crate::chat::run_id(&recorded.id, &recorded.created_at),
+        user_id: "alice".to_string(),
+        model: "m-a".to_string(),
+        source: generation_source::CHAT.to_string(),
+        prompt_tokens: 20,
+        cached_tokens: 0,
+        completion_tokens: 7,
+        time_to_first_token_ms: Some(40),
+        duration_ms: 300,
+        status: MessageStatus::Complete,
+        at: today,
+    }));
+
+    assert_eq!(
+        ok!(crate::chat::recover_interrupted(s)),
+        2,
+        "answers recovered"
+    );
+    let days = (
+        today.date_naive() - Duration::days(1),
+        today.date_naive() + Duration::days(1),
+    );
+    let totals = ok!(s.generation_totals(days.0, days.1, Some("alice")));
+    let summed = totals.iter().fold((0, 0), |(n, tokens), t| {
+        (n + t.generations, tokens + t.completion_tokens)
+    });
+    assert_eq!(
+        summed,
+        (2, 7 + 5),
+        "one generation per run: the recorded one as recorded, the other from its saved usage"
+    );
+    assert_eq!(
+        ok!(s.list_messages(&a.id))
+            .iter()
+            .map(|m| m.status)
+            .collect::<Vec<_>>(),
+        [MessageStatus::Interrupted, MessageStatus::Interrupted],
+        "both answers interrupted"
     );
 }
 
@@ -2870,8 +2942,9 @@ pub async fn generation_totals_per_day_and_model(s: &dyn Store) {
             "2031-03-02T12:00:00.000Z",
         ),
     ];
+    let mut recorded = Vec::new();
     for (user_id, model, status, prompt, completion, ttft, duration, at) in generations {
-        ok!(s.record_generation(&Generation {
+        let generation = Generation {
             id: new_id(),
             user_id: user_id.to_string(),
             model: model.to_string(),
@@ -2883,8 +2956,21 @@ pub async fn generation_totals_per_day_and_model(s: &dyn Store) {
             duration_ms: duration,
             status,
             at: t(at),
-        }));
+        };
+        ok!(s.record_generation(&generation));
+        recorded.push(generation);
     }
+    // A generation is counted once: its id recorded again (a count made
+    // again after a crash) is refused and changes no total.
+    let again = Generation {
+        completion_tokens: 1_000,
+        ..recorded[0].clone()
+    };
+    let refused = s.record_generation(&again).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "a generation recorded twice: {refused:?}"
+    );
     let all = ok!(s.generation_totals(day("2031-03-01"), day("2031-03-02"), None));
     let want = vec![
         GenerationTotals {

@@ -1003,6 +1003,9 @@ impl MessageRepo for MongoStore {
         if let Some(annotations) = &changes.annotations {
             set.insert("annotations", to_bson(annotations)?);
         }
+        if let Some(created_at) = &changes.created_at {
+            set.insert("created_at", time::format(created_at));
+        }
         let found: Option<Document> =
             update_returning(&self.messages, doc! { "_id": id }, set, Document::new()).await?;
         found.map(|_| ()).ok_or(StoreError::NotFound)

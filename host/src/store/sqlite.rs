@@ -1443,6 +1443,9 @@ impl MessageRepo for SqliteStore {
         if let Some(annotations) = &changes.annotations {
             set.set("annotations", annotations_value(annotations)?);
         }
+        if let Some(created_at) = &changes.created_at {
+            set.set("created_at", at(created_at));
+        }
         let mut filter = Filter::default();
         filter.eq("id", text(id));
         self.update_returning(&MESSAGES, set, filter, |_| Ok(()))
