@@ -83,9 +83,24 @@ impl Drop for GenerationRun {
     }
 }
 
-/// Whether the slot takes part in calls of `hook` now.
-fn takes(slot: &Slot, hook: Hook) -> bool {
-    slot.plugin.manifest.has_hook(hook) && !slot.out && !slot.plugin.health.is_disabled()
+/// Whether the slot takes part in calls of `hook` now. A `fail-closed`
+/// plugin the host turned off refuses the generation instead.
+fn takes(slot: &Slot, hook: Hook) -> Result<bool, Rejection> {
+    if !slot.plugin.manifest.has_hook(hook) || slot.out {
+        return Ok(false);
+    }
+    if !slot.plugin.health.is_disabled() {
+        return Ok(true);
+    }
+    match slot.plugin.failure_policy() {
+        FailurePolicy::Skip => Ok(false),
+        FailurePolicy::FailClosed => Err(Rejection {
+            plugin: slot.plugin.manifest.id.clone(),
+            reason: "the plugin is turned off after repeated failures until a technician \
+                     turns it on again"
+                .into(),
+        }),
+    }
 }
 
 /// Applies the plugin's failure policy: `Err` stops the generation.
@@ -120,7 +135,7 @@ impl Run<'_> {
     async fn chunk_through(&mut self, i: usize, text: String) -> Result<String, Rejection> {
         let held = std::mem::take(&mut self.slots[i].held);
         let input = held + &text;
-        if !takes(&self.slots[i], Hook::Stream) || input.is_empty() {
+        if input.is_empty() || !takes(&self.slots[i], Hook::Stream)? {
             return Ok(input);
         }
         match self.call(i, Call::OnChunk(&input)).await {
@@ -138,7 +153,7 @@ impl Run<'_> {
 
     async fn before_prompt(&mut self, prompt: &mut PromptRequest) -> Result<(), Rejection> {
         for i in 0..self.slots.len() {
-            if !takes(&self.slots[i], Hook::BeforePrompt) {
+            if !takes(&self.slots[i], Hook::BeforePrompt)? {
                 continue;
             }
             match self.call(i, Call::BeforePrompt(prompt)).await {
@@ -181,7 +196,7 @@ impl Run<'_> {
                 self.chunk_through(i, std::mem::take(&mut text)).await?
             };
             let held = std::mem::take(&mut self.slots[i].held);
-            if !takes(&self.slots[i], Hook::Stream) {
+            if !takes(&self.slots[i], Hook::Stream)? {
                 out.push_str(&held);
             } else {
                 match self.call(i, Call::Finish(&held)).await {
@@ -201,7 +216,8 @@ impl Run<'_> {
     async fn after_answer(&mut self, answer: &AnswerInfo) -> AnswerChanges {
         let mut changes = AnswerChanges::default();
         for i in 0..self.slots.len() {
-            if !takes(&self.slots[i], Hook::AfterAnswer) {
+            // The answer is already out: nothing is left to refuse.
+            if !takes(&self.slots[i], Hook::AfterAnswer).unwrap_or(false) {
                 continue;
             }
             match self.call(i, Call::AfterAnswer(answer)).await {

@@ -230,9 +230,12 @@ pub(crate) struct Installed {
 }
 
 impl Installed {
-    /// Whether it runs for a generation with `ctx`.
+    /// Whether it runs for a generation with `ctx`. A `fail-closed` plugin
+    /// the host turned off still takes part: it refuses the generation
+    /// without being called, so turning it off never lets through what it
+    /// guards.
     fn applies_to(&self, ctx: &HookContext) -> bool {
-        !self.health.is_disabled()
+        (self.failure_policy() == FailurePolicy::FailClosed || !self.health.is_disabled())
             && self
                 .settings
                 .models

@@ -122,6 +122,11 @@ impl HostPattern {
         if !domain.split('.').all(label_ok) {
             return bad("is not a host name (letters, digits, `-` and `.`; `*.` only in front)");
         }
+        if ends_in_a_number(domain) {
+            return bad(
+                "ends in a number, which a URL reads as an IPv4 address; write the address",
+            );
+        }
         if subdomains && !domain.contains('.') {
             return bad("covers a whole top-level domain; name one below it (`*.example.com`)");
         }
@@ -175,6 +180,18 @@ impl Serialize for HostPattern {
 
 /// Lowercase, without IPv6 brackets or a trailing dot; an IP address in
 /// its canonical text.
+/// Whether URL parsers (the WHATWG rules the HTTP client follows) read
+/// `host` as an IPv4 address, as they do `127.1`, `0x7f.1` or `2130706433`:
+/// its last label is decimal digits or `0x` and hex digits.
+fn ends_in_a_number(host: &str) -> bool {
+    let last = host.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    hex || (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn normalize_host(host: &str) -> String {
     let host = host.trim_end_matches('.');
     let host = host
@@ -359,6 +376,26 @@ impl WasiHttpHooks for HttpGate {
     }
 }
 
+/// Refuses a host that is an address outside the public internet, unless
+/// the plugin may reach the private network. Names are checked when they
+/// are resolved.
+fn check_address(
+    plugin: &str,
+    policy: &HttpPolicy,
+    url: &str,
+    host: &str,
+) -> Result<(), HttpError> {
+    match normalize_host(host).parse::<IpAddr>() {
+        Ok(ip) if !policy.private_network && !is_public(ip) => Err(refuse(
+            plugin,
+            url,
+            "the address is not public",
+            HttpError::DestinationIpProhibited,
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Why a request was refused, logged for technicians.
 fn refuse(plugin: &str, url: &str, why: &str, code: HttpError) -> HttpError {
     tracing::warn!(target: "corral::plugin", plugin, url, "outgoing request refused: {why}");
@@ -399,16 +436,7 @@ async fn send(
             HttpError::HttpRequestDenied,
         ));
     }
-    if let Ok(ip) = normalize_host(host).parse::<IpAddr>() {
-        if !policy.private_network && !is_public(ip) {
-            return Err(refuse(
-                plugin,
-                &url,
-                "the address is not public",
-                HttpError::DestinationIpProhibited,
-            ));
-        }
-    }
+    check_address(plugin, policy, &url, host)?;
 
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
@@ -422,6 +450,12 @@ async fn send(
     };
     let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))
         .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    // The client connects to the host as its URL parser reads it, which
+    // turns some names into addresses (`127.1`); that one is checked too.
+    let Some(parsed) = request.url().host_str() else {
+        return Err(HttpError::HttpRequestUriInvalid);
+    };
+    check_address(plugin, policy, &url, parsed)?;
     let first_byte = options
         .and_then(|o| o.first_byte_timeout)
         .unwrap_or(FIRST_BYTE_TIMEOUT)
@@ -617,9 +651,38 @@ mod tests {
             ("[::1", "without `]`"),
             ("[zz]", "invalid IPv6"),
             ("-a.example.com", "not a host name"),
+            ("127.1", "ends in a number"),
+            ("0x7f.1", "ends in a number"),
+            ("2130706433", "ends in a number"),
+            ("2852039166:80", "ends in a number"),
+            ("api.example.0x", "ends in a number"),
+            ("api.example.123.", "not a host name"),
         ] {
             let e = HostPattern::parse(text).unwrap_err();
             assert!(e.contains(why), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_that_urls_read_as_addresses_are_checked_as_addresses() {
+        for (name, public) in [
+            ("0x7f.1", false),
+            ("2130706433", false),
+            ("2852039166", false),
+            ("8.8.8.8", true),
+            ("example.com", true),
+        ] {
+            let request = http::Request::get(format!("http://{name}/"))
+                .body(Vec::<u8>::new())
+                .unwrap();
+            let request = reqwest::Request::try_from(request).unwrap();
+            let host = request.url().host_str().unwrap().to_owned();
+            let strict = HttpPolicy {
+                hosts: Vec::new(),
+                private_network: false,
+            };
+            let checked = check_address("p", &strict, name, &host);
+            assert_eq!(checked.is_ok(), public, "{name} read as {host}");
         }
     }
 

@@ -954,6 +954,54 @@ async fn repeated_failures_turn_a_plugin_off() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_closed_plugin_turned_off_still_refuses() {
+    let Some([trap]) = need(
+        "a_fail_closed_plugin_turned_off_still_refuses",
+        ["test-trap"],
+    ) else {
+        return;
+    };
+    let rig = rig_with(2, tempfile::tempdir().unwrap());
+    let closed = trap.with(&[("failure", "fail-closed".into())]);
+    rig.host
+        .install(&closed, &trap.wasm, settings(&all_caps(), json!({})))
+        .unwrap();
+    for _ in 0..2 {
+        let (r, _) = one_generation(&rig.host).await;
+        let refusal = r.unwrap_err();
+        assert!(
+            refusal.reason.starts_with("the plugin failed"),
+            "{refusal:?}"
+        );
+    }
+    let status = rig.host.status("test-trap").unwrap();
+    assert!(
+        !status.active && status.disabled_reason.is_some(),
+        "{status:?}"
+    );
+    let calls = |host: &PluginHost| host.status("test-trap").unwrap().stats;
+
+    // Turned off, it is not called, and what it guards does not get through.
+    let before = calls(&rig.host);
+    let (r, prompt) = one_generation(&rig.host).await;
+    let refusal = r.unwrap_err();
+    assert_eq!(refusal.plugin, "test-trap");
+    assert!(
+        refusal
+            .reason
+            .contains("turned off after repeated failures"),
+        "{refusal:?}"
+    );
+    assert_eq!(prompt, self::prompt("hello"), "the prompt was touched");
+    assert_eq!(calls(&rig.host), before, "a turned-off plugin was called");
+    assert_eq!(
+        rig.host.status("test-trap").unwrap().consecutive_failures,
+        status.consecutive_failures,
+        "a refusal by a turned-off plugin counted as a failure"
+    );
+}
+
 // ---------------------------------------------------------------------
 // Install, cache, capabilities, routes.
 

@@ -357,10 +357,17 @@ def test_a_failing_plugin_is_stopped_counted_and_turned_off(
     assert f"failed {FAILURE_THRESHOLD} times in a row" in reason and failing.reason in reason, reason
     calls_before = calls_of(off, failing.hook)[0]
 
-    # The very next request is answered, without calling the plugin.
-    assert ask(ai) == plain_answer
+    # Turned off, a fail-closed plugin still guards: the next request is
+    # refused at once, without calling it, and says why.
+    with pytest.raises(BadRequestError) as refusal:
+        ask(ai)
+    body = refusal.value.body or {}
+    body = body.get("error", body)
+    assert body.get("code") == "rejected", refusal.value
+    assert f"`{pid}`" in body["message"] and "turned off after repeated failures" in body["message"], body
     after = view(tech, pid)
     assert calls_of(after, failing.hook)[0] == calls_before
+    assert after["consecutive_failures"] == off["consecutive_failures"], "a refusal by a turned-off plugin counted"
 
     # Turning it on again clears the reason: it runs (and fails) again.
     back = tech.ok("PATCH", f"/api/plugins/{pid}", json={"enabled": True})
