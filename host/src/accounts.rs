@@ -265,6 +265,15 @@ pub fn removes_last_staff(before: &User, after: &User, active_staff: u64) -> boo
     was && !is && active_staff <= 1
 }
 
+/// Whether `before → after` would leave no active technician. Only a
+/// technician can make another, so none left means models and plugins
+/// have no one to manage them until someone runs `corral admin` on the
+/// server.
+pub fn removes_last_technician(before: &User, after: &User, active_technicians: u64) -> bool {
+    let active = |u: &User| u.role == Role::Technician && !u.disabled;
+    active(before) && !active(after) && active_technicians <= 1
+}
+
 /// Applies staff `actor`'s `changes` to the account `id` and audits each
 /// field that changed.
 ///
@@ -304,6 +313,17 @@ pub async fn update_by_staff(
     if removes_last_staff(&before, &user, store.count_active_staff().await?) {
         return Err(AppError::Conflict(
             "this is the last active admin or technician; promote another account first".into(),
+        ));
+    }
+    if removes_last_technician(
+        &before,
+        &user,
+        store.count_active_in_role(Role::Technician).await?,
+    ) {
+        return Err(AppError::Conflict(
+            "this is the last active technician, and only a technician can make another; \
+             make one first"
+                .into(),
         ));
     }
     let disabling = user.disabled && !before.disabled;
@@ -347,7 +367,9 @@ pub async fn update_by_staff(
 }
 
 /// Staff `actor` sets a new password on the account `id`: every session,
-/// access token and API key of the account stops working; audited.
+/// access token and API key of the account stops working; audited. Not on
+/// their own account: that change asks for the current password, so a
+/// stolen token or key cannot take the account over for good.
 pub async fn reset_password(
     store: &dyn Store,
     staff_changes: &Mutex<()>,
@@ -355,6 +377,12 @@ pub async fn reset_password(
     id: &str,
     new_password: String,
 ) -> ApiResult<()> {
+    if actor.id == id {
+        return Err(AppError::Forbidden(
+            "change your own password with POST /api/me/password, which asks for the current one"
+                .into(),
+        ));
+    }
     let mut v = Validator::new();
     check_password(&mut v, "new_password", &new_password);
     v.finish()?;

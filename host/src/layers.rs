@@ -30,7 +30,8 @@ const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self
      img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; \
      base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
 
-/// Adds the security headers to every answer, errors included.
+/// Adds the security headers to every answer, errors included, and keeps
+/// answers of the API out of caches.
 ///
 /// `Referrer-Policy: no-referrer`: Corral's URLs name private records
 /// (chat and ticket ids) and nothing Corral links to needs to know where a
@@ -40,7 +41,11 @@ pub async fn security_headers(
     request: Request,
     next: Next,
 ) -> Response {
-    let docs = request.uri().path().starts_with("/docs");
+    let path = request.uri().path();
+    let docs = path.starts_with("/docs");
+    let private = ["/api", "/v1", "/metrics"]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
     let tls = came_over_tls(&config, request.extensions(), request.headers());
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -53,6 +58,11 @@ pub async fn security_headers(
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Chats, tickets and accounts stay out of the browser's disk cache
+    // (and any cache between), unless a handler chose otherwise.
+    if private && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     // A stricter policy a handler set (a plugin's answers run sandboxed)
     // stays.
     if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {

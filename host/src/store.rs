@@ -163,6 +163,8 @@ pub trait UserRepo: Send + Sync {
     async fn list_users(&self, query: &UserQuery) -> StoreResult<Page<User>>;
     /// Admins and technicians who are not disabled.
     async fn count_active_staff(&self) -> StoreResult<u64>;
+    /// Accounts of `role` that are not disabled.
+    async fn count_active_in_role(&self, role: corral_sdk::Role) -> StoreResult<u64>;
     async fn count_users(&self) -> StoreResult<u64>;
 }
 

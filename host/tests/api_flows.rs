@@ -649,6 +649,76 @@ async fn the_last_active_admin_stays() {
     assert_error(status, &body, StatusCode::CONFLICT, "conflict");
 }
 
+/// Only a technician can make a technician, so the last one stays one,
+/// even while admins remain to keep the platform staffed.
+#[tokio::test]
+async fn the_last_active_technician_stays() {
+    let t = TestApp::new().await;
+    let _admin = t.signed_in("admin", Role::Admin).await;
+    let tech = t.signed_in("tech", Role::Technician).await;
+    let me = format!("/api/users/{}", tech.id);
+
+    for change in [json!({"role": "admin"}), json!({"disabled": true})] {
+        let (status, body) = t.patch(&me, Some(&tech.access), &change).await;
+        assert_error(status, &body, StatusCode::CONFLICT, "conflict");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("last active technician")),
+            "{body}"
+        );
+    }
+    let (_, body) = t.get(&me, Some(&tech.access)).await;
+    assert_eq!(
+        (body["role"].clone(), body["disabled"].clone()),
+        (json!("technician"), json!(false))
+    );
+
+    // With a second technician, either may step down.
+    let (status, second) = t
+        .post(
+            "/api/users",
+            Some(&tech.access),
+            &json!({"username": "second", "password": PASSWORD, "role": "technician"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let (status, body) = t
+        .patch(&me, Some(&tech.access), &json!({"role": "admin"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["role"], "admin");
+}
+
+/// Staff reset other accounts' passwords; their own goes through
+/// `/api/me/password`, which asks for the current one, so a stolen access
+/// token or key cannot lock the owner out.
+#[tokio::test]
+async fn staff_cannot_reset_their_own_password_without_the_current_one() {
+    let t = TestApp::new().await;
+    for (name, role) in [("ada", Role::Admin), ("tess", Role::Technician)] {
+        let staff = t.signed_in(name, role).await;
+        let (status, body) = t
+            .post(
+                &format!("/api/users/{}/password", staff.id),
+                Some(&staff.access),
+                &json!({"new_password": "taken over for good"}),
+            )
+            .await;
+        assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("/api/me/password")),
+            "{body}"
+        );
+        // Nothing changed: the session and the password still work.
+        let (status, _) = t.get("/api/me", Some(&staff.access)).await;
+        assert_eq!(status, StatusCode::OK, "{name}'s session ended");
+        t.login(name, PASSWORD).await;
+    }
+}
+
 #[tokio::test]
 async fn the_audit_log_lists_user_changes_newest_first() {
     let t = TestApp::new().await;

@@ -90,6 +90,30 @@ async fn every_kind_of_answer_carries_the_security_headers() {
     assert_security_headers(&docs, "/docs/");
 }
 
+/// What the API answers (chats, tickets, accounts) is kept out of the
+/// browser's disk cache, where it would outlive signing out.
+#[tokio::test]
+async fn api_answers_are_not_stored_in_caches() {
+    let t = TestApp::new().await;
+    let ada = t.signed_in("ada", Role::User).await;
+    let no_store = |r: &Resp| r.header(header::CACHE_CONTROL);
+    for path in ["/api/me", "/api/chats", "/v1/models", "/api/nowhere"] {
+        let r = t.call(Method::GET, path, Some(&ada.access), None).await;
+        assert_eq!(
+            no_store(&r).as_deref(),
+            Some("no-store"),
+            "{path}: {:?}",
+            r.headers
+        );
+    }
+    let anonymous = t.call(Method::GET, "/api/me", None, None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(no_store(&anonymous).as_deref(), Some("no-store"));
+    // Health checks and the API description are not private.
+    let health = t.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(no_store(&health), None);
+}
+
 fn from_peer(path: &str, peer: [u8; 4], forwarded_proto: Option<&str>) -> Request<Body> {
     let mut request = request(Method::GET, path, None, None);
     request

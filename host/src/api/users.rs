@@ -133,7 +133,7 @@ pub struct UpdateUserRequest {
         (status = 200, description = "Updated", body = UserView),
         (status = 403, description = "Only technicians can act on a technician's account, or grant or take away the technician role", body = corral_sdk::ErrorBody),
         (status = 404, description = "No such user", body = corral_sdk::ErrorBody),
-        (status = 409, description = "Would leave no active admin or technician", body = corral_sdk::ErrorBody),
+        (status = 409, description = "Would leave no active admin or technician, or no active technician", body = corral_sdk::ErrorBody),
     ))]
 pub async fn update(
     State(state): State<AppState>,
@@ -172,7 +172,7 @@ pub struct ResetPasswordRequest {
     request_body = ResetPasswordRequest,
     responses(
         (status = 204, description = "Password reset"),
-        (status = 403, description = "Only technicians can reset a technician's password", body = corral_sdk::ErrorBody),
+        (status = 403, description = "Only technicians can reset a technician's password, and no one their own here: `/api/me/password` asks for the current one", body = corral_sdk::ErrorBody),
         (status = 404, description = "No such user", body = corral_sdk::ErrorBody),
     ))]
 pub async fn reset_password(

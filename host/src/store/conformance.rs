@@ -765,8 +765,9 @@ pub async fn user_search_is_literal(s: &dyn Store) {
     }
 }
 
-/// `count_active_staff` counts enabled admins and technicians only;
-/// `count_users` counts everyone.
+/// `count_active_staff` counts enabled admins and technicians only,
+/// `count_active_in_role` enabled accounts of one role; `count_users`
+/// counts everyone.
 pub async fn user_counts(s: &dyn Store) {
     assert_eq!(ok!(s.count_users()), 0, "count_users on an empty store");
     assert_eq!(
@@ -791,6 +792,13 @@ pub async fn user_counts(s: &dyn Store) {
         2,
         "count_active_staff (one enabled admin, one enabled technician)"
     );
+    for role in [Role::Admin, Role::Technician, Role::User] {
+        assert_eq!(
+            ok!(s.count_active_in_role(role)),
+            1,
+            "count_active_in_role({role:?})"
+        );
+    }
 
     let demote = UserUpdate {
         role: Some(Role::User),
@@ -811,6 +819,14 @@ pub async fn user_counts(s: &dyn Store) {
         ok!(s.count_active_staff()),
         0,
         "count_active_staff after disabling"
+    );
+    assert_eq!(
+        (
+            ok!(s.count_active_in_role(Role::Technician)),
+            ok!(s.count_active_in_role(Role::User)),
+        ),
+        (0, 2),
+        "count_active_in_role after a demotion and disabling"
     );
     assert_eq!(ok!(s.count_users()), 6, "count_users after updates");
 }

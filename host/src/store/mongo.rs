@@ -637,6 +637,13 @@ impl UserRepo for MongoStore {
             .map_err(db_err)
     }
 
+    async fn count_active_in_role(&self, role: corral_sdk::Role) -> StoreResult<u64> {
+        self.users
+            .count_documents(doc! { "role": to_bson(&role)?, "disabled": false })
+            .await
+            .map_err(db_err)
+    }
+
     async fn count_users(&self) -> StoreResult<u64> {
         self.users
             .count_documents(Document::new())

@@ -1217,6 +1217,14 @@ impl UserRepo for SqliteStore {
         Ok(count(n.unwrap_or(0)))
     }
 
+    async fn count_active_in_role(&self, role: corral_sdk::Role) -> StoreResult<u64> {
+        let sql = "SELECT COUNT(*) FROM users WHERE role = ? AND disabled = 0".to_owned();
+        let n = self
+            .query_one(sql, vec![enum_text(&role)?], |r| r.get::<_, i64>(0))
+            .await?;
+        Ok(count(n.unwrap_or(0)))
+    }
+
     async fn count_users(&self) -> StoreResult<u64> {
         let sql = "SELECT COUNT(*) FROM users".to_owned();
         let n = self.query_one(sql, vec![], |r| r.get::<_, i64>(0)).await?;

@@ -1,5 +1,6 @@
 import { useState } from "react";
 import { useTranslation } from "react-i18next";
+import { Link } from "react-router";
 import { PageHeader } from "@/components/PageHeader";
 import { Spinner } from "@/components/Spinner";
 import { ErrorMessage } from "@/components/ErrorMessage";
@@ -206,14 +207,21 @@ export default function UsersPage() {
                       </td>
                       <td>
                         <div className="flex flex-wrap justify-end gap-2">
-                          <button
-                            type="button"
-                            className="btn-secondary"
-                            aria-label={t("users.reset.open", { username: user.username })}
-                            onClick={() => setResetting(user)}
-                          >
-                            {t("users.reset.button")}
-                          </button>
+                          {user.id === me.id ? (
+                            // One's own password is changed with the current one.
+                            <Link to="/account" className="btn-secondary">
+                              {t("users.reset.own")}
+                            </Link>
+                          ) : (
+                            <button
+                              type="button"
+                              className="btn-secondary"
+                              aria-label={t("users.reset.open", { username: user.username })}
+                              onClick={() => setResetting(user)}
+                            >
+                              {t("users.reset.button")}
+                            </button>
+                          )}
                           {user.disabled ? (
                             <button
                               key="enable"
