@@ -74,6 +74,9 @@ function tokens(access: string, user: UserView = person("u1")): TokenResponse {
 
 let refreshes = 0;
 
+/** The longest backoff, with its jitter. */
+const MAX_WAIT_MS = 15_000 * 1.25;
+
 async function load() {
   vi.resetModules();
   const session = await import("@/lib/session");
@@ -130,6 +133,37 @@ describe("the chat socket", () => {
     expect(refreshes).toBe(1);
     expect(FakeSocket.instances[1].token).toBe("renewed1");
     session.endSession("signed-out");
+  });
+
+  it("renews at most once a minute when handshakes keep being refused, and backs off", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+    try {
+      const { session, chatSocket } = await load();
+      session.acceptTokens(tokens("stale"));
+      chatSocket.acquire();
+      // A refusal a new token does not cure (too many open sockets).
+      FakeSocket.instances[0].drop(1006);
+      await vi.waitFor(() => expect(FakeSocket.instances).toHaveLength(2));
+      expect(refreshes).toBe(1);
+
+      for (let i = 1; i < 5; i++) {
+        FakeSocket.instances[i].drop(1006);
+        // Nothing at once: the next try waits for its backoff.
+        await Promise.resolve();
+        expect(FakeSocket.instances).toHaveLength(i + 1);
+        await vi.advanceTimersByTimeAsync(MAX_WAIT_MS);
+        expect(FakeSocket.instances).toHaveLength(i + 2);
+      }
+      expect(refreshes).toBe(1);
+
+      // A minute on, a refusal is worth a new token again.
+      await vi.advanceTimersByTimeAsync(60_000);
+      FakeSocket.instances.at(-1)!.drop(1006);
+      await vi.waitFor(() => expect(refreshes).toBe(2));
+      session.endSession("signed-out");
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("keeps its token when an open connection is lost", async () => {

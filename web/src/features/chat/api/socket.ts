@@ -15,14 +15,21 @@ export type SocketStatus = "connecting" | "open" | "reconnecting" | "closed";
 
 const POLICY_VIOLATION = 1008;
 const MAX_BACKOFF_MS = 15_000;
+/**
+ * A refused handshake renews the token at most this often: a refusal a new
+ * token cannot cure (too many open sockets, a proxy that drops the upgrade)
+ * then waits out the backoff instead of signing in again in a tight loop.
+ */
+const RENEW_EVERY_MS = 60_000;
 
 type Listener = (event: ChatEvent) => void;
 
 /**
  * The page's one chat WebSocket, shared by all chats. It reconnects with
  * backoff, and after a 1008 close (expired token, changed password, disabled
- * account) or a refused handshake with a fresh token, or not at all when the
- * session is over. An open socket moves onto each new access token.
+ * account) or a refused handshake with a fresh token (at most once a
+ * minute), or not at all when the session is over. An open socket moves onto
+ * each new access token.
  */
 class ChatSocket {
   private socket: WebSocket | null = null;
@@ -30,6 +37,7 @@ class ChatSocket {
   private closeTimer: ReturnType<typeof setTimeout> | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private attempts = 0;
+  private renewedAt = -Infinity;
   private wanted = false;
   private statusValue: SocketStatus = "closed";
   private statusListeners = new Set<() => void>();
@@ -136,8 +144,9 @@ class ChatSocket {
       if (!this.wanted) return;
       this.setStatus("reconnecting");
       // A handshake the server refused (401, seen as 1006) needs a new token
-      // just as a 1008 close does.
-      if (close.code === POLICY_VIOLATION || !opened) void this.renew();
+      // just as a 1008 close does, unless one was just fetched.
+      const renewDue = Date.now() - this.renewedAt >= RENEW_EVERY_MS;
+      if ((close.code === POLICY_VIOLATION || !opened) && renewDue) void this.renew();
       else this.retryLater();
     };
   }
@@ -152,6 +161,7 @@ class ChatSocket {
   /** A fresh access token, then a new socket; none when the session is over. */
   private async renew() {
     this.attempts += 1;
+    this.renewedAt = Date.now();
     try {
       const tokens = await refreshSession();
       if (!tokens) {
