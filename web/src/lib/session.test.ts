@@ -240,6 +240,27 @@ describe("signing out", () => {
     expect(localStorage.getItem(`${session.PRIVATE_PREFIX}chat.draft.c1`)).toBeNull();
     expect(localStorage.getItem("corral.theme")).toBe("dark");
   });
+
+  it("keeps an expired session's drafts for its owner only", async () => {
+    network(() => json(401, { code: "unauthorized", message: "no session" }));
+    const draft = "corral.private.chat.draft.new";
+    let { session } = await load();
+    session.acceptTokens(tokens("valid"));
+    localStorage.setItem(draft, "ada's half question");
+    session.endSession("expired");
+
+    // The page is loaded again and the same person signs in.
+    ({ session } = await load());
+    session.acceptTokens(tokens("again"));
+    expect(localStorage.getItem(draft)).toBe("ada's half question");
+    session.endSession("expired");
+
+    // Someone else signs in at this browser.
+    ({ session } = await load());
+    session.acceptTokens({ ...tokens("other"), user: { ...user, id: "u-other", username: "bob" } });
+    expect(localStorage.getItem(draft)).toBeNull();
+    localStorage.clear();
+  });
 });
 
 describe("a request that succeeds", () => {

@@ -82,6 +82,7 @@ export function acceptTokens(tokens: TokenResponse): void {
   setHint(true);
   retryDelay = RETRY_FIRST_MS;
   scheduleRefresh(Math.max(10, tokens.expires_in - 60) * 1000);
+  claimPrivate(tokens.user.id);
   noteUser(tokens.user);
   tokenListeners.forEach((l) => l(tokens.access_token));
   userListeners.forEach((l) => l(tokens.user));
@@ -110,6 +111,20 @@ export function onAccountChange(listener: (user: UserView) => void): () => void 
  * does not find them.
  */
 export const PRIVATE_PREFIX = "corral.private.";
+
+/** Whose private keys these are: another account signing in here finds none. */
+const OWNER_KEY = `${PRIVATE_PREFIX}owner`;
+
+function claimPrivate(userId: string): void {
+  try {
+    const owner = localStorage.getItem(OWNER_KEY);
+    if (owner === userId) return;
+    if (owner !== null) forgetPrivate();
+    localStorage.setItem(OWNER_KEY, userId);
+  } catch {
+    // Storage may be disabled.
+  }
+}
 
 function forgetPrivate(): void {
   try {
