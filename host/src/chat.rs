@@ -328,6 +328,14 @@ pub async fn start(
             }
         },
     };
+    // A question and its answer, an answer to the last question, or one
+    // answer in place of another.
+    let adding = match (&action, &replaced) {
+        (Action::Send(_), _) => 2,
+        (Action::Regenerate, None) => 1,
+        (Action::Regenerate, Some(_)) => 0,
+    };
+    crate::limits::room_for_messages(state, stored.len(), adding)?;
     let mut prompt = Vec::with_capacity(history.len() + 2);
     if let Some(system) = chat.system_prompt.as_ref().filter(|s| !s.trim().is_empty()) {
         prompt.push(ChatMessage {

@@ -74,6 +74,10 @@ pub struct Config {
     pub max_api_keys_per_user: u64,
     /// Chat WebSockets one account may have open at once.
     pub max_websockets_per_user: usize,
+    /// Messages (questions and answers) one chat may hold.
+    pub max_messages_per_chat: u64,
+    /// Replies and notes one ticket may hold.
+    pub max_comments_per_ticket: u64,
 
     // Models: where local sources may lie and what downloads may reach.
     /// Folders a local model source must lie in (after resolving symbolic
@@ -144,6 +148,8 @@ impl Default for Config {
             max_open_tickets_per_user: 100,
             max_api_keys_per_user: 50,
             max_websockets_per_user: 8,
+            max_messages_per_chat: 2_000,
+            max_comments_per_ticket: 500,
             model_dirs: None,
             download_allow_private: false,
             download_allowed_origins: Vec::new(),
@@ -189,6 +195,8 @@ pub struct FileConfig {
     pub max_open_tickets_per_user: Option<u64>,
     pub max_api_keys_per_user: Option<u64>,
     pub max_websockets_per_user: Option<usize>,
+    pub max_messages_per_chat: Option<u64>,
+    pub max_comments_per_ticket: Option<u64>,
     // Models.
     pub model_dirs: Option<Vec<PathBuf>>,
     pub download_allow_private: Option<bool>,
@@ -277,6 +285,12 @@ impl Config {
             max_websockets_per_user: file
                 .max_websockets_per_user
                 .unwrap_or(d.max_websockets_per_user),
+            max_messages_per_chat: file
+                .max_messages_per_chat
+                .unwrap_or(d.max_messages_per_chat),
+            max_comments_per_ticket: file
+                .max_comments_per_ticket
+                .unwrap_or(d.max_comments_per_ticket),
             model_dirs: file.model_dirs,
             download_allow_private: file
                 .download_allow_private

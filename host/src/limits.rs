@@ -1,5 +1,6 @@
-//! Caps on what one account may hold (chats, open tickets, API keys), so
-//! that a single account cannot fill the store. The counts are read before
+//! Caps on what one account may hold (chats, open tickets, API keys) and
+//! on how long one chat or ticket may grow, so that a single account cannot
+//! fill the store, nor make one record too big to read back. The counts are read before
 //! the record is written: requests racing each other may pass the cap by
 //! the few that were in flight together, which a cap against filling the
 //! store tolerates.
@@ -61,6 +62,27 @@ pub async fn room_for_api_key(state: &AppState, user_id: &str) -> ApiResult<()> 
         held,
         cap,
         format!("an account may hold at most {cap} API keys; revoke one first"),
+    )
+}
+
+/// Refuses `adding` messages to a chat that holds `held` when that would
+/// take it past `max_messages_per_chat`.
+pub fn room_for_messages(state: &AppState, held: usize, adding: usize) -> ApiResult<()> {
+    let cap = state.config.max_messages_per_chat;
+    let after = u64::try_from(held + adding).unwrap_or(u64::MAX);
+    within(
+        after.saturating_sub(1),
+        cap,
+        format!("a chat holds at most {cap} messages; start a new chat to go on"),
+    )
+}
+
+/// Refuses a reply to a ticket that holds `held` of `cap` already.
+pub fn room_for_comment(held: usize, cap: u64) -> ApiResult<()> {
+    within(
+        u64::try_from(held).unwrap_or(u64::MAX),
+        cap,
+        format!("a ticket holds at most {cap} replies; open a new ticket to go on"),
     )
 }
 

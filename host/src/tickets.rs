@@ -265,14 +265,15 @@ pub struct NewComment {
 
 /// Adds `author`'s reply to the ticket `key` (see [`find`]).
 ///
-/// Only staff write internal notes; a closed ticket takes no replies. The
-/// owner's reply moves a resolved ticket back to open, as a reply means
-/// it is not settled.
+/// Only staff write internal notes; a closed ticket takes no replies, and
+/// one holding `max_comments` takes no more. The owner's reply moves a
+/// resolved ticket back to open, as a reply means it is not settled.
 pub async fn comment(
     store: &dyn Store,
     author: &User,
     key: &str,
     new: NewComment,
+    max_comments: u64,
 ) -> ApiResult<Comment> {
     let mut v = Validator::new();
     check_text(&mut v, "body", &new.body);
@@ -288,6 +289,8 @@ pub async fn comment(
             "the ticket is closed; open a new one".into(),
         ));
     }
+    let held = store.list_comments(&ticket.id, true).await?.len();
+    crate::limits::room_for_comment(held, max_comments)?;
     let at = now();
     let comment = Comment {
         id: new_id(),
@@ -450,7 +453,7 @@ mod tests {
                 .await
                 .unwrap_err();
             assert_eq!(err.code(), "not_found");
-            let err = comment(store, &other, key, reply("me too"))
+            let err = comment(store, &other, key, reply("me too"), 100)
                 .await
                 .unwrap_err();
             assert_eq!(err.code(), "not_found");
@@ -568,34 +571,38 @@ mod tests {
             body: "staff only".into(),
             internal: true,
         };
-        let err = comment(store, &owner, id, note.clone()).await.unwrap_err();
+        let err = comment(store, &owner, id, note.clone(), 100)
+            .await
+            .unwrap_err();
         assert_eq!(err.to_string(), "only staff can write internal notes");
-        comment(store, &admin, id, note).await.unwrap();
+        comment(store, &admin, id, note, 100).await.unwrap();
         let (_, seen_by_owner) = thread(store, &owner, id).await.unwrap();
         assert!(seen_by_owner.is_empty());
         let (_, seen_by_staff) = thread(store, &admin, id).await.unwrap();
         assert_eq!(seen_by_staff.len(), 1);
 
         update(store, &admin, id, status(Resolved)).await.unwrap();
-        comment(store, &admin, id, reply("fixed, I think"))
+        comment(store, &admin, id, reply("fixed, I think"), 100)
             .await
             .unwrap();
         assert_eq!(find(store, &owner, id).await.unwrap().status, Resolved);
-        comment(store, &owner, id, reply("still broken"))
+        comment(store, &owner, id, reply("still broken"), 100)
             .await
             .unwrap();
         let reopened = find(store, &owner, id).await.unwrap();
         assert_eq!((reopened.status, reopened.resolved_at), (Open, None));
 
         update(store, &admin, id, status(Closed)).await.unwrap();
-        let err = comment(store, &owner, id, reply("hello?"))
+        let err = comment(store, &owner, id, reply("hello?"), 100)
             .await
             .unwrap_err();
         assert_eq!(
             (err.status().as_u16(), err.to_string().as_str()),
             (409, "the ticket is closed; open a new one")
         );
-        let err = comment(store, &owner, id, reply("   ")).await.unwrap_err();
+        let err = comment(store, &owner, id, reply("   "), 100)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "validation_failed");
     }
 }

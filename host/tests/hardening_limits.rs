@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, Method, Request, StatusCode};
 use corral_host::config::Config;
+use corral_host::model::{ModelAccess, ModelKind, ModelRecord, ModelStatus};
 use corral_sdk::Role;
 use serde_json::json;
 use support::{assert_error, request, Resp, TestApp};
@@ -177,6 +178,116 @@ async fn a_request_whose_body_never_ends_is_answered_with_a_timeout() {
         "timeout",
     );
     assert_security_headers(&r, "503");
+}
+
+/// A chat or a ticket thread cannot grow without end: each is read whole
+/// to be shown, exported or answered.
+#[tokio::test]
+async fn a_chat_or_a_ticket_cannot_grow_past_its_cap() {
+    let t = TestApp::with_config(Config {
+        max_messages_per_chat: 3,
+        max_comments_per_ticket: 2,
+        ..Config::default()
+    })
+    .await;
+    let user = t.signed_in("talker", Role::User).await;
+    let token = Some(user.access.as_str());
+    // The chat's model, ready: the cap is checked before anything runs.
+    let at = corral_host::time::now();
+    let model = ModelRecord {
+        id: corral_host::model::new_id(),
+        name: "gemma-3-270m".to_owned(),
+        backend: "llama".to_owned(),
+        kind: ModelKind::Chat,
+        source: "/nonexistent/fixture.gguf".to_owned(),
+        sha256: None,
+        file_path: Some("/nonexistent/fixture.gguf".to_owned()),
+        size_bytes: Some(1),
+        status: ModelStatus::Ready,
+        error: None,
+        description: String::new(),
+        context_length: 0,
+        threads: 0,
+        slots: 1,
+        sampling: Default::default(),
+        chat_template: None,
+        access: ModelAccess {
+            everyone: true,
+            roles: Vec::new(),
+            users: Vec::new(),
+        },
+        created_at: at,
+        updated_at: at,
+        upstream_model: None,
+        api_key: None,
+        tls_fingerprint: None,
+        fallbacks: Vec::new(),
+        replicas: Vec::new(),
+        node: None,
+    };
+    t.store.create_model(&model).await.expect("model");
+    let chat = t.chat(&user.access, "long").await;
+    let id = chat["id"].as_str().unwrap();
+    let messages = format!("/api/chats/{id}/messages");
+    for n in 0..2 {
+        let (status, body) = t
+            .post(&messages, token, &json!({"content": format!("note {n}")}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // A question and its answer would make four.
+    let (status, body) = t
+        .post(
+            &format!("/api/chats/{id}/stream"),
+            token,
+            &json!({"content": "and one more?"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "limit_reached");
+    let (status, body) = t
+        .post(&messages, token, &json!({"content": "note 2"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = t
+        .post(&messages, token, &json!({"content": "note 3"}))
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "limit_reached");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("start a new chat"),
+        "{body}"
+    );
+    let (_, stored) = t.get(&format!("/api/chats/{id}"), token).await;
+    assert_eq!(stored["messages"].as_array().unwrap().len(), 3, "{stored}");
+
+    let ticket = t.ticket(&user.access, "A long story", "question").await;
+    let comments = format!("/api/tickets/{}/comments", ticket["id"].as_str().unwrap());
+    let held = |v: &serde_json::Value| v["comments"].as_array().map_or(0, Vec::len);
+    let (_, seen) = t
+        .get(
+            &format!("/api/tickets/{}", ticket["id"].as_str().unwrap()),
+            token,
+        )
+        .await;
+    for n in held(&seen)..2 {
+        let (status, body) = t
+            .post(&comments, token, &json!({"body": format!("more {n}")}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = t.post(&comments, token, &json!({"body": "and more"})).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "limit_reached");
+    let staff = t.signed_in("helper", Role::Admin).await;
+    let (status, body) = t
+        .post(
+            &comments,
+            Some(&staff.access),
+            &json!({"body": "closing this"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "limit_reached");
 }
 
 #[tokio::test]

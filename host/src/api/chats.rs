@@ -426,6 +426,7 @@ pub struct NewMessageRequest {
     responses(
         (status = 201, description = "Stored", body = Message),
         (status = 404, description = "No such chat of the caller", body = corral_sdk::ErrorBody),
+        (status = 409, description = "The chat holds `max_messages_per_chat` messages (`limit_reached`)", body = corral_sdk::ErrorBody),
     ))]
 pub async fn add_message(
     State(state): State<AppState>,
@@ -441,6 +442,8 @@ pub async fn add_message(
         )
         .finish()?;
     let mut chat = load_chat(&state, &caller, &id).await?;
+    let held = state.store.list_messages(&chat.id).await?.len();
+    crate::limits::room_for_messages(&state, held, 1)?;
     let message = store_user_message(&state, &caller, &mut chat, req.content, now()).await?;
     Ok((StatusCode::CREATED, Json(message)))
 }

@@ -204,7 +204,7 @@ pub struct NewCommentRequest {
         (status = 201, description = "Added", body = Comment),
         (status = 403, description = "Internal notes are for staff", body = corral_sdk::ErrorBody),
         (status = 404, description = "No such ticket visible to the caller", body = corral_sdk::ErrorBody),
-        (status = 409, description = "The ticket is closed", body = corral_sdk::ErrorBody),
+        (status = 409, description = "The ticket is closed (`conflict`), or holds `max_comments_per_ticket` replies (`limit_reached`)", body = corral_sdk::ErrorBody),
     ))]
 pub async fn comment(
     State(state): State<AppState>,
@@ -216,6 +216,13 @@ pub async fn comment(
         body: req.body,
         internal: req.internal,
     };
-    let comment = crate::tickets::comment(state.store.as_ref(), &caller.user, &id, new).await?;
+    let comment = crate::tickets::comment(
+        state.store.as_ref(),
+        &caller.user,
+        &id,
+        new,
+        state.config.max_comments_per_ticket,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(comment)))
 }
