@@ -185,7 +185,15 @@ pub(crate) async fn invoke(
 ) -> Result<Reply, Failure> {
     let export = call.export();
     let started = Instant::now();
-    let outcome = run(host, plugin, live, caller, ctx, call).await;
+    // Its own time is checked while its code runs; a call stuck in a wait
+    // (a WASI clock, a host call) is stopped here.
+    let by_clock =
+        plugin.env.call_budget + Duration::from_millis(u64::from(host.config.max_wait_ms));
+    let outcome =
+        match tokio::time::timeout(by_clock, run(host, plugin, live, caller, ctx, call)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failure::Timeout(by_clock)),
+        };
     let took = started.elapsed();
     plugin.health.stats.record(export, took, outcome.is_err());
     match &outcome {

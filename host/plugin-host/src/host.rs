@@ -36,6 +36,11 @@ pub struct RuntimeConfig {
     /// The most time one call may take, ms (time waiting in host calls
     /// does not count).
     pub max_call_ms: u32,
+    /// The most a call may take by the clock beyond its own time, ms: what
+    /// it waits for in host calls (a model answering, the store), for the
+    /// network or on its WASI clock. Past it the call is stopped as timed
+    /// out, so no plugin holds a generation or an instance for ever.
+    pub max_wait_ms: u32,
     /// Consecutive failures after which a plugin is turned off.
     pub failure_threshold: u32,
     /// Plugin instances alive at once (each generation or route request
@@ -46,13 +51,14 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    /// The defaults (256 MiB, 5000 ms, 5 failures, 1000 instances) with
-    /// `cache_dir`.
+    /// The defaults (256 MiB, 5000 ms, 150 s of waiting, 5 failures, 1000
+    /// instances) with `cache_dir`.
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
         RuntimeConfig {
             cache_dir: cache_dir.into(),
             max_memory_mb: 256,
             max_call_ms: 5000,
+            max_wait_ms: 150_000,
             failure_threshold: 5,
             max_instances: 1000,
         }

@@ -246,6 +246,7 @@ fn rig_sized(threshold: u32, max_instances: u32, cache: tempfile::TempDir) -> Ri
             cache_dir: cache.path().join("plugins"),
             max_memory_mb: 256,
             max_call_ms: 5000,
+            max_wait_ms: 1000,
             failure_threshold: threshold,
             max_instances,
         },
@@ -1388,6 +1389,22 @@ async fn a_failing_route_answers_502_with_the_reason() {
     let status = rig.host.status("test-trap").unwrap();
     assert_eq!(calls(&status, Export::Handle), (2, 2));
     assert_eq!(status.consecutive_failures, 2);
+
+    // A call waiting outside its code (an hour on the WASI clock) is
+    // stopped by the clock: its 100 ms plus the rig's 1 s of waiting.
+    let ann = caller("ann");
+    let asleep = rig
+        .host
+        .handle_route("test-spin", &ann, route("GET", "sleep", b""));
+    let e = tokio::time::timeout(Duration::from_secs(600), asleep)
+        .await
+        .expect("a call asleep on the WASI clock was never stopped")
+        .unwrap_err();
+    assert_eq!((e.code(), e.http_status()), ("plugin_failed", 502), "{e}");
+    assert!(
+        e.to_string().contains("ran past its time limit of 1100 ms"),
+        "{e}"
+    );
 
     // A plugin a technician turned off serves no routes.
     rig.host

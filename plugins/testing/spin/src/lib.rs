@@ -1,5 +1,7 @@
 //! `test-spin`: never returns from `before-prompt` or from `GET spin`;
-//! Corral's per-call time limit must stop it.
+//! Corral's per-call time limit must stop it. `GET sleep` waits an hour
+//! on the WASI clock, outside its own code, where only the limit on the
+//! whole call by the clock can stop it.
 
 use corral_plugin::prelude::*;
 
@@ -18,7 +20,10 @@ impl Plugin for Spin {
         spin()
     }
 
-    fn handle(_request: &Request) -> Response {
+    fn handle(request: &Request) -> Response {
+        if request.route("GET", "sleep").is_some() {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
         spin()
     }
 }
