@@ -36,6 +36,9 @@ const BETWEEN_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 /// Waiting for the network is left out of a call's time budget up to
 /// this much per call; beyond it the wait counts as the plugin's time.
 pub(crate) const MAX_NETWORK_CREDIT: Duration = Duration::from_secs(30);
+/// Requests one instance may have waiting for their response at once:
+/// each holds its request body (up to 16 MiB) on the host until then.
+pub(crate) const MAX_IN_FLIGHT: usize = 8;
 
 /// A host a manifest may name under `[http] hosts`: `example.com`,
 /// `*.example.com` (any subdomain, not the domain itself), an IP address
@@ -343,6 +346,24 @@ pub(crate) struct HttpGate {
     /// `None`: the `http` capability is not granted.
     pub(crate) policy: Option<Arc<HttpPolicy>>,
     pub(crate) wait: Arc<NetworkWait>,
+    /// [`MAX_IN_FLIGHT`] permits, one taken by each request until its
+    /// response arrives.
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl HttpGate {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        policy: Option<Arc<HttpPolicy>>,
+        wait: Arc<NetworkWait>,
+    ) -> Self {
+        HttpGate {
+            plugin,
+            policy,
+            wait,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
 }
 
 type SendFuture = Box<
@@ -367,7 +388,17 @@ impl WasiHttpHooks for HttpGate {
         let plugin = self.plugin.clone();
         let policy = self.policy.clone();
         let wait = self.wait.clone();
+        let permit = self.in_flight.clone().try_acquire_owned();
         Box::new(async move {
+            let Ok(_permit) = permit else {
+                let url = request.uri().to_string();
+                return Err(refuse(
+                    &plugin,
+                    &url,
+                    &format!("{MAX_IN_FLIGHT} requests are already waiting for their response"),
+                    HttpError::HttpRequestDenied,
+                ));
+            };
             let response = send(&plugin, policy.as_deref(), &wait, request, options).await?;
             let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
                 Box::new(async { Ok(()) });
@@ -756,11 +787,7 @@ mod tests {
     }
 
     fn gate(policy: Option<HttpPolicy>) -> HttpGate {
-        HttpGate {
-            plugin: "test".into(),
-            policy: policy.map(Arc::new),
-            wait: Arc::default(),
-        }
+        HttpGate::new("test".into(), policy.map(Arc::new), Arc::default())
     }
 
     async fn get(gate: &mut HttpGate, url: &str) -> Result<u16, HttpError> {
@@ -826,6 +853,45 @@ mod tests {
         let status = get(&mut gate(Some(approved(true))), &local).await.unwrap();
         assert_eq!(status, 204);
         assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_instance_has_a_few_requests_waiting_at_most() {
+        // A server that takes connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let mut gate = gate(Some(HttpPolicy {
+            hosts: vec![p("127.0.0.1:*")],
+            private_network: true,
+        }));
+        let url = format!("http://127.0.0.1:{port}/");
+        let mut waiting = Vec::new();
+        for _ in 0..MAX_IN_FLIGHT {
+            let request = http::Request::get(&url).body(full("")).unwrap();
+            let fut = Box::into_pin(gate.send_request(request, None, Box::new(async { Ok(()) })));
+            waiting.push(tokio::spawn(fut));
+        }
+        let refused = get(&mut gate, &url).await.unwrap_err();
+        assert!(
+            matches!(refused, HttpError::HttpRequestDenied),
+            "{refused:?}"
+        );
+        // One given up makes room for another.
+        waiting.pop().unwrap().abort();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let request = http::Request::get(&url).body(full("")).unwrap();
+        let another = Box::into_pin(gate.send_request(request, None, Box::new(async { Ok(()) })));
+        let pending = tokio::time::timeout(Duration::from_millis(200), another).await;
+        assert!(pending.is_err(), "the ninth was not let through to wait");
+        for w in waiting {
+            w.abort();
+        }
     }
 
     #[tokio::test]

@@ -20,6 +20,10 @@ use crate::net::{HttpGate, HttpPolicy, NetworkWait};
 
 /// What stdout and stderr keep per instance; the rest is dropped.
 const OUTPUT_CAP: usize = 64 * 1024;
+/// Resource handles one instance may hold at once.
+const MAX_HANDLES: usize = 10_000;
+/// The largest set of HTTP header fields a plugin may build.
+const MAX_FIELDS_BYTES: usize = 64 * 1024;
 /// Log lines (plugin `log` calls and stdout/stderr lines together) per
 /// instance; later ones are dropped with one warning.
 const LOG_LINES: u32 = 200;
@@ -223,15 +227,17 @@ pub(crate) fn new_store(
         .build();
     let budget = env.call_budget;
     let network = Arc::new(NetworkWait::default());
-    let http_gate = HttpGate {
-        plugin: env.id.clone(),
-        policy: env.http.clone(),
-        wait: network.clone(),
-    };
+    let http_gate = HttpGate::new(env.id.clone(), env.http.clone(), network.clone());
+    // Handles (streams, fields, requests) and header maps live on the host,
+    // outside the plugin's memory cap: both are kept small.
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_HANDLES);
+    let mut http = WasiHttpCtx::new();
+    http.set_field_size_limit(MAX_FIELDS_BYTES);
     let state = PluginState {
         wasi: wasi.build(),
-        table: ResourceTable::new(),
-        http: WasiHttpCtx::new(),
+        table,
+        http,
         http_gate,
         limiter: Limiter {
             inner: limits,
