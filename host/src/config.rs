@@ -74,6 +74,8 @@ pub struct Config {
     pub max_api_keys_per_user: u64,
     /// Chat WebSockets one account may have open at once.
     pub max_websockets_per_user: usize,
+    /// Plugin route requests one account may have under way at once.
+    pub per_user_plugin_requests: usize,
     /// Messages (questions and answers) one chat may hold.
     pub max_messages_per_chat: u64,
     /// Replies and notes one ticket may hold.
@@ -148,6 +150,7 @@ impl Default for Config {
             max_open_tickets_per_user: 100,
             max_api_keys_per_user: 50,
             max_websockets_per_user: 8,
+            per_user_plugin_requests: 8,
             max_messages_per_chat: 2_000,
             max_comments_per_ticket: 500,
             model_dirs: None,
@@ -195,6 +198,7 @@ pub struct FileConfig {
     pub max_open_tickets_per_user: Option<u64>,
     pub max_api_keys_per_user: Option<u64>,
     pub max_websockets_per_user: Option<usize>,
+    pub per_user_plugin_requests: Option<usize>,
     pub max_messages_per_chat: Option<u64>,
     pub max_comments_per_ticket: Option<u64>,
     // Models.
@@ -285,6 +289,9 @@ impl Config {
             max_websockets_per_user: file
                 .max_websockets_per_user
                 .unwrap_or(d.max_websockets_per_user),
+            per_user_plugin_requests: file
+                .per_user_plugin_requests
+                .unwrap_or(d.per_user_plugin_requests),
             max_messages_per_chat: file
                 .max_messages_per_chat
                 .unwrap_or(d.max_messages_per_chat),
@@ -350,8 +357,10 @@ impl Config {
             "max_body_bytes must be at least 1024"
         );
         anyhow::ensure!(
-            config.queue_max_waiting >= 1 && config.per_user_generations >= 1,
-            "queue_max_waiting and per_user_generations must be at least 1"
+            config.queue_max_waiting >= 1
+                && config.per_user_generations >= 1
+                && config.per_user_plugin_requests >= 1,
+            "queue_max_waiting, per_user_generations and per_user_plugin_requests must be at least 1"
         );
         anyhow::ensure!(
             config.model_dirs.iter().flatten().all(|d| d.is_absolute()),

@@ -5,6 +5,9 @@
 //! the few that were in flight together, which a cap against filling the
 //! store tolerates.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use crate::error::{ApiResult, AppError};
 use crate::model::{ChatQuery, TicketQuery, TicketStatus};
 use crate::state::AppState;
@@ -86,6 +89,62 @@ pub fn room_for_comment(held: usize, cap: u64) -> ApiResult<()> {
     )
 }
 
+/// What accounts have under way at once (plugin route requests), each
+/// counted until its [`Slot`] is dropped.
+#[derive(Default)]
+pub struct PerAccount {
+    held: Mutex<HashMap<String, usize>>,
+}
+
+impl PerAccount {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for one more of `user_id`'s requests; 429 `busy` when the
+    /// account has `cap` under way.
+    pub fn enter(self: &Arc<Self>, user_id: &str, cap: usize) -> ApiResult<Slot> {
+        let mut held = self.lock();
+        let n = held.entry(user_id.to_owned()).or_default();
+        if *n >= cap {
+            return Err(AppError::Busy {
+                retry_after: 1,
+                message: format!(
+                    "an account may have {cap} plugin requests under way at once; wait for one to end"
+                ),
+            });
+        }
+        *n += 1;
+        Ok(Slot {
+            of: self.clone(),
+            user_id: user_id.to_owned(),
+        })
+    }
+
+    /// Requests `user_id` has under way.
+    pub fn held(&self, user_id: &str) -> usize {
+        self.lock().get(user_id).copied().unwrap_or(0)
+    }
+}
+
+/// One request under way, counted until dropped.
+pub struct Slot {
+    of: Arc<PerAccount>,
+    user_id: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.of.lock();
+        if let Some(n) = held.get_mut(&self.user_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.user_id);
+            }
+        }
+    }
+}
+
 fn within(held: u64, cap: u64, message: String) -> ApiResult<()> {
     if held >= cap {
         Err(AppError::LimitReached(message))
@@ -97,6 +156,22 @@ fn within(held: u64, cap: u64, message: String) -> ApiResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_has_its_cap_of_requests_under_way() {
+        let under_way = Arc::new(PerAccount::default());
+        let held: Vec<_> = (0..2)
+            .map(|_| under_way.enter("ada", 2).expect("room"))
+            .collect();
+        let err = under_way.enter("ada", 2).err().expect("full");
+        assert_eq!((err.status().as_u16(), err.code()), (429, "busy"));
+        let bob = under_way.enter("bob", 2).expect("another account has room");
+        drop(held);
+        assert_eq!(under_way.held("ada"), 0);
+        under_way.enter("ada", 2).expect("room again");
+        drop(bob);
+        assert!(under_way.lock().is_empty(), "an idle account is forgotten");
+    }
 
     #[test]
     fn the_cap_itself_is_refused() {

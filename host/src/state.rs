@@ -47,6 +47,8 @@ pub struct AppState {
     pub inference: Inference,
     /// Answers being written in chats.
     pub chat_runs: Arc<ChatRuns>,
+    /// Plugin route requests under way, per account.
+    pub plugin_requests: Arc<crate::limits::PerAccount>,
     /// What extensions do on every generation: the plugins.
     pub hooks: Arc<dyn Hooks>,
     /// The plugin runtime (the same object as `hooks`), for managing
@@ -143,6 +145,7 @@ impl AppState {
             downloads,
             inference,
             chat_runs: Arc::new(ChatRuns::default()),
+            plugin_requests: Default::default(),
             hooks: plugins.clone(),
             plugins,
             shutdown: Shutdown::default(),

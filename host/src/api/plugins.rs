@@ -606,7 +606,7 @@ const REFUSED_RESPONSE_HEADERS: [&str; 8] = [
     params(("id" = String, Path, description = "Plugin id"), ("path" = String, Path, description = "The plugin's route")),
     responses(
         (status = "2XX", description = "The plugin's answer"),
-        (status = "4XX", description = "The plugin's refusal, or no such plugin or route (`not_found`)"),
+        (status = "4XX", description = "The plugin's refusal, no such plugin or route (`not_found`), or the account's `per_user_plugin_requests` under way (429 `busy`)"),
         (status = 502, description = "The plugin failed", body = corral_sdk::ErrorBody),
     ))]
 pub async fn route_get(
@@ -627,7 +627,7 @@ macro_rules! plugin_route {
             request_body(content = String, description = "Passed to the plugin as it is", content_type = "application/octet-stream"),
             responses(
                 (status = "2XX", description = "The plugin's answer"),
-                (status = "4XX", description = "The plugin's refusal, no such plugin or route (`not_found`), or a body over the limit"),
+                (status = "4XX", description = "The plugin's refusal, no such plugin or route (`not_found`), a body over the limit, or the account's `per_user_plugin_requests` under way (429 `busy`)"),
                 (status = 502, description = "The plugin failed", body = corral_sdk::ErrorBody),
             ))]
         pub async fn $name(
@@ -653,6 +653,11 @@ async fn route(
     request: Request,
 ) -> ApiResult<Response> {
     plugins::routable(&state, &id).await?;
+    // Held until the plugin answered: one account cannot take the instances
+    // every generation's hooks need.
+    let _slot = state
+        .plugin_requests
+        .enter(caller.id(), state.config.per_user_plugin_requests)?;
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_ROUTE_BODY_BYTES)
         .await

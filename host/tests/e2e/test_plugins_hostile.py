@@ -14,6 +14,8 @@ The module runs its own server, on the store CORRAL_E2E_STORE names."""
 from __future__ import annotations
 
 import os
+import socket
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -374,6 +376,60 @@ def test_a_failing_plugin_is_stopped_counted_and_turned_off(
     assert back["disabled_reason"] is None and back["active"] is True, back
     with pytest.raises(BadRequestError):
         ask(ai)
+
+
+def hang_on_route(srv, token: str, path: str) -> socket.socket:
+    """A GET to a plugin route on a raw connection, left waiting (the caller
+    closes it)."""
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(
+        (f"GET {path} HTTP/1.1\r\nHost: corral\r\nAuthorization: Bearer {token}\r\n\r\n").encode()
+    )
+    return s
+
+
+def test_one_account_cannot_take_every_plugin_instance(srv, tech, user, plugin_dist, cleanup):
+    """Route requests of one account under way at once are capped
+    (`per_user_plugin_requests`, 8): the ninth is refused at once without
+    calling the plugin, other accounts are served, and a request whose client
+    hangs up gives its place back."""
+    pid = "test-spin"
+    cleanup.append(pid)
+    install(tech, plugin_dist, pid)
+    assert tech.ok("PATCH", f"/api/plugins/{pid}", json={"enabled": True})["active"] is True
+
+    def probe(api: Api) -> int:
+        # A route the plugin does not have: 404 once admitted, without a
+        # call to the plugin (nothing counted against it).
+        return api.get(f"/api/plugins/{pid}/nowhere").status_code
+
+    def until(api: Api, status: int) -> None:
+        deadline = time.monotonic() + 30
+        while (got := probe(api)) != status:
+            assert time.monotonic() < deadline, f"still {got}, not {status}"
+            time.sleep(0.1)
+
+    until(user, 404)
+    waiting = [hang_on_route(srv, user.token, f"/api/plugins/{pid}/sleep") for _ in range(8)]
+    try:
+        # The eight are asleep in the plugin, outside its code.
+        until(user, 429)
+        r = user.get(f"/api/plugins/{pid}/spin")
+        assert r.status_code == 429, r.text
+        assert error_of(r)["code"] == "busy", r.text
+        assert r.headers.get("Retry-After") == "1", r.headers
+        assert calls_of(view(tech, pid), "handle") == (0, 0), "the refused request reached the plugin"
+
+        other = account(srv, "mallory-neighbour", "user")
+        r = other.get(f"/api/plugins/{pid}/spin")
+        assert r.status_code == 502 and error_of(r)["code"] == "plugin_failed", r.text
+    finally:
+        for s in waiting:
+            s.close()
+    # Hung up, the eight give their places back.
+    until(user, 404)
+    r = user.get(f"/api/plugins/{pid}/spin")
+    assert r.status_code == 502 and error_of(r)["code"] == "plugin_failed", r.text
 
 
 def test_failing_routes_turn_a_plugin_off_and_its_routes_are_gone(tech, user, plugin_dist, cleanup):
