@@ -201,12 +201,21 @@ pub async fn upgrade(
             ),
         ));
     }
-    let config =
-        checked_config(&inspected.manifest, &record.config, false).map_err(|problems| {
-            AppError::BadRequest(format!(
-                "the saved configuration does not fit the new version: {problems}; change it first"
-            ))
-        })?;
+    // A value saved as a secret stays one: a version that declares the
+    // field as plain text would show it, so the value is dropped instead.
+    let was_secret = corral_plugin_host::Manifest::parse(&record.manifest)
+        .map(|m| m.secret_fields())
+        .unwrap_or_default();
+    let now_secret = inspected.manifest.secret_fields();
+    let mut saved = record.config.clone();
+    if let Some(fields) = saved.as_object_mut() {
+        fields.retain(|name, _| !was_secret.contains(name) || now_secret.contains(name));
+    }
+    let config = checked_config(&inspected.manifest, &saved, false).map_err(|problems| {
+        AppError::BadRequest(format!(
+            "the saved configuration does not fit the new version: {problems}; change it first"
+        ))
+    })?;
     let old_sha = record.component_sha256.clone();
     let sha256 = write_component(&state.config.data_dir, &component).await?;
     let mut approved = record.approved.clone();

@@ -714,6 +714,17 @@ def test_secrets_are_never_returned(plugins, none_on, tech, boss, plugin_dist):
     ):
         assert r.status_code == 200, r.text
         assert SECRET not in r.text, r.request.url
+
+    # A version that declares the field as plain text does not get to show
+    # the saved secret: the value is dropped.
+    plain, component = plugin_parts(plugin_dist, "template")
+    plain += '\n[config.properties.api-key]\ntype = "string"\nmaxLength = 200\n'
+    r = upload_plugin(tech, "PUT", "/api/plugins/template/component", plain, component)
+    assert r.status_code == 200, r.text
+    assert SECRET not in r.text
+    assert r.json()["secrets"] == [] and "api-key" not in r.json()["config"], r.json()
+    for r in (tech.get("/api/plugins/template"), boss.get("/api/audit")):
+        assert r.status_code == 200 and SECRET not in r.text, r.request.url
     tech.ok("DELETE", "/api/plugins/template", expect=(204,))
 
 
