@@ -112,21 +112,43 @@ pub async fn allowance(state: &AppState, user: &User) -> ApiResult<Allowance> {
 fn refuse_if_spent(allowance: &Allowance, holding: u64) -> ApiResult<()> {
     match allowance.limit {
         Some(limit) if allowance.used >= limit => {
-            let wait = (allowance.resets_at - Utc::now()).num_seconds().max(1);
             let under_way = match holding {
                 0 => String::new(),
                 n => format!(", {n} of them held by generations still under way"),
             };
-            Err(AppError::QuotaExceeded {
-                retry_after: u64::try_from(wait).unwrap_or(1),
-                message: format!(
+            Err(exceeded(
+                allowance,
+                format!(
                     "the daily allowance of {limit} tokens is used up ({} used{under_way}); it \
                      renews at 00:00 UTC",
                     allowance.used
                 ),
-            })
+            ))
         }
         _ => Ok(()),
+    }
+}
+
+/// Refuses input of at least `input` tokens that does not fit in what is
+/// left of the allowance, with room for `room` tokens written after it.
+fn refuse_if_too_long(allowance: &Allowance, input: u64, room: u64) -> ApiResult<()> {
+    match (allowance.limit, allowance.remaining) {
+        (Some(limit), Some(left)) if input.saturating_add(room) > left => Err(exceeded(
+            allowance,
+            format!(
+                "the input (at least {input} tokens) does not fit in the {left} tokens left of \
+                 the daily allowance of {limit}; shorten it, or wait until it renews at 00:00 UTC"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn exceeded(allowance: &Allowance, message: String) -> AppError {
+    let wait = (allowance.resets_at - Utc::now()).num_seconds().max(1);
+    AppError::QuotaExceeded {
+        retry_after: u64::try_from(wait).unwrap_or(1),
+        message,
     }
 }
 
@@ -208,10 +230,11 @@ pub fn estimate_tokens(bytes: usize) -> u64 {
 }
 
 /// Refuses a generation when `user` has used up today's allowance, counting
-/// what the user's other generations under way may still use; otherwise
-/// caps its `max_tokens` at what is left, so one long answer cannot run far
-/// past the limit, and holds `prompt_tokens` (an estimate) plus that
-/// `max_tokens` until the returned reservation is dropped.
+/// what the user's other generations under way may still use, or when its
+/// prompt (`prompt_tokens`, an estimate) surely leaves no room for an
+/// answer; otherwise caps its `max_tokens` at what is left after the
+/// prompt, so one long request cannot run far past the limit, and holds the
+/// prompt plus that `max_tokens` until the returned reservation is dropped.
 pub async fn admit(
     state: &AppState,
     user: &User,
@@ -222,7 +245,8 @@ pub async fn admit(
 }
 
 /// Like [`admit`], for work that reads its input and writes nothing (an
-/// embedding run): holds `input_tokens` (an estimate).
+/// embedding run): refuses input larger than what is left, and holds
+/// `input_tokens` (an estimate).
 pub async fn hold_input(
     state: &AppState,
     user: &User,
@@ -257,9 +281,20 @@ async fn reserve(
         .limit
         .map(|limit| limit.saturating_sub(allowance.used));
     refuse_if_spent(&allowance, holding)?;
+    // The estimate counts four bytes a token; hardly any text takes more
+    // than eight, so half of it is what the input takes at the least. A
+    // generation needs room for one token of answer after that.
+    let at_least = prompt_tokens / 2;
+    let room = u64::from(sampling.is_some());
+    refuse_if_too_long(&allowance, at_least, room)?;
     let mut tokens = prompt_tokens;
     if let Some(sampling) = sampling {
-        cap(sampling, allowance.remaining);
+        cap(
+            sampling,
+            allowance
+                .remaining
+                .map(|left| left.saturating_sub(at_least)),
+        );
         tokens = tokens.saturating_add(u64::from(sampling.max_tokens));
     }
     if unlimited {
@@ -436,6 +471,26 @@ mod tests {
         assert_eq!(quotas.limit_for(&user("a1", Role::Admin)), Some(7));
         assert_eq!(quotas.limit_for(&user("a2", Role::Admin)), None);
         assert_eq!(quotas.limit_for(&user("t1", Role::Technician)), Some(5));
+    }
+
+    #[test]
+    fn input_must_fit_in_what_is_left() {
+        let left = |remaining: Option<u64>| Allowance {
+            limit: remaining.map(|_| 1000),
+            used: 1000 - remaining.unwrap_or(0),
+            remaining,
+            resets_at: now() + chrono::TimeDelta::hours(1),
+        };
+        // A generation needs room for one token after its prompt.
+        assert!(refuse_if_too_long(&left(Some(10)), 9, 1).is_ok());
+        let err = refuse_if_too_long(&left(Some(10)), 10, 1).unwrap_err();
+        assert_eq!((err.status().as_u16(), err.code()), (429, "quota_exceeded"));
+        assert!(err.to_string().contains("at least 10 tokens"), "{err}");
+        // An embedding run writes nothing.
+        assert!(refuse_if_too_long(&left(Some(10)), 10, 0).is_ok());
+        assert!(refuse_if_too_long(&left(Some(10)), 11, 0).is_err());
+        // Unlimited.
+        assert!(refuse_if_too_long(&left(None), u64::MAX, 1).is_ok());
     }
 
     #[test]

@@ -276,6 +276,31 @@ def test_max_tokens_is_capped_by_what_is_left(limited, staff, demo):
     assert r.json()["error"]["code"] == "quota_exceeded"
 
 
+def test_a_prompt_longer_than_what_is_left_is_refused(limited, staff, demo):
+    """With little left, a long prompt is refused before it is read: it
+    would pass the allowance by its own length, whatever `max_tokens` says."""
+    user = new_user(limited, "long-winded")
+    set_quota(staff, user, 50)
+    story = "The lighthouse keeper counted the ships that passed each night. " * 30
+    r = user.post(
+        "/v1/completions",
+        json={"model": DEMO_NAME, "prompt": story, "max_tokens": 1},
+        timeout=(5, 300),
+    )
+    assert r.status_code == 429, r.text
+    error = r.json()["error"]
+    assert error["code"] == "quota_exceeded" and "does not fit" in error["message"], error
+    assert used(user) == 0
+    # A short one still fits, capped at what is left after it.
+    r = user.post(
+        "/v1/completions",
+        json={"model": DEMO_NAME, "prompt": "Once upon a time", **LONG},
+        timeout=(5, 300),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] <= 50 - 2, r.json()["usage"]
+
+
 def test_requests_sent_side_by_side_cannot_spend_one_allowance_twice(limited, staff, demo):
     """Four requests at once (two on /v1, two chat answers) with 300 tokens
     left: the first admitted holds the allowance until it is counted, so
