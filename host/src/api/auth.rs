@@ -17,7 +17,7 @@ use crate::auth::{new_secret, token_hash, API_KEY_PREFIX};
 use crate::client_addr::{bucket, client_address};
 use crate::error::{ApiResult, AppError, Json, Path, Validator};
 use crate::model::{new_id, ApiKey, User};
-use crate::policy::{Caller, Credential};
+use crate::policy::Caller;
 use crate::sessions::{Issued, Sessions};
 use crate::state::AppState;
 use crate::time::{now, serde_millis, serde_millis_opt};
@@ -567,8 +567,7 @@ pub struct CreatedKey {
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "The new key, shown once", body = CreatedKey),
-        (status = 403, description = "Called with an API key that expires, for a key that would \
-            outlive it", body = corral_sdk::ErrorBody),
+        (status = 403, description = "Called with an API key: keys are made from a sign-in", body = corral_sdk::ErrorBody),
         (status = 409, description = "The account holds as many keys as it may (`limit_reached`)", body = corral_sdk::ErrorBody),
     ))]
 pub async fn create_key(
@@ -593,19 +592,13 @@ pub async fn create_key(
     let expires_at = req
         .expires_in_days
         .map(|d| created_at + chrono::Duration::days(d as i64));
-    // A key that expires must not be a way to a key that lasts longer.
-    if let Credential::ApiKey {
-        expires_at: Some(own),
-        ..
-    } = &caller.credential
-    {
-        if expires_at.is_none_or(|new| new > *own) {
-            return Err(AppError::Forbidden(format!(
-                "this API key expires at {}; a key made with it must expire by then (choose \
-                 fewer days, or sign in to make a longer-lived key)",
-                crate::time::format(own)
-            )));
-        }
+    // A key that could make keys would outlive its own revocation.
+    if caller.api_key_id.is_some() {
+        return Err(AppError::Forbidden(
+            "API keys are made from a sign-in, not with another key, so that revoking a key \
+             ends what it can do"
+                .into(),
+        ));
     }
     crate::limits::room_for_api_key(&state, caller.id()).await?;
     let key = new_secret(API_KEY_PREFIX);
@@ -629,11 +622,13 @@ pub async fn create_key(
     ))
 }
 
-/// Revoke one of the caller's API keys.
+/// Revoke one of the caller's API keys. Called with an API key, only that
+/// key itself.
 #[utoipa::path(delete, path = "/api/me/keys/{id}", tag = "me",
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 204, description = "Revoked"),
+        (status = 403, description = "Called with an API key, for another key", body = corral_sdk::ErrorBody),
         (status = 404, description = "No such key", body = corral_sdk::ErrorBody),
     ))]
 pub async fn delete_key(
@@ -641,6 +636,11 @@ pub async fn delete_key(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    if caller.api_key_id.as_ref().is_some_and(|own| *own != id) {
+        return Err(AppError::Forbidden(
+            "an API key can revoke only itself; sign in to manage the others".into(),
+        ));
+    }
     if state.store.delete_api_key(caller.id(), &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
