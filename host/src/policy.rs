@@ -207,13 +207,34 @@ pub async fn enforce(
     next.run(request).await
 }
 
-/// The `access_token` query parameter of a WebSocket handshake: browsers
-/// cannot set headers on one. Other requests must use the header, which
-/// stays out of URLs and logs.
+/// The subprotocol a browser offers, before its access token, to sign a
+/// WebSocket handshake in ([`websocket_token`]); the server answers with it.
+pub const BEARER_PROTOCOL: &str = "corral.bearer";
+
+/// The token of a WebSocket handshake, which browsers cannot put in a
+/// header of their own: offered as the subprotocol after
+/// [`BEARER_PROTOCOL`] (`Sec-WebSocket-Protocol: corral.bearer, <token>`),
+/// which stays out of URLs and so of proxies' logs, or else the
+/// `access_token` query parameter. Other requests must use the
+/// `Authorization` header.
 fn websocket_token(request: &Request) -> Option<String> {
     let upgrade = request.headers().get(header::UPGRADE)?.to_str().ok()?;
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return None;
+    }
+    let offered: Vec<&str> = request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if let Some(at) = offered.iter().position(|p| *p == BEARER_PROTOCOL) {
+        return offered
+            .get(at + 1)
+            .filter(|t| !t.is_empty())
+            .map(|t| (*t).to_owned());
     }
     let axum::extract::Query(mut query) = axum::extract::Query::<
         std::collections::HashMap<String, String>,

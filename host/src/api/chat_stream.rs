@@ -214,6 +214,8 @@ pub async fn websocket(
         .chat_runs
         .open_socket(caller.id(), state.config.max_websockets_per_user)?;
     Ok(upgrade
+        // A browser that signed in with the subprotocol needs it answered.
+        .protocols([crate::policy::BEARER_PROTOCOL])
         .max_message_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| session(socket, state, caller, slot))
         .into_response())

@@ -419,6 +419,25 @@ def test_ws_needs_a_valid_token(user):
     assert info.value.status_code == 401
 
 
+def test_ws_token_as_a_subprotocol_stays_out_of_the_url(user, models):
+    """Browsers sign in to the socket by offering `corral.bearer` and then
+    the token as subprotocols; the server answers with `corral.bearer`."""
+    url = ws_url(user)
+    ws = websocket.create_connection(url, subprotocols=["corral.bearer", user.token], timeout=60)
+    try:
+        assert ws.getsubprotocol() == "corral.bearer"
+        chat_id = new_chat(user, models["llama"]["name"])
+        ws.send(json.dumps({"type": "send", "chat_id": chat_id, "content": "Hello!", "sampling": GREEDY}))
+        _, final = check_events(ws_events(ws, chat_id), with_user=True, content="Hello!")
+        check_stored(user, chat_id, final)
+    finally:
+        ws.close()
+    for offered in (["corral.bearer", "not-a-token"], ["corral.bearer"], [user.token]):
+        with pytest.raises(websocket.WebSocketBadStatusException) as info:
+            websocket.create_connection(url, subprotocols=offered, timeout=30)
+        assert info.value.status_code == 401, offered
+
+
 def test_ws_two_chats_at_once_on_one_socket(user, models):
     """Events of two answers on one socket are told apart by chat_id."""
     chats = [new_chat(user, models["llama"]["name"]) for _ in range(2)]

@@ -18,12 +18,18 @@ class FakeSocket {
   onmessage: ((event: { data: unknown }) => void) | null = null;
   onclose: ((event: { code: number }) => void) | null = null;
 
-  constructor(readonly url: string) {
+  constructor(
+    readonly url: string,
+    readonly protocols: string[] = [],
+  ) {
     FakeSocket.instances.push(this);
   }
 
+  /** The access token, offered after the bearer subprotocol. */
   get token(): string | null {
-    return new URL(this.url).searchParams.get("access_token");
+    expect(new URL(this.url).search, "a token in the URL").toBe("");
+    expect(this.protocols[0]).toBe("corral.bearer");
+    return this.protocols[1] ?? null;
   }
 
   send(data: string) {

@@ -14,6 +14,7 @@ export type ClientFrame = Schemas["ClientFrame"];
 export type SocketStatus = "connecting" | "open" | "reconnecting" | "closed";
 
 const POLICY_VIOLATION = 1008;
+const BEARER_PROTOCOL = "corral.bearer";
 const MAX_BACKOFF_MS = 15_000;
 /**
  * A refused handshake renews the token at most this often: a refusal a new
@@ -115,8 +116,9 @@ class ChatSocket {
     }
     this.setStatus(this.attempts === 0 ? "connecting" : "reconnecting");
     const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    const url = `${scheme}//${window.location.host}/api/chats/ws?access_token=${encodeURIComponent(token)}`;
-    const socket = new WebSocket(url);
+    // The token rides as a subprotocol, after the one the server answers
+    // with: it stays out of the URL, and so out of proxies' logs.
+    const socket = new WebSocket(`${scheme}//${window.location.host}/api/chats/ws`, [BEARER_PROTOCOL, token]);
     this.socket = socket;
     let opened = false;
     socket.onopen = () => {
