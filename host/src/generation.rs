@@ -140,7 +140,23 @@ pub async fn start_on(
         // A long chat is cut to fit the context.
         prompt_tokens = prompt_tokens.min(u64::from(record.context_length));
     }
-    let reservation = crate::quota::admit(state, user, &mut sampling, prompt_tokens).await?;
+    // What the prompt surely holds: a chat's history may be cut to fit the
+    // context, never its system prompt and the message answered.
+    let kept_bytes = match &request.prompt {
+        Prompt::Text(text) => text.len(),
+        Prompt::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+        Prompt::History(messages) => {
+            let system: usize = messages
+                .iter()
+                .filter(|m| m.role == "system")
+                .map(|m| m.content.len())
+                .sum();
+            system + messages.last().map_or(0, |m| m.content.len())
+        }
+    };
+    let at_least = crate::quota::surely_at_least(kept_bytes);
+    let reservation =
+        crate::quota::admit(state, user, &mut sampling, prompt_tokens, at_least).await?;
     let admitted_max_tokens = sampling.max_tokens;
 
     let mut prompt = request.prompt;
@@ -405,8 +421,7 @@ pub async fn embed(
         return Err(not_embedding());
     }
     let input_bytes = inputs.iter().map(String::len).sum();
-    let hold =
-        crate::quota::hold_input(state, user, crate::quota::estimate_tokens(input_bytes)).await?;
+    let hold = crate::quota::hold_input(state, user, input_bytes).await?;
     // Embeddings wait in the model's queue like generations: the same
     // slots, the same per-user allowance. Leaving (a client that goes
     // away) drops the ticket or the permit.

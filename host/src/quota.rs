@@ -229,36 +229,48 @@ pub fn estimate_tokens(bytes: usize) -> u64 {
     u64::try_from(bytes.div_ceil(4)).unwrap_or(u64::MAX)
 }
 
+/// The fewest tokens text of `bytes` takes: hardly any text takes more than
+/// eight bytes a token. Input refused for this many surely does not fit.
+pub fn surely_at_least(bytes: usize) -> u64 {
+    u64::try_from(bytes / 8).unwrap_or(u64::MAX)
+}
+
 /// Refuses a generation when `user` has used up today's allowance, counting
 /// what the user's other generations under way may still use, or when its
-/// prompt (`prompt_tokens`, an estimate) surely leaves no room for an
-/// answer; otherwise caps its `max_tokens` at what is left after the
-/// prompt, so one long request cannot run far past the limit, and holds the
-/// prompt plus that `max_tokens` until the returned reservation is dropped.
+/// prompt surely leaves no room for an answer (`at_least` tokens, see
+/// [`surely_at_least`]); otherwise caps its `max_tokens` at what is left
+/// after that, so one long request cannot run far past the limit, and holds
+/// `prompt_tokens` (an estimate) plus that `max_tokens` until the returned
+/// reservation is dropped.
 pub async fn admit(
     state: &AppState,
     user: &User,
     sampling: &mut SamplingParams,
     prompt_tokens: u64,
+    at_least: u64,
 ) -> ApiResult<Reservation> {
-    reserve(state, user, prompt_tokens, Some(sampling)).await
+    reserve(state, user, prompt_tokens, at_least, Some(sampling)).await
 }
 
-/// Like [`admit`], for work that reads its input and writes nothing (an
-/// embedding run): refuses input larger than what is left, and holds
-/// `input_tokens` (an estimate).
-pub async fn hold_input(
-    state: &AppState,
-    user: &User,
-    input_tokens: u64,
-) -> ApiResult<Reservation> {
-    reserve(state, user, input_tokens, None).await
+/// Like [`admit`], for work that reads its input of `bytes` and writes
+/// nothing (an embedding run): refuses input that surely does not fit in
+/// what is left, and holds its estimate.
+pub async fn hold_input(state: &AppState, user: &User, bytes: usize) -> ApiResult<Reservation> {
+    reserve(
+        state,
+        user,
+        estimate_tokens(bytes),
+        surely_at_least(bytes),
+        None,
+    )
+    .await
 }
 
 async fn reserve(
     state: &AppState,
     user: &User,
     prompt_tokens: u64,
+    at_least: u64,
     sampling: Option<&mut SamplingParams>,
 ) -> ApiResult<Reservation> {
     let reservations = &state.quota_holds;
@@ -281,10 +293,7 @@ async fn reserve(
         .limit
         .map(|limit| limit.saturating_sub(allowance.used));
     refuse_if_spent(&allowance, holding)?;
-    // The estimate counts four bytes a token; hardly any text takes more
-    // than eight, so half of it is what the input takes at the least. A
-    // generation needs room for one token of answer after that.
-    let at_least = prompt_tokens / 2;
+    // A generation needs room for one token of answer after its prompt.
     let room = u64::from(sampling.is_some());
     refuse_if_too_long(&allowance, at_least, room)?;
     let mut tokens = prompt_tokens;

@@ -365,6 +365,29 @@ def long_chat_answer(user: Api, chat_id: str) -> tuple[int, dict]:
     return 200, end
 
 
+def test_a_long_chat_is_judged_by_what_it_surely_keeps(limited, staff, demo):
+    """A chat's history may be cut to fit the model's context, so a long
+    one is not refused for its length: only the message answered (and the
+    system prompt) surely stay. A long message is refused."""
+    user = new_user(limited, "storyteller")
+    chat = user.ok("POST", "/api/chats", json={"model": DEMO_NAME}, expect=(201,))
+    for n in range(3):
+        note = f"Chapter {n}. " + "The tide came in over the sand. " * 200
+        user.ok("POST", f"/api/chats/{chat['id']}/messages", json={"content": note}, expect=(201,))
+    # The history alone is more than 2,000 tokens at eight bytes a token.
+    set_quota(staff, user, 1500)
+    status, done = long_chat_answer(user, chat["id"])
+    assert status == 200 and done["type"] == "done", (status, done)
+    set_quota(staff, user, used(user) + 1500)
+    r = user.post(
+        f"/api/chats/{chat['id']}/stream",
+        json={"content": "And then? " * 1300, "sampling": LONG},
+        timeout=(5, 300),
+    )
+    assert r.status_code == 429, r.text
+    assert "does not fit" in r.json()["message"], r.text
+
+
 def test_a_chat_answer_is_capped_by_what_is_left(limited, staff, demo):
     user = new_user(limited, "chatter")
     set_quota(staff, user, 40)
