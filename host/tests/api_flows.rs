@@ -559,6 +559,72 @@ async fn a_key_cannot_make_keys_or_revoke_others() {
     assert_eq!(names, ["forever"], "{list}");
 }
 
+/// A staff member's key runs scripts, but what would outlive its
+/// revocation (a staff account, a role, a password it knows) needs a
+/// sign-in.
+#[tokio::test]
+async fn a_staff_key_cannot_leave_access_behind() {
+    let t = TestApp::new().await;
+    let boss = t.signed_in("boss", Role::Admin).await;
+    let (status, made) = t
+        .post(
+            "/api/me/keys",
+            Some(&boss.access),
+            &json!({"name": "script"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let key = made["key"].as_str().expect("the key").to_owned();
+    let key = Some(key.as_str());
+
+    let (status, body) = t
+        .post(
+            "/api/users",
+            key,
+            &json!({"username": "backdoor", "password": PASSWORD, "role": "admin"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("needs a sign-in")),
+        "{body}"
+    );
+    // An ordinary account, yes.
+    let (status, plain) = t
+        .post(
+            "/api/users",
+            key,
+            &json!({"username": "newbie", "password": PASSWORD, "role": "user"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plain}");
+    let newbie = format!("/api/users/{}", id(&plain));
+    let (status, body) = t.patch(&newbie, key, &json!({"role": "admin"})).await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, body) = t
+        .post(
+            &format!("{newbie}/password"),
+            key,
+            &json!({"new_password": "known to the thief"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, body) = t
+        .patch(&newbie, key, &json!({"display_name": "Newbie"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, seen) = t.get(&newbie, Some(&boss.access)).await;
+    assert_eq!(seen["role"], "user");
+    assert!(t
+        .store
+        .get_user_by_username("backdoor")
+        .await
+        .expect("store")
+        .is_none());
+}
+
 #[tokio::test]
 async fn closed_registration_is_refused_and_audited() {
     let t = TestApp::new().await;

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::accounts::{self, AccountChanges, NewAccount};
 use crate::api::{paging, search_term, Paged, UserView};
-use crate::error::{ApiResult, Json, Path, Query};
+use crate::error::{ApiResult, AppError, Json, Path, Query};
 use crate::model::UserQuery;
 use crate::policy::Caller;
 use crate::state::AppState;
@@ -81,7 +81,7 @@ pub struct CreateUserRequest {
     request_body = CreateUserRequest,
     responses(
         (status = 201, description = "Created", body = UserView),
-        (status = 403, description = "Only technicians can create technicians", body = corral_sdk::ErrorBody),
+        (status = 403, description = "Only technicians can create technicians; staff accounts are made from a sign-in, not with an API key", body = corral_sdk::ErrorBody),
         (status = 409, description = "The username is taken", body = corral_sdk::ErrorBody),
     ))]
 pub async fn create(
@@ -89,6 +89,9 @@ pub async fn create(
     caller: Caller,
     Json(req): Json<CreateUserRequest>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
+    if req.role != Role::User {
+        signed_in(&caller, "making a staff account")?;
+    }
     let new = NewAccount {
         username: req.username,
         password: req.password,
@@ -131,7 +134,7 @@ pub struct UpdateUserRequest {
     request_body = UpdateUserRequest,
     responses(
         (status = 200, description = "Updated", body = UserView),
-        (status = 403, description = "Only technicians can act on a technician's account, or grant or take away the technician role", body = corral_sdk::ErrorBody),
+        (status = 403, description = "Only technicians can act on a technician's account, or grant or take away the technician role; roles are changed from a sign-in, not with an API key", body = corral_sdk::ErrorBody),
         (status = 404, description = "No such user", body = corral_sdk::ErrorBody),
         (status = 409, description = "Would leave no active admin or technician, or no active technician", body = corral_sdk::ErrorBody),
     ))]
@@ -141,6 +144,9 @@ pub async fn update(
     Path(id): Path<String>,
     Json(req): Json<UpdateUserRequest>,
 ) -> ApiResult<Json<UserView>> {
+    if req.role.is_some() {
+        signed_in(&caller, "changing a role")?;
+    }
     let changes = AccountChanges {
         display_name: req.display_name,
         role: req.role,
@@ -172,7 +178,7 @@ pub struct ResetPasswordRequest {
     request_body = ResetPasswordRequest,
     responses(
         (status = 204, description = "Password reset"),
-        (status = 403, description = "Only technicians can reset a technician's password, and no one their own here: `/api/me/password` asks for the current one", body = corral_sdk::ErrorBody),
+        (status = 403, description = "Only technicians can reset a technician's password, and no one their own here: `/api/me/password` asks for the current one; not with an API key", body = corral_sdk::ErrorBody),
         (status = 404, description = "No such user", body = corral_sdk::ErrorBody),
     ))]
 pub async fn reset_password(
@@ -181,6 +187,7 @@ pub async fn reset_password(
     Path(id): Path<String>,
     Json(req): Json<ResetPasswordRequest>,
 ) -> ApiResult<StatusCode> {
+    signed_in(&caller, "resetting a password")?;
     accounts::reset_password(
         state.store.as_ref(),
         &state.staff_changes,
@@ -190,4 +197,16 @@ pub async fn reset_password(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses `what` to a caller using an API key: an account it makes, a
+/// role it grants or a password it sets would give access that outlives
+/// the key's revocation, so these come from a sign-in.
+fn signed_in(caller: &Caller, what: &str) -> ApiResult<()> {
+    if caller.api_key_id.is_some() {
+        return Err(AppError::Forbidden(format!(
+            "{what} needs a sign-in, not an API key: what a key did must end when it is revoked"
+        )));
+    }
+    Ok(())
 }
