@@ -115,6 +115,17 @@ pub(crate) enum Failure {
     /// No instance slot was free: the host is busy, not the plugin at
     /// fault, so this does not count toward turning it off.
     Busy,
+    /// Stopped by the clock while the host kept it waiting (a model in its
+    /// queue, the store, the network) before it used up its own time: not
+    /// its fault either, so not counted.
+    Stalled(Duration),
+}
+
+impl Failure {
+    /// Whether it counts toward turning the plugin off.
+    fn counts(&self) -> bool {
+        !matches!(self, Failure::Busy | Failure::Stalled(_))
+    }
 }
 
 impl Failure {
@@ -128,6 +139,7 @@ impl Failure {
             Failure::Trap(_) => "it crashed",
             Failure::InvalidOutput(_) => "it returned invalid output",
             Failure::Busy => "the host had no room to start it",
+            Failure::Stalled(_) => "the host kept it waiting too long",
         }
     }
 }
@@ -145,6 +157,11 @@ impl fmt::Display for Failure {
             Failure::InvalidOutput(what) => write!(f, "returned invalid output: {what}"),
             Failure::Busy => f.write_str(
                 "could not start: every plugin instance slot is in use (raise the runtime's instance limit)",
+            ),
+            Failure::Stalled(after) => write!(
+                f,
+                "stopped after {} ms, most of them waiting for the host (a model, the store, the network)",
+                after.as_millis()
             ),
         }
     }
@@ -192,19 +209,25 @@ pub(crate) async fn invoke(
     let outcome =
         match tokio::time::timeout(by_clock, run(host, plugin, live, caller, ctx, call)).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(Failure::Timeout(by_clock)),
+            // What it spent of its own time says whose the wait was.
+            Err(_) => match live.as_ref().map(|l| l.store.data().clock.spent()) {
+                Some(own) if own < plugin.env.call_budget => Err(Failure::Stalled(by_clock)),
+                _ => Err(Failure::Timeout(by_clock)),
+            },
         };
     let took = started.elapsed();
     plugin.health.stats.record(export, took, outcome.is_err());
     match &outcome {
         Ok(_) => plugin.health.succeeded(),
-        Err(Failure::Busy) => {
+        Err(failure) if !failure.counts() => {
+            // A call stopped halfway leaves an instance that cannot be
+            // entered again.
+            *live = None;
             tracing::warn!(
                 target: "corral::plugin",
                 plugin = %plugin.manifest.id,
                 export = export.as_str(),
-                "plugin call skipped: {}",
-                Failure::Busy
+                "plugin call not counted against it: {failure}"
             );
         }
         Err(failure) => {

@@ -3,8 +3,6 @@
 //! granted, caps sizes, runs as the calling user, and keeps the time it
 //! waits off the plugin's CPU budget.
 
-use std::time::Instant;
-
 use corral_hooks::{ChatMessage, KvScope, SamplingChange};
 
 use crate::calls::MAX_TEXT_BYTES;
@@ -55,7 +53,7 @@ impl PluginState {
         self.check(Capability::Kv).ok()?;
         Self::check_key(&key).ok()?;
         let scope = self.scope(scope);
-        let since = Instant::now();
+        let since = self.clock.enter_host();
         let r = self.services.kv_get(&self.env.id, &scope, &key).await;
         self.clock.host_time(since);
         r.unwrap_or_else(|e| {
@@ -76,7 +74,7 @@ impl PluginState {
             return Err(format!("a value is at most {MAX_KV_VALUE_BYTES} bytes"));
         }
         let scope = self.scope(scope);
-        let since = Instant::now();
+        let since = self.clock.enter_host();
         let r = self
             .services
             .kv_set(&self.env.id, &scope, &key, value, self.env.kv_quota_bytes)
@@ -90,7 +88,7 @@ impl PluginState {
             return false;
         }
         let scope = self.scope(scope);
-        let since = Instant::now();
+        let since = self.clock.enter_host();
         let r = self.services.kv_delete(&self.env.id, &scope, &key).await;
         self.clock.host_time(since);
         r.unwrap_or_else(|e| {
@@ -104,7 +102,7 @@ impl PluginState {
             return Vec::new();
         }
         let scope = self.scope(scope);
-        let since = Instant::now();
+        let since = self.clock.enter_host();
         let r = self.services.kv_list(&self.env.id, &scope, &prefix).await;
         self.clock.host_time(since);
         match r {
@@ -140,7 +138,7 @@ impl PluginState {
         if messages.iter().any(|m| m.content.len() > MAX_TEXT_BYTES) {
             return Err(format!("a message is at most {MAX_TEXT_BYTES} bytes"));
         }
-        let since = Instant::now();
+        let since = self.clock.enter_host();
         let r = self
             .services
             .generate(&self.caller, &model, messages, sampling)
@@ -169,7 +167,7 @@ impl PluginState {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
         });
-        let since = Instant::now();
+        let since = self.clock.enter_host();
         let r = self
             .services
             .embed(&self.caller, model.as_deref(), texts)

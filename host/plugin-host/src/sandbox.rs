@@ -76,6 +76,8 @@ impl PluginEnv {
 pub(crate) struct CallClock {
     started: Instant,
     in_host: Duration,
+    /// When the host call under way began.
+    in_host_since: Option<Instant>,
     network: Arc<NetworkWait>,
     pub(crate) budget: Duration,
     pub(crate) timed_out: bool,
@@ -85,19 +87,30 @@ impl CallClock {
     pub(crate) fn start(&mut self) {
         self.started = Instant::now();
         self.in_host = Duration::ZERO;
+        self.in_host_since = None;
         self.network.reset();
         self.timed_out = false;
     }
 
     pub(crate) fn spent(&self) -> Duration {
+        let waiting = self.in_host_since.map_or(Duration::ZERO, |s| s.elapsed());
         self.started
             .elapsed()
-            .saturating_sub(self.in_host + self.network.credit())
+            .saturating_sub(self.in_host + waiting + self.network.credit())
+    }
+
+    /// A host call begins; pass what this returns to [`Self::host_time`]
+    /// when it ends.
+    pub(crate) fn enter_host(&mut self) -> Instant {
+        let now = Instant::now();
+        self.in_host_since = Some(now);
+        now
     }
 
     /// Adds time that a host call took, to be left out of the budget.
     pub(crate) fn host_time(&mut self, since: Instant) {
         self.in_host += since.elapsed();
+        self.in_host_since = None;
     }
 }
 
@@ -250,6 +263,7 @@ pub(crate) fn new_store(
         clock: CallClock {
             started: Instant::now(),
             in_host: Duration::ZERO,
+            in_host_since: None,
             network,
             budget,
             timed_out: false,

@@ -567,6 +567,21 @@ async fn time_waiting_for_the_host_is_not_the_plugins() {
     );
     let status = rig.host.status("rag-docs").unwrap();
     assert_eq!(status.last_error, None);
+
+    // A model that keeps it waiting past the rig's second of waiting: the
+    // call is stopped, and that is not held against the plugin.
+    *rig.services.model_delay.lock().unwrap() = Duration::from_secs(5);
+    let mut g = begin(&rig.host, &ctx("ann")).await;
+    let mut p = prompt("Where do llamas live?");
+    let _ = g.before_prompt(&mut p).await;
+    let status = rig.host.status("rag-docs").unwrap();
+    assert_eq!(
+        (status.consecutive_failures, status.last_error.clone()),
+        (0, None),
+        "a wait for the host counted against the plugin"
+    );
+    let (made, failed) = calls(&status, Export::BeforePrompt);
+    assert_eq!(failed, 1, "{made} calls");
 }
 
 // ---------------------------------------------------------------------
