@@ -357,6 +357,11 @@ impl Config {
             "max_body_bytes must be at least 1024"
         );
         anyhow::ensure!(
+            config.max_messages_per_chat >= 2 && config.max_comments_per_ticket >= 1,
+            "max_messages_per_chat must be at least 2 (a question and its answer) and \
+             max_comments_per_ticket at least 1"
+        );
+        anyhow::ensure!(
             config.queue_max_waiting >= 1
                 && config.per_user_generations >= 1
                 && config.per_user_plugin_requests >= 1,

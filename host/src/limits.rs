@@ -85,7 +85,7 @@ pub fn room_for_comment(held: usize, cap: u64) -> ApiResult<()> {
     within(
         u64::try_from(held).unwrap_or(u64::MAX),
         cap,
-        format!("a ticket holds at most {cap} replies; open a new ticket to go on"),
+        format!("a ticket holds at most {cap} replies and staff notes; open a new ticket to go on"),
     )
 }
 

@@ -203,13 +203,17 @@ pub async fn upgrade(
     }
     // A value saved as a secret stays one: a version that declares the
     // field as plain text would show it, so the value is dropped instead.
+    // When the old manifest no longer reads, only fields secret now stay.
     let was_secret = corral_plugin_host::Manifest::parse(&record.manifest)
-        .map(|m| m.secret_fields())
-        .unwrap_or_default();
+        .ok()
+        .map(|m| m.secret_fields());
     let now_secret = inspected.manifest.secret_fields();
     let mut saved = record.config.clone();
     if let Some(fields) = saved.as_object_mut() {
-        fields.retain(|name, _| !was_secret.contains(name) || now_secret.contains(name));
+        fields.retain(|name, _| match &was_secret {
+            Some(was) => !was.contains(name) || now_secret.contains(name),
+            None => now_secret.contains(name),
+        });
     }
     let config = checked_config(&inspected.manifest, &saved, false).map_err(|problems| {
         AppError::BadRequest(format!(

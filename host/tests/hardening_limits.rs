@@ -229,13 +229,19 @@ async fn a_chat_or_a_ticket_cannot_grow_past_its_cap() {
     let chat = t.chat(&user.access, "long").await;
     let id = chat["id"].as_str().unwrap();
     let messages = format!("/api/chats/{id}/messages");
-    for n in 0..2 {
-        let (status, body) = t
-            .post(&messages, token, &json!({"content": format!("note {n}")}))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-    // A question and its answer would make four.
+    let stream = format!("/api/chats/{id}/stream");
+    let note = |n: usize| json!({"content": format!("note {n}")});
+    let (status, body) = t.post(&messages, token, &note(0)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // A question and its answer make three: let through to the model
+    // (whose file is missing here).
+    let (status, body) = t
+        .post(&stream, token, &json!({"content": "one more?"}))
+        .await;
+    assert_ne!(body["code"], "limit_reached", "{status} {body}");
+    let (status, body) = t.post(&messages, token, &note(1)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Now they would make four.
     let (status, body) = t
         .post(
             &format!("/api/chats/{id}/stream"),

@@ -717,6 +717,28 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_request_to_a_name_read_as_a_local_address_is_refused() {
+        use std::sync::atomic::Ordering;
+        let (port, seen) = local_server().await;
+        // A host list from before such names were refused at install.
+        let policy = HttpPolicy {
+            hosts: vec![HostPattern {
+                name: Name::Exact("2130706433".into()),
+                port: Port::Any,
+            }],
+            private_network: false,
+        };
+        let e = get(
+            &mut gate(Some(policy)),
+            &format!("http://2130706433:{port}/"),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, HttpError::DestinationIpProhibited), "{e:?}");
+        assert_eq!(seen.load(Ordering::SeqCst), 0, "it reached 127.0.0.1");
+    }
+
     #[test]
     fn host_patterns_match_names_and_ports() {
         let exact = p("api.example.com");

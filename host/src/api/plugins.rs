@@ -586,8 +586,10 @@ pub async fn choose(
 /// Headers a plugin is never shown (the caller's credentials).
 const HIDDEN_REQUEST_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
 /// Headers a plugin may not set on its answers.
-const REFUSED_RESPONSE_HEADERS: [&str; 8] = [
+const REFUSED_RESPONSE_HEADERS: [&str; 9] = [
     "set-cookie",
+    // What a route answers is the caller's; Corral keeps it out of caches.
+    "cache-control",
     "content-security-policy",
     "x-content-type-options",
     "content-length",

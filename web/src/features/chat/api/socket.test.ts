@@ -162,10 +162,15 @@ describe("the chat socket", () => {
       }
       expect(refreshes).toBe(1);
 
-      // A minute on, a refusal is worth a new token again.
+      // A 1008 (the session may be over) always asks at once.
+      FakeSocket.instances.at(-1)!.open();
+      FakeSocket.instances.at(-1)!.drop(1008);
+      await vi.waitFor(() => expect(refreshes).toBe(2));
+
+      // A minute on, a refused handshake is worth a new token again.
       await vi.advanceTimersByTimeAsync(60_000);
       FakeSocket.instances.at(-1)!.drop(1006);
-      await vi.waitFor(() => expect(refreshes).toBe(2));
+      await vi.waitFor(() => expect(refreshes).toBe(3));
       session.endSession("signed-out");
     } finally {
       vi.useRealTimers();

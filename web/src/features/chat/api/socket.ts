@@ -147,8 +147,9 @@ class ChatSocket {
       this.setStatus("reconnecting");
       // A handshake the server refused (401, seen as 1006) needs a new token
       // just as a 1008 close does, unless one was just fetched.
+      // A 1008 always gets one: the session may be over.
       const renewDue = Date.now() - this.renewedAt >= RENEW_EVERY_MS;
-      if ((close.code === POLICY_VIOLATION || !opened) && renewDue) void this.renew();
+      if (close.code === POLICY_VIOLATION || (!opened && renewDue)) void this.renew();
       else this.retryLater();
     };
   }
