@@ -76,13 +76,57 @@ pub fn render(
     let tmpl = env
         .get_template("chat")
         .map_err(|e| format!("the chat template does not parse: {e}"))?;
-    tmpl.render(context! {
-        messages => messages,
-        add_generation_prompt => add_generation_prompt,
-        bos_token => bos_token,
-        eos_token => eos_token,
-    })
-    .map_err(|e| format!("the chat template failed: {e}"))
+    // A template writes the messages with some markup around them; one
+    // that writes far more (a loop repeating text) is stopped before it
+    // fills the memory.
+    let given: usize = messages.iter().map(|m| m.content.len()).sum();
+    let mut out = Capped {
+        text: Vec::new(),
+        cap: given.saturating_mul(2).saturating_add(MARKUP_BYTES),
+        full: false,
+    };
+    let rendered = tmpl.render_captured_to(
+        context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos_token,
+            eos_token => eos_token,
+        },
+        &mut out,
+    );
+    match rendered {
+        Ok(_) => String::from_utf8(out.text).map_err(|e| format!("the chat template failed: {e}")),
+        Err(_) if out.full => Err(format!(
+            "the chat template wrote more than {} bytes for {given} bytes of messages",
+            out.cap
+        )),
+        Err(e) => Err(format!("the chat template failed: {e}")),
+    }
+}
+
+/// What a template may write beyond twice its messages.
+const MARKUP_BYTES: usize = 1 << 20;
+
+/// Output that refuses to grow past `cap` bytes (and then says so).
+struct Capped {
+    text: Vec<u8>,
+    cap: usize,
+    full: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > self.cap {
+            self.full = true;
+            return Err(std::io::Error::other("too long"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +138,17 @@ mod tests {
             role: role.into(),
             content: content.into(),
         }
+    }
+
+    #[test]
+    fn a_template_that_writes_far_more_than_its_messages_is_stopped() {
+        let flood = "{% for i in range(50) %}{{ 'A' * 100000 }}{% endfor %}";
+        let err = render(flood, &[msg("user", "Hello")], true, "", "").unwrap_err();
+        assert!(err.contains("wrote more than"), "{err}");
+        // Long messages may make a long prompt.
+        let long = "x".repeat(3 << 20);
+        let out = render(GEMMA, &[msg("user", &long)], true, "<bos>", "").unwrap();
+        assert!(out.len() > long.len());
     }
 
     #[test]

@@ -441,10 +441,10 @@ impl WorkerModel {
             let (client, _, pid) = self.supervisor.client().await?;
             match client.post(url(path)).json(body).send().await {
                 Ok(r) if r.status().is_success() => {
-                    return r
-                        .json()
-                        .await
-                        .map_err(|e| BackendError::Internal(format!("the worker's answer: {e}")))
+                    // A model's template can make a huge prompt; it stops
+                    // here rather than in the host's memory.
+                    return super::nodes::read_json(r, super::nodes::LARGE_ANSWER, "the worker")
+                        .await;
                 }
                 Ok(r) => return Err(worker_error(r).await),
                 Err(e) if attempt == 0 => self.supervisor.crashed(pid, &e.to_string()),
