@@ -55,7 +55,7 @@ const SETTING: &str = "internal.nodes";
 /// The largest health, load or error answer read from a node.
 const SMALL_ANSWER: usize = 1024 * 1024;
 /// The largest answer to an embedding, tokenizing or template call.
-const LARGE_ANSWER: usize = 64 * 1024 * 1024;
+pub(super) const LARGE_ANSWER: usize = 64 * 1024 * 1024;
 /// Nodes a host may have.
 pub const MAX_NODES: usize = 64;
 
@@ -662,7 +662,7 @@ impl Nodes {
             .await;
         match answer {
             Ok(r) if r.status().is_success() => {
-                match read_json::<NodeReport>(r, SMALL_ANSWER).await {
+                match read_json::<NodeReport>(r, SMALL_ANSWER, "the node").await {
                     Ok(report) => {
                         self.free_orphans(&link, &report);
                         link.set_up(report)
@@ -807,7 +807,7 @@ async fn place(link: &Link, id: &str, placement: &Placement) -> BackendResult<Mo
     if !answer.status().is_success() {
         return Err(refused(link, answer).await);
     }
-    read_json(answer, SMALL_ANSWER).await
+    read_json(answer, SMALL_ANSWER, "the node").await
 }
 
 /// The call that frees placement `digest` of model `id` on `link`'s node
@@ -831,13 +831,22 @@ async fn went_down(link: &Link) -> String {
     }
 }
 
-/// A node's JSON answer, read up to `limit` bytes.
-async fn read_json<T: serde::de::DeserializeOwned>(
+/// The most text an answer of `max_tokens` may bring: a token is rarely
+/// more than a few bytes, so more means a broken or hostile server.
+pub(super) fn most_text(max_tokens: u32) -> usize {
+    (max_tokens as usize)
+        .saturating_mul(64)
+        .saturating_add(64 * 1024)
+}
+
+/// A node's (or a worker's: `from`) JSON answer, read up to `limit` bytes.
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
     answer: reqwest::Response,
     limit: usize,
+    from: &str,
 ) -> BackendResult<T> {
     let unreadable =
-        |e: &dyn std::fmt::Display| BackendError::Internal(format!("the node's answer: {e}"));
+        |e: &dyn std::fmt::Display| BackendError::Internal(format!("{from}'s answer: {e}"));
     let mut body = answer.bytes_stream();
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
@@ -860,7 +869,7 @@ async fn refused(link: &Link, answer: reqwest::Response) -> BackendError {
         // It lost the model again right after it was loaded again.
         return link.unreachable("it does not hold the model");
     }
-    match read_json::<WorkerError>(answer, SMALL_ANSWER).await {
+    match read_json::<WorkerError>(answer, SMALL_ANSWER, "the node").await {
         Ok(e) if !status.is_server_error() => e.error,
         // A proxy in front of a dead node, or the node failing.
         Ok(e) => link.unreachable(&format!("it answered {status}: {}", e.error)),
@@ -950,7 +959,7 @@ impl NodeModel {
             if answer.status().is_success() {
                 // A node that answers garbage is a broken node, not a bug
                 // here.
-                return read_json(answer, LARGE_ANSWER)
+                return read_json(answer, LARGE_ANSWER, "the node")
                     .await
                     .map_err(|e| self.link.unreachable(&e.to_string()));
             }
@@ -1028,7 +1037,7 @@ impl NodeModel {
             // more than a few bytes) means a broken or hostile node.
             let limits = Limits {
                 stall: None,
-                text_bytes: Some(request.sampling.max_tokens as usize * 64 + 64 * 1024),
+                text_bytes: Some(most_text(request.sampling.max_tokens)),
             };
             let followed = follow(
                 answer,

@@ -657,9 +657,11 @@ impl Parser {
     }
 
     /// Whether as many parts came as the request allows (a part is a
-    /// token or more; 16 spare for split ones).
+    /// token or more; 16 spare for split ones), or as much text as that
+    /// many tokens can be.
     fn full(&self) -> bool {
         self.pieces >= self.budget.max_tokens.saturating_add(16)
+            || self.text_bytes >= super::nodes::most_text(self.budget.max_tokens)
     }
 
     fn summary(
@@ -789,6 +791,16 @@ mod tests {
         assert_eq!((step.texts.len(), step.cut), (4, true));
         // What came is what is counted: no more than that.
         assert_eq!(p.summary(Instant::now(), None, None).completion_tokens, 24);
+
+        // Few parts, but each huge: cut once the text passes what that
+        // many tokens can be.
+        let mut p = Parser::new(Shape::Text, budget);
+        let huge = format!(
+            "data: {{\"choices\":[{{\"text\":\"{}\"}}]}}\n",
+            "x".repeat(60_000)
+        );
+        let step = p.feed(huge.repeat(3).as_bytes()).unwrap();
+        assert_eq!((step.texts.len(), step.cut), (2, true));
     }
 
     #[test]
