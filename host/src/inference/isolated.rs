@@ -751,11 +751,19 @@ pub fn in_workers(
 ) -> anyhow::Result<super::backends::BackendSet> {
     use std::os::unix::fs::DirBuilderExt;
     let mut sockets = super::worker::socket_dir(data_dir);
-    if !socket_dir_fits(&sockets) {
-        sockets = std::env::temp_dir().join(format!("corral-workers-{}", std::process::id()));
+    // In the shared temporary folder, a name no one can guess, made new
+    // here: a folder someone else made in advance would let them take the
+    // workers' sockets.
+    let shared = !socket_dir_fits(&sockets);
+    if shared {
+        sockets = std::env::temp_dir().join(format!(
+            "corral-workers-{}-{}",
+            std::process::id(),
+            crate::model::new_id()
+        ));
     }
     std::fs::DirBuilder::new()
-        .recursive(true)
+        .recursive(!shared)
         .mode(0o700)
         .create(&sockets)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", sockets.display()))?;

@@ -483,7 +483,9 @@ impl UpstreamModel {
 /// business).
 fn describe(err: &reqwest::Error) -> String {
     if let Some(refused) = crate::download::net::refusal(err) {
-        return format!("may not be reached: {}", refused.0);
+        // Which address and which setting is for technicians: the log.
+        tracing::warn!(reason = %refused.0, "an upstream may not be reached");
+        return "may not be reached from this server (see its log)".to_owned();
     }
     if let Some(tls) = crate::tls::failure(err) {
         return format!("cannot be reached ({tls})");
