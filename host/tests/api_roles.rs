@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use axum::http::Method;
-use corral_host::model::{ModelAccess, ModelKind, ModelRecord, ModelStatus};
+use corral_host::model::{ModelAccess, ModelRecord};
 use corral_sdk::Role;
 use serde_json::{json, Value};
 use support::{Account, TestApp, PASSWORD};
@@ -332,37 +332,18 @@ impl Ctx {
 
     /// A ready model straight in the store; returns its id.
     async fn model(&mut self, everyone: bool) -> String {
-        let at = corral_host::time::now();
         let model = ModelRecord {
-            id: corral_host::model::new_id(),
-            name: self.unique("fixture-model-"),
-            backend: "llama".to_owned(),
-            kind: ModelKind::Chat,
-            source: "/nonexistent/fixture.gguf".to_owned(),
-            sha256: None,
-            file_path: Some("/nonexistent/fixture.gguf".to_owned()),
-            size_bytes: Some(1),
-            status: ModelStatus::Ready,
-            error: None,
-            description: String::new(),
-            context_length: 0,
-            threads: 0,
             slots: 4,
-            sampling: Default::default(),
-            chat_template: None,
             access: ModelAccess {
                 everyone,
                 roles: Vec::new(),
                 users: Vec::new(),
             },
-            created_at: at,
-            updated_at: at,
-            upstream_model: None,
-            api_key: None,
-            tls_fingerprint: None,
-            fallbacks: Vec::new(),
-            replicas: Vec::new(),
-            node: None,
+            ..support::model_record(
+                &self.unique("fixture-model-"),
+                "llama",
+                "/nonexistent/fixture.gguf",
+            )
         };
         self.t
             .store

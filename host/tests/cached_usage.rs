@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use axum::http::{Method, StatusCode};
 use corral_host::config::Config;
 use corral_host::inference::backends::BackendSet;
-use corral_host::model::{ModelAccess, ModelKind, ModelRecord, ModelStatus};
+use corral_host::model::ModelRecord;
 use corral_sdk::backend::{
     Backend, BackendInfo, BackendResult, CancelToken, Capabilities, ChatMessage, FinishReason,
     GenerateRequest, GenerateSummary, LoadRequest, Model, ModelInfo, TokenEvent,
@@ -170,33 +170,10 @@ impl Ctx {
         let file = data.path().join("models").join("fake.gguf");
         std::fs::create_dir_all(file.parent().expect("a folder")).expect("models folder");
         std::fs::write(&file, b"GGUF").expect("model file");
-        let at = corral_host::time::now();
         let model = ModelRecord {
-            id: corral_host::model::new_id(),
-            name: "fake".into(),
-            backend: "fake".into(),
-            kind: ModelKind::Chat,
             source: "https://example.com/fake.gguf".into(),
-            sha256: None,
-            file_path: Some(file.to_string_lossy().into_owned()),
             size_bytes: Some(4),
-            status: ModelStatus::Ready,
-            error: None,
-            description: String::new(),
-            context_length: 0,
-            threads: 0,
-            slots: 1,
-            sampling: Default::default(),
-            chat_template: None,
-            access: ModelAccess::default(),
-            created_at: at,
-            updated_at: at,
-            upstream_model: None,
-            api_key: None,
-            tls_fingerprint: None,
-            fallbacks: Vec::new(),
-            replicas: Vec::new(),
-            node: None,
+            ..support::model_record("fake", "fake", &file.to_string_lossy())
         };
         t.store.create_model(&model).await.expect("model");
         let user = t.insert_user("ursula", Role::User).await;

@@ -303,7 +303,9 @@ async fn a_chats_settings_lie_between_the_model_and_the_message() {
         "a regenerated answer follows the chat's settings"
     );
 
-    // A spent quota still caps what the chat's settings allow.
+    // A spent quota still caps what the chat's settings allow: at what is
+    // left after the least the message answered takes (16 bytes at eight
+    // a token: 2).
     let (_, allowance) = t.get("/api/me/quota", token).await;
     let used = allowance["used"].as_u64().expect("tokens used");
     let r = t
@@ -311,10 +313,10 @@ async fn a_chats_settings_lie_between_the_model_and_the_message() {
             Method::PUT,
             "/api/quotas",
             Some(&admin.access),
-            Some(&json!({"users": {ada.id.clone(): used + 2}})),
+            Some(&json!({"users": {ada.id.clone(): used + 2 + 2}})),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let capped = stream(json!({"content": "And once more."})).await;
+    let capped = stream(json!({"content": "And once more!!!"})).await;
     assert_eq!(completion_tokens(&capped), 2, "capped by the quota");
 }

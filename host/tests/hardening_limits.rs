@@ -9,7 +9,6 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, Method, Request, StatusCode};
 use corral_host::config::Config;
-use corral_host::model::{ModelAccess, ModelKind, ModelRecord, ModelStatus};
 use corral_sdk::Role;
 use serde_json::json;
 use support::{assert_error, request, Resp, TestApp};
@@ -193,38 +192,7 @@ async fn a_chat_or_a_ticket_cannot_grow_past_its_cap() {
     let user = t.signed_in("talker", Role::User).await;
     let token = Some(user.access.as_str());
     // The chat's model, ready: the cap is checked before anything runs.
-    let at = corral_host::time::now();
-    let model = ModelRecord {
-        id: corral_host::model::new_id(),
-        name: "gemma-3-270m".to_owned(),
-        backend: "llama".to_owned(),
-        kind: ModelKind::Chat,
-        source: "/nonexistent/fixture.gguf".to_owned(),
-        sha256: None,
-        file_path: Some("/nonexistent/fixture.gguf".to_owned()),
-        size_bytes: Some(1),
-        status: ModelStatus::Ready,
-        error: None,
-        description: String::new(),
-        context_length: 0,
-        threads: 0,
-        slots: 1,
-        sampling: Default::default(),
-        chat_template: None,
-        access: ModelAccess {
-            everyone: true,
-            roles: Vec::new(),
-            users: Vec::new(),
-        },
-        created_at: at,
-        updated_at: at,
-        upstream_model: None,
-        api_key: None,
-        tls_fingerprint: None,
-        fallbacks: Vec::new(),
-        replicas: Vec::new(),
-        node: None,
-    };
+    let model = support::model_record("gemma-3-270m", "llama", "/nonexistent/fixture.gguf");
     t.store.create_model(&model).await.expect("model");
     let chat = t.chat(&user.access, "long").await;
     let id = chat["id"].as_str().unwrap();

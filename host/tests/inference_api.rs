@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use base64::Engine;
 use corral_host::config::Config;
-use corral_host::model::{ModelAccess, ModelKind, ModelRecord, ModelStatus};
+use corral_host::model::{ModelKind, ModelRecord, ModelStatus};
 use corral_sdk::Role;
 use serde_json::{json, Value};
 use support::{Account, TestApp};
@@ -63,34 +63,14 @@ impl Ctx {
 
     /// A model straight in the store, usable by everyone.
     async fn fixture(&self, name: &str, kind: ModelKind, status: ModelStatus) -> ModelRecord {
-        let at = corral_host::time::now();
         let ready = status == ModelStatus::Ready;
         let model = ModelRecord {
-            id: corral_host::model::new_id(),
-            name: name.to_owned(),
-            backend: "llama".to_owned(),
             kind,
-            source: "/nonexistent/fixture.gguf".to_owned(),
-            sha256: None,
             file_path: ready.then(|| "/nonexistent/fixture.gguf".to_owned()),
             size_bytes: ready.then_some(1),
             status,
-            error: None,
-            description: String::new(),
-            context_length: 0,
-            threads: 0,
             slots: 2,
-            sampling: Default::default(),
-            chat_template: None,
-            access: ModelAccess::default(),
-            created_at: at,
-            updated_at: at,
-            upstream_model: None,
-            api_key: None,
-            tls_fingerprint: None,
-            fallbacks: Vec::new(),
-            replicas: Vec::new(),
-            node: None,
+            ..support::model_record(name, "llama", "/nonexistent/fixture.gguf")
         };
         self.t
             .store

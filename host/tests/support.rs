@@ -19,7 +19,7 @@ use corral_host::inference::backends::BackendSet;
 use corral_host::inference::manager::{ManagerLimits, ModelManager};
 use corral_host::inference::scheduler::{QueueLimits, Scheduler};
 use corral_host::inference::Inference;
-use corral_host::model::User;
+use corral_host::model::{ModelAccess, ModelKind, ModelRecord, ModelStatus, User};
 use corral_host::state::AppState;
 use corral_host::store::sqlite::SqliteStore;
 use corral_host::store::Store;
@@ -480,3 +480,36 @@ pub const DEMO_MODEL_HOW: &str = "set it to the .gguf that `scripts/fetch-demo-m
 pub const EMBED_MODEL_HOW: &str = "set it to the directory that \
      `scripts/fetch-embed-model.sh` prints last: \
      export CORRAL_EMBED_MODEL_DIR=\"$(scripts/fetch-embed-model.sh | tail -1)\"";
+
+/// A chat model's record, ready, with its file at `file`, usable by
+/// everyone and with one slot; a test changes what it needs with `..`.
+pub fn model_record(name: &str, backend: &str, file: &str) -> ModelRecord {
+    let at = corral_host::time::now();
+    ModelRecord {
+        id: corral_host::model::new_id(),
+        name: name.to_owned(),
+        backend: backend.to_owned(),
+        kind: ModelKind::Chat,
+        source: file.to_owned(),
+        sha256: None,
+        file_path: Some(file.to_owned()),
+        size_bytes: Some(1),
+        status: ModelStatus::Ready,
+        error: None,
+        description: String::new(),
+        context_length: 0,
+        threads: 0,
+        slots: 1,
+        sampling: Default::default(),
+        chat_template: None,
+        access: ModelAccess::default(),
+        created_at: at,
+        updated_at: at,
+        upstream_model: None,
+        api_key: None,
+        tls_fingerprint: None,
+        fallbacks: Vec::new(),
+        replicas: Vec::new(),
+        node: None,
+    }
+}
