@@ -507,33 +507,13 @@ async fn a_restarted_host_resumes_a_partial_download() {
     let data = gguf_bytes(4);
     let sha = c.server.add("restart.gguf", data.clone());
     // A record left `downloading` with half a file, as after a crash.
-    let at = corral_host::time::now();
     let record = corral_host::model::ModelRecord {
-        id: corral_host::model::new_id(),
-        name: "restarted".into(),
-        backend: "llama".into(),
-        kind: Default::default(),
-        source: c.server.url("plain", "restart.gguf"),
         sha256: Some(sha.clone()),
         file_path: None,
         size_bytes: None,
         status: corral_host::model::ModelStatus::Downloading,
-        error: None,
-        description: String::new(),
-        context_length: 0,
-        threads: 0,
         slots: 4,
-        sampling: Default::default(),
-        chat_template: None,
-        access: Default::default(),
-        created_at: at,
-        updated_at: at,
-        upstream_model: None,
-        api_key: None,
-        tls_fingerprint: None,
-        fallbacks: Vec::new(),
-        replicas: Vec::new(),
-        node: None,
+        ..support::model_record("restarted", "llama", &c.server.url("plain", "restart.gguf"))
     };
     c.t.store.create_model(&record).await.expect("record");
     let target = c.t.state.downloads.target_path(&record);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use corral_host::config::Config;
 use corral_host::inference::backends::BackendSet;
-use corral_host::model::{ModelAccess, ModelKind, ModelRecord, ModelStatus};
+use corral_host::model::ModelRecord;
 use corral_sdk::backend::{
     Backend, BackendInfo, BackendResult, CancelToken, Capabilities, ChatMessage, FinishReason,
     GenerateRequest, GenerateSummary, LoadRequest, Model, ModelInfo, TokenEvent,
@@ -195,7 +195,6 @@ impl Ctx {
 
     /// A ready model of the fake backend whose file is `mib` MiB.
     async fn model(&self, name: &str, mib: u64, context_length: u32) -> String {
-        let at = corral_host::time::now();
         // Where downloads go: a model's file is loaded only from the model
         // folders. The fake backend does not read it.
         let file = self
@@ -206,31 +205,11 @@ impl Ctx {
         std::fs::create_dir_all(file.parent().expect("a folder")).expect("models folder");
         std::fs::write(&file, b"GGUF").expect("model file");
         let model = ModelRecord {
-            id: corral_host::model::new_id(),
-            name: name.to_owned(),
-            backend: "fake".to_owned(),
-            kind: ModelKind::Chat,
             source: format!("/nonexistent/{name}.gguf"),
-            sha256: None,
-            file_path: Some(file.to_string_lossy().into_owned()),
             size_bytes: Some(mib * MIB),
-            status: ModelStatus::Ready,
-            error: None,
-            description: String::new(),
             context_length,
-            threads: 0,
             slots: 2,
-            sampling: Default::default(),
-            chat_template: None,
-            access: ModelAccess::default(),
-            created_at: at,
-            updated_at: at,
-            upstream_model: None,
-            api_key: None,
-            tls_fingerprint: None,
-            fallbacks: Vec::new(),
-            replicas: Vec::new(),
-            node: None,
+            ..support::model_record(name, "fake", &file.to_string_lossy())
         };
         self.t.store.create_model(&model).await.expect("model");
         model.id

@@ -126,9 +126,7 @@ impl Failure {
     fn counts(&self) -> bool {
         !matches!(self, Failure::Busy | Failure::Stalled(_))
     }
-}
 
-impl Failure {
     /// What happened, without the plugin's own output (its stderr, a trap's
     /// backtrace): the words users see; technicians see the whole failure
     /// in the plugin's status.
