@@ -55,26 +55,50 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Loads every stored plugin into the runtime. A plugin that no longer
 /// loads (its file gone, the host no longer supports its interface) is
-/// kept, turned off, with the reason; the host starts either way.
+/// kept, turned off, with the reason, and a `fail-closed` one refuses the
+/// generations it guards; the host starts either way.
 pub async fn load_all(state: &AppState) -> anyhow::Result<usize> {
     let mut loaded = 0;
-    for mut record in state.store.list_plugins().await? {
+    for record in state.store.list_plugins().await? {
         match load_one(state, &record).await {
             Ok(_) => loaded += 1,
             Err(reason) => {
-                // Kept, off, with the reason for technicians to see.
-                tracing::warn!(plugin = %record.id, %reason, "a plugin could not be loaded");
-                let off = PluginUpdate {
-                    disabled_reason: Some(Some(reason)),
-                    updated_at: Some(now()),
-                    ..Default::default()
-                };
-                record = state.store.update_plugin(&record.id, &off).await?;
-                let _ = load_one(state, &record).await;
+                keep_unloaded(state, &record, reason).await?;
             }
         }
     }
     Ok(loaded)
+}
+
+/// A plugin whose component did not load: the reason is saved for
+/// technicians to see, and the runtime keeps it in the place of its
+/// component, so that a `fail-closed` one that its settings keep on goes
+/// on refusing the generations it guards.
+async fn keep_unloaded(
+    state: &AppState,
+    record: &PluginRecord,
+    reason: String,
+) -> Result<PluginRecord, StoreError> {
+    tracing::warn!(plugin = %record.id, %reason, "a plugin could not be loaded");
+    let refuses = state
+        .plugins
+        .keep_unloaded(&record.id, &record.manifest, settings_of(record));
+    if refuses {
+        tracing::warn!(
+            plugin = %record.id,
+            "the plugin is fail-closed: generations it applies to are refused until it is \
+             turned off, fixed or removed"
+        );
+    }
+    if record.disabled_reason.as_deref() == Some(reason.as_str()) {
+        return Ok(record.clone());
+    }
+    let off = PluginUpdate {
+        disabled_reason: Some(Some(reason)),
+        updated_at: Some(now()),
+        ..Default::default()
+    };
+    state.store.update_plugin(&record.id, &off).await
 }
 
 async fn load_one(state: &AppState, record: &PluginRecord) -> Result<PluginStatus, String> {
@@ -177,8 +201,7 @@ pub async fn install(
         updated_at: at,
     };
     state.store.put_plugin(&record).await?;
-    apply(state, &record).await?;
-    Ok(record)
+    apply(state, record).await
 }
 
 /// Replaces a plugin's component and manifest, keeping its settings,
@@ -241,7 +264,7 @@ pub async fn upgrade(
         ..Default::default()
     };
     record = state.store.update_plugin(id, &changes).await?;
-    apply(state, &record).await?;
+    record = apply(state, record).await?;
     forget_component(state, &old_sha).await;
     Ok(record)
 }
@@ -312,8 +335,7 @@ pub async fn update(state: &AppState, id: &str, changes: Changes) -> ApiResult<P
         update.disabled_reason = Some(None);
     }
     let record = state.store.update_plugin(id, &update).await?;
-    apply(state, &record).await?;
-    Ok(record)
+    apply(state, record).await
 }
 
 /// Saves a plugin's configuration after checking it against the
@@ -350,8 +372,7 @@ pub async fn configure(
         ..Default::default()
     };
     let record = state.store.update_plugin(id, &update).await?;
-    apply(state, &record).await?;
-    Ok(record)
+    apply(state, record).await
 }
 
 /// Removes a plugin with its data and its users' choices.
@@ -424,25 +445,36 @@ async fn inspect(
     .map_err(plugin_error)
 }
 
-/// Tells the runtime what the record now says.
-/// New settings of a loaded plugin keep its compiled component and its
-/// counters; a new component or manifest loads it again.
-async fn apply(state: &AppState, record: &PluginRecord) -> ApiResult<()> {
+/// Tells the runtime what the record now says, and returns the record as
+/// stored after it. New settings of a loaded plugin keep its compiled
+/// component and its counters; a new component or manifest loads it again.
+async fn apply(state: &AppState, record: PluginRecord) -> ApiResult<PluginRecord> {
     let loaded = state.plugins.status(&record.id).is_some_and(|s| {
         s.component_sha256 == record.component_sha256
             && Manifest::parse(&record.manifest).is_ok_and(|m| m == s.manifest)
     });
     if loaded {
-        return state
+        state
             .plugins
-            .configure(&record.id, settings_of(record))
-            .map(|_| ())
-            .map_err(plugin_error);
+            .configure(&record.id, settings_of(&record))
+            .map_err(plugin_error)?;
+        return Ok(record);
     }
-    load_one(state, record)
-        .await
-        .map(|_| ())
-        .map_err(|reason| AppError::Unavailable(format!("plugin `{}`: {reason}", record.id)))
+    match load_one(state, &record).await {
+        Ok(_) => Ok(record),
+        Err(reason) => {
+            let record = keep_unloaded(state, &record, reason.clone()).await?;
+            if record.enabled {
+                Err(AppError::Unavailable(format!(
+                    "plugin `{}`: {reason}",
+                    record.id
+                )))
+            } else {
+                // Off is what was asked for; the reason stays to be seen.
+                Ok(record)
+            }
+        }
+    }
 }
 
 /// Stores a component under its hash (once) and returns the hash.

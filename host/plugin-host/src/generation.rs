@@ -83,6 +83,33 @@ impl Drop for GenerationRun {
     }
 }
 
+/// A generation a plugin refuses without running: one kept without its
+/// component that guards generations.
+pub(crate) struct Refused(pub(crate) Rejection);
+
+#[async_trait]
+impl GenerationHooks for Refused {
+    async fn before_prompt(&mut self, _prompt: &mut PromptRequest) -> Result<(), Rejection> {
+        Err(self.0.clone())
+    }
+
+    fn filters_stream(&self) -> bool {
+        false
+    }
+
+    async fn on_chunk(&mut self, _text: String) -> Result<String, Rejection> {
+        Err(self.0.clone())
+    }
+
+    async fn finish(&mut self) -> Result<String, Rejection> {
+        Err(self.0.clone())
+    }
+
+    async fn after_answer(&mut self, _answer: &AnswerInfo) -> AnswerChanges {
+        AnswerChanges::default()
+    }
+}
+
 /// Whether the slot takes part in calls of `hook` now. A `fail-closed`
 /// plugin the host turned off refuses the generation instead.
 fn takes(slot: &Slot, hook: Hook) -> Result<bool, Rejection> {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use corral_hooks::{GenerationHooks, HookCaller, HookContext, Hooks, HostServices};
+use corral_hooks::{GenerationHooks, HookCaller, HookContext, Hooks, HostServices, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -19,7 +19,7 @@ use crate::calls::{
 };
 use crate::engine::{self, ComponentCache, Loaded};
 use crate::error::PluginError;
-use crate::generation::GenerationRun;
+use crate::generation::{GenerationRun, Refused};
 use crate::manifest::{Capability, FailurePolicy, Hook, Manifest, MAX_KV_KB};
 use crate::net::{HostPattern, HttpPolicy};
 use crate::sandbox::PluginEnv;
@@ -235,6 +235,16 @@ pub(crate) struct Installed {
     pub(crate) spare: crate::call::Spare,
 }
 
+/// Whether a plugin with `settings` is chosen for a generation with `ctx`
+/// by the model it names and the caller's choice of optional plugins.
+fn chosen_for(id: &str, settings: &PluginSettings, ctx: &HookContext) -> bool {
+    settings
+        .models
+        .as_ref()
+        .is_none_or(|models| models.iter().any(|m| m == &ctx.model))
+        && (!settings.optional || ctx.opted_in.iter().any(|opted| opted == id))
+}
+
 impl Installed {
     /// Whether it runs for a generation with `ctx`. A `fail-closed` plugin
     /// the host turned off still takes part: it refuses the generation
@@ -242,12 +252,7 @@ impl Installed {
     /// guards.
     fn applies_to(&self, ctx: &HookContext) -> bool {
         (self.failure_policy() == FailurePolicy::FailClosed || !self.health.is_disabled())
-            && self
-                .settings
-                .models
-                .as_ref()
-                .is_none_or(|models| models.iter().any(|m| m == &ctx.model))
-            && (!self.settings.optional || ctx.opted_in.iter().any(|id| id == &self.manifest.id))
+            && chosen_for(&self.manifest.id, &self.settings, ctx)
     }
 
     pub(crate) fn failure_policy(&self) -> FailurePolicy {
@@ -299,6 +304,9 @@ pub(crate) struct Inner {
     plugins: RwLock<BTreeMap<String, Arc<Installed>>>,
     /// Enabled plugins with at least one hook, in the order they run.
     running: RwLock<Arc<[Arc<Installed>]>>,
+    /// Plugins kept without a component (it could not be loaded) that
+    /// guard generations: `fail-closed`, with hooks. By id.
+    unloaded: RwLock<BTreeMap<String, PluginSettings>>,
     any_optional: AtomicBool,
 }
 
@@ -332,6 +340,7 @@ impl PluginHost {
                 services,
                 plugins: RwLock::new(BTreeMap::new()),
                 running: RwLock::new(Arc::from(Vec::new())),
+                unloaded: RwLock::new(BTreeMap::new()),
                 any_optional: AtomicBool::new(false),
             }),
         })
@@ -411,6 +420,7 @@ impl PluginHost {
         if let Some(old) = old {
             self.forget_artefact(&old);
         }
+        self.unloaded().remove(&status.manifest.id);
         self.refresh();
         tracing::info!(
             plugin = %status.manifest.id,
@@ -518,18 +528,40 @@ impl PluginHost {
         }))
     }
 
+    /// Keeps a plugin whose component cannot be loaded (its file is gone,
+    /// or this runtime no longer runs its interface) in the place of the
+    /// one loaded, if any. Nothing of it runs. A `fail-closed` plugin with
+    /// hooks that `settings` keep on refuses every generation it would
+    /// have run for, so a guard that cannot load never fails open; the
+    /// technician turns it off, fixes or removes it. Returns whether it
+    /// refuses.
+    pub fn keep_unloaded(&self, id: &str, manifest_toml: &str, settings: PluginSettings) -> bool {
+        let old = self.write().remove(id);
+        if let Some(old) = old {
+            self.forget_artefact(&old);
+        }
+        let guards = settings.enabled && Manifest::guards_generations(manifest_toml);
+        if guards {
+            self.unloaded().insert(id.to_string(), settings);
+        } else {
+            self.unloaded().remove(id);
+        }
+        self.refresh();
+        guards
+    }
+
     /// Removes a plugin; `false` when none had that id.
     pub fn remove(&self, id: &str) -> bool {
+        let held = self.unloaded().remove(id).is_some();
         let old = self.write().remove(id);
-        match old {
-            Some(old) => {
-                self.forget_artefact(&old);
-                self.refresh();
-                tracing::info!(plugin = %id, "plugin removed");
-                true
-            }
-            None => false,
+        if let Some(old) = &old {
+            self.forget_artefact(old);
         }
+        if old.is_some() || held {
+            self.refresh();
+            tracing::info!(plugin = %id, "plugin removed");
+        }
+        old.is_some() || held
     }
 
     /// One plugin's status.
@@ -640,6 +672,32 @@ impl PluginHost {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    fn unloaded(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, PluginSettings>> {
+        self.inner
+            .unloaded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The refusal of a generation with `ctx` by the first plugin kept
+    /// without its component that guards it, if any.
+    fn refused_unloaded(&self, ctx: &HookContext) -> Option<Rejection> {
+        let unloaded = self
+            .inner
+            .unloaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let (id, _) = unloaded
+            .iter()
+            .find(|(id, settings)| chosen_for(id, settings, ctx))?;
+        Some(Rejection {
+            plugin: id.clone(),
+            reason: "the plugin cannot be loaded; it refuses generations until a technician \
+                     fixes or removes it"
+                .into(),
+        })
+    }
+
     fn forget_artefact(&self, old: &Installed) {
         let still_used = self.read().values().any(|p| p.cache_key == old.cache_key);
         if !still_used {
@@ -658,7 +716,14 @@ impl PluginHost {
         running.sort_by(|a, b| {
             (a.manifest.priority, &a.manifest.id).cmp(&(b.manifest.priority, &b.manifest.id))
         });
-        let any_optional = running.iter().any(|p| p.settings.optional);
+        let any_optional = running.iter().any(|p| p.settings.optional)
+            || self
+                .inner
+                .unloaded
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .any(|settings| settings.optional);
         for plugin in &running {
             plugin.spare.refill(&self.inner, plugin);
         }
@@ -676,6 +741,9 @@ impl PluginHost {
 #[async_trait]
 impl Hooks for PluginHost {
     async fn begin(&self, ctx: &HookContext) -> Option<Box<dyn GenerationHooks>> {
+        if let Some(rejection) = self.refused_unloaded(ctx) {
+            return Some(Box::new(Refused(rejection)));
+        }
         let running = self
             .inner
             .running

@@ -62,6 +62,26 @@ impl Manifest {
         raw.check()
     }
 
+    /// Whether a stored manifest makes its plugin refuse generations when
+    /// it cannot run: `fail-closed` with at least one generation hook.
+    /// Read leniently, so that a manifest this version no longer accepts
+    /// whole (a field it dropped) still guards what it guarded.
+    pub fn guards_generations(text: &str) -> bool {
+        if let Ok(manifest) = Manifest::parse(text) {
+            return manifest.failure == FailurePolicy::FailClosed && !manifest.hooks.is_empty();
+        }
+        let Ok(table) = text.parse::<toml::Table>() else {
+            return false;
+        };
+        let fail_closed = table.get("failure").and_then(toml::Value::as_str)
+            == Some(FailurePolicy::FailClosed.as_str());
+        let hooked = table
+            .get("hooks")
+            .and_then(toml::Value::as_array)
+            .is_some_and(|hooks| !hooks.is_empty());
+        fail_closed && hooked
+    }
+
     /// Whether the manifest lists `hook`.
     pub fn has_hook(&self, hook: Hook) -> bool {
         self.hooks.contains(&hook)
@@ -592,6 +612,21 @@ description = "Mask e-mail addresses"
         );
         assert_eq!(m.routes.len(), 3);
         assert_eq!(m.routes[2].to_string(), "POST collections/*/documents");
+    }
+
+    #[test]
+    fn a_fail_closed_manifest_with_hooks_guards_even_when_no_longer_accepted() {
+        assert!(Manifest::guards_generations(FULL));
+        let routes_only = with("failure = \"fail-closed\"\nroutes = [\"GET level\"]");
+        assert!(!Manifest::guards_generations(&routes_only));
+        assert!(!Manifest::guards_generations(&with(
+            "hooks = [\"stream\"]\nfailure = \"skip\""
+        )));
+        // A field this version does not know: read leniently.
+        let dropped = with("failure = \"fail-closed\"\nhooks = [\"stream\"]\nretired = 1");
+        assert!(Manifest::parse(&dropped).is_err());
+        assert!(Manifest::guards_generations(&dropped));
+        assert!(!Manifest::guards_generations("not = [toml"));
     }
 
     #[test]

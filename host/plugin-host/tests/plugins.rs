@@ -1018,6 +1018,64 @@ async fn a_fail_closed_plugin_turned_off_still_refuses() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fail_closed_plugin_that_cannot_load_refuses_what_it_guards() {
+    // Kept without a component (its file lost, say): nothing runs, but a
+    // fail-closed plugin refuses the generations it would have run for.
+    let rig = rig();
+    let guard = "id = \"guard\"\nname = \"Guard\"\nversion = \"1.0.0\"\napi = \"0.1.0\"\n\
+                 failure = \"fail-closed\"\nhooks = [\"before-prompt\"]\n";
+    let on = settings(&[], json!({}));
+    assert!(rig.host.keep_unloaded("guard", guard, on.clone()));
+    let (r, prompt) = one_generation(&rig.host).await;
+    let refusal = r.unwrap_err();
+    assert_eq!(refusal.plugin, "guard");
+    assert!(refusal.reason.contains("cannot be loaded"), "{refusal:?}");
+    assert_eq!(prompt, self::prompt("hello"), "the prompt was touched");
+
+    // Only where it would have run: its models, and its users when optional.
+    let only_other = PluginSettings {
+        models: Some(vec!["other".into()]),
+        ..on.clone()
+    };
+    assert!(rig.host.keep_unloaded("guard", guard, only_other));
+    assert!(rig.host.begin(&ctx("ann")).await.is_none());
+    let optional = PluginSettings {
+        optional: true,
+        ..on.clone()
+    };
+    assert!(rig.host.keep_unloaded("guard", guard, optional));
+    assert!(rig.host.uses_opt_ins());
+    assert!(rig.host.begin(&ctx("ann")).await.is_none());
+    let opted = HookContext {
+        opted_in: vec!["guard".into()],
+        ..ctx("ann")
+    };
+    assert!(rig.host.begin(&opted).await.is_some());
+
+    // A technician's "off", a `skip` plugin and one without hooks guard
+    // nothing.
+    let off = PluginSettings {
+        enabled: false,
+        ..on.clone()
+    };
+    assert!(!rig.host.keep_unloaded("guard", guard, off));
+    assert!(rig.host.begin(&ctx("ann")).await.is_none());
+    let skip = guard.replace("fail-closed", "skip");
+    assert!(!rig.host.keep_unloaded("guard", &skip, on.clone()));
+    let hookless = guard.replace("hooks = [\"before-prompt\"]\n", "");
+    assert!(!rig.host.keep_unloaded("guard", &hookless, on.clone()));
+    assert!(rig.host.begin(&ctx("ann")).await.is_none());
+
+    // Removed, it is gone.
+    assert!(rig.host.keep_unloaded("guard", guard, on));
+    assert!(rig.host.remove("guard"));
+    assert!(rig.host.begin(&ctx("ann")).await.is_none());
+    assert!(!rig.host.remove("guard"));
+}
+
+// ---------------------------------------------------------------------
+// Install, cache, capabilities, routes.
 // ---------------------------------------------------------------------
 // Install, cache, capabilities, routes.
 

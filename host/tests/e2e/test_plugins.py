@@ -27,7 +27,7 @@ import threading
 
 import pytest
 import requests
-from openai import OpenAI
+from openai import BadRequestError, OpenAI
 
 from corral import (
     DEMO_NAME,
@@ -883,6 +883,96 @@ def test_a_killed_server_keeps_the_filtered_answer_as_interrupted(
         tech = Api.login(server, "tech", tech_password)
         view = tech.ok("GET", "/api/plugins/pii-redact")
         assert view["enabled"] is True and view["active"] is True, view
+    finally:
+        pytest.corral_server = before
+        server.stop()
+
+
+# ---------------------------------------------------------------------------
+# A fail-closed plugin whose component is gone at start
+
+
+def test_a_fail_closed_plugin_that_cannot_load_refuses_until_it_is_turned_off(
+    corral_bin, demo_model, plugin_dist, fresh_database, tmp_path
+):
+    """pii-redact (fail-closed) guards every answer. Its component file is
+    lost while the server is down: after the restart it is kept off with the
+    reason, and every generation it would have masked is refused rather than
+    sent to the model unmasked. Turning it off is the technician's choice:
+    answers come again, and turning it on again (still unloadable) is
+    refused and keeps refusing."""
+    config = demo_server_config(demo_model)
+    server = CorralServer(corral_bin, tmp_path / "corral", config, database=fresh_database)
+    backends = os.environ.get("CORRAL_BACKENDS_DIR") or None
+    server.start(backends_dir=backends)
+    before, pytest.corral_server = getattr(pytest, "corral_server", None), server
+    try:
+        tech_password = server.create_account("tech", "technician")
+        tech = Api.login(server, "tech", tech_password)
+        user = account(server, "guarded", "user")
+        ai = client_of(server, user)
+        wait_for_demo(tech)
+        installed = Plugins(tech, plugin_dist)
+        view = installed.ensure("pii-redact", ["config"])
+        assert view["failure"] == "fail-closed", view
+        assert installed.patch("pii-redact", enabled=True)["active"] is True
+
+        def ask() -> str:
+            answer = ai.chat.completions.create(
+                model=DEMO_NAME,
+                messages=[{"role": "user", "content": PII}],
+                max_tokens=4,
+                temperature=0,
+            )
+            return answer.choices[0].message.content or ""
+
+        assert ask()
+
+        server.stop()
+        component = server.data / "plugins" / f"{view['component_sha256']}.wasm"
+        assert component.is_file(), sorted(p.name for p in (server.data / "plugins").iterdir())
+        component.unlink()
+        again = CorralServer(server.binary, server.work, server.config.read_text())
+        again.database = server.database
+        again.start(backends_dir=backends)
+        server = pytest.corral_server = again
+        tech = Api.login(server, "tech", tech_password)
+        ai = OpenAI(base_url=server.base + "/v1", api_key=ai.api_key, timeout=180, max_retries=0)
+
+        kept = tech.ok("GET", "/api/plugins/pii-redact")
+        assert kept["enabled"] is True and kept["active"] is False, kept
+        assert "cannot be read" in (kept["disabled_reason"] or ""), kept
+
+        # The prompt would reach the model unmasked: refused instead.
+        for _ in range(2):
+            with pytest.raises(BadRequestError) as refusal:
+                ask()
+            body = refusal.value.body or {}
+            body = body.get("error", body)
+            assert body.get("code") == "rejected", refusal.value
+            assert "`pii-redact`" in body["message"] and "cannot be loaded" in body["message"], body
+            # Users are not told the technician's reason (files, errors).
+            assert "cannot be read" not in body["message"], body
+
+        # The technician turns it off: saved, answers come (unmasked, as
+        # with the plugin off), and the reason stays to be seen.
+        off = tech.ok("PATCH", "/api/plugins/pii-redact", json={"enabled": False})
+        assert off["enabled"] is False and "cannot be read" in (off["disabled_reason"] or ""), off
+        assert ask()
+
+        # On again, it still cannot load: the switch is refused with the
+        # reason, and it guards again.
+        r = tech.patch("/api/plugins/pii-redact", json={"enabled": True})
+        assert r.status_code == 503, r.text
+        assert "cannot be read" in error_of(r)["message"], r.text
+        kept = tech.ok("GET", "/api/plugins/pii-redact")
+        assert kept["active"] is False and "cannot be read" in (kept["disabled_reason"] or ""), kept
+        with pytest.raises(BadRequestError):
+            ask()
+
+        # Removed, it guards nothing.
+        assert tech.delete("/api/plugins/pii-redact").status_code == 204
+        assert ask()
     finally:
         pytest.corral_server = before
         server.stop()
