@@ -384,6 +384,13 @@ pub fn inference_error(err: InferenceError) -> AppError {
             retry_after,
             message,
         },
+        // Its workers kept dying while it loaded.
+        InferenceError::Load { ref reason, .. } if reason.contains(isolated::MODEL_FAILED) => {
+            AppError::ModelWorker {
+                code: "model_failed",
+                message: err.to_string(),
+            }
+        }
         InferenceError::BackendMissing(_)
         | InferenceError::Capacity(_)
         | InferenceError::Load { .. } => AppError::Unavailable(err.to_string()),

@@ -2,7 +2,8 @@
 //! contains a crashing engine.
 //!
 //! A model is a file that starts with `GGUF` (as Corral's registry wants)
-//! followed by text; `fail-load` anywhere in it makes the load fail.
+//! followed by text; `fail-load` anywhere in it makes the load fail, and
+//! `abort-load` makes it `abort()` the process while loading.
 //! Generation writes `tick ` once per token, every 20 ms, until
 //! `max_tokens` or a cancel (a line `word: tock` in the file makes it
 //! write `tock ` instead, so that tests can tell models apart, and a line
@@ -54,6 +55,10 @@ impl Backend for Fault {
             return Err(BackendError::InvalidModel("not a fault model".into()));
         }
         let text = String::from_utf8_lossy(&text);
+        if text.contains("abort-load") {
+            eprintln!("fault: told to abort while loading");
+            std::process::abort();
+        }
         if text.contains("fail-load") {
             eprintln!("fault: told to fail to load");
             return Err(BackendError::Internal("told to fail to load".into()));

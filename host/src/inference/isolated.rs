@@ -62,6 +62,19 @@ pub struct WorkerBackend {
     sockets: PathBuf,
     handle: Handle,
     stall: Duration,
+    /// When workers of each model file crashed, kept across loads: a file
+    /// whose worker dies while loading is loaded afresh by every request,
+    /// and must still be marked failed after repeated crashes.
+    crashes: Mutex<std::collections::HashMap<String, Crashes>>,
+}
+
+/// When a model file's workers crashed, newest last, and the last error.
+type Crashes = Arc<Mutex<CrashLog>>;
+
+#[derive(Default)]
+struct CrashLog {
+    times: VecDeque<Instant>,
+    last_error: Option<String>,
 }
 
 impl WorkerBackend {
@@ -84,6 +97,7 @@ impl WorkerBackend {
             sockets,
             handle,
             stall,
+            crashes: Mutex::default(),
         }
     }
 }
@@ -98,13 +112,20 @@ impl Backend for WorkerBackend {
         request: &LoadRequest,
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> BackendResult<Box<dyn Model>> {
+        let crashes = self
+            .crashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(request.path.clone())
+            .or_default()
+            .clone();
         let supervisor = Arc::new(Supervisor {
             library: self.library.clone(),
             program: self.program.clone(),
             sockets: self.sockets.clone(),
             request: request.clone(),
             state: tokio::sync::Mutex::new(State::default()),
-            crashes: Mutex::default(),
+            crashes,
             stderr: Arc::default(),
             sequence: AtomicU64::new(0),
             last_crashed: Mutex::default(),
@@ -149,8 +170,9 @@ struct Supervisor {
     sockets: PathBuf,
     request: LoadRequest,
     state: tokio::sync::Mutex<State>,
-    /// When the worker crashed, newest last.
-    crashes: Mutex<VecDeque<Instant>>,
+    /// When the model's workers crashed (also those of earlier loads of
+    /// the same file), newest last.
+    crashes: Crashes,
     stderr: Arc<Mutex<VecDeque<String>>>,
     sequence: AtomicU64,
     /// The last worker counted as crashed, so that requests that saw the
@@ -193,11 +215,32 @@ impl Supervisor {
                 return Err(BackendError::Internal(format!("{MODEL_FAILED}: {reason}")));
             }
         }
+        if self.recent_crashes() >= CRASHES_TO_FAIL {
+            // Its workers died this often in earlier loads of the file.
+            let reason = self.failure();
+            state.failed = Some(reason.clone());
+            return Err(BackendError::Internal(format!("{MODEL_FAILED}: {reason}")));
+        }
         let pause = self.backoff();
         if !pause.is_zero() {
             tokio::time::sleep(pause).await;
         }
-        let running = self.start().await?;
+        let running = match self.start().await {
+            Ok(running) => running,
+            // A worker that dies while starting or loading counts as a
+            // crash as one that dies later does.
+            Err(Start::Crashed { pid, error }) => {
+                let recent = self.note_crash(pid, &error.to_string());
+                if recent >= CRASHES_TO_FAIL {
+                    let reason = self.failure();
+                    tracing::error!(model = %self.request.path, "model marked failed: {reason}");
+                    state.failed = Some(reason.clone());
+                    return Err(BackendError::Internal(format!("{MODEL_FAILED}: {reason}")));
+                }
+                return Err(error);
+            }
+            Err(Start::Failed(error)) => return Err(error),
+        };
         let answer = (running.client.clone(), running.info.clone(), running.pid);
         state.worker = Some(running);
         Ok(answer)
@@ -216,44 +259,68 @@ impl Supervisor {
 
     fn recent_crashes(&self) -> usize {
         let mut crashes = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
-        while crashes.front().is_some_and(|t| t.elapsed() > CRASH_WINDOW) {
-            crashes.pop_front();
+        while crashes
+            .times
+            .front()
+            .is_some_and(|t| t.elapsed() > CRASH_WINDOW)
+        {
+            crashes.times.pop_front();
         }
-        crashes.len()
+        crashes.times.len()
+    }
+
+    /// Counts a crash of worker `pid` once; returns the crashes within
+    /// the window.
+    fn note_crash(&self, pid: u32, what: &str) -> usize {
+        {
+            let mut last = self.last_crashed.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == Some(pid) {
+                return self.recent_crashes();
+            }
+            *last = Some(pid);
+        }
+        let stderr = self.last_stderr();
+        {
+            let mut crashes = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
+            crashes.times.push_back(Instant::now());
+            crashes.last_error = Some(stderr.clone().unwrap_or_else(|| what.to_owned()));
+        }
+        let recent = self.recent_crashes();
+        tracing::warn!(
+            model = %self.request.path,
+            crashes = recent,
+            stderr = stderr.as_deref().unwrap_or(""),
+            "model worker crashed: {what}"
+        );
+        recent
+    }
+
+    /// Why the model is marked failed: its crashes and the last error.
+    fn failure(&self) -> String {
+        let last = self
+            .crashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error
+            .clone()
+            .unwrap_or_default();
+        format!(
+            "its worker crashed {} times within {} s; last error: {last}",
+            self.recent_crashes(),
+            CRASH_WINDOW.as_secs(),
+        )
     }
 
     /// Records that worker `pid` crashed: it is forgotten (and killed),
     /// and the model is marked failed after too many crashes.
     fn crashed(&self, pid: u32, what: &str) {
-        {
-            let mut last = self.last_crashed.lock().unwrap_or_else(|e| e.into_inner());
-            if *last == Some(pid) {
-                return;
-            }
-            *last = Some(pid);
-        }
-        self.crashes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(Instant::now());
-        let recent = self.recent_crashes();
-        let last = self.last_stderr();
-        tracing::warn!(
-            model = %self.request.path,
-            crashes = recent,
-            stderr = last.as_deref().unwrap_or(""),
-            "model worker crashed: {what}"
-        );
+        let recent = self.note_crash(pid, what);
         if let Ok(mut state) = self.state.try_lock() {
             if state.worker.as_ref().is_some_and(|w| w.pid == pid) {
                 state.worker = None;
             }
-            if recent >= CRASHES_TO_FAIL {
-                let reason = format!(
-                    "its worker crashed {recent} times within {} s; last error: {}",
-                    CRASH_WINDOW.as_secs(),
-                    last.unwrap_or_else(|| what.to_owned())
-                );
+            if recent >= CRASHES_TO_FAIL && state.failed.is_none() {
+                let reason = self.failure();
                 tracing::error!(model = %self.request.path, "model marked failed: {reason}");
                 state.failed = Some(reason);
             }
@@ -261,7 +328,7 @@ impl Supervisor {
     }
 
     /// Starts a worker, waits for its socket and loads the model.
-    async fn start(&self) -> BackendResult<Running> {
+    async fn start(&self) -> Result<Running, Start> {
         let n = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
         let socket = self
             .sockets
@@ -302,10 +369,15 @@ impl Supervisor {
         // The parent-death signal fires when the *thread* that forked
         // ends, and blocking-pool threads end when idle: fork on one of
         // the runtime's worker threads, which live as long as the host.
+        let cannot = |e: &dyn std::fmt::Display| {
+            Start::Failed(BackendError::Internal(format!(
+                "cannot start a worker: {e}"
+            )))
+        };
         let mut child = tokio::spawn(async move { command.spawn() })
             .await
-            .map_err(|e| BackendError::Internal(format!("cannot start a worker: {e}")))?
-            .map_err(|e| BackendError::Internal(format!("cannot start a worker: {e}")))?;
+            .map_err(|e| cannot(&e))?
+            .map_err(|e| cannot(&e))?;
         let pid = child.id().unwrap_or(0);
         if let Some(stderr) = child.stderr.take() {
             let lines = self.stderr.clone();
@@ -325,23 +397,28 @@ impl Supervisor {
             .unix_socket(socket.clone())
             .no_proxy()
             .build()
-            .map_err(|e| BackendError::Internal(format!("cannot make a worker client: {e}")))?;
+            .map_err(|e| {
+                Start::Failed(BackendError::Internal(format!(
+                    "cannot make a worker client: {e}"
+                )))
+            })?;
+        let crashed = |error: BackendError| Start::Crashed { pid, error };
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(BackendError::Internal(format!(
+                return Err(crashed(BackendError::Internal(format!(
                     "the worker exited at start ({status}): {}",
                     self.last_stderr().unwrap_or_default()
-                )));
+                ))));
             }
             if client.get(url("/health")).send().await.is_ok() {
                 break;
             }
             if started.elapsed() > START_TIMEOUT {
                 let _ = child.start_kill();
-                return Err(BackendError::Internal(
+                return Err(crashed(BackendError::Internal(
                     "the worker did not open its socket in time".into(),
-                ));
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -350,15 +427,14 @@ impl Supervisor {
             .json(&self.request)
             .send()
             .await
-            .map_err(|e| self.lost(&mut child, &format!("loading: {e}")))?;
+            .map_err(|e| crashed(self.lost(&mut child, &format!("loading: {e}"))))?;
         let info: ModelInfo = match answer.status().as_u16() {
-            200 => answer
-                .json()
-                .await
-                .map_err(|e| BackendError::Internal(format!("the worker's answer: {e}")))?,
+            200 => answer.json().await.map_err(|e| {
+                Start::Failed(BackendError::Internal(format!("the worker's answer: {e}")))
+            })?,
             _ => {
                 let _ = child.start_kill();
-                return Err(worker_error(answer).await);
+                return Err(Start::Failed(worker_error(answer).await));
             }
         };
         tracing::info!(pid, model = %self.request.path, "model worker started");
@@ -410,6 +486,14 @@ async fn worker_error(response: reqwest::Response) -> BackendError {
         Ok(e) => e.error,
         Err(_) => BackendError::Internal(format!("the worker answered {status}")),
     }
+}
+
+/// Why a worker could not be made ready.
+enum Start {
+    /// It could not be started, or it refused the model (a clean answer).
+    Failed(BackendError),
+    /// Worker `pid` died or hung while starting or loading.
+    Crashed { pid: u32, error: BackendError },
 }
 
 /// A model in a worker process.
@@ -495,13 +579,14 @@ impl WorkerModel {
                 })
             }
         };
-        let limits = Limits {
-            stall: Some(self.supervisor.stall),
-            text_bytes: None,
-        };
+        let limits = Limits::none(self.supervisor.stall);
         let followed = follow(response, sink, cancel, started_sent, limits, &cancel_call).await;
         Ok(match followed {
             Followed::Finished(result) => Attempt::Finished(result),
+            // No grace was given.
+            Followed::Abandoned => Attempt::Finished(Err(BackendError::Internal(
+                "the generation was cancelled".into(),
+            ))),
             Followed::Lost { produced, what } => Attempt::Crashed {
                 pid,
                 produced,
@@ -537,6 +622,8 @@ pub(super) enum Followed {
     Lost { produced: bool, what: String },
     /// Frames came, but the engine made no progress for the stall limit.
     Stalled { produced: bool },
+    /// It went on past the cancel grace after it was cancelled.
+    Abandoned,
 }
 
 /// Limits on a followed stream.
@@ -547,6 +634,33 @@ pub(super) struct Limits {
     pub stall: Option<Duration>,
     /// Bytes of text a stream may send in all; past them it is lost.
     pub text_bytes: Option<usize>,
+    /// Tokens a stream may send and count in all (the request's
+    /// `max_tokens`); past them it is lost. The counts it reports are
+    /// capped by it and, for the prompt, by `prompt_tokens`.
+    pub tokens: Option<u32>,
+    /// The most prompt tokens a stream may report.
+    pub prompt_tokens: Option<u32>,
+    /// How long a stream may go on after its cancel was sent; past it,
+    /// it ends as [`Followed::Abandoned`].
+    pub cancel_grace: Option<Duration>,
+}
+
+impl Limits {
+    /// No limit: a worker process of this host.
+    fn none(stall: Duration) -> Self {
+        Limits {
+            stall: Some(stall),
+            text_bytes: None,
+            tokens: None,
+            prompt_tokens: None,
+            cancel_grace: None,
+        }
+    }
+
+    fn prompt(&self, reported: u32) -> u32 {
+        self.prompt_tokens
+            .map_or(reported, |most| reported.min(most))
+    }
 }
 
 /// Passes a `/generate` stream's frames on to `sink` until it ends,
@@ -559,21 +673,23 @@ pub(super) async fn follow(
     limits: Limits,
     send_cancel: &(dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync),
 ) -> Followed {
-    let stall = limits.stall;
     let mut text_bytes = 0usize;
+    let mut tokens = 0u64;
     let mut body = response.bytes_stream();
     let mut buffer: Vec<u8> = Vec::new();
     let mut produced = false;
-    let mut cancel_sent = false;
+    let mut cancel_sent: Option<Instant> = None;
     let mut poll = tokio::time::interval(Duration::from_millis(25));
     let mut last_frame = Instant::now();
     let mut last_progress = Instant::now();
     let mut last_polls = 0;
     loop {
-        // Whole lines first.
-        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let frame: Frame = match serde_json::from_slice(&line) {
+        // Whole lines first, read in one pass over the buffer.
+        let mut read = 0;
+        while let Some(at) = buffer[read..].iter().position(|b| *b == b'\n') {
+            let line = &buffer[read..=read + at];
+            read += at + 1;
+            let frame: Frame = match serde_json::from_slice(line) {
                 Ok(frame) => frame,
                 Err(e) => {
                     return Followed::Lost {
@@ -582,22 +698,35 @@ pub(super) async fn follow(
                     }
                 }
             };
+            last_frame = Instant::now();
             match frame {
                 Frame::Started { prompt_tokens } => {
                     last_progress = Instant::now();
                     if !*started_sent {
                         *started_sent = true;
-                        sink(TokenEvent::Started { prompt_tokens });
+                        sink(TokenEvent::Started {
+                            prompt_tokens: limits.prompt(prompt_tokens),
+                        });
                     }
                 }
-                Frame::Delta { text, tokens } => {
+                Frame::Delta {
+                    text,
+                    tokens: batched,
+                } => {
                     last_progress = Instant::now();
                     produced = true;
                     text_bytes += text.len();
+                    tokens += u64::from(batched.max(1));
                     if limits.text_bytes.is_some_and(|limit| text_bytes > limit) {
                         return Followed::Lost {
                             produced,
                             what: "it sent more text than the request allows".into(),
+                        };
+                    }
+                    if limits.tokens.is_some_and(|limit| tokens > u64::from(limit)) {
+                        return Followed::Lost {
+                            produced,
+                            what: "it sent more tokens than the request allows".into(),
                         };
                     }
                     // A delta batches up to FLUSH_TOKENS of the engine's
@@ -605,7 +734,7 @@ pub(super) async fn follow(
                     // ahead of it, so that a generation that never reaches
                     // `done` is counted by its tokens, as in process, and
                     // the text carries their count.
-                    let batched = usize::try_from(tokens).unwrap_or(usize::MAX);
+                    let batched = usize::try_from(batched).unwrap_or(usize::MAX);
                     for _ in 1..batched.min(FLUSH_TOKENS) {
                         sink(TokenEvent::Text {
                             text: String::new(),
@@ -619,9 +748,44 @@ pub(super) async fn follow(
                         last_progress = Instant::now();
                     }
                 }
-                Frame::Done { summary } => return Followed::Finished(Ok(summary)),
+                Frame::Done { mut summary } => {
+                    if let Some(most) = limits.tokens {
+                        summary.completion_tokens = summary.completion_tokens.min(most);
+                    }
+                    summary.prompt_tokens = limits.prompt(summary.prompt_tokens);
+                    summary.cached_tokens = summary.cached_tokens.min(summary.prompt_tokens);
+                    return Followed::Finished(Ok(summary));
+                }
                 Frame::Error { error, .. } => return Followed::Finished(Err(error)),
             }
+        }
+        buffer.drain(..read);
+        // Checked on every turn, not only on the timer's: a stream that
+        // is always ready would never let the timer run.
+        if cancel.is_cancelled() && cancel_sent.is_none() {
+            cancel_sent = Some(Instant::now());
+            tokio::spawn(send_cancel());
+        }
+        if let (Some(at), Some(grace)) = (cancel_sent, limits.cancel_grace) {
+            if at.elapsed() > grace {
+                return Followed::Abandoned;
+            }
+        }
+        if limits
+            .stall
+            .is_some_and(|stall| last_progress.elapsed() > stall)
+        {
+            return Followed::Stalled { produced };
+        }
+        if last_frame.elapsed() > SILENCE {
+            return Followed::Lost {
+                produced,
+                what: format!(
+                    "no frame for {} s (heartbeats are every {} s)",
+                    SILENCE.as_secs(),
+                    HEARTBEAT.as_secs()
+                ),
+            };
         }
         tokio::select! {
             // Frames that arrived first: a late timer tick must not make a
@@ -629,7 +793,6 @@ pub(super) async fn follow(
             biased;
             chunk = body.next() => match chunk {
                 Some(Ok(bytes)) => {
-                    last_frame = Instant::now();
                     buffer.extend_from_slice(&bytes);
                     if buffer.len() > MAX_FRAME_BYTES {
                         return Followed::Lost {
@@ -644,25 +807,7 @@ pub(super) async fn follow(
                     what: "the stream ended without done or error".into(),
                 },
             },
-            _ = poll.tick() => {
-                if cancel.is_cancelled() && !cancel_sent {
-                    cancel_sent = true;
-                    tokio::spawn(send_cancel());
-                }
-                if stall.is_some_and(|stall| last_progress.elapsed() > stall) {
-                    return Followed::Stalled { produced };
-                }
-                if last_frame.elapsed() > SILENCE {
-                    return Followed::Lost {
-                        produced,
-                        what: format!(
-                            "no frame for {} s (heartbeats are every {} s)",
-                            SILENCE.as_secs(),
-                            HEARTBEAT.as_secs()
-                        ),
-                    };
-                }
-            }
+            _ = poll.tick() => {}
         }
     }
 }

@@ -831,6 +831,17 @@ async fn went_down(link: &Link) -> String {
     }
 }
 
+/// How long a node's stream may go on after a cancel before the host stops
+/// following it (a long prompt is read before the engine looks again).
+const CANCEL_GRACE: Duration = Duration::from_secs(30);
+
+/// The most tokens a prompt can be: one per byte, and a few special ones.
+pub(super) fn most_prompt_tokens(prompt: &str) -> u32 {
+    u32::try_from(prompt.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(16)
+}
+
 /// The most text an answer of `max_tokens` may bring: a token is rarely
 /// more than a few bytes, so more means a broken or hostile server.
 pub(super) fn most_text(max_tokens: u32) -> usize {
@@ -849,13 +860,52 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
         |e: &dyn std::fmt::Display| BackendError::Internal(format!("{from}'s answer: {e}"));
     let mut body = answer.bytes_stream();
     let mut bytes = Vec::new();
-    while let Some(chunk) = body.next().await {
-        bytes.extend_from_slice(&chunk.map_err(|e| unreadable(&e))?);
-        if bytes.len() > limit {
-            return Err(unreadable(&format!("longer than {limit} bytes")));
+    let read = async {
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| unreadable(&e))?);
+            if bytes.len() > limit {
+                return Err(unreadable(&format!("longer than {limit} bytes")));
+            }
         }
-    }
+        Ok(())
+    };
+    tokio::time::timeout(ANSWER_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            unreadable(&format!(
+                "not read within {} s",
+                ANSWER_READ_TIMEOUT.as_secs()
+            ))
+        })??;
     serde_json::from_slice(&bytes).map_err(|e| unreadable(&e))
+}
+
+/// How long an answer's body may take to arrive once its head has.
+const ANSWER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most of a node's own error text passed on to users and stored.
+const MOST_ERROR_BYTES: usize = 1000;
+
+/// A node's error with its text cut to [`MOST_ERROR_BYTES`].
+fn capped(error: BackendError) -> BackendError {
+    let cut = |mut text: String| {
+        if text.len() > MOST_ERROR_BYTES {
+            let mut end = MOST_ERROR_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push('…');
+        }
+        text
+    };
+    match error {
+        BackendError::InvalidModel(m) => BackendError::InvalidModel(cut(m)),
+        BackendError::InvalidRequest(m) => BackendError::InvalidRequest(cut(m)),
+        BackendError::ContextOverflow(m) => BackendError::ContextOverflow(cut(m)),
+        BackendError::Unsupported(m) => BackendError::Unsupported(cut(m)),
+        BackendError::Internal(m) => BackendError::Internal(cut(m)),
+    }
 }
 
 /// The error of a request the node reached and refused.
@@ -870,7 +920,7 @@ async fn refused(link: &Link, answer: reqwest::Response) -> BackendError {
         return link.unreachable("it does not hold the model");
     }
     match read_json::<WorkerError>(answer, SMALL_ANSWER, "the node").await {
-        Ok(e) if !status.is_server_error() => e.error,
+        Ok(e) if !status.is_server_error() => capped(e.error),
         // A proxy in front of a dead node, or the node failing.
         Ok(e) => link.unreachable(&format!("it answered {status}: {}", e.error)),
         Err(_) => link.unreachable(&format!("it answered {status}")),
@@ -984,11 +1034,8 @@ impl NodeModel {
         }
         let mut started_sent = false;
         for attempt in 0..2 {
-            let sequence = format!(
-                "{}-{}",
-                std::process::id(),
-                SEQUENCE.fetch_add(1, Ordering::Relaxed)
-            );
+            // Unique among the hosts that share the node.
+            let sequence = format!("{}-{}", host_id(), SEQUENCE.fetch_add(1, Ordering::Relaxed));
             let sent = self
                 .link
                 .client
@@ -1034,10 +1081,15 @@ impl NodeModel {
                 }
             };
             // Text past what `max_tokens` can produce (a token is rarely
-            // more than a few bytes) means a broken or hostile node.
+            // more than a few bytes) means a broken or hostile node, and
+            // the counts it reports are capped by what the request can
+            // use: a node never charges a user more than that.
             let limits = Limits {
                 stall: None,
                 text_bytes: Some(most_text(request.sampling.max_tokens)),
+                tokens: Some(request.sampling.max_tokens),
+                prompt_tokens: Some(most_prompt_tokens(&request.prompt)),
+                cancel_grace: Some(CANCEL_GRACE),
             };
             let followed = follow(
                 answer,
@@ -1054,10 +1106,17 @@ impl NodeModel {
                 self.lost(what)
             };
             return match followed {
-                Followed::Finished(result) => result,
+                Followed::Finished(result) => result.map_err(capped),
                 Followed::Lost { what, .. } => Err(lost(&what)),
                 // No stall limit was given.
                 Followed::Stalled { .. } => Err(lost("its engine made no progress")),
+                // Cancelled, and the node went on: stop following it (the
+                // node is not marked down; a long prompt may be slow to
+                // stop).
+                Followed::Abandoned => Err(BackendError::Internal(format!(
+                    "the node did not stop within {} s of a cancel",
+                    CANCEL_GRACE.as_secs()
+                ))),
             };
         }
         unreachable!("the second attempt returns")
@@ -1124,6 +1183,23 @@ impl Model for NodeModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nodes_error_text_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(MOST_ERROR_BYTES);
+        let BackendError::InvalidRequest(cut) = capped(BackendError::InvalidRequest(long)) else {
+            panic!("the kind changed");
+        };
+        assert!(
+            cut.len() <= MOST_ERROR_BYTES + '…'.len_utf8(),
+            "{}",
+            cut.len()
+        );
+        assert!(cut.ends_with('…'));
+        let short = capped(BackendError::Internal("short".into()));
+        assert_eq!(short, BackendError::Internal("short".into()));
+        assert_eq!(most_prompt_tokens("four"), 20);
+    }
 
     #[test]
     fn a_placement_is_freed_with_its_last_copy_and_a_replaced_one_is_not_current() {

@@ -509,16 +509,22 @@ fn describe(err: &reqwest::Error) -> String {
     }
 }
 
+/// An error answer's body, up to [`MAX_ERROR_BODY`] bytes and what
+/// arrives within [`CONNECT_TIMEOUT`] in all: an upstream that trickles
+/// its error cannot hold the request.
 async fn read_capped(response: reqwest::Response) -> Vec<u8> {
     let mut out = Vec::new();
     let mut stream = response.bytes_stream();
-    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(CONNECT_TIMEOUT, stream.next()).await {
-        out.extend_from_slice(&chunk);
-        if out.len() >= MAX_ERROR_BODY {
-            out.truncate(MAX_ERROR_BODY);
-            break;
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            out.extend_from_slice(&chunk);
+            if out.len() >= MAX_ERROR_BODY {
+                out.truncate(MAX_ERROR_BODY);
+                break;
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(CONNECT_TIMEOUT, read).await;
     out
 }
 

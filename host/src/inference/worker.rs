@@ -264,12 +264,21 @@ pub(super) fn stream_generation(
             false
         })
     };
-    if let Some(sequence) = &sequence {
-        sequences
+    // A name in use stays with the stream that has it: this one can only
+    // be stopped by hanging up.
+    let sequence = sequence.filter(|sequence| {
+        match sequences
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(sequence.clone(), cancel.clone());
-    }
+            .entry(sequence.clone())
+        {
+            std::collections::hash_map::Entry::Vacant(free) => {
+                free.insert(cancel.clone());
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
+        }
+    });
     let registered = Registered {
         sequences,
         sequence,

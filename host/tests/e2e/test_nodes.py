@@ -215,10 +215,14 @@ def nodes(corral_bin, tmp_path_factory):
 
 
 class HostileNode(http.server.BaseHTTPRequestHandler):
-    """A node that answers its health and loads, then streams a frame
-    line that never ends; with `huge_health` its health answer is 2 MB."""
+    """A node that answers its health and loads, then streams what
+    `generation` says: a frame line that never ends (`endless_line`),
+    heartbeats for ten minutes whatever the host asks (`heartbeats`), an
+    answer that claims billions of tokens (`greedy`) or an error of 2 MB
+    (`long_error`). With `huge_health` its health answer is 2 MB."""
 
     huge_health = False
+    generation = "endless_line"
 
     def log_message(self, *args):
         pass
@@ -254,14 +258,37 @@ class HostileNode(http.server.BaseHTTPRequestHandler):
             return self.reply(200, b'"hi"')
         if self.path.endswith("/tokenize"):
             return self.reply(200, b"[1, 2]")
+        if "/cancel/" in self.path:
+            return self.reply(204, b"")
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.end_headers()
+        huge = 4_000_000_000
         try:
-            self.wfile.write(b'{"type":"started","prompt_tokens":1}\n{"type":"delta","tokens":1,"text":"')
-            for _ in range(80):
-                self.wfile.write(b"a" * 65536)
-            time.sleep(10)
+            if HostileNode.generation == "heartbeats":
+                self.wfile.write(b'{"type":"started","prompt_tokens":1}\n')
+                for _ in range(1200):
+                    self.wfile.write(b'{"type":"heartbeat","polls":0}\n')
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            elif HostileNode.generation == "greedy":
+                summary = {
+                    "finish_reason": "length", "prompt_tokens": huge, "completion_tokens": huge,
+                    "truncated_tokens": 0, "cached_tokens": huge, "time_to_first_token": 0.1, "total_time": 0.2,
+                }
+                self.wfile.write(
+                    json.dumps({"type": "started", "prompt_tokens": huge}).encode() + b"\n"
+                    + b'{"type":"delta","tokens":1,"text":"hi"}\n'
+                    + json.dumps({"type": "done", "summary": summary}).encode() + b"\n"
+                )
+            elif HostileNode.generation == "long_error":
+                error = {"kind": "invalid_request", "message": "x" * (2 * 1024 * 1024)}
+                self.wfile.write(json.dumps({"type": "error", "code": "backend", "error": error}).encode() + b"\n")
+            else:
+                self.wfile.write(b'{"type":"started","prompt_tokens":1}\n{"type":"delta","tokens":1,"text":"')
+                for _ in range(80):
+                    self.wfile.write(b"a" * 65536)
+                time.sleep(10)
         except OSError:
             pass
 
@@ -1047,6 +1074,56 @@ def test_a_hostile_node_cannot_make_the_host_hold_its_garbage(host, hostile, reg
     assert view["last_error_at"] <= view["since"], view
     place(tech, registered, "")
     tech.ok("DELETE", "/api/nodes/hostile", expect=(204,))
+
+
+def test_a_hostile_node_cannot_hold_slots_charge_quota_or_flood_errors(host, hostile, registered, ai):
+    """A node that goes on after a cancel is given up 30 s later, so it
+    cannot keep a model's slots; the tokens it claims are capped by the
+    request; its error text is cut."""
+    tech = host.tech
+    tech.ok("POST", "/api/nodes", json={"name": "hostile", "url": hostile, "token": "h" * 32}, expect=(201,))
+    place(tech, registered, "hostile")
+    chat = {"model": "words", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    headers = {"Authorization": f"Bearer {ai.api_key}"}
+    try:
+        HostileNode.generation = "greedy"
+        r = requests.post(host.base + "/v1/chat/completions", headers=headers, json=chat, timeout=30)
+        assert r.status_code == 200, r.text
+        usage = r.json()["usage"]
+        assert usage["completion_tokens"] <= 2, usage
+        assert usage["prompt_tokens"] < 1000, usage
+        assert usage["prompt_tokens_details"]["cached_tokens"] <= usage["prompt_tokens"], usage
+
+        HostileNode.generation = "long_error"
+        r = requests.post(host.base + "/v1/chat/completions", headers=headers, json=chat, timeout=30)
+        assert r.status_code == 422, r.text[:300]
+        assert len(r.content) < 4096, f"{len(r.content)} bytes of the node's error passed on"
+
+        # Every slot of `words` (4) taken by a stream the node will not end;
+        # each client hangs up after a second.
+        HostileNode.generation = "heartbeats"
+
+        def hang_up():
+            with requests.post(host.base + "/v1/chat/completions", headers=headers,
+                               json={**chat, "stream": True}, stream=True, timeout=30) as r:
+                assert r.status_code == 200, r.text
+                time.sleep(1)
+
+        callers = [threading.Thread(target=hang_up) for _ in range(4)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(timeout=40)
+        # Back on the host, the model is answered once the host gave up on
+        # the node's streams, not never: the hang-up is seen at the next
+        # keep-alive (15 s), and the node's stream 30 s after the cancel.
+        place(tech, registered, "")
+        r = requests.post(host.base + "/v1/chat/completions", headers=headers, json=chat, timeout=90)
+        assert r.status_code == 200, r.text
+    finally:
+        HostileNode.generation = "endless_line"
+        place(tech, registered, "")
+        tech.ok("DELETE", "/api/nodes/hostile", expect=(204,))
 
 
 def test_a_real_model_runs_on_a_node(host, nodes, registered, ai, demo_model):

@@ -342,6 +342,49 @@ def test_a_model_that_fails_to_load_in_its_worker_is_refused_with_the_reason(srv
     assert requests.get(srv.base + "/healthz", timeout=2).status_code == 200
 
 
+def test_a_file_that_kills_its_worker_while_loading_is_marked_failed(srv, tech, ai):
+    """A model file whose engine aborts while loading it (as llama.cpp does
+    on a failed GGML_ASSERT) is loaded afresh by every request, and each
+    death counts as a crash: after five within a minute the model is refused
+    at once with `model_failed`, and no further worker is started for it."""
+    model = fault_model(srv, tech, "aborts-loading", "abort-load")
+    host_pid = srv.proc.pid
+
+    def ask() -> requests.Response:
+        return requests.post(
+            srv.base + "/v1/chat/completions",
+            json={"model": "aborts-loading", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            headers={"Authorization": f"Bearer {ai.api_key}"},
+            timeout=60,
+        )
+
+    codes = []
+    for _ in range(5):
+        r = ask()
+        assert r.status_code == 503, r.text
+        codes.append(r.json()["error"]["code"])
+    assert codes[-1] == "model_failed", codes
+
+    def crashes() -> int:
+        lines = srv.log_path.read_text(errors="replace").splitlines()
+        return sum(1 for line in lines if "model worker crashed" in line and "aborts-loading.gguf" in line)
+
+    assert crashes() == 5, srv.log_tail()
+    for _ in range(2):
+        started = time.monotonic()
+        r = ask()
+        took = time.monotonic() - started
+        assert r.status_code == 503, r.text
+        error = r.json()["error"]
+        assert error["code"] == "model_failed", error
+        assert "crashed 5 times" in error["message"], error
+        assert took < 0.1, f"the refusal took {took * 1000:.0f} ms"
+    assert crashes() == 5, "a worker was started for a model marked failed"
+    assert srv.proc.poll() is None and srv.proc.pid == host_pid
+    assert requests.get(srv.base + "/healthz", timeout=2).status_code == 200
+    assert tech.delete(f"/api/models/{model['id']}").status_code == 204
+
+
 def test_five_crashes_in_a_minute_mark_the_model_failed(srv, user, ai):
     """Each crash is followed by a restart (after a growing pause); the
     fifth within a minute marks the model failed, and its requests get a
