@@ -201,17 +201,31 @@ pub struct Downloads {
     next_job: AtomicU64,
     /// Held for every read-modify-write of a model record.
     pub records: tokio::sync::Mutex<()>,
+    /// Held while a job is started, and while a model is removed: one
+    /// start at a time per host, so that two edits cannot leave a job no
+    /// one tracks, and none can start for a model being removed.
+    pub starting: tokio::sync::Mutex<()>,
 }
 
 impl Downloads {
     /// Marks a ready model whose file the backend cannot load at all as
     /// `failed` with the reason, so that it leaves the pickers and
     /// technicians see why (a new source fetches it again). The file stays
-    /// until the model is edited or deleted.
-    pub async fn mark_unloadable(&self, model_id: &str, reason: &str) {
+    /// until the model is edited or deleted. Only while `file` is still
+    /// the model's: a load of the file an edit replaced says nothing of
+    /// the new one.
+    pub async fn mark_unloadable(&self, model_id: &str, file: &std::path::Path, reason: &str) {
         let _guard = self.records.lock().await;
         let mut model = match self.store.get_model(model_id).await {
-            Ok(Some(model)) if model.status == ModelStatus::Ready => model,
+            Ok(Some(model))
+                if model.status == ModelStatus::Ready
+                    && model
+                        .file_path
+                        .as_deref()
+                        .is_some_and(|path| std::path::Path::new(path) == file) =>
+            {
+                model
+            }
             Ok(_) => return,
             Err(err) => {
                 tracing::warn!(%err, "could not read a model to mark it failed");
@@ -269,6 +283,7 @@ impl Downloads {
             jobs: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(1),
             records: tokio::sync::Mutex::new(()),
+            starting: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -293,9 +308,21 @@ impl Downloads {
 
     /// Starts fetching (or, for a local file with a sha256, checking) the
     /// model's `source`, replacing any job the model has running. The
-    /// record should already say `downloading`.
+    /// record is read again first: what is fetched is what it says now
+    /// (another edit may have come in since the caller read it), and
+    /// nothing is, once it no longer says `downloading` or is gone.
     pub async fn start(self: &Arc<Self>, model: &ModelRecord) {
+        let _one = self.starting.lock().await;
         self.cancel(&model.id).await;
+        let model = match self.store.get_model(&model.id).await {
+            Ok(Some(now)) if now.status == ModelStatus::Downloading => now,
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(%err, model = %model.name, "could not read a model to fetch it");
+                return;
+            }
+        };
+        let model = &model;
         let mut jobs = self.lock_jobs();
         let job_id = self.next_job.fetch_add(1, Ordering::Relaxed);
         let cancel = CancellationToken::new();
@@ -645,7 +672,7 @@ impl Downloads {
 
         // A wrong file is not worth resuming: drop it.
         let discard = |reason: String| async {
-            let _ = tokio::fs::remove_file(&part).await;
+            remove_partial(&part).await;
             Stop::Failed(reason)
         };
         if let Some(expected) = &t.sha256 {
@@ -666,6 +693,7 @@ impl Downloads {
         tokio::fs::rename(&part, &final_path)
             .await
             .map_err(|e| failed(format!("cannot move the download into place: {e}")))?;
+        let _ = tokio::fs::remove_file(validator_path(&part)).await;
         Ok((final_path, size))
     }
 
@@ -709,8 +737,14 @@ impl Downloads {
                 .map_err(Attempt::Stop)?;
         }
         let mut request = self.client.get(&t.source);
+        let validator = validator_path(part);
         if offset > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+            // Only the same version of the file may be resumed: one that
+            // changed since comes whole (a 200), not spliced onto the old.
+            if let Some(seen) = read_validator(&validator).await {
+                request = request.header(reqwest::header::IF_RANGE, seen);
+            }
         }
         let response = tokio::select! {
             _ = t.cancel.cancelled() => return Err(Attempt::Stop(Stop::Cancelled)),
@@ -727,7 +761,7 @@ impl Downloads {
                 Some((Some(start), total_len)) if start == offset => total = total_len,
                 _ => {
                     // Not the range asked for: start over.
-                    let _ = tokio::fs::remove_file(part).await;
+                    remove_partial(part).await;
                     return Err(Attempt::retry(
                         "the server sent a different byte range than asked for",
                         false,
@@ -740,17 +774,19 @@ impl Downloads {
                     return Ok((offset, hex(&hasher.finalize())));
                 }
             }
-            let _ = tokio::fs::remove_file(part).await;
+            remove_partial(part).await;
             return Err(Attempt::retry(
                 "the partial download is longer than the file; starting over",
                 false,
             ));
         } else if status.is_success() {
-            // A server that ignores `Range` sends the whole file.
+            // A server that ignores `Range`, or a file that changed, sends
+            // the whole file.
             truncate = true;
             offset = 0;
             hasher = Sha256::new();
             total = response.content_length();
+            keep_validator(&validator, response.headers()).await;
         } else if status.is_server_error()
             || status == reqwest::StatusCode::TOO_MANY_REQUESTS
             || status == reqwest::StatusCode::REQUEST_TIMEOUT
@@ -767,7 +803,7 @@ impl Downloads {
         }
         if let Some(total) = total {
             if total > self.max_bytes {
-                let _ = tokio::fs::remove_file(part).await;
+                remove_partial(part).await;
                 return Err(Attempt::Stop(failed(self.too_large(Some(total)))));
             }
         }
@@ -801,7 +837,7 @@ impl Downloads {
                 Some(Ok(chunk)) => {
                     if offset + chunk.len() as u64 > self.max_bytes {
                         drop(file);
-                        let _ = tokio::fs::remove_file(part).await;
+                        remove_partial(part).await;
                         return Err(Attempt::Stop(failed(self.too_large(total))));
                     }
                     if offset + chunk.len() as u64 - space_checked_at >= SPACE_CHECK_EVERY {
@@ -809,7 +845,7 @@ impl Downloads {
                         if let Err(reason) = self.check_space(part, left) {
                             drop(file);
                             // The partial file goes too: the space is what is short.
-                            let _ = tokio::fs::remove_file(part).await;
+                            remove_partial(part).await;
                             return Err(Attempt::Stop(failed(reason)));
                         }
                         space_checked_at = offset;
@@ -990,6 +1026,55 @@ pub fn file_name(source: &str) -> String {
         safe.to_owned()
     }
 }
+
+/// Removes a partial download and the version it was of.
+async fn remove_partial(part: &Path) {
+    let _ = tokio::fs::remove_file(part).await;
+    let _ = tokio::fs::remove_file(validator_path(part)).await;
+}
+
+/// Where the version of a partial download is kept: its `ETag` (a strong
+/// one) or `Last-Modified`, sent back as `If-Range` on resuming.
+fn validator_path(part: &Path) -> PathBuf {
+    let mut name = part.file_name().unwrap_or_default().to_os_string();
+    name.push(".version");
+    part.with_file_name(name)
+}
+
+/// The version a full answer names, kept for resuming (or forgotten when
+/// it names none).
+async fn keep_validator(path: &Path, headers: &reqwest::header::HeaderMap) {
+    let strong_etag = headers
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.starts_with("W/"));
+    let seen = strong_etag.or_else(|| {
+        headers
+            .get(reqwest::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+    });
+    match seen.filter(|v| v.len() <= MAX_VALIDATOR_BYTES) {
+        Some(seen) => {
+            if let Err(err) = tokio::fs::write(path, seen).await {
+                tracing::warn!(%err, "could not keep a download's version");
+            }
+        }
+        None => {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+    }
+}
+
+async fn read_validator(path: &Path) -> Option<reqwest::header::HeaderValue> {
+    let text = tokio::fs::read_to_string(path).await.ok()?;
+    if text.len() > MAX_VALIDATOR_BYTES {
+        return None;
+    }
+    reqwest::header::HeaderValue::from_str(&text).ok()
+}
+
+/// The longest version header kept.
+const MAX_VALIDATOR_BYTES: usize = 1024;
 
 /// `(start, total)` of a `Content-Range: bytes start-end/total` header;
 /// `bytes */total` gives no start.

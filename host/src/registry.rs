@@ -1062,8 +1062,10 @@ pub async fn delete(state: &AppState, id: &str) -> ApiResult<ModelRecord> {
         .get_model(id)
         .await?
         .ok_or(AppError::NotFound("model"))?;
-    state.downloads.cancel(id).await;
     {
+        // No job can start between the cancel and the removal.
+        let _starting = state.downloads.starting.lock().await;
+        state.downloads.cancel(id).await;
         let _guard = state.downloads.records.lock().await;
         if !state.store.delete_model(id).await? {
             return Err(AppError::NotFound("model"));

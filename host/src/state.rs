@@ -121,9 +121,11 @@ impl AppState {
             .with_nodes(nodes.clone())
             .on_bad_file({
                 let downloads = downloads.clone();
-                Arc::new(move |model_id, reason| {
+                Arc::new(move |model_id, file, reason| {
                     let downloads = downloads.clone();
-                    Box::pin(async move { downloads.mark_unloadable(&model_id, &reason).await })
+                    Box::pin(
+                        async move { downloads.mark_unloadable(&model_id, &file, &reason).await },
+                    )
                 })
             }),
             Scheduler::new(QueueLimits {

@@ -271,3 +271,106 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_failed_load_of_a_replaced_file_leaves_the_new_one_ready() {
+    // An edit swapped the file while a load of the old one was under way:
+    // that load's failure says nothing of the new file.
+    let c = Ctx::new().await;
+    let model = support::model_record("swapped", "llama", "/srv/models/new.gguf");
+    c.t.store.create_model(&model).await.expect("model");
+    let downloads = &c.t.state.downloads;
+    downloads
+        .mark_unloadable(
+            &model.id,
+            std::path::Path::new("/srv/models/old.gguf"),
+            "no such file",
+        )
+        .await;
+    let kept =
+        c.t.store
+            .get_model(&model.id)
+            .await
+            .expect("read")
+            .expect("model");
+    assert_eq!(kept.status, corral_host::model::ModelStatus::Ready);
+    assert_eq!(kept.file_path.as_deref(), Some("/srv/models/new.gguf"));
+
+    // The model's own file failing does mark it.
+    downloads
+        .mark_unloadable(
+            &model.id,
+            std::path::Path::new("/srv/models/new.gguf"),
+            "not a model",
+        )
+        .await;
+    let failed =
+        c.t.store
+            .get_model(&model.id)
+            .await
+            .expect("read")
+            .expect("model");
+    assert_eq!(failed.status, corral_host::model::ModelStatus::Failed);
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("not a model")),
+        "{:?}",
+        failed.error
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_shows_admins_no_model_sources_or_paths() {
+    let c = Ctx::new().await;
+    let file = c.models.path().join("secret-place.gguf");
+    let mut data = b"GGUF".to_vec();
+    data.resize(4096, 7);
+    std::fs::write(&file, &data).expect("file");
+    let (status, created) = c
+        .add(&json!({"name": "audited", "backend": "llama", "source": file}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id = created["id"].as_str().expect("id");
+    let (status, body) =
+        c.t.patch(
+            &format!("/api/models/{id}"),
+            Some(&c.tech.access),
+            &json!({"description": "moved", "threads": 2}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let place = c.models.path().to_string_lossy().into_owned();
+    let (status, tech_view) = c.t.get("/api/audit?limit=200", Some(&c.tech.access)).await;
+    assert_eq!(status, StatusCode::OK, "{tech_view}");
+    assert!(tech_view.to_string().contains(&place), "{tech_view}");
+
+    let (status, admin_view) = c.t.get("/api/audit?limit=200", Some(&c.admin.access)).await;
+    assert_eq!(status, StatusCode::OK, "{admin_view}");
+    let shown = admin_view.to_string();
+    assert!(!shown.contains(&place), "{admin_view}");
+    assert!(!shown.contains("secret-place"), "{admin_view}");
+    let entries = items(&admin_view);
+    let update = entries
+        .iter()
+        .find(|e| e["action"] == "model.update")
+        .expect("the update is listed");
+    assert_eq!(update["details"]["name"], "audited", "{update}");
+    let changed: Vec<&str> = update["details"]["changed"]
+        .as_array()
+        .expect("changed fields")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        changed.contains(&"description") && changed.contains(&"threads"),
+        "{update}"
+    );
+    let create = entries
+        .iter()
+        .find(|e| e["action"] == "model.create")
+        .expect("the creation is listed");
+    assert!(create["details"].get("source").is_none(), "{create}");
+}

@@ -118,9 +118,21 @@ async fn serve(
         *n += 1;
         *n
     };
-    let Some(data) = lock(&files.files).get(&name).cloned() else {
+    // `flaky-swap`: the file changes after the first answer broke off.
+    let version = if mode == "flaky-swap" && hit > 1 {
+        format!("{name}.v2")
+    } else {
+        name.clone()
+    };
+    let Some(data) = lock(&files.files).get(&version).cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let etag = format!("\"{}\"", hex(&Sha256::digest(&data)));
+    // A range of another version is not served: the whole file is.
+    let same_version = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v == etag);
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -128,6 +140,7 @@ async fn serve(
     if let Some(r) = &range {
         lock(&files.ranges).entry(key).or_default().push(r.clone());
     }
+    let range = range.filter(|_| same_version);
     let honour_range = mode != "flaky-norange";
     let start = match (&range, honour_range) {
         (Some(r), true) => r
@@ -177,6 +190,7 @@ async fn serve(
     });
     let mut builder = Response::builder()
         .header(header::CONTENT_LENGTH, len)
+        .header(header::ETAG, &etag)
         .header(header::ACCEPT_RANGES, "bytes");
     if start > 0 {
         builder = builder.status(StatusCode::PARTIAL_CONTENT).header(
@@ -481,6 +495,30 @@ async fn an_interrupted_download_resumes_with_range() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("not an open range: {ranges:?}"));
     assert!(offset > 0 && offset <= BREAK_AT, "{ranges:?}");
+}
+
+#[tokio::test]
+async fn a_file_that_changed_between_attempts_is_not_spliced() {
+    // The first answer breaks off; by the second, the file on the server
+    // is a new version of the same length. Resuming would join the old
+    // head to the new tail; `If-Range` makes the server send the new
+    // version whole.
+    let c = Ctx::new().await;
+    c.server.add("swap.gguf", gguf_bytes(21));
+    let new_sha = c.server.add("swap.gguf.v2", gguf_bytes(22));
+    let model = c
+        .create(json!({
+            "name": "swapped",
+            "backend": "llama",
+            "source": c.server.url("flaky-swap", "swap.gguf"),
+        }))
+        .await;
+    let id = str_of(&model, "id");
+    let ready = c.wait_for(&id, "ready").await;
+    assert_eq!(sha_of_file(&str_of(&ready, "file_path")), new_sha);
+    assert_eq!(c.server.ranges("flaky-swap", "swap.gguf").len(), 1);
+    let left: Vec<PathBuf> = files_under(&c.models_dir(&id));
+    assert_eq!(left.len(), 1, "only the model file stays: {left:?}");
 }
 
 #[tokio::test]
@@ -905,6 +943,67 @@ async fn deleting_a_model_cancels_its_download() {
     assert!(
         !c.models_dir(&id).exists(),
         "nothing written after the delete"
+    );
+}
+
+#[tokio::test]
+async fn a_start_that_comes_after_a_removal_or_another_edit_follows_the_record() {
+    let c = Ctx::new().await;
+    for (name, seed) in [("big.gguf", 12), ("one.gguf", 13), ("two.gguf", 14)] {
+        c.server.add(name, gguf_bytes(seed));
+    }
+    c.server.files.slow_chunks.store(20, Ordering::Relaxed);
+
+    // An edit's start that lost the race to a removal: nothing runs, and
+    // nothing is written for the model that is gone.
+    let model = c
+        .create(json!({"name": "removed", "backend": "llama", "source": c.server.url("slow", "big.gguf")}))
+        .await;
+    let id = str_of(&model, "id");
+    let record =
+        c.t.store
+            .get_model(&id)
+            .await
+            .expect("read")
+            .expect("model");
+    let (status, _) =
+        c.t.delete(&format!("/api/models/{id}"), Some(&c.tech.access))
+            .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    c.t.state.downloads.start(&record).await;
+    assert!(
+        !c.t.state.downloads.is_active(&id),
+        "a job runs for a removed model"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(files_under(&c.models_dir(&id)).is_empty());
+
+    // Two edits at once: the file that lands is the one the record names.
+    let model = c
+        .create(json!({"name": "edited", "backend": "llama", "source": c.server.url("slow", "big.gguf")}))
+        .await;
+    let id = str_of(&model, "id");
+    let path = format!("/api/models/{id}");
+    let one = json!({"source": c.server.url("slow", "one.gguf")});
+    let two = json!({"source": c.server.url("slow", "two.gguf")});
+    let (a, b) = tokio::join!(
+        c.t.patch(&path, Some(&c.tech.access), &one),
+        c.t.patch(&path, Some(&c.tech.access), &two),
+    );
+    assert_eq!(
+        (a.0, b.0),
+        (StatusCode::OK, StatusCode::OK),
+        "{} {}",
+        a.1,
+        b.1
+    );
+    let ready = c.wait_for(&id, "ready").await;
+    let named = str_of(&ready, "source");
+    let file = str_of(&ready, "file_path");
+    let wanted = named.rsplit('/').next().expect("a file name");
+    assert!(
+        file.ends_with(wanted),
+        "the record names {named} but holds {file}"
     );
 }
 

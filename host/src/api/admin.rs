@@ -27,12 +27,14 @@ pub struct AuditParams {
     pub offset: Option<u64>,
 }
 
-/// The audit log, newest first.
+/// The audit log, newest first. Admins see entries about models, nodes
+/// and plugins with their name and the fields changed, not the values.
 #[utoipa::path(get, path = "/api/audit", tag = "admin",
     params(AuditParams),
     responses((status = 200, description = "A page of entries", body = Paged<AuditEntry>)))]
 pub async fn audit(
     State(state): State<AppState>,
+    caller: Caller,
     Query(params): Query<AuditParams>,
 ) -> ApiResult<Json<Paged<AuditEntry>>> {
     let (limit, offset) = paging(params.limit, params.offset)?;
@@ -45,12 +47,41 @@ pub async fn audit(
             offset,
         })
         .await?;
+    let mut items = page.items;
+    if caller.user.role != corral_sdk::Role::Technician {
+        for entry in &mut items {
+            for_admins(entry);
+        }
+    }
     Ok(Json(Paged {
-        items: page.items,
+        items,
         total: page.total,
         limit,
         offset,
     }))
+}
+
+/// Entries of what only technicians run (models, nodes, plugins) keep,
+/// for admins, the name and which fields changed, not the values: those
+/// hold sources, server paths, node addresses and errors, which the API
+/// shows technicians only.
+fn for_admins(entry: &mut AuditEntry) {
+    let technical = ["model.", "node.", "plugin."]
+        .iter()
+        .any(|domain| entry.action.starts_with(domain));
+    if !technical {
+        return;
+    }
+    let details = std::mem::take(&mut entry.details);
+    let mut kept = serde_json::Map::new();
+    if let Some(name) = details.get("name") {
+        kept.insert("name".into(), name.clone());
+    }
+    if let Some(changed) = details.get("changed").and_then(|c| c.as_object()) {
+        let fields: Vec<&String> = changed.keys().collect();
+        kept.insert("changed".into(), serde_json::json!(fields));
+    }
+    entry.details = serde_json::Value::Object(kept);
 }
 
 /// Platform settings.

@@ -101,9 +101,10 @@ impl LoadedModel {
 
 type Cell = Arc<tokio::sync::OnceCell<Arc<LoadedModel>>>;
 
-/// Told the key of a model whose file the backend found unusable, and
-/// why; awaited before the load's error is returned.
-pub type BadFileHook = Arc<dyn Fn(String, String) -> BoxFuture<'static, ()> + Send + Sync>;
+/// Told the key of a model whose file the backend found unusable, that
+/// file, and why; awaited before the load's error is returned.
+pub type BadFileHook =
+    Arc<dyn Fn(String, std::path::PathBuf, String) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The loaded models.
 #[derive(Clone)]
@@ -254,7 +255,12 @@ impl ModelManager {
                     Some(hook),
                 ) = (&err, &self.on_bad_file)
                 {
-                    hook(spec.key.clone(), reason.clone()).await;
+                    hook(
+                        spec.key.clone(),
+                        spec.request.path.clone().into(),
+                        reason.clone(),
+                    )
+                    .await;
                 }
                 return Err(err);
             }
