@@ -89,6 +89,21 @@ pub fn room_for_comment(held: usize, cap: u64) -> ApiResult<()> {
     )
 }
 
+/// The most text one ticket's replies and notes hold together: a thread
+/// is read whole on every view and reply.
+pub const MAX_THREAD_BYTES: usize = 2 * 1024 * 1024;
+
+/// Refuses a reply of `adding` bytes to a thread that holds `held`.
+pub fn room_in_thread(held: usize, adding: usize) -> ApiResult<()> {
+    if held.saturating_add(adding) > MAX_THREAD_BYTES {
+        return Err(AppError::LimitReached(format!(
+            "a ticket's replies and notes hold at most {} MiB of text; open a new ticket to go on",
+            MAX_THREAD_BYTES >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// What accounts have under way at once (plugin route requests), each
 /// counted until its [`Slot`] is dropped.
 #[derive(Default)]

@@ -289,8 +289,10 @@ pub async fn comment(
             "the ticket is closed; open a new one".into(),
         ));
     }
-    let held = store.list_comments(&ticket.id, true).await?.len();
-    crate::limits::room_for_comment(held, max_comments)?;
+    let held = store.list_comments(&ticket.id, true).await?;
+    crate::limits::room_for_comment(held.len(), max_comments)?;
+    let text: usize = held.iter().map(|c| c.body.len()).sum();
+    crate::limits::room_in_thread(text, new.body.len())?;
     let at = now();
     let comment = Comment {
         id: new_id(),
@@ -305,7 +307,8 @@ pub async fn comment(
     store.add_comment(&comment).await?;
     // The owner's reply reopens the ticket only if it is resolved when the
     // reply is stored; otherwise the reply touches nothing but
-    // `updated_at`.
+    // `updated_at`. An internal note leaves even that: the owner must not
+    // learn from the ticket's time that staff wrote one.
     let reopened = if ticket.owner_id == author.id {
         let reopen = TicketUpdate {
             status: Some(TicketStatus::Open),
@@ -318,7 +321,7 @@ pub async fn comment(
     } else {
         None
     };
-    if reopened.is_none() {
+    if reopened.is_none() && !comment.internal {
         let touch = TicketUpdate {
             updated_at: Some(at),
             ..Default::default()
@@ -557,6 +560,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_thread_holds_at_most_its_bytes_of_text() {
+        let (_dir, store) = testing::store();
+        let store = store.as_ref();
+        let owner = testing::insert(store, "uma", Role::User).await;
+        let ticket = open(store, &owner, new_ticket(), async { Ok(()) })
+            .await
+            .unwrap();
+        // 20,000 characters of four bytes each: the most one reply holds.
+        let big = "\u{1F600}".repeat(20_000);
+        let fit = crate::limits::MAX_THREAD_BYTES / big.len();
+        for _ in 0..fit {
+            comment(store, &owner, &ticket.id, reply(&big), 500)
+                .await
+                .unwrap();
+        }
+        let err = comment(store, &owner, &ticket.id, reply(&big), 500)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "limit_reached", "{err}");
+        // What is left still takes a short reply.
+        comment(store, &owner, &ticket.id, reply("one more line"), 500)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn replies_reopen_for_the_owner_and_stop_at_closed() {
         let (_dir, store) = testing::store();
         let store = store.as_ref();
@@ -575,9 +604,16 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "only staff can write internal notes");
+        let before = find(store, &owner, id).await.unwrap().updated_at;
+        // Times are kept to the millisecond: let one pass.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         comment(store, &admin, id, note, 100).await.unwrap();
-        let (_, seen_by_owner) = thread(store, &owner, id).await.unwrap();
+        let (after, seen_by_owner) = thread(store, &owner, id).await.unwrap();
         assert!(seen_by_owner.is_empty());
+        assert_eq!(
+            after.updated_at, before,
+            "an internal note moved the ticket's time"
+        );
         let (_, seen_by_staff) = thread(store, &admin, id).await.unwrap();
         assert_eq!(seen_by_staff.len(), 1);
 
