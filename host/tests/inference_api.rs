@@ -820,3 +820,73 @@ async fn the_sweeper_unloads_idle_models() {
         c.status().await
     );
 }
+
+#[tokio::test]
+async fn chat_completions_refuse_what_would_change_the_answers_form() {
+    // A client that asks for JSON, tools, banned tokens, log
+    // probabilities or an image must not get plain text as if it had.
+    let c = Ctx::new(Config::default()).await;
+    c.fixture("embedder", ModelKind::Embedding, ModelStatus::Ready)
+        .await;
+    let token = &c.user.access;
+    let hi = json!([{"role": "user", "content": "Hi"}]);
+    let with = |field: &str, value: Value| {
+        let mut body = json!({"model": "embedder", "messages": hi});
+        body[field] = value;
+        body
+    };
+    for (body, param) in [
+        (
+            with("response_format", json!({"type": "json_object"})),
+            "response_format",
+        ),
+        (
+            with(
+                "response_format",
+                json!({"type": "json_schema", "json_schema": {"name": "x"}}),
+            ),
+            "response_format",
+        ),
+        (
+            with(
+                "tools",
+                json!([{"type": "function", "function": {"name": "f"}}]),
+            ),
+            "tools",
+        ),
+        (with("functions", json!([{"name": "f"}])), "functions"),
+        (with("logit_bias", json!({"50256": -100})), "logit_bias"),
+        (with("logprobs", json!(true)), "logprobs"),
+        (
+            json!({"model": "embedder", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            ]}]}),
+            "messages",
+        ),
+    ] {
+        let (status, json) = c.t.post("/v1/chat/completions", Some(token), &body).await;
+        assert_openai_error(
+            status,
+            &json,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+        );
+        assert_eq!(json["error"]["param"], param, "{body}: {json}");
+    }
+    // Their defaults pass: the request goes on to the model (which,
+    // being an embedding model, writes no text).
+    let mut plain = with("response_format", json!({"type": "text"}));
+    plain["tools"] = json!([]);
+    plain["logit_bias"] = json!({});
+    plain["logprobs"] = json!(false);
+    plain["messages"] = json!([{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]);
+    let (status, json) = c.t.post("/v1/chat/completions", Some(token), &plain).await;
+    assert_openai_error(
+        status,
+        &json,
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+    );
+    assert_ne!(json["error"]["param"], "response_format", "{json}");
+}

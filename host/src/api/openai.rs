@@ -108,7 +108,7 @@ pub enum OaContent {
     Parts(Vec<OaPart>),
 }
 
-/// A content part; only text parts are understood.
+/// A content part; only text parts are understood, others are refused.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OaPart {
     #[serde(rename = "type")]
@@ -140,7 +140,8 @@ pub struct OaStreamOptions {
 }
 
 /// A chat completion request (the fields Corral honours; others are
-/// ignored as OpenAI's own API does with unknown ones).
+/// ignored as OpenAI's own API does with unknown ones, except those that
+/// would change the answer's form, which are refused when set).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     pub model: String,
@@ -165,6 +166,55 @@ pub struct ChatCompletionRequest {
     pub ignore_eos: Option<bool>,
     /// Only 1 is supported.
     pub n: Option<u32>,
+    /// Only `{"type": "text"}` is supported (no JSON mode or schema).
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<serde_json::Value>,
+    /// Not supported: a non-empty list is refused.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<serde_json::Value>,
+    /// Not supported: a non-empty list is refused.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub functions: Option<serde_json::Value>,
+    /// Not supported: a non-empty map is refused.
+    #[schema(value_type = Option<Object>)]
+    pub logit_bias: Option<serde_json::Value>,
+    /// Not supported: `true` is refused.
+    pub logprobs: Option<bool>,
+}
+
+impl ChatCompletionRequest {
+    /// Refuses what Corral cannot honour but would change what a client
+    /// gets: a client that asks for JSON, tools, banned tokens or log
+    /// probabilities must not get plain text as if it had.
+    fn refuse_unsupported(&self) -> Result<(), AppError> {
+        let set = |v: &Option<serde_json::Value>| match v {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Array(a)) => !a.is_empty(),
+            Some(serde_json::Value::Object(o)) => !o.is_empty(),
+            Some(_) => true,
+        };
+        if let Some(format) = &self.response_format {
+            let kind = format.get("type").and_then(serde_json::Value::as_str);
+            if !format.is_null() && kind != Some("text") {
+                return Err(AppError::field(
+                    "response_format",
+                    "only {\"type\": \"text\"} is supported",
+                ));
+            }
+        }
+        for (field, value) in [("tools", &self.tools), ("functions", &self.functions)] {
+            if set(value) {
+                return Err(AppError::field(field, "tool calls are not supported"));
+            }
+        }
+        if set(&self.logit_bias) {
+            return Err(AppError::field("logit_bias", "is not supported"));
+        }
+        if self.logprobs == Some(true) {
+            return Err(AppError::field("logprobs", "is not supported"));
+        }
+        Ok(())
+    }
 }
 
 /// Token counts.
@@ -260,12 +310,22 @@ fn chat_messages(messages: &[OaMessage]) -> Result<Vec<ChatMessage>, AppError> {
             let content = match &m.content {
                 None => String::new(),
                 Some(OaContent::Text(t)) => t.clone(),
-                Some(OaContent::Parts(parts)) => parts
-                    .iter()
-                    .filter(|p| p.kind == "text")
-                    .filter_map(|p| p.text.clone())
-                    .collect::<Vec<_>>()
-                    .join(""),
+                Some(OaContent::Parts(parts)) => {
+                    if let Some(other) = parts.iter().find(|p| p.kind != "text") {
+                        return Err(AppError::field(
+                            "messages",
+                            format!(
+                                "content parts of type `{}` are not supported; only `text`",
+                                other.kind
+                            ),
+                        ));
+                    }
+                    parts
+                        .iter()
+                        .filter_map(|p| p.text.clone())
+                        .collect::<Vec<_>>()
+                        .join("")
+                }
             };
             Ok(ChatMessage {
                 role: role.into(),
@@ -293,6 +353,7 @@ pub async fn chat_completions(
     if req.n.is_some_and(|n| n != 1) {
         return Err(AppError::field("n", "only n = 1 is supported").into());
     }
+    req.refuse_unsupported()?;
     let request = generation::Request {
         model: req.model.clone(),
         surface: Surface::ChatCompletions,

@@ -32,7 +32,9 @@ impl Default for QueueLimits {
 /// Why a request was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
-    #[error("the queue of model `{model}` is full; try again shortly")]
+    /// `model` is the registry's id, for logs; the message names no
+    /// model (the one full may be a replica the caller cannot see).
+    #[error("the model's queue is full; try again shortly")]
     QueueFull { model: String },
     #[error("you already have {limit} generations running or waiting; wait for one to finish")]
     UserLimit { limit: usize },
