@@ -9,10 +9,13 @@
 //! produced no text yet is tried once more on the new worker, one that
 //! had ends with `worker_crashed`. A worker whose engine stops making
 //! progress (it no longer checks for cancellation, as it must at every
-//! decode step) is killed and counted as crashed. Five crashes within a
-//! minute mark the
+//! decode step) is killed and counted as crashed, and so is one that dies
+//! while starting or loading. Five crashes within a minute mark the
 //! model failed: its requests are refused at once with the last line the
-//! worker wrote to stderr, until it is loaded again.
+//! worker wrote to stderr, until it is loaded again with other parameters
+//! or its crashes are a minute old (crashes are counted per file and load
+//! parameters, across loads, so that a file that kills its engine while
+//! loading is not loaded afresh for every request).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -22,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corral_sdk::backend::{
-    Backend, BackendError, BackendInfo, BackendResult, CancelToken, ChatMessage, GenerateRequest,
-    GenerateSummary, LoadRequest, Model, ModelInfo, TokenEvent,
+    Backend, BackendError, BackendInfo, BackendResult, CancelToken, ChatMessage, FinishReason,
+    GenerateRequest, GenerateSummary, LoadRequest, Model, ModelInfo, TokenEvent,
 };
 use futures::StreamExt;
 use tokio::io::AsyncBufReadExt;
@@ -62,9 +65,10 @@ pub struct WorkerBackend {
     sockets: PathBuf,
     handle: Handle,
     stall: Duration,
-    /// When workers of each model file crashed, kept across loads: a file
-    /// whose worker dies while loading is loaded afresh by every request,
-    /// and must still be marked failed after repeated crashes.
+    /// When workers of each load (file and parameters) crashed, kept
+    /// across loads: a file whose worker dies while loading is loaded
+    /// afresh by every request, and must still be marked failed after
+    /// repeated crashes.
     crashes: Mutex<std::collections::HashMap<String, Crashes>>,
 }
 
@@ -112,13 +116,20 @@ impl Backend for WorkerBackend {
         request: &LoadRequest,
         progress: &mut dyn FnMut(f32) -> bool,
     ) -> BackendResult<Box<dyn Model>> {
-        let crashes = self
-            .crashes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(request.path.clone())
-            .or_default()
-            .clone();
+        let crashes = {
+            let mut logs = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
+            // Logs no load holds and with no crash left in the window go.
+            logs.retain(|_, log| {
+                Arc::strong_count(log) > 1 || {
+                    let log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    log.times
+                        .back()
+                        .is_some_and(|t| t.elapsed() <= CRASH_WINDOW)
+                }
+            });
+            let key = serde_json::to_string(request).unwrap_or_else(|_| request.path.clone());
+            logs.entry(key).or_default().clone()
+        };
         let supervisor = Arc::new(Supervisor {
             library: self.library.clone(),
             program: self.program.clone(),
@@ -583,10 +594,6 @@ impl WorkerModel {
         let followed = follow(response, sink, cancel, started_sent, limits, &cancel_call).await;
         Ok(match followed {
             Followed::Finished(result) => Attempt::Finished(result),
-            // No grace was given.
-            Followed::Abandoned => Attempt::Finished(Err(BackendError::Internal(
-                "the generation was cancelled".into(),
-            ))),
             Followed::Lost { produced, what } => Attempt::Crashed {
                 pid,
                 produced,
@@ -622,8 +629,6 @@ pub(super) enum Followed {
     Lost { produced: bool, what: String },
     /// Frames came, but the engine made no progress for the stall limit.
     Stalled { produced: bool },
-    /// It went on past the cancel grace after it was cancelled.
-    Abandoned,
 }
 
 /// Limits on a followed stream.
@@ -641,7 +646,7 @@ pub(super) struct Limits {
     /// The most prompt tokens a stream may report.
     pub prompt_tokens: Option<u32>,
     /// How long a stream may go on after its cancel was sent; past it,
-    /// it ends as [`Followed::Abandoned`].
+    /// it is no longer followed and ends as cancelled, with what it sent.
     pub cancel_grace: Option<Duration>,
 }
 
@@ -673,8 +678,10 @@ pub(super) async fn follow(
     limits: Limits,
     send_cancel: &(dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync),
 ) -> Followed {
+    let begun = Instant::now();
     let mut text_bytes = 0usize;
     let mut tokens = 0u64;
+    let mut prompt_seen = 0u32;
     let mut body = response.bytes_stream();
     let mut buffer: Vec<u8> = Vec::new();
     let mut produced = false;
@@ -702,10 +709,11 @@ pub(super) async fn follow(
             match frame {
                 Frame::Started { prompt_tokens } => {
                     last_progress = Instant::now();
+                    prompt_seen = limits.prompt(prompt_tokens);
                     if !*started_sent {
                         *started_sent = true;
                         sink(TokenEvent::Started {
-                            prompt_tokens: limits.prompt(prompt_tokens),
+                            prompt_tokens: prompt_seen,
                         });
                     }
                 }
@@ -723,7 +731,13 @@ pub(super) async fn follow(
                             what: "it sent more text than the request allows".into(),
                         };
                     }
-                    if limits.tokens.is_some_and(|limit| tokens > u64::from(limit)) {
+                    // An engine that stops at `max_tokens` may send the text
+                    // it held back (the start of a stop string) as one
+                    // more event.
+                    if limits
+                        .tokens
+                        .is_some_and(|limit| tokens > u64::from(limit) + 1)
+                    {
                         return Followed::Lost {
                             produced,
                             what: "it sent more tokens than the request allows".into(),
@@ -768,7 +782,17 @@ pub(super) async fn follow(
         }
         if let (Some(at), Some(grace)) = (cancel_sent, limits.cancel_grace) {
             if at.elapsed() > grace {
-                return Followed::Abandoned;
+                // Stopped here, with what it sent; it may go on there.
+                let total = begun.elapsed().as_secs_f64();
+                return Followed::Finished(Ok(GenerateSummary {
+                    finish_reason: FinishReason::Cancelled,
+                    prompt_tokens: prompt_seen,
+                    completion_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+                    truncated_tokens: 0,
+                    cached_tokens: 0,
+                    time_to_first_token: total,
+                    total_time: total,
+                }));
             }
         }
         if limits

@@ -922,7 +922,7 @@ async fn refused(link: &Link, answer: reqwest::Response) -> BackendError {
     match read_json::<WorkerError>(answer, SMALL_ANSWER, "the node").await {
         Ok(e) if !status.is_server_error() => capped(e.error),
         // A proxy in front of a dead node, or the node failing.
-        Ok(e) => link.unreachable(&format!("it answered {status}: {}", e.error)),
+        Ok(e) => link.unreachable(&format!("it answered {status}: {}", capped(e.error))),
         Err(_) => link.unreachable(&format!("it answered {status}")),
     }
 }
@@ -1110,13 +1110,6 @@ impl NodeModel {
                 Followed::Lost { what, .. } => Err(lost(&what)),
                 // No stall limit was given.
                 Followed::Stalled { .. } => Err(lost("its engine made no progress")),
-                // Cancelled, and the node went on: stop following it (the
-                // node is not marked down; a long prompt may be slow to
-                // stop).
-                Followed::Abandoned => Err(BackendError::Internal(format!(
-                    "the node did not stop within {} s of a cancel",
-                    CANCEL_GRACE.as_secs()
-                ))),
             };
         }
         unreachable!("the second attempt returns")
