@@ -214,7 +214,7 @@ impl Downloads {
     /// until the model is edited or deleted. Only while `file` is still
     /// the model's: a load of the file an edit replaced says nothing of
     /// the new one.
-    pub async fn mark_unloadable(&self, model_id: &str, file: &std::path::Path, reason: &str) {
+    pub async fn mark_unloadable(&self, model_id: &str, file: &Path, reason: &str) {
         let _guard = self.records.lock().await;
         let mut model = match self.store.get_model(model_id).await {
             Ok(Some(model))
@@ -222,7 +222,7 @@ impl Downloads {
                     && model
                         .file_path
                         .as_deref()
-                        .is_some_and(|path| std::path::Path::new(path) == file) =>
+                        .is_some_and(|path| same_file(Path::new(path), file)) =>
             {
                 model
             }
@@ -1025,6 +1025,15 @@ pub fn file_name(source: &str) -> String {
     } else {
         safe.to_owned()
     }
+}
+
+/// Whether `recorded` (as a record keeps it: maybe relative, or through a
+/// link) names the file `loaded` (resolved, as loads use it).
+fn same_file(recorded: &Path, loaded: &Path) -> bool {
+    recorded == loaded
+        || std::fs::canonicalize(recorded)
+            .or_else(|_| std::path::absolute(recorded))
+            .is_ok_and(|resolved| resolved == loaded)
 }
 
 /// Removes a partial download and the version it was of.

@@ -319,6 +319,27 @@ async fn a_failed_load_of_a_replaced_file_leaves_the_new_one_ready() {
         "{:?}",
         failed.error
     );
+
+    // A record that names its file through a link (a linked data folder)
+    // names the file a load resolved.
+    let real = c.models.path().join("real");
+    std::fs::create_dir(&real).expect("folder");
+    std::fs::write(real.join("m.gguf"), b"GGUF").expect("file");
+    let linked = c.models.path().join("linked");
+    std::os::unix::fs::symlink(&real, &linked).expect("link");
+    let model = support::model_record("linked", "llama", &linked.join("m.gguf").to_string_lossy());
+    c.t.store.create_model(&model).await.expect("model");
+    let resolved = std::fs::canonicalize(real.join("m.gguf")).expect("resolved");
+    downloads
+        .mark_unloadable(&model.id, &resolved, "not a model")
+        .await;
+    let failed =
+        c.t.store
+            .get_model(&model.id)
+            .await
+            .expect("read")
+            .expect("model");
+    assert_eq!(failed.status, corral_host::model::ModelStatus::Failed);
 }
 
 #[tokio::test]
