@@ -285,7 +285,21 @@ pub struct Changes {
 /// turned off.
 pub async fn update(state: &AppState, id: &str, changes: Changes) -> ApiResult<PluginRecord> {
     let record = get(state, id).await?;
-    let manifest = manifest_of(&record)?;
+    let manifest = match manifest_of(&record) {
+        Ok(manifest) => manifest,
+        // A manifest this version no longer reads (its plugin cannot load
+        // and may be refusing generations): it can still be turned off.
+        Err(_) if is_turning_off(&changes) => {
+            let update = PluginUpdate {
+                enabled: Some(false),
+                updated_at: Some(now()),
+                ..Default::default()
+            };
+            let record = state.store.update_plugin(id, &update).await?;
+            return apply(state, record).await;
+        }
+        Err(e) => return Err(e),
+    };
     let mut update = PluginUpdate {
         enabled: changes.enabled,
         optional: changes.optional,
@@ -336,6 +350,24 @@ pub async fn update(state: &AppState, id: &str, changes: Changes) -> ApiResult<P
     }
     let record = state.store.update_plugin(id, &update).await?;
     apply(state, record).await
+}
+
+/// Whether `changes` only turn a plugin off.
+fn is_turning_off(changes: &Changes) -> bool {
+    let Changes {
+        enabled,
+        optional,
+        models,
+        approved,
+        approved_hosts,
+        private_network,
+    } = changes;
+    *enabled == Some(false)
+        && optional.is_none()
+        && models.is_none()
+        && approved.is_none()
+        && approved_hosts.is_none()
+        && private_network.is_none()
 }
 
 /// Saves a plugin's configuration after checking it against the

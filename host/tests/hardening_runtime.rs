@@ -282,3 +282,82 @@ async fn an_api_request_abandoned_before_it_reports_its_start_still_counts() {
     let (generations, prompt, _) = ctx.wait_counted().await;
     assert_eq!((generations, prompt), (1, u64::from(PROMPT_TOKENS)));
 }
+
+#[tokio::test]
+async fn a_fail_closed_plugin_that_no_longer_reads_refuses_until_turned_off() {
+    // Stored by an earlier version: its manifest has a field this one no
+    // longer knows, and its component file is gone. It still guards.
+    use corral_hooks::{
+        ChatMessage as HookMessage, HookCaller, HookContext, Hooks, PromptRequest, SamplingParams,
+        Surface,
+    };
+    let t = TestApp::new().await;
+    let tech = t.signed_in("tech", Role::Technician).await;
+    let at = corral_host::time::now();
+    let record = corral_host::model::PluginRecord {
+        id: "old-guard".into(),
+        manifest: "id = \"old-guard\"\nname = \"Old guard\"\nversion = \"1.0.0\"\n\
+                   api = \"0.1.0\"\nfailure = \"fail-closed\"\nhooks = [\"before-prompt\"]\n\
+                   retired = true\n"
+            .into(),
+        component_sha256: "0".repeat(64),
+        enabled: true,
+        optional: false,
+        approved: Vec::new(),
+        approved_hosts: Vec::new(),
+        private_network: false,
+        models: None,
+        config: json!({}),
+        disabled_reason: None,
+        installed_by: tech.id.clone(),
+        installed_at: at,
+        updated_at: at,
+    };
+    t.store.put_plugin(&record).await.expect("stored");
+    corral_host::plugins::load_all(&t.state)
+        .await
+        .expect("the host starts");
+    let ctx = HookContext {
+        caller: HookCaller {
+            user_id: "u1".into(),
+            username: "ursula".into(),
+            role: Role::User,
+        },
+        model: "any".into(),
+        surface: Surface::ChatCompletions,
+        chat_id: None,
+        opted_in: Vec::new(),
+    };
+    let mut prompt = PromptRequest {
+        messages: vec![HookMessage {
+            role: "user".into(),
+            content: "my card is 4111111111111111".into(),
+        }],
+        system_prompt: None,
+        sampling: SamplingParams::default(),
+        context: Vec::new(),
+    };
+    let mut hooks = t.state.plugins.begin(&ctx).await.expect("it guards");
+    let refusal = hooks.before_prompt(&mut prompt).await.unwrap_err();
+    assert_eq!(refusal.plugin, "old-guard");
+
+    let (status, view) = t.get("/api/plugins/old-guard", Some(&tech.access)).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert!(
+        view["disabled_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot be read")),
+        "{view}"
+    );
+    // Its manifest no longer reads, but the technician can turn it off.
+    let (status, view) = t
+        .patch(
+            "/api/plugins/old-guard",
+            Some(&tech.access),
+            &json!({"enabled": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["enabled"], false, "{view}");
+    assert!(t.state.plugins.begin(&ctx).await.is_none());
+}
