@@ -27,8 +27,8 @@ pub struct AuditParams {
     pub offset: Option<u64>,
 }
 
-/// The audit log, newest first. Admins see entries about models, nodes
-/// and plugins with their name and the fields changed, not the values.
+/// The audit log, newest first. Admins see entries about models and nodes
+/// with their name and the fields changed, not the values.
 #[utoipa::path(get, path = "/api/audit", tag = "admin",
     params(AuditParams),
     responses((status = 200, description = "A page of entries", body = Paged<AuditEntry>)))]
@@ -61,12 +61,12 @@ pub async fn audit(
     }))
 }
 
-/// Entries of what only technicians run (models, nodes, plugins) keep,
-/// for admins, the name and which fields changed, not the values: those
-/// hold sources, server paths, node addresses and errors, which the API
-/// shows technicians only.
+/// Entries about models and nodes keep, for admins, the name, which
+/// fields changed, and the values of those admins see anyway (a model's
+/// access rules): the rest hold sources, server paths, node addresses and
+/// errors, which the API shows technicians only.
 fn for_admins(entry: &mut AuditEntry) {
-    let technical = ["model.", "node.", "plugin."]
+    let technical = ["model.", "node."]
         .iter()
         .any(|domain| entry.action.starts_with(domain));
     if !technical {
@@ -77,9 +77,20 @@ fn for_admins(entry: &mut AuditEntry) {
     if let Some(name) = details.get("name") {
         kept.insert("name".into(), name.clone());
     }
-    if let Some(changed) = details.get("changed").and_then(|c| c.as_object()) {
+    let changed = details
+        .get("changed")
+        .and_then(|c| c.as_object())
+        .or_else(|| {
+            details
+                .as_object()
+                .filter(|_| entry.action == "node.update")
+        });
+    if let Some(changed) = changed {
         let fields: Vec<&String> = changed.keys().collect();
         kept.insert("changed".into(), serde_json::json!(fields));
+        if let Some(access) = changed.get("access") {
+            kept.insert("access".into(), access.clone());
+        }
     }
     entry.details = serde_json::Value::Object(kept);
 }
