@@ -89,15 +89,18 @@ pub fn room_for_comment(held: usize, cap: u64) -> ApiResult<()> {
     )
 }
 
-/// The most text one ticket's replies and notes hold together: a thread
-/// is read whole on every view and reply.
+/// The most text one ticket's replies hold together, and its staff notes
+/// apart: a thread is read whole on every view and reply. Notes count
+/// apart so that a refused reply says nothing of them.
 pub const MAX_THREAD_BYTES: usize = 2 * 1024 * 1024;
 
-/// Refuses a reply of `adding` bytes to a thread that holds `held`.
-pub fn room_in_thread(held: usize, adding: usize) -> ApiResult<()> {
+/// Refuses a reply (or, `internal`, a staff note) of `adding` bytes to a
+/// ticket whose replies (or notes) hold `held`.
+pub fn room_in_thread(held: usize, adding: usize, internal: bool) -> ApiResult<()> {
     if held.saturating_add(adding) > MAX_THREAD_BYTES {
+        let what = if internal { "staff notes" } else { "replies" };
         return Err(AppError::LimitReached(format!(
-            "a ticket's replies and notes hold at most {} MiB of text; open a new ticket to go on",
+            "a ticket's {what} hold at most {} MiB of text; open a new ticket to go on",
             MAX_THREAD_BYTES >> 20
         )));
     }

@@ -291,8 +291,12 @@ pub async fn comment(
     }
     let held = store.list_comments(&ticket.id, true).await?;
     crate::limits::room_for_comment(held.len(), max_comments)?;
-    let text: usize = held.iter().map(|c| c.body.len()).sum();
-    crate::limits::room_in_thread(text, new.body.len())?;
+    let text: usize = held
+        .iter()
+        .filter(|c| c.internal == new.internal)
+        .map(|c| c.body.len())
+        .sum();
+    crate::limits::room_in_thread(text, new.body.len(), new.internal)?;
     let at = now();
     let comment = Comment {
         id: new_id(),
@@ -579,10 +583,21 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code(), "limit_reached", "{err}");
-        // What is left still takes a short reply.
+        // What is left still takes a short reply, and staff notes count
+        // apart: the owner learns nothing of them from a refusal.
         comment(store, &owner, &ticket.id, reply("one more line"), 500)
             .await
             .unwrap();
+        let admin = testing::insert(store, "ada", Role::Admin).await;
+        let note = NewComment {
+            body: big.clone(),
+            internal: true,
+        };
+        comment(store, &admin, &ticket.id, note, 500).await.unwrap();
+        let err = comment(store, &owner, &ticket.id, reply(&big), 500)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("replies"), "{err}");
     }
 
     #[tokio::test]
