@@ -5,6 +5,8 @@
 #[path = "support.rs"]
 mod support;
 
+use std::path::Path;
+
 use axum::http::StatusCode;
 use corral_host::config::Config;
 use corral_sdk::Role;
@@ -272,6 +274,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// The model's record as the store has it now.
+async fn stored(c: &Ctx, id: &str) -> corral_host::model::ModelRecord {
+    c.t.store.get_model(id).await.expect("read").expect("model")
+}
+
 #[tokio::test]
 async fn a_failed_load_of_a_replaced_file_leaves_the_new_one_ready() {
     // An edit swapped the file while a load of the old one was under way:
@@ -281,35 +288,17 @@ async fn a_failed_load_of_a_replaced_file_leaves_the_new_one_ready() {
     c.t.store.create_model(&model).await.expect("model");
     let downloads = &c.t.state.downloads;
     downloads
-        .mark_unloadable(
-            &model.id,
-            std::path::Path::new("/srv/models/old.gguf"),
-            "no such file",
-        )
+        .mark_unloadable(&model.id, Path::new("/srv/models/old.gguf"), "no such file")
         .await;
-    let kept =
-        c.t.store
-            .get_model(&model.id)
-            .await
-            .expect("read")
-            .expect("model");
+    let kept = stored(&c, &model.id).await;
     assert_eq!(kept.status, corral_host::model::ModelStatus::Ready);
     assert_eq!(kept.file_path.as_deref(), Some("/srv/models/new.gguf"));
 
     // The model's own file failing does mark it.
     downloads
-        .mark_unloadable(
-            &model.id,
-            std::path::Path::new("/srv/models/new.gguf"),
-            "not a model",
-        )
+        .mark_unloadable(&model.id, Path::new("/srv/models/new.gguf"), "not a model")
         .await;
-    let failed =
-        c.t.store
-            .get_model(&model.id)
-            .await
-            .expect("read")
-            .expect("model");
+    let failed = stored(&c, &model.id).await;
     assert_eq!(failed.status, corral_host::model::ModelStatus::Failed);
     assert!(
         failed
@@ -333,12 +322,7 @@ async fn a_failed_load_of_a_replaced_file_leaves_the_new_one_ready() {
     downloads
         .mark_unloadable(&model.id, &resolved, "not a model")
         .await;
-    let failed =
-        c.t.store
-            .get_model(&model.id)
-            .await
-            .expect("read")
-            .expect("model");
+    let failed = stored(&c, &model.id).await;
     assert_eq!(failed.status, corral_host::model::ModelStatus::Failed);
 }
 

@@ -807,6 +807,26 @@ def test_rag_docs_answers_cite_the_users_own_document(plugins, none_on, embedder
 
 
 # ---------------------------------------------------------------------------
+# Servers of a test's own, restarted on the same data
+
+
+def own_server(corral_bin, demo_model, database, tmp_path) -> CorralServer:
+    """A server with the demo model on its own data (and `database`)."""
+    server = CorralServer(corral_bin, tmp_path / "corral", demo_server_config(demo_model), database=database)
+    server.start(backends_dir=os.environ.get("CORRAL_BACKENDS_DIR") or None)
+    return server
+
+
+def restarted(server: CorralServer) -> CorralServer:
+    """A new server on `server`'s data, store and configuration (the old
+    one stopped or killed)."""
+    again = CorralServer(server.binary, server.work, server.config.read_text())
+    again.database = server.database
+    again.start(backends_dir=os.environ.get("CORRAL_BACKENDS_DIR") or None)
+    return again
+
+
+# ---------------------------------------------------------------------------
 # A server killed while a plugin filters an answer
 
 
@@ -817,10 +837,7 @@ def test_a_killed_server_keeps_the_filtered_answer_as_interrupted(
     the template plugin's line, as in the stream filter test); the server
     is killed in the middle. After the restart the answer is `interrupted` with the
     text the client saw, masked, and the plugin is back."""
-    config = demo_server_config(demo_model)
-    server = CorralServer(corral_bin, tmp_path / "corral", config, database=fresh_database)
-    backends = os.environ.get("CORRAL_BACKENDS_DIR") or None
-    server.start(backends_dir=backends)
+    server = own_server(corral_bin, demo_model, fresh_database, tmp_path)
     before, pytest.corral_server = getattr(pytest, "corral_server", None), server
     try:
         tech_password = server.create_account("tech", "technician")
@@ -872,10 +889,7 @@ def test_a_killed_server_keeps_the_filtered_answer_as_interrupted(
         reader.join(timeout=10)
         text = "".join(seen)
 
-        again = CorralServer(server.binary, server.work, server.config.read_text())
-        again.database = server.database
-        again.start(backends_dir=backends)
-        server = pytest.corral_server = again
+        server = pytest.corral_server = restarted(server)
         user = Api.login(server, "reader", password)
         answer = user.ok("GET", f"/api/chats/{chat['id']}")["messages"][-1]
         assert answer["role"] == "assistant"
@@ -904,10 +918,7 @@ def test_a_fail_closed_plugin_that_cannot_load_refuses_until_it_is_turned_off(
     sent to the model unmasked. Turning it off is the technician's choice:
     answers come again, and turning it on again (still unloadable) is
     refused and keeps refusing."""
-    config = demo_server_config(demo_model)
-    server = CorralServer(corral_bin, tmp_path / "corral", config, database=fresh_database)
-    backends = os.environ.get("CORRAL_BACKENDS_DIR") or None
-    server.start(backends_dir=backends)
+    server = own_server(corral_bin, demo_model, fresh_database, tmp_path)
     before, pytest.corral_server = getattr(pytest, "corral_server", None), server
     try:
         tech_password = server.create_account("tech", "technician")
@@ -935,10 +946,7 @@ def test_a_fail_closed_plugin_that_cannot_load_refuses_until_it_is_turned_off(
         component = server.data / "plugins" / f"{view['component_sha256']}.wasm"
         assert component.is_file(), sorted(p.name for p in (server.data / "plugins").iterdir())
         component.unlink()
-        again = CorralServer(server.binary, server.work, server.config.read_text())
-        again.database = server.database
-        again.start(backends_dir=backends)
-        server = pytest.corral_server = again
+        server = pytest.corral_server = restarted(server)
         tech = Api.login(server, "tech", tech_password)
         ai = OpenAI(base_url=server.base + "/v1", api_key=ai.api_key, timeout=180, max_retries=0)
 
