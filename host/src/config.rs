@@ -78,7 +78,7 @@ pub struct Config {
     pub per_user_plugin_requests: usize,
     /// Messages (questions and answers) one chat may hold.
     pub max_messages_per_chat: u64,
-    /// Replies and notes one ticket may hold.
+    /// Replies one ticket may hold, and staff notes apart.
     pub max_comments_per_ticket: u64,
 
     // Models: where local sources may lie and what downloads may reach.

@@ -80,12 +80,15 @@ pub fn room_for_messages(state: &AppState, held: usize, adding: usize) -> ApiRes
     )
 }
 
-/// Refuses a reply to a ticket that holds `held` of `cap` already.
-pub fn room_for_comment(held: usize, cap: u64) -> ApiResult<()> {
+/// Refuses a reply (or, `internal`, a staff note) to a ticket that holds
+/// `held` of them and `cap` at most. Replies and notes count apart, so
+/// that a refused reply says nothing of the notes.
+pub fn room_for_comment(held: usize, cap: u64, internal: bool) -> ApiResult<()> {
+    let what = if internal { "staff notes" } else { "replies" };
     within(
         u64::try_from(held).unwrap_or(u64::MAX),
         cap,
-        format!("a ticket holds at most {cap} replies and staff notes; open a new ticket to go on"),
+        format!("a ticket holds at most {cap} {what}; open a new ticket to go on"),
     )
 }
 

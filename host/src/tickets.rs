@@ -289,13 +289,12 @@ pub async fn comment(
             "the ticket is closed; open a new one".into(),
         ));
     }
+    // Replies and staff notes count apart: what refuses a reply must not
+    // tell its owner that notes exist.
     let held = store.list_comments(&ticket.id, true).await?;
-    crate::limits::room_for_comment(held.len(), max_comments)?;
-    let text: usize = held
-        .iter()
-        .filter(|c| c.internal == new.internal)
-        .map(|c| c.body.len())
-        .sum();
+    let same_kind = || held.iter().filter(|c| c.internal == new.internal);
+    crate::limits::room_for_comment(same_kind().count(), max_comments, new.internal)?;
+    let text: usize = same_kind().map(|c| c.body.len()).sum();
     crate::limits::room_in_thread(text, new.body.len(), new.internal)?;
     let at = now();
     let comment = Comment {

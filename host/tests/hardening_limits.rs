@@ -262,6 +262,19 @@ async fn a_chat_or_a_ticket_cannot_grow_past_its_cap() {
         )
         .await;
     assert_error(status, &body, StatusCode::CONFLICT, "limit_reached");
+    // Staff notes count apart: one still fits, and the owner's refusal
+    // says nothing of it.
+    let (status, body) = t
+        .post(
+            &comments,
+            Some(&staff.access),
+            &json!({"body": "asked them to open a new one", "internal": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = t.post(&comments, token, &json!({"body": "hello?"})).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "limit_reached");
+    assert!(!body.to_string().contains("note"), "{body}");
 }
 
 #[tokio::test]

@@ -204,7 +204,7 @@ pub struct NewCommentRequest {
         (status = 201, description = "Added", body = Comment),
         (status = 403, description = "Internal notes are for staff", body = corral_sdk::ErrorBody),
         (status = 404, description = "No such ticket visible to the caller", body = corral_sdk::ErrorBody),
-        (status = 409, description = "The ticket is closed (`conflict`), or holds `max_comments_per_ticket` replies (`limit_reached`)", body = corral_sdk::ErrorBody),
+        (status = 409, description = "The ticket is closed (`conflict`), or holds `max_comments_per_ticket` replies (or notes, for a note) or 2 MiB of their text (`limit_reached`)", body = corral_sdk::ErrorBody),
     ))]
 pub async fn comment(
     State(state): State<AppState>,

@@ -787,7 +787,11 @@ pub(super) async fn follow(
                 return Followed::Finished(Ok(GenerateSummary {
                     finish_reason: FinishReason::Cancelled,
                     prompt_tokens: prompt_seen,
-                    completion_tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+                    completion_tokens: limits
+                        .tokens
+                        .map_or(u32::try_from(tokens).unwrap_or(u32::MAX), |most| {
+                            u32::try_from(tokens).unwrap_or(u32::MAX).min(most)
+                        }),
                     truncated_tokens: 0,
                     cached_tokens: 0,
                     time_to_first_token: total,
