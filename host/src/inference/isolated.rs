@@ -662,6 +662,10 @@ impl Limits {
         }
     }
 
+    fn completion(&self, counted: u32) -> u32 {
+        self.tokens.map_or(counted, |most| counted.min(most))
+    }
+
     fn prompt(&self, reported: u32) -> u32 {
         self.prompt_tokens
             .map_or(reported, |most| reported.min(most))
@@ -763,9 +767,7 @@ pub(super) async fn follow(
                     }
                 }
                 Frame::Done { mut summary } => {
-                    if let Some(most) = limits.tokens {
-                        summary.completion_tokens = summary.completion_tokens.min(most);
-                    }
+                    summary.completion_tokens = limits.completion(summary.completion_tokens);
                     summary.prompt_tokens = limits.prompt(summary.prompt_tokens);
                     summary.cached_tokens = summary.cached_tokens.min(summary.prompt_tokens);
                     return Followed::Finished(Ok(summary));
@@ -787,11 +789,7 @@ pub(super) async fn follow(
                 return Followed::Finished(Ok(GenerateSummary {
                     finish_reason: FinishReason::Cancelled,
                     prompt_tokens: prompt_seen,
-                    completion_tokens: limits
-                        .tokens
-                        .map_or(u32::try_from(tokens).unwrap_or(u32::MAX), |most| {
-                            u32::try_from(tokens).unwrap_or(u32::MAX).min(most)
-                        }),
+                    completion_tokens: limits.completion(u32::try_from(tokens).unwrap_or(u32::MAX)),
                     truncated_tokens: 0,
                     cached_tokens: 0,
                     time_to_first_token: total,
