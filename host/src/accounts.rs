@@ -7,9 +7,11 @@ use corral_sdk::Role;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::auth::{hash_password_async, verify_password_async};
+use crate::auth::hash_password_async;
 use crate::error::{ApiResult, AppError, Validator};
 use crate::model::{new_id, usage_kind, UsageEvent, User};
+use crate::ratelimit::SignInLimiter;
+use crate::sessions::verify_in_turn;
 use crate::store::{Store, StoreError, UserUpdate};
 use crate::time::now;
 
@@ -67,6 +69,24 @@ pub fn ensure_may_manage_role(actor: &User, role: Role) -> ApiResult<()> {
 pub async fn revoke_access(store: &dyn Store, user_id: &str) -> ApiResult<u64> {
     store.revoke_user_sessions(user_id).await?;
     Ok(store.delete_user_api_keys(user_id).await?)
+}
+
+/// Keeps the API key `key_id`, just stored for `user` as the request read
+/// the account, only while the account is still as read: a password
+/// change, reset or disable that landed meanwhile deletes it again.
+///
+/// Those write the account first and delete its keys after, so either
+/// this read sees the write, or their delete comes after the key was
+/// stored and takes it too.
+pub async fn keep_new_key(store: &dyn Store, user: &User, key_id: &str) -> ApiResult<()> {
+    let current = store.get_user(&user.id).await?;
+    if current.is_some_and(|u| u.token_version == user.token_version && !u.disabled) {
+        return Ok(());
+    }
+    store.delete_api_key(&user.id, key_id).await?;
+    Err(AppError::Unauthorized(
+        "the account changed meanwhile; sign in again".into(),
+    ))
 }
 
 /// The longest username.
@@ -429,8 +449,12 @@ pub async fn rename_own(store: &dyn Store, user: &User, name: &str) -> ApiResult
 /// theirs. Every sign-in, access token and API key of the account ends
 /// (whoever knew the old password may have made them); returns the
 /// account as stored now, for fresh tokens.
+///
+/// The current password is checked in the account's turn on `limiter`,
+/// as a sign-in's is, so a stolen token cannot guess it faster.
 pub async fn change_own_password(
     store: &dyn Store,
+    limiter: &SignInLimiter,
     user: &User,
     current_password: String,
     new_password: String,
@@ -438,7 +462,8 @@ pub async fn change_own_password(
     let mut v = Validator::new();
     check_password(&mut v, "new_password", &new_password);
     v.finish()?;
-    if !verify_password_async(user.password_hash.clone(), current_password).await? {
+    let hash = user.password_hash.clone();
+    if !verify_in_turn(limiter, &user.username, hash, current_password).await? {
         return Err(AppError::field(
             "current_password",
             "is not the current password",
@@ -688,12 +713,19 @@ mod tests {
     async fn a_password_change_loses_to_a_reset_that_came_first() {
         let (_dir, store) = testing::store();
         let store = store.as_ref();
+        let limiter = SignInLimiter::default();
         let mut user = testing::user("uma", Role::User);
         user.password_hash = crate::auth::hash_password("old password").unwrap();
         store.create_user(&user).await.unwrap();
-        let err = change_own_password(store, &user, "not it".into(), "new password".into())
-            .await
-            .unwrap_err();
+        let err = change_own_password(
+            store,
+            &limiter,
+            &user,
+            "not it".into(),
+            "new password".into(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.code(), "validation_failed");
 
         // A reset lands after the caller's account was read.
@@ -702,9 +734,15 @@ mod tests {
             ..Default::default()
         };
         store.update_user(&user.id, &reset).await.unwrap();
-        let err = change_own_password(store, &user, "old password".into(), "new password".into())
-            .await
-            .unwrap_err();
+        let err = change_own_password(
+            store,
+            &limiter,
+            &user,
+            "old password".into(),
+            "new password".into(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(
             (err.status().as_u16(), err.to_string().as_str()),
             (409, "the account changed meanwhile; sign in again")
@@ -713,6 +751,7 @@ mod tests {
         let current = get_user(store, &user.id).await.unwrap();
         let after = change_own_password(
             store,
+            &limiter,
             &current,
             "old password".into(),
             "new password".into(),
@@ -724,6 +763,55 @@ mod tests {
             &after.password_hash,
             "new password"
         ));
+    }
+
+    #[tokio::test]
+    async fn a_key_made_while_the_account_changes_is_not_kept() {
+        let (_dir, store) = testing::store();
+        let store = store.as_ref();
+        let user = testing::insert(store, "uma", Role::User).await;
+        let key = |id: &str| crate::model::ApiKey {
+            id: id.into(),
+            user_id: user.id.clone(),
+            name: "scripts".into(),
+            prefix: "crl_".into(),
+            key_hash: format!("hash-{id}"),
+            created_at: now(),
+            last_used_at: None,
+            expires_at: None,
+        };
+        store.create_api_key(&key("kept")).await.unwrap();
+        keep_new_key(store, &user, "kept").await.unwrap();
+
+        for change in [
+            UserUpdate {
+                bump_token_version: true,
+                ..Default::default()
+            },
+            UserUpdate {
+                disabled: Some(true),
+                ..Default::default()
+            },
+        ] {
+            // The account changes after the request read it, and before
+            // its key was stored.
+            let read = get_user(store, &user.id).await.unwrap();
+            store.update_user(&user.id, &change).await.unwrap();
+            store.create_api_key(&key("late")).await.unwrap();
+            let err = keep_new_key(store, &read, "late").await.unwrap_err();
+            assert_eq!(
+                (err.status().as_u16(), err.to_string().as_str()),
+                (401, "the account changed meanwhile; sign in again")
+            );
+            let left: Vec<_> = store
+                .list_api_keys(&user.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| k.id)
+                .collect();
+            assert_eq!(left, ["kept"]);
+        }
     }
 
     #[tokio::test]

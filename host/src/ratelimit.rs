@@ -37,6 +37,10 @@ pub const MAX_DELAY: Duration = Duration::from_secs(4);
 /// An account's failures are forgotten this long after the last one.
 pub const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 
+/// Successful sign-ins of one account per address window that do not
+/// count against their address (see [`SignInLimiter::refund`]).
+pub const FREE_SIGN_INS: usize = 10;
+
 /// How far ahead an attempt may be queued behind others on the same name.
 pub const MAX_QUEUE: Duration = Duration::from_secs(30);
 /// The longest part of a username that keys its failures.
@@ -141,6 +145,8 @@ pub struct SignInLimiter {
     limits: SignInLimits,
     addresses: Mutex<Bounded<IpAddr, VecDeque<Instant>>>,
     accounts: Mutex<Bounded<String, Failures>>,
+    /// Recent successful sign-ins of each account.
+    sign_ins: Mutex<Bounded<String, VecDeque<Instant>>>,
 }
 
 impl Default for SignInLimiter {
@@ -159,6 +165,7 @@ impl SignInLimiter {
             limits,
             addresses: Mutex::new(Bounded::new(limits.max_tracked)),
             accounts: Mutex::new(Bounded::new(limits.max_tracked)),
+            sign_ins: Mutex::new(Bounded::new(limits.max_tracked)),
         }
     }
 
@@ -189,10 +196,32 @@ impl SignInLimiter {
         Ok(())
     }
 
-    /// Takes back the newest attempt of `bucket`: a sign-in that succeeded
-    /// does not count against its address, so people sharing an address
-    /// (an office behind NAT) do not use up each other's window.
-    pub fn refund(&self, bucket: IpAddr) {
+    /// Takes back the newest attempt of `bucket` after `account` signed in
+    /// with it: people sharing an address (an office behind NAT) do not use
+    /// up each other's window. Only the first [`FREE_SIGN_INS`] sign-ins of
+    /// an account in a window are taken back, so that signing in again and
+    /// again (each one a password hash and a stored session) is limited
+    /// like failing is.
+    pub fn refund(&self, bucket: IpAddr, account: &str) {
+        self.refund_at(bucket, account, Instant::now());
+    }
+
+    fn refund_at(&self, bucket: IpAddr, account: &str, now: Instant) {
+        let window = self.limits.address_window;
+        {
+            let mut sign_ins = lock(&self.sign_ins);
+            let times = sign_ins.touch(&account.to_owned(), now, window);
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+            {
+                times.pop_front();
+            }
+            if times.len() >= FREE_SIGN_INS {
+                return;
+            }
+            times.push_back(now);
+        }
         if let Some(entry) = lock(&self.addresses).map.get_mut(&bucket) {
             entry.value.pop_back();
         }
@@ -293,7 +322,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(wait, 50);
         // A success is taken back.
-        l.refund(v4(1));
+        l.refund_at(v4(1), "ada", t0 + Duration::from_secs(10));
         assert!(l.attempt_at(v4(1), t0 + Duration::from_secs(10)).is_ok());
         assert!(l.attempt_at(v4(1), t0 + Duration::from_secs(10)).is_err());
         // Another address has its own window.
@@ -301,6 +330,30 @@ mod tests {
         // The first attempt leaves the window at 60 s.
         assert!(l.attempt_at(v4(1), t0 + Duration::from_secs(60)).is_ok());
         assert!(l.attempt_at(v4(1), t0 + Duration::from_secs(60)).is_err());
+    }
+
+    #[test]
+    fn only_an_accounts_first_sign_ins_in_a_window_are_taken_back() {
+        let l = limiter(FREE_SIGN_INS + 2, 100);
+        let t0 = Instant::now();
+        for _ in 0..FREE_SIGN_INS {
+            l.attempt_at(v4(1), t0).unwrap();
+            l.refund_at(v4(1), "ada", t0);
+        }
+        // The same account again and again now uses up the window.
+        for _ in 0..FREE_SIGN_INS + 2 {
+            l.attempt_at(v4(1), t0).unwrap();
+            l.refund_at(v4(1), "ada", t0);
+        }
+        assert!(l.attempt_at(v4(1), t0).is_err());
+        // Another account's sign-in from that address is still taken back,
+        // and a window later the account's are again.
+        l.refund_at(v4(1), "bea", t0);
+        l.attempt_at(v4(1), t0).unwrap();
+        let later = t0 + Duration::from_secs(61);
+        l.attempt_at(v4(1), later).unwrap();
+        l.refund_at(v4(1), "ada", later);
+        assert_eq!(lock(&l.addresses).map[&v4(1)].value.len(), 0);
     }
 
     #[test]

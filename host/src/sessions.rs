@@ -17,7 +17,7 @@ use crate::auth::{
 use crate::error::{ApiResult, AppError};
 use crate::model::{new_id, usage_kind, Session, User};
 use crate::ratelimit::{account_key, SignInLimiter};
-use crate::store::{Store, UserUpdate};
+use crate::store::{Store, StoreError, UserUpdate};
 use crate::time::now;
 
 /// What issuing tokens needs: the store, the access-token keys and how
@@ -99,9 +99,21 @@ impl Sessions<'_> {
         }
         let changes = UserUpdate {
             last_login_at: Some(now()),
+            // The password was checked against the hash as read: a change
+            // or reset since then (the check may wait its turn for
+            // seconds) must not sign in with the old password.
+            expect_token_version: Some(user.token_version),
             ..Default::default()
         };
-        let user = self.store.update_user(&user.id, &changes).await?;
+        let user = match self.store.update_user(&user.id, &changes).await {
+            Ok(user) => user,
+            Err(StoreError::Conflict(_) | StoreError::NotFound) => {
+                return Err(AppError::Unauthorized(
+                    "the account changed meanwhile; sign in again".into(),
+                ))
+            }
+            Err(err) => return Err(err.into()),
+        };
         if user.disabled {
             return Err(AppError::AccountDisabled);
         }
@@ -154,7 +166,21 @@ impl Sessions<'_> {
             return Err(invalid());
         }
         crate::usage::record(self.store, &user.id, usage_kind::REFRESH).await;
-        self.start(&user, Some(session.family_id)).await
+        let issued = self.start(&user, Some(session.family_id.clone())).await?;
+        // A sign-out, or a reuse of a token of the family, may revoke it
+        // while the successor is being stored, and miss the successor:
+        // either this read sees that revocation, or it came after the
+        // successor was stored and took it too.
+        let revoked = self
+            .store
+            .get_session_by_hash(&session.token_hash)
+            .await?
+            .is_none_or(|s| s.revoked);
+        if revoked {
+            self.store.revoke_family(&session.family_id).await?;
+            return Err(invalid());
+        }
+        Ok(issued)
     }
 
     /// Signs out: revokes the family of `refresh_token`. An unknown token
@@ -198,28 +224,40 @@ pub async fn authenticate(
     } else {
         None
     };
-    let account = account_key(&username);
+    let hash = found
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(dummy_hash);
+    let password_ok = verify_in_turn(limiter, &username, hash, password).await?;
+    match found {
+        Some(user) if password_ok => Ok(user),
+        _ => Err(AppError::Unauthorized("wrong username or password".into())),
+    }
+}
+
+/// Whether `password` matches `hash`, checked in `username`'s turn on
+/// `limiter` (see [`authenticate`]): a wrong one makes the next attempt on
+/// the account wait longer, whichever route it comes through.
+pub async fn verify_in_turn(
+    limiter: &SignInLimiter,
+    username: &str,
+    hash: String,
+    password: String,
+) -> ApiResult<bool> {
+    let account = account_key(username);
     let wait = limiter
         .reserve(&account)
         .map_err(|retry_after| AppError::RateLimited { retry_after })?;
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
-    let hash = found
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(dummy_hash);
-    let password_ok = verify_password_async(hash, password).await?;
-    match found {
-        Some(user) if password_ok => {
-            limiter.succeeded(&account);
-            Ok(user)
-        }
-        _ => {
-            limiter.failed(&account);
-            Err(AppError::Unauthorized("wrong username or password".into()))
-        }
+    let ok = verify_password_async(hash, password).await?;
+    if ok {
+        limiter.succeeded(&account);
+    } else {
+        limiter.failed(&account);
     }
+    Ok(ok)
 }
 
 #[cfg(test)]
@@ -377,6 +415,28 @@ mod tests {
         sessions.end("crt_never-issued").await.unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refresh_racing_a_sign_out_leaves_nothing_signed_in() {
+        let (_dir, store) = testing::store();
+        let store = store.as_ref();
+        let keys = keys();
+        let sessions = sessions(store, &keys);
+        let user = testing::insert(store, "uma", Role::User).await;
+        for _ in 0..40 {
+            let first = sessions.start(&user, None).await.unwrap();
+            let (refreshed, ended) = tokio::join!(
+                sessions.rotate(&first.refresh_token),
+                sessions.end(&first.refresh_token)
+            );
+            ended.unwrap();
+            // The sign-out is done: whatever the refresh handed out is dead.
+            if let Ok(next) = refreshed {
+                let err = sessions.rotate(&next.refresh_token).await.unwrap_err();
+                assert_eq!(err.code(), "unauthorized");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn sign_in_checks_the_password_and_the_account() {
         let (_dir, store) = testing::store();
@@ -414,5 +474,42 @@ mod tests {
             .unwrap();
         let err = sessions(store, &keys).sign_in(found).await.unwrap_err();
         assert!(matches!(err, AppError::AccountDisabled), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_password_checked_before_a_change_signs_nobody_in() {
+        let (_dir, store) = testing::store();
+        let store = store.as_ref();
+        let keys = keys();
+        let limiter = SignInLimiter::default();
+        let mut user = testing::user("uma", Role::User);
+        user.password_hash = hash_password("correct horse").unwrap();
+        store.create_user(&user).await.unwrap();
+        let found = authenticate(store, &limiter, "uma", "correct horse".into())
+            .await
+            .unwrap();
+        // The password changes (or staff reset it) while that sign-in
+        // waits for its tokens.
+        let changed = UserUpdate {
+            password_hash: Some(hash_password("battery staple").unwrap()),
+            bump_token_version: true,
+            ..Default::default()
+        };
+        store.update_user(&user.id, &changed).await.unwrap();
+        let err = sessions(store, &keys).sign_in(found).await.unwrap_err();
+        assert_eq!(
+            message(&err),
+            (
+                401,
+                "unauthorized",
+                "the account changed meanwhile; sign in again".into()
+            )
+        );
+        let stored = store.get_user(&user.id).await.unwrap().unwrap();
+        assert!(stored.last_login_at.is_none(), "nothing was recorded");
+        let found = authenticate(store, &limiter, "uma", "battery staple".into())
+            .await
+            .unwrap();
+        sessions(store, &keys).sign_in(found).await.unwrap();
     }
 }

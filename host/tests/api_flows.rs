@@ -391,6 +391,39 @@ async fn changing_the_own_password_returns_working_tokens() {
     // That failure changed nothing.
     let (status, _) = t.get("/api/me", Some(&hal.access)).await;
     assert_eq!(status, StatusCode::OK);
+    // Wrong guesses count against the account as wrong sign-ins do: the
+    // next check of its password waits its turn.
+    for _ in 0..corral_host::ratelimit::FREE_FAILURES {
+        let (status, body) = t
+            .post(
+                "/api/me/password",
+                Some(&hal.access),
+                &json!({"current_password": "wrong guess", "new_password": "a new password"}),
+            )
+            .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+    }
+    let turn = t.state.limiter.reserve("hal");
+    assert!(turn.is_ok_and(|wait| !wait.is_zero()), "{turn:?}");
+    t.state.limiter.succeeded("hal");
+    // A key cannot change the password (the answer is a sign-in).
+    let (status, made) = t
+        .post("/api/me/keys", Some(&hal.access), &json!({"name": "cli"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let (status, body) = t
+        .post(
+            "/api/me/password",
+            made["key"].as_str(),
+            &json!({"current_password": PASSWORD, "new_password": "a new password"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
 
     let (status, body) = t
         .post(
@@ -613,6 +646,18 @@ async fn a_staff_key_cannot_leave_access_behind() {
     assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
     let (status, body) = t
         .patch(&newbie, key, &json!({"display_name": "Newbie"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Disabling, yes; enabling again brings back whatever password is
+    // known for the account, so it needs a sign-in.
+    let (status, body) = t.patch(&newbie, key, &json!({"disabled": true})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = t.patch(&newbie, key, &json!({"disabled": false})).await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (_, seen) = t.get(&newbie, Some(&boss.access)).await;
+    assert_eq!(seen["disabled"], true);
+    let (status, body) = t
+        .patch(&newbie, Some(&boss.access), &json!({"disabled": false}))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (_, seen) = t.get(&newbie, Some(&boss.access)).await;

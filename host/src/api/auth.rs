@@ -18,6 +18,7 @@ use crate::client_addr::{bucket, client_address};
 use crate::error::{ApiResult, AppError, Json, Path, Validator};
 use crate::model::{new_id, ApiKey, User};
 use crate::policy::Caller;
+use crate::ratelimit::account_key;
 use crate::sessions::{Issued, Sessions};
 use crate::state::AppState;
 use crate::time::{now, serde_millis, serde_millis_opt};
@@ -317,7 +318,9 @@ pub async fn login(
         req.password,
     )
     .await?;
-    state.limiter.refund(ip.bucket());
+    state
+        .limiter
+        .refund(ip.bucket(), &account_key(&user.username));
     let tokens = sessions(&state).sign_in(user).await?.into();
     Ok(token_answer(
         &state,
@@ -472,21 +475,38 @@ pub struct ChangePasswordRequest {
     request_body = ChangePasswordRequest,
     responses(
         (status = 200, description = "Password changed; new tokens", body = TokenResponse),
+        (status = 403, description = "Called with an API key", body = corral_sdk::ErrorBody),
         (status = 409, description = "The account changed (a reset or disable) after the caller's token was issued; sign in again", body = corral_sdk::ErrorBody),
+        (status = 422, description = "`current_password` is wrong, or `new_password` is too short or too long", body = corral_sdk::ErrorBody),
+        (status = 429, description = "Too many password checks from this address or on this account; see `Retry-After`", body = corral_sdk::ErrorBody),
     ))]
 pub async fn change_password(
     State(state): State<AppState>,
+    ip: ClientIp,
     caller: Caller,
     cookie: RefreshCookie,
     Json(req): Json<ChangePasswordRequest>,
 ) -> ApiResult<Response> {
+    // The answer is a sign-in: a key that could get one would outlive its
+    // revocation.
+    if caller.api_key_id.is_some() {
+        return Err(AppError::Forbidden(
+            "changing the password needs a sign-in, not an API key".into(),
+        ));
+    }
+    // Each try checks a password, as a sign-in does, and counts as one.
+    throttle_address(&state, &ip)?;
     let user = accounts::change_own_password(
         state.store.as_ref(),
+        &state.limiter,
         &caller.user,
         req.current_password,
         req.new_password,
     )
     .await?;
+    state
+        .limiter
+        .refund(ip.bucket(), &account_key(&user.username));
     let tokens = issue_tokens(&state, &user, None).await?;
     Ok(token_answer(
         &state,
@@ -613,6 +633,7 @@ pub async fn create_key(
         expires_at,
     };
     state.store.create_api_key(&record).await?;
+    accounts::keep_new_key(state.store.as_ref(), &caller.user, &record.id).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {

@@ -19,6 +19,7 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct ListUsersParams {
     /// Part of a username or display name (case-insensitive).
+    #[param(max_length = 200)]
     pub q: Option<String>,
     pub role: Option<Role>,
     pub disabled: Option<bool>,
@@ -42,7 +43,7 @@ pub async fn list(
     let page = state
         .store
         .list_users(&UserQuery {
-            search: search_term(params.q).map(|s| s.to_lowercase()),
+            search: search_term(params.q)?.map(|s| s.to_lowercase()),
             role: params.role,
             disabled: params.disabled,
             limit,
@@ -134,7 +135,7 @@ pub struct UpdateUserRequest {
     request_body = UpdateUserRequest,
     responses(
         (status = 200, description = "Updated", body = UserView),
-        (status = 403, description = "Only technicians can act on a technician's account, or grant or take away the technician role; roles are changed from a sign-in, not with an API key", body = corral_sdk::ErrorBody),
+        (status = 403, description = "Only technicians can act on a technician's account, or grant or take away the technician role; roles are changed, and accounts enabled, from a sign-in, not with an API key", body = corral_sdk::ErrorBody),
         (status = 404, description = "No such user", body = corral_sdk::ErrorBody),
         (status = 409, description = "Would leave no active admin or technician, or no active technician", body = corral_sdk::ErrorBody),
     ))]
@@ -146,6 +147,11 @@ pub async fn update(
 ) -> ApiResult<Json<UserView>> {
     if req.role.is_some() {
         signed_in(&caller, "changing a role")?;
+    }
+    // An account enabled again signs in with what its holder knows, after
+    // the key is gone; disabling stays open to keys.
+    if req.disabled == Some(false) {
+        signed_in(&caller, "enabling an account")?;
     }
     let changes = AccountChanges {
         display_name: req.display_name,
