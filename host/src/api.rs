@@ -369,11 +369,23 @@ pub fn paging(limit: Option<u32>, offset: Option<u64>) -> ApiResult<(u32, u64)> 
     Ok((limit, offset))
 }
 
-/// Trims `search` and drops it when empty.
-pub fn search_term(search: Option<String>) -> Option<String> {
-    search
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
+/// The longest search text a list accepts.
+pub const MAX_SEARCH_CHARS: usize = 200;
+
+/// Trims `search` (the `q` parameter) and drops it when empty; refused
+/// when longer than [`MAX_SEARCH_CHARS`] or holding control characters.
+pub fn search_term(search: Option<String>) -> ApiResult<Option<String>> {
+    let Some(search) = search.map(|s| s.trim().to_owned()) else {
+        return Ok(None);
+    };
+    Validator::new()
+        .check(
+            search.chars().count() <= MAX_SEARCH_CHARS && !search.chars().any(char::is_control),
+            "q",
+            format!("must be at most {MAX_SEARCH_CHARS} characters, without control characters"),
+        )
+        .finish()?;
+    Ok(Some(search).filter(|s| !s.is_empty()))
 }
 
 /// Writes an audit entry for an action of `actor`: [`crate::audit::record`]

@@ -68,18 +68,7 @@ pub struct AppState {
 impl AppState {
     /// Builds the state, creating the signing secret on first start.
     pub async fn new(store: Arc<dyn Store>, config: Config) -> anyhow::Result<Self> {
-        let secret = match store.get_setting(JWT_SECRET_KEY).await? {
-            Some(serde_json::Value::String(s)) if s.len() >= 32 => s,
-            _ => {
-                let mut bytes = [0u8; 48];
-                rand::rngs::OsRng.fill_bytes(&mut bytes);
-                let s = base64::engine::general_purpose::STANDARD.encode(bytes);
-                store
-                    .put_setting(JWT_SECRET_KEY, &serde_json::Value::String(s.clone()))
-                    .await?;
-                s
-            }
-        };
+        let secret = signing_secret(store.as_ref()).await?;
         let metrics = Metrics::default();
         let events = EventBus::default();
         let downloads = Arc::new(Downloads::new(store.clone(), events.clone(), &config)?);
@@ -164,6 +153,34 @@ impl AppState {
     }
 }
 
+/// The secret access tokens are signed with, made on the first start.
+///
+/// Hosts sharing a store and starting together each make one; only the
+/// first write is kept, and the others use it, so that every host accepts
+/// the tokens of every other.
+async fn signing_secret(store: &dyn Store) -> anyhow::Result<String> {
+    let usable = |value: &Option<serde_json::Value>| match value {
+        Some(serde_json::Value::String(s)) if s.len() >= 32 => Some(s.clone()),
+        _ => None,
+    };
+    let stored = store.get_setting(JWT_SECRET_KEY).await?;
+    if let Some(secret) = usable(&stored) {
+        return Ok(secret);
+    }
+    let mut bytes = [0u8; 48];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let secret = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let value = serde_json::Value::String(secret.clone());
+    if store
+        .swap_setting(JWT_SECRET_KEY, stored.as_ref(), &value)
+        .await?
+    {
+        return Ok(secret);
+    }
+    usable(&store.get_setting(JWT_SECRET_KEY).await?)
+        .ok_or_else(|| anyhow::anyhow!("the signing secret changed while starting; start again"))
+}
+
 /// The sign-in limiter, its size shown at `/metrics`.
 fn sign_in_limiter(metrics: &Metrics) -> Arc<SignInLimiter> {
     let limiter = Arc::new(SignInLimiter::default());
@@ -183,4 +200,31 @@ fn sign_in_limiter(metrics: &Metrics) -> Arc<SignInLimiter> {
         );
     }
     limiter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hosts_starting_together_sign_with_one_secret() {
+        let (_dir, store) = crate::accounts::testing::store();
+        let (a, b) = tokio::join!(
+            signing_secret(store.as_ref()),
+            signing_secret(store.as_ref())
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a, b);
+        assert_eq!(
+            store.get_setting(JWT_SECRET_KEY).await.unwrap(),
+            Some(serde_json::Value::String(a.clone()))
+        );
+        assert_eq!(signing_secret(store.as_ref()).await.unwrap(), a);
+
+        // One too short to trust is replaced.
+        let short = serde_json::Value::String("short".into());
+        store.put_setting(JWT_SECRET_KEY, &short).await.unwrap();
+        let replaced = signing_secret(store.as_ref()).await.unwrap();
+        assert!(replaced.len() >= 32 && replaced != a);
+    }
 }

@@ -233,6 +233,8 @@ pub trait ChatRepo: Send + Sync {
 /// Messages of chats.
 #[async_trait]
 pub trait MessageRepo: Send + Sync {
+    /// `NotFound` when the message's chat does not exist (or is deleted
+    /// while it is stored): no message outlives its chat.
     async fn add_message(&self, message: &Message) -> StoreResult<()>;
     /// Changes the named fields of a message (an answer that restarts,
     /// completes, stops or fails).

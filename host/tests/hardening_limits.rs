@@ -324,3 +324,28 @@ async fn one_account_cannot_hold_more_than_its_caps() {
     t.chat(&other.access, "mine").await;
     t.ticket(&other.access, "My problem", "question").await;
 }
+
+/// A search text is a value, never a pattern: one too long or holding a
+/// control character (MongoDB refuses a pattern with a NUL byte) is a
+/// clear 422 on every list, not a store error.
+#[tokio::test]
+async fn search_text_is_bounded_and_printable() {
+    let t = TestApp::new().await;
+    let tech = t.signed_in("tech", Role::Technician).await;
+    let long = "a".repeat(corral_host::api::MAX_SEARCH_CHARS + 1);
+    for list in ["/api/chats", "/api/tickets", "/api/users"] {
+        for q in ["%00", "a%0Ab", long.as_str()] {
+            let (status, body) = t.get(&format!("{list}?q={q}"), Some(&tech.access)).await;
+            assert_error(
+                status,
+                &body,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+            );
+            assert_eq!(body["details"][0]["field"], "q", "{list} {body}");
+        }
+        let most = "a".repeat(corral_host::api::MAX_SEARCH_CHARS);
+        let (status, body) = t.get(&format!("{list}?q={most}"), Some(&tech.access)).await;
+        assert_eq!(status, StatusCode::OK, "{list} {body}");
+    }
+}

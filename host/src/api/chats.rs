@@ -26,6 +26,7 @@ const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 #[into_params(parameter_in = Query)]
 pub struct ListChatsParams {
     /// Part of a title or of any message (case-insensitive).
+    #[param(max_length = 200)]
     pub q: Option<String>,
     pub pinned: Option<bool>,
     /// Page size, 1 to 200 (default 50).
@@ -47,7 +48,7 @@ pub async fn list(
 ) -> ApiResult<Json<Paged<Chat>>> {
     let (limit, offset) = paging(params.limit, params.offset)?;
     let query = ChatQuery {
-        search: search_term(params.q),
+        search: search_term(params.q)?,
         pinned: params.pinned,
         limit,
         offset,

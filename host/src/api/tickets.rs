@@ -24,6 +24,7 @@ pub struct ListTicketsParams {
     /// A staff member's user id, `none` for unassigned tickets, or `me`.
     pub assignee: Option<String>,
     /// Part of the subject or body (case-insensitive).
+    #[param(max_length = 200)]
     pub q: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
@@ -54,7 +55,7 @@ pub async fn list(
         status: params.status,
         category: params.category,
         assignee_id,
-        search: search_term(params.q),
+        search: search_term(params.q)?,
         limit,
         offset,
     };

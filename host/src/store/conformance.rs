@@ -747,6 +747,7 @@ pub async fn user_search_is_literal(s: &dyn Store) {
         ("c.", vec!["carl"]),
         ("(admin)+", vec!["carl"]),
         (".*", vec![]),
+        ("a\u{0}b", vec![]),
     ] {
         let page = ok!(s.list_users(&UserQuery {
             search: Some(search.into()),
@@ -1470,6 +1471,17 @@ pub async fn chat_delete_removes_messages(s: &dyn Store) {
         Some(b),
         "another chat"
     );
+    // An answer stored after its chat was deleted is refused, not kept
+    // where nothing can reach or purge it.
+    let late = message(&a.id, MessageRole::Assistant, "too late", 4);
+    assert!(
+        matches!(s.add_message(&late).await, Err(StoreError::NotFound)),
+        "a message added to a deleted chat"
+    );
+    assert!(
+        ok!(s.list_messages(&a.id)).is_empty(),
+        "a message of a deleted chat was kept"
+    );
 }
 
 /// Pinned first, then most recently updated; pinned filter; pages.
@@ -1727,6 +1739,7 @@ pub async fn chat_search_is_literal(s: &dyn Store) {
         ("_", vec!["a_b"]),
         ("1.2", vec!["v1.2"]),
         ("(x+y)*[", vec!["(x+y)*[z]"]),
+        ("a\u{0}b", vec![]),
         ("\\temp", vec!["C:\\temp\\x"]),
         ("\\", vec!["C:\\temp\\x"]),
         ("$5 ^ up|", vec!["cost $5 ^ up|down"]),

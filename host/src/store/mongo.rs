@@ -363,6 +363,11 @@ fn contains(text: &str) -> Document {
 fn escape_regex(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
+        // MongoDB refuses a pattern holding a NUL byte; its escape matches it.
+        if c == '\0' {
+            out.push_str("\\x00");
+            continue;
+        }
         if matches!(
             c,
             '\\' | '^' | '$' | '.' | '|' | '?' | '*' | '+' | '(' | ')' | '[' | ']' | '{' | '}'
@@ -983,11 +988,29 @@ impl MessageRepo for MongoStore {
             .find_one(doc! { "_id": &message.chat_id })
             .projection(doc! { EXPIRE_AT: 1 })
             .await
-            .map_err(db_err)?;
-        if let Some(expire_at) = chat.as_ref().and_then(|c| c.get(EXPIRE_AT)) {
+            .map_err(db_err)?
+            .ok_or(StoreError::NotFound)?;
+        if let Some(expire_at) = chat.get(EXPIRE_AT) {
             document.insert(EXPIRE_AT, expire_at.clone());
         }
-        insert(&self.messages, document).await
+        insert(&self.messages, document).await?;
+        // A chat deleted meanwhile deleted its messages before this one was
+        // stored: take it back, as SQLite's foreign key refuses it.
+        let still_there = self
+            .chats
+            .find_one(doc! { "_id": &message.chat_id })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(db_err)?
+            .is_some();
+        if !still_there {
+            self.messages
+                .delete_one(doc! { "_id": &message.id })
+                .await
+                .map_err(db_err)?;
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     async fn update_message(&self, id: &str, changes: &MessageUpdate) -> StoreResult<()> {
