@@ -29,7 +29,7 @@ pub fn fit_history(
     sampling: &SamplingParams,
 ) -> Result<String, BackendError> {
     let context = model.info().context_length as usize;
-    let answer = sampling.max_tokens as usize;
+    let answer = answer_room(context, sampling);
     let (system, turns): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| m.role == "system");
     // The prompt that keeps the turns from `start` on, and whether it fits.
     let render = |start: usize| -> Result<(String, bool), BackendError> {
@@ -85,6 +85,14 @@ pub fn fit_history(
     }
 }
 
+/// The part of a `context` kept free for the answer: `max_tokens`, but at
+/// most half, so that asking for long answers (even longer than the
+/// context) still leaves the history room. An answer that needs more ends
+/// when the context is full.
+fn answer_room(context: usize, sampling: &SamplingParams) -> usize {
+    (sampling.max_tokens as usize).min(context / 2)
+}
+
 /// Bytes per token in the estimate of [`fit_conversation`]: most text
 /// takes more (English about four), so the estimate errs on the safe side.
 const BYTES_PER_TOKEN: usize = 3;
@@ -107,7 +115,7 @@ pub fn fit_conversation(
     let size = |m: &ChatMessage| m.content.len().div_ceil(BYTES_PER_TOKEN) + MARKUP_TOKENS;
     let sizes: Vec<usize> = turns.iter().map(size).collect();
     let fixed = system.iter().map(size).sum::<usize>() + MARKUP_TOKENS;
-    let room = context.saturating_sub(sampling.max_tokens as usize);
+    let room = context.saturating_sub(answer_room(context, sampling));
     let block = (context / 4).min(room / 2).max(1);
     let cuts = cuts(&turns, &sizes, block);
     let start = cuts
@@ -334,6 +342,32 @@ mod tests {
     }
 
     #[test]
+    fn asking_for_answers_longer_than_the_context_keeps_the_history() {
+        // max_tokens past the whole context: half of it stays for the
+        // prompt, so the chat's earlier turns are still read.
+        let model = Words::new(2048);
+        let messages = chat(6);
+        let whole = model.apply_chat_template(&messages, true).expect("render");
+        for max_tokens in [1024, 4096, u32::MAX] {
+            let fitted =
+                fit_history(&model, messages.clone(), &sampling(max_tokens)).expect("fits");
+            assert_eq!(fitted, whole, "max_tokens {max_tokens}");
+            let sent = fit_conversation(messages.clone(), 2048, &sampling(max_tokens));
+            assert_eq!(sent, messages, "max_tokens {max_tokens}");
+        }
+        // A long chat still loses its oldest turns, to half the context.
+        let long = chat(120);
+        let fitted = fit_history(&model, long.clone(), &sampling(4096)).expect("fits");
+        assert!(
+            token_count(&model, &fitted) <= 1024,
+            "{}",
+            token_count(&model, &fitted)
+        );
+        assert!(fitted.starts_with("<system> be brief and kind ; <user> "));
+        assert!(fit_conversation(long.clone(), 2048, &sampling(4096)).len() > 2);
+    }
+
+    #[test]
     fn a_growing_chat_keeps_its_start_for_several_turns() {
         // Blocks of 512 tokens; an exchange is about 40.
         let model = Words::new(2048);
@@ -462,21 +496,21 @@ mod tests {
         // 82-token question that leaves room for one more exchange. The
         // last block starts at exchange 16 and does not fit, so its
         // exchanges are tried one by one.
-        let model = Words::new(400);
+        let model = Words::new(300);
         let mut messages = vec![message("system", "be brief and kind".into())];
         for i in 0..19 {
             messages.push(message("user", words(2 * i, 3)));
             messages.push(message("assistant", words(2 * i + 1, 3)));
         }
         messages.push(message("user", words(99, 80)));
-        let prompt = fit_history(&model, messages.clone(), &sampling(300)).expect("fit");
+        let prompt = fit_history(&model, messages.clone(), &sampling(200)).expect("fit");
         let mut kept = vec![messages[0].clone()];
         kept.extend_from_slice(&messages[messages.len() - 3..]);
         assert_eq!(
             prompt,
             model.apply_chat_template(&kept, true).expect("render")
         );
-        assert_eq!(token_count(&model, &prompt) + 300, 399);
+        assert_eq!(token_count(&model, &prompt) + 200, 299);
     }
 
     #[test]

@@ -320,6 +320,15 @@ impl UpstreamModel {
                 cooling.reason
             )));
         }
+        let budget = Budget {
+            max_tokens: body["max_tokens"]
+                .as_u64()
+                .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            input_bytes: body
+                .get("messages")
+                .or_else(|| body.get("prompt"))
+                .map_or(0, |input| input.to_string().len()),
+        };
         let begun = Instant::now();
         let path = match shape {
             Shape::Chat => "chat/completions",
@@ -333,7 +342,7 @@ impl UpstreamModel {
         let send = tokio::time::timeout(SILENCE, request.send());
         let response = tokio::select! {
             response = send => response,
-            () = cancelled(cancel) => return Ok(cancelled_summary(begun, 0)),
+            () = cancelled(cancel) => return Ok(cancelled_summary(begun, &budget)),
         };
         let response = match response {
             Err(_) => return Err(self.failure("did not answer in time".into())),
@@ -347,16 +356,12 @@ impl UpstreamModel {
             let message = error_message(&body);
             return Err(self.refusal(status, &headers, message));
         }
-        sink(TokenEvent::Started { prompt_tokens: 0 });
-        let budget = Budget {
-            max_tokens: body["max_tokens"]
-                .as_u64()
-                .map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX)),
-            input_bytes: body
-                .get("messages")
-                .or_else(|| body.get("prompt"))
-                .map_or(0, |input| input.to_string().len()),
-        };
+        // The upstream reads the whole prompt whether or not its answer
+        // ends with counts: an answer stopped or broken early is charged
+        // this estimate.
+        sink(TokenEvent::Started {
+            prompt_tokens: budget.estimated_prompt(),
+        });
         self.read_stream(shape, response, begun, budget, sink, cancel)
             .await
     }
@@ -535,12 +540,14 @@ pub(crate) async fn cancelled(cancel: &CancelToken) {
     }
 }
 
-fn cancelled_summary(begun: Instant, completion_tokens: u32) -> GenerateSummary {
+/// A request cancelled before the upstream answered: it may have read the
+/// prompt already, so that is charged as estimated.
+fn cancelled_summary(begun: Instant, budget: &Budget) -> GenerateSummary {
     let total = begun.elapsed().as_secs_f64();
     GenerateSummary {
         finish_reason: FinishReason::Cancelled,
-        prompt_tokens: 0,
-        completion_tokens,
+        prompt_tokens: budget.estimated_prompt(),
+        completion_tokens: 0,
         truncated_tokens: 0,
         cached_tokens: 0,
         time_to_first_token: total,
@@ -565,6 +572,14 @@ struct Budget {
     max_tokens: u32,
     /// Bytes of the prompt or messages sent.
     input_bytes: usize,
+}
+
+impl Budget {
+    /// The prompt's tokens when the upstream does not say: four bytes of
+    /// the request's messages a token.
+    fn estimated_prompt(&self) -> u32 {
+        u32::try_from(self.input_bytes.div_ceil(4)).unwrap_or(u32::MAX)
+    }
 }
 
 /// Reads `data:` lines of an OpenAI-style event stream.
@@ -697,16 +712,17 @@ impl Parser {
             .min(self.budget.max_tokens.max(self.pieces))
             .min(delivered.max(self.pieces));
         let prompt = count("/prompt_tokens")
-            .unwrap_or(0)
+            .unwrap_or_else(|| self.budget.estimated_prompt())
             .min(as_u32(self.budget.input_bytes).saturating_add(256));
         GenerateSummary {
             finish_reason: finish.or(self.finish).unwrap_or(FinishReason::Stop),
             prompt_tokens: prompt,
             completion_tokens: completion,
             truncated_tokens: 0,
-            cached_tokens: count("/prompt_tokens_details/cached_tokens")
-                .unwrap_or(0)
-                .min(prompt),
+            // An upstream's prompt cache is shared by every user of its
+            // key: how much of a prompt it held would tell one user what
+            // another sent. Never passed on.
+            cached_tokens: 0,
             time_to_first_token: first_token.unwrap_or(total),
             total_time: total,
         }
@@ -788,7 +804,7 @@ mod tests {
         // Two bytes in one part: at most 3 tokens; the prompt at most
         // its bytes and some.
         assert_eq!(s.completion_tokens, 3);
-        assert_eq!((s.prompt_tokens, s.cached_tokens), (266, 266));
+        assert_eq!((s.prompt_tokens, s.cached_tokens), (266, 0));
 
         let mut p = Parser::new(Shape::Text, budget);
         let part = "data: {\"choices\":[{\"text\":\"word \"}]}\n";
@@ -830,9 +846,11 @@ data: [DONE]
         assert!(step.done);
         let s = p.summary(Instant::now(), Some(0.1), None);
         assert_eq!(s.finish_reason, FinishReason::Length);
+        // What the upstream's cache held is not passed on: its cache is
+        // shared by every user of the key.
         assert_eq!(
             (s.prompt_tokens, s.completion_tokens, s.cached_tokens),
-            (7, 3, 4)
+            (7, 3, 0)
         );
     }
 
@@ -848,6 +866,11 @@ data: [DONE]
             (s.completion_tokens, s.finish_reason),
             (2, FinishReason::Stop)
         );
+        // The prompt is charged as estimated: four bytes a token.
+        assert_eq!(s.prompt_tokens, 250);
+        // So is one cancelled before the upstream answered.
+        let s = cancelled_summary(Instant::now(), &WIDE);
+        assert_eq!((s.prompt_tokens, s.completion_tokens), (250, 0));
     }
 
     #[test]

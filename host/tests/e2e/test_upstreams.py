@@ -99,6 +99,23 @@ class Runaway(Quiet):
             pass
 
 
+class Unmetered(Quiet):
+    """An upstream that never reports usage: streams two parts, then keeps
+    the connection open without a word until the client leaves."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        try:
+            self.wfile.write(b'data: {"choices":[{"delta":{"content":"a b"}}]}\n\n' * 2)
+            self.wfile.flush()
+            time.sleep(20)
+        except OSError:
+            pass
+
+
 def serve(handler) -> tuple[http.server.ThreadingHTTPServer, int]:
     port = free_port()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
@@ -175,15 +192,22 @@ def runaway_port():
 
 
 @pytest.fixture(scope="module")
+def unmetered_port():
+    server, port = serve(Unmetered)
+    yield port
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
 def dead_port() -> int:
     return free_port()
 
 
 @pytest.fixture(scope="module")
-def srv(corral_bin, module_database, tmp_path_factory, far, sealed, traps, dead_port, runaway_port):
+def srv(corral_bin, module_database, tmp_path_factory, far, sealed, traps, dead_port, runaway_port, unmetered_port):
     work = tmp_path_factory.mktemp("host")
     backends = str(backends_with_fault(corral_bin, work / "backends"))
-    origins = [far.base, sealed.base] + [f"http://127.0.0.1:{p}" for p in (dead_port, runaway_port, *traps)]
+    origins = [far.base, sealed.base] + [f"http://127.0.0.1:{p}" for p in (dead_port, runaway_port, unmetered_port, *traps)]
     config = (
         "access_token_ttl_secs = 7200\nper_user_generations = 8\n"
         f"upstream_allowed_origins = {json.dumps(origins)}\n"
@@ -637,6 +661,36 @@ def test_an_upstream_cannot_run_on_or_overcharge_the_user(srv, tech, user, runaw
     assert usage_of(user, "remote-hostile")["completion_tokens"] == 22
     srv.check_alive()
     tech.ok("DELETE", f"/api/models/{hostile['id']}", expect=(204,))
+
+
+def test_an_answer_stopped_before_the_upstream_counts_still_charges_the_prompt(srv, tech, user, unmetered_port):
+    port = unmetered_port
+    model = tech.ok(
+        "POST",
+        "/api/models",
+        json={"name": "remote-unmetered", "backend": "openai", "source": f"http://127.0.0.1:{port}/v1"},
+        expect=(202,),
+    )
+    prompt = "word " * 2000
+    r = user.post(
+        "/v1/chat/completions",
+        json={"model": "remote-unmetered", "messages": [{"role": "user", "content": prompt}],
+              "stream": True, **SHORT},
+        stream=True,
+    )
+    assert r.status_code == 200, r.text
+    lines = r.iter_lines()
+    assert any(b"a b" in line for line in lines), "no text came"
+    r.close()  # hangs up before any usage arrived
+    deadline = time.monotonic() + 10
+    while usage_of(user, "remote-unmetered")["generations"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    usage = usage_of(user, "remote-unmetered")
+    # The upstream read the whole prompt: charged as estimated (four
+    # bytes a token), not as nothing.
+    assert usage["generations"] == 1, usage
+    assert usage["prompt_tokens"] >= len(prompt) // 4, usage
+    tech.ok("DELETE", f"/api/models/{model['id']}", expect=(204,))
 
 
 def test_fallbacks_follow_a_renamed_model_and_forget_a_removed_one(srv, far, tech):
