@@ -336,6 +336,9 @@ pub async fn start(
         (Action::Regenerate, Some(_)) => 0,
     };
     crate::limits::room_for_messages(state, stored.len(), adding)?;
+    if let Action::Send(content) = &action {
+        crate::limits::room_in_chat(text_bytes(&stored), content.len())?;
+    }
     let mut prompt = Vec::with_capacity(history.len() + 2);
     if let Some(system) = chat.system_prompt.as_ref().filter(|s| !s.trim().is_empty()) {
         prompt.push(ChatMessage {
@@ -450,6 +453,7 @@ pub async fn start(
     });
 
     let run = Run {
+        _guard: guard,
         state: state.clone(),
         chat,
         answer,
@@ -457,10 +461,7 @@ pub async fn start(
         out,
         rerouted: false,
     };
-    tokio::spawn(async move {
-        run.drive(events).await;
-        drop(guard);
-    });
+    tokio::spawn(run.drive(events));
     Ok(rx)
 }
 
@@ -477,6 +478,35 @@ pub async fn load_chat(state: &AppState, caller: &Caller, id: &str) -> ApiResult
 /// time this version of it was started, which a regenerated answer moves on.
 pub fn run_id(answer_id: &str, created_at: &DateTime<Utc>) -> String {
     format!("{answer_id}@{}", created_at.timestamp_millis())
+}
+
+/// Bytes of text `messages` hold.
+fn text_bytes(messages: &[Message]) -> usize {
+    messages.iter().map(|m| m.content.len()).sum()
+}
+
+/// Appends a message of the caller to one of their chats without an
+/// answer. Refused while an answer is being written there (it would be
+/// stored after a question it never saw), and past the chat's caps.
+pub async fn append(
+    state: &AppState,
+    caller: &Caller,
+    chat_id: &str,
+    content: String,
+) -> ApiResult<Message> {
+    Validator::new()
+        .check(
+            !content.trim().is_empty() && content.chars().count() <= MAX_MESSAGE_CHARS,
+            "content",
+            format!("must be 1 to {MAX_MESSAGE_CHARS} characters"),
+        )
+        .finish()?;
+    let mut chat = load_chat(state, caller, chat_id).await?;
+    let (_guard, _handle) = state.chat_runs.claim(&chat.id)?;
+    let stored = state.store.list_messages(&chat.id).await?;
+    crate::limits::room_for_messages(state, stored.len(), 1)?;
+    crate::limits::room_in_chat(text_bytes(&stored), content.len())?;
+    store_user_message(state, caller, &mut chat, content, now()).await
 }
 
 /// Stores a message of the caller written `at` in `chat`, names an untitled
@@ -562,6 +592,10 @@ enum Outcome {
 }
 
 struct Run {
+    /// Frees the chat; held only to be dropped. Declared before `out`, so
+    /// it is dropped first: a client that saw its stream end may append to
+    /// the chat at once.
+    _guard: RunGuard,
     state: AppState,
     chat: Chat,
     answer: Message,

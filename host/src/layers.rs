@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, Extensions, HeaderMap, HeaderValue};
+use axum::http::{header, Extensions, HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -58,6 +58,12 @@ pub async fn security_headers(
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // A page that opened Corral in a new window keeps no handle on it (it
+    // could later send that tab to a look-alike sign-in page).
+    headers.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
     // Chats, tickets and accounts stay out of the browser's disk cache
     // (and any cache between), unless a handler chose otherwise.
     if private && !headers.contains_key(header::CACHE_CONTROL) {

@@ -80,6 +80,23 @@ pub fn room_for_messages(state: &AppState, held: usize, adding: usize) -> ApiRes
     )
 }
 
+/// The most text one chat's messages hold together: a chat is read whole
+/// to show, export or continue it.
+pub const MAX_CHAT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Refuses a message of `adding` bytes to a chat whose messages hold
+/// `held`. (An answer may take a chat past the cap by its `max_tokens`;
+/// the next message is then refused.)
+pub fn room_in_chat(held: usize, adding: usize) -> ApiResult<()> {
+    if held.saturating_add(adding) > MAX_CHAT_BYTES {
+        return Err(AppError::LimitReached(format!(
+            "a chat holds at most {} MiB of text; start a new chat to go on",
+            MAX_CHAT_BYTES >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a reply (or, `internal`, a staff note) to a ticket that holds
 /// `held` of them and `cap` at most. Replies and notes count apart, so
 /// that a refused reply says nothing of the notes.

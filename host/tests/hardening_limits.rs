@@ -38,6 +38,9 @@ fn assert_security_headers(r: &Resp, what: &str) {
         "object-src 'none'",
         "base-uri 'self'",
         "frame-ancestors 'none'",
+        // Markdown images are not loaded (the UI names them); this is the
+        // second line: no answer's image reaches another origin.
+        "img-src 'self' data:",
     ] {
         assert!(
             csp.split(';').any(|d| d.trim() == directive),
@@ -45,6 +48,14 @@ fn assert_security_headers(r: &Resp, what: &str) {
         );
     }
     assert!(!csp.contains("unsafe"), "{what}: {csp}");
+    assert_eq!(
+        r.header(header::HeaderName::from_static(
+            "cross-origin-opener-policy"
+        ))
+        .as_deref(),
+        Some("same-origin"),
+        "{what}"
+    );
 }
 
 #[tokio::test]
@@ -348,4 +359,46 @@ async fn search_text_is_bounded_and_printable() {
         let (status, body) = t.get(&format!("{list}?q={most}"), Some(&tech.access)).await;
         assert_eq!(status, StatusCode::OK, "{list} {body}");
     }
+}
+
+/// A chat's messages hold at most `MAX_CHAT_BYTES` of text together (a
+/// chat is read whole to show, export or continue it), counted in bytes,
+/// so that wide characters cannot slip past.
+#[tokio::test]
+async fn a_chat_holds_a_bounded_amount_of_text() {
+    let t = TestApp::new().await;
+    let user = t.signed_in("writer", Role::User).await;
+    let token = Some(user.access.as_str());
+    let model = support::model_record("gemma-3-270m", "llama", "/nonexistent/fixture.gguf");
+    t.store.create_model(&model).await.expect("model");
+    let chat = t.chat(&user.access, "long").await;
+    let id = chat["id"].as_str().unwrap();
+    let messages = format!("/api/chats/{id}/messages");
+    // 100,000 characters of four bytes each: the most one message holds.
+    let wide = "\u{1F98A}".repeat(corral_host::chat::MAX_MESSAGE_CHARS);
+    let fit = corral_host::limits::MAX_CHAT_BYTES / wide.len();
+    for _ in 0..fit {
+        let (status, body) = t.post(&messages, token, &json!({"content": wide})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = t.post(&messages, token, &json!({"content": wide})).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "limit_reached");
+    assert!(
+        body["message"].as_str().unwrap().contains("8 MiB"),
+        "{body}"
+    );
+    // The same through a stream, before anything runs.
+    let (status, body) = t
+        .post(
+            &format!("/api/chats/{id}/stream"),
+            token,
+            &json!({"content": wide}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "limit_reached");
+    // What fits still goes in.
+    let (status, body) = t.post(&messages, token, &json!({"content": "short"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, stored) = t.get(&format!("/api/chats/{id}"), token).await;
+    assert_eq!(stored["messages"].as_array().unwrap().len(), fit + 1);
 }

@@ -84,7 +84,7 @@ fn to_sse(event: ChatEvent) -> Result<Event, Infallible> {
     responses(
         (status = 200, description = "A stream of `ChatEvent`s (each in an event's data)", content_type = "text/event-stream", body = crate::openapi::SseEvent),
         (status = 404, description = "No such chat of the caller, or its model is gone", body = corral_sdk::ErrorBody),
-        (status = 409, description = "An answer is already being written in this chat (`conflict`), or the chat holds `max_messages_per_chat` messages (`limit_reached`)", body = corral_sdk::ErrorBody),
+        (status = 409, description = "An answer is already being written in this chat (`conflict`), or the chat holds `max_messages_per_chat` messages or 8 MiB of text (`limit_reached`)", body = corral_sdk::ErrorBody),
         (status = 429, description = "The model's queue, the caller's concurrent answers or the daily token allowance is full", body = corral_sdk::ErrorBody),
         (status = 503, description = "The model is not downloaded or its backend is missing", body = corral_sdk::ErrorBody),
     ))]
@@ -108,7 +108,7 @@ pub async fn stream(
     responses(
         (status = 200, description = "A stream of `ChatEvent`s (each in an event's data)", content_type = "text/event-stream", body = crate::openapi::SseEvent),
         (status = 404, description = "No such chat of the caller, or its model is gone", body = corral_sdk::ErrorBody),
-        (status = 409, description = "An answer is being written, or there is nothing to answer (`conflict`), or the chat holds `max_messages_per_chat` messages (`limit_reached`)", body = corral_sdk::ErrorBody),
+        (status = 409, description = "An answer is being written, or there is nothing to answer (`conflict`), or the chat holds `max_messages_per_chat` messages or 8 MiB of text (`limit_reached`)", body = corral_sdk::ErrorBody),
         (status = 429, description = "The model's queue, the caller's concurrent answers or the daily token allowance is full", body = corral_sdk::ErrorBody),
         (status = 503, description = "The model is not downloaded or its backend is missing", body = corral_sdk::ErrorBody),
     ))]

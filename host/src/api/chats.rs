@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{paging, search_term, usage, Paged};
-use crate::chat::{load_chat, store_user_message, MAX_MESSAGE_CHARS, UNTITLED};
+use crate::chat::{load_chat, UNTITLED};
 use crate::error::{ApiResult, AppError, Json, Path, Query, Validator};
 use crate::model::{
     new_id, usage_kind, Chat, ChatQuery, Message, MessageRole, MessageStatus, SamplingOverrides,
@@ -427,7 +427,7 @@ pub struct NewMessageRequest {
     responses(
         (status = 201, description = "Stored", body = Message),
         (status = 404, description = "No such chat of the caller", body = corral_sdk::ErrorBody),
-        (status = 409, description = "The chat holds `max_messages_per_chat` messages (`limit_reached`)", body = corral_sdk::ErrorBody),
+        (status = 409, description = "The chat holds `max_messages_per_chat` messages or 8 MiB of text (`limit_reached`), or an answer is being written in it (`conflict`)", body = corral_sdk::ErrorBody),
     ))]
 pub async fn add_message(
     State(state): State<AppState>,
@@ -435,17 +435,7 @@ pub async fn add_message(
     Path(id): Path<String>,
     Json(req): Json<NewMessageRequest>,
 ) -> ApiResult<(StatusCode, Json<Message>)> {
-    Validator::new()
-        .check(
-            !req.content.trim().is_empty() && req.content.chars().count() <= MAX_MESSAGE_CHARS,
-            "content",
-            format!("must be 1 to {MAX_MESSAGE_CHARS} characters"),
-        )
-        .finish()?;
-    let mut chat = load_chat(&state, &caller, &id).await?;
-    let held = state.store.list_messages(&chat.id).await?.len();
-    crate::limits::room_for_messages(&state, held, 1)?;
-    let message = store_user_message(&state, &caller, &mut chat, req.content, now()).await?;
+    let message = crate::chat::append(&state, &caller, &id, req.content).await?;
     Ok((StatusCode::CREATED, Json(message)))
 }
 

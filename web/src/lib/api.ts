@@ -29,6 +29,9 @@ export class ApiError extends Error {
 /** Copies of requests in flight, by request id, kept to retry once after a 401. */
 export const retries = new Map<string, Request>();
 
+/** The longest search text (`q`) the server's lists accept. */
+export const MAX_SEARCH_CHARS = 200;
+
 /**
  * A disabled account's still-valid access token is answered 403
  * `account_disabled`: the session is over in this tab (and the server has

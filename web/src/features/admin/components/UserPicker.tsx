@@ -3,6 +3,7 @@ import { useTranslation } from "react-i18next";
 import { useUserSearch } from "../api/users";
 import type { UserView } from "../api/users";
 import { useDebounced } from "../utils/useDebounced";
+import { MAX_SEARCH_CHARS } from "@/lib/api";
 
 /**
  * Finds an account by typing part of its name; the matches are buttons,
@@ -32,6 +33,7 @@ export function UserPicker({
       <input
         id={id}
         type="search"
+        maxLength={MAX_SEARCH_CHARS}
         className="input"
         autoComplete="off"
         value={text}

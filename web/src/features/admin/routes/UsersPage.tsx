@@ -14,6 +14,7 @@ import type { Role, UserView } from "../api/users";
 import { CreateUserDialog, DisableDialog, EditNameDialog, ResetPasswordDialog } from "../components/UserForms";
 import { TableScroll } from "../components/TableScroll";
 import { useDebounced } from "../utils/useDebounced";
+import { MAX_SEARCH_CHARS } from "@/lib/api";
 
 const PAGE = 25;
 const ALL_ROLES: Role[] = ["user", "admin", "technician"];
@@ -78,6 +79,7 @@ export default function UsersPage() {
           <input
             id="users-search"
             type="search"
+            maxLength={MAX_SEARCH_CHARS}
             className="input"
             value={search}
             placeholder={t("users.filters.searchPlaceholder")}

@@ -10,6 +10,7 @@ import { Field } from "@/components/Field";
 import { Spinner } from "@/components/Spinner";
 import { exportChat, useChats, useDeleteChat, useUpdateChat, type Chat } from "../api/chats";
 import { ChatListItem, type ChatAction } from "./ChatListItem";
+import { MAX_SEARCH_CHARS } from "@/lib/api";
 
 function useDebounced<T>(value: T, ms: number): T {
   const [debounced, setDebounced] = useState(value);
@@ -118,6 +119,7 @@ export function Sidebar({ activeId, open, onClose }: Props) {
           <input
             id="chat-search"
             type="search"
+            maxLength={MAX_SEARCH_CHARS}
             className="input"
             placeholder={t("sidebar.searchPlaceholder")}
             value={search}

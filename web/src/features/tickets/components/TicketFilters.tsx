@@ -1,6 +1,7 @@
 import { useEffect, useId, useState } from "react";
 import { useTranslation } from "react-i18next";
 import { categories, statuses, useStaffMembers, type TicketQuery } from "../api/tickets";
+import { MAX_SEARCH_CHARS } from "@/lib/api";
 
 export type Filters = Pick<TicketQuery, "status" | "category" | "assignee" | "q">;
 
@@ -47,6 +48,7 @@ export function TicketFilters({
         <input
           id={`${id}-q`}
           type="search"
+          maxLength={MAX_SEARCH_CHARS}
           className="input"
           value={text}
           placeholder={t("filters.searchPlaceholder")}
