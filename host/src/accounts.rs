@@ -14,6 +14,7 @@ use crate::ratelimit::SignInLimiter;
 use crate::sessions::verify_in_turn;
 use crate::store::{Store, StoreError, UserUpdate};
 use crate::time::now;
+use corral_sdk::text::is_unseen;
 
 /// Whether staff of role `actor` may give an account the role `role` or
 /// take it away: a technician any role, an admin the user and admin roles.
@@ -119,9 +120,9 @@ pub fn check_password(v: &mut Validator, field: &str, password: &str) {
 pub fn normalize_display_name(v: &mut Validator, name: Option<&str>, username: &str) -> String {
     let name = name.map(str::trim).unwrap_or("");
     v.check(
-        name.chars().count() <= 64 && !name.chars().any(char::is_control),
+        name.chars().count() <= 64 && !name.chars().any(is_unseen),
         "display_name",
-        "must be at most 64 characters, without control characters",
+        "must be at most 64 characters, without control or invisible formatting characters",
     );
     if name.is_empty() {
         username.to_owned()

@@ -2035,3 +2035,75 @@ async fn the_openai_api_answers_errors_in_openai_shape() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["object"], "list");
 }
+
+/// Names others read (display names, chat titles, ticket subjects) cannot
+/// hold characters that show nothing or turn the text around, so one name
+/// cannot pass for another; a title made from a message drops them.
+#[tokio::test]
+async fn names_cannot_hide_characters() {
+    let t = TestApp::new().await;
+    let eve = t.signed_in("eve", Role::User).await;
+    let token = Some(eve.access.as_str());
+    for name in ["Support\u{200B}", "\u{202E}troppuS", "Sup\u{2066}port"] {
+        let (status, body) = t
+            .patch("/api/me", token, &json!({"display_name": name}))
+            .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+        assert_eq!(body["details"][0]["field"], "display_name", "{body}");
+        let (status, body) = t
+            .post(
+                "/api/tickets",
+                token,
+                &json!({"subject": name, "body": "Details.", "category": "question"}),
+            )
+            .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+        assert_eq!(body["details"][0]["field"], "subject", "{body}");
+    }
+    let (status, body) = t
+        .patch(
+            "/api/me",
+            token,
+            &json!({"display_name": "Ève Ștefănescu 中"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["display_name"], "Ève Ștefănescu 中");
+
+    let model = support::model_record("gemma-3-270m", "llama", "/nonexistent/fixture.gguf");
+    t.store.create_model(&model).await.expect("model");
+    let (status, body) = t
+        .post(
+            "/api/chats",
+            token,
+            &json!({"model": "gemma-3-270m", "title": "Plans\u{200D}"}),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let chat = t.chat(&eve.access, corral_host::chat::UNTITLED).await;
+    let id = chat["id"].as_str().unwrap();
+    let _ = t
+        .post(
+            &format!("/api/chats/{id}/messages"),
+            token,
+            &json!({"content": "Trip\u{200B} to \u{202E}Rome"}),
+        )
+        .await;
+    let (_, stored) = t.get(&format!("/api/chats/{id}"), token).await;
+    assert_eq!(stored["title"], "Trip to Rome", "{stored}");
+}

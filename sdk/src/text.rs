@@ -2,6 +2,26 @@
 //! nothing that could turn out to be the start of a stop string. Backends
 //! feed each token's bytes to a [`TokenText`] and send what it lets out.
 
+/// Whether `c` is unseen in a name: a control character, or a format
+/// character that shows nothing or reorders the text around it (zero-width
+/// spaces and joiners, bidirectional marks and overrides, the soft hyphen,
+/// the byte-order mark). Names that hold one can pass for another name.
+pub fn is_unseen(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
 /// Collects token bytes and hands out the longest complete UTF-8 prefix.
 #[derive(Debug, Default)]
 pub struct Utf8Stream {
@@ -220,5 +240,18 @@ mod tests {
         assert_eq!(run(&["END"], &[b"E", b"N", b"x"]), ("ENx".into(), false));
         // Held back to the end, then released.
         assert_eq!(run(&["END"], &[b"x E", b"N"]), ("x EN".into(), false));
+    }
+
+    #[test]
+    fn unseen_characters_are_told_apart_from_visible_ones() {
+        for c in [
+            '\u{0}', '\n', '\u{7F}', '\u{85}', '\u{200B}', '\u{200D}', '\u{202E}', '\u{2066}',
+            '\u{FEFF}', '\u{AD}',
+        ] {
+            assert!(is_unseen(c), "{:?}", c);
+        }
+        for c in ['a', ' ', 'é', 'ț', '中', '\u{1F98A}', '-', '\u{2010}'] {
+            assert!(!is_unseen(c), "{:?}", c);
+        }
     }
 }

@@ -416,6 +416,11 @@ impl RawManifest {
         if name_chars == 0 || name_chars > 80 || self.name.trim().is_empty() {
             return err("`name` must be 1-80 characters");
         }
+        // Shown to technicians approving capabilities and to users turning
+        // plugins on: it must not pass for another plugin's name.
+        if self.name.chars().any(corral_sdk::text::is_unseen) {
+            return err("`name` must not hold control or invisible formatting characters");
+        }
         if semver::Version::parse(&self.version).is_err() {
             return err(format!(
                 "`version` `{}` is not a semantic version (e.g. 0.1.0)",
@@ -673,6 +678,17 @@ description = "Mask e-mail addresses"
             let text = format!("{line}\nname = \"X\"\nversion = \"1.0.0\"\napi = \"0.1.0\"");
             let e = Manifest::parse(&text).unwrap_err();
             assert!(e.0.contains(want), "{line}: {e}");
+        }
+        // A name that looks like another plugin's.
+        for name in [
+            "PII\u{200B} redaction",
+            "\u{202E}noitcader IIP",
+            "PII\tredaction",
+        ] {
+            let text =
+                format!("id = \"ab\"\nname = \"{name}\"\nversion = \"1.0.0\"\napi = \"0.1.0\"");
+            let e = Manifest::parse(&text).unwrap_err();
+            assert!(e.0.contains("`name` must not hold"), "{name:?}: {e}");
         }
         let cases = [
             (

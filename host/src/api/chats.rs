@@ -17,6 +17,7 @@ use crate::policy::Caller;
 use crate::state::AppState;
 use crate::store::ChatUpdate;
 use crate::time::now;
+use corral_sdk::text::is_unseen;
 
 /// Longest temporary-chat lifetime: 30 days.
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
@@ -94,9 +95,9 @@ pub struct CreateChatRequest {
 
 fn check_title(v: &mut Validator, title: &str) {
     v.check(
-        (1..=200).contains(&title.chars().count()) && !title.chars().any(char::is_control),
+        (1..=200).contains(&title.chars().count()) && !title.chars().any(is_unseen),
         "title",
-        "must be 1 to 200 characters, without control characters",
+        "must be 1 to 200 characters, without control or invisible formatting characters",
     );
 }
 
