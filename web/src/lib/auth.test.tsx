@@ -109,3 +109,49 @@ describe("a sign-in in another tab", () => {
     session.endSession("signed-out");
   });
 });
+
+describe("a sign-out that never reached the server", () => {
+  async function signOutOnce() {
+    vi.resetModules();
+    const auth = await import("./auth");
+    let signOut: (() => Promise<void>) | undefined;
+    function Grab() {
+      signOut = auth.useAuth().signOut;
+      return null;
+    }
+    render(
+      <QueryClientProvider client={new QueryClient()}>
+        <auth.AuthProvider>
+          <Grab />
+        </auth.AuthProvider>
+      </QueryClientProvider>,
+    );
+    await act(async () => {
+      await signOut?.();
+    });
+  }
+
+  it("is sent again first on the next load, and then forgotten", async () => {
+    network(() => {
+      throw new TypeError("Failed to fetch");
+    });
+    await signOutOnce();
+    expect(localStorage.getItem("corral.logout-pending")).toBe("1");
+
+    // The next load: the sign-out goes out before any refresh.
+    const urls = network(() => new Response(null, { status: 204 }));
+    await mount();
+    await act(async () => {
+      await new Promise((r) => setTimeout(r, 50));
+    });
+    expect(urls).toEqual(["/api/auth/logout"]);
+    expect(localStorage.getItem("corral.logout-pending")).toBeNull();
+  });
+
+  it("is not left pending when the server answered", async () => {
+    const urls = network(() => new Response("{}", { status: 500 }));
+    await signOutOnce();
+    expect(urls).toContain("/api/auth/logout");
+    expect(localStorage.getItem("corral.logout-pending")).toBeNull();
+  });
+});

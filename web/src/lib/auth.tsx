@@ -7,12 +7,14 @@ import {
   broadcast,
   endSession,
   hasWebLocks,
+  logoutPending,
   mayHaveSession,
   onAccountChange,
   onBroadcast,
   onSessionEnd,
   onUser,
   refreshSession,
+  setLogoutPending,
   type EndReason,
   type UserView,
 } from "./session";
@@ -55,7 +57,15 @@ export function AuthProvider({ children }: { children: ReactNode }) {
         void refreshSession().catch(() => undefined);
       }
     });
-    if (!mayHaveSession()) {
+    if (logoutPending()) {
+      // The last sign-out never reached the server: send it now, before
+      // anything else, and stay signed out.
+      setState({ status: "signed-out" });
+      api.POST("/api/auth/logout", { body: {} }).then(
+        () => setLogoutPending(false),
+        () => undefined,
+      );
+    } else if (!mayHaveSession()) {
       setState({ status: "signed-out" });
     } else {
       refreshSession()
@@ -77,6 +87,8 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     const tokens = unwrap(
       await api.POST("/api/auth/login", { body: { username, password, refresh_cookie: true } }),
     );
+    // The new cookie replaced the one a failed sign-out left behind.
+    setLogoutPending(false);
     acceptTokens(tokens);
     broadcast({ type: "signed-in" });
   }, []);
@@ -88,6 +100,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
           body: { username, password, display_name: displayName || null, refresh_cookie: true },
         }),
       );
+      setLogoutPending(false);
       acceptTokens(tokens);
       broadcast({ type: "signed-in" });
     },
@@ -95,7 +108,13 @@ export function AuthProvider({ children }: { children: ReactNode }) {
   );
 
   const signOut = useCallback(async () => {
-    await api.POST("/api/auth/logout", { body: {} }).catch(() => undefined);
+    // Any answer means the server saw it (it clears the cookie even when it
+    // fails); no answer at all leaves the sign-out to be sent again.
+    const reached = await api.POST("/api/auth/logout", { body: {} }).then(
+      () => true,
+      () => false,
+    );
+    setLogoutPending(!reached);
     broadcast({ type: "signed-out" });
     endSession("signed-out");
   }, []);

@@ -42,6 +42,29 @@ function setHint(on: boolean): void {
   }
 }
 
+// A sign-out whose request never reached the server (the network was
+// down): the refresh cookie may still work for whoever uses this browser
+// next, so the next page load sends the sign-out again first.
+const LOGOUT_PENDING = "corral.logout-pending";
+
+export function setLogoutPending(on: boolean): void {
+  try {
+    if (on) localStorage.setItem(LOGOUT_PENDING, "1");
+    else localStorage.removeItem(LOGOUT_PENDING);
+  } catch {
+    // Without storage there is nothing to carry to the next load.
+  }
+}
+
+/** Whether a sign-out is still to be sent to the server. */
+export function logoutPending(): boolean {
+  try {
+    return localStorage.getItem(LOGOUT_PENDING) !== null;
+  } catch {
+    return false;
+  }
+}
+
 /** Whether a refresh is worth trying at page load. */
 export function mayHaveSession(): boolean {
   try {
