@@ -104,7 +104,24 @@ pub fn came_over_tls(config: &Config, extensions: &Extensions, headers: &HeaderM
     let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() else {
         return false;
     };
-    crate::client_addr::is_trusted(&config.trusted_proxies, peer.ip()) && forwarded_https(headers)
+    if !forwarded_https(headers) {
+        return false;
+    }
+    if crate::client_addr::is_trusted(&config.trusted_proxies, peer.ip()) {
+        return true;
+    }
+    // Most likely a TLS proxy left out of `trusted_proxies`: its browsers
+    // then get refresh cookies without `Secure`, and no HSTS. Said once.
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            peer = %peer.ip(),
+            "a request says it came over HTTPS (X-Forwarded-Proto) from an address not in \
+             `trusted_proxies`: if a reverse proxy terminates TLS there, list it, or the \
+             refresh cookie is sent without `Secure` and no HSTS is set"
+        );
+    });
+    false
 }
 
 /// Whether the nearest proxy's `X-Forwarded-Proto` (the last value) is
