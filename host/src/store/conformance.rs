@@ -983,12 +983,19 @@ pub async fn session_purge_expired(s: &dyn Store) {
     let now = ts(120);
     let old1 = session("u1", "f1", "hash-old1", ts(10));
     let old2 = session("u2", "f2", "hash-old2", now - Duration::milliseconds(1));
+    // Expiring at `now` is expired, as a refresh sees it.
+    let edge = session("u2", "f4", "hash-edge", now);
     let live1 = session("u1", "f1", "hash-live1", now + Duration::minutes(1));
     let live2 = session("u3", "f3", "hash-live2", ts(60 * 24 * 30));
-    for x in [&old1, &old2, &live1, &live2] {
+    for x in [&old1, &old2, &edge, &live1, &live2] {
         ok!(s.create_session(x));
     }
-    assert_eq!(ok!(s.purge_expired_sessions(now)), 2, "purged sessions");
+    assert_eq!(ok!(s.purge_expired_sessions(now)), 3, "purged sessions");
+    assert_eq!(
+        ok!(s.get_session_by_hash("hash-edge")),
+        None,
+        "a session expiring at the purge survived"
+    );
     assert_eq!(
         ok!(s.get_session_by_hash("hash-old1")),
         None,

@@ -706,7 +706,7 @@ impl SessionRepo for MongoStore {
     async fn purge_expired_sessions(&self, now: DateTime<Utc>) -> StoreResult<u64> {
         let result = self
             .sessions
-            .delete_many(doc! { "expires_at": { "$lt": time::format(&now) } })
+            .delete_many(doc! { "expires_at": { "$lte": time::format(&now) } })
             .await
             .map_err(db_err)?;
         Ok(result.deleted_count)
