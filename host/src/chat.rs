@@ -234,9 +234,22 @@ impl ChatRuns {
     }
 
     /// Counts a WebSocket of `user_id` as open until the slot is dropped;
-    /// refuses it when the account has `cap` open already.
-    pub fn open_socket(self: &Arc<Self>, user_id: &str, cap: usize) -> ApiResult<SocketSlot> {
+    /// refuses it when the account has `cap` open already, or all accounts
+    /// together `total` (a socket holds a connection for as long as it is
+    /// open: the rest stay for everything else).
+    pub fn open_socket(
+        self: &Arc<Self>,
+        user_id: &str,
+        cap: usize,
+        total: usize,
+    ) -> ApiResult<SocketSlot> {
         let mut sockets = self.sockets.lock().unwrap_or_else(PoisonError::into_inner);
+        if sockets.values().sum::<usize>() >= total {
+            return Err(AppError::Unavailable(format!(
+                "the server has {total} chat WebSockets open, as many as it takes; use the \
+                 event stream of `/api/chats/{{id}}/stream`, or try again later"
+            )));
+        }
         let open = sockets.entry(user_id.to_owned()).or_default();
         if *open >= cap {
             return Err(AppError::LimitReached(format!(
@@ -945,19 +958,25 @@ mod tests {
     fn an_account_holds_at_most_its_websockets() {
         let runs = Arc::new(ChatRuns::default());
         let mut held: Vec<_> = (0..2)
-            .map(|_| runs.open_socket("ada", 2).expect("room"))
+            .map(|_| runs.open_socket("ada", 2, 4).expect("room"))
             .collect();
-        let err = runs.open_socket("ada", 2).err().expect("full");
+        let err = runs.open_socket("ada", 2, 4).err().expect("full");
         assert_eq!((err.status().as_u16(), err.code()), (409, "limit_reached"));
-        runs.open_socket("bob", 2)
+        let bob = runs
+            .open_socket("bob", 2, 4)
             .expect("another account has room");
         held.pop();
         held.push(
-            runs.open_socket("ada", 2)
+            runs.open_socket("ada", 2, 4)
                 .expect("a closed one gave its place back"),
         );
-        drop(held);
+        // All accounts together hold at most `total`.
+        let cy = runs.open_socket("cy", 2, 4).expect("the fourth");
+        let err = runs.open_socket("dee", 2, 4).err().expect("all taken");
+        assert_eq!((err.status().as_u16(), err.code()), (503, "unavailable"));
+        drop((held, bob, cy));
         assert!(runs.sockets.lock().unwrap().is_empty());
+        runs.open_socket("dee", 2, 4).expect("room again");
     }
 
     fn message(role: MessageRole, status: MessageStatus, content: &str) -> Message {

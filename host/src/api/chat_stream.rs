@@ -3,6 +3,7 @@
 //! same [`ChatEvent`] objects.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::extract::ws::{
     close_code, CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade,
@@ -173,8 +174,20 @@ pub enum ClientFrame {
     Auth { access_token: String },
 }
 
-/// Largest frame a client may send.
-const MAX_FRAME_BYTES: usize = 512 * 1024;
+/// Largest message a client may send: the longest chat message, each
+/// character written as a six-byte JSON escape, and the rest of the frame.
+const MAX_FRAME_BYTES: usize = 6 * crate::chat::MAX_MESSAGE_CHARS + 64 * 1024;
+
+/// Events queued for a socket's client. Answers wait for room; a client
+/// that takes none for [`SEND_WAIT`] is not reading, and its socket ends.
+const OUT_QUEUE: usize = 256;
+const SEND_WAIT: Duration = Duration::from_secs(10);
+
+/// Chat WebSockets of all accounts together: half the connections, so
+/// that open sockets cannot take every one.
+fn max_websockets(config: &crate::config::Config) -> usize {
+    (config.max_connections / 2).max(1)
+}
 
 /// Chat over a WebSocket.
 ///
@@ -210,13 +223,16 @@ pub async fn websocket(
             r.body_text()
         ))
     })?;
-    let slot = state
-        .chat_runs
-        .open_socket(caller.id(), state.config.max_websockets_per_user)?;
+    let slot = state.chat_runs.open_socket(
+        caller.id(),
+        state.config.max_websockets_per_user,
+        max_websockets(&state.config),
+    )?;
     Ok(upgrade
         // A browser that signed in with the subprotocol needs it answered.
         .protocols([crate::policy::BEARER_PROTOCOL])
         .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| session(socket, state, caller, slot))
         .into_response())
 }
@@ -225,7 +241,7 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller, slot: S
     let _slot = slot;
     let _open = state.shutdown.hold();
     let (mut sink, mut incoming) = socket.split();
-    let (out, mut outgoing) = mpsc::unbounded_channel::<ChatEvent>();
+    let (out, mut outgoing) = mpsc::channel::<ChatEvent>(OUT_QUEUE);
     let (close, mut closing) = oneshot::channel::<CloseFrame>();
     let mut close = Some(close);
     let shutdown = state.shutdown.clone();
@@ -278,7 +294,7 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller, slot: S
             () = state.shutdown.begun() => break,
             _ = recheck.tick() => match policy::recheck(state.store.as_ref(), &caller).await {
                 Err(err) if ends_access(&err) => {
-                    end(&out, &mut close, err);
+                    end(&out, &mut close, err, close_code::POLICY);
                     break;
                 }
                 _ => continue,
@@ -287,46 +303,59 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller, slot: S
                 let expired = AppError::Unauthorized(
                     "the access token expired; sign in again".into(),
                 );
-                end(&out, &mut close, expired);
+                end(&out, &mut close, expired, close_code::POLICY);
                 break;
             }
         };
-        let Some(Ok(frame)) = frame else { break };
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            // Too big, or not WebSocket: said in the close frame.
+            Some(Err(err)) => {
+                let err = AppError::BadRequest(format!(
+                    "the frame could not be read (at most {} KiB): {err}",
+                    MAX_FRAME_BYTES >> 10
+                ));
+                end(&out, &mut close, err, close_code::SIZE);
+                break;
+            }
+            None => break,
+        };
         let text = match frame {
             WsMessage::Text(text) => text,
             WsMessage::Close(_) => break,
             WsMessage::Binary(_) => {
-                refuse(
-                    &out,
-                    None,
-                    AppError::BadRequest("send JSON text frames".into()),
-                );
+                let err = AppError::BadRequest("send JSON text frames".into());
+                if !refuse(&out, None, err).await {
+                    break;
+                }
                 continue;
             }
             WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
         };
-        match policy::recheck(state.store.as_ref(), &caller).await {
-            Ok(user) => caller.user = user,
-            Err(err) if ends_access(&err) => {
-                end(&out, &mut close, err);
-                break;
-            }
-            Err(err) => {
-                refuse(&out, None, err);
-                continue;
-            }
-        }
         let frame = match serde_json::from_str::<ClientFrame>(text.as_str()) {
             Ok(frame) => frame,
             Err(err) => {
-                refuse(
-                    &out,
-                    None,
-                    AppError::MalformedJson(format!("the frame is not a valid command: {err}")),
-                );
+                let err =
+                    AppError::MalformedJson(format!("the frame is not a valid command: {err}"));
+                if !refuse(&out, None, err).await {
+                    break;
+                }
                 continue;
             }
         };
+        match policy::recheck(state.store.as_ref(), &caller).await {
+            Ok(user) => caller.user = user,
+            Err(err) if ends_access(&err) => {
+                end(&out, &mut close, err, close_code::POLICY);
+                break;
+            }
+            Err(err) => {
+                if !refuse(&out, None, err).await {
+                    break;
+                }
+                continue;
+            }
+        }
         let (chat_id, action, sampling) = match frame {
             ClientFrame::Auth { access_token } => {
                 match renew(&state, &caller, &access_token).await {
@@ -337,18 +366,27 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller, slot: S
                             .reset(tokio::time::Instant::now() + until(caller.expires_at()));
                     }
                     Err(err) if ends_access(&err) => {
-                        end(&out, &mut close, err);
+                        end(&out, &mut close, err, close_code::POLICY);
                         break;
                     }
-                    Err(err) => refuse(&out, None, err),
+                    Err(err) => {
+                        if !refuse(&out, None, err).await {
+                            break;
+                        }
+                    }
                 }
                 continue;
             }
             ClientFrame::Stop { chat_id } => {
-                if let Err(err) = load_chat(&state, &caller, &chat_id).await {
-                    refuse(&out, Some(chat_id), err);
-                } else {
-                    state.chat_runs.stop(&chat_id);
+                match load_chat(&state, &caller, &chat_id).await {
+                    Ok(_) => {
+                        state.chat_runs.stop(&chat_id);
+                    }
+                    Err(err) => {
+                        if !refuse(&out, Some(chat_id), err).await {
+                            break;
+                        }
+                    }
                 }
                 continue;
             }
@@ -372,7 +410,7 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller, slot: S
                         tokio::select! {
                             event = events.recv() => {
                                 let Some(event) = event else { break };
-                                if out.send(event).is_err() {
+                                if out.send(event).await.is_err() {
                                     break;
                                 }
                             }
@@ -381,7 +419,11 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller, slot: S
                     }
                 });
             }
-            Err(err) => refuse(&out, Some(chat_id), err),
+            Err(err) => {
+                if !refuse(&out, Some(chat_id), err).await {
+                    break;
+                }
+            }
         }
     }
     drop(out);
@@ -392,7 +434,7 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller, slot: S
     // Let what is queued (a last error) go out; answers still running keep
     // the writer alive, and stop when it is aborted.
     let abort = writer.abort_handle();
-    if tokio::time::timeout(std::time::Duration::from_millis(200), writer)
+    if tokio::time::timeout(Duration::from_millis(200), writer)
         .await
         .is_err()
     {
@@ -425,22 +467,24 @@ async fn renew(state: &AppState, caller: &Caller, access_token: &str) -> Result<
     Ok(renewed)
 }
 
-/// Ends a socket whose access is over: an `error` event says why, then a
-/// close frame (policy violation) with the same reason.
+/// Ends a socket (its access is over, or it sent what cannot be read): an
+/// `error` event says why, if there is room for it, then a close frame
+/// with `code` and the same reason.
 fn end(
-    out: &mpsc::UnboundedSender<ChatEvent>,
+    out: &mpsc::Sender<ChatEvent>,
     close: &mut Option<oneshot::Sender<CloseFrame>>,
     err: AppError,
+    code: u16,
 ) {
     let mut reason = err.to_string();
     // A close reason has at most 123 bytes.
     while reason.len() > 123 {
         reason.pop();
     }
-    refuse(out, None, err);
+    let _ = out.try_send(error_event(None, err));
     if let Some(close) = close.take() {
         let _ = close.send(CloseFrame {
-            code: close_code::POLICY,
+            code,
             reason: reason.into(),
         });
     }
@@ -456,10 +500,19 @@ async fn send_event(
     }
 }
 
-fn refuse(out: &mpsc::UnboundedSender<ChatEvent>, chat_id: Option<String>, err: AppError) {
-    let _ = out.send(ChatEvent::Error {
+fn error_event(chat_id: Option<String>, err: AppError) -> ChatEvent {
+    ChatEvent::Error {
         chat_id,
         error: err.body(),
         message: None,
-    });
+    }
+}
+
+/// Queues an `error` event saying why a frame was refused. False when the
+/// client took no event for [`SEND_WAIT`]: it sends without reading, and
+/// its socket ends (reading its frames stops while it is full, so what it
+/// sends costs no memory here).
+async fn refuse(out: &mpsc::Sender<ChatEvent>, chat_id: Option<String>, err: AppError) -> bool {
+    let sent = tokio::time::timeout(SEND_WAIT, out.send(error_event(chat_id, err))).await;
+    matches!(sent, Ok(Ok(())))
 }

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import websocket
 
-from corral import TIMEOUT, Api, CorralServer, closed_by_server, sse_events, wait_until
+from corral import TIMEOUT, Api, CorralServer, account, closed_by_server, sse_events, wait_until
 
 DEMO_NAME = "gemma-3-270m"
 # Long enough that no answer ends by itself within a test.
@@ -761,3 +762,83 @@ def test_swagger_ui_renders_under_its_policy(limited, tmp_path):
         line for line in out.stderr.splitlines() if "Content Security Policy" in line
     ]
     assert not violations, violations
+
+
+def test_websockets_cannot_take_every_connection(strict):
+    """Open chat WebSockets hold a connection each for as long as they
+    last: all accounts together get half of `max_connections`, and the
+    rest stay for everything else."""
+    talker = Api.login(strict, "talker", strict.create_account("talker", "user"))
+    url = strict.base.replace("http://", "ws://", 1) + "/api/chats/ws"
+    header = [f"Authorization: Bearer {talker.token}"]
+    held = [websocket.create_connection(url, header=header, timeout=10) for _ in range(2)]
+    try:
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(url, header=header, timeout=10)
+        assert refused.value.status_code == 503, refused.value
+        assert fresh_get(strict).status_code == 200
+    finally:
+        for ws in held:
+            ws.close()
+    wait_until(lambda: _opens(url, header), 10, "a closed socket gave its place back")
+
+
+def _opens(url: str, header: list[str]) -> bool:
+    try:
+        websocket.create_connection(url, header=header, timeout=10).close()
+        return True
+    except websocket.WebSocketBadStatusException:
+        return False
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_websocket_client_that_sends_without_reading_is_dropped(limited, staff):
+    """Every refused frame queues an error event for the client. One that
+    never reads stops being read in turn, and is dropped: what it sends
+    costs the server no memory."""
+    flooder = account(limited, "flooder", "user")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", limited.port))
+    s.sendall(
+        (
+            "GET /api/chats/ws HTTP/1.1\r\nHost: corral\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {flooder.token}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    before = rss_bytes(limited.proc.pid)
+    # Empty masked binary frames: each one refused with an error event.
+    frames = b"\x82\x80\x00\x00\x00\x00" * 4096
+    s.settimeout(2)
+    sent = 0
+    dropped = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            try:
+                sent += s.send(frames)
+            except socket.timeout:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                dropped = True
+                break
+    finally:
+        s.close()
+    grew = rss_bytes(limited.proc.pid) - before
+    assert dropped, f"still open after sending {sent} bytes"
+    assert grew < 100 * 1024 * 1024, f"the server grew by {grew >> 20} MiB for {sent >> 20} MiB sent"
+    limited.check_alive()
+    assert requests.get(limited.base + "/healthz", timeout=TIMEOUT).status_code == 200
