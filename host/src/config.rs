@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+/// Seconds in a day: the longest wait a setting may ask for.
+pub const DAY_SECS: u64 = 24 * 60 * 60;
+
 /// What `corral serve` runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -344,13 +347,18 @@ impl Config {
             config.tls_cert.is_some() == config.tls_key.is_some(),
             "tls_cert and tls_key go together: give both to serve HTTPS, or neither"
         );
+        // Upper bounds keep every instant computed from these in range.
         anyhow::ensure!(
-            config.access_token_ttl_secs >= 30,
-            "access_token_ttl_secs must be at least 30"
+            (30..=7 * DAY_SECS).contains(&config.access_token_ttl_secs),
+            "access_token_ttl_secs must be 30 to 604800 (a week)"
         );
         anyhow::ensure!(
-            config.refresh_token_ttl_days >= 1,
-            "refresh_token_ttl_days must be at least 1"
+            (1..=3650).contains(&config.refresh_token_ttl_days),
+            "refresh_token_ttl_days must be 1 to 3650"
+        );
+        anyhow::ensure!(
+            config.shutdown_grace_secs <= DAY_SECS,
+            "shutdown_grace_secs must be at most 86400 (a day)"
         );
         anyhow::ensure!(
             config.max_body_bytes >= 1024,
@@ -372,8 +380,8 @@ impl Config {
             "model_dirs must be absolute paths"
         );
         anyhow::ensure!(
-            config.model_worker_stall_secs.is_finite() && config.model_worker_stall_secs >= 0.5,
-            "model_worker_stall_secs must be at least 0.5"
+            (0.5..=DAY_SECS as f64).contains(&config.model_worker_stall_secs),
+            "model_worker_stall_secs must be 0.5 to 86400 (a day)"
         );
         anyhow::ensure!(
             config.max_download_bytes >= 1,
@@ -509,6 +517,34 @@ mod tests {
         let file: FileConfig = toml::from_str("model_worker_stall_secs = 2.5").unwrap();
         let config = Config::resolve(file, Overrides::default()).unwrap();
         assert_eq!(config.model_worker_stall_secs, 2.5);
+    }
+
+    #[test]
+    fn lifetimes_and_waits_past_their_range_are_refused() {
+        for (line, key) in [
+            ("model_worker_stall_secs = 1e30", "model_worker_stall_secs"),
+            (
+                "access_token_ttl_secs = 9000000000000",
+                "access_token_ttl_secs",
+            ),
+            (
+                "refresh_token_ttl_days = 100000000",
+                "refresh_token_ttl_days",
+            ),
+            (
+                "shutdown_grace_secs = 9223372036854775807",
+                "shutdown_grace_secs",
+            ),
+        ] {
+            let file: FileConfig = toml::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let err = Config::resolve(file, Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{line}: {err}");
+        }
+        let file: FileConfig = toml::from_str(
+            "access_token_ttl_secs = 604800\nrefresh_token_ttl_days = 3650\nshutdown_grace_secs = 86400",
+        )
+        .unwrap();
+        Config::resolve(file, Overrides::default()).unwrap();
     }
 
     #[test]

@@ -128,7 +128,10 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     );
     corral_host::store::secure_data_dir(&args.data_dir)
         .with_context(|| format!("preparing {}", args.data_dir.display()))?;
-    anyhow::ensure!(args.stall_secs >= 0.5, "--stall-secs must be at least 0.5");
+    anyhow::ensure!(
+        (0.5..=corral_host::config::DAY_SECS as f64).contains(&args.stall_secs),
+        "--stall-secs must be 0.5 to 86400 (a day)"
+    );
     anyhow::ensure!(
         (10.0..=86_400.0).contains(&args.lease_secs),
         "--lease-secs must be between 10 and 86400"
