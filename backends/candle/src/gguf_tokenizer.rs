@@ -23,6 +23,12 @@ const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
 const BYTE: i32 = 6;
 
+/// Tokens longer than this get no merges of their own.
+const MAX_MERGED_TOKEN_BYTES: usize = 256;
+/// Merges per token past which a vocabulary is refused: far more than a
+/// real one has.
+const MERGES_PER_TOKEN: usize = 32;
+
 /// The tokenizer plus what generation needs to turn ids back into bytes.
 pub struct GgufTokenizer {
     tokenizer: Tokenizer,
@@ -113,8 +119,17 @@ impl GgufTokenizer {
 
         let mut order: Vec<usize> = (0..n).filter(|&i| types[i] != BYTE).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        // Every split of a token into two others is a merge. A vocabulary
+        // made to have many (`a`, `aa`, `aaa`, ...) would take time and
+        // memory growing with the cube of its tokens' length: long tokens
+        // get no merges (they are still matched whole), and a vocabulary
+        // with far more merges than tokens is refused.
+        let most_merges = MERGES_PER_TOKEN * n + 4096;
         let mut merges = Vec::new();
-        for &i in &order {
+        for &i in order
+            .iter()
+            .filter(|&&i| tokens[i].len() <= MAX_MERGED_TOKEN_BYTES)
+        {
             let t = &tokens[i];
             for (split, _) in t.char_indices().skip(1) {
                 let (left, right) = t.split_at(split);
@@ -122,6 +137,12 @@ impl GgufTokenizer {
                 if piece_ok(left) && piece_ok(right) {
                     merges.push((left.to_string(), right.to_string()));
                 }
+            }
+            if merges.len() > most_merges {
+                return Err(LoadError::Invalid(format!(
+                    "the vocabulary's tokens split into more than {most_merges} pairs of \
+                     tokens; that is no real tokenizer"
+                )));
             }
         }
 

@@ -49,6 +49,12 @@ struct Stock<M> {
 
 /// How many bytes of masks a stock model may gather before its cache is
 /// given up (and the masks with it).
+/// Context used when the request says 0 and the model was trained longer.
+const DEFAULT_CONTEXT_CAP: u32 = 8192;
+
+/// The largest trained context a file may claim (a million tokens).
+const MAX_TRAINED_CONTEXT: u32 = 1 << 20;
+
 const MASK_BUDGET: usize = 64 << 20;
 
 impl<M: Clone> Stock<M> {
@@ -291,8 +297,31 @@ impl TextModel {
         }
         let arch = g.architecture.clone();
         let trained = g.u32_opt(&format!("{arch}.context_length"))?;
+        // The stock models size their position tables from the file's
+        // figure: one no model has would abort on allocating them.
+        if trained.is_some_and(|t| t > MAX_TRAINED_CONTEXT) {
+            return Err(LoadError::Invalid(format!(
+                "the file says the model was trained on {} tokens of context; more than {} \
+                 is not believable",
+                trained.unwrap_or_default(),
+                MAX_TRAINED_CONTEXT
+            )));
+        }
+        // candle's stock llama has a fixed position table.
+        let most = if arch == "llama" {
+            quantized_llama::MAX_SEQ_LEN as u32
+        } else {
+            trained.filter(|&t| t > 0).unwrap_or(u32::MAX)
+        };
         let context_length = match request.context_length {
-            0 => trained.unwrap_or(4096) as usize,
+            0 => trained
+                .unwrap_or(4096)
+                .clamp(1, DEFAULT_CONTEXT_CAP.min(most)) as usize,
+            n if n > most => {
+                return Err(LoadError::Invalid(format!(
+                    "`context_length` {n} is above the {most} tokens this model can hold here"
+                )))
+            }
             n => n as usize,
         };
         let slots = request.slots.clamp(1, 64) as usize;

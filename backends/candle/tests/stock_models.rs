@@ -59,14 +59,23 @@ impl Noise {
 
 /// Writes a tiny model of `arch` (llama, qwen2 or qwen3) to `dir`.
 fn write_model(dir: &Path, arch: &str) -> PathBuf {
-    let vocab = vocabulary();
+    write_model_trained(dir, arch, 512)
+}
+
+/// [`write_model`], saying it was trained on `context` tokens.
+fn write_model_trained(dir: &Path, arch: &str, context: u32) -> PathBuf {
+    write_model_with(dir, arch, context, vocabulary())
+}
+
+/// [`write_model`] with its own figure for the context and vocabulary.
+fn write_model_with(dir: &Path, arch: &str, context: u32, vocab: Vec<String>) -> PathBuf {
     let key = |k: &str| format!("{arch}.{k}");
     let mut metadata: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
         (key("block_count"), Value::U32(LAYERS as u32)),
         (key("embedding_length"), Value::U32(EMBEDDING as u32)),
         (key("feed_forward_length"), Value::U32(FEED_FORWARD as u32)),
-        (key("context_length"), Value::U32(512)),
+        (key("context_length"), Value::U32(context)),
         (key("attention.head_count"), Value::U32(HEADS as u32)),
         (key("attention.head_count_kv"), Value::U32(KV_HEADS as u32)),
         (key("attention.key_length"), Value::U32(HEAD_DIM as u32)),
@@ -139,7 +148,7 @@ fn write_model(dir: &Path, arch: &str) -> PathBuf {
         }
     }
 
-    let path = dir.join(format!("tiny-{arch}.gguf"));
+    let path = dir.join(format!("tiny-{arch}-{context}-{}.gguf", vocab.len()));
     let mut file = std::fs::File::create(&path).unwrap();
     let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
@@ -148,17 +157,23 @@ fn write_model(dir: &Path, arch: &str) -> PathBuf {
 }
 
 fn load(path: &Path, prompt_cache: bool) -> Box<dyn Model> {
+    load_with(path, prompt_cache, 256).expect("the tiny model loads")
+}
+
+fn load_with(
+    path: &Path,
+    prompt_cache: bool,
+    context_length: u32,
+) -> Result<Box<dyn Model>, corral_sdk::backend::BackendError> {
     let request = LoadRequest {
         path: path.to_str().unwrap().into(),
-        context_length: 256,
+        context_length,
         threads: 1,
         slots: 1,
         chat_template: None,
         prompt_cache,
     };
-    CandleBackend
-        .load(&request, &mut |_| true)
-        .expect("the tiny model loads")
+    CandleBackend.load(&request, &mut |_| true)
 }
 
 struct Answer {
@@ -275,4 +290,50 @@ fn qwen2_reads_every_prompt_whole() {
 #[test]
 fn qwen3_reads_every_prompt_whole() {
     conversation("qwen3", false);
+}
+
+/// A file that claims a context no model has is refused before any table
+/// is sized from it (the allocation would abort the process); llama's
+/// fixed position table bounds its context.
+#[test]
+fn contexts_no_model_has_are_refused() {
+    let dir = std::env::temp_dir().join(format!("corral-candle-context-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for arch in ["llama", "qwen2", "qwen3"] {
+        let path = write_model_trained(&dir, arch, u32::MAX);
+        let err = load_with(&path, true, 0).err().expect("refused");
+        assert!(err.to_string().contains("not believable"), "{arch}: {err}");
+    }
+    let path = write_model_trained(&dir, "llama", 131_072);
+    let model = load_with(&path, true, 0).expect("loads");
+    assert_eq!(model.info().context_length, 4096);
+    let err = load_with(&path, true, 8192).err().expect("refused");
+    assert!(err.to_string().contains("above the 4096"), "{err}");
+    let path = write_model_trained(&dir, "qwen3", 4096);
+    let err = load_with(&path, true, 8192).err().expect("refused");
+    assert!(err.to_string().contains("above the 4096"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A vocabulary made so that its tokens split into others in very many
+/// ways (`a`, `aa`, `aaa`, ...) would build merges whose size grows with
+/// the cube of the tokens' length (tens of GB for tokens up to 4,000
+/// bytes). Long tokens get no merges, and a vocabulary with far more
+/// merges than tokens is refused.
+#[test]
+fn a_vocabulary_made_of_merges_cannot_blow_up() {
+    let dir = std::env::temp_dir().join(format!("corral-candle-merges-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut long = vocabulary();
+    long.extend((2..=4000).map(|n| "a".repeat(n)));
+    let path = write_model_with(&dir, "llama", 512, long);
+    let model = load_with(&path, true, 0).expect("loads");
+    assert!(model.tokenize("aaaa", false).is_ok());
+
+    let mut dense = vocabulary();
+    dense.extend((2..=256).map(|n| "a".repeat(n)));
+    let path = write_model_with(&dir, "llama", 512, dense);
+    let err = load_with(&path, true, 0).err().expect("refused");
+    assert!(err.to_string().contains("no real tokenizer"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }

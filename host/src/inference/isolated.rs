@@ -374,6 +374,17 @@ impl Supervisor {
                 // when the host does.
                 libc::setpgid(0, 0);
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // Out of memory, the kernel's killer takes a worker first:
+                // an engine (or a chat template) that eats the machine
+                // ends only itself. Raising one's own score needs no
+                // privilege.
+                let path = b"/proc/self/oom_score_adj\0";
+                let fd = libc::open(path.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    let score = b"1000";
+                    libc::write(fd, score.as_ptr().cast(), score.len());
+                    libc::close(fd);
+                }
                 Ok(())
             });
         }

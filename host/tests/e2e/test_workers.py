@@ -140,6 +140,10 @@ def test_the_model_runs_in_a_worker_process(srv, ai):
     host_pid = srv.proc.pid
     workers = workers_of(host_pid)
     assert len(workers) == 1, f"one worker for the one loaded model: {workers}"
+    # Out of memory, the kernel takes the worker before the host: a model
+    # (or its chat template) that eats the machine ends only itself.
+    assert Path(f"/proc/{workers[0]}/oom_score_adj").read_text().strip() == "1000"
+    assert Path(f"/proc/{host_pid}/oom_score_adj").read_text().strip() != "1000"
     # The worker outlives the thread that started it (threads of the
     # blocking pool end after 10 s idle; the parent-death signal must not
     # fire with them), and the next request goes to it.
