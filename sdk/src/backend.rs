@@ -131,6 +131,9 @@ impl Default for SamplingParams {
     }
 }
 
+/// The most recent tokens a repeat penalty may look back on.
+pub const MAX_REPEAT_LAST_N: u32 = 8192;
+
 impl SamplingParams {
     /// Checks ranges; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
@@ -152,6 +155,11 @@ impl SamplingParams {
         }
         if self.max_tokens == 0 {
             return Err("`max_tokens` must be at least 1".into());
+        }
+        if self.repeat_last_n > MAX_REPEAT_LAST_N {
+            return Err(format!(
+                "`repeat_last_n` must be at most {MAX_REPEAT_LAST_N}"
+            ));
         }
         if self.stop.len() > 16 || self.stop.iter().any(|s| s.is_empty() || s.len() > 256) {
             return Err("`stop` takes at most 16 non-empty strings of up to 256 bytes".into());
@@ -451,6 +459,18 @@ pub trait Model: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeat_penalty_looks_back_a_bounded_way() {
+        let mut params = SamplingParams {
+            repeat_last_n: MAX_REPEAT_LAST_N,
+            ..SamplingParams::default()
+        };
+        assert_eq!(params.validate(), Ok(()));
+        params.repeat_last_n = u32::MAX;
+        let err = params.validate().unwrap_err();
+        assert!(err.contains("repeat_last_n"), "{err}");
+    }
 
     #[test]
     fn truncation_keeps_the_end_and_the_first_token() {

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use corral_sdk::backend::{BackendError, BackendResult, CancelToken, FinishReason, SamplingParams};
+use corral_sdk::backend::{
+    BackendError, BackendResult, CancelToken, FinishReason, SamplingParams, MAX_REPEAT_LAST_N,
+};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend as RawBackend;
@@ -644,7 +646,9 @@ fn build_sampler(
     }
     let penalize = params.repeat_penalty != 1.0 && params.repeat_last_n > 0;
     if penalize {
-        let last_n = params.repeat_last_n.min(i32::MAX as u32) as i32;
+        // llama.cpp keeps a buffer of this many tokens per sampler: no
+        // more than a context holds.
+        let last_n = params.repeat_last_n.min(MAX_REPEAT_LAST_N) as i32;
         chain.push(LlamaSampler::penalties(
             n_vocab,
             last_n,
