@@ -39,6 +39,8 @@ pub struct GgufTokenizer {
     /// Tokens that end a turn: EOS and, when present, `<end_of_turn>`,
     /// `<|im_end|>`, `<|eot_id|>` and the like.
     pub end_of_generation: Vec<u32>,
+    /// The texts of control tokens, which match anywhere in a text.
+    pub control_texts: Vec<String>,
 }
 
 fn strings(g: &Gguf, key: &str) -> Result<Vec<String>, LoadError> {
@@ -183,6 +185,10 @@ impl GgufTokenizer {
             tokenizer.with_post_processor(Some(template));
         }
 
+        let control_texts: Vec<String> = (0..n)
+            .filter(|&i| types[i] == CONTROL)
+            .map(|i| tokens[i].clone())
+            .collect();
         let control: Vec<AddedToken> = (0..n)
             .filter(|&i| types[i] == CONTROL)
             .map(|i| AddedToken::from(tokens[i].clone(), true).normalized(false))
@@ -229,6 +235,7 @@ impl GgufTokenizer {
             bos,
             eos,
             end_of_generation,
+            control_texts,
         })
     }
 

@@ -267,6 +267,8 @@ pub struct TextModel {
     info: ModelInfo,
     bos_text: String,
     eos_text: String,
+    /// Broken in messages before their template renders them.
+    controls: chat_template::ControlTexts,
     /// Whether slots keep their caches for later requests.
     prompt_cache: bool,
 }
@@ -394,6 +396,7 @@ impl TextModel {
         };
         let bos_text = token_text(tokenizer.bos);
         let eos_text = token_text(tokenizer.eos);
+        let controls = chat_template::ControlTexts::new(tokenizer.control_texts.clone());
         let info = ModelInfo {
             architecture: arch,
             capabilities: Capabilities {
@@ -423,6 +426,7 @@ impl TextModel {
             info,
             bos_text,
             eos_text,
+            controls,
             prompt_cache: request.prompt_cache,
         })
     }
@@ -622,7 +626,7 @@ impl Model for TextModel {
         };
         chat_template::render(
             template,
-            messages,
+            &self.controls.neutral_messages(messages),
             add_generation_prompt,
             &self.bos_text,
             &self.eos_text,

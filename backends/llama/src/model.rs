@@ -41,6 +41,8 @@ pub struct LlamaModel {
     template: Option<String>,
     bos_text: String,
     eos_text: String,
+    /// Broken in messages before their template renders them.
+    controls: chat_template::ControlTexts,
 }
 
 pub(crate) struct LoadedParts {
@@ -64,6 +66,12 @@ impl LlamaModel {
         };
         let bos_text = token_text(vocab.bos());
         let eos_text = token_text(vocab.eos());
+        let controls = chat_template::ControlTexts::new(
+            vocab
+                .tokens()
+                .filter(|&token| vocab.is_control(token))
+                .map(token_text),
+        );
         let (template, source) = match parts.template {
             Some((t, s)) => (Some(t), Some(s.as_str().to_string())),
             None => (None, None),
@@ -91,6 +99,7 @@ impl LlamaModel {
             template,
             bos_text,
             eos_text,
+            controls,
         }
     }
 
@@ -213,7 +222,7 @@ impl Model for LlamaModel {
         })?;
         chat_template::render(
             template,
-            messages,
+            &self.controls.neutral_messages(messages),
             add_generation_prompt,
             &self.bos_text,
             &self.eos_text,
