@@ -411,7 +411,7 @@ impl Supervisor {
                     if kept.len() == STDERR_LINES {
                         kept.pop_front();
                     }
-                    kept.push_back(strip_ansi(&line));
+                    kept.push_back(without_paths(&strip_ansi(&line)));
                 }
             });
         }
@@ -499,6 +499,34 @@ fn strip_ansi(line: &str) -> String {
             out.push(c);
         }
     }
+    out
+}
+
+/// `line` with each absolute path cut to its last part: a worker's last
+/// words reach users (as a failed model's reason), and where the engine
+/// was built or the server keeps its files is none of theirs. The log
+/// keeps the whole line.
+fn without_paths(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find('/') {
+        let starts_word = rest[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || "'\"`([{=:,".contains(c));
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || "'\"`)]},".contains(c))
+            .map_or(rest.len(), |n| at + n);
+        let word = &rest[at..end];
+        out.push_str(&rest[..at]);
+        if starts_word && word[1..].contains('/') {
+            out.push_str(word.rsplit('/').next().unwrap_or_default());
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -971,6 +999,23 @@ pub fn in_workers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_cut_to_their_last_part() {
+        assert_eq!(
+            without_paths(
+                "/home/ci/.cargo/registry/src/llama-cpp-sys-2/llama.cpp/ggml/src/ggml.c:1234: \
+                 GGML_ASSERT(n <= 8) failed"
+            ),
+            "ggml.c:1234: GGML_ASSERT(n <= 8) failed"
+        );
+        assert_eq!(
+            without_paths("cannot open '/srv/corral/models/part-2.gguf' (read 4/8 bytes)"),
+            "cannot open 'part-2.gguf' (read 4/8 bytes)"
+        );
+        assert_eq!(without_paths("a/b and 1/2 stay"), "a/b and 1/2 stay");
+        assert_eq!(without_paths("/"), "/");
+    }
 
     #[test]
     fn colour_codes_are_stripped_from_stderr() {
