@@ -323,6 +323,38 @@ async fn the_cap_on_loaded_models_evicts_the_least_recently_used() {
     assert_eq!(c.loaded().await.0, ["d", "a"]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_loaded_at_the_same_time_keep_to_the_cap() {
+    let c = Ctx::new(Config {
+        max_loaded_models: 1,
+        ..Config::default()
+    })
+    .await;
+    for round in 0..10 {
+        let a = c.model(&format!("a{round}"), 1, 64).await;
+        let b = c.model(&format!("b{round}"), 1, 64).await;
+        let (ra, rb) = tokio::join!(c.load(&a), c.load(&b));
+        // Each loads in turn; the second may find the first still in use
+        // (and say so), but never loads beside it.
+        let mut loaded = 0;
+        for (status, body) in [ra, rb] {
+            if status == StatusCode::OK {
+                loaded += 1;
+            } else {
+                assert_error(
+                    status,
+                    &body,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                );
+            }
+        }
+        assert!(loaded >= 1, "round {round}: neither loaded");
+        let (names, _) = c.loaded().await;
+        assert_eq!(names.len(), 1, "round {round}: {names:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_model_that_is_generating_is_not_evicted() {
     let c = Ctx::new(Config {

@@ -115,6 +115,9 @@ pub struct ModelManager {
     on_bad_file: Option<BadFileHook>,
     upstreams: Option<Arc<Upstreams>>,
     nodes: Option<Arc<Nodes>>,
+    /// Held from making room to the end of a local load while a limit is
+    /// set: two loads at once would each see room for itself alone.
+    room: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ModelManager {
@@ -126,6 +129,7 @@ impl ModelManager {
             on_bad_file: None,
             upstreams: None,
             nodes: None,
+            room: Arc::default(),
         }
     }
 
@@ -202,9 +206,12 @@ impl ModelManager {
         let loaded = cell
             .get_or_try_init(|| async {
                 // A remote model holds no memory here.
-                if spec.is_local() {
-                    self.make_room(spec)?;
+                let limited = self.limits.memory_budget > 0 || self.limits.max_loaded > 0;
+                if !(spec.is_local() && limited) {
+                    return self.load(spec).await;
                 }
+                let _turn = self.room.lock().await;
+                self.make_room(spec)?;
                 self.load(spec).await
             })
             .await?
