@@ -49,13 +49,13 @@ struct Stock<M> {
 
 /// How many bytes of masks a stock model may gather before its cache is
 /// given up (and the masks with it).
+const MASK_BUDGET: usize = 64 << 20;
+
 /// Context used when the request says 0 and the model was trained longer.
 const DEFAULT_CONTEXT_CAP: u32 = 8192;
 
 /// The largest trained context a file may claim (a million tokens).
 const MAX_TRAINED_CONTEXT: u32 = 1 << 20;
-
-const MASK_BUDGET: usize = 64 << 20;
 
 impl<M: Clone> Stock<M> {
     fn new(model: M) -> Self {
@@ -343,31 +343,42 @@ impl TextModel {
                 }
                 w.memory_bytes()
             }
-            "llama" | "qwen2" | "qwen3" => {
+            "llama" | "qwen3" => {
+                // Read once: the slots' copies share the weights and keep
+                // their own caches.
+                drop(g);
+                let (content, mut reader) = Gguf::open(path)?.into_parts();
+                if arch == "llama" {
+                    let w = quantized_llama::ModelWeights::from_gguf(
+                        content,
+                        &mut reader,
+                        &Device::Cpu,
+                    )?;
+                    engines
+                        .extend((0..slots).map(|_| Engine::Llama(Box::new(Stock::new(w.clone())))));
+                } else {
+                    let w = quantized_qwen3::ModelWeights::from_gguf(
+                        content,
+                        &mut reader,
+                        &Device::Cpu,
+                    )?;
+                    engines.extend((0..slots).map(|_| Engine::Qwen3(w.clone())));
+                }
+                if !progress(0.95) {
+                    return Err(LoadError::Cancelled);
+                }
+                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+            }
+            "qwen2" => {
+                // candle's qwen2 cannot be copied: each slot reads its own.
                 drop(g);
                 for _ in 0..slots {
                     let (content, mut reader) = Gguf::open(path)?.into_parts();
-                    let reader = &mut reader;
-                    let engine = match arch.as_str() {
-                        "llama" => Engine::Llama(Box::new(Stock::new(
-                            quantized_llama::ModelWeights::from_gguf(
-                                content,
-                                reader,
-                                &Device::Cpu,
-                            )?,
-                        ))),
-                        "qwen2" => Engine::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
-                            content,
-                            reader,
-                            &Device::Cpu,
-                        )?),
-                        _ => Engine::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
-                            content,
-                            reader,
-                            &Device::Cpu,
-                        )?),
-                    };
-                    engines.push(engine);
+                    engines.push(Engine::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
+                        content,
+                        &mut reader,
+                        &Device::Cpu,
+                    )?));
                     if !progress(0.1 + 0.85 * engines.len() as f32 / slots as f32) {
                         return Err(LoadError::Cancelled);
                     }

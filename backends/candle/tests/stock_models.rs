@@ -165,11 +165,20 @@ fn load_with(
     prompt_cache: bool,
     context_length: u32,
 ) -> Result<Box<dyn Model>, corral_sdk::backend::BackendError> {
+    load_slots(path, prompt_cache, context_length, 1)
+}
+
+fn load_slots(
+    path: &Path,
+    prompt_cache: bool,
+    context_length: u32,
+    slots: u32,
+) -> Result<Box<dyn Model>, corral_sdk::backend::BackendError> {
     let request = LoadRequest {
         path: path.to_str().unwrap().into(),
         context_length,
         threads: 1,
-        slots: 1,
+        slots,
         chat_template: None,
         prompt_cache,
     };
@@ -335,5 +344,40 @@ fn a_vocabulary_made_of_merges_cannot_blow_up() {
     let path = write_model_with(&dir, "llama", 512, dense);
     let err = load_with(&path, true, 0).err().expect("refused");
     assert!(err.to_string().contains("no real tokenizer"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The slots of a llama or qwen3 model share one copy of the weights, each
+/// with a cache of its own: streams side by side answer as each would alone,
+/// and the model counts its file once.
+#[test]
+fn slots_share_the_weights_and_keep_their_own_caches() {
+    let dir = std::env::temp_dir().join(format!("corral-candle-slots-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prompts = [
+        "the quick brown fox jumps over the lazy dog.",
+        "pack my box with five dozen jugs.",
+        "how vexingly quick daft zebras jump.",
+    ];
+    for arch in ["llama", "qwen3"] {
+        let path = write_model(&dir, arch);
+        let alone: Vec<String> = prompts
+            .iter()
+            .map(|p| run(load(&path, true).as_ref(), p).text)
+            .collect();
+        let shared = load_slots(&path, true, 256, 3).expect("loads");
+        let file = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(shared.info().memory_bytes, file, "{arch}: one copy");
+        for _ in 0..2 {
+            let together: Vec<String> = std::thread::scope(|scope| {
+                let handles: Vec<_> = prompts
+                    .iter()
+                    .map(|p| scope.spawn(|| run(shared.as_ref(), p).text))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(together, alone, "{arch}");
+        }
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
