@@ -14,7 +14,7 @@ use crate::ratelimit::SignInLimiter;
 use crate::sessions::verify_in_turn;
 use crate::store::{Store, StoreError, UserUpdate};
 use crate::time::now;
-use corral_sdk::text::is_unseen;
+use corral_sdk::text::hides;
 
 /// Whether staff of role `actor` may give an account the role `role` or
 /// take it away: a technician any role, an admin the user and admin roles.
@@ -81,10 +81,16 @@ pub async fn revoke_access(store: &dyn Store, user_id: &str) -> ApiResult<u64> {
 /// stored and takes it too.
 pub async fn keep_new_key(store: &dyn Store, user: &User, key_id: &str) -> ApiResult<()> {
     let current = store.get_user(&user.id).await?;
-    if current.is_some_and(|u| u.token_version == user.token_version && !u.disabled) {
+    if current
+        .as_ref()
+        .is_some_and(|u| u.token_version == user.token_version && !u.disabled)
+    {
         return Ok(());
     }
     store.delete_api_key(&user.id, key_id).await?;
+    if current.is_some_and(|u| u.disabled) {
+        return Err(AppError::AccountDisabled);
+    }
     Err(AppError::Unauthorized(
         "the account changed meanwhile; sign in again".into(),
     ))
@@ -120,7 +126,7 @@ pub fn check_password(v: &mut Validator, field: &str, password: &str) {
 pub fn normalize_display_name(v: &mut Validator, name: Option<&str>, username: &str) -> String {
     let name = name.map(str::trim).unwrap_or("");
     v.check(
-        name.chars().count() <= 64 && !name.chars().any(is_unseen),
+        name.chars().count() <= 64 && !hides(name),
         "display_name",
         "must be at most 64 characters, without control or invisible formatting characters",
     );
@@ -800,10 +806,12 @@ mod tests {
             store.update_user(&user.id, &change).await.unwrap();
             store.create_api_key(&key("late")).await.unwrap();
             let err = keep_new_key(store, &read, "late").await.unwrap_err();
-            assert_eq!(
-                (err.status().as_u16(), err.to_string().as_str()),
-                (401, "the account changed meanwhile; sign in again")
-            );
+            let want = if change.disabled.is_some() {
+                (403, "account_disabled")
+            } else {
+                (401, "unauthorized")
+            };
+            assert_eq!((err.status().as_u16(), err.code()), want);
             let left: Vec<_> = store
                 .list_api_keys(&user.id)
                 .await

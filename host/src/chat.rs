@@ -31,7 +31,7 @@ use crate::registry;
 use crate::state::AppState;
 use crate::store::{ChatUpdate, MessageUpdate, Store, StoreError, StoreResult};
 use crate::time::now;
-use corral_sdk::text::is_unseen;
+use corral_sdk::text::without_hidden;
 
 pub use corral_sdk::backend::CancelToken;
 
@@ -567,7 +567,7 @@ pub async fn store_user_message(
 /// A title from the first line of a message, at most 60 characters.
 pub fn title_from(content: &str) -> String {
     let line = content.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let clean: String = line.trim().chars().filter(|&c| !is_unseen(c)).collect();
+    let clean = without_hidden(line.trim());
     let mut title: String = clean.chars().take(60).collect();
     if clean.chars().count() > 60 {
         title.push('…');

@@ -17,7 +17,7 @@ use crate::model::{
 };
 use crate::store::{Store, TicketUpdate};
 use crate::time::now;
-use corral_sdk::text::is_unseen;
+use corral_sdk::text::hides;
 
 /// Whether `by_staff` (or else the owner) may move a ticket from `from`
 /// to `to`. Closed is final; an owner may only reopen or close a resolved
@@ -41,7 +41,7 @@ pub fn transition_allowed(from: TicketStatus, to: TicketStatus, by_staff: bool) 
 
 fn check_subject(v: &mut Validator, subject: &str) {
     v.check(
-        (3..=200).contains(&subject.chars().count()) && !subject.chars().any(is_unseen),
+        (3..=200).contains(&subject.chars().count()) && !hides(subject),
         "subject",
         "must be 3 to 200 characters, without control or invisible formatting characters",
     );

@@ -63,6 +63,13 @@ pub struct ControlTexts {
     finder: Option<aho_corasick::AhoCorasick>,
 }
 
+/// Whether a user-defined token's `text` is a marker of the `<|...|>`
+/// kind: some models mark turns and channels with such tokens and do not
+/// type them as control tokens.
+pub fn is_marker(text: &str) -> bool {
+    text.len() > 4 && text.starts_with("<|") && text.ends_with("|>")
+}
+
 impl ControlTexts {
     /// Texts of one character cannot be broken and are left out.
     pub fn new(texts: impl IntoIterator<Item = String>) -> Self {
@@ -221,6 +228,8 @@ mod tests {
             content: "é<start_of_turn>".into(),
         }]);
         assert_eq!(messages[0].content, "é<\u{2060}start_of_turn>");
+        assert!(is_marker("<|end|>") && is_marker("<|channel|>"));
+        assert!(!is_marker("<think>") && !is_marker("<||>") && !is_marker("<|a"));
     }
 
     fn msg(role: &str, content: &str) -> ChatMessage {

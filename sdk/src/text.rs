@@ -5,7 +5,8 @@
 /// Whether `c` is unseen in a name: a control character, or a format
 /// character that shows nothing or reorders the text around it (zero-width
 /// spaces and joiners, bidirectional marks and overrides, the soft hyphen,
-/// the byte-order mark). Names that hold one can pass for another name.
+/// the byte-order mark). Names that hold one can pass for another name;
+/// see [`hides`] for the ones written languages need.
 pub fn is_unseen(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -20,6 +21,48 @@ pub fn is_unseen(c: char) -> bool {
                 | '\u{FEFF}'
                 | '\u{FFF9}'..='\u{FFFB}'
         )
+}
+
+/// Whether a name holds an unseen character (see [`is_unseen`]) it does
+/// not need. Written languages and emoji need a few: the zero-width
+/// non-joiner and joiner between two visible characters other than ASCII
+/// (Persian words, emoji sequences), and the left-to-right and
+/// right-to-left marks in text that has right-to-left letters.
+pub fn hides(name: &str) -> bool {
+    let chars: Vec<char> = name.chars().collect();
+    (0..chars.len()).any(|i| !needed(&chars, i))
+}
+
+/// `text` without the unseen characters it does not need (see [`hides`]).
+pub fn without_hidden(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    (0..chars.len())
+        .filter(|&i| needed(&chars, i))
+        .map(|i| chars[i])
+        .collect()
+}
+
+/// Whether `chars[i]` is seen, or an unseen character the text needs.
+fn needed(chars: &[char], i: usize) -> bool {
+    let c = chars[i];
+    if !is_unseen(c) {
+        return true;
+    }
+    let visible_wide = |j: Option<usize>| {
+        j.and_then(|j| chars.get(j))
+            .is_some_and(|&n| !n.is_ascii() && !is_unseen(n))
+    };
+    match c {
+        '\u{200C}' | '\u{200D}' => visible_wide(i.checked_sub(1)) && visible_wide(Some(i + 1)),
+        '\u{200E}' | '\u{200F}' => chars.iter().any(|&n| is_right_to_left(n)),
+        _ => false,
+    }
+}
+
+/// Letters of the right-to-left scripts (Hebrew, Arabic, Syriac, Thaana,
+/// N'Ko and their presentation forms).
+fn is_right_to_left(c: char) -> bool {
+    matches!(c, '\u{0590}'..='\u{08FF}' | '\u{FB1D}'..='\u{FDFF}' | '\u{FE70}'..='\u{FEFE}')
 }
 
 /// Collects token bytes and hands out the longest complete UTF-8 prefix.
@@ -253,5 +296,36 @@ mod tests {
         for c in ['a', ' ', 'é', 'ț', '中', '\u{1F98A}', '-', '\u{2010}'] {
             assert!(!is_unseen(c), "{:?}", c);
         }
+    }
+
+    #[test]
+    fn names_keep_the_joiners_and_marks_languages_need() {
+        // Persian with a non-joiner, emoji sequences, Hebrew with a mark.
+        for name in [
+            "\u{062D}\u{0633}\u{0646}\u{200C}\u{0632}\u{0627}\u{062F}\u{0647}",
+            "\u{1F469}\u{200D}\u{1F4BB}",
+            "\u{1F3F3}\u{FE0F}\u{200D}\u{1F308}",
+            "\u{05E9}\u{05DC}\u{05D5}\u{05DD} 1\u{200F}",
+        ] {
+            assert!(!hides(name), "{name:?}");
+            assert_eq!(without_hidden(name), name);
+        }
+        // A joiner beside ASCII or at an end, a mark without right-to-left
+        // text, and the other unseen characters, hide something.
+        for name in [
+            "Support\u{200D}",
+            "Sup\u{200C}port",
+            "\u{200D}\u{1F469}",
+            "Support\u{200E}",
+            "Sup\u{200B}port",
+            "\u{202E}troppuS",
+            "a\u{2066}b",
+        ] {
+            assert!(hides(name), "{name:?}");
+        }
+        assert_eq!(
+            without_hidden("Trip\u{200B} to \u{202E}Rome\u{200D}"),
+            "Trip to Rome"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! whole token's score.
 
 use candle_core::quantized::gguf_file::Value;
+use corral_sdk::chat_template;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence;
@@ -39,7 +40,8 @@ pub struct GgufTokenizer {
     /// Tokens that end a turn: EOS and, when present, `<end_of_turn>`,
     /// `<|im_end|>`, `<|eot_id|>` and the like.
     pub end_of_generation: Vec<u32>,
-    /// The texts of control tokens, which match anywhere in a text.
+    /// The texts of control tokens (and user-defined markers), which match
+    /// anywhere in a text.
     pub control_texts: Vec<String>,
 }
 
@@ -185,8 +187,12 @@ impl GgufTokenizer {
             tokenizer.with_post_processor(Some(template));
         }
 
+        // Control tokens, and user-defined ones shaped like a marker.
         let control_texts: Vec<String> = (0..n)
-            .filter(|&i| types[i] == CONTROL)
+            .filter(|&i| {
+                types[i] == CONTROL
+                    || (types[i] == USER_DEFINED && chat_template::is_marker(&tokens[i]))
+            })
             .map(|i| tokens[i].clone())
             .collect();
         let control: Vec<AddedToken> = (0..n)

@@ -12,6 +12,7 @@ use corral_sdk::backend::{
 use corral_sdk::chat_template;
 use llama_cpp_2::model::LlamaModel as RawModel;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token_type::LlamaTokenAttr;
 
 use crate::engine::{Engine, Event, Job};
 
@@ -66,12 +67,15 @@ impl LlamaModel {
         };
         let bos_text = token_text(vocab.bos());
         let eos_text = token_text(vocab.eos());
-        let controls = chat_template::ControlTexts::new(
-            vocab
-                .tokens()
-                .filter(|&token| vocab.is_control(token))
-                .map(token_text),
-        );
+        // Control tokens, and user-defined ones shaped like a marker.
+        let controls = chat_template::ControlTexts::new(vocab.tokens().filter_map(|token| {
+            let control = vocab.is_control(token);
+            if !control && !vocab.attr(token).contains(LlamaTokenAttr::UserDefined) {
+                return None;
+            }
+            let text = token_text(token);
+            (control || chat_template::is_marker(&text)).then_some(text)
+        }));
         let (template, source) = match parts.template {
             Some((t, s)) => (Some(t), Some(s.as_str().to_string())),
             None => (None, None),

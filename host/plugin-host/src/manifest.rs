@@ -418,7 +418,7 @@ impl RawManifest {
         }
         // Shown to technicians approving capabilities and to users turning
         // plugins on: it must not pass for another plugin's name.
-        if self.name.chars().any(corral_sdk::text::is_unseen) {
+        if corral_sdk::text::hides(&self.name) {
             return err("`name` must not hold control or invisible formatting characters");
         }
         if semver::Version::parse(&self.version).is_err() {

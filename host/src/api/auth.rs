@@ -300,7 +300,7 @@ pub struct LoginRequest {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
-        (status = 401, description = "Wrong username or password", body = corral_sdk::ErrorBody),
+        (status = 401, description = "Wrong username or password, or the password changed while it was checked", body = corral_sdk::ErrorBody),
         (status = 403, description = "The account is disabled", body = corral_sdk::ErrorBody),
         (status = 429, description = "Too many attempts from this address or queued on this username, or too many passwords being checked at once; see `Retry-After`", body = corral_sdk::ErrorBody),
     ))]
@@ -587,7 +587,8 @@ pub struct CreatedKey {
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "The new key, shown once", body = CreatedKey),
-        (status = 403, description = "Called with an API key: keys are made from a sign-in", body = corral_sdk::ErrorBody),
+        (status = 401, description = "The password changed, or was reset, while the key was made; sign in again", body = corral_sdk::ErrorBody),
+        (status = 403, description = "Called with an API key: keys are made from a sign-in (or the account was disabled meanwhile)", body = corral_sdk::ErrorBody),
         (status = 409, description = "The account holds as many keys as it may (`limit_reached`)", body = corral_sdk::ErrorBody),
     ))]
 pub async fn create_key(

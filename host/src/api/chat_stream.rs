@@ -194,8 +194,12 @@ fn max_websockets(config: &crate::config::Config) -> usize {
 /// The client sends JSON text frames (`ClientFrame`): `send`, `regenerate`
 /// and `stop`, each naming a chat. The server answers with `ChatEvent`
 /// objects, each carrying its `chat_id`, for any number of chats at once.
-/// A frame that cannot be read gets an `error` event and the socket stays
-/// open. Closing the socket stops its running answers. Browsers, which
+/// A frame that is not a valid command gets an `error` event and the
+/// socket stays open; one that is not a WebSocket text message of at most
+/// about 650 KiB closes it (1009 too big, 1007 not UTF-8, 1002 otherwise).
+/// Closing the socket stops its running answers. A client must read its
+/// events: answers wait for it, and one whose refusals find no room for
+/// 10 s is closed. Browsers, which
 /// cannot set headers on the handshake, may pass the token as the
 /// `access_token` query parameter.
 ///
@@ -309,13 +313,21 @@ async fn session(socket: WebSocket, state: AppState, mut caller: Caller, slot: S
         };
         let frame = match frame {
             Some(Ok(frame)) => frame,
-            // Too big, or not WebSocket: said in the close frame.
+            // Too big, not UTF-8 or not WebSocket: said in the close frame.
             Some(Err(err)) => {
-                let err = AppError::BadRequest(format!(
-                    "the frame could not be read (at most {} KiB): {err}",
-                    MAX_FRAME_BYTES >> 10
-                ));
-                end(&out, &mut close, err, close_code::SIZE);
+                let text = err.to_string();
+                let (code, err) = if text.contains("Space limit exceeded") {
+                    let limit = MAX_FRAME_BYTES >> 10;
+                    let why = format!("the message is too big (at most {limit} KiB)");
+                    (close_code::SIZE, AppError::PayloadTooLarge(why))
+                } else if text.contains("UTF-8") {
+                    let why = "a text frame is not UTF-8".to_owned();
+                    (close_code::INVALID, AppError::BadRequest(why))
+                } else {
+                    let why = format!("the frame could not be read: {text}");
+                    (close_code::PROTOCOL, AppError::BadRequest(why))
+                };
+                end(&out, &mut close, err, code);
                 break;
             }
             None => break,

@@ -17,7 +17,7 @@ use crate::policy::Caller;
 use crate::state::AppState;
 use crate::store::ChatUpdate;
 use crate::time::now;
-use corral_sdk::text::is_unseen;
+use corral_sdk::text::hides;
 
 /// Longest temporary-chat lifetime: 30 days.
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
@@ -95,7 +95,7 @@ pub struct CreateChatRequest {
 
 fn check_title(v: &mut Validator, title: &str) {
     v.check(
-        (1..=200).contains(&title.chars().count()) && !title.chars().any(is_unseen),
+        (1..=200).contains(&title.chars().count()) && !hides(title),
         "title",
         "must be 1 to 200 characters, without control or invisible formatting characters",
     );
@@ -420,8 +420,9 @@ pub struct NewMessageRequest {
     pub content: String,
 }
 
-/// Append a user message to a chat. It is stored before anything else
-/// happens, so nothing typed is lost.
+/// Append a user message to a chat, without an answer. Refused while an
+/// answer is being written in the chat, which would come after a question
+/// it never saw.
 #[utoipa::path(post, path = "/api/chats/{id}/messages", tag = "chats",
     params(("id" = String, Path, description = "Chat id")),
     request_body = NewMessageRequest,

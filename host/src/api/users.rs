@@ -149,9 +149,13 @@ pub async fn update(
         signed_in(&caller, "changing a role")?;
     }
     // An account enabled again signs in with what its holder knows, after
-    // the key is gone; disabling stays open to keys.
-    if req.disabled == Some(false) {
-        signed_in(&caller, "enabling an account")?;
+    // the key is gone; disabling (or leaving an account enabled) stays open
+    // to keys.
+    if req.disabled == Some(false) && caller.api_key_id.is_some() {
+        let target = state.store.get_user(&id).await?;
+        if target.is_some_and(|u| u.disabled) {
+            signed_in(&caller, "enabling an account")?;
+        }
     }
     let changes = AccountChanges {
         display_name: req.display_name,

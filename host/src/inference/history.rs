@@ -115,7 +115,9 @@ pub fn fit_conversation(
     let size = |m: &ChatMessage| m.content.len().div_ceil(BYTES_PER_TOKEN) + MARKUP_TOKENS;
     let sizes: Vec<usize> = turns.iter().map(size).collect();
     let fixed = system.iter().map(size).sum::<usize>() + MARKUP_TOKENS;
-    let room = context.saturating_sub(answer_room(context, sampling));
+    // A remote server refuses a prompt whose `max_tokens` of answer would
+    // not fit beside it, so the whole of `max_tokens` stays free.
+    let room = context.saturating_sub(sampling.max_tokens as usize);
     let block = (context / 4).min(room / 2).max(1);
     let cuts = cuts(&turns, &sizes, block);
     let start = cuts
@@ -352,8 +354,6 @@ mod tests {
             let fitted =
                 fit_history(&model, messages.clone(), &sampling(max_tokens)).expect("fits");
             assert_eq!(fitted, whole, "max_tokens {max_tokens}");
-            let sent = fit_conversation(messages.clone(), 2048, &sampling(max_tokens));
-            assert_eq!(sent, messages, "max_tokens {max_tokens}");
         }
         // A long chat still loses its oldest turns, to half the context.
         let long = chat(120);
@@ -364,7 +364,6 @@ mod tests {
             token_count(&model, &fitted)
         );
         assert!(fitted.starts_with("<system> be brief and kind ; <user> "));
-        assert!(fit_conversation(long.clone(), 2048, &sampling(4096)).len() > 2);
     }
 
     #[test]
@@ -496,21 +495,21 @@ mod tests {
         // 82-token question that leaves room for one more exchange. The
         // last block starts at exchange 16 and does not fit, so its
         // exchanges are tried one by one.
-        let model = Words::new(300);
+        let model = Words::new(200);
         let mut messages = vec![message("system", "be brief and kind".into())];
         for i in 0..19 {
             messages.push(message("user", words(2 * i, 3)));
             messages.push(message("assistant", words(2 * i + 1, 3)));
         }
         messages.push(message("user", words(99, 80)));
-        let prompt = fit_history(&model, messages.clone(), &sampling(200)).expect("fit");
+        let prompt = fit_history(&model, messages.clone(), &sampling(100)).expect("fit");
         let mut kept = vec![messages[0].clone()];
         kept.extend_from_slice(&messages[messages.len() - 3..]);
         assert_eq!(
             prompt,
             model.apply_chat_template(&kept, true).expect("render")
         );
-        assert_eq!(token_count(&model, &prompt) + 200, 299);
+        assert_eq!(token_count(&model, &prompt) + 100, 199);
     }
 
     #[test]

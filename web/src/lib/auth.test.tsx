@@ -154,4 +154,10 @@ describe("a sign-out that never reached the server", () => {
     expect(urls).toContain("/api/auth/logout");
     expect(localStorage.getItem("corral.logout-pending")).toBeNull();
   });
+
+  it("stays pending when a proxy says the server is unreachable", async () => {
+    network(() => new Response("bad gateway", { status: 502 }));
+    await signOutOnce();
+    expect(localStorage.getItem("corral.logout-pending")).toBe("1");
+  });
 });

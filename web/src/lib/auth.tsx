@@ -1,4 +1,4 @@
-import { createContext, useCallback, useContext, useEffect, useMemo, useState } from "react";
+import { createContext, useCallback, useContext, useEffect, useMemo, useRef, useState } from "react";
 import type { ReactNode } from "react";
 import { useQueryClient } from "@tanstack/react-query";
 import { api, unwrap } from "./api";
@@ -36,6 +36,9 @@ const AuthContext = createContext<AuthContextValue | null>(null);
 export function AuthProvider({ children }: { children: ReactNode }) {
   const queryClient = useQueryClient();
   const [state, setState] = useState<AuthState>({ status: "loading" });
+  // A sign-out left over from the last load: a sign-in waits for it, lest
+  // its answer clear the new sign-in's cookie.
+  const leftover = useRef<Promise<void>>(Promise.resolve());
 
   useEffect(() => {
     let active = true;
@@ -61,10 +64,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
       // The last sign-out never reached the server: send it now, before
       // anything else, and stay signed out.
       setState({ status: "signed-out" });
-      api.POST("/api/auth/logout", { body: {} }).then(
-        () => setLogoutPending(false),
-        () => undefined,
-      );
+      leftover.current = sendSignOut().then((reached) => setLogoutPending(!reached));
     } else if (!mayHaveSession()) {
       setState({ status: "signed-out" });
     } else {
@@ -84,6 +84,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
   }, [queryClient]);
 
   const signIn = useCallback(async (username: string, password: string) => {
+    await leftover.current;
     const tokens = unwrap(
       await api.POST("/api/auth/login", { body: { username, password, refresh_cookie: true } }),
     );
@@ -95,6 +96,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
 
   const register = useCallback(
     async (username: string, password: string, displayName?: string) => {
+      await leftover.current;
       const tokens = unwrap(
         await api.POST("/api/auth/register", {
           body: { username, password, display_name: displayName || null, refresh_cookie: true },
@@ -108,13 +110,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
   );
 
   const signOut = useCallback(async () => {
-    // Any answer means the server saw it (it clears the cookie even when it
-    // fails); no answer at all leaves the sign-out to be sent again.
-    const reached = await api.POST("/api/auth/logout", { body: {} }).then(
-      () => true,
-      () => false,
-    );
-    setLogoutPending(!reached);
+    setLogoutPending(!(await sendSignOut()));
     broadcast({ type: "signed-out" });
     endSession("signed-out");
   }, []);
@@ -124,6 +120,18 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     [state, signIn, register, signOut],
   );
   return <AuthContext.Provider value={value}>{children}</AuthContext.Provider>;
+}
+
+/**
+ * Sends a sign-out; whether Corral answered it. Its own answers count, even
+ * errors (it clears the cookie then too); no answer, or a proxy's saying
+ * Corral is unreachable (502 to 504), leaves it to be sent again.
+ */
+async function sendSignOut(): Promise<boolean> {
+  return api.POST("/api/auth/logout", { body: {} }).then(
+    ({ response }) => ![502, 503, 504].includes(response.status),
+    () => false,
+  );
 }
 
 export function useAuth(): AuthContextValue {
