@@ -77,6 +77,9 @@ pub struct Config {
     pub max_api_keys_per_user: u64,
     /// Chat WebSockets one account may have open at once.
     pub max_websockets_per_user: usize,
+    /// Chat WebSockets all accounts together may have open at once (each
+    /// holds a connection): half of `max_connections` unless set.
+    pub max_websockets: usize,
     /// Plugin route requests one account may have under way at once.
     pub per_user_plugin_requests: usize,
     /// Messages (questions and answers) one chat may hold.
@@ -153,6 +156,7 @@ impl Default for Config {
             max_open_tickets_per_user: 100,
             max_api_keys_per_user: 50,
             max_websockets_per_user: 8,
+            max_websockets: 512,
             per_user_plugin_requests: 8,
             max_messages_per_chat: 2_000,
             max_comments_per_ticket: 500,
@@ -201,6 +205,7 @@ pub struct FileConfig {
     pub max_open_tickets_per_user: Option<u64>,
     pub max_api_keys_per_user: Option<u64>,
     pub max_websockets_per_user: Option<usize>,
+    pub max_websockets: Option<usize>,
     pub per_user_plugin_requests: Option<usize>,
     pub max_messages_per_chat: Option<u64>,
     pub max_comments_per_ticket: Option<u64>,
@@ -292,6 +297,9 @@ impl Config {
             max_websockets_per_user: file
                 .max_websockets_per_user
                 .unwrap_or(d.max_websockets_per_user),
+            max_websockets: file
+                .max_websockets
+                .unwrap_or((file.max_connections.unwrap_or(d.max_connections) / 2).max(1)),
             per_user_plugin_requests: file
                 .per_user_plugin_requests
                 .unwrap_or(d.per_user_plugin_requests),
@@ -390,6 +398,11 @@ impl Config {
         anyhow::ensure!(
             config.header_read_timeout_secs >= 1 && config.max_connections >= 1,
             "header_read_timeout_secs and max_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..config.max_connections.max(2)).contains(&config.max_websockets),
+            "max_websockets must be at least 1 and below max_connections, so that \
+             open sockets leave connections for everything else"
         );
         Ok(config)
     }
@@ -545,6 +558,23 @@ mod tests {
         )
         .unwrap();
         Config::resolve(file, Overrides::default()).unwrap();
+    }
+
+    #[test]
+    fn websockets_leave_connections_for_everything_else() {
+        let resolve =
+            |text: &str| Config::resolve(toml::from_str(text).unwrap(), Overrides::default());
+        assert_eq!(resolve("").unwrap().max_websockets, 512);
+        assert_eq!(resolve("max_connections = 10").unwrap().max_websockets, 5);
+        assert_eq!(resolve("max_websockets = 900").unwrap().max_websockets, 900);
+        for bad in [
+            "max_websockets = 0",
+            "max_websockets = 1024",
+            "max_connections = 10\nmax_websockets = 10",
+        ] {
+            let err = resolve(bad).unwrap_err();
+            assert!(err.to_string().contains("max_websockets"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -183,12 +183,6 @@ const MAX_FRAME_BYTES: usize = 6 * crate::chat::MAX_MESSAGE_CHARS + 64 * 1024;
 const OUT_QUEUE: usize = 256;
 const SEND_WAIT: Duration = Duration::from_secs(10);
 
-/// Chat WebSockets of all accounts together: half the connections, so
-/// that open sockets cannot take every one.
-fn max_websockets(config: &crate::config::Config) -> usize {
-    (config.max_connections / 2).max(1)
-}
-
 /// Chat over a WebSocket.
 ///
 /// The client sends JSON text frames (`ClientFrame`): `send`, `regenerate`
@@ -215,6 +209,7 @@ fn max_websockets(config: &crate::config::Config) -> usize {
         (status = 101, description = "Switched to the WebSocket protocol"),
         (status = 400, description = "Not a WebSocket handshake", body = corral_sdk::ErrorBody),
         (status = 409, description = "The account has `max_websockets_per_user` chat WebSockets open", body = corral_sdk::ErrorBody),
+        (status = 503, description = "All accounts together have `max_websockets` open", body = corral_sdk::ErrorBody),
     ))]
 pub async fn websocket(
     State(state): State<AppState>,
@@ -230,7 +225,7 @@ pub async fn websocket(
     let slot = state.chat_runs.open_socket(
         caller.id(),
         state.config.max_websockets_per_user,
-        max_websockets(&state.config),
+        state.config.max_websockets,
     )?;
     Ok(upgrade
         // A browser that signed in with the subprotocol needs it answered.
