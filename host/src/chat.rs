@@ -313,13 +313,7 @@ pub async fn start(
     overrides: &SamplingOverrides,
 ) -> ApiResult<mpsc::UnboundedReceiver<ChatEvent>> {
     if let Action::Send(content) = &action {
-        Validator::new()
-            .check(
-                !content.trim().is_empty() && content.chars().count() <= MAX_MESSAGE_CHARS,
-                "content",
-                format!("must be 1 to {MAX_MESSAGE_CHARS} characters"),
-            )
-            .finish()?;
+        check_content(content)?;
     }
     let mut chat = load_chat(state, caller, chat_id).await?;
     // A chat whose model is gone says so before anything else.
@@ -494,6 +488,17 @@ pub fn run_id(answer_id: &str, created_at: &DateTime<Utc>) -> String {
     format!("{answer_id}@{}", created_at.timestamp_millis())
 }
 
+/// Refuses a message that is blank or longer than [`MAX_MESSAGE_CHARS`].
+fn check_content(content: &str) -> ApiResult<()> {
+    Validator::new()
+        .check(
+            !content.trim().is_empty() && content.chars().count() <= MAX_MESSAGE_CHARS,
+            "content",
+            format!("must be 1 to {MAX_MESSAGE_CHARS} characters"),
+        )
+        .finish()
+}
+
 /// Bytes of text `messages` hold.
 fn text_bytes(messages: &[Message]) -> usize {
     messages.iter().map(|m| m.content.len()).sum()
@@ -508,13 +513,7 @@ pub async fn append(
     chat_id: &str,
     content: String,
 ) -> ApiResult<Message> {
-    Validator::new()
-        .check(
-            !content.trim().is_empty() && content.chars().count() <= MAX_MESSAGE_CHARS,
-            "content",
-            format!("must be 1 to {MAX_MESSAGE_CHARS} characters"),
-        )
-        .finish()?;
+    check_content(&content)?;
     let mut chat = load_chat(state, caller, chat_id).await?;
     let (_guard, _handle) = state.chat_runs.claim(&chat.id)?;
     let stored = state.store.list_messages(&chat.id).await?;

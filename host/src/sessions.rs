@@ -279,6 +279,14 @@ mod tests {
         }
     }
 
+    /// Stores `uma`, a user whose password is `password`.
+    async fn with_password(store: &dyn Store, password: &str) -> User {
+        let mut user = testing::user("uma", Role::User);
+        user.password_hash = hash_password(password).unwrap();
+        store.create_user(&user).await.unwrap();
+        user
+    }
+
     fn message(err: &AppError) -> (u16, &'static str, String) {
         (err.status().as_u16(), err.code(), err.to_string())
     }
@@ -443,9 +451,7 @@ mod tests {
         let store = store.as_ref();
         let keys = keys();
         let limiter = SignInLimiter::default();
-        let mut user = testing::user("uma", Role::User);
-        user.password_hash = hash_password("correct horse").unwrap();
-        store.create_user(&user).await.unwrap();
+        let user = with_password(store, "correct horse").await;
 
         let wrong = "wrong username or password".to_owned();
         let err = authenticate(store, &limiter, "uma", "wrong horse".into())
@@ -482,9 +488,7 @@ mod tests {
         let store = store.as_ref();
         let keys = keys();
         let limiter = SignInLimiter::default();
-        let mut user = testing::user("uma", Role::User);
-        user.password_hash = hash_password("correct horse").unwrap();
-        store.create_user(&user).await.unwrap();
+        let user = with_password(store, "correct horse").await;
         let found = authenticate(store, &limiter, "uma", "correct horse".into())
             .await
             .unwrap();
