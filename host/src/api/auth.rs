@@ -478,11 +478,10 @@ pub struct ChangePasswordRequest {
         (status = 403, description = "Called with an API key", body = corral_sdk::ErrorBody),
         (status = 409, description = "The account changed (a reset or disable) after the caller's token was issued; sign in again", body = corral_sdk::ErrorBody),
         (status = 422, description = "`current_password` is wrong, or `new_password` is too short or too long", body = corral_sdk::ErrorBody),
-        (status = 429, description = "Too many password checks from this address or on this account; see `Retry-After`", body = corral_sdk::ErrorBody),
+        (status = 429, description = "Wrong current passwords queued this account's next check too far ahead; see `Retry-After`", body = corral_sdk::ErrorBody),
     ))]
 pub async fn change_password(
     State(state): State<AppState>,
-    ip: ClientIp,
     caller: Caller,
     cookie: RefreshCookie,
     Json(req): Json<ChangePasswordRequest>,
@@ -494,8 +493,8 @@ pub async fn change_password(
             "changing the password needs a sign-in, not an API key".into(),
         ));
     }
-    // Each try checks a password, as a sign-in does, and counts as one.
-    throttle_address(&state, &ip)?;
+    // A wrong current password counts against the account as a wrong
+    // sign-in does (the caller holds the account's token already).
     let user = accounts::change_own_password(
         state.store.as_ref(),
         &state.limiter,
@@ -504,9 +503,6 @@ pub async fn change_password(
         req.new_password,
     )
     .await?;
-    state
-        .limiter
-        .refund(ip.bucket(), &account_key(&user.username));
     let tokens = issue_tokens(&state, &user, None).await?;
     Ok(token_answer(
         &state,
