@@ -203,8 +203,7 @@ async fn a_chat_or_a_ticket_cannot_grow_past_its_cap() {
     let user = t.signed_in("talker", Role::User).await;
     let token = Some(user.access.as_str());
     // The chat's model, ready: the cap is checked before anything runs.
-    let model = support::model_record("gemma-3-270m", "llama", "/nonexistent/fixture.gguf");
-    t.store.create_model(&model).await.expect("model");
+    t.missing_chat_model().await;
     let chat = t.chat(&user.access, "long").await;
     let id = chat["id"].as_str().unwrap();
     let messages = format!("/api/chats/{id}/messages");
@@ -369,8 +368,7 @@ async fn a_chat_holds_a_bounded_amount_of_text() {
     let t = TestApp::new().await;
     let user = t.signed_in("writer", Role::User).await;
     let token = Some(user.access.as_str());
-    let model = support::model_record("gemma-3-270m", "llama", "/nonexistent/fixture.gguf");
-    t.store.create_model(&model).await.expect("model");
+    t.missing_chat_model().await;
     let chat = t.chat(&user.access, "long").await;
     let id = chat["id"].as_str().unwrap();
     let messages = format!("/api/chats/{id}/messages");

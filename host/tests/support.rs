@@ -298,6 +298,13 @@ impl TestApp {
         (r.status, r.json())
     }
 
+    /// Stores a ready `gemma-3-270m` (the model [`Self::chat`] names) whose
+    /// file is missing: enough for everything checked before a model runs.
+    pub async fn missing_chat_model(&self) {
+        let model = model_record("gemma-3-270m", "llama", "/nonexistent/fixture.gguf");
+        self.store.create_model(&model).await.expect("model");
+    }
+
     /// Creates a chat of the token's owner; returns it.
     pub async fn chat(&self, token: &str, title: &str) -> Value {
         let (status, body) = self

@@ -243,12 +243,17 @@ fn left_in_cache(a: &Answer) -> u32 {
     s.prompt_tokens + s.completion_tokens - unread
 }
 
+/// A folder of this test process's own for `name`'s model files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("corral-candle-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Three turns of a conversation, a regenerate and an unrelated prompt.
 /// `appends` says whether the architecture reads on from its cache.
 fn conversation(arch: &str, appends: bool) {
-    let dir =
-        std::env::temp_dir().join(format!("corral-candle-stock-{arch}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&format!("stock-{arch}"));
     let path = write_model(&dir, arch);
     let cached = load(&path, true);
     let fresh = load(&path, false);
@@ -306,8 +311,7 @@ fn qwen3_reads_every_prompt_whole() {
 /// fixed position table bounds its context.
 #[test]
 fn contexts_no_model_has_are_refused() {
-    let dir = std::env::temp_dir().join(format!("corral-candle-context-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("context");
     for arch in ["llama", "qwen2", "qwen3"] {
         let path = write_model_trained(&dir, arch, u32::MAX);
         let err = load_with(&path, true, 0).err().expect("refused");
@@ -331,8 +335,7 @@ fn contexts_no_model_has_are_refused() {
 /// merges than tokens is refused.
 #[test]
 fn a_vocabulary_made_of_merges_cannot_blow_up() {
-    let dir = std::env::temp_dir().join(format!("corral-candle-merges-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("merges");
     let mut long = vocabulary();
     long.extend((2..=4000).map(|n| "a".repeat(n)));
     let path = write_model_with(&dir, "llama", 512, long);
@@ -352,8 +355,7 @@ fn a_vocabulary_made_of_merges_cannot_blow_up() {
 /// and the model counts its file once.
 #[test]
 fn slots_share_the_weights_and_keep_their_own_caches() {
-    let dir = std::env::temp_dir().join(format!("corral-candle-slots-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("slots");
     let prompts = [
         "the quick brown fox jumps over the lazy dog.",
         "pack my box with five dozen jugs.",
